@@ -1,0 +1,2 @@
+// Keeps nc_testsupport non-empty before helpers exist.
+typedef int nc_testsupport_empty;
