@@ -686,12 +686,13 @@ void nc_node_desc_from(const nc_graph *g, nc_id id, nc_node_desc *d) {
 nc_graph *nc_graph_new_like(const nc_graph *g) {
   nc_graph *h = nc_graph_new(g->name);
   if (!h) return NULL;
-  for (int k = 0; k < g->nsyms; k++)
+  for (int k = 0; k < g->nsyms; k++) {
     nc_status st = nc_graph_sym(h, g->syms[k], NULL);
     if (st) {
       nc_status_free(st);
       nc_graph_free(h);
       return NULL;
     }
+  }
   return h;
 }

@@ -1,0 +1,9 @@
+// The nanochat command's subcommands. Each takes argv with argv[0] = the
+// subcommand name and returns the process exit code (0 ok, 1..127 error).
+#ifndef NC_CLI_COMMANDS_H
+#define NC_CLI_COMMANDS_H
+
+int nc_cmd_graph(int argc, char **argv);
+int nc_cmd_tok(int argc, char **argv);
+
+#endif

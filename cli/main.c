@@ -1,0 +1,47 @@
+// nanochat: the one command of nanochat-c. Dispatches to subcommands.
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+typedef struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} nc_command;
+
+static const nc_command nc_commands[] = {
+    {"graph", nc_cmd_graph, "inspect graphs: dump (text, XML, DOT), check"},
+};
+#define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
+
+static void nc_usage(FILE *f) {
+  fprintf(f,
+          "nanochat - train and serve small chat models, from one C codebase\n"
+          "\n"
+          "usage: nanochat <command> [options]   (nanochat <command> --help for details)\n"
+          "\n"
+          "commands:\n");
+  for (int i = 0; i < NC_NCOMMANDS; i++) fprintf(f, "  %-12s %s\n", nc_commands[i].name, nc_commands[i].summary);
+  fprintf(f, "\nEnvironment: NC_DEBUG=0..3 sets the log level.\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    nc_usage(stderr);
+    return 2;
+  }
+  if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    nc_usage(stdout);
+    return 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("nanochat-c 0.1\n");
+    return 0;
+  }
+  for (int i = 0; i < NC_NCOMMANDS; i++)
+    if (!strcmp(argv[1], nc_commands[i].name)) return nc_commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "nanochat: unknown command '%s'\n\n", argv[1]);
+  nc_usage(stderr);
+  return 2;
+}
