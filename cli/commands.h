@@ -4,6 +4,7 @@
 #define NC_CLI_COMMANDS_H
 
 int nc_cmd_graph(int argc, char **argv);
+int nc_cmd_devices(int argc, char **argv);
 int nc_cmd_tok(int argc, char **argv);
 
 #endif

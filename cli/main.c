@@ -12,6 +12,7 @@ typedef struct {
 
 static const nc_command nc_commands[] = {
     {"graph", nc_cmd_graph, "inspect graphs: dump (text, XML, DOT), check"},
+    {"devices", nc_cmd_devices, "list the host CPU and the OpenCL devices"},
 };
 #define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
 
