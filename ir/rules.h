@@ -38,6 +38,7 @@ NC_RULE(permute);
 NC_RULE(slice);
 NC_RULE(concat);
 NC_RULE(expand);
+NC_RULE(shift);
 
 // Attribute encodings shared by the printers and parsers.
 // AXES: bit k set = axis k.  PERM: (rank << 60) | sum(perm[i] << 4i).

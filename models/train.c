@@ -1,0 +1,227 @@
+// The training-step graph: forward, autodiff, AdamW and Muon updates.
+#include "models/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir/build.h"
+#include "passes/autodiff.h"
+
+const double nc_polar_express_coeffs[5][3] = {
+    {8.156554524902461, -22.48329292557795, 15.878769915207462},
+    {4.042929935166739, -2.808917465908714, 0.5000178451051316},
+    {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
+    {3.285753657755655, -2.3681294933425376, 0.46449024233003106},
+    {2.3465413258596377, -1.7097828382687081, 0.42323551169305323},
+};
+static const double nc_quintic_ns[3] = {3.4445, -4.7750, 2.0315};
+
+void nc_optim_defaults(nc_optim_cfg *c) {
+  memset(c, 0, sizeof *c);
+  static const double betas[NC_GROUP_COUNT][2] = {
+      [NC_GROUP_LM_HEAD] = {0.8, 0.96},       [NC_GROUP_WTE] = {0.8, 0.995},
+      [NC_GROUP_VALUE_EMBEDS] = {0.8, 0.995}, [NC_GROUP_RESID_LAMBDAS] = {0.8, 0.95},
+      [NC_GROUP_X0_LAMBDAS] = {0.96, 0.95},   [NC_GROUP_SMEAR_BACKOUT] = {0.8, 0.95},
+      [NC_GROUP_MUON] = {0, 0}};
+  for (int i = 0; i < NC_GROUP_COUNT; i++) {
+    c->adamw[i].beta1 = betas[i][0];
+    c->adamw[i].beta2 = betas[i][1];
+    c->adamw[i].eps = 1e-10;
+  }
+  c->ns_steps = 5;
+  c->polar_express = true;
+  c->normuon = true;
+  c->normuon_beta2 = 0.9;
+  c->cautious_wd = true;
+}
+
+typedef struct {
+  nc_graph *g;
+  const nc_optim_cfg *oc;
+  nc_status st;
+} nc_tb;
+
+static nc_id nc_tb_scalar(nc_tb *t, const char *prefix, const char *group) {
+  char name[96];
+  snprintf(name, sizeof name, "%s.%s", prefix, group);
+  return nc_leaf(t->g, NC_OP_INPUT, name, nc_type_make(NC_F32, 0, NULL));
+}
+
+// Optimizer state "<what>.<param>", e.g. adamw.exp_avg.lm_head.weight.
+static nc_id nc_tb_state(nc_tb *t, const char *param, const char *what, nc_type type) {
+  char name[160];
+  snprintf(name, sizeof name, "%s.%s", what, param);
+  return nc_leaf(t->g, NC_OP_INPUT, name, type);
+}
+
+static void nc_tb_output(nc_tb *t, const char *name, nc_id v) {
+  if (t->st) return;
+  if (nc_graph_error(t->g)) {
+    t->st = nc_graph_take_error(t->g);
+    return;
+  }
+  char out[180];
+  snprintf(out, sizeof out, "new.%s", name);
+  t->st = nc_graph_set_output(t->g, out, v);
+}
+
+// s (a scalar node) broadcast to x's type
+static nc_id bc(nc_graph *g, nc_id s, nc_id x) { return nc_b_expand_like(g, s, x); }
+static nc_id add(nc_graph *g, nc_id a, nc_id b) { return nc_op2(g, NC_OP_ADD, a, b); }
+static nc_id sub(nc_graph *g, nc_id a, nc_id b) { return nc_op2(g, NC_OP_SUB, a, b); }
+static nc_id mul(nc_graph *g, nc_id a, nc_id b) { return nc_op2(g, NC_OP_MUL, a, b); }
+static nc_id dvd(nc_graph *g, nc_id a, nc_id b) { return nc_op2(g, NC_OP_DIV, a, b); }
+// lerp(a, b, w) = a + w (b - a), w a compile-time constant
+static nc_id lerpc(nc_graph *g, nc_id a, nc_id b, double w) { return add(g, a, nc_b_scale(g, sub(g, b, a), w)); }
+
+// AdamW (nanochat): p *= 1 - lr*wd; m = lerp(m, g, 1-b1); v = lerp(v, g^2, 1-b2);
+// p -= (lr/bc1) * m / (sqrt(v/bc2) + eps)
+static void nc_tb_adamw(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id grad) {
+  nc_graph *g = t->g;
+  const nc_adamw_cfg *c = &t->oc->adamw[d->group];
+  const char *grp = nc_param_group_name(d->group);
+  nc_type pt = nc_type_of(g, p);
+  nc_id lr = bc(g, nc_tb_scalar(t, "lr", grp), p), wd = bc(g, nc_tb_scalar(t, "wd", grp), p);
+  nc_id bc1 = bc(g, nc_tb_scalar(t, "bc1", grp), p), bc2 = bc(g, nc_tb_scalar(t, "bc2", grp), p);
+  nc_id m = nc_tb_state(t, d->name, "adamw.exp_avg", pt), v = nc_tb_state(t, d->name, "adamw.exp_avg_sq", pt);
+  nc_id one = nc_b_const_like(g, p, 1.0);
+  nc_id p1 = mul(g, p, sub(g, one, mul(g, lr, wd)));
+  nc_id m1 = lerpc(g, m, grad, 1.0 - c->beta1);
+  nc_id v1 = lerpc(g, v, nc_op1(g, NC_OP_SQUARE, grad), 1.0 - c->beta2);
+  nc_id denom = add(g, nc_op1(g, NC_OP_SQRT, dvd(g, v1, bc2)), nc_b_const_like(g, p, c->eps));
+  nc_id p2 = sub(g, p1, mul(g, dvd(g, lr, bc1), dvd(g, m1, denom)));
+  char name[180];
+  nc_tb_output(t, d->name, p2);
+  snprintf(name, sizeof name, "adamw.exp_avg.%s", d->name);
+  nc_tb_output(t, name, m1);
+  snprintf(name, sizeof name, "adamw.exp_avg_sq.%s", d->name);
+  nc_tb_output(t, name, v1);
+}
+
+// Frobenius norm of a matrix as a (1,1) node, broadcast back to x's type.
+static nc_id nc_fro_like(nc_graph *g, nc_id x) {
+  nc_id ss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op1(g, NC_OP_SQUARE, x), 3, true);
+  return bc(g, nc_op1(g, NC_OP_SQRT, ss), x);
+}
+
+// Orthogonalization: X / (|X|_F * 1.01 + 1e-6), then ns_steps iterations of
+// X <- aX + X(bA + cA^2), A = X^T X (tall) or X <- aX + (bA + cA^2)X, A = X X^T (wide).
+static nc_id nc_tb_orthogonalize(nc_tb *t, nc_id gmat, int64_t rows, int64_t cols) {
+  nc_graph *g = t->g;
+  nc_id x = dvd(g, gmat, add(g, nc_b_scale(g, nc_fro_like(g, gmat), 1.01), nc_b_const_like(g, gmat, 1e-6)));
+  bool tall = rows > cols;
+  for (int i = 0; i < t->oc->ns_steps; i++) {
+    const double *abc = t->oc->polar_express ? nc_polar_express_coeffs[i < 5 ? i : 4] : nc_quintic_ns;
+    nc_id a = tall ? nc_b_matmul(g, x, x, true, false) : nc_b_matmul(g, x, x, false, true);
+    nc_id bmat = add(g, nc_b_scale(g, a, abc[1]), nc_b_scale(g, nc_b_matmul(g, a, a, false, false), abc[2]));
+    nc_id xb = tall ? nc_b_matmul(g, x, bmat, false, false) : nc_b_matmul(g, bmat, x, false, false);
+    x = add(g, nc_b_scale(g, x, abc[0]), xb);
+  }
+  return x;
+}
+
+// Muon (nanochat HEAD): Nesterov momentum, orthogonalization, optional
+// NorMuon, update with aspect-ratio LR scaling and (cautious) weight decay.
+static void nc_tb_muon(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id grad) {
+  nc_graph *g = t->g;
+  int64_t rows = d->shape[0], cols = d->shape[1];
+  nc_type pt = nc_type_of(g, p);
+  nc_id mu = bc(g, nc_tb_scalar(t, "momentum", "muon"), p);
+  nc_id one = nc_b_const_like(g, p, 1.0);
+  nc_id buf = nc_tb_state(t, d->name, "muon.momentum", pt);
+  // buf = lerp(buf, g, 1 - mu); g = lerp(g, buf, mu)
+  nc_id buf1 = add(g, buf, mul(g, sub(g, one, mu), sub(g, grad, buf)));
+  nc_id gn = add(g, grad, mul(g, mu, sub(g, buf1, grad)));
+  nc_id u = nc_tb_orthogonalize(t, gn, rows, cols);
+  char name[180];
+  if (t->oc->normuon) {
+    // factored second moment over the longer side: per row if rows >= cols
+    int red = rows >= cols ? 1 : 0;  // axis reduced
+    int64_t red_size = red ? cols : rows;
+    nc_type vt = pt;
+    vt.dim[red] = nc_dim_const(1);
+    nc_id second = nc_tb_state(t, d->name, "muon.second_momentum", vt);
+    nc_id vmean = nc_b_reduce(g, NC_OP_REDUCE_MEAN, nc_op1(g, NC_OP_SQUARE, u), INT64_C(1) << red, true);
+    nc_id vnorm = nc_op1(g, NC_OP_SQRT, nc_b_scale(g, nc_b_reduce(g, NC_OP_REDUCE_SUM, vmean, 3, true), (double)red_size));
+    nc_id second1 = lerpc(g, second, vmean, 1.0 - t->oc->normuon_beta2);
+    nc_id step = nc_op1(g, NC_OP_RSQRT, nc_op2(g, NC_OP_MAX, second1, nc_b_const_like(g, second1, 1e-10)));
+    nc_id scaled = mul(g, nc_b_scale(g, vmean, (double)red_size), nc_op1(g, NC_OP_SQUARE, step));
+    nc_id vnew = nc_op1(g, NC_OP_SQRT, nc_b_reduce(g, NC_OP_REDUCE_SUM, scaled, 3, true));
+    nc_id ratio = dvd(g, vnorm, nc_op2(g, NC_OP_MAX, vnew, nc_b_const_like(g, vnew, 1e-10)));  // (1,1)
+    nc_id fscale = mul(g, step, bc(g, ratio, step));
+    u = mul(g, u, bc(g, fscale, u));
+    snprintf(name, sizeof name, "muon.second_momentum.%s", d->name);
+    nc_tb_output(t, name, second1);
+  }
+  double aspect = sqrt(fmax(1.0, (double)rows / (double)cols));
+  nc_id lr = nc_b_scale(g, bc(g, nc_tb_scalar(t, "lr", "muon"), p), aspect);
+  nc_id wd = bc(g, nc_tb_scalar(t, "wd", "muon"), p);
+  nc_id decay = mul(g, mul(g, lr, wd), p);
+  if (t->oc->cautious_wd) {
+    nc_id agree = nc_op2(g, NC_OP_GE, mul(g, u, p), nc_b_const_like(g, p, 0.0));
+    decay = nc_op3(g, NC_OP_WHERE, agree, decay, nc_b_const_like(g, p, 0.0));
+  }
+  nc_id p1 = sub(g, sub(g, p, mul(g, lr, u)), decay);
+  nc_tb_output(t, d->name, p1);
+  snprintf(name, sizeof name, "muon.momentum.%s", d->name);
+  nc_tb_output(t, name, buf1);
+}
+
+nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const nc_train_opts *o, nc_graph **out) {
+  *out = NULL;
+  nc_gpt_opts mo = o->model;
+  mo.with_loss = true;
+  nc_graph *g;
+  NC_TRY(nc_gpt_build(s, &mo, &g));
+  nc_param_desc *ps;
+  int np;
+  nc_status st = nc_gpt_params(s, &ps, &np);
+  if (st) {
+    nc_graph_free(g);
+    return st;
+  }
+  nc_id *pid = malloc((size_t)np * sizeof *pid), *grads = malloc((size_t)np * sizeof *grads);
+  nc_tb t = {g, oc, NC_OK};
+  if (!pid || !grads) {
+    t.st = nc_errorf(NC_E_NOMEM, "out of memory");
+    goto done;
+  }
+  for (int i = 0; i < np; i++) {
+    pid[i] = nc_graph_find_leaf(g, NC_OP_PARAM, ps[i].name);
+    if (pid[i] == NC_NONE) {
+      t.st = nc_errorf(NC_E_INTERNAL, "param '%s' is not in the model graph", ps[i].name);
+      goto done;
+    }
+  }
+  nc_id loss = nc_graph_output(g, nc_graph_noutputs(g) - 1);
+  if ((t.st = nc_autodiff(g, loss, NC_NONE, pid, np, grads))) goto done;
+  nc_id gscale = o->kind == NC_TRAIN_STEP ? nc_leaf(g, NC_OP_INPUT, "grad_scale", nc_type_make(NC_F32, 0, NULL)) : NC_NONE;
+  for (int i = 0; i < np && !t.st; i++) {
+    nc_id p = pid[i], gr = grads[i];
+    if (o->kind == NC_TRAIN_ACCUMULATE || o->with_acc) {
+      char name[160];
+      snprintf(name, sizeof name, "acc.%s", ps[i].name);
+      gr = add(g, nc_leaf(g, NC_OP_INPUT, name, nc_type_of(g, p)), gr);
+      if (o->kind == NC_TRAIN_ACCUMULATE) {
+        nc_tb_output(&t, name, gr);
+        continue;
+      }
+    }
+    gr = mul(g, gr, bc(g, gscale, gr));
+    if (ps[i].group == NC_GROUP_MUON) nc_tb_muon(&t, &ps[i], p, gr);
+    else nc_tb_adamw(&t, &ps[i], p, gr);
+  }
+  if (!t.st && nc_graph_error(g)) t.st = nc_graph_take_error(g);
+done:
+  free(pid);
+  free(grads);
+  free(ps);
+  if (t.st) {
+    nc_graph_free(g);
+    return nc_status_prefix(t.st, "building the training step of '%s': ", s->name);
+  }
+  *out = g;
+  return NC_OK;
+}

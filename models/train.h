@@ -1,0 +1,58 @@
+// The training step as one graph: forward + loss + backward (autodiff) +
+// optimizer update (AdamW for embeddings, lm_head and scalars; Muon for the
+// block matrices), as nanochat's MuonAdamW. docs/model.md has the formulas.
+//
+// Graph interface (all by name):
+//   inputs  tokens, targets                  i32 (B,T)
+//           <param>                          every model param (f32)
+//           adamw.exp_avg.<param>, adamw.exp_avg_sq.<param>   AdamW state
+//           muon.momentum.<param> [, muon.second_momentum.<param> (NorMuon)]
+//           lr.<group>, wd.<group>           f32 scalars, per optimizer group
+//           bc1.<group>, bc2.<group>         AdamW bias corrections 1-beta^t
+//           momentum.muon                    Muon momentum
+//           grad_scale                       multiplies the gradients (1/K)
+//           acc.<param>   (accumulate only)  gradient accumulated so far
+//   outputs loss                             f32 scalar
+//           new.<name>                       updated param / state tensor
+//           (accumulate graph: new.acc.<param> = acc + grad instead)
+// Learning rates, momentum and weight decay are runtime scalars: schedules
+// never recompile. Gradient accumulation: run the accumulate graph on K-1
+// micro-batches, then the step graph with with_acc = true on the last.
+#ifndef NC_MODELS_TRAIN_H
+#define NC_MODELS_TRAIN_H
+
+#include <stdbool.h>
+
+#include "models/gpt.h"
+
+typedef struct {
+  double beta1, beta2, eps;
+} nc_adamw_cfg;
+
+typedef struct {
+  nc_adamw_cfg adamw[NC_GROUP_COUNT];  // AdamW groups (all but NC_GROUP_MUON)
+  int ns_steps;                        // orthogonalization iterations (5)
+  bool polar_express;                  // Polar Express coefficients (else quintic Newton-Schulz)
+  bool normuon;                        // NorMuon factored second moment
+  double normuon_beta2;                // 0.9 in nanochat HEAD
+  bool cautious_wd;                    // decay only where update and param agree in sign
+} nc_optim_cfg;
+
+// nanochat HEAD's settings: betas/eps per group, Polar Express, NorMuon and
+// cautious weight decay on.
+void nc_optim_defaults(nc_optim_cfg *c);
+
+typedef enum { NC_TRAIN_STEP, NC_TRAIN_ACCUMULATE } nc_train_kind;
+
+typedef struct {
+  nc_gpt_opts model;     // batch/seq (0 = symbolic); loss is always on
+  nc_train_kind kind;
+  bool with_acc;         // step graph: add acc.<param> inputs to the gradients
+} nc_train_opts;
+
+nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const nc_train_opts *o, nc_graph **out);
+
+// The Polar Express coefficient triples (a, b, c), 5 of them.
+extern const double nc_polar_express_coeffs[5][3];
+
+#endif
