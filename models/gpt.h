@@ -25,7 +25,7 @@ typedef enum {
 const char *nc_param_group_name(nc_param_group g);
 
 typedef struct {
-  char name[96];       // nanochat state_dict name
+  char name[128];      // nanochat state_dict name (or an optimizer state name)
   int rank;
   int64_t shape[2];
   nc_param_group group;

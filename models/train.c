@@ -225,3 +225,51 @@ done:
   *out = g;
   return NC_OK;
 }
+
+nc_status nc_train_state_descs(const nc_model_spec *s, const nc_optim_cfg *oc, nc_param_desc **out, int *n) {
+  nc_param_desc *ps;
+  int np;
+  NC_TRY(nc_gpt_params(s, &ps, &np));
+  nc_param_desc *st = calloc((size_t)np * 2 + 1, sizeof *st);
+  if (!st) {
+    free(ps);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  int k = 0;
+  for (int i = 0; i < np; i++) {
+    const nc_param_desc *p = &ps[i];
+    bool muon = p->group == NC_GROUP_MUON;
+    for (int j = 0; j < (muon ? (oc->normuon ? 2 : 1) : 2); j++) {
+      nc_param_desc *d = &st[k++];
+      *d = *p;
+      d->init = NC_INIT_ZEROS;
+      const char *what = muon ? (j ? "muon.second_momentum" : "muon.momentum") : (j ? "adamw.exp_avg_sq" : "adamw.exp_avg");
+      snprintf(d->name, sizeof d->name, "%s.%s", what, p->name);
+      if (muon && j) d->shape[p->shape[0] >= p->shape[1] ? 1 : 0] = 1;
+    }
+  }
+  free(ps);
+  *out = st;
+  *n = k;
+  return NC_OK;
+}
+
+void nc_train_scalars(const nc_optim_cfg *oc, const double lr[NC_GROUP_COUNT], const double wd[NC_GROUP_COUNT],
+                      double momentum, int64_t step, double grad_scale, nc_train_scalar out[NC_TRAIN_NSCALARS]) {
+  int k = 0;
+  for (int g = 0; g < NC_GROUP_COUNT; g++) {
+    const char *gn = nc_param_group_name((nc_param_group)g);
+    snprintf(out[k].name, sizeof out[k].name, "lr.%s", gn);
+    out[k++].value = (float)lr[g];
+    snprintf(out[k].name, sizeof out[k].name, "wd.%s", gn);
+    out[k++].value = (float)wd[g];
+    snprintf(out[k].name, sizeof out[k].name, "bc1.%s", gn);
+    out[k++].value = (float)(1.0 - pow(oc->adamw[g].beta1, (double)step));
+    snprintf(out[k].name, sizeof out[k].name, "bc2.%s", gn);
+    out[k++].value = (float)(1.0 - pow(oc->adamw[g].beta2, (double)step));
+  }
+  snprintf(out[k].name, sizeof out[k].name, "momentum.muon");
+  out[k++].value = (float)momentum;
+  snprintf(out[k].name, sizeof out[k].name, "grad_scale");
+  out[k++].value = (float)grad_scale;
+}

@@ -52,6 +52,22 @@ typedef struct {
 
 nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const nc_train_opts *o, nc_graph **out);
 
+// Lists the optimizer state tensors (zero-initialized) for the params of s:
+// adamw.exp_avg.<p>, adamw.exp_avg_sq.<p>, muon.momentum.<p> and, with
+// NorMuon, muon.second_momentum.<p> ((rows,1) if rows >= cols, else (1,cols)).
+nc_status nc_train_state_descs(const nc_model_spec *s, const nc_optim_cfg *oc, nc_param_desc **out, int *n);
+
+// The runtime scalars of one optimizer step (nanochat's schedules are the
+// caller's business): lr and wd per group, AdamW bias corrections for step t
+// (1-based), Muon momentum, gradient scale. Writes (name, value) pairs.
+typedef struct {
+  char name[48];
+  float value;
+} nc_train_scalar;
+#define NC_TRAIN_NSCALARS (4 * NC_GROUP_COUNT + 2)
+void nc_train_scalars(const nc_optim_cfg *oc, const double lr[NC_GROUP_COUNT], const double wd[NC_GROUP_COUNT],
+                      double momentum, int64_t step, double grad_scale, nc_train_scalar out[NC_TRAIN_NSCALARS]);
+
 // The Polar Express coefficient triples (a, b, c), 5 of them.
 extern const double nc_polar_express_coeffs[5][3];
 

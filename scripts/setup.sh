@@ -12,6 +12,7 @@ pkgs=(
   ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo      # OpenCL + PoCL CPU device
   libcriterion-dev                                                # tests
   libpcre2-dev                                                    # tokenizer split regex
+  libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer)
 )
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
 
