@@ -328,7 +328,7 @@ static bool nc_node_same(const nc_graph *g, const nc_node *a, const nc_id *ins, 
   if (a->hash != b->hash || a->op != b->op || a->nin != b->nin || !nc_type_eq(&a->type, &b->type))
     return false;
   if (memcmp(a->ia, b->ia, sizeof a->ia) || memcmp(a->fa, b->fa, sizeof a->fa)) return false;
-  return memcmp(ins, g->edges + b->in_off, a->nin * sizeof *ins) == 0;
+  return a->nin == 0 || memcmp(ins, g->edges + b->in_off, a->nin * sizeof *ins) == 0;
 }
 
 static nc_id nc_htab_find(const nc_graph *g, const nc_node *n, const nc_id *ins) {
@@ -501,7 +501,7 @@ nc_status nc_graph_add(nc_graph *g, const nc_node_desc *d, nc_id *out) {
     g->capedges = cap;
   }
   n.in_off = g->nedges;
-  memcpy(g->edges + g->nedges, d->in, n.nin * sizeof *d->in);
+  if (n.nin) memcpy(g->edges + g->nedges, d->in, n.nin * sizeof *d->in);  // edges may be NULL
   g->nedges += n.nin;
   nc_id id = g->nnodes;
   g->nodes[g->nnodes++] = n;
@@ -578,7 +578,7 @@ nc_status nc_graph_verify(const nc_graph *g) {
     d.op = n->op;
     d.nin = n->nin;
     if (n->in_off + n->nin > g->nedges) return nc_errorf(NC_E_INVALID, "verify: node %%%u inputs out of range", id);
-    memcpy(d.in, g->edges + n->in_off, n->nin * sizeof(nc_id));
+    if (n->nin) memcpy(d.in, g->edges + n->in_off, n->nin * sizeof(nc_id));
     memcpy(d.ia, n->ia, sizeof d.ia);
     memcpy(d.fa, n->fa, sizeof d.fa);
     d.type = n->type;
@@ -670,7 +670,7 @@ void nc_node_desc_from(const nc_graph *g, nc_id id, nc_node_desc *d) {
   memset(d, 0, sizeof *d);
   d->op = n->op;
   d->nin = n->nin;
-  memcpy(d->in, g->edges + n->in_off, n->nin * sizeof(nc_id));
+  if (n->nin) memcpy(d->in, g->edges + n->in_off, n->nin * sizeof(nc_id));
   memcpy(d->ia, n->ia, sizeof d->ia);
   memcpy(d->fa, n->fa, sizeof d->fa);
   d->type = n->type;

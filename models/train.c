@@ -244,7 +244,11 @@ nc_status nc_train_state_descs(const nc_model_spec *s, const nc_optim_cfg *oc, n
       *d = *p;
       d->init = NC_INIT_ZEROS;
       const char *what = muon ? (j ? "muon.second_momentum" : "muon.momentum") : (j ? "adamw.exp_avg_sq" : "adamw.exp_avg");
-      snprintf(d->name, sizeof d->name, "%s.%s", what, p->name);
+      if ((size_t)snprintf(d->name, sizeof d->name, "%s.%.100s", what, p->name) >= sizeof d->name) {
+        free(ps);
+        free(st);
+        return nc_errorf(NC_E_INVALID, "param name too long for its optimizer state: %s", p->name);
+      }
       if (muon && j) d->shape[p->shape[0] >= p->shape[1] ? 1 : 0] = 1;
     }
   }

@@ -125,7 +125,7 @@ Test(train, grad_accumulation_equals_big_batch) {
   int np;
   cr_assert_null(nc_gpt_params(&s, &ps, &np));
   for (int i = 0; i < np; i++) {
-    char name[128];
+    char name[160];
     snprintf(name, sizeof name, "acc.%s", ps[i].name);
     nc_tensor z;
     cr_assert_null(nc_tensor_alloc(&z, NC_F32, ps[i].rank, ps[i].shape));
