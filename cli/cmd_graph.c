@@ -5,9 +5,58 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "frontend/spec.h"
 #include "ir/graphio.h"
+#include "models/train.h"
 #include "passes/pass.h"
 #include "support/buf.h"
+
+// True when the file is a model spec: an XML document whose root is <model>.
+static bool nc_is_spec(const char *src, size_t len) {
+  size_t i = 0;
+  for (;;) {
+    while (i < len && (src[i] == ' ' || src[i] == '\t' || src[i] == '\r' || src[i] == '\n')) i++;
+    if (i + 1 < len && src[i] == '<' && (src[i + 1] == '?' || src[i + 1] == '!')) {
+      const char *end = src[i + 1] == '?' ? "?>" : (i + 3 < len && src[i + 2] == '-' ? "-->" : ">");
+      const char *e = memmem(src + i, len - i, end, strlen(end));
+      if (!e) return false;
+      i = (size_t)(e - src) + strlen(end);
+      continue;
+    }
+    return i + 6 <= len && !memcmp(src + i, "<model", 6) &&
+           (i + 6 == len || strchr(" \t\r\n>/", src[i + 6]));
+  }
+}
+
+// Loads FILE: a graph (text IR or XML) or a model spec, which is built into
+// its forward graph (outputs logits and loss) or, with train, its whole
+// training step (forward, backward, AdamW + Muon).
+static nc_status nc_cli_load_graph(const char *path, bool train, nc_graph **g) {
+  char *src;
+  size_t len;
+  *g = NULL;
+  NC_TRY(nc_file_read(path, NC_GRAPH_FILE_MAX, &src, &len));
+  nc_status st;
+  if (nc_is_spec(src, len)) {
+    nc_model_spec s;
+    st = nc_spec_parse(src, len, path, &s);
+    if (!st && train) {
+      nc_optim_cfg oc;
+      nc_optim_defaults(&oc);
+      nc_train_opts to = {.kind = NC_TRAIN_STEP};
+      st = nc_train_build(&s, &oc, &to, g);
+    } else if (!st) {
+      nc_gpt_opts o = {.with_logits = true, .with_loss = true};
+      st = nc_gpt_build(&s, &o, g);
+    }
+  } else if (train) {
+    st = nc_errorf(NC_E_INVALID, "%s: --train needs a model spec (XML with a <model> root), not a graph", path);
+  } else {
+    st = nc_graph_load_mem(src, len, path, g);
+  }
+  free(src);
+  return st;
+}
 
 static void nc_graph_usage(FILE *f) {
   fprintf(f,
@@ -16,7 +65,8 @@ static void nc_graph_usage(FILE *f) {
           "  dump FILE    print the graph (text IR, XML or Graphviz DOT)\n"
           "  check FILE   parse, verify and summarize: nodes, ops, parameters, bytes\n"
           "\n"
-          "FILE is a text IR (.ncir) or XML graph (detected from its first byte).\n"
+          "FILE is a text IR (.ncir) or XML graph, or a model spec (XML with a <model>\n"
+          "root), which is built into its forward graph (or its training step with --train).\n"
           "Run 'nanochat graph dump --help' for dump's options.\n");
 }
 
@@ -25,6 +75,7 @@ static void nc_dump_usage(FILE *f) {
           "usage: nanochat graph dump FILE [options]\n"
           "\n"
           "  -f, --format FMT     text (default), xml or dot\n"
+          "      --train          FILE is a model spec: dump the whole training step\n"
           "  -o, --output PATH    write to PATH (atomically) instead of stdout\n"
           "  -p, --passes LIST    run these passes first (comma-separated)\n"
           "      --after PASS     print the IR after PASS (\"*\" = every pass) on stderr\n"
@@ -48,8 +99,10 @@ static int nc_graph_dump(int argc, char **argv) {
       {"passes", required_argument, 0, 'p'}, {"after", required_argument, 0, 'A'},
       {"before", required_argument, 0, 'B'}, {"stop-after", required_argument, 0, 'S'},
       {"timing", no_argument, 0, 'T'},       {"list-passes", no_argument, 0, 'L'},
-      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+      {"train", no_argument, 0, 'R'},        {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   nc_graph_format fmt = NC_FMT_TEXT;
+  bool train = false;
   const char *out_path = NULL, *passes = NULL;
   nc_pass_ctx ctx;
   nc_pass_ctx_init(&ctx);
@@ -79,6 +132,7 @@ static int nc_graph_dump(int argc, char **argv) {
         break;
       }
       case 'T': ctx.timing = true; break;
+      case 'R': train = true; break;
       case 'L':
         for (int i = 0; i < nc_pass_count(); i++) printf("%-12s %s\n", nc_pass_at(i)->name, nc_pass_at(i)->summary);
         return 0;
@@ -92,7 +146,7 @@ static int nc_graph_dump(int argc, char **argv) {
     return 2;
   }
   nc_graph *g;
-  nc_status st = nc_graph_load(argv[optind], &g);
+  nc_status st = nc_cli_load_graph(argv[optind], train, &g);
   if (st) return nc_fail(st);
   if (passes) {
     char *storage = NULL;
@@ -128,16 +182,17 @@ static void nc_human_bytes(double b, char *out, size_t n) {
 
 static int nc_graph_check(int argc, char **argv) {
   if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-    printf("usage: nanochat graph check FILE\n\nParses and verifies FILE, then prints its nodes, op counts,\n"
-           "inputs, parameters (count, elements, bytes) and outputs.\n");
+    printf("usage: nanochat graph check FILE [--train]\n\nParses and verifies FILE (a graph or a model spec), then prints its\n"
+           "nodes, op counts, inputs, parameters (count, elements, bytes) and outputs.\n");
     return 0;
   }
-  if (argc != 2) {
-    fprintf(stderr, "usage: nanochat graph check FILE\n");
+  bool train = argc == 3 && !strcmp(argv[2], "--train");
+  if (argc != 2 && !train) {
+    fprintf(stderr, "usage: nanochat graph check FILE [--train]\n");
     return 2;
   }
   nc_graph *g;
-  nc_status st = nc_graph_load(argv[1], &g);
+  nc_status st = nc_cli_load_graph(argv[1], train, &g);
   if (!st) st = nc_graph_verify(g);
   if (st) {
     nc_graph_free(g);

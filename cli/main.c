@@ -12,7 +12,10 @@ typedef struct {
 
 static const nc_command nc_commands[] = {
     {"graph", nc_cmd_graph, "inspect graphs: dump (text, XML, DOT), check"},
+    {"init", nc_cmd_init, "write an initialized checkpoint from a model spec"},
+    {"forward", nc_cmd_forward, "run a checkpoint on tokens: logits and loss"},
     {"devices", nc_cmd_devices, "list the host CPU and the OpenCL devices"},
+    {"tok", nc_cmd_tok, "tokenizer: train, encode, decode, eval (BPE, tiktoken files)"},
 };
 #define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
 
