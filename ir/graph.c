@@ -310,7 +310,15 @@ static uint64_t nc_node_hash(const nc_graph *g, const nc_node *n, const nc_id *i
     h = nc_hash_u64(h, (uint64_t)n->type.dim[i].c);
     h = nc_hash_u64(h, n->type.dim[i].e);
   }
-  for (int i = 0; i < NC_MAX_IATTR; i++) h = nc_hash_u64(h, (uint64_t)n->ia[i]);
+  // String attributes hash by content (below), not by their interned index,
+  // which depends on the order strings entered the graph.
+  nc_attr_spec specs[NC_MAX_ATTRS];
+  int ns = nc_op_attr_specs(n->op, specs);
+  for (int i = 0; i < NC_MAX_IATTR; i++) {
+    bool is_str = false;
+    for (int k = 0; k < ns; k++) is_str |= specs[k].type == NC_ATTR_STR && specs[k].slot == i;
+    h = nc_hash_u64(h, is_str ? 0 : (uint64_t)n->ia[i]);
+  }
   for (int i = 0; i < NC_MAX_FATTR; i++) {
     uint64_t u;
     memcpy(&u, &n->fa[i], 8);

@@ -1,2 +1,0 @@
-// Keeps nc_testsupport non-empty before helpers exist.
-typedef int nc_testsupport_empty;
