@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job. Today: set up, build, and show the graph of the sample model
-# (a transformer block in the text IR), check it, and write its XML and DOT
-# forms. Later milestones grow this into the full tokenizer -> pretraining ->
-# SFT -> chat pipeline.
+# The main job. Today: set up, build, show the nanochat d4 GPT and its whole
+# training step as graphs, dump a sample transformer block in the text IR,
+# XML and DOT, and write an initialized d4 checkpoint. Later milestones grow
+# this into the full tokenizer -> pretraining -> SFT -> chat pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,6 +11,12 @@ cmake --build build -j"$(nproc)" --target nanochat
 nc=build/cli/nanochat
 model=models/examples/tiny_block.ncir
 mkdir -p out
+echo "== nanochat graph check models/specs/d4.xml  (the GPT forward graph)"
+$nc graph check models/specs/d4.xml
+echo "== nanochat graph check models/specs/d4.xml --train  (forward + backward + AdamW/Muon)"
+$nc graph check models/specs/d4.xml --train | grep -v '^input\|^output'
+echo "== nanochat init --spec models/specs/d4.xml -o out/d4"
+$nc init --spec models/specs/d4.xml -o out/d4
 echo "== nanochat graph check $model"
 $nc graph check "$model"
 echo "== nanochat graph dump $model --passes verify,dce"
