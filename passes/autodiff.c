@@ -116,11 +116,16 @@ GRAD(REDUCE_MEAN) {
   }
   dx[0] = unreduce(g, y, nc_b_scale(g, dy, 1.0 / (double)n.c));
 }
-// max: every position equal to the max gets the gradient.
+// max: the positions equal to the max share the gradient evenly (as
+// torch.amax). Giving each tied position the whole dy would count it once per
+// tie: not a subgradient (shifting all of x by t moves the max by t, not k*t).
 GRAD(REDUCE_MAX) {
-  nc_id x = IN(0);
+  nc_id x = IN(0), z = zeros_like(g, x);
+  int64_t axes = NODE(y)->ia[0], keep = NODE(y)->ia[1];
   nc_id hit = nc_op2(g, NC_OP_EQ, x, unreduce(g, y, y));
-  dx[0] = nc_op3(g, NC_OP_WHERE, hit, unreduce(g, y, dy), zeros_like(g, x));
+  nc_id ones = nc_op3(g, NC_OP_WHERE, hit, nc_b_const_like(g, x, 1.0), z);
+  nc_id cnt = nc_b_reduce(g, NC_OP_REDUCE_SUM, ones, axes, keep);
+  dx[0] = nc_op3(g, NC_OP_WHERE, hit, unreduce(g, y, nc_op2(g, NC_OP_DIV, dy, cnt)), z);
 }
 GRAD(RMS_NORM) { dx[0] = nc_b_rms_norm_grad(g, IN(0), dy, NODE(y)->fa[0]); }
 
@@ -241,6 +246,18 @@ nc_status nc_autodiff(nc_graph *g, nc_id loss, nc_id seed, const nc_id *wrt, int
   nc_type lt = nc_type_of(g, loss);
   if (!nc_dtype_is_float(lt.dtype)) return nc_errorf(NC_E_TYPE, "autodiff: loss must be floating point");
   if (seed == NC_NONE && lt.rank != 0) return nc_errorf(NC_E_TYPE, "autodiff: loss must be a scalar (or give a seed)");
+  if (seed != NC_NONE) {
+    if (seed >= nn) return nc_errorf(NC_E_INVALID, "autodiff: seed node %u does not exist", seed);
+    nc_type st = nc_type_of(g, seed);
+    if (!nc_type_eq(&st, &lt)) {
+      char a[128], b[128];
+      return nc_errorf(NC_E_TYPE, "autodiff: seed must have the loss's type %s, got %s",
+                       nc_type_str(g, &lt, a, sizeof a), nc_type_str(g, &st, b, sizeof b));
+    }
+  }
+  // A bad wrt id would otherwise get a silent zero gradient of a made-up type.
+  for (int i = 0; i < n; i++)
+    if (wrt[i] >= nn) return nc_errorf(NC_E_INVALID, "autodiff: wrt[%d] = node %u does not exist", i, wrt[i]);
   nc_id *adj = malloc(nn * sizeof *adj);
   unsigned char *need = calloc(nn, 1);
   if (!adj || !need) {
@@ -287,7 +304,7 @@ nc_status nc_pass_autodiff(nc_graph **gp, nc_pass_ctx *ctx) {
     if (!strcmp(nc_graph_output_name(g, k), "loss")) loss = nc_graph_output(g, k);
   if (loss == NC_NONE) return nc_errorf(NC_E_INVALID, "the graph has no output named 'loss'");
   uint32_t nn = nc_graph_nnodes(g);
-  nc_id *params = malloc((nn ? nn : 1) * sizeof *params), *grads = malloc((nn ? nn : 1) * sizeof *grads);
+  nc_id *params = calloc(nn ? nn : 1, sizeof *params), *grads = calloc(nn ? nn : 1, sizeof *grads);
   if (!params || !grads) {
     free(params);
     free(grads);
