@@ -60,6 +60,8 @@ GRAD(SQRT) { dx[0] = nc_op2(g, NC_OP_DIV, dy, nc_b_scale(g, y, 2.0)); }
 GRAD(RSQRT) {  // d x^-1/2 = -1/2 y^3
   dx[0] = mul(g, dy, nc_b_scale(g, mul(g, y, nc_op1(g, NC_OP_SQUARE, y)), -0.5));
 }
+GRAD(SIN) { dx[0] = mul(g, dy, nc_op1(g, NC_OP_COS, IN(0))); }
+GRAD(COS) { dx[0] = nc_op1(g, NC_OP_NEG, mul(g, dy, nc_op1(g, NC_OP_SIN, IN(0)))); }
 GRAD(SIGMOID) { dx[0] = mul(g, dy, mul(g, y, sub(g, nc_b_const_like(g, y, 1.0), y))); }
 GRAD(POWC) {
   double p = NODE(y)->fa[0];

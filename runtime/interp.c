@@ -391,3 +391,25 @@ nc_status nc_interp_run(const nc_graph *g, const nc_feed *feeds, int nfeeds, nc_
   if (p != ids) free(p);
   return st;
 }
+
+nc_status nc_feeds_bind(const nc_graph *g, const nc_feed *feeds, int nfeeds, int64_t syms[NC_MAX_SYMS],
+                        const nc_tensor **per_node) {
+  nc_interp_state s;
+  memset(&s, 0, sizeof s);
+  s.g = g;
+  s.nn = nc_graph_nnodes(g);
+  s.feed = calloc(s.nn ? s.nn : 1, sizeof *s.feed);
+  if (!s.feed) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_status st = nc_interp_bind(&s, feeds, nfeeds);
+  if (!st) {
+    for (int k = 0; k < nc_graph_nsyms(g); k++)
+      if (!s.bound_by[k]) {
+        st = nc_errorf(NC_E_INVALID, "symbol %s is not bound by any feed", nc_graph_sym_name(g, k));
+        break;
+      }
+    for (int k = 0; k < NC_MAX_SYMS; k++) syms[k] = s.bound_by[k] ? s.syms[k] : 0;
+    if (per_node) memcpy(per_node, s.feed, s.nn * sizeof *s.feed);
+  }
+  free(s.feed);
+  return st;
+}

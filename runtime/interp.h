@@ -23,4 +23,10 @@ nc_status nc_interp_run(const nc_graph *g, const nc_feed *feeds, int nfeeds, nc_
 nc_status nc_interp_eval(const nc_graph *g, const nc_feed *feeds, int nfeeds, const nc_id *ids, int n,
                          nc_tensor *values);
 
+// The binding and checks of nc_interp_run alone: symbol sizes from the
+// feeds' shapes (syms[k] for symbol k; every symbol must be bound) and, when
+// per_node is not NULL (nc_graph_nnodes entries), the feed of each input/param.
+nc_status nc_feeds_bind(const nc_graph *g, const nc_feed *feeds, int nfeeds, int64_t syms[NC_MAX_SYMS],
+                        const nc_tensor **per_node);
+
 #endif

@@ -60,6 +60,8 @@ static double nc_unary_f(nc_op op, double x, double p) {
     case NC_OP_SQRT: return sqrt(x);
     case NC_OP_RSQRT: return 1.0 / sqrt(x);
     case NC_OP_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case NC_OP_SIN: return sin(x);
+    case NC_OP_COS: return cos(x);
     case NC_OP_POWC: return pow(x, p);
     default: return NAN;
   }
@@ -102,6 +104,8 @@ NC_INTERP_FN(LOG) { return nc_unary(c); }
 NC_INTERP_FN(SQRT) { return nc_unary(c); }
 NC_INTERP_FN(RSQRT) { return nc_unary(c); }
 NC_INTERP_FN(SIGMOID) { return nc_unary(c); }
+NC_INTERP_FN(SIN) { return nc_unary(c); }
+NC_INTERP_FN(COS) { return nc_unary(c); }
 NC_INTERP_FN(POWC) { return nc_unary(c); }
 NC_INTERP_FN(NOT) { return nc_unary(c); }
 

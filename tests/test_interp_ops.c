@@ -122,6 +122,11 @@ Test(interp_ops, transcendental_f32) {
   nc_tensor lz = A1(NC_OP_LOG, NULL, &z), rz = A1(NC_OP_RSQRT, NULL, &z);
   NCT_EXPECT(&lz, 0, -INFINITY, NAN);
   NCT_EXPECT(&rz, 0, INFINITY, NAN);
+  // sin/cos at 0, pi/6, pi/2 (f32 inputs)
+  nc_tensor ang = NCT_T(NC_F32, "3", 0, 0.5235987755982988, 1.5707963267948966);
+  nc_tensor sn = A1(NC_OP_SIN, NULL, &ang), cs = A1(NC_OP_COS, NULL, &ang);
+  NCT_EXPECT(&sn, 1e-7, 0, 0.5, 1);
+  NCT_EXPECT(&cs, 1e-7, 1, 0.8660254037844387, 0);
 }
 
 Test(interp_ops, powc) {

@@ -226,7 +226,7 @@ static nc_id nc_rg_op(nc_rg *r, nc_op op) {
       return nc_rg_add(r, &d);
     case NC_OP_NEG: case NC_OP_ABS: case NC_OP_RELU: case NC_OP_SQUARE:
       return nc_rg_simple(r, op, 1, nc_rg_base(r, p_num, &R0, nc_rg_type(r, nc_rg_num(r), 0, 4)), 0, 0);
-    case NC_OP_TANH: case NC_OP_EXP: case NC_OP_LOG: case NC_OP_SQRT: case NC_OP_RSQRT: case NC_OP_SIGMOID:
+    case NC_OP_TANH: case NC_OP_EXP: case NC_OP_LOG: case NC_OP_SQRT: case NC_OP_RSQRT: case NC_OP_SIGMOID: case NC_OP_SIN: case NC_OP_COS:
       return nc_rg_simple(r, op, 1, nc_rg_base(r, p_float, &R0, nc_rg_type(r, nc_rg_float(r), 0, 4)), 0, 0);
     case NC_OP_POWC:
       d.nin = 1;
