@@ -1,0 +1,47 @@
+// Fusion and lowering: groups of graph nodes become kernels (ir/kir.h).
+//
+// Fusion decides which nodes are materialized (own a buffer): graph inputs,
+// params, outputs, reductions, contractions (matmul/bmm), scatter_add and
+// every node used by more than one consumer. Everything else is inlined into
+// its single consumer's loop nest (elementwise chains, broadcasts, layout ops,
+// reduction prologues). Cheap leaves (const, iota) are inlined everywhere.
+//
+// Lowering turns each materialized non-leaf node and the nodes inlined into
+// it into one kernel: loops over the output's dims (the outermost parallel,
+// the innermost vectorizable), the value computed by walking the inlined
+// nodes with index maps (expand, reshape, permute, slice, concat, shift,
+// gather), reductions with an accumulator over the reduced dims, and
+// template calls for matmul/bmm.
+//
+// Ops that have no loop-nest lowering yet (rms_norm, softmax, attention, the
+// losses and their gradients, rope) must first be rewritten into primitives
+// by the `decompose` pass.
+#ifndef NC_PASSES_LOWER_H
+#define NC_PASSES_LOWER_H
+
+#include "ir/graph.h"
+#include "ir/kir.h"
+
+typedef struct {
+  nc_kernel k;
+  nc_id node;                           // the node the kernel computes
+  nc_id buf_node[NC_KERNEL_MAX_BUFS];   // graph node held by each kernel buffer
+} nc_plan_kernel;
+
+typedef struct {
+  int nkernels;
+  nc_plan_kernel *kernels;  // in execution order
+  unsigned char *materialized;  // per node id: 1 if it owns a buffer
+  uint32_t nnodes;
+} nc_plan;
+
+typedef struct {
+  bool fuse;  // false: materialize every node (one kernel per node; for tests)
+} nc_lower_opts;
+
+nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out);
+void nc_plan_free(nc_plan *p);
+// Every kernel, printed (for --verbose and golden tests).
+void nc_plan_print(const nc_graph *g, const nc_plan *p, nc_buf *out);
+
+#endif

@@ -1,0 +1,71 @@
+#include "runtime/plan_run.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/kir_eval.h"
+
+nc_status nc_kernel_runner_eval(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
+  (void)ctx;
+  (void)ki;
+  return nc_kernel_eval(k, bufs, args);
+}
+
+nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run, void *ctx, const nc_feed *feeds,
+                      int nfeeds, nc_tensor *outputs) {
+  uint32_t nn = nc_graph_nnodes(g);
+  int nout = nc_graph_noutputs(g);
+  for (int k = 0; k < nout; k++) memset(&outputs[k], 0, sizeof outputs[k]);
+  int64_t syms[NC_MAX_SYMS];
+  const nc_tensor **fed = calloc(nn ? nn : 1, sizeof *fed);
+  nc_tensor *vals = calloc(nn ? nn : 1, sizeof *vals);
+  nc_status st = NC_OK;
+  if (!fed || !vals) {
+    st = nc_errorf(NC_E_NOMEM, "out of memory");
+    goto done;
+  }
+  if ((st = nc_feeds_bind(g, feeds, nfeeds, syms, fed))) goto done;
+  for (nc_id i = 0; i < nn && !st; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    if (nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM) {
+      if (!fed[i] && p->materialized[i]) {
+        bool used = false;  // an unfed leaf is fine if no kernel reads it
+        for (int q = 0; q < p->nkernels && !used; q++)
+          for (int b = 0; b < p->kernels[q].k.nbufs; b++) used |= p->kernels[q].buf_node[b] == i;
+        if (used) st = nc_errorf(NC_E_INVALID, "%s '%s' is not fed", nd->op == NC_OP_INPUT ? "input" : "param", nc_node_name(g, i));
+      }
+      continue;
+    }
+    if (!p->materialized[i]) continue;
+    int64_t shape[NC_MAX_RANK];
+    for (int d = 0; d < nd->type.rank; d++) shape[d] = nc_dim_eval(nd->type.dim[d], syms);
+    st = nc_tensor_alloc(&vals[i], nd->type.dtype, nd->type.rank, shape);
+  }
+  for (int q = 0; q < p->nkernels && !st; q++) {
+    const nc_plan_kernel *pk = &p->kernels[q];
+    void *bufs[NC_KERNEL_MAX_BUFS];
+    int64_t args[NC_KERNEL_MAX_ARGS];
+    for (int b = 0; b < pk->k.nbufs; b++) {
+      nc_id n = pk->buf_node[b];
+      bufs[b] = fed[n] ? fed[n]->data : vals[n].data;
+    }
+    for (int a = 0; a < pk->k.nargs; a++) {
+      int s = nc_graph_sym_find(g, pk->k.args[a], strlen(pk->k.args[a]));
+      args[a] = s >= 0 ? syms[s] : 0;
+    }
+    st = run(ctx, q, &pk->k, bufs, args);
+    if (st) st = nc_status_prefix(st, "kernel %s: ", pk->k.name);
+  }
+  for (int k = 0; k < nout && !st; k++) {
+    nc_id id = nc_graph_output(g, k);
+    st = nc_tensor_clone(&outputs[k], fed[id] ? fed[id] : &vals[id]);
+  }
+  if (st)
+    for (int k = 0; k < nout; k++) nc_tensor_free(&outputs[k]);
+done:
+  if (vals)
+    for (uint32_t i = 0; i < nn; i++) nc_tensor_free(&vals[i]);
+  free(vals);
+  free(fed);
+  return st;
+}

@@ -1,0 +1,21 @@
+// Executes a plan (passes/lower.h): binds symbols from the feeds, gives every
+// materialized node a buffer, runs the kernels in order through a runner
+// (the kernel-IR evaluator or a compiled backend), returns the outputs.
+#ifndef NC_RUNTIME_PLAN_RUN_H
+#define NC_RUNTIME_PLAN_RUN_H
+
+#include "passes/lower.h"
+#include "runtime/interp.h"
+
+// Runs kernel k (plan kernel index ki) on bufs with args (symbol values in
+// the kernel's argument order).
+typedef nc_status (*nc_kernel_runner)(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
+
+// The kernel-IR evaluator as a runner (ctx unused).
+nc_status nc_kernel_runner_eval(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
+
+// outputs[k] receives output k (owned), as nc_interp_run.
+nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run, void *ctx, const nc_feed *feeds,
+                      int nfeeds, nc_tensor *outputs);
+
+#endif
