@@ -228,3 +228,11 @@ nc_status nc_kernel_eval(const nc_kernel *k, void *const *bufs, const int64_t *a
   free(e);
   return NC_OK;
 }
+
+int64_t nc_kernel_eval_index(const nc_kernel *k, nc_kx x, const int64_t *args) {
+  nc_ke e;
+  memset(&e, 0, sizeof e);
+  e.k = k;
+  e.args = args;
+  return nc_ke_x(&e, x).i;
+}

@@ -12,6 +12,7 @@
 #include "models/train.h"
 #include "passes/lower.h"
 #include "passes/pass.h"
+#include "runtime/cpu.h"
 #include "runtime/plan_run.h"
 #include "tests/support/model_util.h"
 
@@ -47,7 +48,9 @@ static void collect_feeds(const nc_session *s, const nc_graph *g, nc_feed *feeds
 }
 
 // Runs g on the interpreter and decompose(g) through plan+evaluator; compares.
-static void check_graph(nc_graph *g, nc_session *s, bool fuse, double tol) {
+// device: 0 = kernel-IR evaluator, else the CPU backend with that many threads
+// (negative: AVX2-only codegen with -device threads).
+static void check_graph_on(nc_graph *g, nc_session *s, bool fuse, double tol, int device) {
   int nout = nc_graph_noutputs(g);
   nc_feed *feeds = calloc(nc_graph_nnodes(g), sizeof *feeds);
   int nf;
@@ -79,8 +82,18 @@ static void check_graph(nc_graph *g, nc_session *s, bool fuse, double tol) {
   nc_feed *hf = calloc(nc_graph_nnodes(h), sizeof *hf);
   int nh;
   collect_feeds(s, h, hf, &nh);
-  st = nc_plan_run(h, p, nc_kernel_runner_eval, NULL, hf, nh, got);
+  nc_cpu *cpu = NULL;
+  if (device) {
+    nc_cpu_opts co = {.threads = device > 0 ? device : -device, .avx2_only = device < 0};
+    st = nc_cpu_compile(p, &co, &cpu);
+    cr_assert_null(st, "cpu compile: %s", nc_status_msg(st));
+    cr_log_info("compiled %d kernels in %.3f s", p->nkernels, nc_cpu_compile_seconds(cpu));
+    st = nc_plan_run(h, p, nc_cpu_runner, cpu, hf, nh, got);
+  } else {
+    st = nc_plan_run(h, p, nc_kernel_runner_eval, NULL, hf, nh, got);
+  }
   cr_assert_null(st, "plan: %s", nc_status_msg(st));
+  nc_cpu_free(cpu);
   double worst = 0;
   for (int k = 0; k < nout; k++) {
     double e = nc_test_rel_err(&got[k], &want[k]);
@@ -89,8 +102,8 @@ static void check_graph(nc_graph *g, nc_session *s, bool fuse, double tol) {
     nc_tensor_free(&got[k]);
     nc_tensor_free(&want[k]);
   }
-  cr_log_info("%s: %d kernels for %u nodes (fuse=%d), %d outputs, worst rel err %.3g", nc_graph_name(g), p->nkernels,
-              nc_graph_nnodes(h), fuse, nout, worst);
+  cr_log_info("%s: %d kernels for %u nodes (fuse=%d, device %d), %d outputs, worst rel err %.3g", nc_graph_name(g),
+              p->nkernels, nc_graph_nnodes(h), fuse, device, nout, worst);
   nc_plan_free(p);
   nc_graph_free(h);
   free(feeds);
@@ -98,6 +111,8 @@ static void check_graph(nc_graph *g, nc_session *s, bool fuse, double tol) {
   free(want);
   free(got);
 }
+
+static void check_graph(nc_graph *g, nc_session *s, bool fuse, double tol) { check_graph_on(g, s, fuse, tol, 0); }
 
 static nc_model_spec spec(const char *name) {
   char rel[128], path[1024];
@@ -107,7 +122,7 @@ static nc_model_spec spec(const char *name) {
   return s;
 }
 
-static void train_step(const char *name, bool fuse) {
+static void train_step_on(const char *name, bool fuse, int device) {
   nc_model_spec sp = spec(name);
   nc_optim_cfg oc;
   nc_optim_defaults(&oc);
@@ -117,12 +132,21 @@ static void train_step(const char *name, bool fuse) {
   nc_session *s = nc_session_new();
   cr_assert_null(nc_model_init_session(&sp, 3, s));
   feed_random(s, g, 2, 16, sp.vocab_size, 5);
-  check_graph(g, s, fuse, 2e-4);
+  check_graph_on(g, s, fuse, 2e-4, device);
   nc_session_free(s);
   nc_graph_free(g);
 }
+static void train_step(const char *name, bool fuse) { train_step_on(name, fuse, 0); }
 
 Test(lower, tiny_train_step_fused) { train_step("tiny", true); }
+// The CPU backend (LLVM JIT) on the same graphs. Compiling ~700-1500 kernels
+// takes tens of seconds under sanitizers, so the ASan run skips these (the
+// normal build runs them).
+#ifndef NC_SANITIZED
+Test(lower, cpu_tiny_train_step_1_thread) { train_step_on("tiny", true, 1); }
+Test(lower, cpu_tiny_all_train_step_2_threads) { train_step_on("tiny-all", true, 2); }
+Test(lower, cpu_tiny_train_step_avx2) { train_step_on("tiny", true, -2); }
+#endif
 Test(lower, tiny_train_step_unfused) { train_step("tiny", false); }
 Test(lower, tiny_all_train_step_fused) { train_step("tiny-all", true); }
 

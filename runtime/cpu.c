@@ -1,0 +1,211 @@
+#include "runtime/cpu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codegen/gemm.h"
+#include "codegen/jit.h"
+#include "codegen/llvm_kir.h"
+#include "runtime/kir_eval.h"
+#include "runtime/threadpool.h"
+
+#ifdef NC_HAVE_LLVM
+#include <llvm-c/Core.h>
+
+struct nc_cpu {
+  nc_jit *jit;
+  nc_pool *pool;
+  int nthreads;
+  int nkernels;
+  nc_kernel_fn *fns;  // per plan kernel (NULL for templates)
+  nc_gemm_fn gemm[4];  // by ta*2 + tb
+  nc_gemm_knobs knobs;
+  float *work;
+  double compile_s;
+};
+
+static double nc_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void nc_cpu_free(nc_cpu *c) {
+  if (!c) return;
+  nc_jit_free(c->jit);
+  nc_pool_free(c->pool);
+  free(c->fns);
+  free(c->work);
+  free(c);
+}
+
+double nc_cpu_compile_seconds(const nc_cpu *c) { return c->compile_s; }
+
+nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
+  *out = NULL;
+  double t0 = nc_now();
+  nc_cpu *c = calloc(1, sizeof *c);
+  if (!c) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_jit_options jo = {.avx2_only = o && o->avx2_only};
+  nc_status st = nc_jit_create(&jo, &c->jit);
+  if (!st) st = nc_pool_new(o && o->threads > 0 ? o->threads : nc_pool_default_threads(), &c->pool);
+  if (st) {
+    nc_cpu_free(c);
+    return st;
+  }
+  c->nthreads = nc_pool_nthreads(c->pool);
+  c->nkernels = p->nkernels;
+  c->fns = calloc((size_t)p->nkernels + 1, sizeof *c->fns);
+  c->knobs = nc_gemm_knobs_default(nc_jit_cpu(c->jit));
+  c->work = aligned_alloc(64, (nc_gemm_workspace_size(&c->knobs, c->nthreads) + 63) / 64 * 64);
+  if (!c->fns || !c->work) {
+    nc_cpu_free(c);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  LLVMModuleRef m;
+  if ((st = nc_jit_module_new(c->jit, "plan", &m))) {
+    nc_cpu_free(c);
+    return st;
+  }
+  bool need[4] = {0};
+  int emitted = 0;
+  for (int i = 0; i < p->nkernels && !st; i++) {
+    const nc_kernel *k = &p->kernels[i].k;
+    if (nc_kernel_is_template(k)) {
+      const nc_kstmt *s = nc_ks_get(k, k->body);
+      int ta = (int)nc_kernel_eval_index(k, s->args[4], NULL), tb = (int)nc_kernel_eval_index(k, s->args[5], NULL);
+      need[ta * 2 + tb] = true;
+      continue;
+    }
+    if (o && o->verbose) {
+      nc_buf b;
+      nc_buf_init(&b);
+      nc_kernel_print(k, &b);
+      fputs(b.data ? b.data : "", stderr);
+      nc_buf_free(&b);
+    }
+    char name[96];
+    snprintf(name, sizeof name, "nck%d_%s", i, k->name);
+    st = nc_llvm_emit_kernel(c->jit, m, k, name);
+    emitted++;
+  }
+  for (int v = 0; v < 4 && !st; v++) {
+    if (!need[v]) continue;
+    char name[32];
+    snprintf(name, sizeof name, "nc_gemm_%d%d", v / 2, v % 2);
+    nc_gemm_spec gs = {name, v / 2, v % 2, c->knobs};
+    st = nc_gemm_emit(m, &gs);
+  }
+  if (st) {
+    LLVMDisposeModule(m);
+    nc_cpu_free(c);
+    return st;
+  }
+  if ((st = nc_jit_add_module(c->jit, m))) {
+    nc_cpu_free(c);
+    return st;
+  }
+  for (int i = 0; i < p->nkernels && !st; i++) {
+    const nc_kernel *k = &p->kernels[i].k;
+    if (nc_kernel_is_template(k)) continue;
+    char name[96];
+    snprintf(name, sizeof name, "nck%d_%s", i, k->name);
+    void *f;
+    st = nc_jit_lookup(c->jit, name, &f);
+    c->fns[i] = (nc_kernel_fn)f;
+  }
+  for (int v = 0; v < 4 && !st; v++) {
+    if (!need[v]) continue;
+    char name[32];
+    snprintf(name, sizeof name, "nc_gemm_%d%d", v / 2, v % 2);
+    void *f;
+    st = nc_jit_lookup(c->jit, name, &f);
+    c->gemm[v] = (nc_gemm_fn)f;
+  }
+  if (st) {
+    nc_cpu_free(c);
+    return st;
+  }
+  (void)emitted;
+  c->compile_s = nc_now() - t0;
+  *out = c;
+  return NC_OK;
+}
+
+typedef struct {
+  nc_kernel_fn fn;
+  void *const *bufs;
+  const int64_t *args;
+  int nthreads;
+} nc_cpu_task;
+
+static void nc_cpu_task_run(void *ctx, int task, int thread) {
+  nc_cpu_task *t = ctx;
+  (void)thread;
+  t->fn(t->bufs, t->args, task, t->nthreads);
+}
+
+typedef struct {
+  nc_gemm_fn fn;
+  nc_gemm_args a;
+  int nthreads;
+} nc_gemm_task;
+
+static void nc_gemm_task_run(void *ctx, int task, int thread) {
+  nc_gemm_task *t = ctx;
+  (void)thread;
+  t->fn(&t->a, task, t->nthreads);
+}
+
+nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
+  nc_cpu *c = ctx;
+  if (ki < 0 || ki >= c->nkernels) return nc_errorf(NC_E_INTERNAL, "cpu: kernel index %d out of range", ki);
+  if (nc_kernel_is_template(k)) {
+    const nc_kstmt *s = nc_ks_get(k, k->body);
+    int64_t v[9];
+    for (int i = 0; i < 9; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
+    bool ta = v[4], tb = v[5];
+    nc_gemm_task t;
+    memset(&t, 0, sizeof t);
+    t.fn = c->gemm[ta * 2 + tb];
+    t.a.a = bufs[s->cbufs[0]];
+    t.a.b = bufs[s->cbufs[1]];
+    t.a.c = bufs[s->cbufs[2]];
+    t.a.batch = v[0];
+    t.a.m = v[1];
+    t.a.n = v[2];
+    t.a.k = v[3];
+    t.a.lda = ta ? v[1] : v[3];
+    t.a.ldb = tb ? v[3] : v[2];
+    t.a.ldc = v[2];
+    t.a.stride_a = v[6];
+    t.a.stride_b = v[7];
+    t.a.stride_c = v[1] * v[2];
+    t.a.alpha = 1.0f;
+    t.a.beta = v[8] ? 1.0f : 0.0f;
+    t.a.work = c->work;
+    t.nthreads = c->nthreads;
+    return nc_pool_run(c->pool, c->nthreads, nc_gemm_task_run, &t);
+  }
+  nc_cpu_task t = {c->fns[ki], bufs, args, c->nthreads};
+  return nc_pool_run(c->pool, c->nthreads, nc_cpu_task_run, &t);
+}
+#else
+struct nc_cpu {
+  int unused;
+};
+nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
+  (void)p;
+  (void)o;
+  *out = NULL;
+  return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: the cpu device is unavailable (use --device interp)");
+}
+void nc_cpu_free(nc_cpu *c) { (void)c; }
+double nc_cpu_compile_seconds(const nc_cpu *c) { (void)c; return 0; }
+nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
+  (void)ctx; (void)ki; (void)k; (void)bufs; (void)args;
+  return nc_errorf(NC_E_UNSUPPORTED, "no LLVM in this build");
+}
+#endif
