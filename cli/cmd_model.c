@@ -7,6 +7,7 @@
 #include "chat/model_io.h"
 #include "cli/commands.h"
 #include "models/gpt.h"
+#include "runtime/exec.h"
 #include "runtime/safetensors.h"
 #include "runtime/session.h"
 
@@ -75,13 +76,16 @@ int nc_cmd_init(int argc, char **argv) {
 int nc_cmd_forward(int argc, char **argv) {
   static const struct option opts[] = {{"ckpt", required_argument, 0, 'c'},   {"input", required_argument, 0, 'i'},
                                        {"output", required_argument, 0, 'o'}, {"step", required_argument, 0, 'S'},
-                                       {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+                                       {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'T'},
+                                       {"verbose", no_argument, 0, 'v'},      {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   const char *ckpt = NULL, *in = NULL, *out = NULL;
-  int64_t step = -1;
+  int64_t step = -1, threads = 0;
+  nc_device dev = {.kind = NC_DEV_CPU};
+  bool verbose = false;
   int c;
   optind = 1;
-  while ((c = getopt_long(argc, argv, "c:i:o:d:h", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "c:i:o:d:vh", opts, NULL)) != -1) {
     switch (c) {
       case 'c': ckpt = optarg; break;
       case 'i': in = optarg; break;
@@ -92,12 +96,18 @@ int nc_cmd_forward(int argc, char **argv) {
           return 2;
         }
         break;
-      case 'd':
-        if (strcmp(optarg, "interp")) {
-          fprintf(stderr, "nanochat forward: --device '%s' is not available in this build (interp)\n", optarg);
+      case 'd': {
+        nc_status dst = nc_device_parse(optarg, &dev);
+        if (dst) return nc_model_fail("forward", dst);
+        break;
+      }
+      case 'T':
+        if (!nc_parse_i64(optarg, 1, 1024, &threads)) {
+          fprintf(stderr, "nanochat forward: --threads wants 1..1024, got '%s'\n", optarg);
           return 2;
         }
         break;
+      case 'v': verbose = true; break;
       case 'h':
         printf("usage: nanochat forward --ckpt DIR --input IN.safetensors -o OUT.safetensors [--step N]\n\n"
                "Runs the model of a checkpoint on int32 'tokens' (B,T) and, when present,\n"
@@ -105,7 +115,9 @@ int nc_cmd_forward(int argc, char **argv) {
                "  -c, --ckpt DIR      checkpoint folder (latest step unless --step)\n"
                "  -i, --input PATH    safetensors with tokens [and targets]\n"
                "  -o, --output PATH   safetensors to write (atomically)\n"
-               "  -d, --device D      interp (the reference interpreter)\n");
+               "  -d, --device D      cpu (default: LLVM JIT), cpu:avx2, interp (reference)\n"
+               "      --threads N     CPU threads (default: one per core)\n"
+               "  -v, --verbose       print the generated kernels and timings\n");
         return 0;
       default: return 2;
     }
@@ -146,7 +158,15 @@ int nc_cmd_forward(int argc, char **argv) {
   }
   if (!st) st = nc_session_put_copy(sess, "tokens", tok);
   if (!st && tgt) st = nc_session_put_copy(sess, "targets", tgt);
-  if (!st) st = nc_session_run(sess, g);
+  dev.threads = (int)threads;
+  dev.verbose = verbose;
+  nc_exec *ex = NULL;
+  if (!st) st = nc_exec_new(g, &dev, &ex);
+  if (!st && verbose)
+    fprintf(stderr, "forward: %d kernels, prepared for %s in %.3f s\n", nc_exec_nkernels(ex), nc_device_name(&dev),
+            nc_exec_compile_seconds(ex));
+  if (!st) st = nc_session_run_exec(sess, ex);
+  nc_exec_free(ex);
   if (!st) st = nc_tensor_list_add_copy(&outputs, "logits", nc_session_get(sess, "logits"));
   if (!st && tgt) st = nc_tensor_list_add_copy(&outputs, "loss", nc_session_get(sess, "loss"));
   if (!st) st = nc_safetensors_write(out, &outputs, NULL);

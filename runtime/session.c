@@ -1,5 +1,7 @@
 #include "runtime/session.h"
 
+#include "runtime/exec.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -80,8 +82,8 @@ const nc_tensor *nc_session_get(const nc_session *s, const char *name) {
 int nc_session_count(const nc_session *s) { return s->n; }
 const char *nc_session_name_at(const nc_session *s, int k) { return k >= 0 && k < s->n ? s->e[k].name : NULL; }
 
-nc_status nc_session_run(nc_session *s, const nc_graph *g) {
-  uint32_t nn = nc_graph_nnodes(g);
+static nc_status nc_session_run_any(nc_session *s, const nc_graph *g, const nc_graph *fg, nc_exec *e) {
+  uint32_t nn = nc_graph_nnodes(fg);
   int nout = nc_graph_noutputs(g);
   nc_feed *feeds = malloc((nn ? nn : 1) * sizeof *feeds);
   nc_tensor *outs = calloc(nout ? (size_t)nout : 1, sizeof *outs);
@@ -92,12 +94,12 @@ nc_status nc_session_run(nc_session *s, const nc_graph *g) {
   }
   int nf = 0;
   for (nc_id i = 0; i < nn; i++) {
-    const char *name = nc_node_name(g, i);
+    const char *name = nc_node_name(fg, i);
     if (!name) continue;
     const nc_tensor *t = nc_session_get(s, name);
     if (t) feeds[nf++] = (nc_feed){name, t};
   }
-  if ((st = nc_interp_run(g, feeds, nf, outs))) goto done;
+  if ((st = e ? nc_exec_run(e, feeds, nf, outs) : nc_interp_run(g, feeds, nf, outs))) goto done;
   for (int k = 0; k < nout && !st; k++) {
     const char *name = nc_graph_output_name(g, k);
     if (!strncmp(name, "new.", 4)) name += 4;
@@ -109,4 +111,10 @@ done:
   free(outs);
   free(feeds);
   return st;
+}
+
+nc_status nc_session_run(nc_session *s, const nc_graph *g) { return nc_session_run_any(s, g, g, NULL); }
+
+nc_status nc_session_run_exec(nc_session *s, nc_exec *e) {
+  return nc_session_run_any(s, nc_exec_graph(e), nc_exec_feed_graph(e), e);
 }

@@ -24,5 +24,8 @@ const char *nc_session_name_at(const nc_session *s, int k);
 // Runs g on the reference interpreter with every input/param bound from the
 // session, then stores the outputs as described above.
 nc_status nc_session_run(nc_session *s, const nc_graph *g);
+// The same on a graph prepared for a device (runtime/exec.h).
+struct nc_exec;
+nc_status nc_session_run_exec(nc_session *s, struct nc_exec *e);
 
 #endif

@@ -1,0 +1,127 @@
+#include "runtime/exec.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "passes/lower.h"
+#include "passes/pass.h"
+#include "runtime/cpu.h"
+#include "runtime/plan_run.h"
+
+struct nc_exec {
+  nc_device dev;
+  nc_graph *g;        // a copy of the caller's graph
+  nc_graph *lowered;  // decomposed + dce'd (cpu, eval)
+  nc_plan *plan;
+  nc_cpu *cpu;
+  double compile_s;
+};
+
+nc_status nc_device_parse(const char *s, nc_device *out) {
+  memset(out, 0, sizeof *out);
+  if (!strcmp(s, "interp")) out->kind = NC_DEV_INTERP;
+  else if (!strcmp(s, "cpu")) out->kind = NC_DEV_CPU;
+  else if (!strcmp(s, "cpu:avx2")) out->kind = NC_DEV_CPU, out->avx2_only = true;
+  else if (!strcmp(s, "eval")) out->kind = NC_DEV_EVAL;
+  else if (!strncmp(s, "opencl", 6))
+    return nc_errorf(NC_E_UNSUPPORTED, "device '%s': the OpenCL backend is not built yet (use cpu or interp)", s);
+  else return nc_errorf(NC_E_INVALID, "unknown device '%s' (cpu, cpu:avx2, interp, eval)", s);
+  return NC_OK;
+}
+
+const char *nc_device_name(const nc_device *d) {
+  switch (d->kind) {
+    case NC_DEV_INTERP: return "interp";
+    case NC_DEV_CPU: return d->avx2_only ? "cpu:avx2" : "cpu";
+    case NC_DEV_EVAL: return "eval";
+  }
+  return "?";
+}
+
+static nc_graph *nc_graph_copy(const nc_graph *g) {
+  nc_graph *h = nc_graph_new_like(g);
+  if (!h) return NULL;
+  for (nc_id i = 0; i < nc_graph_nnodes(g); i++) {
+    nc_node_desc d;
+    nc_node_desc_from(g, i, &d);
+    nc_id id;
+    nc_status st = nc_graph_add(h, &d, &id);
+    if (st || id != i) {
+      nc_status_free(st);
+      nc_graph_free(h);
+      return NULL;
+    }
+  }
+  for (int k = 0; k < nc_graph_noutputs(g); k++) {
+    nc_status st = nc_graph_set_output(h, nc_graph_output_name(g, k), nc_graph_output(g, k));
+    if (st) {
+      nc_status_free(st);
+      nc_graph_free(h);
+      return NULL;
+    }
+  }
+  return h;
+}
+
+void nc_exec_free(nc_exec *e) {
+  if (!e) return;
+  nc_cpu_free(e->cpu);
+  nc_plan_free(e->plan);
+  nc_graph_free(e->lowered);
+  nc_graph_free(e->g);
+  free(e);
+}
+
+static double nc_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
+  *out = NULL;
+  double t0 = nc_now();
+  nc_exec *e = calloc(1, sizeof *e);
+  if (!e || !(e->g = nc_graph_copy(g))) {
+    free(e);
+    return nc_errorf(NC_E_NOMEM, "out of memory copying the graph");
+  }
+  e->dev = *d;
+  nc_status st = NC_OK;
+  if (d->kind != NC_DEV_INTERP) {
+    e->lowered = nc_graph_copy(g);
+    if (!e->lowered) st = nc_errorf(NC_E_NOMEM, "out of memory");
+    nc_pass_ctx ctx;
+    nc_pass_ctx_init(&ctx);
+    const char *passes[] = {"decompose", "dce"};
+    if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
+    nc_lower_opts lo = {.fuse = true};
+    if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
+    if (!st && d->kind == NC_DEV_CPU) {
+      nc_cpu_opts co = {.threads = d->threads, .avx2_only = d->avx2_only, .verbose = d->verbose};
+      st = nc_cpu_compile(e->plan, &co, &e->cpu);
+    }
+  }
+  if (st) {
+    nc_exec_free(e);
+    return nc_status_prefix(st, "preparing '%s' for device %s: ", nc_graph_name(g), nc_device_name(d));
+  }
+  e->compile_s = nc_now() - t0;
+  *out = e;
+  return NC_OK;
+}
+
+nc_status nc_exec_run(nc_exec *e, const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
+  switch (e->dev.kind) {
+    case NC_DEV_INTERP: return nc_interp_run(e->g, feeds, nfeeds, outputs);
+    case NC_DEV_EVAL: return nc_plan_run(e->lowered, e->plan, nc_kernel_runner_eval, NULL, feeds, nfeeds, outputs);
+    case NC_DEV_CPU: return nc_plan_run(e->lowered, e->plan, nc_cpu_runner, e->cpu, feeds, nfeeds, outputs);
+  }
+  return nc_errorf(NC_E_INTERNAL, "bad device");
+}
+
+const nc_graph *nc_exec_graph(const nc_exec *e) { return e->g; }
+const nc_graph *nc_exec_feed_graph(const nc_exec *e) { return e->lowered ? e->lowered : e->g; }
+double nc_exec_compile_seconds(const nc_exec *e) { return e->compile_s; }
+int nc_exec_nkernels(const nc_exec *e) { return e->plan ? e->plan->nkernels : 0; }
