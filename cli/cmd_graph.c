@@ -8,6 +8,8 @@
 #include "frontend/spec.h"
 #include "ir/graphio.h"
 #include "models/train.h"
+#include "passes/lower.h"
+#include "passes/memplan.h"
 #include "passes/pass.h"
 #include "support/buf.h"
 
@@ -78,7 +80,10 @@ static void nc_dump_usage(FILE *f) {
           "      --train          FILE is a model spec: dump the whole training step\n"
           "  -o, --output PATH    write to PATH (atomically) instead of stdout\n"
           "  -p, --passes LIST    run these passes first (comma-separated)\n"
-          "      --after PASS     print the IR after PASS (\"*\" = every pass) on stderr\n"
+          "      --after PASS     print the IR after PASS (\"*\" = every pass) on stderr;\n"
+          "                       'lower' prints the fused kernels (kernel IR) instead of the\n"
+          "                       graph, 'memplan' the memory plan under --bind\n"
+          "      --bind B=2,T=16  symbol sizes for --after memplan (default: every symbol 1)\n"
           "      --before PASS    print the IR before PASS on stderr\n"
           "      --stop-after N   run only the first N passes of the list\n"
           "      --timing         print per-pass timing on stderr\n"
@@ -99,8 +104,9 @@ static int nc_graph_dump(int argc, char **argv) {
       {"passes", required_argument, 0, 'p'}, {"after", required_argument, 0, 'A'},
       {"before", required_argument, 0, 'B'}, {"stop-after", required_argument, 0, 'S'},
       {"timing", no_argument, 0, 'T'},       {"list-passes", no_argument, 0, 'L'},
-      {"train", no_argument, 0, 'R'},        {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+      {"train", no_argument, 0, 'R'},        {"bind", required_argument, 0, 'b'},
+      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+  const char *bind = NULL;
   nc_graph_format fmt = NC_FMT_TEXT;
   bool train = false;
   const char *out_path = NULL, *passes = NULL;
@@ -133,6 +139,7 @@ static int nc_graph_dump(int argc, char **argv) {
       }
       case 'T': ctx.timing = true; break;
       case 'R': train = true; break;
+      case 'b': bind = optarg; break;
       case 'L':
         for (int i = 0; i < nc_pass_count(); i++) printf("%-12s %s\n", nc_pass_at(i)->name, nc_pass_at(i)->summary);
         return 0;
@@ -162,7 +169,44 @@ static int nc_graph_dump(int argc, char **argv) {
   }
   nc_buf b;
   nc_buf_init(&b);
-  st = nc_graph_format_write(g, fmt, &b);
+  const char *special = ctx.dump_after && (!strcmp(ctx.dump_after, "lower") || !strcmp(ctx.dump_after, "memplan"))
+                            ? ctx.dump_after : NULL;
+  if (special) {
+    // lowering: decompose into primitives, fuse, lower to kernel IR
+    nc_pass_ctx lc;
+    nc_pass_ctx_init(&lc);
+    lc.verify = true;
+    const char *lp[] = {"decompose", "dce"};
+    st = nc_pass_run_pipeline(&g, lp, 2, &lc);
+    nc_plan *plan = NULL;
+    nc_lower_opts lo = {.fuse = true};
+    if (!st) st = nc_plan_build(g, &lo, &plan);
+    if (!st && !strcmp(special, "lower")) nc_plan_print(g, plan, &b);
+    if (!st && !strcmp(special, "memplan")) {
+      int64_t syms[NC_MAX_SYMS] = {0};
+      if (bind) st = nc_memplan_parse_bindings(g, bind, syms);
+      for (int k = 0; k < nc_graph_nsyms(g); k++)
+        if (!syms[k]) syms[k] = 1;
+      bool *mat = calloc(nc_graph_nnodes(g) + 1, sizeof *mat);
+      for (nc_id i = 0; i < nc_graph_nnodes(g) && mat; i++) {
+        nc_op op = nc_graph_node(g, i)->op;
+        mat[i] = plan->materialized[i] && op != NC_OP_INPUT && op != NC_OP_PARAM;
+      }
+      nc_memplan_opts mo;
+      nc_memplan_opts_init(&mo);
+      mo.syms = syms;
+      mo.nsyms = NC_MAX_SYMS;
+      mo.materialized = mat;
+      nc_memplan *mp = NULL;
+      if (!st) st = mat ? nc_memplan_build(g, &mo, &mp) : nc_errorf(NC_E_NOMEM, "out of memory");
+      if (!st) nc_memplan_dump(mp, &b);
+      nc_memplan_free(mp);
+      free(mat);
+    }
+    nc_plan_free(plan);
+  } else {
+    st = nc_graph_format_write(g, fmt, &b);
+  }
   if (!st && b.oom) st = nc_errorf(NC_E_NOMEM, "out of memory printing the graph");
   if (!st) {
     if (out_path) st = nc_file_write_atomic(out_path, b.data, b.len);
