@@ -1,0 +1,648 @@
+// GEMM generator (see gemm.h for the algorithm). The IR is written the easy
+// way: loop counters and accumulators live in allocas of the entry block and
+// the O3 pipeline (SROA/mem2reg) turns them into SSA registers.
+#include "codegen/gemm.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NC_GEMM_MAX_ACC 32  // accumulators the micro-kernel may keep
+
+nc_gemm_knobs nc_gemm_knobs_default(const nc_host_cpu *cpu) {
+  nc_gemm_knobs k;
+  if (cpu && cpu->avx512f) {
+    // Zen 5: 32 zmm, 2 FMA pipes of 4-cycle latency. 6x64 = 24 accumulators
+    // + 4 B vectors + a broadcast; kc*nc*4 = 768 KB of packed B stays in the
+    // 1 MB L2 (order 1). Measured against 8x48, 12x32, 14x32, 7x64, 4x96 and
+    // other kc/mc/nc: see docs/performance.md, "GEMM (CPU)".
+    k = (nc_gemm_knobs){.vw = 16, .mr = 6, .nr = 64, .kc = 384, .mc = 120, .nc = 512,
+                        .ku = 4, .order = 1, .prefetch_b = 0};
+  } else {
+    // AVX2: 16 ymm. 6x16 = 12 accumulators + 2 B vectors + a broadcast.
+    k = (nc_gemm_knobs){.vw = 8, .mr = 6, .nr = 16, .kc = 256, .mc = 120, .nc = 512,
+                        .ku = 4, .order = 1, .prefetch_b = 0};
+  }
+  return k;
+}
+
+nc_status nc_gemm_knobs_check(const nc_gemm_knobs *k) {
+  if (k->vw != 4 && k->vw != 8 && k->vw != 16)
+    return nc_errorf(NC_E_INVALID, "gemm knobs: vw %d is not 4, 8 or 16", k->vw);
+  if (k->mr < 1 || k->nr < k->vw || k->nr % k->vw)
+    return nc_errorf(NC_E_INVALID, "gemm knobs: mr %d / nr %d (nr must be a multiple of vw %d)",
+                     k->mr, k->nr, k->vw);
+  if (k->mr * (k->nr / k->vw) > NC_GEMM_MAX_ACC)
+    return nc_errorf(NC_E_INVALID, "gemm knobs: mr*nr/vw = %d accumulators (max %d)",
+                     k->mr * (k->nr / k->vw), NC_GEMM_MAX_ACC);
+  if (k->kc < 1 || k->mc < k->mr || k->mc % k->mr || k->nc < k->nr || k->nc % k->nr)
+    return nc_errorf(NC_E_INVALID,
+                     "gemm knobs: kc %d mc %d nc %d (mc a multiple of mr %d, nc of nr %d)", k->kc,
+                     k->mc, k->nc, k->mr, k->nr);
+  if (k->ku < 1 || k->ku > 16)
+    return nc_errorf(NC_E_INVALID, "gemm knobs: ku %d is not in 1..16", k->ku);
+  if (k->order != 0 && k->order != 1)
+    return nc_errorf(NC_E_INVALID, "gemm knobs: order %d is not 0 or 1", k->order);
+  if (k->prefetch_b < 0 || k->prefetch_b > 64)
+    return nc_errorf(NC_E_INVALID, "gemm knobs: prefetch_b %d is not in 0..64", k->prefetch_b);
+  return NC_OK;
+}
+
+// Floats of one thread's workspace slice: packed A block then packed B panel,
+// each rounded to 64 bytes.
+static int64_t nc_gemm_ws_floats(const nc_gemm_knobs *k) {
+  int64_t a = (int64_t)k->mc * k->kc, b = (int64_t)k->kc * k->nc;
+  return (a + 15) / 16 * 16 + (b + 15) / 16 * 16;
+}
+
+size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads) {
+  return (size_t)nc_gemm_ws_floats(k) * sizeof(float) * (size_t)(nthreads < 1 ? 1 : nthreads);
+}
+
+#ifdef NC_HAVE_LLVM
+#include <llvm-c/Core.h>
+
+typedef struct {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMValueRef fn;        // function being built
+  LLVMBasicBlockRef entry;
+  LLVMTypeRef i1, i32, i64, f32, ptr, vec, voidt;
+  LLVMTypeRef fma_ty, fmav_ty, pf_ty;
+  LLVMValueRef fma, fmav, prefetch;  // llvm.fma.f32, llvm.fma.vNf32, llvm.prefetch
+  const nc_gemm_spec *s;
+  const nc_gemm_knobs *k;
+} nc_gg;
+
+typedef struct {
+  LLVMValueRef var, end, step;
+  LLVMBasicBlockRef cond, body, exit;
+} nc_loop;
+
+static LLVMValueRef c64(nc_gg *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
+static LLVMValueRef c32(nc_gg *g, int v) { return LLVMConstInt(g->i32, (unsigned long long)v, 1); }
+static LLVMValueRef cf(nc_gg *g, double v) { return LLVMConstReal(g->f32, v); }
+
+// An alloca in the entry block (so mem2reg can promote it), initialised here.
+static LLVMValueRef nc_var(nc_gg *g, LLVMTypeRef ty, const char *name, LLVMValueRef init) {
+  LLVMBasicBlockRef cur = LLVMGetInsertBlock(g->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(g->entry);
+  if (first)
+    LLVMPositionBuilderBefore(g->b, first);
+  else
+    LLVMPositionBuilderAtEnd(g->b, g->entry);
+  LLVMValueRef v = LLVMBuildAlloca(g->b, ty, name);
+  LLVMPositionBuilderAtEnd(g->b, cur);
+  if (init) LLVMBuildStore(g->b, init, v);
+  return v;
+}
+
+static LLVMBasicBlockRef nc_block(nc_gg *g, const char *name) {
+  return LLVMAppendBasicBlockInContext(g->ctx, g->fn, name);
+}
+
+// for (i = start; i < end; i += step): returns i, valid inside the body.
+static LLVMValueRef nc_loop_begin(nc_gg *g, nc_loop *L, const char *name, LLVMValueRef start,
+                                  LLVMValueRef end, LLVMValueRef step) {
+  L->var = nc_var(g, g->i64, name, start);
+  L->end = end;
+  L->step = step;
+  L->cond = nc_block(g, name);
+  L->body = nc_block(g, "body");
+  L->exit = nc_block(g, "exit");
+  LLVMBuildBr(g->b, L->cond);
+  LLVMPositionBuilderAtEnd(g->b, L->cond);
+  LLVMValueRef i = LLVMBuildLoad2(g->b, g->i64, L->var, name);
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, i, end, ""), L->body, L->exit);
+  LLVMPositionBuilderAtEnd(g->b, L->body);
+  return i;
+}
+
+static void nc_loop_end(nc_gg *g, nc_loop *L) {
+  LLVMValueRef i = LLVMBuildLoad2(g->b, g->i64, L->var, "");
+  LLVMBuildStore(g->b, LLVMBuildNSWAdd(g->b, i, L->step, ""), L->var);
+  LLVMBuildBr(g->b, L->cond);
+  LLVMPositionBuilderAtEnd(g->b, L->exit);
+}
+
+// if (c) { then } else { els }: nc_if_begin positions at "then"; nc_if_else
+// switches to "else"; nc_if_end joins.
+typedef struct {
+  LLVMBasicBlockRef then, els, join;
+} nc_if;
+
+static void nc_if_begin(nc_gg *g, nc_if *f, LLVMValueRef c) {
+  f->then = nc_block(g, "then");
+  f->els = nc_block(g, "else");
+  f->join = nc_block(g, "join");
+  LLVMBuildCondBr(g->b, c, f->then, f->els);
+  LLVMPositionBuilderAtEnd(g->b, f->then);
+}
+static void nc_if_else(nc_gg *g, nc_if *f) {
+  LLVMBuildBr(g->b, f->join);
+  LLVMPositionBuilderAtEnd(g->b, f->els);
+}
+static void nc_if_end(nc_gg *g, nc_if *f) {
+  LLVMBuildBr(g->b, f->join);
+  LLVMPositionBuilderAtEnd(g->b, f->join);
+}
+
+static LLVMValueRef nc_min(nc_gg *g, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+static LLVMValueRef nc_mul(nc_gg *g, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildNSWMul(g->b, a, b, "");
+}
+static LLVMValueRef nc_add(nc_gg *g, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildNSWAdd(g->b, a, b, "");
+}
+static LLVMValueRef nc_sub(nc_gg *g, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildNSWSub(g->b, a, b, "");
+}
+// &p[i] for a float pointer.
+static LLVMValueRef nc_fptr(nc_gg *g, LLVMValueRef p, LLVMValueRef i) {
+  return LLVMBuildInBoundsGEP2(g->b, g->f32, p, &i, 1, "");
+}
+static LLVMValueRef nc_loadf(nc_gg *g, LLVMValueRef p) { return LLVMBuildLoad2(g->b, g->f32, p, ""); }
+static LLVMValueRef nc_loadv(nc_gg *g, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, g->vec, p, "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+static void nc_storev(nc_gg *g, LLVMValueRef v, LLVMValueRef p) {
+  LLVMSetAlignment(LLVMBuildStore(g->b, v, p), 4);
+}
+static LLVMValueRef nc_splat(nc_gg *g, LLVMValueRef x) {
+  LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(g->vec), x, c32(g, 0), "");
+  LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->k->vw));
+  return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(g->vec), zero, "");
+}
+static LLVMValueRef nc_fmav(nc_gg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef args[3] = {a, b, c};
+  return LLVMBuildCall2(g->b, g->fmav_ty, g->fmav, args, 3, "");
+}
+static LLVMValueRef nc_fmaf(nc_gg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  LLVMValueRef args[3] = {a, b, c};
+  return LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
+}
+
+static LLVMValueRef nc_begin_fn(nc_gg *g, const char *name, LLVMTypeRef *params, unsigned n,
+                                bool internal) {
+  LLVMTypeRef fty = LLVMFunctionType(g->voidt, params, n, 0);
+  g->fn = LLVMAddFunction(g->mod, name, fty);
+  if (internal) LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+  unsigned kind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+  LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, kind, 0));
+  // Helpers stay separate functions: a call per packed panel or per MR x NR
+  // tile costs nothing measurable, and register allocation of one huge
+  // inlined function dominated the cold compile time.
+  if (internal) {
+    kind = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, kind, 0));
+  }
+  g->entry = nc_block(g, "entry");
+  LLVMPositionBuilderAtEnd(g->b, g->entry);
+  return g->fn;
+}
+
+// ---- micro-kernel -----------------------------------------------------------
+// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta):
+//   C[0:mr, 0:nr] = alpha * Ap(MR x kc) · Bp(kc x NR) + beta * C   (beta == 0: C not read)
+// Ap is one packed A panel: k-major (Ap[k*MR + i]) when ta, else row-major
+// (Ap[i*kc + k]) — whichever layout packing can produce by plain copies.
+static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
+  const nc_gemm_knobs *k = g->k;
+  const int MR = k->mr, NV = k->nr / k->vw, VW = k->vw;
+  LLVMTypeRef ps[] = {g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i64, g->f32, g->f32};
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, 9, true);
+  LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
+  LLVMValueRef cp = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4), mr = LLVMGetParam(fn, 5);
+  LLVMValueRef nr = LLVMGetParam(fn, 6), alpha = LLVMGetParam(fn, 7), beta = LLVMGetParam(fn, 8);
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (unsigned i = 1; i <= 3; i++)
+    LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(g->ctx, noalias, 0));
+
+  LLVMValueRef acc[NC_GEMM_MAX_ACC];
+  for (int i = 0; i < MR * NV; i++) acc[i] = nc_var(g, g->vec, "acc", LLVMConstNull(g->vec));
+  // Row pointers of A for the row-major layout.
+  LLVMValueRef arow[NC_GEMM_MAX_ACC];
+  if (!g->s->ta)
+    for (int i = 0; i < MR; i++) arow[i] = nc_fptr(g, ap, nc_mul(g, c64(g, i), kc));
+
+  // One k step: NV vector loads of B, MR broadcasts of A, MR*NV FMAs.
+#define NC_KSTEP(kv)                                                                   \
+  do {                                                                                 \
+    LLVMValueRef bv[NC_GEMM_MAX_ACC];                                                  \
+    LLVMValueRef brow = nc_fptr(g, bp, nc_mul(g, (kv), c64(g, k->nr)));                \
+    if (k->prefetch_b) {                                                               \
+      LLVMValueRef pa[4] = {nc_fptr(g, brow, c64(g, (int64_t)k->prefetch_b * k->nr)), \
+                            c32(g, 0), c32(g, 3), c32(g, 1)};                          \
+      LLVMBuildCall2(g->b, g->pf_ty, g->prefetch, pa, 4, "");                          \
+    }                                                                                  \
+    for (int v = 0; v < NV; v++) bv[v] = nc_loadv(g, nc_fptr(g, brow, c64(g, v * VW)));  \
+    for (int i = 0; i < MR; i++) {                                                     \
+      LLVMValueRef ae = g->s->ta ? nc_fptr(g, ap, nc_add(g, nc_mul(g, (kv), c64(g, MR)), c64(g, i))) \
+                                 : nc_fptr(g, arow[i], (kv));                          \
+      LLVMValueRef a = nc_splat(g, nc_loadf(g, ae));                                   \
+      for (int v = 0; v < NV; v++) {                                                   \
+        LLVMValueRef p = acc[i * NV + v];                                              \
+        LLVMBuildStore(g->b, nc_fmav(g, a, bv[v], LLVMBuildLoad2(g->b, g->vec, p, "")), p); \
+      }                                                                                \
+    }                                                                                  \
+  } while (0)
+
+  // Main loop, ku steps per iteration, then the remainder one step at a time.
+  LLVMValueRef kmain = nc_sub(g, kc, LLVMBuildSRem(g->b, kc, c64(g, k->ku), ""));
+  nc_loop L;
+  LLVMValueRef kk = nc_loop_begin(g, &L, "k", c64(g, 0), kmain, c64(g, k->ku));
+  for (int u = 0; u < k->ku; u++) NC_KSTEP(nc_add(g, kk, c64(g, u)));
+  nc_loop_end(g, &L);
+  kk = nc_loop_begin(g, &L, "krem", kmain, kc, c64(g, 1));
+  NC_KSTEP(kk);
+  nc_loop_end(g, &L);
+#undef NC_KSTEP
+
+  LLVMValueRef valpha = nc_splat(g, alpha), vbeta = nc_splat(g, beta);
+  LLVMValueRef full = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mr, c64(g, MR), ""),
+                                   LLVMBuildICmp(g->b, LLVMIntEQ, nr, c64(g, k->nr), ""), "");
+  LLVMValueRef beta0 = LLVMBuildFCmp(g->b, LLVMRealOEQ, beta, cf(g, 0.0), "");
+  nc_if fi;
+  nc_if_begin(g, &fi, full);
+  {  // full tile: vector stores straight into C
+    nc_if bi;
+    nc_if_begin(g, &bi, beta0);
+    for (int i = 0; i < MR; i++)
+      for (int v = 0; v < NV; v++) {
+        LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
+        LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
+        nc_storev(g, LLVMBuildFMul(g->b, a, valpha, ""), p);
+      }
+    nc_if_else(g, &bi);
+    for (int i = 0; i < MR; i++)
+      for (int v = 0; v < NV; v++) {
+        LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
+        LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
+        nc_storev(g, nc_fmav(g, nc_loadv(g, p), vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
+      }
+    nc_if_end(g, &bi);
+  }
+  nc_if_else(g, &fi);
+  {  // edge tile: spill the accumulators, then scalar stores of the valid part
+    LLVMValueRef tmp = nc_var(g, LLVMArrayType(g->f32, (unsigned)(MR * k->nr)), "tile", NULL);
+    for (int i = 0; i < MR; i++)
+      for (int v = 0; v < NV; v++)
+        nc_storev(g, LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], ""),
+                  nc_fptr(g, tmp, c64(g, i * k->nr + v * VW)));
+    nc_loop Li, Lj;
+    LLVMValueRef i = nc_loop_begin(g, &Li, "ei", c64(g, 0), mr, c64(g, 1));
+    LLVMValueRef j = nc_loop_begin(g, &Lj, "ej", c64(g, 0), nr, c64(g, 1));
+    LLVMValueRef t = nc_loadf(g, nc_fptr(g, tmp, nc_add(g, nc_mul(g, i, c64(g, k->nr)), j)));
+    LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, i, ldc), j));
+    LLVMValueRef r = LLVMBuildFMul(g->b, t, alpha, "");
+    nc_if bi;
+    nc_if_begin(g, &bi, beta0);
+    LLVMBuildStore(g->b, r, p);
+    nc_if_else(g, &bi);
+    LLVMBuildStore(g->b, nc_fmaf(g, nc_loadf(g, p), beta, r), p);
+    nc_if_end(g, &bi);
+    nc_loop_end(g, &Lj);
+    nc_loop_end(g, &Li);
+  }
+  nc_if_end(g, &fi);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+// ---- packing ------------------------------------------------------------------
+// pack_a(Ap, A, lda, ic, mc, pc, kc): rows ic..ic+mc of op(A), depth pc..pc+kc,
+// into ceil(mc/MR) panels of MR x kc (zero rows past mc).
+static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
+  const int MR = g->k->mr;
+  LLVMTypeRef ps[] = {g->ptr, g->ptr, g->i64, g->i64, g->i64, g->i64, g->i64};
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, 7, true);
+  LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), lda = LLVMGetParam(fn, 2);
+  LLVMValueRef ic = LLVMGetParam(fn, 3), mc = LLVMGetParam(fn, 4), pc = LLVMGetParam(fn, 5);
+  LLVMValueRef kc = LLVMGetParam(fn, 6);
+  nc_loop Lr;
+  LLVMValueRef ir = nc_loop_begin(g, &Lr, "ir", c64(g, 0), mc, c64(g, MR));
+  LLVMValueRef panel = nc_fptr(g, ap, nc_mul(g, ir, kc));
+  LLVMValueRef rows = nc_min(g, c64(g, MR), nc_sub(g, mc, ir));
+  LLVMValueRef row0 = nc_add(g, ic, ir);
+  if (!g->s->ta) {
+    // A (M,K): panel row i = A[row0+i, pc:pc+kc], contiguous; zero rows past `rows`.
+    for (int i = 0; i < MR; i++) {
+      LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, c64(g, i), kc));
+      nc_if f;
+      nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntSLT, c64(g, i), rows, ""));
+      LLVMValueRef src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, row0, c64(g, i)), lda), pc));
+      nc_loop Lk;
+      LLVMValueRef kk = nc_loop_begin(g, &Lk, "k", c64(g, 0), kc, c64(g, 1));
+      LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, src, kk)), nc_fptr(g, dst, kk));
+      nc_loop_end(g, &Lk);
+      nc_if_else(g, &f);
+      kk = nc_loop_begin(g, &Lk, "z", c64(g, 0), kc, c64(g, 1));
+      LLVMBuildStore(g->b, cf(g, 0.0), nc_fptr(g, dst, kk));
+      nc_loop_end(g, &Lk);
+      nc_if_end(g, &f);
+    }
+  } else {
+    // A stored (K,M): Ap[k*MR + i] = A[(pc+k)*lda + row0 + i], a copy of MR floats per k.
+    nc_if f;
+    nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntEQ, rows, c64(g, MR), ""));
+    nc_loop Lk;
+    LLVMValueRef kk = nc_loop_begin(g, &Lk, "k", c64(g, 0), kc, c64(g, 1));
+    LLVMValueRef src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, kk), lda), row0));
+    LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, kk, c64(g, MR)));
+    for (int i = 0; i < MR; i++)
+      LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, src, c64(g, i))), nc_fptr(g, dst, c64(g, i)));
+    nc_loop_end(g, &Lk);
+    nc_if_else(g, &f);
+    kk = nc_loop_begin(g, &Lk, "ke", c64(g, 0), kc, c64(g, 1));
+    src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, kk), lda), row0));
+    dst = nc_fptr(g, panel, nc_mul(g, kk, c64(g, MR)));
+    for (int i = 0; i < MR; i++) {
+      LLVMValueRef ok = LLVMBuildICmp(g->b, LLVMIntSLT, c64(g, i), rows, "");
+      nc_if e;
+      nc_if_begin(g, &e, ok);
+      LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, src, c64(g, i))), nc_fptr(g, dst, c64(g, i)));
+      nc_if_else(g, &e);
+      LLVMBuildStore(g->b, cf(g, 0.0), nc_fptr(g, dst, c64(g, i)));
+      nc_if_end(g, &e);
+    }
+    nc_loop_end(g, &Lk);
+    nc_if_end(g, &f);
+  }
+  nc_loop_end(g, &Lr);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+// In-register transpose of VW vectors (rows) of VW floats: log2(VW) rounds of
+// two-source shuffles that swap the off-diagonal d x d blocks of every 2d x 2d
+// block (one vpermt2ps each on AVX-512).
+static void nc_transpose(nc_gg *g, LLVMValueRef *r) {
+  const int VW = g->k->vw;
+  LLVMValueRef m0[16], m1[16];
+  for (int d = VW / 2; d >= 1; d /= 2) {
+    for (int c = 0; c < VW; c++) {
+      m0[c] = c32(g, (c & d) ? VW + c - d : c);
+      m1[c] = c32(g, (c & d) ? VW + c : c + d);
+    }
+    LLVMValueRef k0 = LLVMConstVector(m0, (unsigned)VW), k1 = LLVMConstVector(m1, (unsigned)VW);
+    for (int row = 0; row < VW; row++) {
+      if (row & d) continue;
+      LLVMValueRef lo = LLVMBuildShuffleVector(g->b, r[row], r[row + d], k0, "");
+      LLVMValueRef hi = LLVMBuildShuffleVector(g->b, r[row], r[row + d], k1, "");
+      r[row] = lo;
+      r[row + d] = hi;
+    }
+  }
+}
+
+// pack_b(Bp, B, ldb, pc, kc, jc, nc): depth pc..pc+kc, columns jc..jc+nc of
+// op(B) into ceil(nc/NR) panels of kc x NR (Bp[k*NR + j]; zero columns past nc).
+static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
+  const int NR = g->k->nr, VW = g->k->vw, NV = NR / VW;
+  LLVMTypeRef ps[] = {g->ptr, g->ptr, g->i64, g->i64, g->i64, g->i64, g->i64};
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, 7, true);
+  LLVMValueRef bp = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), ldb = LLVMGetParam(fn, 2);
+  LLVMValueRef pc = LLVMGetParam(fn, 3), kc = LLVMGetParam(fn, 4), jc = LLVMGetParam(fn, 5);
+  LLVMValueRef nc = LLVMGetParam(fn, 6);
+  nc_loop Lj;
+  LLVMValueRef jr = nc_loop_begin(g, &Lj, "jr", c64(g, 0), nc, c64(g, NR));
+  LLVMValueRef panel = nc_fptr(g, bp, nc_mul(g, jr, kc));
+  LLVMValueRef cols = nc_min(g, c64(g, NR), nc_sub(g, nc, jr));
+  LLVMValueRef col0 = nc_add(g, jc, jr);
+  // element (k, j) of this panel in B: B[(pc+k)*ldb + col0+j], or B[(col0+j)*ldb + pc+k] with tb
+  nc_if f;
+  nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntEQ, cols, c64(g, NR), ""));
+  if (!g->s->tb) {
+    nc_loop Lk;
+    LLVMValueRef kk = nc_loop_begin(g, &Lk, "k", c64(g, 0), kc, c64(g, 1));
+    LLVMValueRef src = nc_fptr(g, b, nc_add(g, nc_mul(g, nc_add(g, pc, kk), ldb), col0));
+    LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, kk, c64(g, NR)));
+    for (int v = 0; v < NV; v++)
+      nc_storev(g, nc_loadv(g, nc_fptr(g, src, c64(g, v * VW))), nc_fptr(g, dst, c64(g, v * VW)));
+    nc_loop_end(g, &Lk);
+  } else {
+    // VW x VW blocks: VW rows of B (columns j of op(B)) of VW contiguous k,
+    // transposed in registers into VW rows of the panel.
+    LLVMValueRef kv = nc_sub(g, kc, LLVMBuildSRem(g->b, kc, c64(g, VW), ""));
+    nc_loop Lk;
+    LLVMValueRef k0 = nc_loop_begin(g, &Lk, "k", c64(g, 0), kv, c64(g, VW));
+    // A run-time loop over the NV column groups (not unrolled): the shuffle
+    // network is the costliest IR to compile, one copy keeps cold compiles short.
+    nc_loop Lv;
+    LLVMValueRef v0 = nc_loop_begin(g, &Lv, "v", c64(g, 0), c64(g, NR), c64(g, VW));
+    LLVMValueRef r[16];
+    for (int j = 0; j < VW; j++) {
+      LLVMValueRef row = nc_add(g, col0, nc_add(g, v0, c64(g, j)));
+      r[j] = nc_loadv(g, nc_fptr(g, b, nc_add(g, nc_mul(g, row, ldb), nc_add(g, pc, k0))));
+    }
+    nc_transpose(g, r);
+    for (int kq = 0; kq < VW; kq++) {
+      LLVMValueRef off = nc_add(g, nc_mul(g, nc_add(g, k0, c64(g, kq)), c64(g, NR)), v0);
+      nc_storev(g, r[kq], nc_fptr(g, panel, off));
+    }
+    nc_loop_end(g, &Lv);
+    nc_loop_end(g, &Lk);
+    nc_loop Lt;
+    LLVMValueRef kk = nc_loop_begin(g, &Lk, "kt", kv, kc, c64(g, 1));
+    LLVMValueRef j = nc_loop_begin(g, &Lt, "jt", c64(g, 0), c64(g, NR), c64(g, 1));
+    LLVMValueRef x = nc_loadf(g, nc_fptr(g, b, nc_add(g, nc_mul(g, nc_add(g, col0, j), ldb), nc_add(g, pc, kk))));
+    LLVMBuildStore(g->b, x, nc_fptr(g, panel, nc_add(g, nc_mul(g, kk, c64(g, NR)), j)));
+    nc_loop_end(g, &Lt);
+    nc_loop_end(g, &Lk);
+  }
+  nc_if_else(g, &f);
+  {  // edge panel: scalar, zero past cols
+    nc_loop Lk, Lc;
+    LLVMValueRef kk = nc_loop_begin(g, &Lk, "ke", c64(g, 0), kc, c64(g, 1));
+    LLVMValueRef j = nc_loop_begin(g, &Lc, "je", c64(g, 0), c64(g, NR), c64(g, 1));
+    LLVMValueRef dst = nc_fptr(g, panel, nc_add(g, nc_mul(g, kk, c64(g, NR)), j));
+    nc_if e;
+    nc_if_begin(g, &e, LLVMBuildICmp(g->b, LLVMIntSLT, j, cols, ""));
+    LLVMValueRef col = nc_add(g, col0, j), kr = nc_add(g, pc, kk);
+    LLVMValueRef idx = g->s->tb ? nc_add(g, nc_mul(g, col, ldb), kr) : nc_add(g, nc_mul(g, kr, ldb), col);
+    LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, b, idx)), dst);
+    nc_if_else(g, &e);
+    LLVMBuildStore(g->b, cf(g, 0.0), dst);
+    nc_if_end(g, &e);
+    nc_loop_end(g, &Lc);
+    nc_loop_end(g, &Lk);
+  }
+  nc_if_end(g, &f);
+  nc_loop_end(g, &Lj);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
+// ---- driver -------------------------------------------------------------------
+static LLVMValueRef nc_arg(nc_gg *g, LLVMValueRef args, size_t off, LLVMTypeRef ty) {
+  LLVMValueRef i = c64(g, (int64_t)off);
+  LLVMValueRef p = LLVMBuildInBoundsGEP2(g->b, LLVMInt8TypeInContext(g->ctx), args, &i, 1, "");
+  return LLVMBuildLoad2(g->b, ty, p, "");
+}
+
+static void nc_call(nc_gg *g, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
+  LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
+}
+
+// Thread t of T gets [t*n/T, (t+1)*n/T) of n units of size `unit`, clipped to total.
+static void nc_split(nc_gg *g, LLVMValueRef total, int unit, LLVMValueRef t, LLVMValueRef T,
+                     LLVMValueRef *lo, LLVMValueRef *hi) {
+  LLVMValueRef units = LLVMBuildSDiv(g->b, nc_add(g, total, c64(g, unit - 1)), c64(g, unit), "");
+  LLVMValueRef u0 = LLVMBuildSDiv(g->b, nc_mul(g, t, units), T, "");
+  LLVMValueRef u1 = LLVMBuildSDiv(g->b, nc_mul(g, nc_add(g, t, c64(g, 1)), units), T, "");
+  *lo = nc_min(g, nc_mul(g, u0, c64(g, unit)), total);
+  *hi = nc_min(g, nc_mul(g, u1, c64(g, unit)), total);
+}
+
+static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb) {
+  const nc_gemm_knobs *k = g->k;
+  LLVMTypeRef ps[] = {g->ptr, g->i32, g->i32};
+  LLVMValueRef fn = nc_begin_fn(g, g->s->name, ps, 3, false);
+  LLVMValueRef args = LLVMGetParam(fn, 0);
+  LLVMValueRef t = LLVMBuildSExt(g->b, LLVMGetParam(fn, 1), g->i64, "t");
+  LLVMValueRef T = LLVMBuildSExt(g->b, LLVMGetParam(fn, 2), g->i64, "T");
+#define NC_F(field, ty) nc_arg(g, args, offsetof(nc_gemm_args, field), ty)
+  LLVMValueRef A = NC_F(a, g->ptr), B = NC_F(b, g->ptr), C = NC_F(c, g->ptr);
+  LLVMValueRef M = NC_F(m, g->i64), N = NC_F(n, g->i64), K = NC_F(k, g->i64);
+  LLVMValueRef lda = NC_F(lda, g->i64), ldb = NC_F(ldb, g->i64), ldc = NC_F(ldc, g->i64);
+  LLVMValueRef batch = NC_F(batch, g->i64), sa = NC_F(stride_a, g->i64);
+  LLVMValueRef sb = NC_F(stride_b, g->i64), sc = NC_F(stride_c, g->i64);
+  LLVMValueRef alpha = NC_F(alpha, g->f32), beta = NC_F(beta, g->f32), work = NC_F(work, g->ptr);
+#undef NC_F
+  LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, nc_gemm_ws_floats(k))));
+  LLVMValueRef Ap = ws;
+  LLVMValueRef Bp = nc_fptr(g, ws, c64(g, ((int64_t)k->mc * k->kc + 15) / 16 * 16));
+
+  // Work split (see gemm.h): whole batch items, else M or N ranges.
+  LLVMValueRef bsplit = LLVMBuildICmp(g->b, LLVMIntSGE, batch, T, "");
+  LLVMValueRef msplit = LLVMBuildICmp(g->b, LLVMIntSGE, M, N, "");
+  LLVMValueRef b0, b1, m0, m1, n0, n1;
+  nc_split(g, batch, 1, t, T, &b0, &b1);
+  nc_split(g, M, k->mr, t, T, &m0, &m1);
+  nc_split(g, N, k->nr, t, T, &n0, &n1);
+  LLVMValueRef zero = c64(g, 0);
+  LLVMValueRef nb = LLVMBuildNot(g->b, bsplit, "");
+  LLVMValueRef use_m = LLVMBuildAnd(g->b, nb, msplit, "");
+  LLVMValueRef use_n = LLVMBuildAnd(g->b, nb, LLVMBuildNot(g->b, msplit, ""), "");
+  b0 = LLVMBuildSelect(g->b, bsplit, b0, zero, "");
+  b1 = LLVMBuildSelect(g->b, bsplit, b1, batch, "");
+  m0 = LLVMBuildSelect(g->b, use_m, m0, zero, "");
+  m1 = LLVMBuildSelect(g->b, use_m, m1, M, "");
+  n0 = LLVMBuildSelect(g->b, use_n, n0, zero, "");
+  n1 = LLVMBuildSelect(g->b, use_n, n1, N, "");
+  // With K == 0 one pass with kc = 0 still applies beta to C.
+  LLVMValueRef kend = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, K, zero, ""), c64(g, 1), K, "");
+
+  nc_loop Lb, Ljc, Lpc, Lic, Lo, Li;
+  LLVMValueRef bi = nc_loop_begin(g, &Lb, "b", b0, b1, c64(g, 1));
+  LLVMValueRef Ab = nc_fptr(g, A, nc_mul(g, bi, sa));
+  LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
+  LLVMValueRef Cb = nc_fptr(g, C, nc_mul(g, bi, sc));
+  LLVMValueRef jc = nc_loop_begin(g, &Ljc, "jc", n0, n1, c64(g, k->nc));
+  LLVMValueRef ncur = nc_min(g, c64(g, k->nc), nc_sub(g, n1, jc));
+  LLVMValueRef pc = nc_loop_begin(g, &Lpc, "pc", zero, kend, c64(g, k->kc));
+  LLVMValueRef kc = nc_min(g, c64(g, k->kc), nc_sub(g, K, pc));
+  LLVMValueRef beff =
+      LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), beta, cf(g, 1.0), "");
+  LLVMValueRef pbargs[] = {Bp, Bb, ldb, pc, kc, jc, ncur};
+  nc_call(g, pb, pbargs, 7);
+  LLVMValueRef ic = nc_loop_begin(g, &Lic, "ic", m0, m1, c64(g, k->mc));
+  LLVMValueRef mcur = nc_min(g, c64(g, k->mc), nc_sub(g, m1, ic));
+  LLVMValueRef paargs[] = {Ap, Ab, lda, ic, mcur, pc, kc};
+  nc_call(g, pa, paargs, 7);
+  LLVMValueRef ir, jr;
+  if (k->order == 0) {
+    jr = nc_loop_begin(g, &Lo, "jr", zero, ncur, c64(g, k->nr));
+    ir = nc_loop_begin(g, &Li, "ir", zero, mcur, c64(g, k->mr));
+  } else {
+    ir = nc_loop_begin(g, &Lo, "ir", zero, mcur, c64(g, k->mr));
+    jr = nc_loop_begin(g, &Li, "jr", zero, ncur, c64(g, k->nr));
+  }
+  LLVMValueRef cptr = nc_fptr(g, Cb, nc_add(g, nc_mul(g, nc_add(g, ic, ir), ldc), nc_add(g, jc, jr)));
+  LLVMValueRef ukargs[] = {kc,
+                           nc_fptr(g, Ap, nc_mul(g, ir, kc)),
+                           nc_fptr(g, Bp, nc_mul(g, jr, kc)),
+                           cptr,
+                           ldc,
+                           nc_min(g, c64(g, k->mr), nc_sub(g, mcur, ir)),
+                           nc_min(g, c64(g, k->nr), nc_sub(g, ncur, jr)),
+                           alpha,
+                           beff};
+  nc_call(g, uk, ukargs, 9);
+  nc_loop_end(g, &Li);
+  nc_loop_end(g, &Lo);
+  nc_loop_end(g, &Lic);
+  nc_loop_end(g, &Lpc);
+  nc_loop_end(g, &Ljc);
+  nc_loop_end(g, &Lb);
+  LLVMBuildRetVoid(g->b);
+}
+
+nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
+  if (!spec || !spec->name || !spec->name[0])
+    return nc_errorf(NC_E_INVALID, "nc_gemm_emit: spec needs a function name");
+  NC_TRY(nc_status_prefix(nc_gemm_knobs_check(&spec->knobs), "gemm '%s': ", spec->name));
+  if (LLVMGetNamedFunction(m, spec->name))
+    return nc_errorf(NC_E_INVALID, "nc_gemm_emit: module already has a function '%s'", spec->name);
+  nc_gg g = {0};
+  g.mod = m;
+  g.ctx = LLVMGetModuleContext(m);
+  g.b = LLVMCreateBuilderInContext(g.ctx);
+  g.s = spec;
+  g.k = &spec->knobs;
+  g.i1 = LLVMInt1TypeInContext(g.ctx);
+  g.i32 = LLVMInt32TypeInContext(g.ctx);
+  g.i64 = LLVMInt64TypeInContext(g.ctx);
+  g.f32 = LLVMFloatTypeInContext(g.ctx);
+  g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
+  g.voidt = LLVMVoidTypeInContext(g.ctx);
+  g.vec = LLVMVectorType(g.f32, (unsigned)spec->knobs.vw);
+  unsigned fma_id = LLVMLookupIntrinsicID("llvm.fma", 8);
+  unsigned pf_id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
+  g.fma = LLVMGetIntrinsicDeclaration(m, fma_id, &g.f32, 1);
+  g.fma_ty = LLVMIntrinsicGetType(g.ctx, fma_id, &g.f32, 1);
+  g.fmav = LLVMGetIntrinsicDeclaration(m, fma_id, &g.vec, 1);
+  g.fmav_ty = LLVMIntrinsicGetType(g.ctx, fma_id, &g.vec, 1);
+  g.prefetch = LLVMGetIntrinsicDeclaration(m, pf_id, &g.ptr, 1);
+  g.pf_ty = LLVMIntrinsicGetType(g.ctx, pf_id, &g.ptr, 1);
+
+  char name[256];
+  snprintf(name, sizeof name, "%s.ukernel", spec->name);
+  LLVMValueRef uk = nc_emit_ukernel(&g, name);
+  snprintf(name, sizeof name, "%s.pack_a", spec->name);
+  LLVMValueRef pa = nc_emit_pack_a(&g, name);
+  snprintf(name, sizeof name, "%s.pack_b", spec->name);
+  LLVMValueRef pb = nc_emit_pack_b(&g, name);
+  nc_emit_driver(&g, uk, pa, pb);
+  LLVMDisposeBuilder(g.b);
+  return NC_OK;
+}
+
+nc_status nc_gemm_compile(nc_jit *jit, const nc_gemm_spec *spec, nc_gemm_fn *out) {
+  *out = NULL;
+  LLVMModuleRef m;
+  NC_TRY(nc_jit_module_new(jit, spec->name ? spec->name : "gemm", &m));
+  nc_status st = nc_gemm_emit(m, spec);
+  if (st) {
+    LLVMDisposeModule(m);
+    return st;
+  }
+  NC_TRY(nc_jit_add_module(jit, m));
+  void *p;
+  NC_TRY(nc_jit_lookup(jit, spec->name, &p));
+  *out = (nc_gemm_fn)p;
+  return NC_OK;
+}
+
+#else  // !NC_HAVE_LLVM
+nc_status nc_gemm_compile(nc_jit *jit, const nc_gemm_spec *spec, nc_gemm_fn *out) {
+  (void)jit;
+  (void)spec;
+  *out = NULL;
+  return nc_errorf(NC_E_UNSUPPORTED, "nc_gemm_compile: this build has no LLVM");
+}
+#endif

@@ -1,0 +1,85 @@
+// GEMM generator: emits LLVM IR (through the C API) for
+//
+//   C[b] = alpha * op(A[b]) · op(B[b]) + beta * C[b]      fp32, b < batch
+//
+// op(A) is (M,K): A stored (M,K) row-major, or (K,M) with ta (A^T).
+// op(B) is (K,N): B stored (K,N) row-major, or (N,K) with tb (B^T; the graph's
+// linear layers: y = x W^T with W (out,in)). C is (M,N) row-major.
+//
+// The emitted function is a Goto/BLIS-style loop nest: NC columns of B and
+// KC rows of K are packed into NR-wide panels, MC rows of A into MR-tall
+// panels (both zero-padded, so every micro-kernel call computes a full
+// MR x NR tile in registers), then a register-blocked micro-kernel of
+// MR * NR/VW vector accumulators with FMA. Only the store of an edge tile is
+// special. Shapes, strides and alpha/beta are run-time arguments; the knobs
+// and the transposes are compiled in.
+//
+// Threading: the function takes (thread, nthreads) and computes only that
+// thread's share, so every thread of a pool calls it with the same args. With
+// batch >= nthreads whole matrices are split over threads; otherwise each
+// matrix is split over M (in MR units) when M >= N, else over N (NR units),
+// which keeps the redundantly packed operand the smaller one. Each thread
+// packs into its own slice of the workspace; there are no barriers inside.
+#ifndef NC_CODEGEN_GEMM_H
+#define NC_CODEGEN_GEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codegen/host.h"
+#include "codegen/jit.h"
+#include "support/status.h"
+
+// Tuning knobs (compiled into the function). See docs/performance.md for how
+// the defaults were chosen.
+typedef struct {
+  int vw;          // floats per vector register: 16 (AVX-512) or 8 (AVX2)
+  int mr, nr;      // register block of C: mr rows x nr cols; nr % vw == 0;
+                   // mr * nr / vw accumulators must fit the register file
+  int kc, mc, nc;  // cache blocks: K depth of a packed panel, rows of A per
+                   // packed block (multiple of mr), cols of B (multiple of nr)
+  int ku;          // unroll factor of the micro-kernel's k loop (1..16)
+  int order;       // 0: jr outer, ir inner (the kc x nr B panel is reused
+                   //    from L1 across the A panels of an MC block);
+                   // 1: ir outer, jr inner (the mr x kc A panel is reused
+                   //    from L1 while B streams from L2)
+  int prefetch_b;  // prefetch packed B this many k steps ahead (0 = off)
+} nc_gemm_knobs;
+
+typedef struct {
+  const char *name;  // symbol of the emitted function (unique per module/JIT)
+  bool ta, tb;
+  nc_gemm_knobs knobs;
+} nc_gemm_spec;
+
+// Argument block of the emitted function (the IR reads it by offsetof).
+typedef struct {
+  const float *a, *b;
+  float *c;
+  int64_t m, n, k;
+  int64_t lda, ldb, ldc;                 // in elements, of the stored layout
+  int64_t batch;                         // >= 1
+  int64_t stride_a, stride_b, stride_c;  // elements between batch items (0 = shared)
+  float alpha, beta;                     // beta == 0: C is not read (may hold NaN)
+  float *work;  // >= nc_gemm_workspace_size(knobs, nthreads) bytes, 64-byte aligned
+} nc_gemm_args;
+
+// void name(const nc_gemm_args *args, int32_t thread, int32_t nthreads)
+typedef void (*nc_gemm_fn)(const nc_gemm_args *args, int32_t thread, int32_t nthreads);
+
+// Defaults for the CPU: AVX-512 when cpu->avx512f, else AVX2 (vw 8).
+nc_gemm_knobs nc_gemm_knobs_default(const nc_host_cpu *cpu);
+// Checks the knobs against each other and the vector width.
+nc_status nc_gemm_knobs_check(const nc_gemm_knobs *k);
+// Workspace bytes for up to nthreads threads (packed A block + B panel each).
+size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads);
+
+#ifdef NC_HAVE_LLVM
+// Adds spec->name (external) plus internal helpers to module m.
+nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec);
+#endif
+// Builds a module with the GEMM, JIT-compiles it and returns the function.
+nc_status nc_gemm_compile(nc_jit *jit, const nc_gemm_spec *spec, nc_gemm_fn *out);
+
+#endif

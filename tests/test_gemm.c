@@ -1,0 +1,361 @@
+// GEMM generator + LLVM JIT/AOT wrapper: the JIT-compiled GEMM against a naive
+// double-accumulating reference on random and edge shapes, every transpose
+// combination, alpha/beta, batches, 1..3 threads, AVX-512 and AVX2 knobs.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <llvm-c/Core.h>
+
+#include "codegen/gemm.h"
+#include "codegen/jit.h"
+
+#define OK(expr)                                                               \
+  do {                                                                         \
+    nc_status st_ = (expr);                                                    \
+    cr_assert(st_ == NC_OK, "%s: %s", #expr, nc_status_msg(st_));              \
+  } while (0)
+
+static uint64_t rng_next(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+static int rng_int(uint64_t *s, int lo, int hi) { return lo + (int)(rng_next(s) % (uint64_t)(hi - lo + 1)); }
+static float rng_float(uint64_t *s) { return (float)((double)(rng_next(s) >> 11) / 9007199254740992.0 * 2.0 - 1.0); }
+
+typedef struct {
+  nc_gemm_fn fn;
+  const nc_gemm_args *args;
+  int t, T;
+} worker;
+
+static void *worker_run(void *p) {
+  worker *w = p;
+  w->fn(w->args, w->t, w->T);
+  return NULL;
+}
+
+// Every thread calls the same function with its index, as a pool would.
+static void run_threads(nc_gemm_fn fn, const nc_gemm_args *args, int T) {
+  pthread_t th[8];
+  worker w[8];
+  for (int t = 0; t < T; t++) w[t] = (worker){fn, args, t, T};
+  for (int t = 1; t < T; t++) cr_assert_eq(pthread_create(&th[t], NULL, worker_run, &w[t]), 0);
+  worker_run(&w[0]);
+  for (int t = 1; t < T; t++) pthread_join(th[t], NULL);
+}
+
+typedef struct {
+  int m, n, k, batch, threads;
+  bool ta, tb;
+  float alpha, beta;
+  int pad;  // extra elements per leading dimension
+} shape;
+
+// Runs one GEMM and compares with the reference; returns the worst relative
+// error, where an element's error is scaled by sum_k |a||b| (+|beta c|).
+static double check_one(nc_gemm_fn fn, const nc_gemm_knobs *kn, shape s, uint64_t *rng) {
+  int64_t ar = s.ta ? s.k : s.m, acn = s.ta ? s.m : s.k;  // stored A is ar x acn
+  int64_t br = s.tb ? s.n : s.k, bcn = s.tb ? s.k : s.n;
+  int64_t lda = acn + s.pad, ldb = bcn + s.pad, ldc = s.n + s.pad;
+  int64_t sa = ar * lda + 3, sb = br * ldb + 5, sc = (int64_t)s.m * ldc + 1;
+  size_t na = (size_t)(sa * s.batch), nb = (size_t)(sb * s.batch), ncn = (size_t)(sc * s.batch);
+  float *a = malloc(na * sizeof(float) + 4), *b = malloc(nb * sizeof(float) + 4);
+  float *c = malloc(ncn * sizeof(float) + 4), *c0 = malloc(ncn * sizeof(float) + 4);
+  for (size_t i = 0; i < na; i++) a[i] = rng_float(rng);
+  for (size_t i = 0; i < nb; i++) b[i] = rng_float(rng);
+  for (size_t i = 0; i < ncn; i++) c0[i] = s.beta == 0.0f ? NAN : rng_float(rng);  // beta 0: never read
+  memcpy(c, c0, ncn * sizeof(float));
+  size_t wsz = nc_gemm_workspace_size(kn, s.threads);
+  float *work = aligned_alloc(64, (wsz + 63) / 64 * 64);
+  nc_gemm_args args = {.a = a, .b = b, .c = c, .m = s.m, .n = s.n, .k = s.k, .lda = lda,
+                       .ldb = ldb, .ldc = ldc, .batch = s.batch, .stride_a = sa, .stride_b = sb,
+                       .stride_c = sc, .alpha = s.alpha, .beta = s.beta, .work = work};
+  run_threads(fn, &args, s.threads);
+  double worst = 0;
+  for (int bi = 0; bi < s.batch; bi++)
+    for (int i = 0; i < s.m; i++)
+      for (int j = 0; j < s.n; j++) {
+        double acc = 0, mag = 0;
+        for (int kk = 0; kk < s.k; kk++) {
+          double x = s.ta ? a[bi * sa + kk * lda + i] : a[bi * sa + i * lda + kk];
+          double y = s.tb ? b[bi * sb + j * ldb + kk] : b[bi * sb + kk * ldb + j];
+          acc += x * y;
+          mag += fabs(x * y);
+        }
+        double cold = c0[bi * sc + i * ldc + j];
+        double ref = s.alpha * acc + (s.beta == 0.0f ? 0.0 : s.beta * cold);
+        mag = fabs(s.alpha) * mag + (s.beta == 0.0f ? 0.0 : fabs(s.beta * cold)) + 1e-30;
+        double got = c[bi * sc + i * ldc + j];
+        double e = fabs(got - ref) / mag;
+        if (!(e <= 1e30)) e = 1e30;  // NaN
+        if (e > worst) worst = e;
+      }
+  // Padding between rows and between batch items must be untouched.
+  for (int bi = 0; bi < s.batch; bi++)
+    for (int i = 0; i < s.m; i++)
+      for (int j = s.n; j < ldc; j++) {
+        float x = c[bi * sc + i * ldc + j], y = c0[bi * sc + i * ldc + j];
+        if (memcmp(&x, &y, sizeof x)) worst = 1e30;
+      }
+  free(a);
+  free(b);
+  free(c);
+  free(c0);
+  free(work);
+  return worst;
+}
+
+static double tol_for(int k) { return 1e-5 * (k > 100 ? k / 100.0 : 1.0); }
+
+// The 4 transpose variants of one knob set in one module.
+static void compile4(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, nc_gemm_fn fns[4]) {
+  for (int v = 0; v < 4; v++) {
+    char name[64];
+    snprintf(name, sizeof name, "gemm_%s_%d", tag, v);
+    nc_gemm_spec spec = {.name = name, .ta = v & 1, .tb = (v >> 1) & 1, .knobs = *kn};
+    OK(nc_gemm_compile(jit, &spec, &fns[v]));
+  }
+}
+
+static const int edge_dims[] = {1, 2, 3, 5, 7, 8, 13, 15, 16, 17, 31, 32, 33, 47, 48, 49, 61, 64, 67, 70};
+#define NEDGE ((int)(sizeof edge_dims / sizeof *edge_dims))
+
+static void random_suite(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, int count, uint64_t seed) {
+  nc_gemm_fn fns[4];
+  compile4(jit, kn, tag, fns);
+  uint64_t rng = seed;
+  for (int it = 0; it < count; it++) {
+    shape s;
+    s.ta = it & 1;
+    s.tb = (it >> 1) & 1;
+    bool edge = it % 3 == 0;
+    s.m = edge ? edge_dims[rng_int(&rng, 0, NEDGE - 1)] : rng_int(&rng, 1, 70);
+    s.n = edge ? edge_dims[rng_int(&rng, 0, NEDGE - 1)] : rng_int(&rng, 1, 70);
+    s.k = edge ? edge_dims[rng_int(&rng, 0, NEDGE - 1)] : rng_int(&rng, 1, 70);
+    s.batch = rng_int(&rng, 1, 3);
+    s.threads = rng_int(&rng, 1, 3);
+    static const float betas[] = {0.0f, 1.0f, 0.5f};
+    s.beta = betas[it % 3];
+    s.alpha = it % 5 == 4 ? -0.75f : 1.0f;
+    s.pad = it % 4 == 3 ? rng_int(&rng, 1, 5) : 0;
+    double e = check_one(fns[s.ta + 2 * s.tb], kn, s, &rng);
+    cr_assert(e < tol_for(s.k),
+              "%s: M=%d N=%d K=%d ta=%d tb=%d batch=%d threads=%d alpha=%g beta=%g pad=%d: rel err %g",
+              tag, s.m, s.n, s.k, s.ta, s.tb, s.batch, s.threads, s.alpha, s.beta, s.pad, e);
+  }
+}
+
+// Small cache blocks so that small shapes cross every block boundary
+// (several jc/pc/ic blocks, kc not a multiple of the vector width).
+static nc_gemm_knobs tiny_blocks(nc_gemm_knobs k, int kc) {
+  k.kc = kc;
+  k.mc = 2 * k.mr;
+  k.nc = 2 * k.nr;
+  return k;
+}
+
+Test(gemm, jit_host_and_avx2_restriction) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  const nc_host_cpu *cpu = nc_jit_cpu(jit);
+  cr_assert(cpu->cpu[0] && cpu->triple[0]);
+  bool had512 = cpu->avx512f;
+  nc_jit_free(jit);
+  nc_jit_options o = {.avx2_only = true};
+  nc_status st = nc_jit_create(&o, &jit);
+  if (st) {  // a host without AVX2 cannot test the fallback
+    cr_assert_eq(nc_status_code(st), NC_E_UNSUPPORTED);
+    nc_status_free(st);
+    return;
+  }
+  cr_assert(!nc_jit_cpu(jit)->avx512f);
+  cr_assert(!strstr(nc_jit_cpu(jit)->features, "+avx512"), "%s", nc_jit_cpu(jit)->features);
+  if (had512) cr_assert(strstr(nc_jit_cpu(jit)->features, "-avx512f"));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  cr_assert_eq(kn.vw, 8);
+  nc_jit_free(jit);
+}
+
+Test(gemm, bad_knobs_are_errors) {
+  nc_gemm_knobs k = nc_gemm_knobs_default(NULL);
+  k.nr = k.vw + 1;
+  nc_status st = nc_gemm_knobs_check(&k);
+  cr_assert(st && strstr(nc_status_msg(st), "nr"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  k = nc_gemm_knobs_default(NULL);
+  k.mr = 40;
+  st = nc_gemm_knobs_check(&k);
+  cr_assert(st && strstr(nc_status_msg(st), "accumulators"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_spec spec = {.name = "bad", .knobs = k};
+  nc_gemm_fn fn;
+  st = nc_gemm_compile(jit, &spec, &fn);
+  cr_assert(st && strstr(nc_status_msg(st), "'bad'"), "%s", nc_status_msg(st));
+  cr_assert_null(fn);
+  nc_status_free(st);
+  st = nc_jit_lookup(jit, "no_such_symbol", (void **)&fn);
+  cr_assert(st && strstr(nc_status_msg(st), "no_such_symbol"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  nc_jit_free(jit);
+}
+
+Test(gemm, random_shapes_default_knobs) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  random_suite(jit, &kn, "def", 80, 0x9E3779B97F4A7C15ull);
+  nc_jit_free(jit);
+}
+
+Test(gemm, random_shapes_tiny_blocks) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = tiny_blocks(nc_gemm_knobs_default(nc_jit_cpu(jit)), 13);
+  kn.order = 0;
+  kn.ku = 3;
+  kn.prefetch_b = 4;
+  random_suite(jit, &kn, "tiny", 80, 12345);
+  nc_jit_free(jit);
+}
+
+Test(gemm, random_shapes_other_blockings) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  const nc_host_cpu *cpu = nc_jit_cpu(jit);
+  int vw = nc_gemm_knobs_default(cpu).vw;
+  // (mr, nr in vectors): tall, wide and odd register blocks
+  static const int blocks[][2] = {{14, 2}, {5, 4}, {1, 1}};
+  for (int i = 0; i < 3; i++) {
+    nc_gemm_knobs kn = nc_gemm_knobs_default(cpu);
+    kn.mr = blocks[i][0];
+    kn.nr = blocks[i][1] * vw;
+    kn = tiny_blocks(kn, 16 + i);
+    kn.order = i & 1;
+    char tag[16];
+    snprintf(tag, sizeof tag, "blk%d", i);
+    random_suite(jit, &kn, tag, 24, 777 + (uint64_t)i);
+  }
+  nc_jit_free(jit);
+}
+
+Test(gemm, avx2_fallback) {
+  nc_jit *jit;
+  nc_jit_options o = {.avx2_only = true};
+  nc_status st = nc_jit_create(&o, &jit);
+  if (st) {
+    cr_assert_eq(nc_status_code(st), NC_E_UNSUPPORTED);
+    nc_status_free(st);
+    return;
+  }
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  cr_assert_eq(kn.vw, 8);
+  random_suite(jit, &kn, "avx2", 40, 4242);
+  kn = tiny_blocks(kn, 9);
+  random_suite(jit, &kn, "avx2tiny", 40, 4343);
+  nc_jit_free(jit);
+}
+
+Test(gemm, large_shapes) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_fn fns[4];
+  compile4(jit, &kn, "big", fns);
+  uint64_t rng = 99;
+  // Cross the default kc/mc/nc blocks with ragged edges.
+  static const shape shapes[] = {
+      {.m = 301, .n = 257, .k = 520, .batch = 1, .threads = 2, .alpha = 1, .beta = 0},
+      {.m = 67, .n = 1601, .k = 300, .batch = 1, .threads = 3, .tb = true, .alpha = 1, .beta = 1},
+      {.m = 260, .n = 97, .k = 777, .batch = 1, .threads = 2, .ta = true, .alpha = 1, .beta = 0.5f},
+      {.m = 130, .n = 200, .k = 64, .batch = 5, .threads = 2, .ta = true, .tb = true, .alpha = 2, .beta = 0},
+  };
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    shape s = shapes[i];
+    double e = check_one(fns[s.ta + 2 * s.tb], &kn, s, &rng);
+    cr_assert(e < tol_for(s.k), "M=%d N=%d K=%d ta=%d tb=%d: rel err %g", s.m, s.n, s.k, s.ta, s.tb, e);
+  }
+  nc_jit_free(jit);
+}
+
+Test(gemm, k_zero_scales_c_by_beta) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_spec spec = {.name = "gemm_k0", .knobs = kn};
+  nc_gemm_fn fn;
+  OK(nc_gemm_compile(jit, &spec, &fn));
+  float c[3 * 5], a[1], b[1];
+  for (int i = 0; i < 15; i++) c[i] = (float)i;
+  float *work = aligned_alloc(64, (nc_gemm_workspace_size(&kn, 1) + 63) / 64 * 64);
+  nc_gemm_args args = {.a = a, .b = b, .c = c, .m = 3, .n = 5, .k = 0, .lda = 1, .ldb = 5,
+                       .ldc = 5, .batch = 1, .alpha = 1, .beta = 0.5f, .work = work};
+  fn(&args, 0, 1);
+  for (int i = 0; i < 15; i++) cr_assert_float_eq(c[i], 0.5f * (float)i, 0, "c[%d]=%g", i, c[i]);
+  free(work);
+  nc_jit_free(jit);
+}
+
+Test(gemm, aot_object_emission) {
+  nc_jit *jit;
+  nc_jit_options o = {.no_jit = true};
+  OK(nc_jit_create(&o, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_spec spec = {.name = "nc_gemm_aot_tb", .tb = true, .knobs = kn};
+  LLVMModuleRef m;
+  OK(nc_jit_module_new(jit, "aot", &m));
+  OK(nc_gemm_emit(m, &spec));
+  void *data;
+  size_t size;
+  OK(nc_jit_emit_object(jit, m, NULL, &data, &size));
+  cr_assert_gt(size, 256);
+  cr_assert(!memcmp(data, "\177ELF", 4), "not an ELF object");
+  cr_assert_not_null(memmem(data, size, spec.name, strlen(spec.name)), "symbol name missing");
+  free(data);
+  // Same pipeline, to a file.
+  char path[] = "/tmp/nc_gemm_aot_XXXXXX";
+  int fd = mkstemp(path);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  OK(nc_jit_module_new(jit, "aot2", &m));
+  OK(nc_gemm_emit(m, &spec));
+  OK(nc_jit_emit_object(jit, m, path, NULL, NULL));
+  FILE *f = fopen(path, "rb");
+  cr_assert_not_null(f);
+  fseek(f, 0, SEEK_END);
+  long fsize = ftell(f);
+  fclose(f);
+  unlink(path);
+  cr_assert_eq((size_t)fsize, size, "file %ld bytes, memory %zu", fsize, size);
+  // AOT-only jit cannot JIT.
+  OK(nc_jit_module_new(jit, "aot3", &m));
+  nc_status st = nc_jit_add_module(jit, m);
+  cr_assert(st && strstr(nc_status_msg(st), "no_jit"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  nc_jit_free(jit);
+}
+
+Test(gemm, verify_failure_is_an_error) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  LLVMModuleRef m;
+  OK(nc_jit_module_new(jit, "broken", &m));
+  // A function whose entry block has no terminator does not verify.
+  LLVMContextRef ctx = nc_jit_context(jit);
+  LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0);
+  LLVMValueRef fn = LLVMAddFunction(m, "broken_fn", fty);
+  LLVMAppendBasicBlockInContext(ctx, fn, "entry");
+  nc_status st = nc_jit_add_module(jit, m);
+  cr_assert(st && strstr(nc_status_msg(st), "broken"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  nc_jit_free(jit);
+}
