@@ -149,6 +149,19 @@ int nc_cmd_forward(int argc, char **argv) {
       st = nc_errorf(NC_E_INVALID, "%s: 'targets' must be i32 with the shape of tokens, got %s", in, nc_tensor_type_str(tgt, ty, sizeof ty));
     if (!st && (tok->shape[0] < 1 || tok->shape[1] < 1))
       st = nc_errorf(NC_E_INVALID, "%s: 'tokens' is empty", in);
+    // compiled kernels clamp ids; reject bad ones here, where they enter
+    for (int64_t i = 0; !st && i < nc_tensor_numel(tok); i++) {
+      int32_t v = ((const int32_t *)tok->data)[i];
+      if (v < 0 || v >= s.vocab_size)
+        st = nc_errorf(NC_E_INVALID, "%s: tokens[%lld][%lld] = %d is outside the vocabulary [0, %d)", in,
+                       (long long)(i / tok->shape[1]), (long long)(i % tok->shape[1]), v, s.vocab_size);
+    }
+    for (int64_t i = 0; !st && tgt && i < nc_tensor_numel(tgt); i++) {
+      int32_t v = ((const int32_t *)tgt->data)[i];
+      if (v != -1 && (v < 0 || v >= s.vocab_size))
+        st = nc_errorf(NC_E_INVALID, "%s: targets[%lld][%lld] = %d is neither -1 (ignored) nor in [0, %d)", in,
+                       (long long)(i / tgt->shape[1]), (long long)(i % tgt->shape[1]), v, s.vocab_size);
+    }
     if (!st && tok->shape[1] > s.sequence_len)
       st = nc_errorf(NC_E_INVALID, "%s: sequence length %lld exceeds the model's %d", in, (long long)tok->shape[1], s.sequence_len);
   }
