@@ -24,6 +24,8 @@ struct nc_cpu {
   nc_gemm_knobs knobs;
   float *work;
   double compile_s;
+  double *ktime;  // per kernel: seconds spent, summed over runs
+  int64_t *kcalls;
 };
 
 static double nc_now(void) {
@@ -38,6 +40,8 @@ void nc_cpu_free(nc_cpu *c) {
   nc_pool_free(c->pool);
   free(c->fns);
   free(c->work);
+  free(c->ktime);
+  free(c->kcalls);
   free(c);
 }
 
@@ -58,9 +62,11 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   c->nthreads = nc_pool_nthreads(c->pool);
   c->nkernels = p->nkernels;
   c->fns = calloc((size_t)p->nkernels + 1, sizeof *c->fns);
+  c->ktime = calloc((size_t)p->nkernels + 1, sizeof *c->ktime);
+  c->kcalls = calloc((size_t)p->nkernels + 1, sizeof *c->kcalls);
   c->knobs = nc_gemm_knobs_default(nc_jit_cpu(c->jit));
   c->work = aligned_alloc(64, (nc_gemm_workspace_size(&c->knobs, c->nthreads) + 63) / 64 * 64);
-  if (!c->fns || !c->work) {
+  if (!c->fns || !c->work || !c->ktime || !c->kcalls) {
     nc_cpu_free(c);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
@@ -159,9 +165,40 @@ static void nc_gemm_task_run(void *ctx, int task, int thread) {
   t->fn(&t->a, task, t->nthreads);
 }
 
+static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
+
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   nc_cpu *c = ctx;
   if (ki < 0 || ki >= c->nkernels) return nc_errorf(NC_E_INTERNAL, "cpu: kernel index %d out of range", ki);
+  double t0 = nc_now();
+  nc_status st = nc_cpu_launch(c, ki, k, bufs, args);
+  c->ktime[ki] += nc_now() - t0;
+  c->kcalls[ki]++;
+  return st;
+}
+
+static int nc_cpu_cmp_time(const void *a, const void *b, void *ctx) {
+  const double *t = ctx;
+  double x = t[*(const int *)a], y = t[*(const int *)b];
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) {
+  int *order = malloc((size_t)c->nkernels * sizeof *order);
+  if (!order) return;
+  double total = 0;
+  for (int i = 0; i < c->nkernels; i++) order[i] = i, total += c->ktime[i];
+  qsort_r(order, (size_t)c->nkernels, sizeof *order, nc_cpu_cmp_time, c->ktime);
+  fprintf(f, "kernel time %.3f s over %d kernels; top %d:\n", total, c->nkernels, top);
+  for (int i = 0; i < top && i < c->nkernels; i++) {
+    int k = order[i];
+    fprintf(f, "  %6.1f%% %9.3f ms x%-4lld %s\n", total > 0 ? 100 * c->ktime[k] / total : 0, 1e3 * c->ktime[k],
+            (long long)c->kcalls[k], p->kernels[k].k.name);
+  }
+  free(order);
+}
+
+static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   if (nc_kernel_is_template(k)) {
     const nc_kstmt *s = nc_ks_get(k, k->body);
     int64_t v[9];
@@ -203,6 +240,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: the cpu device is unavailable (use --device interp)");
 }
 void nc_cpu_free(nc_cpu *c) { (void)c; }
+void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) { (void)c; (void)p; (void)top; (void)f; }
 double nc_cpu_compile_seconds(const nc_cpu *c) { (void)c; return 0; }
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   (void)ctx; (void)ki; (void)k; (void)bufs; (void)args;

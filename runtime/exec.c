@@ -125,3 +125,7 @@ const nc_graph *nc_exec_graph(const nc_exec *e) { return e->g; }
 const nc_graph *nc_exec_feed_graph(const nc_exec *e) { return e->lowered ? e->lowered : e->g; }
 double nc_exec_compile_seconds(const nc_exec *e) { return e->compile_s; }
 int nc_exec_nkernels(const nc_exec *e) { return e->plan ? e->plan->nkernels : 0; }
+
+void nc_exec_profile_print(const nc_exec *e, int top) {
+  if (e->cpu) nc_cpu_profile_print(e->cpu, e->plan, top, stderr);
+}

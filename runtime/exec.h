@@ -35,5 +35,7 @@ const nc_graph *nc_exec_graph(const nc_exec *e);  // the graph as given (outputs
 const nc_graph *nc_exec_feed_graph(const nc_exec *e);
 double nc_exec_compile_seconds(const nc_exec *e);
 int nc_exec_nkernels(const nc_exec *e);
+// cpu: prints the kernels that took the most time so far (to stderr).
+void nc_exec_profile_print(const nc_exec *e, int top);
 
 #endif

@@ -1,0 +1,184 @@
+// nanochat bench train: tokens/s of the whole training step on a device.
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "chat/model_io.h"
+#include "cli/commands.h"
+#include "models/init.h"
+#include "models/train.h"
+#include "runtime/exec.h"
+#include "runtime/session.h"
+
+static double nc_bench_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int nc_bench_cmp(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int nc_bench_fail(nc_status st) {
+  int code = nc_status_code(st);
+  fprintf(stderr, "nanochat bench: %s\n", nc_status_msg(st));
+  nc_status_free(st);
+  return code > 0 && code < 128 ? code : 1;
+}
+
+// Model FLOPs per token as nanochat counts them: 6 x (matmul weights, incl.
+// lm_head, not the embeddings) + 12 x layers x heads x head_dim x seq (attention).
+static double nc_bench_flops_per_token(const nc_model_spec *s, int64_t T) {
+  nc_param_desc *ps;
+  int np;
+  if (nc_gpt_params(s, &ps, &np)) return 0;
+  double w = 0;
+  for (int i = 0; i < np; i++)
+    if (ps[i].rank == 2 && ps[i].group != NC_GROUP_WTE && ps[i].group != NC_GROUP_VALUE_EMBEDS)
+      w += (double)ps[i].shape[0] * (double)ps[i].shape[1];
+  free(ps);
+  double attn = 0;
+  for (int l = 0; l < s->depth; l++) {
+    double win = nc_spec_window(s, l);
+    attn += 12.0 * s->n_head * s->head_dim * fmin(win, (double)T);
+  }
+  return 6 * w + attn;
+}
+
+static void nc_bench_usage(FILE *f) {
+  fprintf(f,
+          "usage: nanochat bench train --spec SPEC [options]\n\n"
+          "Times the whole training step (forward, backward, AdamW + Muon update) on\n"
+          "random tokens; prints tokens/s, step time (median, min, max), GFLOP/s and\n"
+          "MFU against --peak, then one JSON line.\n"
+          "  -s, --spec SPEC     model spec (e.g. models/specs/d4.xml)\n"
+          "  -b, --batch B       sequences per step (default 8)\n"
+          "  -t, --seq T         tokens per sequence (default 256)\n"
+          "  -n, --steps N       timed steps (default 5; 1 warm-up step first)\n"
+          "  -d, --device D      cpu (default), cpu:avx2, interp\n"
+          "      --threads N     CPU threads (default: one per core)\n"
+          "      --peak GFLOPS   peak for MFU (default 234: this CPU's measured fp32 FMA peak)\n");
+}
+
+static int nc_bench_train(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"spec", required_argument, 0, 's'},  {"batch", required_argument, 0, 'b'},   {"seq", required_argument, 0, 't'},
+      {"steps", required_argument, 0, 'n'}, {"device", required_argument, 0, 'd'},  {"threads", required_argument, 0, 'T'},
+      {"peak", required_argument, 0, 'P'},  {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  const char *spec_path = NULL;
+  long batch = 8, seq = 256, steps = 5, threads = 0;
+  double peak = 234;
+  nc_device dev = {.kind = NC_DEV_CPU};
+  int c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "s:b:t:n:d:h", opts, NULL)) != -1) {
+    char *end = NULL;
+    switch (c) {
+      case 's': spec_path = optarg; break;
+      case 'b': batch = strtol(optarg, &end, 10); if (*end || batch < 1 || batch > 4096) { fprintf(stderr, "nanochat bench: --batch wants 1..4096, got '%s'\n", optarg); return 2; } break;
+      case 't': seq = strtol(optarg, &end, 10); if (*end || seq < 1 || seq > 1 << 20) { fprintf(stderr, "nanochat bench: --seq wants 1..1048576, got '%s'\n", optarg); return 2; } break;
+      case 'n': steps = strtol(optarg, &end, 10); if (*end || steps < 1 || steps > 100000) { fprintf(stderr, "nanochat bench: --steps wants 1..100000, got '%s'\n", optarg); return 2; } break;
+      case 'T': threads = strtol(optarg, &end, 10); if (*end || threads < 1 || threads > 1024) { fprintf(stderr, "nanochat bench: --threads wants 1..1024, got '%s'\n", optarg); return 2; } break;
+      case 'P': peak = strtod(optarg, &end); if (*end || !(peak > 0)) { fprintf(stderr, "nanochat bench: --peak wants a positive number, got '%s'\n", optarg); return 2; } break;
+      case 'd': {
+        nc_status st = nc_device_parse(optarg, &dev);
+        if (st) return nc_bench_fail(st);
+        break;
+      }
+      case 'h': nc_bench_usage(stdout); return 0;
+      default: nc_bench_usage(stderr); return 2;
+    }
+  }
+  if (!spec_path || optind != argc) {
+    nc_bench_usage(stderr);
+    return 2;
+  }
+  dev.threads = (int)threads;
+  nc_model_spec s;
+  nc_status st = nc_spec_load(spec_path, &s);
+  if (st) return nc_bench_fail(st);
+  if (seq > s.sequence_len) {
+    fprintf(stderr, "nanochat bench: --seq %ld exceeds the spec's sequence_len %d\n", seq, s.sequence_len);
+    return 2;
+  }
+  nc_optim_cfg oc;
+  nc_optim_defaults(&oc);
+  nc_train_opts to = {.kind = NC_TRAIN_STEP};
+  nc_graph *g = NULL;
+  nc_exec *ex = NULL;
+  nc_session *sess = nc_session_new();
+  double t0 = nc_bench_now();
+  st = nc_train_build(&s, &oc, &to, &g);
+  if (!st) st = nc_exec_new(g, &dev, &ex);
+  double tcompile = nc_bench_now() - t0;
+  if (!st) st = nc_model_init_session(&s, 42, sess);
+  nc_param_desc *sd = NULL;
+  int ns = 0;
+  if (!st) st = nc_train_state_descs(&s, &oc, &sd, &ns);
+  for (int i = 0; i < ns && !st; i++) {
+    nc_tensor z;
+    st = nc_tensor_alloc(&z, NC_F32, sd[i].rank, sd[i].shape);
+    if (!st) st = nc_session_put(sess, sd[i].name, &z);
+  }
+  free(sd);
+  int64_t shape[2] = {batch, seq};
+  nc_rng r;
+  nc_rng_seed(&r, 1);
+  for (int k = 0; k < 2 && !st; k++) {
+    nc_tensor t;
+    st = nc_tensor_alloc(&t, NC_I32, 2, shape);
+    for (int64_t i = 0; !st && i < batch * seq; i++) ((int32_t *)t.data)[i] = (int32_t)(nc_rng_next(&r) % (uint64_t)s.vocab_size);
+    if (!st) st = nc_session_put(sess, k ? "targets" : "tokens", &t);
+  }
+  double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT] = {0};
+  for (int i = 0; i < NC_GROUP_COUNT; i++) lr[i] = 0.001;
+  double *times = calloc((size_t)steps + 1, sizeof *times);
+  for (long step = 0; step <= steps && !st; step++) {
+    nc_train_scalar sc[NC_TRAIN_NSCALARS];
+    nc_train_scalars(&oc, lr, wd, 0.95, step + 1, 1.0, sc);
+    for (int i = 0; i < NC_TRAIN_NSCALARS && !st; i++) st = nc_session_put_scalar(sess, sc[i].name, sc[i].value);
+    double a = nc_bench_now();
+    if (!st) st = nc_session_run_exec(sess, ex);
+    times[step] = nc_bench_now() - a;
+    if (!st) fprintf(stderr, "\rstep %ld/%ld  %.3f s  loss %.4f   ", step, steps, times[step], *(float *)nc_session_get(sess, "loss")->data);
+  }
+  fprintf(stderr, "\n");
+  int rc = 0;
+  if (st) rc = nc_bench_fail(st);
+  else {
+    qsort(times + 1, (size_t)steps, sizeof *times, nc_bench_cmp);  // times[0] is the warm-up
+    double med = times[1 + steps / 2], mn = times[1], mx = times[steps];
+    double tokens = (double)batch * (double)seq, fpt = nc_bench_flops_per_token(&s, seq);
+    double tps = tokens / med, gflops = tps * fpt / 1e9;
+    printf("bench train %s on %s: batch %ld x seq %ld, %d kernels, prepared in %.2f s\n", s.name, nc_device_name(&dev), batch, seq,
+           nc_exec_nkernels(ex), tcompile);
+    printf("step %.3f s median (min %.3f, max %.3f) over %ld steps; %.0f tokens/s; %.1f GFLOP/s; MFU %.1f%% of %.0f GFLOP/s\n",
+           med, mn, mx, steps, tps, gflops, 100 * gflops / peak, peak);
+    printf("{\"bench\":\"train\",\"spec\":\"%s\",\"device\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"steps\":%ld,\"step_s_median\":%.6f,"
+           "\"step_s_min\":%.6f,\"step_s_max\":%.6f,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"prepare_s\":%.3f,\"kernels\":%d}\n",
+           s.name, nc_device_name(&dev), batch, seq, steps, med, mn, mx, tps, gflops, gflops / peak, tcompile, nc_exec_nkernels(ex));
+  }
+  if (!st && getenv("NC_PROFILE")) nc_exec_profile_print(ex, atoi(getenv("NC_PROFILE")) > 0 ? atoi(getenv("NC_PROFILE")) : 25);
+  free(times);
+  nc_exec_free(ex);
+  nc_graph_free(g);
+  nc_session_free(sess);
+  return rc;
+}
+
+int nc_cmd_bench(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    FILE *f = argc < 2 ? stderr : stdout;
+    fprintf(f, "usage: nanochat bench train --spec SPEC [--batch B] [--seq T] [--steps N] [--device D] [--threads N]\n"
+               "       (bench gemm: bench/gemm_bench.sh; bench tok: bench/tok_bench.sh)\n");
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "train")) return nc_bench_train(argc - 1, argv + 1);
+  fprintf(stderr, "nanochat bench: unknown benchmark '%s' (train)\n", argv[1]);
+  return 2;
+}
