@@ -80,6 +80,60 @@ static LLVMValueRef nc_lk_libm(nc_lk *e, const char *name, LLVMValueRef x) {
 
 static LLVMValueRef nc_lk_x(nc_lk *e, nc_kx x);
 
+static LLVMValueRef nc_lk_fma_chain(nc_lk *e, LLVMValueRef x, const double *c, int n) {
+  // Horner: ((c0*x + c1)*x + c2)... in plain mul/add (the backend forms FMAs)
+  LLVMValueRef y = LLVMConstReal(e->f32, c[0]);
+  for (int i = 1; i < n; i++) y = LLVMBuildFAdd(e->b, LLVMBuildFMul(e->b, y, x, ""), LLVMConstReal(e->f32, c[i]), "");
+  return y;
+}
+
+// exp(x) without a libm call, so loops over it vectorize: Cephes' range
+// reduction x = n ln2 + r and degree-6 polynomial, 2^n applied in two halves
+// so results down to the subnormal range and up to FLT_MAX are exact in
+// exponent; within 2 ulp of exp over [-104, 88.7] (tests/test_codegen.c).
+static LLVMValueRef nc_lk_fexp(nc_lk *e, LLVMValueRef x) {
+  LLVMBuilderRef b = e->b;
+  LLVMValueRef hi = LLVMConstReal(e->f32, 88.72283935), lo = LLVMConstReal(e->f32, -103.972084);
+  LLVMValueRef xc = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), hi, x, "");
+  xc = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, xc, lo, ""), lo, xc, "");
+  LLVMValueRef t = LLVMBuildFAdd(b, LLVMBuildFMul(b, xc, LLVMConstReal(e->f32, 1.44269504088896341), ""), LLVMConstReal(e->f32, 0.5), "");
+  LLVMValueRef fx = nc_lk_intrinsic(e, "llvm.floor", e->f32, &t, 1);
+  LLVMValueRef r = LLVMBuildFSub(b, xc, LLVMBuildFMul(b, fx, LLVMConstReal(e->f32, 0.693359375), ""), "");
+  r = LLVMBuildFSub(b, r, LLVMBuildFMul(b, fx, LLVMConstReal(e->f32, -2.12194440e-4), ""), "");
+  static const double c[6] = {1.9875691500E-4, 1.3981999507E-3, 8.3334519073E-3, 4.1665795894E-2, 1.6666665459E-1, 5.0000001201E-1};
+  LLVMValueRef y = nc_lk_fma_chain(e, r, c, 6);
+  y = LLVMBuildFAdd(b, LLVMBuildFAdd(b, LLVMBuildFMul(b, y, LLVMBuildFMul(b, r, r, ""), ""), r, ""), LLVMConstReal(e->f32, 1.0), "");
+  LLVMValueRef n = LLVMBuildFPToSI(b, fx, e->i32, "");
+  LLVMValueRef n1 = LLVMBuildAShr(b, n, LLVMConstInt(e->i32, 1, 0), "");
+  LLVMValueRef n2 = LLVMBuildSub(b, n, n1, "");
+  LLVMValueRef bias = LLVMConstInt(e->i32, 127, 0), sh = LLVMConstInt(e->i32, 23, 0);
+  LLVMValueRef s1 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n1, bias, ""), sh, ""), e->f32, "");
+  LLVMValueRef s2 = LLVMBuildBitCast(b, LLVMBuildShl(b, LLVMBuildAdd(b, n2, bias, ""), sh, ""), e->f32, "");
+  y = LLVMBuildFMul(b, LLVMBuildFMul(b, y, s1, ""), s2, "");
+  y = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, hi, ""), LLVMConstReal(e->f32, 1.0 / 0.0), y, "");
+  y = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, x, lo, ""), LLVMConstReal(e->f32, 0.0), y, "");
+  return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), x, y, "");
+}
+
+// tanh(x) as a rational function on [-7.9053, 7.9053] (beyond it tanh rounds
+// to +-1 in f32), x itself for |x| < 4e-4: within 7 ulp, vectorizable.
+static LLVMValueRef nc_lk_ftanh(nc_lk *e, LLVMValueRef x) {
+  LLVMBuilderRef b = e->b;
+  LLVMValueRef lim = LLVMConstReal(e->f32, 7.90531110763549805), nlim = LLVMConstReal(e->f32, -7.90531110763549805);
+  LLVMValueRef c = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOGT, x, lim, ""), lim, x, "");
+  c = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, c, nlim, ""), nlim, c, "");
+  LLVMValueRef x2 = LLVMBuildFMul(b, c, c, "");
+  static const double pc[7] = {-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                               1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03};
+  static const double qc[4] = {1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03};
+  LLVMValueRef p = LLVMBuildFMul(b, nc_lk_fma_chain(e, x2, pc, 7), c, "");
+  LLVMValueRef q = nc_lk_fma_chain(e, x2, qc, 4);
+  LLVMValueRef y = LLVMBuildFDiv(b, p, q, "");
+  LLVMValueRef ax = nc_lk_intrinsic(e, "llvm.fabs", e->f32, &x, 1);
+  y = LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealOLT, ax, LLVMConstReal(e->f32, 0.0004), ""), x, y, "");
+  return LLVMBuildSelect(b, LLVMBuildFCmp(b, LLVMRealUNO, x, x, ""), x, y, "");
+}
+
 static LLVMValueRef nc_lk_fconst(nc_lk *e, double v) { return LLVMConstReal(e->f32, v); }
 
 static LLVMValueRef nc_lk_unary(nc_lk *e, const nc_kexpr *ex, LLVMValueRef a) {
@@ -96,14 +150,13 @@ static LLVMValueRef nc_lk_unary(nc_lk *e, const nc_kexpr *ex, LLVMValueRef a) {
         break;
       }
       case NC_KOP_SQUARE: v = LLVMBuildFMul(b, a, a, ""); break;
-      case NC_KOP_TANH: v = nc_lk_libm(e, "tanhf", a); break;
-      case NC_KOP_EXP: v = nc_lk_intrinsic(e, "llvm.exp", e->f32, &a, 1); break;
+      case NC_KOP_TANH: v = nc_lk_ftanh(e, a); break;
+      case NC_KOP_EXP: v = nc_lk_fexp(e, a); break;
       case NC_KOP_LOG: v = nc_lk_intrinsic(e, "llvm.log", e->f32, &a, 1); break;
       case NC_KOP_SQRT: v = nc_lk_intrinsic(e, "llvm.sqrt", e->f32, &a, 1); break;
       case NC_KOP_RSQRT: v = LLVMBuildFDiv(b, nc_lk_fconst(e, 1), nc_lk_intrinsic(e, "llvm.sqrt", e->f32, &a, 1), ""); break;
       case NC_KOP_SIGMOID: {
-        LLVMValueRef na = LLVMBuildFNeg(b, a, "");
-        LLVMValueRef ex2 = nc_lk_intrinsic(e, "llvm.exp", e->f32, &na, 1);
+        LLVMValueRef ex2 = nc_lk_fexp(e, LLVMBuildFNeg(b, a, ""));
         v = LLVMBuildFDiv(b, nc_lk_fconst(e, 1), LLVMBuildFAdd(b, nc_lk_fconst(e, 1), ex2, ""), "");
         break;
       }

@@ -146,8 +146,31 @@ static bool nc_kx_is_iconst(const nc_kernel *k, nc_kx x, int64_t *v) {
   return true;
 }
 
+// Structural equality of two i64 index expressions (small trees).
+static bool nc_kx_same(const nc_kernel *k, nc_kx a, nc_kx b, int depth) {
+  if (a == b) return true;
+  if (depth > 16 || a < 0 || b < 0) return false;
+  const nc_kexpr *x = &k->x[a], *y = &k->x[b];
+  if (x->kind != y->kind || x->dtype != y->dtype || x->op != y->op || x->ival != y->ival) return false;
+  switch (x->kind) {
+    case NC_KX_CONST: return x->fval == y->fval || x->dtype == NC_I64;
+    case NC_KX_ARG: case NC_KX_VAR: return true;
+    case NC_KX_BINARY: return nc_kx_same(k, x->a, y->a, depth + 1) && nc_kx_same(k, x->b, y->b, depth + 1);
+    default: return false;
+  }
+}
+
 nc_kx nc_kx_binary(nc_kernel *k, nc_kop op, nc_kx a, nc_kx b) {
   if (k->oom) return 0;
+  // (x / y) * y + x % y = x: what re-flattening an unflattened index gives
+  if (op == NC_KOP_ADD && k->x[a].kind == NC_KX_BINARY && k->x[a].op == NC_KOP_MUL && k->x[b].kind == NC_KX_BINARY &&
+      k->x[b].op == NC_KOP_IMOD) {
+    const nc_kexpr *m = &k->x[a], *r = &k->x[b];
+    const nc_kexpr *d = &k->x[m->a];
+    if (d->kind == NC_KX_BINARY && d->op == NC_KOP_IDIV && nc_kx_same(k, d->a, r->a, 0) && nc_kx_same(k, d->b, r->b, 0) &&
+        nc_kx_same(k, m->b, r->b, 0))
+      return r->a;
+  }
   int64_t va = 0, vb = 0;
   bool ca = nc_kx_is_iconst(k, a, &va), cb = nc_kx_is_iconst(k, b, &vb);
   // fold the index arithmetic that lowering produces in bulk

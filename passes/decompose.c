@@ -52,16 +52,22 @@ static nc_id dc_softmax(nc_graph *g, nc_id x, bool log) {
 static nc_id dc_rope(nc_graph *g, nc_id x, nc_id pos0, double base, bool inverse) {
   nc_type t = nc_type_of(g, x);  // (B,T,H,D)
   int64_t D = t.dim[3].c, half = D / 2;
-  nc_type ht = t;
-  ht.dim[3] = nc_dim_const(half);
   nc_id x1 = nc_b_slice(g, x, 3, 0, half), x2 = nc_b_slice(g, x, 3, half, D);
-  // angle = (t + pos0) * base^(-2j/D), in f32 as nanochat computes its tables
-  nc_id pos = iota_like(g, ht, 1, NC_F32);
-  if (pos0 != NC_NONE) pos = add(g, pos, nc_b_expand(g, cast(g, pos0, NC_F32), nc_type_of(g, pos)));
-  nc_id j = iota_like(g, ht, 3, NC_F32);
+  // The tables are (T, D/2), broadcast over batch and heads, so cos/sin are
+  // computed once per position and frequency: angle = (t + pos0) * base^(-2j/D),
+  // in f32 as nanochat computes its tables.
+  nc_dim td[2] = {t.dim[1], nc_dim_const(half)};
+  nc_type tt = nc_type_make(NC_F32, 2, td);
+  nc_id pos = iota_like(g, tt, 0, NC_F32);
+  if (pos0 != NC_NONE) pos = add(g, pos, nc_b_expand(g, cast(g, pos0, NC_F32), tt));
+  nc_id j = iota_like(g, tt, 1, NC_F32);
   nc_id inv_freq = nc_op1(g, NC_OP_EXP, nc_b_scale(g, j, -2.0 * log(base) / (double)D));
   nc_id ang = mul(g, pos, inv_freq);
-  nc_id c = cast(g, nc_op1(g, NC_OP_COS, ang), t.dtype), s = cast(g, nc_op1(g, NC_OP_SIN, ang), t.dtype);
+  nc_dim t3[3] = {t.dim[1], nc_dim_const(1), nc_dim_const(half)};
+  nc_type ht = t;
+  ht.dim[3] = nc_dim_const(half);
+  nc_id c = nc_b_expand(g, nc_b_reshape_dims(g, cast(g, nc_op1(g, NC_OP_COS, ang), t.dtype), 3, t3), ht);
+  nc_id s = nc_b_expand(g, nc_b_reshape_dims(g, cast(g, nc_op1(g, NC_OP_SIN, ang), t.dtype), 3, t3), ht);
   if (inverse) s = nc_op1(g, NC_OP_NEG, s);
   nc_id y1 = add(g, mul(g, x1, c), mul(g, x2, s));
   nc_id y2 = sub(g, mul(g, x2, c), mul(g, x1, s));

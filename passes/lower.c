@@ -46,6 +46,14 @@ static nc_kx nc_lw_dim(nc_lw *w, nc_dim d) {
   return x;
 }
 
+// a divides b as monomials: coefficient and every symbol's exponent.
+static bool nc_lw_divides(nc_dim a, nc_dim b) {
+  if (a.c <= 0 || b.c % a.c) return false;
+  for (int s = 0; s < NC_MAX_SYMS; s++)
+    if (((a.e >> (4 * s)) & 15) > ((b.e >> (4 * s)) & 15)) return false;
+  return true;
+}
+
 // Row-major flat index of idx[] in a tensor of type t.
 static nc_kx nc_lw_flatten(nc_lw *w, const nc_type *t, const nc_kx *idx) {
   nc_kx f = nc_kx_idx(w->k, 0);
@@ -106,11 +114,34 @@ static nc_kx nc_lw_emit(nc_lw *w, nc_id n, const nc_kx *idx, bool root) {
       break;
     }
     case NC_OP_RESHAPE: {
-      nc_kx flat = nc_lw_flatten(w, &t, idx);
-      for (int i = it.rank - 1; i >= 0; i--) {
-        nc_kx d = nc_lw_dim(w, it.dim[i]);
-        in_idx[i] = i ? nc_kx_binary(k, NC_KOP_IMOD, flat, d) : flat;
-        if (i) flat = nc_kx_binary(k, NC_KOP_IDIV, flat, d);
+      // Split both shapes into groups of consecutive dims with equal products
+      // ((B*T, V) <- (B, T, V): {B*T}<->{B,T}, {V}<->{V}); within a group the
+      // output index is flattened and unflattened into the input's dims, so
+      // dims that map one to one get no division at all.
+      int o = 0, q = 0;
+      while (o < t.rank || q < it.rank) {
+        int o0 = o, q0 = q;
+        nc_dim po = nc_dim_const(1), pq = nc_dim_const(1);
+        if (o < t.rank) nc_dim_mul(po, t.dim[o++], &po);
+        if (q < it.rank) nc_dim_mul(pq, it.dim[q++], &pq);
+        while (!nc_dim_eq(po, pq)) {
+          if (o < t.rank && nc_lw_divides(po, pq)) nc_dim_mul(po, t.dim[o++], &po);
+          else if (q < it.rank && nc_lw_divides(pq, po)) nc_dim_mul(pq, it.dim[q++], &pq);
+          else if (o < t.rank) nc_dim_mul(po, t.dim[o++], &po);
+          else if (q < it.rank) nc_dim_mul(pq, it.dim[q++], &pq);
+          else break;
+        }
+        if (o - o0 == 1 && q - q0 == 1) {
+          in_idx[q0] = idx[o0];
+          continue;
+        }
+        nc_kx flat = nc_kx_idx(k, 0);
+        for (int i = o0; i < o; i++) flat = nc_kx_binary(k, NC_KOP_ADD, nc_kx_binary(k, NC_KOP_MUL, flat, nc_lw_dim(w, t.dim[i])), idx[i]);
+        for (int i = q - 1; i >= q0; i--) {
+          nc_kx d = nc_lw_dim(w, it.dim[i]);
+          in_idx[i] = i > q0 ? nc_kx_binary(k, NC_KOP_IMOD, flat, d) : flat;
+          if (i > q0) flat = nc_kx_binary(k, NC_KOP_IDIV, flat, d);
+        }
       }
       r = nc_lw_emit(w, in0, in_idx, false);
       break;
@@ -233,29 +264,33 @@ static nc_status nc_lw_matmul(nc_lw *w, nc_id n) {
 }
 
 static nc_status nc_lw_scatter_add(nc_lw *w, nc_id n) {
-  // out (V,C) = 0; for c (parallel): for i over ids: out[ids[i], c] += src[i, c]
+  // for c (parallel): { for v: out[v, c] = 0; for i over ids: out[ids[i], c] += src[i, c] }
+  // Both loops sit inside one parallel loop over the columns, so each thread
+  // zeroes and accumulates the same columns: no thread reads what another writes.
   nc_kernel *k = w->k;
   nc_id ids = nc_graph_input_of(w->g, n, 0), src = nc_graph_input_of(w->g, n, 1);
   nc_type ot = nc_type_of(w->g, n), it = nc_type_of(w->g, ids);
   int ob = nc_lw_buf(w, n, true);
-  nc_kx idx[NC_MAX_RANK];
-  nc_ks *tail = nc_lw_loops(w, &k->body, &ot, 3, idx, true);
-  nc_kx zero = nc_kx_const_f(k, ot.dtype, 0);
-  nc_ks_store(k, &tail, ob, nc_lw_flatten(w, &ot, idx), zero);
+  nc_ks *tail = &k->body;
   int cv = nc_kernel_var(k);
-  tail = &k->s[k->body].next;
   nc_ks lc = nc_ks_for(k, &tail, cv, nc_kx_idx(k, 0), nc_lw_dim(w, ot.dim[1]));
   k->s[lc].sched |= NC_KSCHED_PARALLEL;
   nc_ks *body = nc_ks_body_slot(k, lc);
+  nc_kx C = nc_lw_dim(w, ot.dim[1]), c = nc_kx_var(k, cv);
+  int vv = nc_kernel_var(k);
+  nc_ks lv = nc_ks_for(k, &body, vv, nc_kx_idx(k, 0), nc_lw_dim(w, ot.dim[0]));
+  nc_ks *zb = nc_ks_body_slot(k, lv);
+  nc_ks_store(k, &zb, ob, nc_kx_binary(k, NC_KOP_ADD, nc_kx_binary(k, NC_KOP_MUL, nc_kx_var(k, vv), C), c),
+              nc_kx_const_f(k, ot.dtype, 0));
   nc_kx iidx[NC_MAX_RANK];
   body = nc_lw_loops(w, body, &it, (1ull << it.rank) - 1, iidx, false);
   nc_kx id = nc_kx_cast(k, nc_lw_emit(w, ids, iidx, false), NC_I64);
   id = nc_lw_clamp(w, id, 0, nc_kx_binary(k, NC_KOP_SUB, nc_lw_dim(w, ot.dim[0]), nc_kx_idx(k, 1)));
   nc_kx sidx[NC_MAX_RANK];
   memcpy(sidx, iidx, sizeof(nc_kx) * (size_t)it.rank);
-  sidx[it.rank] = nc_kx_var(k, cv);
+  sidx[it.rank] = c;
   nc_kx v = nc_lw_emit(w, src, sidx, false);
-  nc_kx oi = nc_kx_binary(k, NC_KOP_ADD, nc_kx_binary(k, NC_KOP_MUL, id, nc_lw_dim(w, ot.dim[1])), nc_kx_var(k, cv));
+  nc_kx oi = nc_kx_binary(k, NC_KOP_ADD, nc_kx_binary(k, NC_KOP_MUL, id, C), c);
   nc_ks_store(k, &body, ob, oi, nc_kx_binary(k, NC_KOP_ADD, nc_kx_load(k, ob, oi), v));
   return NC_OK;
 }
@@ -348,14 +383,28 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     }
   }
   for (int k = 0; k < nc_graph_noutputs(g); k++) p->materialized[nc_graph_output(g, k)] = 1;
+  // A node is cheap to recompute in every consumer when it is a constant or
+  // an iota, or a pure index map (expand, reshape, permute, slice) or a cast
+  // of something materialized or cheap: those never get their own buffer.
+  unsigned char *cheap = calloc(nn ? nn : 1, 1);
+  if (!cheap) {
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
   for (nc_id i = 0; i < nn; i++) {
     const nc_node *nd = nc_graph_node(g, i);
-    bool cheap = nd->op == NC_OP_CONST || nd->op == NC_OP_IOTA;
+    bool map = nd->op == NC_OP_EXPAND || nd->op == NC_OP_RESHAPE || nd->op == NC_OP_PERMUTE ||
+               nd->op == NC_OP_SLICE || nd->op == NC_OP_CAST;
+    nc_id in0 = nd->nin ? nc_graph_input_of(g, i, 0) : NC_NONE;
+    cheap[i] = nd->op == NC_OP_CONST || nd->op == NC_OP_IOTA || (map && (p->materialized[in0] || cheap[in0]));
     if (nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM || nc_op_get(nd->op)->kind == NC_KIND_REDUCE ||
-        nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || (!cheap && uses[i] > 1) ||
-        (o && !o->fuse && !cheap))
+        nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || (!cheap[i] && uses[i] > 1) ||
+        (o && !o->fuse && !cheap[i]))
       p->materialized[i] = 1;
+    if (p->materialized[i]) cheap[i] = 0;
   }
+  free(cheap);
   free(uses);
   nc_status st = NC_OK;
   for (nc_id i = 0; i < nn && !st; i++) {

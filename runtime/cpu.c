@@ -226,8 +226,15 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     t.nthreads = c->nthreads;
     return nc_pool_run(c->pool, c->nthreads, nc_gemm_task_run, &t);
   }
-  nc_cpu_task t = {c->fns[ki], bufs, args, c->nthreads};
-  return nc_pool_run(c->pool, c->nthreads, nc_cpu_task_run, &t);
+  // A kernel without a parallel loop (a reduction to a scalar, say) runs on
+  // one thread: every thread would otherwise run all of it, racing on its
+  // output (fatally when the output sits in place over an input).
+  bool parallel = false;
+  for (nc_ks s = k->body; s != NC_KS_NONE && !parallel; s = k->s[s].next)
+    parallel = k->s[s].kind == NC_KS_FOR && (k->s[s].sched & NC_KSCHED_PARALLEL);
+  int n = parallel ? c->nthreads : 1;
+  nc_cpu_task t = {c->fns[ki], bufs, args, n};
+  return nc_pool_run(c->pool, n, nc_cpu_task_run, &t);
 }
 #else
 struct nc_cpu {

@@ -15,6 +15,7 @@ struct nc_exec {
   nc_graph *lowered;  // decomposed + dce'd (cpu, eval)
   nc_plan *plan;
   nc_cpu *cpu;
+  nc_plan_mem *mem;
   double compile_s;
 };
 
@@ -67,6 +68,7 @@ static nc_graph *nc_graph_copy(const nc_graph *g) {
 void nc_exec_free(nc_exec *e) {
   if (!e) return;
   nc_cpu_free(e->cpu);
+  nc_plan_mem_free(e->mem);
   nc_plan_free(e->plan);
   nc_graph_free(e->lowered);
   nc_graph_free(e->g);
@@ -98,6 +100,7 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
     nc_lower_opts lo = {.fuse = true};
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
+    if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");
     if (!st && d->kind == NC_DEV_CPU) {
       nc_cpu_opts co = {.threads = d->threads, .avx2_only = d->avx2_only, .verbose = d->verbose};
       st = nc_cpu_compile(e->plan, &co, &e->cpu);
@@ -115,8 +118,8 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
 nc_status nc_exec_run(nc_exec *e, const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
   switch (e->dev.kind) {
     case NC_DEV_INTERP: return nc_interp_run(e->g, feeds, nfeeds, outputs);
-    case NC_DEV_EVAL: return nc_plan_run(e->lowered, e->plan, nc_kernel_runner_eval, NULL, feeds, nfeeds, outputs);
-    case NC_DEV_CPU: return nc_plan_run(e->lowered, e->plan, nc_cpu_runner, e->cpu, feeds, nfeeds, outputs);
+    case NC_DEV_EVAL: return nc_plan_run_mem(e->lowered, e->plan, e->mem, nc_kernel_runner_eval, NULL, feeds, nfeeds, outputs);
+    case NC_DEV_CPU: return nc_plan_run_mem(e->lowered, e->plan, e->mem, nc_cpu_runner, e->cpu, feeds, nfeeds, outputs);
   }
   return nc_errorf(NC_E_INTERNAL, "bad device");
 }

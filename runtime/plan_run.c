@@ -3,7 +3,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "passes/memplan.h"
 #include "runtime/kir_eval.h"
+
+struct nc_plan_mem {
+  int64_t syms[NC_MAX_SYMS];
+  bool valid;
+  nc_memplan *mp;
+  void *arena;
+};
+
+nc_plan_mem *nc_plan_mem_new(void) { return calloc(1, sizeof(nc_plan_mem)); }
+
+void nc_plan_mem_free(nc_plan_mem *m) {
+  if (!m) return;
+  nc_memplan_free(m->mp);
+  free(m->arena);
+  free(m);
+}
+
+int64_t nc_plan_mem_arena_bytes(const nc_plan_mem *m) { return m && m->mp ? m->mp->arena_size : 0; }
+
+// (Re)plans the arena when the symbol sizes changed.
+static nc_status nc_plan_mem_prepare(nc_plan_mem *m, const nc_graph *g, const nc_plan *p, const int64_t *syms) {
+  if (m->valid && !memcmp(m->syms, syms, sizeof m->syms)) return NC_OK;
+  nc_memplan_free(m->mp);
+  free(m->arena);
+  m->mp = NULL;
+  m->arena = NULL;
+  m->valid = false;
+  uint32_t nn = nc_graph_nnodes(g);
+  bool *mat = calloc(nn ? nn : 1, sizeof *mat);
+  if (!mat) return nc_errorf(NC_E_NOMEM, "out of memory");
+  for (nc_id i = 0; i < nn; i++) {
+    nc_op op = nc_graph_node(g, i)->op;
+    mat[i] = p->materialized[i] && op != NC_OP_INPUT && op != NC_OP_PARAM;
+  }
+  nc_memplan_opts mo;
+  nc_memplan_opts_init(&mo);
+  mo.syms = syms;
+  mo.nsyms = NC_MAX_SYMS;
+  mo.materialized = mat;
+  nc_status st = nc_memplan_build(g, &mo, &m->mp);
+  free(mat);
+  if (st) return st;
+  size_t bytes = (size_t)(m->mp->arena_size + 63) / 64 * 64;
+  m->arena = aligned_alloc(64, bytes ? bytes : 64);
+  if (!m->arena) return nc_errorf(NC_E_NOMEM, "cannot allocate the %zu-byte arena", bytes);
+  memcpy(m->syms, syms, sizeof m->syms);
+  m->valid = true;
+  return NC_OK;
+}
 
 nc_status nc_kernel_runner_eval(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   (void)ctx;
@@ -13,6 +63,11 @@ nc_status nc_kernel_runner_eval(void *ctx, int ki, const nc_kernel *k, void *con
 
 nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run, void *ctx, const nc_feed *feeds,
                       int nfeeds, nc_tensor *outputs) {
+  return nc_plan_run_mem(g, p, NULL, run, ctx, feeds, nfeeds, outputs);
+}
+
+nc_status nc_plan_run_mem(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem, nc_kernel_runner run, void *ctx,
+                          const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
   uint32_t nn = nc_graph_nnodes(g);
   int nout = nc_graph_noutputs(g);
   for (int k = 0; k < nout; k++) memset(&outputs[k], 0, sizeof outputs[k]);
@@ -25,6 +80,7 @@ nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run,
     goto done;
   }
   if ((st = nc_feeds_bind(g, feeds, nfeeds, syms, fed))) goto done;
+  if (mem && (st = nc_plan_mem_prepare(mem, g, p, syms))) goto done;
   for (nc_id i = 0; i < nn && !st; i++) {
     const nc_node *nd = nc_graph_node(g, i);
     if (nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM) {
@@ -39,7 +95,13 @@ nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run,
     if (!p->materialized[i]) continue;
     int64_t shape[NC_MAX_RANK];
     for (int d = 0; d < nd->type.rank; d++) shape[d] = nc_dim_eval(nd->type.dim[d], syms);
-    st = nc_tensor_alloc(&vals[i], nd->type.dtype, nd->type.rank, shape);
+    if (mem) {  // a view into the arena
+      const nc_membuf *mb = nc_memplan_find(mem->mp, i);
+      if (!mb) st = nc_errorf(NC_E_INTERNAL, "node %%%u has no place in the memory plan", i);
+      else vals[i] = nc_tensor_wrap((char *)mem->arena + mb->offset, nd->type.dtype, nd->type.rank, shape);
+    } else {
+      st = nc_tensor_alloc(&vals[i], nd->type.dtype, nd->type.rank, shape);
+    }
   }
   for (int q = 0; q < p->nkernels && !st; q++) {
     const nc_plan_kernel *pk = &p->kernels[q];

@@ -14,8 +14,19 @@ typedef nc_status (*nc_kernel_runner)(void *ctx, int ki, const nc_kernel *k, voi
 // The kernel-IR evaluator as a runner (ctx unused).
 nc_status nc_kernel_runner_eval(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
 
-// outputs[k] receives output k (owned), as nc_interp_run.
+// Buffers of a plan kept across runs: one arena laid out by the memory
+// planner (passes/memplan.h) for the last symbol sizes, reused while they
+// stay the same (no allocation, no page faults per step).
+typedef struct nc_plan_mem nc_plan_mem;
+nc_plan_mem *nc_plan_mem_new(void);
+void nc_plan_mem_free(nc_plan_mem *m);
+int64_t nc_plan_mem_arena_bytes(const nc_plan_mem *m);
+
+// outputs[k] receives output k (owned), as nc_interp_run. mem may be NULL
+// (a buffer is allocated per materialized node for this run only).
 nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run, void *ctx, const nc_feed *feeds,
                       int nfeeds, nc_tensor *outputs);
+nc_status nc_plan_run_mem(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem, nc_kernel_runner run, void *ctx,
+                          const nc_feed *feeds, int nfeeds, nc_tensor *outputs);
 
 #endif
