@@ -24,6 +24,7 @@ struct nc_cpu {
   nc_gemm_knobs knobs;
   float *work;
   double compile_s;
+  int nunique;    // kernels actually compiled (after deduplication)
   double *ktime;  // per kernel: seconds spent, summed over runs
   int64_t *kcalls;
 };
@@ -46,6 +47,7 @@ void nc_cpu_free(nc_cpu *c) {
 }
 
 double nc_cpu_compile_seconds(const nc_cpu *c) { return c->compile_s; }
+int nc_cpu_unique_kernels(const nc_cpu *c) { return c->nunique; }
 
 nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   *out = NULL;
@@ -77,8 +79,29 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   }
   bool need[4] = {0};
   int emitted = 0;
+  // Kernels that differ only in which buffers they touch (every layer's
+  // kernels, say) are compiled once: key = the kernel printed with its
+  // buffers renamed by position.
+  uint64_t *keys = calloc((size_t)p->nkernels + 1, sizeof *keys);
+  int *same_as = calloc((size_t)p->nkernels + 1, sizeof *same_as);
+  if (!keys || !same_as) st = nc_errorf(NC_E_NOMEM, "out of memory");
   for (int i = 0; i < p->nkernels && !st; i++) {
     const nc_kernel *k = &p->kernels[i].k;
+    same_as[i] = i;
+    if (nc_kernel_is_template(k)) continue;
+    nc_kernel canon = *k;  // shallow: shares the expression/statement arrays
+    snprintf(canon.name, sizeof canon.name, "k");
+    for (int b = 0; b < canon.nbufs; b++) snprintf(canon.bufs[b].name, sizeof canon.bufs[b].name, "b%d", b);
+    keys[i] = nc_kernel_hash(&canon);
+    for (int j = 0; j < i; j++)
+      if (keys[j] == keys[i] && same_as[j] == j) {
+        same_as[i] = j;
+        break;
+      }
+  }
+  for (int i = 0; i < p->nkernels && !st; i++) {
+    const nc_kernel *k = &p->kernels[i].k;
+    if (same_as[i] != i) continue;
     if (nc_kernel_is_template(k)) {
       const nc_kstmt *s = nc_ks_get(k, k->body);
       int ta = (int)nc_kernel_eval_index(k, s->args[4], NULL), tb = (int)nc_kernel_eval_index(k, s->args[5], NULL);
@@ -105,23 +128,34 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
     st = nc_gemm_emit(m, &gs);
   }
   if (st) {
+    free(keys);
+    free(same_as);
     LLVMDisposeModule(m);
     nc_cpu_free(c);
     return st;
   }
   if ((st = nc_jit_add_module(c->jit, m))) {
+    free(keys);
+    free(same_as);
     nc_cpu_free(c);
     return st;
   }
   for (int i = 0; i < p->nkernels && !st; i++) {
     const nc_kernel *k = &p->kernels[i].k;
     if (nc_kernel_is_template(k)) continue;
+    if (same_as[i] != i) {
+      c->fns[i] = c->fns[same_as[i]];
+      continue;
+    }
     char name[96];
     snprintf(name, sizeof name, "nck%d_%s", i, k->name);
     void *f;
     st = nc_jit_lookup(c->jit, name, &f);
     c->fns[i] = (nc_kernel_fn)f;
   }
+  c->nunique = emitted;
+  free(keys);
+  free(same_as);
   for (int v = 0; v < 4 && !st; v++) {
     if (!need[v]) continue;
     char name[32];
@@ -249,6 +283,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
 void nc_cpu_free(nc_cpu *c) { (void)c; }
 void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) { (void)c; (void)p; (void)top; (void)f; }
 double nc_cpu_compile_seconds(const nc_cpu *c) { (void)c; return 0; }
+int nc_cpu_unique_kernels(const nc_cpu *c) { (void)c; return 0; }
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   (void)ctx; (void)ki; (void)k; (void)bufs; (void)args;
   return nc_errorf(NC_E_UNSUPPORTED, "no LLVM in this build");
