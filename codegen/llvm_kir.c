@@ -68,16 +68,6 @@ static LLVMValueRef nc_lk_intrinsic(nc_lk *e, const char *name, LLVMTypeRef ty, 
   return LLVMBuildCall2(e->b, ft, f, args, (unsigned)n, "");
 }
 
-static LLVMValueRef nc_lk_libm(nc_lk *e, const char *name, LLVMValueRef x) {
-  LLVMTypeRef ft = LLVMFunctionType(e->f32, &e->f32, 1, 0);
-  LLVMValueRef f = LLVMGetNamedFunction(e->m, name);
-  if (!f) {
-    f = LLVMAddFunction(e->m, name, ft);
-    LLVMSetLinkage(f, LLVMExternalLinkage);
-  }
-  return LLVMBuildCall2(e->b, ft, f, &x, 1, "");
-}
-
 static LLVMValueRef nc_lk_x(nc_lk *e, nc_kx x);
 
 static LLVMValueRef nc_lk_fma_chain(nc_lk *e, LLVMValueRef x, const double *c, int n) {

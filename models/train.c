@@ -62,8 +62,8 @@ static void nc_tb_output(nc_tb *t, const char *name, nc_id v) {
     t->st = nc_graph_take_error(t->g);
     return;
   }
-  char out[180];
-  snprintf(out, sizeof out, "new.%s", name);
+  char out[192];
+  snprintf(out, sizeof out, "new.%.180s", name);
   t->st = nc_graph_set_output(t->g, out, v);
 }
 

@@ -276,7 +276,7 @@ static double nc_row_lse(const double *x, int64_t v) {
 
 NC_INTERP_FN(CROSS_ENTROPY) {  // logits (...,V), targets (...) -> f32 (...) or ()
   const nc_tensor *lg = c->in[0], *tg = c->in[1];
-  int64_t v = nc_last_dim(lg), rows = nc_tensor_numel(tg), ignore = c->n->ia[0], red = c->n->ia[1], cnt;
+  int64_t v = nc_last_dim(lg), rows = nc_tensor_numel(tg), ignore = c->n->ia[0], red = c->n->ia[1], cnt = 0;
   NC_TRY(nc_ce_targets(tg, v, ignore, &cnt));
   nc_stage s;
   NC_TRY(nc_stage_load(&s, c, 1));
@@ -298,7 +298,7 @@ NC_INTERP_FN(CROSS_ENTROPY) {  // logits (...,V), targets (...) -> f32 (...) or 
 
 NC_INTERP_FN(CROSS_ENTROPY_GRAD) {  // logits (...,V), targets (...), dloss -> (...,V)
   const nc_tensor *lg = c->in[0], *tg = c->in[1];
-  int64_t v = nc_last_dim(lg), rows = nc_tensor_numel(tg), ignore = c->n->ia[0], red = c->n->ia[1], cnt;
+  int64_t v = nc_last_dim(lg), rows = nc_tensor_numel(tg), ignore = c->n->ia[0], red = c->n->ia[1], cnt = 0;
   NC_TRY(nc_ce_targets(tg, v, ignore, &cnt));
   nc_stage s;
   NC_TRY(nc_stage_load(&s, c, 3));

@@ -837,7 +837,7 @@ static nc_status st_commit_meta(nc_metadata *staged, nc_metadata *meta) {
 nc_status nc_safetensors_decode(const void *data, size_t len, const char *label, nc_tensor_list *out, nc_metadata *meta) {
   if (!label) label = "(memory)";
   const unsigned char *p = data;
-  uint64_t hlen;
+  uint64_t hlen = 0;
   NC_TRY(st_check_prefix(label, p, len, &hlen));
   nc_metadata staged;
   nc_metadata_init(&staged);
@@ -876,7 +876,7 @@ nc_status nc_safetensors_read(const char *path, nc_tensor_list *out, nc_metadata
     st_entry e0 = {.name = "(header length)", .begin = 0, .end = 8};
     if ((st = st_fill_fd(&s0, &e0, p8))) goto done;
   }
-  uint64_t hlen;
+  uint64_t hlen = 0;
   if ((st = st_check_prefix(path, p8, file_len, &hlen))) goto done;
   hdr = malloc((size_t)hlen + 1);  // hlen <= 100 MB and <= the file size
   if (!hdr) {
