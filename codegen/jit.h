@@ -62,6 +62,10 @@ nc_status nc_jit_emit_object(nc_jit *jit, LLVMModuleRef m, const char *path, voi
                              size_t *size);
 #endif
 
+// Adds a relocatable object (from nc_jit_emit_object, e.g. read back from a
+// cache) to the JIT; name labels it in errors.
+nc_status nc_jit_add_object(nc_jit *jit, const void *data, size_t size, const char *name);
+
 // Address of a symbol added with nc_jit_add_module (compiles it on first use).
 nc_status nc_jit_lookup(nc_jit *jit, const char *name, void **out);
 

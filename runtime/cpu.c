@@ -8,6 +8,7 @@
 #include "codegen/gemm.h"
 #include "codegen/jit.h"
 #include "codegen/llvm_kir.h"
+#include "runtime/kcache.h"
 #include "runtime/kir_eval.h"
 #include "runtime/threadpool.h"
 
@@ -24,6 +25,7 @@ struct nc_cpu {
   nc_gemm_knobs knobs;
   float *work;
   double compile_s;
+  bool cache_hit;
   int nunique;    // kernels actually compiled (after deduplication)
   double *ktime;  // per kernel: seconds spent, summed over runs
   int64_t *kcalls;
@@ -47,6 +49,7 @@ void nc_cpu_free(nc_cpu *c) {
 }
 
 double nc_cpu_compile_seconds(const nc_cpu *c) { return c->compile_s; }
+bool nc_cpu_cache_hit(const nc_cpu *c) { return c->cache_hit; }
 int nc_cpu_unique_kernels(const nc_cpu *c) { return c->nunique; }
 
 nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
@@ -72,11 +75,6 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
     nc_cpu_free(c);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
-  LLVMModuleRef m;
-  if ((st = nc_jit_module_new(c->jit, "plan", &m))) {
-    nc_cpu_free(c);
-    return st;
-  }
   bool need[4] = {0};
   int emitted = 0;
   // Kernels that differ only in which buffers they touch (every layer's
@@ -85,10 +83,23 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   uint64_t *keys = calloc((size_t)p->nkernels + 1, sizeof *keys);
   int *same_as = calloc((size_t)p->nkernels + 1, sizeof *same_as);
   if (!keys || !same_as) st = nc_errorf(NC_E_NOMEM, "out of memory");
+  // The plan's cache key: everything that decides the machine code.
+  const nc_host_cpu *hc = nc_jit_cpu(c->jit);
+  uint64_t pkey = nc_hash_u64(NC_HASH_SEED, NC_KCACHE_FORMAT);
+  pkey = nc_hash_bytes(pkey, hc->llvm_version, strlen(hc->llvm_version));
+  pkey = nc_hash_bytes(pkey, hc->cpu, strlen(hc->cpu));
+  pkey = nc_hash_bytes(pkey, hc->features, strlen(hc->features));
+  pkey = nc_hash_u64(pkey, (uint64_t)(o && o->avx2_only));
+  pkey = nc_hash_bytes(pkey, &c->knobs, sizeof c->knobs);
   for (int i = 0; i < p->nkernels && !st; i++) {
     const nc_kernel *k = &p->kernels[i].k;
     same_as[i] = i;
-    if (nc_kernel_is_template(k)) continue;
+    if (nc_kernel_is_template(k)) {
+      const nc_kstmt *ts = nc_ks_get(k, k->body);
+      int ta = (int)nc_kernel_eval_index(k, ts->args[4], NULL), tb = (int)nc_kernel_eval_index(k, ts->args[5], NULL);
+      need[ta * 2 + tb] = true;
+      continue;
+    }
     nc_kernel canon = *k;  // shallow: shares the expression/statement arrays
     snprintf(canon.name, sizeof canon.name, "k");
     for (int b = 0; b < canon.nbufs; b++) snprintf(canon.bufs[b].name, sizeof canon.bufs[b].name, "b%d", b);
@@ -98,43 +109,63 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
         same_as[i] = j;
         break;
       }
-  }
-  for (int i = 0; i < p->nkernels && !st; i++) {
-    const nc_kernel *k = &p->kernels[i].k;
-    if (same_as[i] != i) continue;
-    if (nc_kernel_is_template(k)) {
-      const nc_kstmt *s = nc_ks_get(k, k->body);
-      int ta = (int)nc_kernel_eval_index(k, s->args[4], NULL), tb = (int)nc_kernel_eval_index(k, s->args[5], NULL);
-      need[ta * 2 + tb] = true;
-      continue;
+    if (same_as[i] == i) {
+      pkey = nc_hash_u64(pkey, keys[i]);
+      pkey = nc_hash_bytes(pkey, k->name, strlen(k->name));
+      pkey = nc_hash_u64(pkey, (uint64_t)i);
+      emitted++;
     }
-    if (o && o->verbose) {
-      nc_buf b;
-      nc_buf_init(&b);
-      nc_kernel_print(k, &b);
-      fputs(b.data ? b.data : "", stderr);
-      nc_buf_free(&b);
-    }
-    char name[96];
-    snprintf(name, sizeof name, "nck%d_%s", i, k->name);
-    st = nc_llvm_emit_kernel(c->jit, m, k, name);
-    emitted++;
   }
-  for (int v = 0; v < 4 && !st; v++) {
-    if (!need[v]) continue;
-    char name[32];
-    snprintf(name, sizeof name, "nc_gemm_%d%d", v / 2, v % 2);
-    nc_gemm_spec gs = {name, v / 2, v % 2, c->knobs};
-    st = nc_gemm_emit(m, &gs);
+  for (int v = 0; v < 4; v++) pkey = nc_hash_u64(pkey, need[v]);
+  void *cached = NULL;
+  size_t cached_size = 0;
+  if (!st) st = nc_kcache_get(pkey, &cached, &cached_size);
+  if (!st && cached) {
+    nc_status ast = nc_jit_add_object(c->jit, cached, cached_size, "cached plan");
+    free(cached);
+    if (!ast) {
+      c->cache_hit = true;
+    } else {  // an unusable entry: start a fresh JIT and compile
+      nc_status_free(ast);
+      nc_jit_free(c->jit);
+      c->jit = NULL;
+      nc_jit_options jo2 = {.avx2_only = o && o->avx2_only};
+      st = nc_jit_create(&jo2, &c->jit);
+    }
+  }
+  if (!st && !c->cache_hit) {
+    LLVMModuleRef m;
+    st = nc_jit_module_new(c->jit, "plan", &m);
+    for (int i = 0; i < p->nkernels && !st; i++) {
+      const nc_kernel *k = &p->kernels[i].k;
+      if (same_as[i] != i || nc_kernel_is_template(k)) continue;
+      if (o && o->verbose) {
+        nc_buf b;
+        nc_buf_init(&b);
+        nc_kernel_print(k, &b);
+        fputs(b.data ? b.data : "", stderr);
+        nc_buf_free(&b);
+      }
+      char name[96];
+      snprintf(name, sizeof name, "nck%d_%s", i, k->name);
+      st = nc_llvm_emit_kernel(c->jit, m, k, name);
+    }
+    for (int v = 0; v < 4 && !st; v++) {
+      if (!need[v]) continue;
+      char name[32];
+      snprintf(name, sizeof name, "nc_gemm_%d%d", v / 2, v % 2);
+      nc_gemm_spec gs = {name, v / 2, v % 2, c->knobs};
+      st = nc_gemm_emit(m, &gs);
+    }
+    void *obj = NULL;
+    size_t obj_size = 0;
+    if (st) LLVMDisposeModule(m);
+    else st = nc_jit_emit_object(c->jit, m, NULL, &obj, &obj_size);  // one O3 + codegen for the JIT and the cache
+    if (!st) st = nc_jit_add_object(c->jit, obj, obj_size, "plan");
+    if (!st) nc_status_free(nc_kcache_put(pkey, obj, obj_size));  // an unwritable cache is not an error
+    free(obj);
   }
   if (st) {
-    free(keys);
-    free(same_as);
-    LLVMDisposeModule(m);
-    nc_cpu_free(c);
-    return st;
-  }
-  if ((st = nc_jit_add_module(c->jit, m))) {
     free(keys);
     free(same_as);
     nc_cpu_free(c);
@@ -283,6 +314,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
 void nc_cpu_free(nc_cpu *c) { (void)c; }
 void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) { (void)c; (void)p; (void)top; (void)f; }
 double nc_cpu_compile_seconds(const nc_cpu *c) { (void)c; return 0; }
+bool nc_cpu_cache_hit(const nc_cpu *c) { (void)c; return false; }
 int nc_cpu_unique_kernels(const nc_cpu *c) { (void)c; return 0; }
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   (void)ctx; (void)ki; (void)k; (void)bufs; (void)args;

@@ -21,7 +21,8 @@ void nc_cpu_free(nc_cpu *c);
 // A runner for nc_plan_run (ctx = the nc_cpu).
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
 double nc_cpu_compile_seconds(const nc_cpu *c);
-int nc_cpu_unique_kernels(const nc_cpu *c);  // compiled once each (identical kernels share code)
+int nc_cpu_unique_kernels(const nc_cpu *c);
+bool nc_cpu_cache_hit(const nc_cpu *c);  // the code came from the on-disk kernel cache (runtime/kcache.h)  // compiled once each (identical kernels share code)
 // Per-kernel time summed over all runs so far: the top kernels to f.
 #include <stdio.h>
 void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f);
