@@ -171,14 +171,92 @@ static int nc_bench_train(int argc, char **argv) {
   return rc;
 }
 
+// nanochat bench compile: prepare time of a spec's training step on the cpu
+// device, cold (empty kernel cache) and warm (cache hit), medians of runs.
+static int nc_bench_compile(int argc, char **argv) {
+  const char *spec_path = NULL;
+  long runs = 3;
+  for (int i = 1; i < argc; i++) {
+    if ((!strcmp(argv[i], "--spec") || !strcmp(argv[i], "-s")) && i + 1 < argc) spec_path = argv[++i];
+    else if ((!strcmp(argv[i], "--runs") || !strcmp(argv[i], "-n")) && i + 1 < argc) {
+      char *end;
+      runs = strtol(argv[++i], &end, 10);
+      if (*end || runs < 1 || runs > 100) {
+        fprintf(stderr, "nanochat bench compile: --runs wants 1..100, got '%s'\n", argv[i]);
+        return 2;
+      }
+    } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      printf("usage: nanochat bench compile --spec SPEC [--runs N]\n\nTimes building and compiling the spec's whole training step for the cpu\n"
+             "device: cold (empty kernel cache) and warm (cache hit); prints medians and a JSON line.\n");
+      return 0;
+    } else {
+      fprintf(stderr, "nanochat bench compile: unexpected argument '%s'\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!spec_path) {
+    fprintf(stderr, "usage: nanochat bench compile --spec SPEC [--runs N]\n");
+    return 2;
+  }
+  nc_model_spec s;
+  nc_status st = nc_spec_load(spec_path, &s);
+  if (st) return nc_bench_fail(st);
+  char dir[] = "/tmp/nc_bench_cache_XXXXXX";
+  if (!mkdtemp(dir)) {
+    fprintf(stderr, "nanochat bench compile: cannot create a temporary cache folder\n");
+    return 1;
+  }
+  const char *old = getenv("NC_CACHE_DIR");
+  char *saved = old ? strdup(old) : NULL;
+  setenv("NC_CACHE_DIR", dir, 1);
+  double cold[100], warm[100];
+  nc_optim_cfg oc;
+  nc_optim_defaults(&oc);
+  nc_train_opts to = {.kind = NC_TRAIN_STEP};
+  nc_device dev = {.kind = NC_DEV_CPU};
+  for (long r = 0; r < runs && !st; r++) {
+    for (int w = 0; w < 2 && !st; w++) {
+      if (!w) {  // cold: empty the cache folder
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -f %s/plan-*.o", dir);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not empty %s\n", dir);
+      }
+      double t0 = nc_bench_now();
+      nc_graph *g = NULL;
+      nc_exec *ex = NULL;
+      st = nc_train_build(&s, &oc, &to, &g);
+      if (!st) st = nc_exec_new(g, &dev, &ex);
+      (w ? warm : cold)[r] = nc_bench_now() - t0;
+      nc_exec_free(ex);
+      nc_graph_free(g);
+    }
+  }
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+  if (saved) setenv("NC_CACHE_DIR", saved, 1);
+  else unsetenv("NC_CACHE_DIR");
+  free(saved);
+  if (st) return nc_bench_fail(st);
+  qsort(cold, (size_t)runs, sizeof *cold, nc_bench_cmp);
+  qsort(warm, (size_t)runs, sizeof *warm, nc_bench_cmp);
+  printf("bench compile %s (training step, cpu): cold %.3f s, warm %.3f s (medians of %ld)\n", s.name, cold[runs / 2],
+         warm[runs / 2], runs);
+  printf("{\"bench\":\"compile\",\"spec\":\"%s\",\"runs\":%ld,\"cold_s\":%.4f,\"warm_s\":%.4f}\n", s.name, runs,
+         cold[runs / 2], warm[runs / 2]);
+  return 0;
+}
+
 int nc_cmd_bench(int argc, char **argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     FILE *f = argc < 2 ? stderr : stdout;
     fprintf(f, "usage: nanochat bench train --spec SPEC [--batch B] [--seq T] [--steps N] [--device D] [--threads N]\n"
-               "       (bench gemm: bench/gemm_bench.sh; bench tok: bench/tok_bench.sh)\n");
+               "       nanochat bench compile --spec SPEC [--runs N]\n"
+               "       (GEMM vs OpenBLAS: bench/gemm_bench.sh; tokenizer: bench/tok_bench.sh)\n");
     return argc < 2 ? 2 : 0;
   }
   if (!strcmp(argv[1], "train")) return nc_bench_train(argc - 1, argv + 1);
-  fprintf(stderr, "nanochat bench: unknown benchmark '%s' (train)\n", argv[1]);
+  if (!strcmp(argv[1], "compile")) return nc_bench_compile(argc - 1, argv + 1);
+  fprintf(stderr, "nanochat bench: unknown benchmark '%s' (train, compile)\n", argv[1]);
   return 2;
 }

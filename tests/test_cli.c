@@ -84,6 +84,20 @@ Test(cli, help_and_usage_errors) {
   expect_fail("graph dump", "exactly one FILE");
   expect_fail("graph frob x", "unknown subcommand 'frob'");
   expect_fail("graph dump models/specs/tiny.xml --passes dce,nope", "unknown pass 'nope'");
+  cr_expect_eq(nc("bench --help"), 0, "%s", out);
+  cr_expect_eq(nc("bench train --help"), 0, "%s", out);
+  cr_expect_eq(nc("bench compile --help"), 0, "%s", out);
+  expect_fail("bench frob", "unknown benchmark 'frob'");
+  expect_fail("bench train", "usage");
+  expect_fail("bench train --spec models/specs/tiny.xml --batch 0", "--batch wants 1..4096");
+  expect_fail("bench train --spec models/specs/tiny.xml --seq 99", "exceeds the spec's sequence_len 16");
+  expect_fail("bench train --spec models/specs/tiny.xml --device tpu", "unknown device 'tpu'");
+  expect_fail("bench compile --spec models/specs/tiny.xml --runs x", "--runs wants 1..100");
+}
+
+Test(cli, bench_train_runs_on_the_interpreter) {
+  cr_assert_eq(nc("bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 2 --device interp"), 0, "%s", out);
+  cr_assert(strstr(out, "\"bench\":\"train\"") && strstr(out, "tokens_per_s"), "ends with the JSON line: %s", out);
 }
 
 Test(cli, graph_on_specs_and_bad_files) {
