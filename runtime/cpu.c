@@ -14,20 +14,21 @@
 
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
+#endif
 
 struct nc_cpu {
-  nc_jit *jit;
+  nc_jit *jit;         // NULL when the code was linked ahead of time (AOT)
   nc_pool *pool;
   int nthreads;
   int nkernels;
-  nc_kernel_fn *fns;  // per plan kernel (NULL for templates)
+  nc_kernel_fn *fns;   // per plan kernel (NULL for templates)
   nc_gemm_fn gemm[4];  // by ta*2 + tb
   nc_gemm_knobs knobs;
   float *work;
   double compile_s;
   bool cache_hit;
-  int nunique;    // kernels actually compiled (after deduplication)
-  double *ktime;  // per kernel: seconds spent, summed over runs
+  int nunique;         // kernels actually compiled (after deduplication)
+  double *ktime;       // per kernel: seconds spent, summed over runs
   int64_t *kcalls;
 };
 
@@ -52,16 +53,73 @@ double nc_cpu_compile_seconds(const nc_cpu *c) { return c->compile_s; }
 bool nc_cpu_cache_hit(const nc_cpu *c) { return c->cache_hit; }
 int nc_cpu_unique_kernels(const nc_cpu *c) { return c->nunique; }
 
-nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
-  *out = NULL;
-  double t0 = nc_now();
+// ---- layout: which kernels share code, their symbols, the plan's key ----------------
+void nc_cpu_layout_free(nc_cpu_layout *L) {
+  free(L->same_as);
+  free(L->names);
+  memset(L, 0, sizeof *L);
+}
+
+nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const char *cpu, const char *features,
+                              bool avx2_only, const nc_gemm_knobs *knobs, nc_cpu_layout *L) {
+  memset(L, 0, sizeof *L);
+  uint64_t *keys = calloc((size_t)p->nkernels + 1, sizeof *keys);
+  L->same_as = calloc((size_t)p->nkernels + 1, sizeof *L->same_as);
+  L->names = calloc((size_t)p->nkernels + 1, sizeof *L->names);
+  if (!keys || !L->same_as || !L->names) {
+    free(keys);
+    nc_cpu_layout_free(L);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  // everything that decides the machine code goes into the key
+  uint64_t key = nc_hash_u64(NC_HASH_SEED, NC_KCACHE_FORMAT);
+  key = nc_hash_bytes(key, llvm_version, strlen(llvm_version));
+  key = nc_hash_bytes(key, cpu, strlen(cpu));
+  key = nc_hash_bytes(key, features, strlen(features));
+  key = nc_hash_u64(key, (uint64_t)avx2_only);
+  key = nc_hash_bytes(key, knobs, sizeof *knobs);
+  for (int i = 0; i < p->nkernels; i++) {
+    const nc_kernel *k = &p->kernels[i].k;
+    L->same_as[i] = i;
+    if (nc_kernel_is_template(k)) {
+      const nc_kstmt *ts = nc_ks_get(k, k->body);
+      int ta = (int)nc_kernel_eval_index(k, ts->args[4], NULL), tb = (int)nc_kernel_eval_index(k, ts->args[5], NULL);
+      L->need[ta * 2 + tb] = true;
+      continue;
+    }
+    // kernels that differ only in which buffers they touch (every layer's,
+    // say) share code: the key is the kernel printed with positional names
+    nc_kernel canon = *k;  // shallow: shares the expression/statement arrays
+    snprintf(canon.name, sizeof canon.name, "k");
+    for (int b = 0; b < canon.nbufs; b++) snprintf(canon.bufs[b].name, sizeof canon.bufs[b].name, "b%d", b);
+    keys[i] = nc_kernel_hash(&canon);
+    for (int j = 0; j < i; j++)
+      if (keys[j] == keys[i] && L->same_as[j] == j) {
+        L->same_as[i] = j;
+        break;
+      }
+    snprintf(L->names[i], sizeof L->names[i], "nck%d_%.80s", L->same_as[i], p->kernels[L->same_as[i]].k.name);
+    if (L->same_as[i] == i) {
+      key = nc_hash_u64(key, keys[i]);
+      key = nc_hash_bytes(key, L->names[i], strlen(L->names[i]));
+      L->nunique++;
+    }
+  }
+  for (int v = 0; v < 4; v++) key = nc_hash_u64(key, L->need[v]);
+  L->key = key;
+  free(keys);
+  return NC_OK;
+}
+
+void nc_cpu_gemm_symbol(int v, char out[32]) { snprintf(out, 32, "nc_gemm_%d%d", v / 2, v % 2); }
+
+// ---- the executor: thread pool, workspace, function pointers --------------------------
+static nc_status nc_cpu_new_exec(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   nc_cpu *c = calloc(1, sizeof *c);
   if (!c) return nc_errorf(NC_E_NOMEM, "out of memory");
-  nc_jit_options jo = {.avx2_only = o && o->avx2_only};
-  nc_status st = nc_jit_create(&jo, &c->jit);
-  if (!st) st = nc_pool_new(o && o->threads > 0 ? o->threads : nc_pool_default_threads(), &c->pool);
+  nc_status st = nc_pool_new(o && o->threads > 0 ? o->threads : nc_pool_default_threads(), &c->pool);
   if (st) {
-    nc_cpu_free(c);
+    free(c);
     return st;
   }
   c->nthreads = nc_pool_nthreads(c->pool);
@@ -69,57 +127,113 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   c->fns = calloc((size_t)p->nkernels + 1, sizeof *c->fns);
   c->ktime = calloc((size_t)p->nkernels + 1, sizeof *c->ktime);
   c->kcalls = calloc((size_t)p->nkernels + 1, sizeof *c->kcalls);
-  c->knobs = nc_gemm_knobs_default(nc_jit_cpu(c->jit));
-  c->work = aligned_alloc(64, (nc_gemm_workspace_size(&c->knobs, c->nthreads) + 63) / 64 * 64);
-  if (!c->fns || !c->work || !c->ktime || !c->kcalls) {
+  if (!c->fns || !c->ktime || !c->kcalls) {
     nc_cpu_free(c);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
-  bool need[4] = {0};
-  int emitted = 0;
-  // Kernels that differ only in which buffers they touch (every layer's
-  // kernels, say) are compiled once: key = the kernel printed with its
-  // buffers renamed by position.
-  uint64_t *keys = calloc((size_t)p->nkernels + 1, sizeof *keys);
-  int *same_as = calloc((size_t)p->nkernels + 1, sizeof *same_as);
-  if (!keys || !same_as) st = nc_errorf(NC_E_NOMEM, "out of memory");
-  // The plan's cache key: everything that decides the machine code.
-  const nc_host_cpu *hc = nc_jit_cpu(c->jit);
-  uint64_t pkey = nc_hash_u64(NC_HASH_SEED, NC_KCACHE_FORMAT);
-  pkey = nc_hash_bytes(pkey, hc->llvm_version, strlen(hc->llvm_version));
-  pkey = nc_hash_bytes(pkey, hc->cpu, strlen(hc->cpu));
-  pkey = nc_hash_bytes(pkey, hc->features, strlen(hc->features));
-  pkey = nc_hash_u64(pkey, (uint64_t)(o && o->avx2_only));
-  pkey = nc_hash_bytes(pkey, &c->knobs, sizeof c->knobs);
+  *out = c;
+  return NC_OK;
+}
+
+static nc_status nc_cpu_set_knobs(nc_cpu *c, const nc_gemm_knobs *knobs) {
+  c->knobs = *knobs;
+  free(c->work);
+  c->work = aligned_alloc(64, (nc_gemm_workspace_size(&c->knobs, c->nthreads) + 63) / 64 * 64);
+  return c->work ? NC_OK : nc_errorf(NC_E_NOMEM, "out of memory for the GEMM workspace");
+}
+
+// Looks every kernel's and GEMM's function up through resolve.
+static nc_status nc_cpu_resolve(nc_cpu *c, const nc_plan *p, const nc_cpu_layout *L, nc_cpu_resolver resolve, void *ctx) {
+  for (int i = 0; i < p->nkernels; i++) {
+    if (nc_kernel_is_template(&p->kernels[i].k)) continue;
+    if (L->same_as[i] != i) continue;
+    void *f;
+    NC_TRY(resolve(ctx, L->names[i], &f));
+    c->fns[i] = (nc_kernel_fn)f;
+  }
+  for (int i = 0; i < p->nkernels; i++)
+    if (L->same_as[i] != i) c->fns[i] = c->fns[L->same_as[i]];
+  for (int v = 0; v < 4; v++) {
+    if (!L->need[v]) continue;
+    char name[32];
+    nc_cpu_gemm_symbol(v, name);
+    void *f;
+    NC_TRY(resolve(ctx, name, &f));
+    c->gemm[v] = (nc_gemm_fn)f;
+  }
+  c->nunique = L->nunique;
+  return NC_OK;
+}
+
+nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_gemm_knobs *knobs, const nc_cpu_layout *L,
+                              nc_cpu_resolver resolve, void *ctx, nc_cpu **out) {
+  *out = NULL;
+  nc_cpu *c;
+  NC_TRY(nc_cpu_new_exec(p, o, &c));
+  nc_status st = nc_cpu_set_knobs(c, knobs);
+  if (!st) st = nc_cpu_resolve(c, p, L, resolve, ctx);
+  if (st) {
+    nc_cpu_free(c);
+    return st;
+  }
+  *out = c;
+  return NC_OK;
+}
+
+#ifdef NC_HAVE_LLVM
+// One module with every unique kernel and the GEMM variants the plan needs.
+static nc_status nc_cpu_build_module(nc_jit *jit, const nc_plan *p, const nc_cpu_layout *L, const nc_gemm_knobs *knobs,
+                                     bool verbose, LLVMModuleRef *out) {
+  LLVMModuleRef m;
+  NC_TRY(nc_jit_module_new(jit, "plan", &m));
+  nc_status st = NC_OK;
   for (int i = 0; i < p->nkernels && !st; i++) {
     const nc_kernel *k = &p->kernels[i].k;
-    same_as[i] = i;
-    if (nc_kernel_is_template(k)) {
-      const nc_kstmt *ts = nc_ks_get(k, k->body);
-      int ta = (int)nc_kernel_eval_index(k, ts->args[4], NULL), tb = (int)nc_kernel_eval_index(k, ts->args[5], NULL);
-      need[ta * 2 + tb] = true;
-      continue;
+    if (L->same_as[i] != i || nc_kernel_is_template(k)) continue;
+    if (verbose) {
+      nc_buf b;
+      nc_buf_init(&b);
+      nc_kernel_print(k, &b);
+      fputs(b.data ? b.data : "", stderr);
+      nc_buf_free(&b);
     }
-    nc_kernel canon = *k;  // shallow: shares the expression/statement arrays
-    snprintf(canon.name, sizeof canon.name, "k");
-    for (int b = 0; b < canon.nbufs; b++) snprintf(canon.bufs[b].name, sizeof canon.bufs[b].name, "b%d", b);
-    keys[i] = nc_kernel_hash(&canon);
-    for (int j = 0; j < i; j++)
-      if (keys[j] == keys[i] && same_as[j] == j) {
-        same_as[i] = j;
-        break;
-      }
-    if (same_as[i] == i) {
-      pkey = nc_hash_u64(pkey, keys[i]);
-      pkey = nc_hash_bytes(pkey, k->name, strlen(k->name));
-      pkey = nc_hash_u64(pkey, (uint64_t)i);
-      emitted++;
-    }
+    st = nc_llvm_emit_kernel(jit, m, k, L->names[i]);
   }
-  for (int v = 0; v < 4; v++) pkey = nc_hash_u64(pkey, need[v]);
+  for (int v = 0; v < 4 && !st; v++) {
+    if (!L->need[v]) continue;
+    char name[32];
+    nc_cpu_gemm_symbol(v, name);
+    nc_gemm_spec gs = {name, v / 2, v % 2, *knobs};
+    st = nc_gemm_emit(m, &gs);
+  }
+  if (st) {
+    LLVMDisposeModule(m);
+    return st;
+  }
+  *out = m;
+  return NC_OK;
+}
+
+static nc_status nc_cpu_jit_resolve(void *ctx, const char *name, void **fn) { return nc_jit_lookup(ctx, name, fn); }
+
+nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
+  *out = NULL;
+  double t0 = nc_now();
+  nc_cpu *c;
+  NC_TRY(nc_cpu_new_exec(p, o, &c));
+  nc_jit_options jo = {.avx2_only = o && o->avx2_only};
+  nc_status st = nc_jit_create(&jo, &c->jit);
+  nc_cpu_layout L;
+  memset(&L, 0, sizeof L);
+  if (!st) {
+    nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(c->jit));
+    st = nc_cpu_set_knobs(c, &kn);
+  }
+  const nc_host_cpu *hc = c->jit ? nc_jit_cpu(c->jit) : NULL;
+  if (!st) st = nc_cpu_layout_build(p, hc->llvm_version, hc->cpu, hc->features, o && o->avx2_only, &c->knobs, &L);
   void *cached = NULL;
   size_t cached_size = 0;
-  if (!st) st = nc_kcache_get(pkey, &cached, &cached_size);
+  if (!st) st = nc_kcache_get(L.key, &cached, &cached_size);
   if (!st && cached) {
     nc_status ast = nc_jit_add_object(c->jit, cached, cached_size, "cached plan");
     free(cached);
@@ -129,82 +243,61 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
       nc_status_free(ast);
       nc_jit_free(c->jit);
       c->jit = NULL;
-      nc_jit_options jo2 = {.avx2_only = o && o->avx2_only};
-      st = nc_jit_create(&jo2, &c->jit);
+      st = nc_jit_create(&jo, &c->jit);
     }
   }
   if (!st && !c->cache_hit) {
     LLVMModuleRef m;
-    st = nc_jit_module_new(c->jit, "plan", &m);
-    for (int i = 0; i < p->nkernels && !st; i++) {
-      const nc_kernel *k = &p->kernels[i].k;
-      if (same_as[i] != i || nc_kernel_is_template(k)) continue;
-      if (o && o->verbose) {
-        nc_buf b;
-        nc_buf_init(&b);
-        nc_kernel_print(k, &b);
-        fputs(b.data ? b.data : "", stderr);
-        nc_buf_free(&b);
-      }
-      char name[96];
-      snprintf(name, sizeof name, "nck%d_%s", i, k->name);
-      st = nc_llvm_emit_kernel(c->jit, m, k, name);
-    }
-    for (int v = 0; v < 4 && !st; v++) {
-      if (!need[v]) continue;
-      char name[32];
-      snprintf(name, sizeof name, "nc_gemm_%d%d", v / 2, v % 2);
-      nc_gemm_spec gs = {name, v / 2, v % 2, c->knobs};
-      st = nc_gemm_emit(m, &gs);
-    }
     void *obj = NULL;
     size_t obj_size = 0;
-    if (st) LLVMDisposeModule(m);
-    else st = nc_jit_emit_object(c->jit, m, NULL, &obj, &obj_size);  // one O3 + codegen for the JIT and the cache
+    st = nc_cpu_build_module(c->jit, p, &L, &c->knobs, o && o->verbose, &m);
+    if (!st) st = nc_jit_emit_object(c->jit, m, NULL, &obj, &obj_size);  // one O3 + codegen for JIT and cache
     if (!st) st = nc_jit_add_object(c->jit, obj, obj_size, "plan");
-    if (!st) nc_status_free(nc_kcache_put(pkey, obj, obj_size));  // an unwritable cache is not an error
+    if (!st) nc_status_free(nc_kcache_put(L.key, obj, obj_size));  // an unwritable cache is not an error
     free(obj);
   }
-  if (st) {
-    free(keys);
-    free(same_as);
-    nc_cpu_free(c);
-    return st;
-  }
-  for (int i = 0; i < p->nkernels && !st; i++) {
-    const nc_kernel *k = &p->kernels[i].k;
-    if (nc_kernel_is_template(k)) continue;
-    if (same_as[i] != i) {
-      c->fns[i] = c->fns[same_as[i]];
-      continue;
-    }
-    char name[96];
-    snprintf(name, sizeof name, "nck%d_%s", i, k->name);
-    void *f;
-    st = nc_jit_lookup(c->jit, name, &f);
-    c->fns[i] = (nc_kernel_fn)f;
-  }
-  c->nunique = emitted;
-  free(keys);
-  free(same_as);
-  for (int v = 0; v < 4 && !st; v++) {
-    if (!need[v]) continue;
-    char name[32];
-    snprintf(name, sizeof name, "nc_gemm_%d%d", v / 2, v % 2);
-    void *f;
-    st = nc_jit_lookup(c->jit, name, &f);
-    c->gemm[v] = (nc_gemm_fn)f;
-  }
+  if (!st) st = nc_cpu_resolve(c, p, &L, nc_cpu_jit_resolve, c->jit);
+  nc_cpu_layout_free(&L);
   if (st) {
     nc_cpu_free(c);
     return st;
   }
-  (void)emitted;
   c->compile_s = nc_now() - t0;
   *out = c;
   return NC_OK;
 }
 
+nc_status nc_cpu_emit_object(const nc_plan *p, const nc_cpu_opts *o, const char *path, nc_gemm_knobs *knobs_out,
+                             nc_cpu_layout *L) {
+  nc_jit_options jo = {.avx2_only = o && o->avx2_only, .no_jit = true};
+  nc_jit *jit;
+  NC_TRY(nc_jit_create(&jo, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  const nc_host_cpu *hc = nc_jit_cpu(jit);
+  nc_status st = nc_cpu_layout_build(p, hc->llvm_version, hc->cpu, hc->features, o && o->avx2_only, &kn, L);
+  LLVMModuleRef m;
+  if (!st) st = nc_cpu_build_module(jit, p, L, &kn, o && o->verbose, &m);
+  if (!st) st = nc_jit_emit_object(jit, m, path, NULL, NULL);
+  nc_jit_free(jit);
+  if (st) nc_cpu_layout_free(L);
+  else if (knobs_out) *knobs_out = kn;
+  return st;
+}
+#else
+nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
+  (void)p;
+  (void)o;
+  *out = NULL;
+  return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: JIT compilation is unavailable (use AOT plans or --device interp)");
+}
+nc_status nc_cpu_emit_object(const nc_plan *p, const nc_cpu_opts *o, const char *path, nc_gemm_knobs *knobs_out,
+                             nc_cpu_layout *L) {
+  (void)p; (void)o; (void)path; (void)knobs_out; (void)L;
+  return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: cannot emit object files");
+}
+#endif
+
+// ---- running kernels ----------------------------------------------------------------
 typedef struct {
   nc_kernel_fn fn;
   void *const *bufs;
@@ -301,23 +394,3 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
   nc_cpu_task t = {c->fns[ki], bufs, args, n};
   return nc_pool_run(c->pool, n, nc_cpu_task_run, &t);
 }
-#else
-struct nc_cpu {
-  int unused;
-};
-nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
-  (void)p;
-  (void)o;
-  *out = NULL;
-  return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: the cpu device is unavailable (use --device interp)");
-}
-void nc_cpu_free(nc_cpu *c) { (void)c; }
-void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) { (void)c; (void)p; (void)top; (void)f; }
-double nc_cpu_compile_seconds(const nc_cpu *c) { (void)c; return 0; }
-bool nc_cpu_cache_hit(const nc_cpu *c) { (void)c; return false; }
-int nc_cpu_unique_kernels(const nc_cpu *c) { (void)c; return 0; }
-nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
-  (void)ctx; (void)ki; (void)k; (void)bufs; (void)args;
-  return nc_errorf(NC_E_UNSUPPORTED, "no LLVM in this build");
-}
-#endif

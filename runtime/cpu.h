@@ -15,8 +15,35 @@ typedef struct {
   bool verbose;    // print each kernel's kernel IR
 } nc_cpu_opts;
 
-// Compiles every kernel of p.
+#include "codegen/gemm.h"
+
+// Compiles every kernel of p (JIT, through the on-disk kernel cache).
 nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out);
+
+// Which kernels share code and the symbol of each (nck<i>_<name>; GEMMs are
+// nc_gemm_<ta><tb>), plus the plan's cache key. Deterministic for a plan,
+// CPU and knobs: the JIT, the kernel cache and AOT object files agree on it.
+typedef struct {
+  int *same_as;        // per kernel: the kernel whose code it runs
+  char (*names)[96];   // per kernel: its function's symbol
+  bool need[4];        // GEMM variants used, by ta*2 + tb
+  uint64_t key;
+  int nunique;
+} nc_cpu_layout;
+nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const char *cpu, const char *features,
+                              bool avx2_only, const nc_gemm_knobs *knobs, nc_cpu_layout *L);
+void nc_cpu_layout_free(nc_cpu_layout *L);
+void nc_cpu_gemm_symbol(int variant, char out[32]);
+
+// AOT: writes p's code as a relocatable object file at path (same pipeline as
+// the JIT) and fills the layout and the GEMM knobs it was built with.
+nc_status nc_cpu_emit_object(const nc_plan *p, const nc_cpu_opts *o, const char *path, nc_gemm_knobs *knobs,
+                             nc_cpu_layout *L);
+// An executor over functions linked ahead of time: resolve maps each symbol
+// of the layout to its address. Needs no LLVM.
+typedef nc_status (*nc_cpu_resolver)(void *ctx, const char *symbol, void **fn);
+nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_gemm_knobs *knobs, const nc_cpu_layout *L,
+                              nc_cpu_resolver resolve, void *ctx, nc_cpu **out);
 void nc_cpu_free(nc_cpu *c);
 // A runner for nc_plan_run (ctx = the nc_cpu).
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
