@@ -8,6 +8,7 @@ int nc_cmd_devices(int argc, char **argv);
 int nc_cmd_init(int argc, char **argv);
 int nc_cmd_forward(int argc, char **argv);
 int nc_cmd_bench(int argc, char **argv);
+int nc_cmd_compile(int argc, char **argv);
 int nc_cmd_tok(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const nc_command nc_commands[] = {
     {"graph", nc_cmd_graph, "inspect graphs: dump (text, XML, DOT), check"},
     {"init", nc_cmd_init, "write an initialized checkpoint from a model spec"},
     {"forward", nc_cmd_forward, "run a checkpoint on tokens: logits and loss"},
+    {"compile", nc_cmd_compile, "compile a graph or spec ahead of time: object file + plan manifest"},
     {"bench", nc_cmd_bench, "benchmarks: training throughput (tokens/s, MFU)"},
     {"devices", nc_cmd_devices, "list the host CPU and the OpenCL devices"},
     {"tok", nc_cmd_tok, "tokenizer: train, encode, decode, eval (BPE, tiktoken files)"},

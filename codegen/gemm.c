@@ -8,55 +8,8 @@
 
 #define NC_GEMM_MAX_ACC 32  // accumulators the micro-kernel may keep
 
-nc_gemm_knobs nc_gemm_knobs_default(const nc_host_cpu *cpu) {
-  nc_gemm_knobs k;
-  if (cpu && cpu->avx512f) {
-    // Zen 5: 32 zmm, 2 FMA pipes of 4-cycle latency. 6x64 = 24 accumulators
-    // + 4 B vectors + a broadcast; kc*nc*4 = 768 KB of packed B stays in the
-    // 1 MB L2 (order 1). Measured against 8x48, 12x32, 14x32, 7x64, 4x96 and
-    // other kc/mc/nc: see docs/performance.md, "GEMM (CPU)".
-    k = (nc_gemm_knobs){.vw = 16, .mr = 6, .nr = 64, .kc = 384, .mc = 120, .nc = 512,
-                        .ku = 4, .order = 1, .prefetch_b = 0};
-  } else {
-    // AVX2: 16 ymm. 6x16 = 12 accumulators + 2 B vectors + a broadcast.
-    k = (nc_gemm_knobs){.vw = 8, .mr = 6, .nr = 16, .kc = 256, .mc = 120, .nc = 512,
-                        .ku = 4, .order = 1, .prefetch_b = 0};
-  }
-  return k;
-}
-
-nc_status nc_gemm_knobs_check(const nc_gemm_knobs *k) {
-  if (k->vw != 4 && k->vw != 8 && k->vw != 16)
-    return nc_errorf(NC_E_INVALID, "gemm knobs: vw %d is not 4, 8 or 16", k->vw);
-  if (k->mr < 1 || k->nr < k->vw || k->nr % k->vw)
-    return nc_errorf(NC_E_INVALID, "gemm knobs: mr %d / nr %d (nr must be a multiple of vw %d)",
-                     k->mr, k->nr, k->vw);
-  if (k->mr * (k->nr / k->vw) > NC_GEMM_MAX_ACC)
-    return nc_errorf(NC_E_INVALID, "gemm knobs: mr*nr/vw = %d accumulators (max %d)",
-                     k->mr * (k->nr / k->vw), NC_GEMM_MAX_ACC);
-  if (k->kc < 1 || k->mc < k->mr || k->mc % k->mr || k->nc < k->nr || k->nc % k->nr)
-    return nc_errorf(NC_E_INVALID,
-                     "gemm knobs: kc %d mc %d nc %d (mc a multiple of mr %d, nc of nr %d)", k->kc,
-                     k->mc, k->nc, k->mr, k->nr);
-  if (k->ku < 1 || k->ku > 16)
-    return nc_errorf(NC_E_INVALID, "gemm knobs: ku %d is not in 1..16", k->ku);
-  if (k->order != 0 && k->order != 1)
-    return nc_errorf(NC_E_INVALID, "gemm knobs: order %d is not 0 or 1", k->order);
-  if (k->prefetch_b < 0 || k->prefetch_b > 64)
-    return nc_errorf(NC_E_INVALID, "gemm knobs: prefetch_b %d is not in 0..64", k->prefetch_b);
-  return NC_OK;
-}
-
-// Floats of one thread's workspace slice: packed A block then packed B panel,
-// each rounded to 64 bytes.
-static int64_t nc_gemm_ws_floats(const nc_gemm_knobs *k) {
-  int64_t a = (int64_t)k->mc * k->kc, b = (int64_t)k->kc * k->nc;
-  return (a + 15) / 16 * 16 + (b + 15) / 16 * 16;
-}
-
-size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads) {
-  return (size_t)nc_gemm_ws_floats(k) * sizeof(float) * (size_t)(nthreads < 1 ? 1 : nthreads);
-}
+// nc_gemm_knobs_default, nc_gemm_knobs_check and nc_gemm_workspace_size live in
+// codegen/gemm_knobs.c (no LLVM: the AOT runtime links them).
 
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
@@ -513,7 +466,7 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef sb = NC_F(stride_b, g->i64), sc = NC_F(stride_c, g->i64);
   LLVMValueRef alpha = NC_F(alpha, g->f32), beta = NC_F(beta, g->f32), work = NC_F(work, g->ptr);
 #undef NC_F
-  LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, nc_gemm_ws_floats(k))));
+  LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, (int64_t)(nc_gemm_workspace_size(k, 1) / sizeof(float)))));
   LLVMValueRef Ap = ws;
   LLVMValueRef Bp = nc_fptr(g, ws, c64(g, ((int64_t)k->mc * k->kc + 15) / 16 * 16));
 

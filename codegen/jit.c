@@ -286,12 +286,10 @@ const nc_host_cpu *nc_jit_cpu(const nc_jit *jit) {
   return NULL;
 }
 nc_status nc_jit_add_object(nc_jit *jit, const void *data, size_t size, const char *name) {
-  if (!jit->lljit) return nc_errorf(NC_E_INVALID, "nc_jit_add_object: this nc_jit was created with no_jit");
-  LLVMMemoryBufferRef mb = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, size, name ? name : "object");
-  if (!mb) return nc_errorf(NC_E_NOMEM, "out of memory copying object %s", name ? name : "");
-  LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(jit->lljit, LLVMOrcLLJITGetMainJITDylib(jit->lljit), mb);
-  if (e) return nc_llvm_error(e, "adding an object file to the JIT");  // the buffer is consumed either way
-  return NC_OK;
+  (void)jit;
+  (void)data;
+  (void)size;
+  return nc_errorf(NC_E_UNSUPPORTED, "nc_jit_add_object(%s): this build has no LLVM", name ? name : "");
 }
 
 nc_status nc_jit_lookup(nc_jit *jit, const char *name, void **out) {

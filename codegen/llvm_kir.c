@@ -4,10 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool nc_kernel_is_template(const nc_kernel *k) {
-  return k->body != NC_KS_NONE && k->s[k->body].kind == NC_KS_CALL && k->s[k->body].next == NC_KS_NONE;
-}
-
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
 

@@ -19,8 +19,7 @@
 
 typedef void (*nc_kernel_fn)(void *const *bufs, const int64_t *args, int64_t thread, int64_t nthreads);
 
-// True when the kernel is a single template call (no loop nest to emit).
-bool nc_kernel_is_template(const nc_kernel *k);
+// nc_kernel_is_template (a single template call, nothing to emit) is in ir/kir.h.
 
 #ifdef NC_HAVE_LLVM
 // Emits kernel k as function `fname` into module m (built in jit's context).

@@ -20,6 +20,10 @@ const char *nc_kop_name(nc_kop op) { return (unsigned)op < NC_KOP_COUNT ? nc_kop
 int nc_kop_arity(nc_kop op) { return (unsigned)op < NC_KOP_COUNT ? nc_kop_arities[op] : 0; }
 const char *nc_ktemplate_name(nc_ktemplate t) { return t == NC_KT_MATMUL ? "matmul" : "?"; }
 
+bool nc_kernel_is_template(const nc_kernel *k) {
+  return k->body != NC_KS_NONE && k->s[k->body].kind == NC_KS_CALL && k->s[k->body].next == NC_KS_NONE;
+}
+
 void nc_kernel_init(nc_kernel *k, const char *name) {
   memset(k, 0, sizeof *k);
   snprintf(k->name, sizeof k->name, "%s", name);

@@ -160,5 +160,7 @@ void nc_kernel_print(const nc_kernel *k, nc_buf *out);
 // Structural hash (for kernel caches).
 uint64_t nc_kernel_hash(const nc_kernel *k);
 const char *nc_ktemplate_name(nc_ktemplate t);
+// True when the kernel is a single template call (no loop nest to emit).
+bool nc_kernel_is_template(const nc_kernel *k);
 
 #endif

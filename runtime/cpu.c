@@ -6,18 +6,18 @@
 #include <time.h>
 
 #include "codegen/gemm.h"
-#include "codegen/jit.h"
-#include "codegen/llvm_kir.h"
-#include "runtime/kcache.h"
+#include "codegen/llvm_kir.h"  // nc_kernel_fn (a type only: nothing of LLVM is linked)
+#include "runtime/cpu_impl.h"
+#include "runtime/kcache.h"    // NC_KCACHE_FORMAT (a constant only)
 #include "runtime/kir_eval.h"
 #include "runtime/threadpool.h"
 
-#ifdef NC_HAVE_LLVM
-#include <llvm-c/Core.h>
-#endif
-
+// The executor: layout, function pointers, thread pool, launches. It never
+// references LLVM or codegen/jit.h's functions, so ahead-of-time plans
+// (runtime/aot.h) link it without LLVM; JIT compilation is in cpu_jit.c.
 struct nc_cpu {
-  nc_jit *jit;         // NULL when the code was linked ahead of time (AOT)
+  void (*release)(void *);  // frees what owns the code (the JIT); NULL for AOT
+  void *release_ctx;
   nc_pool *pool;
   int nthreads;
   int nkernels;
@@ -40,13 +40,23 @@ static double nc_now(void) {
 
 void nc_cpu_free(nc_cpu *c) {
   if (!c) return;
-  nc_jit_free(c->jit);
+  if (c->release) c->release(c->release_ctx);
   nc_pool_free(c->pool);
   free(c->fns);
   free(c->work);
   free(c->ktime);
   free(c->kcalls);
   free(c);
+}
+
+void nc_cpu_set_release(nc_cpu *c, void (*release)(void *), void *ctx) {
+  c->release = release;
+  c->release_ctx = ctx;
+}
+
+void nc_cpu_set_compile_info(nc_cpu *c, double seconds, bool cache_hit) {
+  c->compile_s = seconds;
+  c->cache_hit = cache_hit;
 }
 
 double nc_cpu_compile_seconds(const nc_cpu *c) { return c->compile_s; }
@@ -168,7 +178,7 @@ static nc_status nc_cpu_resolve(nc_cpu *c, const nc_plan *p, const nc_cpu_layout
 nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_gemm_knobs *knobs, const nc_cpu_layout *L,
                               nc_cpu_resolver resolve, void *ctx, nc_cpu **out) {
   *out = NULL;
-  nc_cpu *c;
+  nc_cpu *c = NULL;
   NC_TRY(nc_cpu_new_exec(p, o, &c));
   nc_status st = nc_cpu_set_knobs(c, knobs);
   if (!st) st = nc_cpu_resolve(c, p, L, resolve, ctx);
@@ -179,123 +189,6 @@ nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_g
   *out = c;
   return NC_OK;
 }
-
-#ifdef NC_HAVE_LLVM
-// One module with every unique kernel and the GEMM variants the plan needs.
-static nc_status nc_cpu_build_module(nc_jit *jit, const nc_plan *p, const nc_cpu_layout *L, const nc_gemm_knobs *knobs,
-                                     bool verbose, LLVMModuleRef *out) {
-  LLVMModuleRef m;
-  NC_TRY(nc_jit_module_new(jit, "plan", &m));
-  nc_status st = NC_OK;
-  for (int i = 0; i < p->nkernels && !st; i++) {
-    const nc_kernel *k = &p->kernels[i].k;
-    if (L->same_as[i] != i || nc_kernel_is_template(k)) continue;
-    if (verbose) {
-      nc_buf b;
-      nc_buf_init(&b);
-      nc_kernel_print(k, &b);
-      fputs(b.data ? b.data : "", stderr);
-      nc_buf_free(&b);
-    }
-    st = nc_llvm_emit_kernel(jit, m, k, L->names[i]);
-  }
-  for (int v = 0; v < 4 && !st; v++) {
-    if (!L->need[v]) continue;
-    char name[32];
-    nc_cpu_gemm_symbol(v, name);
-    nc_gemm_spec gs = {name, v / 2, v % 2, *knobs};
-    st = nc_gemm_emit(m, &gs);
-  }
-  if (st) {
-    LLVMDisposeModule(m);
-    return st;
-  }
-  *out = m;
-  return NC_OK;
-}
-
-static nc_status nc_cpu_jit_resolve(void *ctx, const char *name, void **fn) { return nc_jit_lookup(ctx, name, fn); }
-
-nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
-  *out = NULL;
-  double t0 = nc_now();
-  nc_cpu *c;
-  NC_TRY(nc_cpu_new_exec(p, o, &c));
-  nc_jit_options jo = {.avx2_only = o && o->avx2_only};
-  nc_status st = nc_jit_create(&jo, &c->jit);
-  nc_cpu_layout L;
-  memset(&L, 0, sizeof L);
-  if (!st) {
-    nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(c->jit));
-    st = nc_cpu_set_knobs(c, &kn);
-  }
-  const nc_host_cpu *hc = c->jit ? nc_jit_cpu(c->jit) : NULL;
-  if (!st) st = nc_cpu_layout_build(p, hc->llvm_version, hc->cpu, hc->features, o && o->avx2_only, &c->knobs, &L);
-  void *cached = NULL;
-  size_t cached_size = 0;
-  if (!st) st = nc_kcache_get(L.key, &cached, &cached_size);
-  if (!st && cached) {
-    nc_status ast = nc_jit_add_object(c->jit, cached, cached_size, "cached plan");
-    free(cached);
-    if (!ast) {
-      c->cache_hit = true;
-    } else {  // an unusable entry: start a fresh JIT and compile
-      nc_status_free(ast);
-      nc_jit_free(c->jit);
-      c->jit = NULL;
-      st = nc_jit_create(&jo, &c->jit);
-    }
-  }
-  if (!st && !c->cache_hit) {
-    LLVMModuleRef m;
-    void *obj = NULL;
-    size_t obj_size = 0;
-    st = nc_cpu_build_module(c->jit, p, &L, &c->knobs, o && o->verbose, &m);
-    if (!st) st = nc_jit_emit_object(c->jit, m, NULL, &obj, &obj_size);  // one O3 + codegen for JIT and cache
-    if (!st) st = nc_jit_add_object(c->jit, obj, obj_size, "plan");
-    if (!st) nc_status_free(nc_kcache_put(L.key, obj, obj_size));  // an unwritable cache is not an error
-    free(obj);
-  }
-  if (!st) st = nc_cpu_resolve(c, p, &L, nc_cpu_jit_resolve, c->jit);
-  nc_cpu_layout_free(&L);
-  if (st) {
-    nc_cpu_free(c);
-    return st;
-  }
-  c->compile_s = nc_now() - t0;
-  *out = c;
-  return NC_OK;
-}
-
-nc_status nc_cpu_emit_object(const nc_plan *p, const nc_cpu_opts *o, const char *path, nc_gemm_knobs *knobs_out,
-                             nc_cpu_layout *L) {
-  nc_jit_options jo = {.avx2_only = o && o->avx2_only, .no_jit = true};
-  nc_jit *jit;
-  NC_TRY(nc_jit_create(&jo, &jit));
-  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
-  const nc_host_cpu *hc = nc_jit_cpu(jit);
-  nc_status st = nc_cpu_layout_build(p, hc->llvm_version, hc->cpu, hc->features, o && o->avx2_only, &kn, L);
-  LLVMModuleRef m;
-  if (!st) st = nc_cpu_build_module(jit, p, L, &kn, o && o->verbose, &m);
-  if (!st) st = nc_jit_emit_object(jit, m, path, NULL, NULL);
-  nc_jit_free(jit);
-  if (st) nc_cpu_layout_free(L);
-  else if (knobs_out) *knobs_out = kn;
-  return st;
-}
-#else
-nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
-  (void)p;
-  (void)o;
-  *out = NULL;
-  return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: JIT compilation is unavailable (use AOT plans or --device interp)");
-}
-nc_status nc_cpu_emit_object(const nc_plan *p, const nc_cpu_opts *o, const char *path, nc_gemm_knobs *knobs_out,
-                             nc_cpu_layout *L) {
-  (void)p; (void)o; (void)path; (void)knobs_out; (void)L;
-  return nc_errorf(NC_E_UNSUPPORTED, "this build has no LLVM: cannot emit object files");
-}
-#endif
 
 // ---- running kernels ----------------------------------------------------------------
 typedef struct {
