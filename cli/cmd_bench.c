@@ -62,14 +62,18 @@ static void nc_bench_usage(FILE *f) {
           "  -n, --steps N       timed steps (default 5; 1 warm-up step first)\n"
           "  -d, --device D      cpu (default), cpu:avx2, interp\n"
           "      --threads N     CPU threads (default: one per core)\n"
-          "      --peak GFLOPS   peak for MFU (default 234: this CPU's measured fp32 FMA peak)\n");
+          "      --peak GFLOPS   peak for MFU (default 234: this CPU's measured fp32 FMA peak)\n"
+          "      --trace FILE    write the last step's kernel launches as Chrome trace JSON (cpu)\n"
+          "Environment: NC_PROFILE=N prints the N kernels that took longest.\n");
 }
 
 static int nc_bench_train(int argc, char **argv) {
   static const struct option opts[] = {
       {"spec", required_argument, 0, 's'},  {"batch", required_argument, 0, 'b'},   {"seq", required_argument, 0, 't'},
       {"steps", required_argument, 0, 'n'}, {"device", required_argument, 0, 'd'},  {"threads", required_argument, 0, 'T'},
-      {"peak", required_argument, 0, 'P'},  {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+      {"peak", required_argument, 0, 'P'},  {"trace", required_argument, 0, 'R'},   {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  const char *trace = NULL;
   const char *spec_path = NULL;
   long batch = 8, seq = 256, steps = 5, threads = 0;
   double peak = 234;
@@ -90,6 +94,7 @@ static int nc_bench_train(int argc, char **argv) {
         if (st) return nc_bench_fail(st);
         break;
       }
+      case 'R': trace = optarg; break;
       case 'h': nc_bench_usage(stdout); return 0;
       default: nc_bench_usage(stderr); return 2;
     }
@@ -142,8 +147,10 @@ static int nc_bench_train(int argc, char **argv) {
     nc_train_scalar sc[NC_TRAIN_NSCALARS];
     nc_train_scalars(&oc, lr, wd, 0.95, step + 1, 1.0, sc);
     for (int i = 0; i < NC_TRAIN_NSCALARS && !st; i++) st = nc_session_put_scalar(sess, sc[i].name, sc[i].value);
+    if (!st && trace && step == steps) st = nc_exec_trace_start(ex);
     double a = nc_bench_now();
     if (!st) st = nc_session_run_exec(sess, ex);
+    if (!st && trace && step == steps) st = nc_exec_trace_write(ex, trace);
     times[step] = nc_bench_now() - a;
     if (!st) fprintf(stderr, "\rstep %ld/%ld  %.3f s  loss %.4f   ", step, steps, times[step], *(float *)nc_session_get(sess, "loss")->data);
   }

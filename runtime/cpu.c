@@ -1,5 +1,7 @@
 #include "runtime/cpu.h"
 
+#include "support/buf.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,14 @@ struct nc_cpu {
   int nunique;         // kernels actually compiled (after deduplication)
   double *ktime;       // per kernel: seconds spent, summed over runs
   int64_t *kcalls;
+  // trace of launches since nc_cpu_trace_start (Chrome trace events)
+  struct nc_trace_ev {
+    int ki;
+    double t0, t1;
+  } *trace;
+  int ntrace, captrace;
+  bool tracing;
+  double trace_origin;
 };
 
 static double nc_now(void) {
@@ -46,7 +56,34 @@ void nc_cpu_free(nc_cpu *c) {
   free(c->work);
   free(c->ktime);
   free(c->kcalls);
+  free(c->trace);
   free(c);
+}
+
+void nc_cpu_trace_start(nc_cpu *c) {
+  c->ntrace = 0;
+  c->tracing = true;
+  c->trace_origin = nc_now();
+}
+
+nc_status nc_cpu_trace_write(nc_cpu *c, const nc_plan *p, const char *path) {
+  c->tracing = false;
+  nc_buf b;
+  nc_buf_init(&b);
+  nc_buf_puts(&b, "{\"traceEvents\":[\n");
+  for (int i = 0; i < c->ntrace; i++) {
+    const struct nc_trace_ev *e = &c->trace[i];
+    const nc_kernel *k = &p->kernels[e->ki].k;
+    nc_buf_printf(&b,
+                  "%s{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"ts\":%.3f,\"dur\":%.3f,\"pid\":1,\"tid\":1,"
+                  "\"args\":{\"kernel\":%d,\"node\":%u}}",
+                  i ? ",\n" : "", k->name, nc_kernel_is_template(k) ? "template" : "loops",
+                  1e6 * (e->t0 - c->trace_origin), 1e6 * (e->t1 - e->t0), e->ki, p->kernels[e->ki].node);
+  }
+  nc_buf_puts(&b, "\n],\"displayTimeUnit\":\"ms\"}\n");
+  nc_status st = b.oom ? nc_errorf(NC_E_NOMEM, "out of memory writing the trace") : nc_file_write_atomic(path, b.data, b.len);
+  nc_buf_free(&b);
+  return st;
 }
 
 void nc_cpu_set_release(nc_cpu *c, void (*release)(void *), void *ctx) {
@@ -223,8 +260,17 @@ nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs
   if (ki < 0 || ki >= c->nkernels) return nc_errorf(NC_E_INTERNAL, "cpu: kernel index %d out of range", ki);
   double t0 = nc_now();
   nc_status st = nc_cpu_launch(c, ki, k, bufs, args);
-  c->ktime[ki] += nc_now() - t0;
+  double t1 = nc_now();
+  c->ktime[ki] += t1 - t0;
   c->kcalls[ki]++;
+  if (c->tracing) {
+    if (c->ntrace == c->captrace) {
+      int cap = c->captrace ? 2 * c->captrace : 1024;
+      void *q = realloc(c->trace, (size_t)cap * sizeof *c->trace);
+      if (q) c->trace = q, c->captrace = cap;
+    }
+    if (c->ntrace < c->captrace) c->trace[c->ntrace++] = (struct nc_trace_ev){ki, t0, t1};
+  }
   return st;
 }
 

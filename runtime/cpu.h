@@ -53,5 +53,9 @@ bool nc_cpu_cache_hit(const nc_cpu *c);  // the code came from the on-disk kerne
 // Per-kernel time summed over all runs so far: the top kernels to f.
 #include <stdio.h>
 void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f);
+// Records every kernel launch from now on; nc_cpu_trace_write stops and
+// writes them as Chrome trace JSON (chrome://tracing, Perfetto).
+void nc_cpu_trace_start(nc_cpu *c);
+nc_status nc_cpu_trace_write(nc_cpu *c, const nc_plan *p, const char *path);
 
 #endif

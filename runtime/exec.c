@@ -132,3 +132,14 @@ int nc_exec_nkernels(const nc_exec *e) { return e->plan ? e->plan->nkernels : 0;
 void nc_exec_profile_print(const nc_exec *e, int top) {
   if (e->cpu) nc_cpu_profile_print(e->cpu, e->plan, top, stderr);
 }
+
+nc_status nc_exec_trace_start(nc_exec *e) {
+  if (!e->cpu) return nc_errorf(NC_E_UNSUPPORTED, "tracing needs the cpu device (this is %s)", nc_device_name(&e->dev));
+  nc_cpu_trace_start(e->cpu);
+  return NC_OK;
+}
+
+nc_status nc_exec_trace_write(nc_exec *e, const char *path) {
+  if (!e->cpu) return nc_errorf(NC_E_UNSUPPORTED, "tracing needs the cpu device (this is %s)", nc_device_name(&e->dev));
+  return nc_cpu_trace_write(e->cpu, e->plan, path);
+}

@@ -37,5 +37,9 @@ double nc_exec_compile_seconds(const nc_exec *e);
 int nc_exec_nkernels(const nc_exec *e);
 // cpu: prints the kernels that took the most time so far (to stderr).
 void nc_exec_profile_print(const nc_exec *e, int top);
+// cpu: trace the kernel launches of the following runs; write them as Chrome
+// trace JSON (an error on other devices).
+nc_status nc_exec_trace_start(nc_exec *e);
+nc_status nc_exec_trace_write(nc_exec *e, const char *path);
 
 #endif

@@ -93,7 +93,27 @@ Test(cli, help_and_usage_errors) {
   expect_fail("bench train --spec models/specs/tiny.xml --seq 99", "exceeds the spec's sequence_len 16");
   expect_fail("bench train --spec models/specs/tiny.xml --device tpu", "unknown device 'tpu'");
   expect_fail("bench compile --spec models/specs/tiny.xml --runs x", "--runs wants 1..100");
+  expect_fail("bench train --spec models/specs/tiny.xml --batch 1 --seq 4 --steps 1 --device interp --trace /tmp/x.json",
+              "tracing needs the cpu device");
 }
+
+#ifndef NC_SANITIZED
+Test(cli, bench_trace_is_chrome_json) {
+  char args[600], path[400];
+  snprintf(path, sizeof path, "%s/trace.json", tmpdir);
+  snprintf(args, sizeof args, "bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 1 --trace %s", path);
+  cr_assert_eq(nc(args), 0, "%s", out);
+  FILE *f = fopen(path, "r");
+  cr_assert_not_null(f);
+  static char buf[1 << 20];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  cr_assert(!strncmp(buf, "{\"traceEvents\":[", 16), "starts as a Chrome trace");
+  cr_assert(strstr(buf, "\"ph\":\"X\"") && strstr(buf, "\"name\":\"k"), "has complete events");
+  cr_assert(strstr(buf, "\"displayTimeUnit\":\"ms\"}"), "is closed");
+}
+#endif
 
 Test(cli, bench_train_runs_on_the_interpreter) {
   cr_assert_eq(nc("bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 2 --device interp"), 0, "%s", out);
