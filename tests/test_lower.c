@@ -14,7 +14,30 @@
 #include "passes/pass.h"
 #include "runtime/cpu.h"
 #include "runtime/plan_run.h"
+#include "ir/build.h"
 #include "tests/support/model_util.h"
+
+#define GOLDEN_FUSION \
+  "// plan: 2 kernels, 3 materialized of 6 nodes\n"\
+  "// %2 -> f32[2,1]\n"\
+  "kernel k2_reduce_max(out f32*t2, in f32*t0) {\n"\
+  "  f32 acc0\n"\
+  "  for i0 in [0, 2) parallel {\n"\
+  "    acc0 = -inf\n"\
+  "    for i1 in [0, 3) vectorize(16) {\n"\
+  "      acc0 = MAX(acc0, ABS(t0[((i0*3) + i1)]))\n"\
+  "    }\n"\
+  "    t2[i0] = acc0\n"\
+  "  }\n"\
+  "}\n"\
+  "// %5 -> f32[2,3]\n"\
+  "kernel k5_exp(out f32*t5, in f32*t0, in f32*t2) {\n"\
+  "  for i0 in [0, 2) parallel {\n"\
+  "    for i1 in [0, 3) vectorize(16) {\n"\
+  "      t5[((i0*3) + i1)] = EXP(SUB(t0[((i0*3) + i1)], t2[i0]))\n"\
+  "    }\n"\
+  "  }\n"\
+  "}\n"
 
 // Fills the session with everything the graph's inputs/params need.
 static void feed_random(nc_session *s, const nc_graph *g, int64_t B, int64_t T, int vocab, uint64_t seed) {
@@ -195,6 +218,27 @@ Test(lower, plan_print_is_readable) {
                    "    }\n"
                    "  }\n"
                    "}\n");
+  nc_buf_free(&b);
+  nc_plan_free(p);
+  nc_graph_free(g);
+}
+
+// Golden dump of fusion: a reduction with an elementwise prologue and a
+// broadcast consumer inlined (softmax's numerator).
+Test(lower, fusion_golden_reduction_and_broadcast) {
+  nc_graph *g = nc_graph_new("f");
+  nc_dim d[2] = {nc_dim_const(2), nc_dim_const(3)};
+  nc_id x = nc_leaf(g, NC_OP_INPUT, "x", nc_type_make(NC_F32, 2, d));
+  nc_id m = nc_b_reduce(g, NC_OP_REDUCE_MAX, nc_op1(g, NC_OP_ABS, x), 2, true);
+  nc_id y = nc_op1(g, NC_OP_EXP, nc_op2(g, NC_OP_SUB, x, nc_b_expand_like(g, m, x)));
+  cr_assert_null(nc_graph_set_output(g, "y", y));
+  nc_lower_opts lo = {.fuse = true};
+  nc_plan *p;
+  cr_assert_null(nc_plan_build(g, &lo, &p));
+  nc_buf b;
+  nc_buf_init(&b);
+  nc_plan_print(g, p, &b);
+  cr_assert_str_eq(b.data, GOLDEN_FUSION);
   nc_buf_free(&b);
   nc_plan_free(p);
   nc_graph_free(g);
