@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main job. Today: set up, build, show the nanochat d4 GPT and its whole
-# training step as graphs, dump a sample transformer block in the text IR,
-# XML and DOT, and write an initialized d4 checkpoint. Later milestones grow
+# training step as graphs, write an initialized d4 checkpoint, run a few
+# training steps compiled to native code, and dump a sample transformer block
+# in the text IR, XML and DOT. Later milestones grow
 # this into the full tokenizer -> pretraining -> SFT -> chat pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNC_BUILD_TESTS=ON >/dev/null
 cmake --build build -j"$(nproc)" --target nanochat
 nc=build/cli/nanochat
 model=models/examples/tiny_block.ncir
@@ -17,6 +18,8 @@ echo "== nanochat graph check models/specs/d4.xml --train  (forward + backward +
 $nc graph check models/specs/d4.xml --train | grep -v '^input\|^output'
 echo "== nanochat init --spec models/specs/d4.xml -o out/d4"
 $nc init --spec models/specs/d4.xml -o out/d4
+echo "== nanochat bench train --spec models/specs/d4.xml --steps 3  (the training step, JIT-compiled)"
+$nc bench train --spec models/specs/d4.xml --steps 3
 echo "== nanochat graph check $model"
 $nc graph check "$model"
 echo "== nanochat graph dump $model --passes verify,dce"

@@ -13,7 +13,7 @@ if [[ -f tests/js/package.json ]]; then
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNC_BUILD_TESTS=ON >/dev/null
 cmake --build build -j"$jobs"
 (cd build && ctest --output-on-failure -j"$jobs")
 
