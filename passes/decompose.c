@@ -181,6 +181,31 @@ static nc_id dc_count(nc_graph *g, nc_id valid) {
   return nc_op2(g, NC_OP_MAX, c, nc_b_const_like(g, c, 1.0));
 }
 
+// With the cross-entropy pattern on: per-row losses stay one op (reduction
+// none, lowered as a row kernel); sum/mean are taken here.
+static nc_id dc_cross_entropy_rows(nc_graph *g, const nc_node *nd, const nc_id *in) {
+  int64_t ignore = nd->ia[0];
+  int red = (int)nd->ia[1];
+  nc_id l = nc_b_cross_entropy(g, in[0], in[1], ignore, 0);
+  if (red == 0) return l;
+  nc_type lt = nc_type_of(g, l);
+  nc_id sum = lt.rank ? nc_b_reduce(g, NC_OP_REDUCE_SUM, l, (INT64_C(1) << lt.rank) - 1, false) : l;
+  return red == 1 ? sum : dvd(g, sum, dc_count(g, dc_valid(g, in[1], ignore)));
+}
+
+static nc_id dc_cross_entropy_grad_rows(nc_graph *g, const nc_node *nd, const nc_id *in) {
+  int64_t ignore = nd->ia[0];
+  int red = (int)nd->ia[1];
+  nc_id dl = in[2];
+  if (red != 0) {  // a scalar: per row, divided by the count for mean
+    nc_id s = red == 2 ? dvd(g, dl, dc_count(g, dc_valid(g, in[1], ignore))) : dl;
+    nc_type tt = nc_type_of(g, in[1]);
+    tt.dtype = NC_F32;
+    dl = nc_b_expand(g, s, tt);
+  }
+  return nc_b_cross_entropy_grad(g, in[0], in[1], dl, ignore, 0);
+}
+
 static nc_id dc_cross_entropy(nc_graph *g, const nc_node *nd, const nc_id *in) {
   nc_id x = cast(g, in[0], NC_F32), targets = in[1];
   int64_t ignore = nd->ia[0];
@@ -237,6 +262,7 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
   nc_status st = NC_OK;
+  bool ce_rows = ctx && !(ctx->patterns_off & NC_PATTERN_CROSS_ENTROPY);
   for (nc_id i = 0; i < n && !st; i++) {
     const nc_node *nd = nc_graph_node(src, i);
     nc_id in[NC_MAX_INPUTS];
@@ -250,8 +276,12 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
       case NC_OP_ROPE: r = dc_rope(g, in[0], nd->nin > 1 ? in[1] : NC_NONE, nd->fa[0], nd->ia[0]); break;
       case NC_OP_ATTENTION: r = dc_attention(g, nd, in); break;
       case NC_OP_ATTENTION_GRAD: r = dc_attention_grad(g, nd, in); break;
-      case NC_OP_CROSS_ENTROPY: r = dc_cross_entropy(g, nd, in); break;
-      case NC_OP_CROSS_ENTROPY_GRAD: r = dc_cross_entropy_grad(g, nd, in); break;
+      case NC_OP_CROSS_ENTROPY:
+        r = ce_rows ? dc_cross_entropy_rows(g, nd, in) : dc_cross_entropy(g, nd, in);
+        break;
+      case NC_OP_CROSS_ENTROPY_GRAD:
+        r = ce_rows ? dc_cross_entropy_grad_rows(g, nd, in) : dc_cross_entropy_grad(g, nd, in);
+        break;
       default: {
         nc_node_desc d;
         nc_node_desc_from(src, i, &d);

@@ -20,8 +20,7 @@ typedef struct {
 static bool nc_lw_opaque_unsupported(nc_op op) {
   switch (op) {
     case NC_OP_RMS_NORM: case NC_OP_RMS_NORM_GRAD: case NC_OP_SOFTMAX: case NC_OP_LOG_SOFTMAX:
-    case NC_OP_ROPE: case NC_OP_ATTENTION: case NC_OP_ATTENTION_GRAD: case NC_OP_CROSS_ENTROPY:
-    case NC_OP_CROSS_ENTROPY_GRAD:
+    case NC_OP_ROPE: case NC_OP_ATTENTION: case NC_OP_ATTENTION_GRAD:
       return true;
     default: return false;
   }
@@ -295,6 +294,67 @@ static nc_status nc_lw_scatter_add(nc_lw *w, nc_id n) {
   return NC_OK;
 }
 
+// The cross-entropy pattern (reduction none): one kernel over rows of the
+// logits, parallel over rows: max, then the sum of exp(x - max), then the
+// loss from the target's logit; the gradient writes (softmax - onehot) * dloss
+// in a third pass. Logits are read from their buffer, targets inlined.
+static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad) {
+  nc_kernel *k = w->k;
+  const nc_node *nd = nc_graph_node(w->g, n);
+  if (nd->ia[1] != 0)
+    return nc_errorf(NC_E_UNSUPPORTED, "%s with reduction %s: decompose first", nc_op_get(nd->op)->name,
+                     nd->ia[1] == 1 ? "sum" : "mean");
+  nc_id lg = nc_graph_input_of(w->g, n, 0), tg = nc_graph_input_of(w->g, n, 1);
+  nc_type lt = nc_type_of(w->g, lg), tt = nc_type_of(w->g, tg), ot = nd->type;
+  int64_t ignore = nd->ia[0];
+  int ob = nc_lw_buf(w, n, true), lb = nc_lw_buf(w, lg, false);
+  nc_kx idx[NC_MAX_RANK];
+  nc_ks *tail = nc_lw_loops(w, &k->body, &tt, (1ull << tt.rank) - 1, idx, true);
+  for (nc_ks s2 = k->body; s2 != NC_KS_NONE; s2 = k->s[s2].kind == NC_KS_FOR ? k->s[s2].body : NC_KS_NONE)
+    if (k->s[s2].kind == NC_KS_FOR) k->s[s2].sched &= ~(unsigned)NC_KSCHED_VECTORIZE;
+  nc_kx V = nc_lw_dim(w, lt.dim[lt.rank - 1]);
+  nc_kx row = nc_kx_binary(k, NC_KOP_MUL, tt.rank ? nc_lw_flatten(w, &tt, idx) : nc_kx_idx(k, 0), V);
+  // row values as f32, the loss's dtype
+  #define XV(var) nc_kx_cast(k, nc_kx_load(k, lb, nc_kx_binary(k, NC_KOP_ADD, row, nc_kx_var(k, var))), NC_F32)
+  int am = nc_kernel_acc(k, NC_F32), as = nc_kernel_acc(k, NC_F32);
+  nc_ks_acc_init(k, &tail, am, nc_kx_const_f(k, NC_F32, -INFINITY));
+  int v1 = nc_kernel_var(k);
+  nc_ks l1 = nc_ks_for(k, &tail, v1, nc_kx_idx(k, 0), V);
+  k->s[l1].sched |= NC_KSCHED_VECTORIZE, k->s[l1].vec = 16;
+  nc_ks *b1 = nc_ks_body_slot(k, l1);
+  nc_ks_acc_update(k, &b1, am, NC_KOP_MAX, XV(v1));
+  nc_ks_acc_init(k, &tail, as, nc_kx_const_f(k, NC_F32, 0));
+  int v2 = nc_kernel_var(k);
+  nc_ks l2 = nc_ks_for(k, &tail, v2, nc_kx_idx(k, 0), V);
+  k->s[l2].sched |= NC_KSCHED_VECTORIZE, k->s[l2].vec = 16;
+  nc_ks *b2 = nc_ks_body_slot(k, l2);
+  nc_ks_acc_update(k, &b2, as, NC_KOP_ADD, nc_kx_unary(k, NC_KOP_EXP, nc_kx_binary(k, NC_KOP_SUB, XV(v2), nc_kx_acc(k, am))));
+  nc_kx t = nc_kx_cast(k, nc_lw_emit(w, tg, idx, false), NC_I64);
+  nc_kx valid = nc_kx_binary(k, NC_KOP_NE, t, nc_kx_idx(k, ignore));
+  nc_kx tc = nc_lw_clamp(w, t, 0, nc_kx_binary(k, NC_KOP_SUB, V, nc_kx_idx(k, 1)));
+  nc_kx zero = nc_kx_const_f(k, NC_F32, 0);
+  if (!grad) {
+    nc_kx picked = nc_kx_cast(k, nc_kx_load(k, lb, nc_kx_binary(k, NC_KOP_ADD, row, tc)), NC_F32);
+    nc_kx lse = nc_kx_binary(k, NC_KOP_ADD, nc_kx_acc(k, am), nc_kx_unary(k, NC_KOP_LOG, nc_kx_acc(k, as)));
+    nc_kx loss = nc_kx_select(k, valid, nc_kx_binary(k, NC_KOP_SUB, lse, picked), zero);
+    nc_ks_store(k, &tail, ob, tt.rank ? nc_lw_flatten(w, &tt, idx) : nc_kx_idx(k, 0), loss);
+  } else {
+    nc_id dl = nc_graph_input_of(w->g, n, 2);
+    nc_kx scale = nc_kx_select(k, valid, nc_kx_binary(k, NC_KOP_DIV, nc_lw_emit(w, dl, idx, false), nc_kx_acc(k, as)), zero);
+    nc_kx dlv = nc_kx_select(k, valid, nc_lw_emit(w, dl, idx, false), zero);
+    int v3 = nc_kernel_var(k);
+    nc_ks l3 = nc_ks_for(k, &tail, v3, nc_kx_idx(k, 0), V);
+    k->s[l3].sched |= NC_KSCHED_VECTORIZE, k->s[l3].vec = 16;
+    nc_ks *b3 = nc_ks_body_slot(k, l3);
+    nc_kx p = nc_kx_binary(k, NC_KOP_MUL, nc_kx_unary(k, NC_KOP_EXP, nc_kx_binary(k, NC_KOP_SUB, XV(v3), nc_kx_acc(k, am))), scale);
+    nc_kx hot = nc_kx_binary(k, NC_KOP_EQ, nc_kx_var(k, v3), t);
+    nc_kx gv = nc_kx_select(k, hot, nc_kx_binary(k, NC_KOP_SUB, p, dlv), p);
+    nc_ks_store(k, &b3, ob, nc_kx_binary(k, NC_KOP_ADD, row, nc_kx_var(k, v3)), nc_kx_cast(k, gv, ot.dtype));
+  }
+  #undef XV
+  return NC_OK;
+}
+
 static nc_status nc_lw_reduce(nc_lw *w, nc_id n) {
   nc_kernel *k = w->k;
   const nc_node *nd = nc_graph_node(w->g, n);
@@ -378,8 +438,11 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     for (int q = 0; q < nd->nin; q++) {
       nc_id in = nc_graph_input_of(g, i, q);
       uses[in]++;
-      // contractions and scatter_add read whole buffers
-      if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD) p->materialized[in] = 1;
+      // contractions and scatter_add read whole buffers; the cross-entropy row
+      // kernel reads the logits' buffer
+      if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD ||
+          ((nd->op == NC_OP_CROSS_ENTROPY || nd->op == NC_OP_CROSS_ENTROPY_GRAD) && q == 0))
+        p->materialized[in] = 1;
     }
   }
   for (int k = 0; k < nc_graph_noutputs(g); k++) p->materialized[nc_graph_output(g, k)] = 1;
@@ -399,7 +462,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     nc_id in0 = nd->nin ? nc_graph_input_of(g, i, 0) : NC_NONE;
     cheap[i] = nd->op == NC_OP_CONST || nd->op == NC_OP_IOTA || (map && (p->materialized[in0] || cheap[in0]));
     if (nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM || nc_op_get(nd->op)->kind == NC_KIND_REDUCE ||
-        nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || (!cheap[i] && uses[i] > 1) ||
+        nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || nd->op == NC_OP_CROSS_ENTROPY ||
+        nd->op == NC_OP_CROSS_ENTROPY_GRAD || (!cheap[i] && uses[i] > 1) ||
         (o && !o->fuse && !cheap[i]))
       p->materialized[i] = 1;
     if (p->materialized[i]) cheap[i] = 0;
@@ -419,6 +483,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     nc_lw w = {g, p, pk, &pk->k, 0, NC_OK};
     if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) st = nc_lw_matmul(&w, i);
     else if (nd->op == NC_OP_SCATTER_ADD) st = nc_lw_scatter_add(&w, i);
+    else if (nd->op == NC_OP_CROSS_ENTROPY) st = nc_lw_cross_entropy(&w, i, false);
+    else if (nd->op == NC_OP_CROSS_ENTROPY_GRAD) st = nc_lw_cross_entropy(&w, i, true);
     else if (nc_op_get(nd->op)->kind == NC_KIND_REDUCE) st = nc_lw_reduce(&w, i);
     else st = nc_lw_elementwise(&w, i);
     if (!st) st = w.st;

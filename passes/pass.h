@@ -14,6 +14,13 @@
 #include "ir/graph.h"
 
 typedef struct nc_pass_ctx nc_pass_ctx;
+
+// Named fusion patterns, each with its own off switch (nc_pass_ctx.patterns_off).
+// CROSS_ENTROPY: decompose keeps per-row cross_entropy (and its gradient) for
+// the lowering's row kernel (one pass for max, one for the sum of exps, the
+// target's logit read directly; the gradient in one more pass) instead of
+// generic primitives.
+enum { NC_PATTERN_CROSS_ENTROPY = 1 };
 typedef nc_status (*nc_pass_fn)(nc_graph **g, nc_pass_ctx *ctx);
 
 typedef struct {
@@ -31,6 +38,7 @@ struct nc_pass_ctx {
   FILE *dump_to;            // where dumps go (stderr if NULL)
   int stop_after;           // run passes [0, stop_after]; -1 = all
   bool timing;              // print per-pass timing to dump_to at the end
+  unsigned patterns_off;    // NC_PATTERN_* bits: named fusion patterns switched off
   // filled in by nc_pass_run_pipeline:
   int nrun;
   double seconds[NC_MAX_PIPELINE];

@@ -96,6 +96,9 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     if (!e->lowered) st = nc_errorf(NC_E_NOMEM, "out of memory");
     nc_pass_ctx ctx;
     nc_pass_ctx_init(&ctx);
+    // NC_PATTERNS_OFF=1 switches the cross-entropy pattern off (bit values of NC_PATTERN_*)
+    const char *off = getenv("NC_PATTERNS_OFF");
+    if (off) ctx.patterns_off = (unsigned)strtoul(off, NULL, 0);
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
     nc_lower_opts lo = {.fuse = true};

@@ -243,3 +243,86 @@ Test(lower, fusion_golden_reduction_and_broadcast) {
   nc_plan_free(p);
   nc_graph_free(g);
 }
+
+// The cross-entropy pattern: on, decompose keeps a per-row cross_entropy for
+// the row kernel; off (its switch), it becomes primitives. Both lower to the
+// interpreter's values for every reduction, with ignored targets, and through
+// their gradients.
+#include "passes/autodiff.h"
+static nc_graph *ce_graph(void) {
+  nc_graph *g = nc_graph_new("ce");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dl[3] = {nc_dim_sym(B), nc_dim_const(5), nc_dim_const(37)}, dt[2] = {nc_dim_sym(B), nc_dim_const(5)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 3, dl));
+  nc_id t = nc_leaf(g, NC_OP_INPUT, "t", nc_type_make(NC_I32, 2, dt));
+  nc_id outs[3];
+  const char *names[3] = {"none", "sum", "mean"};
+  nc_id total = NC_NONE;
+  for (int r = 0; r < 3; r++) {
+    outs[r] = nc_b_cross_entropy(g, x, t, -1, r);
+    cr_assert_null(nc_graph_set_output(g, names[r], outs[r]));
+    nc_id s = r == 0 ? nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op1(g, NC_OP_SQUARE, outs[0]), 3, false) : outs[r];
+    total = total == NC_NONE ? s : nc_op2(g, NC_OP_ADD, total, s);
+  }
+  nc_id gx;
+  cr_assert_null(nc_autodiff(g, total, NC_NONE, &x, 1, &gx));
+  cr_assert_null(nc_graph_set_output(g, "dx", gx));
+  return g;
+}
+
+static int count_op(const nc_graph *g, nc_op op) {
+  int n = 0;
+  for (nc_id i = 0; i < nc_graph_nnodes(g); i++) n += nc_graph_node(g, i)->op == op;
+  return n;
+}
+
+Test(lower, cross_entropy_pattern_and_its_switch) {
+  for (int off = 0; off < 2; off++) {
+    nc_graph *g = ce_graph(), *h = ce_graph();
+    nc_pass_ctx ctx;
+    nc_pass_ctx_init(&ctx);
+    ctx.verify = true;
+    ctx.patterns_off = off ? NC_PATTERN_CROSS_ENTROPY : 0;
+    const char *passes[] = {"decompose", "dce"};
+    cr_assert_null(nc_pass_run_pipeline(&h, passes, 2, &ctx));
+    if (off) cr_expect_eq(count_op(h, NC_OP_CROSS_ENTROPY) + count_op(h, NC_OP_CROSS_ENTROPY_GRAD), 0);
+    else cr_expect_gt(count_op(h, NC_OP_CROSS_ENTROPY), 0, "the pattern keeps row cross-entropy");
+    nc_graph_free(h);
+    nc_session *s = nc_session_new();
+    int64_t tl[2] = {3, 5};
+    nc_tensor t;
+    cr_assert_null(nc_tensor_alloc(&t, NC_I32, 2, tl));
+    for (int i = 0; i < 15; i++) ((int32_t *)t.data)[i] = i % 4 == 1 ? -1 : (i * 7) % 37;
+    cr_assert_null(nc_session_put(s, "t", &t));
+    feed_random(s, g, 3, 5, 37, 9);
+    if (off) {
+      // run the decomposed path by hand: the switch must reach the pipeline
+      nc_graph *hh = ce_graph();
+      cr_assert_null(nc_pass_run_pipeline(&hh, passes, 2, &ctx));
+      nc_lower_opts lo = {.fuse = true};
+      nc_plan *p;
+      cr_assert_null(nc_plan_build(hh, &lo, &p));
+      for (int q = 0; q < p->nkernels; q++) cr_expect(!strstr(p->kernels[q].k.name, "cross_entropy"));
+      nc_feed f[2] = {{"x", nc_session_get(s, "x")}, {"t", nc_session_get(s, "t")}};
+      nc_tensor want[4], got[4];
+      cr_assert_null(nc_interp_run(g, f, 2, want));
+      cr_assert_null(nc_plan_run(hh, p, nc_kernel_runner_eval, NULL, f, 2, got));
+      for (int k = 0; k < 4; k++) {
+        double e = nc_test_rel_err(&got[k], &want[k]);
+        cr_expect_lt(e, 1e-5, "pattern off, output %d: rel err %g", k, e);
+        nc_tensor_free(&got[k]);
+        nc_tensor_free(&want[k]);
+      }
+      nc_plan_free(p);
+      nc_graph_free(hh);
+    } else {
+      check_graph_on(g, s, true, 1e-5, 0);
+#ifndef NC_SANITIZED
+      check_graph_on(g, s, true, 1e-5, 2);
+#endif
+    }
+    nc_session_free(s);
+    nc_graph_free(g);
+  }
+}
