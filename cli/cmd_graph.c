@@ -141,21 +141,10 @@ static int nc_graph_dump(int argc, char **argv) {
       if (bind) st = nc_memplan_parse_bindings(g, bind, syms);
       for (int k = 0; k < nc_graph_nsyms(g); k++)
         if (!syms[k]) syms[k] = 1;
-      bool *mat = calloc(nc_graph_nnodes(g) + 1, sizeof *mat);
-      for (nc_id i = 0; i < nc_graph_nnodes(g) && mat; i++) {
-        nc_op op = nc_graph_node(g, i)->op;
-        mat[i] = plan->materialized[i] && op != NC_OP_INPUT && op != NC_OP_PARAM;
-      }
-      nc_memplan_opts mo;
-      nc_memplan_opts_init(&mo);
-      mo.syms = syms;
-      mo.nsyms = NC_MAX_SYMS;
-      mo.materialized = mat;
       nc_memplan *mp = NULL;
-      if (!st) st = mat ? nc_memplan_build(g, &mo, &mp) : nc_errorf(NC_E_NOMEM, "out of memory");
+      if (!st) st = nc_plan_memplan(g, plan, syms, &mp);
       if (!st) nc_memplan_dump(mp, &b);
       nc_memplan_free(mp);
-      free(mat);
     }
     nc_plan_free(plan);
   } else {

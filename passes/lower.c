@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ir/rules.h"
+#include "passes/memplan.h"
 
 typedef struct {
   const nc_graph *g;
@@ -510,4 +511,22 @@ void nc_plan_print(const nc_graph *g, const nc_plan *p, nc_buf *out) {
     nc_buf_printf(out, "// %%%u -> %s\n", pk->node, nc_type_str(g, &t, tb, sizeof tb));
     nc_kernel_print(&pk->k, out);
   }
+}
+
+nc_status nc_plan_memplan(const nc_graph *g, const nc_plan *p, const int64_t *syms, nc_memplan **out) {
+  uint32_t nn = nc_graph_nnodes(g);
+  bool *mat = calloc(nn ? nn : 1, sizeof *mat);
+  if (!mat) return nc_errorf(NC_E_NOMEM, "out of memory");
+  for (nc_id i = 0; i < nn; i++) {
+    nc_op op = nc_graph_node(g, i)->op;
+    mat[i] = p->materialized[i] && op != NC_OP_INPUT && op != NC_OP_PARAM;
+  }
+  nc_memplan_opts mo;
+  nc_memplan_opts_init(&mo);
+  mo.syms = syms;
+  mo.nsyms = NC_MAX_SYMS;
+  mo.materialized = mat;
+  nc_status st = nc_memplan_build(g, &mo, out);
+  free(mat);
+  return st;
 }

@@ -21,6 +21,7 @@
 
 #include "ir/graph.h"
 #include "ir/kir.h"
+#include "passes/memplan.h"
 
 typedef struct {
   nc_kernel k;
@@ -41,6 +42,10 @@ typedef struct {
 
 nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out);
 void nc_plan_free(nc_plan *p);
+// The memory plan of p's buffers (materialized non-leaf nodes) for the given
+// symbol sizes (syms[k] = size of symbol k).
+nc_status nc_plan_memplan(const nc_graph *g, const nc_plan *p, const int64_t *syms, nc_memplan **out);
+
 // Every kernel, printed (for --verbose and golden tests).
 void nc_plan_print(const nc_graph *g, const nc_plan *p, nc_buf *out);
 

@@ -32,20 +32,7 @@ static nc_status nc_plan_mem_prepare(nc_plan_mem *m, const nc_graph *g, const nc
   m->mp = NULL;
   m->arena = NULL;
   m->valid = false;
-  uint32_t nn = nc_graph_nnodes(g);
-  bool *mat = calloc(nn ? nn : 1, sizeof *mat);
-  if (!mat) return nc_errorf(NC_E_NOMEM, "out of memory");
-  for (nc_id i = 0; i < nn; i++) {
-    nc_op op = nc_graph_node(g, i)->op;
-    mat[i] = p->materialized[i] && op != NC_OP_INPUT && op != NC_OP_PARAM;
-  }
-  nc_memplan_opts mo;
-  nc_memplan_opts_init(&mo);
-  mo.syms = syms;
-  mo.nsyms = NC_MAX_SYMS;
-  mo.materialized = mat;
-  nc_status st = nc_memplan_build(g, &mo, &m->mp);
-  free(mat);
+  nc_status st = nc_plan_memplan(g, p, syms, &m->mp);
   if (st) return st;
   size_t bytes = (size_t)(m->mp->arena_size + 63) / 64 * 64;
   m->arena = aligned_alloc(64, bytes ? bytes : 64);
