@@ -100,9 +100,10 @@ nc_status nc_jit_create(const nc_jit_options *opts, nc_jit **out) {
   }
   jit->tm = nc_jit_make_tm(jit);
   if (!jit->tm) {
+    st = nc_errorf(NC_E_UNSUPPORTED, "LLVM could not create a target machine for %s/%s", jit->cpu.triple,
+                   jit->cpu.cpu);
     free(jit);
-    return nc_errorf(NC_E_UNSUPPORTED, "LLVM could not create a target machine for %s/%s",
-                     jit->cpu.triple, jit->cpu.cpu);
+    return st;
   }
   LLVMTargetDataRef td = LLVMCreateTargetDataLayout(jit->tm);
   jit->data_layout = LLVMCopyStringRepOfTargetData(td);
