@@ -1,6 +1,6 @@
 // The nanochat command end to end: help, exit codes, clear errors on bad
-// input, init/forward/graph on real files. NC_TEST_NO_ASAN is not set: the
-// binary under test is the one of this build (sanitized in the ASan build).
+// input, init/forward/graph on real files. It runs the nanochat binary of its
+// own build, so the ASan build checks the sanitized command.
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
