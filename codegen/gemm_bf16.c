@@ -46,104 +46,14 @@ size_t nc_gemm_bf16_workspace_size(const nc_gemm_knobs *k, int nthreads) {
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
 
-typedef struct {
-  LLVMContextRef ctx;
-  LLVMModuleRef mod;
-  LLVMBuilderRef b;
-  LLVMValueRef fn;
-  LLVMBasicBlockRef entry;
-  LLVMTypeRef i1, i16, i32, i64, f32, ptr, voidt;
-  LLVMTypeRef vec;   // <16 x float>
-  LLVMTypeRef ivec;  // <16 x i32>: 16 pair words
-  LLVMTypeRef bvec;  // <32 x bfloat>: the same bits as dpbf16ps sees them
-  LLVMTypeRef fma_ty, fmav_ty, dp_ty, pf_ty;
-  LLVMValueRef fma, fmav, dp, prefetch;
-  const nc_gemm_spec *s;
-  const nc_gemm_knobs *k;
-} nc_bg;
+#include "codegen/gemm_ir.h"
 
-typedef struct {
-  LLVMValueRef var, end, step;
-  LLVMBasicBlockRef cond, body, exit;
-} nc_bloop;
+typedef nc_gemm_ir nc_bg;  // codegen/gemm_ir.h
+typedef nc_loop nc_bloop;
+typedef nc_if nc_bif;
 
-typedef struct {
-  LLVMBasicBlockRef then, els, join;
-} nc_bif;
-
-static LLVMValueRef c64(nc_bg *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
-static LLVMValueRef c32(nc_bg *g, int v) { return LLVMConstInt(g->i32, (unsigned long long)v, 1); }
-static LLVMValueRef cf(nc_bg *g, double v) { return LLVMConstReal(g->f32, v); }
-
-static LLVMValueRef nc_var(nc_bg *g, LLVMTypeRef ty, const char *name, LLVMValueRef init) {
-  LLVMBasicBlockRef cur = LLVMGetInsertBlock(g->b);
-  LLVMValueRef first = LLVMGetFirstInstruction(g->entry);
-  if (first)
-    LLVMPositionBuilderBefore(g->b, first);
-  else
-    LLVMPositionBuilderAtEnd(g->b, g->entry);
-  LLVMValueRef v = LLVMBuildAlloca(g->b, ty, name);
-  LLVMPositionBuilderAtEnd(g->b, cur);
-  if (init) LLVMBuildStore(g->b, init, v);
-  return v;
-}
-
-static LLVMBasicBlockRef nc_block(nc_bg *g, const char *name) {
-  return LLVMAppendBasicBlockInContext(g->ctx, g->fn, name);
-}
-
-static LLVMValueRef nc_loop_begin(nc_bg *g, nc_bloop *L, const char *name, LLVMValueRef start,
-                                  LLVMValueRef end, LLVMValueRef step) {
-  L->var = nc_var(g, g->i64, name, start);
-  L->end = end;
-  L->step = step;
-  L->cond = nc_block(g, name);
-  L->body = nc_block(g, "body");
-  L->exit = nc_block(g, "exit");
-  LLVMBuildBr(g->b, L->cond);
-  LLVMPositionBuilderAtEnd(g->b, L->cond);
-  LLVMValueRef i = LLVMBuildLoad2(g->b, g->i64, L->var, name);
-  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, i, end, ""), L->body, L->exit);
-  LLVMPositionBuilderAtEnd(g->b, L->body);
-  return i;
-}
-
-static void nc_loop_end(nc_bg *g, nc_bloop *L) {
-  LLVMValueRef i = LLVMBuildLoad2(g->b, g->i64, L->var, "");
-  LLVMBuildStore(g->b, LLVMBuildNSWAdd(g->b, i, L->step, ""), L->var);
-  LLVMBuildBr(g->b, L->cond);
-  LLVMPositionBuilderAtEnd(g->b, L->exit);
-}
-
-static void nc_if_begin(nc_bg *g, nc_bif *f, LLVMValueRef c) {
-  f->then = nc_block(g, "then");
-  f->els = nc_block(g, "else");
-  f->join = nc_block(g, "join");
-  LLVMBuildCondBr(g->b, c, f->then, f->els);
-  LLVMPositionBuilderAtEnd(g->b, f->then);
-}
-static void nc_if_else(nc_bg *g, nc_bif *f) {
-  LLVMBuildBr(g->b, f->join);
-  LLVMPositionBuilderAtEnd(g->b, f->els);
-}
-static void nc_if_end(nc_bg *g, nc_bif *f) {
-  LLVMBuildBr(g->b, f->join);
-  LLVMPositionBuilderAtEnd(g->b, f->join);
-}
-
-static LLVMValueRef nc_min(nc_bg *g, LLVMValueRef a, LLVMValueRef b) {
-  return LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, a, b, ""), a, b, "");
-}
-static LLVMValueRef nc_mul(nc_bg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(g->b, a, b, ""); }
-static LLVMValueRef nc_add(nc_bg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(g->b, a, b, ""); }
-static LLVMValueRef nc_sub(nc_bg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWSub(g->b, a, b, ""); }
 static LLVMValueRef nc_lt(nc_bg *g, LLVMValueRef a, LLVMValueRef b) {
   return LLVMBuildICmp(g->b, LLVMIntSLT, a, b, "");
-}
-// &p[i] of a float (fp32 operands, C) or of a 32-bit word (packed panels):
-// both 4 bytes, so one GEP type serves.
-static LLVMValueRef nc_fptr(nc_bg *g, LLVMValueRef p, LLVMValueRef i) {
-  return LLVMBuildInBoundsGEP2(g->b, g->f32, p, &i, 1, "");
 }
 static LLVMValueRef nc_load(nc_bg *g, LLVMTypeRef ty, LLVMValueRef p) {
   LLVMValueRef v = LLVMBuildLoad2(g->b, ty, p, "");
@@ -158,15 +68,6 @@ static LLVMValueRef nc_splat_to(nc_bg *g, LLVMTypeRef vty, LLVMValueRef x) {
   LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i32, LLVMGetVectorSize(vty)));
   return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vty), zero, "");
 }
-static LLVMValueRef nc_fmav(nc_bg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
-  LLVMValueRef args[3] = {a, b, c};
-  return LLVMBuildCall2(g->b, g->fmav_ty, g->fmav, args, 3, "");
-}
-static LLVMValueRef nc_fmaf(nc_bg *g, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
-  LLVMValueRef args[3] = {a, b, c};
-  return LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
-}
-
 // An i32 constant of type ty (i32 or <n x i32>).
 static LLVMValueRef nc_ci(nc_bg *g, LLVMTypeRef ty, uint32_t v) {
   LLVMValueRef c = LLVMConstInt(g->i32, v, 0);
@@ -224,23 +125,6 @@ static LLVMValueRef nc_pair_scalar(nc_bg *g, LLVMValueRef p0, LLVMValueRef p1, L
   nc_if_else(g, &f);
   nc_if_end(g, &f);
   return nc_pair(g, LLVMBuildLoad2(g->b, g->f32, p0, ""), LLVMBuildLoad2(g->b, g->f32, x1v, ""));
-}
-
-static LLVMValueRef nc_begin_fn(nc_bg *g, const char *name, LLVMTypeRef *params, unsigned n, bool internal) {
-  LLVMTypeRef fty = LLVMFunctionType(g->voidt, params, n, 0);
-  g->fn = LLVMAddFunction(g->mod, name, fty);
-  if (internal) LLVMSetLinkage(g->fn, LLVMInternalLinkage);
-  unsigned kind = LLVMGetEnumAttributeKindForName("nounwind", 8);
-  LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, kind, 0));
-  // Helpers stay separate functions, as in gemm.c: cheap calls, much faster
-  // register allocation than one huge inlined function.
-  if (internal) {
-    kind = LLVMGetEnumAttributeKindForName("noinline", 8);
-    LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, kind, 0));
-  }
-  g->entry = nc_block(g, "entry");
-  LLVMPositionBuilderAtEnd(g->b, g->entry);
-  return g->fn;
 }
 
 // ---- micro-kernel -----------------------------------------------------------
@@ -545,25 +429,6 @@ static LLVMValueRef nc_emit_pack_b(nc_bg *g, const char *name) {
 }
 
 // ---- driver -------------------------------------------------------------------
-static LLVMValueRef nc_arg(nc_bg *g, LLVMValueRef args, size_t off, LLVMTypeRef ty) {
-  LLVMValueRef i = c64(g, (int64_t)off);
-  LLVMValueRef p = LLVMBuildInBoundsGEP2(g->b, LLVMInt8TypeInContext(g->ctx), args, &i, 1, "");
-  return LLVMBuildLoad2(g->b, ty, p, "");
-}
-
-static void nc_call(nc_bg *g, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
-  LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
-}
-
-static void nc_split(nc_bg *g, LLVMValueRef total, int unit, LLVMValueRef t, LLVMValueRef T,
-                     LLVMValueRef *lo, LLVMValueRef *hi) {
-  LLVMValueRef units = LLVMBuildSDiv(g->b, nc_add(g, total, c64(g, unit - 1)), c64(g, unit), "");
-  LLVMValueRef u0 = LLVMBuildSDiv(g->b, nc_mul(g, t, units), T, "");
-  LLVMValueRef u1 = LLVMBuildSDiv(g->b, nc_mul(g, nc_add(g, t, c64(g, 1)), units), T, "");
-  *lo = nc_min(g, nc_mul(g, u0, c64(g, unit)), total);
-  *hi = nc_min(g, nc_mul(g, u1, c64(g, unit)), total);
-}
-
 // The loop nest and work split of gemm.c's driver; panel offsets are in pair
 // words (ir*kp, jr*kp) and the micro-kernel gets the pair count.
 static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb) {
