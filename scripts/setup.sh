@@ -12,7 +12,9 @@ pkgs=(
   ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo      # OpenCL + PoCL CPU device
   libcriterion-dev                                                # tests
   libpcre2-dev                                                    # tokenizer split regex
-  libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer)
+  libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer, API)
+  libmicrohttpd-dev                                               # HTTP server (nanochat serve)
+  bible-kjv-text dict-gcide dict-jargon fortunes wamerican        # default pretraining corpus (speedrun)
 )
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
 
