@@ -10,5 +10,8 @@ int nc_cmd_forward(int argc, char **argv);
 int nc_cmd_bench(int argc, char **argv);
 int nc_cmd_compile(int argc, char **argv);
 int nc_cmd_tok(int argc, char **argv);
+int nc_cmd_base_train(int argc, char **argv);
+int nc_cmd_mid_train(int argc, char **argv);
+int nc_cmd_sft(int argc, char **argv);
 
 #endif

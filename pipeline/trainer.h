@@ -1,0 +1,58 @@
+// One model being trained: the compiled training step (and, with gradient
+// accumulation, the accumulate graph), the compiled forward graphs for
+// evaluation (mean loss) and greedy sampling (logits), all run against one
+// session holding params, optimizer state and accumulators. Graphs are built
+// with symbolic B and T and compiled once (runtime/exec.h). Used by
+// base-train, mid-train, sft and rl.
+#ifndef NC_PIPELINE_TRAINER_H
+#define NC_PIPELINE_TRAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chat/tokenizer.h"
+#include "data/loader.h"
+#include "frontend/spec.h"
+#include "models/train.h"
+#include "runtime/exec.h"
+#include "runtime/session.h"
+
+// Fills one (B,T) micro-batch: inputs and targets, B*T int32 each.
+typedef nc_status (*nc_batch_fn)(void *ctx, int32_t *inputs, int32_t *targets);
+
+typedef struct {
+  const nc_model_spec *spec;  // borrowed
+  nc_optim_cfg oc;
+  nc_device device;
+  int64_t B, T;               // micro-batch rows and tokens per row
+  int64_t grad_accum;         // micro-batches per optimizer step (>= 1)
+} nc_trainer_opts;
+
+typedef struct nc_trainer nc_trainer;
+// sess (borrowed) must hold the params; missing optimizer state is created
+// zero-filled.
+nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer **out);
+void nc_trainer_free(nc_trainer *t);
+double nc_trainer_compile_seconds(const nc_trainer *t);
+
+// One optimizer step over grad_accum micro-batches from next(); step is
+// 1-based (AdamW bias correction). *loss = mean micro-batch loss.
+nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
+                          const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss);
+
+// Mean cross-entropy (nats, ignore index -1) of one batch of any (B,T), and
+// the number of counted targets.
+nc_status nc_trainer_loss(nc_trainer *t, const int32_t *inputs, const int32_t *targets, int64_t B, int64_t T,
+                          double *mean, int64_t *count);
+
+// Validation bits per byte over an evalset, as nanochat's loss_eval: summed
+// nats over targets whose token has a byte length > 0, divided by ln 2 x the
+// summed byte lengths. token_bytes has one entry per vocabulary id.
+nc_status nc_trainer_bpb(nc_trainer *t, nc_evalset *set, const int32_t *token_bytes, int64_t vocab, double *bpb);
+
+// Greedy continuation of prompt (batch 1, full forward per token, for
+// samples during training): appends up to max_new ids to out, stopping after
+// stop_id (not appended) when it is >= 0.
+nc_status nc_trainer_greedy(nc_trainer *t, const int32_t *prompt, size_t n, int max_new, int32_t stop_id, nc_ids *out);
+
+#endif
