@@ -39,6 +39,7 @@ static void nc_train_usage(FILE *f, nc_stage stage) {
           "      --model-tag TAG          run name (default d<depth>)\n"
           "      --tokenizer FILE         tokenizer (default BASE/tokenizer/tokenizer.tiktoken)\n"
           "      --num-iterations N       optimizer steps (overrides the horizon)\n"
+          "      --time-budget SECONDS    as many steps as fit this time, measured on the first steps\n"
           "      --device-batch-size B    rows per micro-step (default 8)\n"
           "      --seq T                  tokens per row (default: the spec's sequence_len)\n"
           "      --total-batch-size N     tokens per optimizer step (default: auto; gradient accumulation fills it)\n"
@@ -116,7 +117,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
   enum {
     O_DATA = 256, O_VAL, O_DATADIR, O_OUT, O_TAG, O_TOK, O_FROM, O_ITERS, O_RATIO, O_FLOPS, O_DBS, O_SEQ, O_TBS, O_ELR, O_ULR,
     O_MLR, O_SLR, O_WD, O_WARMUP, O_WARMDOWN, O_FINAL, O_INITLR, O_EVAL, O_EVALB, O_SAMPLE, O_SAVE, O_RESUME, O_STOP, O_THREADS,
-    O_SEED, O_SKIP
+    O_SEED, O_SKIP, O_BUDGET
   };
   static const struct option opts[] = {
       {"spec", required_argument, 0, 's'}, {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL},
@@ -134,7 +135,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
       {"save-every", required_argument, 0, O_SAVE}, {"resume", optional_argument, 0, O_RESUME},
       {"stop-after", required_argument, 0, O_STOP}, {"device", required_argument, 0, 'd'},
       {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
-      {"skip-bad-data", no_argument, 0, O_SKIP}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+      {"skip-bad-data", no_argument, 0, O_SKIP}, {"time-budget", required_argument, 0, O_BUDGET}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   nc_run_opts o;
   nc_run_opts_default(&o, stage);
   char *train[NC_TRAIN_MAX_FILES], *val[NC_TRAIN_MAX_FILES];
@@ -183,6 +184,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
       case O_STOP: NC_I("--stop-after", 1, 100000000, o.stop_after)
       case O_THREADS: NC_I("--threads", 1, 1024, threads)
       case O_SEED: NC_I("--seed", 0, INT64_MAX, o.seed)
+      case O_BUDGET: NC_F("--time-budget", 1, 1e7, o.time_budget_s)
 #undef NC_I
 #undef NC_F
       case O_RESUME:

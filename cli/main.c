@@ -21,6 +21,7 @@ static const nc_command nc_commands[] = {
     {"base-train", nc_cmd_base_train, "pretrain a model on text shards (nanochat's base_train)"},
     {"mid-train", nc_cmd_mid_train, "midtrain a base model on conversations"},
     {"sft", nc_cmd_sft, "supervised fine-tuning on conversations"},
+    {"report", nc_cmd_report, "write the report card (report.md) of a run"},
 };
 #define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
 

@@ -127,6 +127,7 @@ typedef struct {
   double smooth, min_bpb, last_bpb, train_seconds;
   nc_series loss, bpb;
   json_t *samples;       // final greedy samples (run.json)
+  int64_t saved_steps;   // the horizon in a resumed checkpoint's meta
 } nc_run;
 
 static void nc_run_free(nc_run *r) {
@@ -262,7 +263,8 @@ static nc_status nc_run_restore_meta(nc_run *r, const char *dir, int64_t step) {
     r->smooth = json_number_value(json_object_get(ls, "smooth_train_loss"));
     r->train_seconds = json_number_value(json_object_get(ls, "total_training_time"));
     double m = json_number_value(json_object_get(ls, "min_val_bpb"));
-    json_t *vb = json_object_get(meta, "val_bpb");
+    json_t *vb = json_object_get(meta, "val_bpb"), *ni = json_object_get(meta, "num_iterations");
+    r->saved_steps = json_is_integer(ni) ? (int64_t)json_integer_value(ni) : 0;
     r->last_bpb = json_is_number(vb) ? json_number_value(vb) : NAN;
     r->min_bpb = m > 0 ? m : INFINITY;
   }
@@ -458,6 +460,11 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   r->min_bpb = INFINITY, r->last_bpb = NAN;
   if (!fresh) {
     NC_TRY(nc_run_restore_meta(r, o->out_dir, resume_from));
+    if (r->saved_steps > 0 && r->saved_steps != r->h.steps) {  // the horizon the run was started with wins
+      muon_wd *= o->weight_decay >= 0 ? 1.0 : (double)r->h.steps / (double)r->saved_steps;
+      r->h.steps = r->sched.steps = r->saved_steps;
+      r->h.tokens = (double)r->h.steps * (double)r->h.batch_tokens;
+    }
     r->step = resume_from;
   }
   nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = o->device, .B = r->h.device_batch, .T = r->h.seq,
@@ -474,6 +481,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   if (!fresh) fprintf(stderr, "%s: resumed from %s at step %lld\n", nc_stage_name(o->stage), o->out_dir, (long long)r->step);
 
   bool tty = !o->quiet && isatty(2);
+  double t_start = nc_run_now(), step_dt[3] = {0, 0, 0};
   double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
   while (r->step < r->h.steps) {
     int64_t s = r->step;
@@ -493,6 +501,20 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     NC_TRY(nc_trainer_step(r->tr, nc_run_next, &r->src, lr, wd, nc_sched_momentum(&r->sched, s), s + 1, &loss));
     double dt = nc_run_now() - t0;
     r->step = s + 1;
+    if (s < 3) step_dt[s] = dt;
+    if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && r->step == 3) {
+      // fix the horizon: the steps that fit the budget at the pace of steps 2 and 3
+      double per = 0.5 * (step_dt[1] + step_dt[2]), left = o->time_budget_s - (nc_run_now() - t_start);
+      int64_t n = r->step + (int64_t)(left > 0 ? left / per : 0);
+      if (n < r->step + 1) n = r->step + 1;
+      if (o->weight_decay < 0 && o->stage == NC_STAGE_BASE) muon_wd *= (double)r->h.steps / (double)n;
+      r->h.steps = r->sched.steps = n;
+      r->h.tokens = (double)n * (double)r->h.batch_tokens;
+      r->h.flops = r->h.tokens * fpt;
+      if (tty) fprintf(stderr, "\n");
+      fprintf(stderr, "%s: %.2f s per step: %lld steps fit the time budget of %.0f s\n", nc_stage_name(o->stage), per, (long long)n,
+              o->time_budget_s);
+    }
     if (s > 0) r->train_seconds += dt;  // the first step includes warm-up (nanochat skips the first steps too)
     r->smooth = 0.9 * r->smooth + 0.1 * loss;
     double debiased = r->smooth / (1 - pow(0.9, (double)r->step));
