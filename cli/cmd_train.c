@@ -51,6 +51,7 @@ static void nc_train_usage(FILE *f, nc_stage stage) {
           "      --sample-every N         greedy samples every N steps (default: at the end)\n"
           "      --save-every N           checkpoint every N steps (default: at the end)\n"
           "      --resume [STEP]          continue the run from its latest (or given) checkpoint\n"
+          "      --overwrite              start over in a run folder that already holds checkpoints\n"
           "      --stop-after N           stop after step N without the final save (to test resume)\n"
           "  -d, --device D               cpu (default), cpu:avx2, interp\n"
           "      --threads N              CPU threads (default: one per core)\n"
@@ -117,7 +118,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
   enum {
     O_DATA = 256, O_VAL, O_DATADIR, O_OUT, O_TAG, O_TOK, O_FROM, O_ITERS, O_RATIO, O_FLOPS, O_DBS, O_SEQ, O_TBS, O_ELR, O_ULR,
     O_MLR, O_SLR, O_WD, O_WARMUP, O_WARMDOWN, O_FINAL, O_INITLR, O_EVAL, O_EVALB, O_SAMPLE, O_SAVE, O_RESUME, O_STOP, O_THREADS,
-    O_SEED, O_SKIP, O_BUDGET
+    O_SEED, O_SKIP, O_BUDGET, O_OVERWRITE
   };
   static const struct option opts[] = {
       {"spec", required_argument, 0, 's'}, {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL},
@@ -135,7 +136,8 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
       {"save-every", required_argument, 0, O_SAVE}, {"resume", optional_argument, 0, O_RESUME},
       {"stop-after", required_argument, 0, O_STOP}, {"device", required_argument, 0, 'd'},
       {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
-      {"skip-bad-data", no_argument, 0, O_SKIP}, {"time-budget", required_argument, 0, O_BUDGET}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+      {"skip-bad-data", no_argument, 0, O_SKIP}, {"time-budget", required_argument, 0, O_BUDGET},
+      {"overwrite", no_argument, 0, O_OVERWRITE}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
   nc_run_opts o;
   nc_run_opts_default(&o, stage);
   char *train[NC_TRAIN_MAX_FILES], *val[NC_TRAIN_MAX_FILES];
@@ -192,6 +194,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
         if (optarg && !nc_parse_i64(optarg, 0, INT64_MAX, &o.resume_step)) { rc = nc_train_bad(cmd, "--resume", optarg, "a step number"); goto done; }
         break;
       case O_SKIP: o.skip_bad = true; break;
+      case O_OVERWRITE: o.overwrite = true; break;
       case 'q': o.quiet = true; break;
       case 'd': {
         nc_status st = nc_device_parse(optarg, &o.device);

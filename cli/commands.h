@@ -14,5 +14,6 @@ int nc_cmd_base_train(int argc, char **argv);
 int nc_cmd_mid_train(int argc, char **argv);
 int nc_cmd_sft(int argc, char **argv);
 int nc_cmd_report(int argc, char **argv);
+int nc_cmd_data(int argc, char **argv);
 
 #endif

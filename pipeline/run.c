@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "chat/model_io.h"
@@ -390,6 +391,30 @@ static nc_status nc_run_write_summary(nc_run *r, const nc_run_result *res) {
   return st;
 }
 
+// A fresh run into a folder with checkpoints: an error, or (overwrite) the
+// old checkpoint files are removed so that "latest" never finds a stale step.
+static nc_status nc_run_claim_dir(const nc_run_opts *o) {
+  int64_t latest = -1;
+  NC_TRY(nc_checkpoint_find_latest(o->out_dir, &latest));
+  if (latest < 0) return NC_OK;
+  if (!o->overwrite)
+    return nc_errorf(NC_E_INVALID, "%s already holds checkpoints (latest step %lld): --resume continues that run, --overwrite starts over",
+                     o->out_dir, (long long)latest);
+  DIR *d = opendir(o->out_dir);
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    if (strncmp(e->d_name, "model_", 6) && strncmp(e->d_name, "meta_", 5) && strncmp(e->d_name, "optim_", 6)) continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", o->out_dir, e->d_name);
+    if (unlink(path) != 0) {
+      closedir(d);
+      return nc_errorf(NC_E_IO, "--overwrite: cannot remove %s", path);
+    }
+  }
+  if (d) closedir(d);
+  return NC_OK;
+}
+
 static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   const nc_run_opts *o = r->o;
   bool fresh = true;
@@ -397,6 +422,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   r->sess = nc_session_new();
   if (!r->sess) return nc_errorf(NC_E_NOMEM, "out of memory");
   nc_optim_defaults(&r->oc);
+  if (!o->resume) NC_TRY(nc_run_claim_dir(o));
   if (o->resume) {
     NC_TRY(nc_checkpoint_find_latest(o->out_dir, &resume_from));
     if (o->resume_step >= 0) resume_from = o->resume_step;

@@ -43,6 +43,7 @@ typedef struct {
   int64_t save_every;          // steps between checkpoints (0: only at the end)
   bool resume;                 // continue from out_dir's latest (or resume_step) checkpoint
   int64_t resume_step;         // -1: latest
+  bool overwrite;              // a fresh run may replace the checkpoints already in out_dir (else an error)
   double time_budget_s;        // > 0 and no num_iterations: the steps that fit this many seconds, measured on
                                // the first 3 steps (the horizon is then fixed and saved for resumes)
   int64_t stop_after;          // > 0: stop (without the final save) after this step: for tests of resume

@@ -14,7 +14,7 @@ pkgs=(
   libpcre2-dev                                                    # tokenizer split regex
   libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer, API)
   libmicrohttpd-dev                                               # HTTP server (nanochat serve)
-  bible-kjv-text dict-gcide dict-jargon fortunes wamerican        # default pretraining corpus (speedrun)
+  bible-kjv bible-kjv-text dict-gcide dict-jargon fortunes wamerican  # default pretraining corpus (nanochat data corpus; `bible` prints the KJV)
 )
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
 
