@@ -78,6 +78,20 @@ nc_status nc_report_write(const char *base, const char *tag, const char *out_pat
     found++;
   }
   if (!found) return nc_errorf(NC_E_INVALID, "report: no stage of run '%s' under %s has finished (no run.json)", tag, base);
+  // evaluations (nanochat eval base|chat) written next to each stage's checkpoints
+  json_t *evals[NC_NSTAGES] = {0};
+  for (int s = 0; s < NC_NSTAGES; s++) {
+    json_t *acc = json_object();
+    static const char *files[] = {"eval_base.json", "eval_chat.json"};
+    for (int f = 0; f < 2; f++) {
+      snprintf(path, sizeof path, "%s/%s/%s/%s", base, nc_report_stages[s].folder, tag, files[f]);
+      json_t *j = access(path, R_OK) == 0 ? json_load_file(path, 0, NULL) : NULL;
+      if (json_is_object(j)) json_object_update(acc, j);
+      json_decref(j);
+    }
+    if (json_object_size(acc)) evals[s] = acc;
+    else json_decref(acc);
+  }
   nc_buf b = {0};
   time_t now = time(NULL);
   char date[64];
@@ -97,13 +111,19 @@ nc_status nc_report_write(const char *base, const char *tag, const char *out_pat
   } rows[] = {{"val bits per byte", "val_bpb", "%.4f"},        {"unigram baseline bpb", "unigram_bpb", "%.4f"},
               {"train loss", "train_loss", "%.4f"},           {"steps", "steps", "%.0f"},
               {"tokens", "tokens", "%.3g"},                   {"training time (s)", "seconds", "%.0f"},
-              {"tokens/s", "tokens_per_s", "%.0f"},           {"MFU (of 234 GFLOP/s)", "mfu", "%.3f"}};
+              {"tokens/s", "tokens_per_s", "%.0f"},           {"MFU (of 234 GFLOP/s)", "mfu", "%.3f"},
+              {"RL mean reward", "mean_reward", "%.4f"},      {"RL pass@1", "pass_at_1", "%.4f"},
+              {"RL pass@k", "pass_at_k", "%.4f"},             {"CORE", "eval.core", "%.4f"},
+              {"ChatCORE", "eval.chatcore", "%.4f"}};
   double total = 0;
   for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
     nc_buf_printf(&b, "| %s |", rows[r].label);
     for (int s = 0; s < NC_NSTAGES; s++) {
       nc_buf_puts(&b, " ");
-      nc_report_num(&b, runs[s] ? nc_jnum(runs[s], rows[r].key) : NAN, rows[r].fmt);
+      double v = NAN;
+      if (!strncmp(rows[r].key, "eval.", 5)) v = evals[s] ? nc_jnum(evals[s], rows[r].key + 5) : NAN;
+      else if (runs[s]) v = nc_jnum(runs[s], rows[r].key);
+      nc_report_num(&b, v, rows[r].fmt);
       nc_buf_puts(&b, " |");
     }
     nc_buf_puts(&b, "\n");
@@ -150,8 +170,22 @@ nc_status nc_report_write(const char *base, const char *tag, const char *out_pat
       }
       nc_buf_puts(&b, "```\n");
     }
+    json_t *tasks = evals[s] ? json_object_get(evals[s], "tasks") : NULL, *tv;
+    const char *tn;
+    if (json_object_size(tasks)) {
+      nc_buf_puts(&b, "\n| Task | accuracy | centered | examples |\n|---|---|---|---|\n");
+      json_object_foreach(tasks, tn, tv) {
+        nc_buf_printf(&b, "| %s | ", tn);
+        nc_report_num(&b, nc_jnum(tv, "accuracy"), "%.4f");
+        nc_buf_puts(&b, " | ");
+        nc_report_num(&b, nc_jnum(tv, "centered"), "%.4f");
+        nc_buf_puts(&b, " | ");
+        nc_report_num(&b, nc_jnum(tv, "n"), "%.0f");
+        nc_buf_puts(&b, " |\n");
+      }
+    }
   }
-  for (int k = 0; k < NC_NSTAGES; k++) json_decref(runs[k]);
+  for (int k = 0; k < NC_NSTAGES; k++) json_decref(runs[k]), json_decref(evals[k]);
   if (b.oom) {
     nc_buf_free(&b);
     return nc_errorf(NC_E_NOMEM, "report: out of memory");

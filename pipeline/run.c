@@ -190,8 +190,9 @@ static nc_status nc_run_samples(nc_run *r, json_t *keep) {
     if (!st) st = nc_tok_encode(r->tok, nc_run_prompts[p], strlen(nc_run_prompts[p]), &eo, &ids);
     if (!st) st = nc_trainer_greedy(r->tr, ids.data, ids.len, 16, bos, &outp);
     if (!st) st = nc_tok_decode(r->tok, outp.data, outp.len, &text);
-    for (size_t i = 0; i < text.len; i++)
-      if (text.data[i] == '\n') text.data[i] = ' ';
+    for (size_t i = 0; i < text.len; i++)  // one printable line: control bytes become spaces, broken UTF-8 '?'
+      if ((unsigned char)text.data[i] < 0x20 || text.data[i] == 0x7f) text.data[i] = ' ';
+    for (long bad; text.len && (bad = nc_utf8_invalid_at(text.data, text.len)) >= 0;) text.data[bad] = '?';
     if (!st) fprintf(stderr, "  sample: %s|%.*s\n", nc_run_prompts[p], (int)text.len, text.data ? text.data : "");
     if (!st && keep) json_array_append_new(keep, json_pack("{s:s, s:s%}", "prompt", nc_run_prompts[p], "completion", text.data ? text.data : "", text.len));
     nc_ids_free(&ids), nc_ids_free(&outp), nc_buf_free(&text);

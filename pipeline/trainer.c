@@ -130,6 +130,59 @@ nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const doub
   return NC_OK;
 }
 
+nc_status nc_trainer_step_weighted(nc_trainer *t, const nc_wbatch *b, int n, const double lr[NC_GROUP_COUNT],
+                                   const double wd[NC_GROUP_COUNT], double momentum, int64_t step) {
+  if (!t->x_acc) return nc_errorf(NC_E_INTERNAL, "weighted step: the trainer has no accumulate graph (grad_accum < 2)");
+  int last = -1;
+  for (int k = 0; k < n; k++)
+    if (b[k].weight != 0 && (last < 0 || fabs(b[k].weight) > fabs(b[last].weight))) last = k;
+  if (last < 0) return NC_OK;  // every weight is zero: no gradient, no step
+  char name[160];
+  float **total = calloc((size_t)t->nparams, sizeof *total);
+  nc_status st = total ? NC_OK : nc_errorf(NC_E_NOMEM, "weighted step: out of memory");
+  for (int i = 0; i < t->nparams && !st; i++) {
+    const nc_tensor *p = nc_session_get(t->sess, t->params[i].name);
+    if (!(total[i] = calloc((size_t)nc_tensor_numel(p), sizeof(float)))) st = nc_errorf(NC_E_NOMEM, "weighted step: out of memory");
+  }
+  for (int k = 0; k < n && !st; k++) {
+    if (k == last || b[k].weight == 0) continue;
+    for (int i = 0; i < t->nparams && !st; i++) {
+      snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+      st = nc_tr_zero(t->sess, name, &t->params[i], false);
+    }
+    if (!st) st = nc_tr_put_i32(t->sess, "tokens", b[k].inputs, b[k].B, b[k].T);
+    if (!st) st = nc_tr_put_i32(t->sess, "targets", b[k].targets, b[k].B, b[k].T);
+    if (!st) st = nc_session_run_exec(t->sess, t->x_acc);
+    for (int i = 0; i < t->nparams && !st; i++) {
+      snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+      const nc_tensor *g = nc_session_get(t->sess, name);
+      const float *gv = g->data;
+      for (int64_t j = 0, m = nc_tensor_numel(g); j < m; j++) total[i][j] += (float)b[k].weight * gv[j];
+    }
+  }
+  // the last batch through the step graph: (acc + g_last) * w_last = sum_k w_k g_k
+  double wl = b[last].weight;
+  for (int i = 0; i < t->nparams && !st; i++) {
+    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+    const nc_tensor *a = nc_session_get(t->sess, name);
+    float *av = a->data;
+    for (int64_t j = 0, m = nc_tensor_numel(a); j < m; j++) av[j] = (float)(total[i][j] / wl);
+  }
+  nc_train_scalar sc[NC_TRAIN_NSCALARS];
+  nc_train_scalars(&t->o.oc, lr, wd, momentum, step, wl, sc);
+  for (int i = 0; i < NC_TRAIN_NSCALARS && !st; i++) st = nc_session_put_scalar(t->sess, sc[i].name, sc[i].value);
+  if (!st) st = nc_tr_put_i32(t->sess, "tokens", b[last].inputs, b[last].B, b[last].T);
+  if (!st) st = nc_tr_put_i32(t->sess, "targets", b[last].targets, b[last].B, b[last].T);
+  if (!st) st = nc_session_run_exec(t->sess, t->x_step);
+  for (int i = 0; i < t->nparams && !st; i++) {
+    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+    st = nc_tr_zero(t->sess, name, &t->params[i], false);
+  }
+  for (int i = 0; total && i < t->nparams; i++) free(total[i]);
+  free(total);
+  return st;
+}
+
 nc_status nc_trainer_loss(nc_trainer *t, const int32_t *inputs, const int32_t *targets, int64_t B, int64_t T,
                           double *mean, int64_t *count) {
   NC_TRY(nc_tr_put_i32(t->sess, "tokens", inputs, B, T));

@@ -40,6 +40,21 @@ double nc_trainer_compile_seconds(const nc_trainer *t);
 nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
                           const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss);
 
+// One optimizer step on a weighted sum of micro-batch gradients:
+// grad = sum_k w_k * d(mean CE of batch k)/d(params). Batches may differ in
+// shape (symbolic B, T). Used by RL (REINFORCE: w_k = advantage x tokens /
+// all tokens). Needs a trainer opened with grad_accum >= 2 (the accumulate
+// graph). Host-side: each batch's gradient comes from the accumulate graph
+// with zeroed accumulators and is summed with its weight; the batch with the
+// largest |w| goes last through the step graph with grad_scale = w.
+typedef struct {
+  const int32_t *inputs, *targets;  // (B,T)
+  int64_t B, T;
+  double weight;
+} nc_wbatch;
+nc_status nc_trainer_step_weighted(nc_trainer *t, const nc_wbatch *b, int n, const double lr[NC_GROUP_COUNT],
+                                   const double wd[NC_GROUP_COUNT], double momentum, int64_t step);
+
 // Mean cross-entropy (nats, ignore index -1) of one batch of any (B,T), and
 // the number of counted targets.
 nc_status nc_trainer_loss(nc_trainer *t, const int32_t *inputs, const int32_t *targets, int64_t B, int64_t T,

@@ -241,6 +241,27 @@ Test(base_train, resume_is_exact_after_stop_and_after_sigkill) {
   cr_assert_eq(json_array_size(json_object_get(full, "val_bpb")), 4);  // steps 0, 3, 6, 9
   snprintf(cmdbuf, sizeof cmdbuf, "%s/full/base_checkpoints/t/loss.png", tmp);
   cr_assert_eq(access(cmdbuf, R_OK), 0);
+  // the report shows the run's figures, as run.json has them
+  snprintf(extra, sizeof extra, "report --out %s/full --model-tag t", tmp);
+  cr_assert_eq(nc(extra), 0, "%s", outbuf);
+  snprintf(cmdbuf, sizeof cmdbuf, "%s/full/base_checkpoints/t/run.json", tmp);
+  json_t *run = json_load_file(cmdbuf, 0, NULL);
+  cr_assert(run);
+  char want[128];
+  snprintf(want, sizeof want, "| val bits per byte | %.4f | - | - | - |", json_number_value(json_object_get(run, "val_bpb")));
+  json_decref(run);
+  snprintf(cmdbuf, sizeof cmdbuf, "%s/full/report.md", tmp);
+  FILE *rf = fopen(cmdbuf, "r");
+  cr_assert(rf);
+  size_t rn = fread(outbuf, 1, sizeof outbuf - 1, rf);
+  outbuf[rn] = 0;
+  fclose(rf);
+  cr_assert(strstr(outbuf, want), "report lacks '%s':\n%s", want, outbuf);
+  cr_assert(strstr(outbuf, "![training loss](base_checkpoints/t/loss.png)"));
+  cr_assert(strstr(outbuf, "The capital of France is"));
+  snprintf(extra, sizeof extra, "report --out %s/nothing-here", tmp);
+  cr_assert_neq(nc(extra), 0);
+  cr_assert(strstr(outbuf, "no stage"), "%s", outbuf);
 
   // stopped after step 4 (last checkpoint: step 3), then resumed
   train_args(a, sizeof a, "stop", "--stop-after 4");
