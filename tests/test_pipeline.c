@@ -321,3 +321,71 @@ Test(base_train, bad_flags_and_data) {
   cr_assert_neq(nc(a), 0);
   cr_assert(strstr(outbuf, "vocab"), "%s", outbuf);
 }
+
+// ---- the weighted step (REINFORCE) ----------------------------------------------
+
+#include "chat/model_io.h"
+#include "pipeline/trainer.h"
+
+static int32_t wb_in[2 * 8], wb_tg[2 * 8];
+static nc_status same_batch(void *ctx, int32_t *in, int32_t *tg) {
+  (void)ctx;
+  memcpy(in, wb_in, sizeof wb_in);
+  memcpy(tg, wb_tg, sizeof wb_tg);
+  return NC_OK;
+}
+
+static nc_trainer *open_trainer(const nc_model_spec *s, nc_session *sess) {
+  cr_assert(!nc_model_init_session(s, 7, sess));
+  nc_trainer_opts o = {.spec = s, .device = {.kind = NC_DEV_INTERP}, .B = 2, .T = 8, .grad_accum = 2};
+  nc_optim_defaults(&o.oc);
+  nc_trainer *t;
+  nc_status st = nc_trainer_open(&o, sess, &t);
+  cr_assert(!st, "%s", nc_status_msg(st));
+  return t;
+}
+
+Test(trainer, weighted_step_equals_accumulation) {
+  nc_model_spec s;
+  load_spec("tiny", &s);
+  for (int i = 0; i < 16; i++) wb_in[i] = (i * 7 + 3) % 64, wb_tg[i] = i % 5 == 0 ? -1 : (i * 11 + 1) % 64;
+  nc_session *sa = nc_session_new(), *sb = nc_session_new();
+  nc_trainer *ta = open_trainer(&s, sa), *tb = open_trainer(&s, sb);
+  double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
+  for (int g = 0; g < NC_GROUP_COUNT; g++) lr[g] = 0.01, wd[g] = 0.01;
+  double loss;
+  cr_assert(!nc_trainer_step(ta, same_batch, NULL, lr, wd, 0.9, 1, &loss));  // grad = (g + g) / 2
+  nc_wbatch wb[2] = {{wb_in, wb_tg, 2, 8, 0.5}, {wb_in, wb_tg, 2, 8, 0.5}};  // grad = 0.5 g + 0.5 g
+  cr_assert(!nc_trainer_step_weighted(tb, wb, 2, lr, wd, 0.9, 1));
+  nc_param_desc *ps;
+  int np;
+  cr_assert(!nc_gpt_params(&s, &ps, &np));
+  int changed = 0;
+  for (int i = 0; i < np; i++) {
+    const nc_tensor *a = nc_session_get(sa, ps[i].name), *b = nc_session_get(sb, ps[i].name);
+    for (int64_t j = 0; j < nc_tensor_numel(a); j++) {
+      float x = ((const float *)a->data)[j], y = ((const float *)b->data)[j];
+      cr_assert(fabsf(x - y) <= 1e-6f * (1 + fabsf(x)), "%s[%lld]: %g vs %g", ps[i].name, (long long)j, x, y);
+    }
+  }
+  // and the update did something: the params moved from their init
+  nc_session *s0 = nc_session_new();
+  cr_assert(!nc_model_init_session(&s, 7, s0));
+  for (int i = 0; i < np; i++) {
+    const nc_tensor *a = nc_session_get(sa, ps[i].name), *z = nc_session_get(s0, ps[i].name);
+    changed += memcmp(a->data, z->data, nc_tensor_nbytes(a)) != 0;
+  }
+  cr_assert_gt(changed, np / 2);
+  // all-zero weights: no step at all (nothing moves)
+  nc_session *snap = nc_session_new();
+  for (int i = 0; i < np; i++) cr_assert(!nc_session_put_copy(snap, ps[i].name, nc_session_get(sb, ps[i].name)));
+  cr_assert(!nc_trainer_step_weighted(tb, (nc_wbatch[]){{wb_in, wb_tg, 2, 8, 0}}, 1, lr, wd, 0.9, 2));
+  for (int i = 0; i < np; i++) {
+    const nc_tensor *a = nc_session_get(snap, ps[i].name), *b = nc_session_get(sb, ps[i].name);
+    cr_assert(!memcmp(a->data, b->data, nc_tensor_nbytes(a)), "%s moved", ps[i].name);
+  }
+  nc_session_free(snap);
+  free(ps);
+  nc_trainer_free(ta), nc_trainer_free(tb);
+  nc_session_free(sa), nc_session_free(sb), nc_session_free(s0);
+}
