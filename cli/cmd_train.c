@@ -290,8 +290,25 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
     o.train_paths = (const char *const *)train, o.ntrain = ntrain;
     o.val_paths = (const char *const *)val, o.nval = nval;
   }
+  nc_dist dist;
+  nc_status st = nc_dist_init(&dist);
+  if (st) {
+    rc = nc_train_fail(cmd, st);
+    goto done;
+  }
+  o.dist = &dist;
   nc_run_result res;
-  nc_status st = nc_run_train(&o, &res);
+  st = nc_run_train(&o, &res);
+  if (st && dist.world > 1) {  // one rank failing ends the job: the others would wait forever
+    fprintf(stderr, "nanochat %s: rank %d of %d: %s\n", cmd, dist.rank, dist.world, nc_status_msg(st));
+    nc_status_free(st);
+    nc_dist_abort(&dist, 1);
+  }
+  if (!st && dist.rank != 0) {
+    nc_dist_finalize(&dist);
+    goto done;
+  }
+  nc_dist_finalize(&dist);
   if (st) {
     rc = nc_train_fail(cmd, st);
     goto done;

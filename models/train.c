@@ -174,7 +174,11 @@ nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const n
   nc_gpt_opts mo = o->model;
   mo.with_loss = true;
   nc_graph *g;
-  NC_TRY(nc_gpt_build(s, &mo, &g));
+  if (o->kind == NC_TRAIN_APPLY) {
+    if (!(g = nc_graph_new("optimizer"))) return nc_errorf(NC_E_NOMEM, "out of memory");
+  } else {
+    NC_TRY(nc_gpt_build(s, &mo, &g));
+  }
   nc_param_desc *ps;
   int np;
   nc_status st = nc_gpt_params(s, &ps, &np);
@@ -188,19 +192,30 @@ nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const n
     t.st = nc_errorf(NC_E_NOMEM, "out of memory");
     goto done;
   }
-  for (int i = 0; i < np; i++) {
-    pid[i] = nc_graph_find_leaf(g, NC_OP_PARAM, ps[i].name);
-    if (pid[i] == NC_NONE) {
-      t.st = nc_errorf(NC_E_INTERNAL, "param '%s' is not in the model graph", ps[i].name);
-      goto done;
+  if (o->kind == NC_TRAIN_APPLY) {  // params and their gradients as leaves: the optimizer alone
+    for (int i = 0; i < np; i++) {
+      nc_dim dims[2] = {nc_dim_const(ps[i].shape[0]), nc_dim_const(ps[i].shape[1])};
+      nc_type ty = nc_type_make(NC_F32, ps[i].rank, dims);
+      char name[160];
+      snprintf(name, sizeof name, "grad.%s", ps[i].name);
+      pid[i] = nc_leaf(g, NC_OP_PARAM, ps[i].name, ty);
+      grads[i] = nc_leaf(g, NC_OP_INPUT, name, ty);
     }
+  } else {
+    for (int i = 0; i < np; i++) {
+      pid[i] = nc_graph_find_leaf(g, NC_OP_PARAM, ps[i].name);
+      if (pid[i] == NC_NONE) {
+        t.st = nc_errorf(NC_E_INTERNAL, "param '%s' is not in the model graph", ps[i].name);
+        goto done;
+      }
+    }
+    nc_id loss = nc_graph_output(g, nc_graph_noutputs(g) - 1);
+    if ((t.st = nc_autodiff(g, loss, NC_NONE, pid, np, grads))) goto done;
   }
-  nc_id loss = nc_graph_output(g, nc_graph_noutputs(g) - 1);
-  if ((t.st = nc_autodiff(g, loss, NC_NONE, pid, np, grads))) goto done;
-  nc_id gscale = o->kind == NC_TRAIN_STEP ? nc_leaf(g, NC_OP_INPUT, "grad_scale", nc_type_make(NC_F32, 0, NULL)) : NC_NONE;
+  nc_id gscale = o->kind != NC_TRAIN_ACCUMULATE ? nc_leaf(g, NC_OP_INPUT, "grad_scale", nc_type_make(NC_F32, 0, NULL)) : NC_NONE;
   for (int i = 0; i < np && !t.st; i++) {
     nc_id p = pid[i], gr = grads[i];
-    if (o->kind == NC_TRAIN_ACCUMULATE || o->with_acc) {
+    if (o->kind == NC_TRAIN_ACCUMULATE || (o->kind == NC_TRAIN_STEP && o->with_acc)) {
       char name[160];
       snprintf(name, sizeof name, "acc.%s", ps[i].name);
       gr = add(g, nc_leaf(g, NC_OP_INPUT, name, nc_type_of(g, p)), gr);

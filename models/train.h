@@ -42,7 +42,11 @@ typedef struct {
 // cautious weight decay on.
 void nc_optim_defaults(nc_optim_cfg *c);
 
-typedef enum { NC_TRAIN_STEP, NC_TRAIN_ACCUMULATE } nc_train_kind;
+// APPLY: the optimizer update alone, for gradients computed elsewhere (data
+// parallel: accumulated, then averaged across ranks): inputs the params,
+// optimizer state, scalars and grad.<param> (the gradient sum; grad_scale
+// multiplies it); outputs new.<name> as STEP, no loss.
+typedef enum { NC_TRAIN_STEP, NC_TRAIN_ACCUMULATE, NC_TRAIN_APPLY } nc_train_kind;
 
 typedef struct {
   nc_gpt_opts model;     // batch/seq (0 = symbolic); loss is always on

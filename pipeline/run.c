@@ -47,6 +47,8 @@ static double nc_run_now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static bool nc_run_lead(const nc_run_opts *o) { return !o->dist || o->dist->rank == 0; }
+
 // ---- batch sources -------------------------------------------------------------
 
 typedef struct {
@@ -423,7 +425,8 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   r->sess = nc_session_new();
   if (!r->sess) return nc_errorf(NC_E_NOMEM, "out of memory");
   nc_optim_defaults(&r->oc);
-  if (!o->resume) NC_TRY(nc_run_claim_dir(o));
+  if (!o->resume && nc_run_lead(o)) NC_TRY(nc_run_claim_dir(o));
+  if (o->dist) NC_TRY(nc_dist_barrier(o->dist));
   if (o->resume) {
     NC_TRY(nc_checkpoint_find_latest(o->out_dir, &resume_from));
     if (o->resume_step >= 0) resume_from = o->resume_step;
@@ -449,6 +452,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   nc_tok_token_bytes(r->tok, r->token_bytes);
 
   r->h = o->h;
+  r->h.world = o->dist ? o->dist->world : 1;
   if (r->h.seq <= 0) r->h.seq = r->spec.sequence_len;
   if (o->stage != NC_STAGE_BASE && r->h.total_batch <= 0) r->h.total_batch = r->h.device_batch * r->h.seq;
   if (o->stage != NC_STAGE_BASE && r->h.num_iterations <= 0) r->h.num_iterations = 1;  // replaced below: one epoch
@@ -495,24 +499,28 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     r->step = resume_from;
   }
   nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = o->device, .B = r->h.device_batch, .T = r->h.seq,
-                        .grad_accum = r->h.grad_accum};
+                        .grad_accum = r->h.grad_accum, .dist = o->dist};
   NC_TRY(nc_trainer_open(&to, r->sess, &r->tr));
   NC_TRY(nc_checkpoint_mkdir(o->out_dir));
   double fpt = nc_sched_flops_per_token(&r->spec, r->h.seq);
-  fprintf(stderr,
+  bool lead = nc_run_lead(o);
+  if (lead) fprintf(stderr,
           "%s: %s (%lld scaling params), %lld steps x %lld tokens (%lld x %lld x %lld micro-steps) = %.3g tokens, %.3g FLOPs; "
           "compiled in %.1f s on %s%s\n",
           nc_stage_name(o->stage), r->spec.name, (long long)nc_sched_scaling_params(&r->spec), (long long)r->h.steps,
           (long long)r->h.batch_tokens, (long long)r->h.device_batch, (long long)r->h.seq, (long long)r->h.grad_accum, r->h.tokens,
           r->h.flops, nc_trainer_compile_seconds(r->tr), nc_device_name(&o->device), fresh ? "" : " (resumed)");
-  if (!fresh) fprintf(stderr, "%s: resumed from %s at step %lld\n", nc_stage_name(o->stage), o->out_dir, (long long)r->step);
+  if (lead && o->dist && o->dist->world > 1)
+    fprintf(stderr, "%s: data parallel over %d ranks: %lld micro-steps per rank and step\n", nc_stage_name(o->stage), o->dist->world,
+            (long long)r->h.grad_accum);
+  if (lead && !fresh) fprintf(stderr, "%s: resumed from %s at step %lld\n", nc_stage_name(o->stage), o->out_dir, (long long)r->step);
 
-  bool tty = !o->quiet && isatty(2);
+  bool tty = lead && !o->quiet && isatty(2);
   double t_start = nc_run_now(), step_dt[3] = {0, 0, 0};
   double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
   while (r->step < r->h.steps) {
     int64_t s = r->step;
-    bool eval_now = (o->eval_every > 0 && s % o->eval_every == 0) && (r->val || r->val_mix);
+    bool eval_now = lead && (o->eval_every > 0 && s % o->eval_every == 0) && (r->val || r->val_mix);
     if (eval_now && !(r->bpb.n && r->bpb.x[r->bpb.n - 1] == (double)s)) {
       NC_TRY(nc_run_eval(r, &r->last_bpb));
       r->min_bpb = fmin(r->min_bpb, r->last_bpb);
@@ -520,7 +528,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
       if (tty) fprintf(stderr, "\n");
       fprintf(stderr, "%s step %lld: val bpb %.4f\n", nc_stage_name(o->stage), (long long)s, r->last_bpb);
     }
-    if (o->sample_every > 0 && s > 0 && s % o->sample_every == 0) NC_TRY(nc_run_samples(r, NULL));
+    if (lead && o->sample_every > 0 && s > 0 && s % o->sample_every == 0) NC_TRY(nc_run_samples(r, NULL));
     double lrm = nc_sched_lr_mult(&r->sched, s);
     nc_group_rates(&r->spec, &o->lr, r->h.batch_lr_scale, muon_wd * nc_sched_wd_mult(&r->sched, s), lr, wd);
     for (int g = 0; g < NC_GROUP_COUNT; g++) lr[g] *= lrm;
@@ -546,7 +554,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     r->smooth = 0.9 * r->smooth + 0.1 * loss;
     double debiased = r->smooth / (1 - pow(0.9, (double)r->step));
     nc_series_push(&r->loss, (double)r->step, loss);
-    nc_run_progress(r, debiased, lrm, dt, fpt, (double)r->step / (double)r->h.steps, tty);
+    if (lead && !(o->quiet && tty)) nc_run_progress(r, debiased, lrm, dt, fpt, (double)r->step / (double)r->h.steps, tty);
     if (o->stop_after > 0 && r->step >= o->stop_after && r->step < r->h.steps) {
       if (tty) fprintf(stderr, "\n");
       fprintf(stderr, "%s: stopping after step %lld as asked (--stop-after)\n", nc_stage_name(o->stage), (long long)r->step);
@@ -555,9 +563,17 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
       res->final_loss = debiased;
       return NC_OK;
     }
-    if (o->save_every > 0 && r->step % o->save_every == 0 && r->step < r->h.steps) NC_TRY(nc_run_save(r));
+    if (o->save_every > 0 && r->step % o->save_every == 0 && r->step < r->h.steps) {
+      if (lead) NC_TRY(nc_run_save(r));
+      if (o->dist) NC_TRY(nc_dist_barrier(o->dist));  // every rank agrees the checkpoint exists
+    }
   }
   if (tty) fprintf(stderr, "\n");
+  if (!lead) {  // the lead rank evaluates, samples and saves; the others wait for it
+    res->steps = r->step;
+    res->unigram_bpb = res->val_bpb = res->min_val_bpb = NAN;
+    return o->dist ? nc_dist_barrier(o->dist) : NC_OK;
+  }
   if (r->val || r->val_mix) {
     if (!(r->bpb.n && r->bpb.x[r->bpb.n - 1] == (double)r->step)) {
       NC_TRY(nc_run_eval(r, &r->last_bpb));
@@ -585,7 +601,8 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   res->mfu = res->tokens_per_s * fpt / 234e9;
   res->scaling_params = nc_sched_scaling_params(&r->spec);
   snprintf(res->spec_name, sizeof res->spec_name, "%s", r->spec.name);
-  return nc_run_write_summary(r, res);
+  NC_TRY(nc_run_write_summary(r, res));
+  return o->dist ? nc_dist_barrier(o->dist) : NC_OK;
 }
 
 nc_status nc_run_train(const nc_run_opts *o, nc_run_result *res) {

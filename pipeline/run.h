@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "data/sft.h"
+#include "pipeline/dist.h"
 #include "pipeline/schedule.h"
 #include "runtime/exec.h"
 
@@ -48,6 +49,7 @@ typedef struct {
                                // the first 3 steps (the horizon is then fixed and saved for resumes)
   int64_t stop_after;          // > 0: stop (without the final save) after this step: for tests of resume
   nc_device device;
+  const nc_dist *dist;         // data-parallel ranks (NULL: one process); rank 0 evaluates, samples and saves
   uint64_t seed;               // init seed (base) and SFT shuffle seed
   bool skip_bad;
   bool quiet;                  // no progress line (log lines only)

@@ -11,8 +11,10 @@
 struct nc_trainer {
   nc_trainer_opts o;
   nc_session *sess;
-  nc_graph *g_step, *g_acc, *g_loss, *g_logits;
+  nc_graph *g_step, *g_acc, *g_loss, *g_logits;  // g_step: the optimizer-only graph when data parallel
   nc_exec *x_step, *x_acc, *x_loss, *x_logits;
+  bool dp;      // data parallel: accumulate, all-reduce, apply
+  float *flat;  // dp: every gradient, flattened for one all-reduce
   nc_param_desc *params;
   int nparams;
   int32_t *in, *tg;  // (B,T) micro-batch staging
@@ -59,10 +61,21 @@ nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer
   free(sd);
   for (int i = 0; i < t->nparams && !st; i++)
     if (!nc_session_get(sess, t->params[i].name)) st = nc_errorf(NC_E_INVALID, "trainer: the session lacks param '%s'", t->params[i].name);
-  nc_train_opts to = {.kind = NC_TRAIN_STEP, .with_acc = o->grad_accum > 1};
+  t->dp = o->dist && o->dist->world > 1;
+  nc_train_opts to = {.kind = t->dp ? NC_TRAIN_APPLY : NC_TRAIN_STEP, .with_acc = o->grad_accum > 1};
   if (!st) st = nc_train_build(o->spec, &o->oc, &to, &t->g_step);
   if (!st) st = nc_exec_new(t->g_step, &o->device, &t->x_step);
-  if (!st && o->grad_accum > 1) {
+  if (!st && t->dp) {
+    int64_t total = 0;
+    for (int i = 0; i < t->nparams; i++) total += t->params[i].rank == 2 ? t->params[i].shape[0] * t->params[i].shape[1] : t->params[i].shape[0];
+    if (!(t->flat = malloc(sizeof(float) * (size_t)total))) st = nc_errorf(NC_E_NOMEM, "trainer: out of memory for the gradients");
+    for (int i = 0; i < t->nparams && !st; i++) {
+      char name[160];
+      snprintf(name, sizeof name, "grad.%s", t->params[i].name);
+      st = nc_tr_zero(sess, name, &t->params[i], false);
+    }
+  }
+  if (!st && (o->grad_accum > 1 || t->dp)) {
     nc_train_opts ta = {.kind = NC_TRAIN_ACCUMULATE};
     st = nc_train_build(o->spec, &o->oc, &ta, &t->g_acc);
     if (!st) st = nc_exec_new(t->g_acc, &o->device, &t->x_acc);
@@ -93,6 +106,7 @@ void nc_trainer_free(nc_trainer *t) {
   nc_exec_free(t->x_step), nc_exec_free(t->x_acc), nc_exec_free(t->x_loss), nc_exec_free(t->x_logits);
   nc_graph_free(t->g_step), nc_graph_free(t->g_acc), nc_graph_free(t->g_loss), nc_graph_free(t->g_logits);
   free(t->params);
+  free(t->flat);
   free(t->in);
   free(t->tg);
   free(t);
@@ -105,8 +119,52 @@ static float nc_tr_scalar(const nc_session *s, const char *name) {
   return x && x->data ? *(const float *)x->data : NAN;
 }
 
+static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
+                                     const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss) {
+  const nc_dist *d = t->o.dist;
+  int64_t K = t->o.grad_accum, M = K * d->world;
+  char name[160];
+  for (int i = 0; i < t->nparams; i++) {
+    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+    NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
+  }
+  double sums[2] = {0, 0};  // loss sum, micro-batches
+  for (int64_t m = 0; m < M; m++) {
+    NC_TRY(next(ctx, t->in, t->tg));  // every rank reads every micro-batch: the same stream everywhere
+    if (m % d->world != d->rank) continue;
+    NC_TRY(nc_tr_put_i32(t->sess, "tokens", t->in, t->o.B, t->o.T));
+    NC_TRY(nc_tr_put_i32(t->sess, "targets", t->tg, t->o.B, t->o.T));
+    NC_TRY(nc_session_run_exec(t->sess, t->x_acc));
+    sums[0] += nc_tr_scalar(t->sess, "loss"), sums[1] += 1;
+  }
+  size_t off = 0;
+  for (int i = 0; i < t->nparams; i++) {
+    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+    const nc_tensor *a = nc_session_get(t->sess, name);
+    memcpy(t->flat + off, a->data, nc_tensor_nbytes(a));
+    off += (size_t)nc_tensor_numel(a);
+  }
+  NC_TRY(nc_dist_allreduce_f32(d, t->flat, off));
+  NC_TRY(nc_dist_allreduce_f64(d, sums, 2));
+  off = 0;
+  for (int i = 0; i < t->nparams; i++) {
+    snprintf(name, sizeof name, "grad.%s", t->params[i].name);
+    const nc_tensor *gt = nc_session_get(t->sess, name);
+    memcpy(gt->data, t->flat + off, nc_tensor_nbytes(gt));
+    off += (size_t)nc_tensor_numel(gt);
+  }
+  nc_train_scalar sc[NC_TRAIN_NSCALARS];
+  nc_train_scalars(&t->o.oc, lr, wd, momentum, step, 1.0 / (double)M, sc);
+  for (int i = 0; i < NC_TRAIN_NSCALARS; i++) NC_TRY(nc_session_put_scalar(t->sess, sc[i].name, sc[i].value));
+  NC_TRY(nc_session_run_exec(t->sess, t->x_step));
+  *loss = sums[0] / sums[1];
+  if (!isfinite(*loss)) return nc_errorf(NC_E_INVALID, "training diverged at step %lld: loss is %g", (long long)step, *loss);
+  return NC_OK;
+}
+
 nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
                           const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss) {
+  if (t->dp) return nc_trainer_step_dp(t, next, ctx, lr, wd, momentum, step, loss);
   int64_t K = t->o.grad_accum;
   nc_train_scalar sc[NC_TRAIN_NSCALARS];
   nc_train_scalars(&t->o.oc, lr, wd, momentum, step, 1.0 / (double)K, sc);

@@ -15,6 +15,7 @@
 #include "frontend/spec.h"
 #include "models/train.h"
 #include "runtime/exec.h"
+#include "pipeline/dist.h"
 #include "runtime/session.h"
 
 // Fills one (B,T) micro-batch: inputs and targets, B*T int32 each.
@@ -25,7 +26,8 @@ typedef struct {
   nc_optim_cfg oc;
   nc_device device;
   int64_t B, T;               // micro-batch rows and tokens per row
-  int64_t grad_accum;         // micro-batches per optimizer step (>= 1)
+  int64_t grad_accum;         // micro-batches per optimizer step and rank (>= 1)
+  const nc_dist *dist;        // data parallel over MPI ranks (NULL or world 1: one process)
 } nc_trainer_opts;
 
 typedef struct nc_trainer nc_trainer;
@@ -37,6 +39,12 @@ double nc_trainer_compile_seconds(const nc_trainer *t);
 
 // One optimizer step over grad_accum micro-batches from next(); step is
 // 1-based (AdamW bias correction). *loss = mean micro-batch loss.
+// Data parallel (world W > 1): every rank reads the same W x grad_accum
+// micro-batches from next() and computes the gradients of every W-th one
+// (rank r: micro-batches r, r+W, ...) through the accumulate graph; the sums
+// are all-reduced and the optimizer-only graph applies their mean. The step
+// thus equals one process accumulating all W x grad_accum micro-batches, up
+// to float reassociation, and every rank ends with the same params.
 nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
                           const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss);
 

@@ -13,6 +13,7 @@ pkgs=(
   libcriterion-dev                                                # tests
   libpcre2-dev                                                    # tokenizer split regex
   libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer, API)
+  libopenmpi-dev openmpi-bin                                      # data-parallel training (mpirun)
   libyaml-dev                                                     # CORE eval bundle (core.yaml)
   libmicrohttpd-dev                                               # HTTP server (nanochat serve)
   bible-kjv bible-kjv-text dict-gcide dict-jargon fortunes wamerican  # default pretraining corpus (nanochat data corpus; `bible` prints the KJV)
