@@ -7,7 +7,9 @@
 // THREADING: nc_engine_open starts one worker thread that owns the model.
 // nc_engine_submit / nc_engine_cancel may be called from any thread. Event
 // callbacks run on the worker thread, in order per request, and must return
-// quickly (copy the text, signal your own thread).
+// quickly (copy the text, signal your own thread). A callback may call
+// nc_engine_submit, nc_engine_cancel and nc_engine_stats_get, never
+// nc_engine_generate* or nc_engine_close (they wait for the worker).
 #ifndef NC_ENGINE_ENGINE_H
 #define NC_ENGINE_ENGINE_H
 
@@ -18,6 +20,7 @@
 #include "chat/tokenizer.h"
 #include "frontend/spec.h"
 #include "runtime/exec.h"
+#include "runtime/session.h"
 #include "support/buf.h"
 #include "support/status.h"
 
@@ -98,6 +101,10 @@ typedef struct {
 } nc_engine_stats;
 void nc_engine_stats_get(nc_engine *e, nc_engine_stats *s);
 
+// Replaces the model's weights with the same-named tensors of src (same
+// shapes), between decode steps (RL updates the policy it samples from).
+nc_status nc_engine_set_params(nc_engine *e, const nc_session *src);
+
 // Blocking convenience over submit: the n completions as token ids
 // (terminal token excluded) and their texts. Caller frees with
 // nc_gen_result_free.
@@ -111,5 +118,13 @@ typedef struct {
 } nc_gen_result;
 nc_status nc_engine_generate(nc_engine *e, const int32_t *prompt, size_t n, const nc_gen_opts *o, nc_gen_result *out);
 void nc_gen_result_free(nc_gen_result *r);
+// nc_engine_generate that also streams the events to cb (may be NULL) while
+// it waits (the chat REPL prints them and keeps the tokens for its history).
+nc_status nc_engine_generate_stream(nc_engine *e, const int32_t *prompt, size_t n, const nc_gen_opts *o, nc_gen_cb cb,
+                                    void *user, nc_gen_result *out);
+
+// cpu device: prints the kernels of the prefill and decode plans that took
+// the most time so far (to stderr; nc_exec_profile_print).
+void nc_engine_profile_print(nc_engine *e, int top);
 
 #endif

@@ -47,4 +47,27 @@ typedef struct {
 // outputs "logits" and/or "loss" (mean cross-entropy, ignore index -1).
 nc_status nc_gpt_build(const nc_model_spec *s, const nc_gpt_opts *o, nc_graph **out);
 
+// ---- inference graphs (the engine, docs/engine.md) ------------------------------
+// PREFILL: the forward pass over a prompt. Inputs "tokens" i32 (B,T) and
+//   "last" i32 (B,1) (the flat row b*T+t of the position whose logits are
+//   wanted, normally T-1). Outputs "logits" (B,V) at that position, "emb"
+//   (B,C) its normed token embedding (before smear; the next step's smear
+//   input), and per layer i "k.<i>", "v.<i>" (B,T,Hkv,D): the keys (after
+//   rope, norm, qk scale) and values (with value embeddings) to cache.
+// DECODE: one new token per row over a KV cache, each row at its own
+//   position. Symbols B (rows) and T (cache length). Inputs "tokens" i32
+//   (B,1); "rope_cos", "rope_sin" f32 (B,D/2): cos/sin of pos*base^(-2j/D)
+//   at the row's position pos; "prev_emb" f32 (B,C) (smear only): the
+//   previous token's "emb"; per layer i "k_cache.<i>", "v_cache.<i>" f32
+//   (B,Hkv,T,D); per distinct window W of the layers "mask.<W>" f32 (B,T)
+//   (W = 0: the full context): 0 where cached key j is visible to the new
+//   query at pos (j < pos and, for W > 0, j > pos - W), -1e30 where not.
+//   The new token always sees itself. Outputs "logits" (B,V), "emb" (B,C),
+//   "k.<i>", "v.<i>" (B,1,Hkv,D) (write them at cache position pos).
+// DECODE_GEMV: DECODE with the linear layers as reductions over (O,B,C)
+//   instead of matmuls: faster for a batch of one row on the CPU (no GEMM
+//   packing of every weight per step), slower for many rows.
+typedef enum { NC_GPT_PREFILL, NC_GPT_DECODE, NC_GPT_DECODE_GEMV } nc_gpt_infer_mode;
+nc_status nc_gpt_build_infer(const nc_model_spec *s, nc_gpt_infer_mode mode, nc_graph **out);
+
 #endif

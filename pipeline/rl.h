@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/engine.h"
+#include "pipeline/trainer.h"
 #include "runtime/exec.h"
 #include "support/status.h"
 
@@ -48,5 +50,22 @@ typedef struct {
 } nc_rl_result;
 
 nc_status nc_rl_train(const nc_rl_opts *o, nc_rl_result *res);
+
+// The training batches of one question's samples (exposed for tests):
+// advantages A_j = reward_j - mean(reward); the samples sharing a nonzero
+// advantage form one batch of rows prompt + sample (inputs) and the next
+// tokens (targets), targets -1 on the prompt, on forced tool tokens (mask 0)
+// and on padding (pad). Each batch's weight is A x its trained targets; after
+// the step's questions, divide every weight by nc_rl_batches.tokens (the
+// step's trained targets): the weighted step then minimizes
+// -sum(A * log p) / tokens, nanochat's token-level REINFORCE loss.
+typedef struct {
+  nc_wbatch *b;
+  int n, cap;
+  int64_t tokens;  // trained targets so far
+} nc_rl_batches;
+nc_status nc_rl_question_batches(nc_rl_batches *bs, const nc_ids *prompt, const nc_gen_result *res, const double *reward,
+                                 int32_t pad);
+void nc_rl_batches_free(nc_rl_batches *bs);
 
 #endif

@@ -13,6 +13,7 @@ pkgs=(
   libcriterion-dev                                                # tests
   libpcre2-dev                                                    # tokenizer split regex
   libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer, API)
+  chromium chromium-driver                                        # tests: headless browser for the web UI test
   libopenmpi-dev openmpi-bin                                      # data-parallel training (mpirun)
   libyaml-dev                                                     # CORE eval bundle (core.yaml)
   libmicrohttpd-dev                                               # HTTP server (nanochat serve)

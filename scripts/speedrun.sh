@@ -22,7 +22,7 @@ SFT_MINUTES=${SFT_MINUTES:-3}
 threads=()
 [[ -n "${THREADS:-}" ]] && threads=(--threads "$THREADS")
 tag=$(basename "$SPEC" .xml)
-mkdir -p "$BASE"
+mkdir -p "$BASE/tokenizer"
 step() { printf '\n== [%4ds] %s\n' $(( $(date +%s) - start )) "$*"; }
 
 step "default corpus: Bible (KJV), GCIDE, Jargon File, fortunes -> $BASE/corpus"

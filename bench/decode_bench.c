@@ -1,0 +1,174 @@
+// Decode benchmark of the engine (engine/engine.h) on one checkpoint:
+// batch-1 decode tokens/s, time to first token, and aggregate tokens/s with
+// 1, 4 and 16 concurrent requests. The tokenizer is the 256 byte tokens with
+// no special tokens, so no sample ends early (every request makes exactly
+// --tokens tokens) and the model's whole vocabulary is computed each step.
+// Built and run by bench/decode_bench.sh.
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int finished, want;
+  double t_first[64], t_end[64];
+  int64_t tokens[64];
+  uint64_t ids[64];
+  int nreq;
+} bench_state;
+
+static void cb(void *user, const nc_gen_event *ev) {
+  bench_state *b = user;
+  double t = now();
+  pthread_mutex_lock(&b->mu);
+  int k = -1;
+  for (int i = 0; i < b->nreq; i++)
+    if (b->ids[i] == ev->req) k = i;
+  if (k >= 0) {
+    if (b->t_first[k] == 0) b->t_first[k] = t;
+    b->tokens[k] = ev->completion_tokens;
+    if (ev->finish != NC_FINISH_NONE) {
+      b->t_end[k] = t;
+      if (ev->finish == NC_FINISH_ERROR) fprintf(stderr, "decode_bench: %s\n", ev->error);
+      b->finished++;
+      pthread_cond_signal(&b->cv);
+    }
+  }
+  pthread_mutex_unlock(&b->mu);
+}
+
+// Runs c concurrent requests; returns the wall time from the first submit to the last end.
+static double run(nc_engine *e, int c, const int32_t *prompt, int np, int ntok, bench_state *b) {
+  memset(b->t_first, 0, sizeof b->t_first);
+  memset(b->t_end, 0, sizeof b->t_end);
+  memset(b->tokens, 0, sizeof b->tokens);
+  b->finished = 0;
+  b->nreq = c;
+  nc_gen_opts o;
+  nc_gen_opts_default(&o);
+  o.temperature = 1.0;
+  o.max_tokens = ntok;
+  o.seeded = true;
+  double t0 = now();
+  pthread_mutex_lock(&b->mu);  // ids are known before the first event is matched
+  for (int i = 0; i < c; i++) {
+    o.seed = (uint64_t)i;
+    nc_status st = nc_engine_submit(e, prompt, (size_t)np, &o, cb, b, &b->ids[i]);
+    if (st) {
+      fprintf(stderr, "decode_bench: %s\n", nc_status_msg(st));
+      exit(1);
+    }
+  }
+  while (b->finished < c) pthread_cond_wait(&b->cv, &b->mu);
+  pthread_mutex_unlock(&b->mu);
+  double t1 = 0;
+  for (int i = 0; i < c; i++)
+    if (b->t_end[i] > t1) t1 = b->t_end[i];
+  return t1 - t0;
+}
+
+int main(int argc, char **argv) {
+  const char *ckpt = NULL, *tok = NULL;
+  int threads = 0, ntok = 128, np = 32, profile = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--ckpt") && i + 1 < argc) ckpt = argv[++i];
+    else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok = argv[++i];
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) ntok = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) np = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--profile")) profile = 1;
+    else {
+      fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N] [--prompt N] [--profile]\n");
+      return 2;
+    }
+  }
+  if (!ckpt || !tok || ntok < 2 || np < 1 || np > 512) {
+    fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N>=2] [--prompt 1..512]\n");
+    return 2;
+  }
+  if (access(tok, R_OK)) {  // the 256 byte tokens, no specials
+    uint8_t bytes[256];
+    const uint8_t *toks[256];
+    size_t lens[256];
+    for (int i = 0; i < 256; i++) bytes[i] = (uint8_t)i, toks[i] = &bytes[i], lens[i] = 1;
+    nc_tok *t;
+    nc_status st = nc_tok_new(toks, lens, 256, NC_TOK_PAT_NANOCHAT, NULL, NULL, 0, &t);
+    if (!st) st = nc_tok_save(t, tok);
+    nc_tok_free(t);
+    if (st) {
+      fprintf(stderr, "decode_bench: %s\n", nc_status_msg(st));
+      return 1;
+    }
+  }
+  nc_engine_opts eo;
+  nc_engine_opts_default(&eo);
+  eo.ckpt_dir = ckpt;
+  eo.tokenizer = tok;
+  eo.device.threads = threads;
+  eo.slots = 16;
+  double t0 = now();
+  nc_engine *e;
+  nc_status st = nc_engine_open(&eo, &e);
+  if (st) {
+    fprintf(stderr, "decode_bench: %s\n", nc_status_msg(st));
+    return 1;
+  }
+  double topen = now() - t0;
+  const nc_model_spec *s = nc_engine_spec(e);
+  if (np + ntok > nc_engine_max_seq(e)) {
+    ntok = (int)(nc_engine_max_seq(e) - np);
+  }
+  int32_t prompt[512];
+  for (int i = 0; i < np; i++) prompt[i] = (int32_t)('a' + i % 26);
+  bench_state b;
+  memset(&b, 0, sizeof b);
+  pthread_mutex_init(&b.mu, NULL);
+  pthread_cond_init(&b.cv, NULL);
+  run(e, 1, prompt, np, 8, &b);  // warm-up (page faults, arenas, thread pools)
+  run(e, 4, prompt, np, 8, &b);
+  run(e, 16, prompt, np, 8, &b);
+  // batch 1: decode rate after the first token, time to first token
+  double best_dec = 0, best_ttft = 1e9;
+  for (int rep = 0; rep < 2; rep++) {
+    double t = now();
+    double wall = run(e, 1, prompt, np, ntok, &b);
+    (void)wall;
+    double ttft = b.t_first[0] - t, dec = (double)(b.tokens[0] - 1) / (b.t_end[0] - b.t_first[0]);
+    if (dec > best_dec) best_dec = dec;
+    if (ttft < best_ttft) best_ttft = ttft;
+  }
+  printf("%-5s params %.1fM  open %.2fs  prompt %d  tokens %d  threads %d\n", s->name,
+         (double)((int64_t)s->depth * 12 * s->model_dim * s->model_dim + 2LL * s->vocab_size * s->model_dim) / 1e6,
+         topen, np, ntok, threads);
+  printf("  batch-1 decode %8.1f tok/s   time to first token %7.1f ms\n", best_dec, 1e3 * best_ttft);
+  double agg1 = 0;
+  const int conc[3] = {1, 4, 16};
+  for (int i = 0; i < 3; i++) {
+    int c = conc[i];
+    double wall = run(e, c, prompt, np, ntok, &b);
+    int64_t tot = 0;
+    double ttft = 0;
+    for (int k = 0; k < c; k++) tot += b.tokens[k];
+    for (int k = 0; k < c; k++) ttft += b.t_first[k];
+    double agg = (double)tot / wall;
+    if (c == 1) agg1 = agg;
+    printf("  %2d concurrent: aggregate %8.1f tok/s (%.2fx of 1)  %lld tokens in %.2f s\n", c, agg, agg / agg1,
+           (long long)tot, wall);
+  }
+  if (profile) nc_engine_profile_print(e, 12);
+  nc_engine_close(e);
+  return 0;
+}

@@ -1,0 +1,229 @@
+// The engine's prefill + decode plans over the KV cache (engine/infer.h)
+// against the oracle: the full forward graph (nc_gpt_build) on the
+// reference interpreter, at every position, with rows at different
+// positions in one decode batch, rows leaving (the last row moves), the
+// cache growing past 64 positions and shrinking again; tiny (plain) and
+// tiny-all (sliding windows, value embeddings, smear, backout, lambdas).
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/model_io.h"
+#include "engine/infer.h"
+#include "models/gpt.h"
+#include "tests/support/model_util.h"
+
+static nc_model_spec spec(const char *name, int seq) {
+  char rel[128], path[1024];
+  snprintf(rel, sizeof rel, "models/specs/%s.xml", name);
+  nc_model_spec s;
+  nc_status st = nc_spec_load(nc_test_path(path, sizeof path, rel), &s);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  if (seq) {
+    s.sequence_len = seq;
+    cr_assert_null(nc_spec_finalize(&s));
+  }
+  return s;
+}
+
+static uint64_t rng_next(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
+// Initialized params with every all-zero tensor (c_proj, lm_head...) made
+// random, so every path of the model matters.
+static nc_session *params(const nc_model_spec *s) {
+  nc_session *p = nc_session_new();
+  cr_assert_null(nc_model_init_session(s, 7, p));
+  uint64_t x = 88172645463325252ull;
+  for (int k = 0; k < nc_session_count(p); k++) {
+    nc_tensor *t = (nc_tensor *)nc_session_get(p, nc_session_name_at(p, k));
+    float *d = t->data;
+    int64_t n = nc_tensor_numel(t);
+    bool zero = true;
+    for (int64_t i = 0; i < n; i++) zero &= d[i] == 0;
+    if (!zero) continue;
+    for (int64_t i = 0; i < n; i++) d[i] = (float)((double)(rng_next(&x) % 2001) / 1000.0 - 1.0) * 0.1f;
+  }
+  return p;
+}
+
+// Full-forward logits (1,T,V) of tokens on the interpreter.
+static nc_tensor full_logits(const nc_model_spec *s, nc_session *p, const int32_t *tok, int64_t T) {
+  nc_graph *g;
+  nc_gpt_opts o = {.with_logits = true};
+  cr_assert_null(nc_gpt_build(s, &o, &g));
+  nc_tensor tt = nc_tensor_wrap((void *)tok, NC_I32, 2, (int64_t[]){1, T});
+  int n = nc_session_count(p);
+  nc_feed *f = calloc((size_t)n + 1, sizeof *f);
+  for (int k = 0; k < n; k++) f[k] = (nc_feed){nc_session_name_at(p, k), nc_session_get(p, nc_session_name_at(p, k))};
+  f[n] = (nc_feed){"tokens", &tt};
+  nc_tensor out;
+  nc_status st = nc_interp_run(g, f, n + 1, &out);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  free(f);
+  nc_graph_free(g);
+  return out;
+}
+
+static double err_at(const float *got, const nc_tensor *full, int64_t t, int64_t V) {
+  const float *want = (const float *)full->data + t * V;
+  double md = 0, mw = 1e-6;
+  for (int64_t v = 0; v < V; v++) {
+    if (isnan(got[v])) return INFINITY;
+    md = fmax(md, fabs((double)got[v] - want[v]));
+    mw = fmax(mw, fabs((double)want[v]));
+  }
+  return md / mw;
+}
+
+typedef struct {
+  int32_t tok[200];
+  int64_t n, prompt;
+  nc_tensor full;
+  int64_t pos;  // next position to feed
+  bool live;
+} seq_t;
+
+// Runs the scenario: three sequences prefilled at different lengths, decoded
+// together; the first leaves early (the last row moves into its place).
+static char tcaps[256];  // the cache lengths the last scenario went through
+
+static void scenario(const char *name, int seqlen, const char *device, int64_t n0, int64_t n1, int64_t n2,
+                     int64_t prompt0, double tol) {
+  nc_model_spec s = spec(name, seqlen);
+  nc_session *p = params(&s);
+  nc_device d;
+  cr_assert_null(nc_device_parse(device, &d));
+  d.threads = 2;
+  nc_infer *m;
+  nc_status st = nc_infer_new(&s, p, &d, 4, 0, &m);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  int64_t V = s.vocab_size;
+  uint64_t x = 12345;
+  int64_t last_tcap = nc_infer_tcap(m);
+  snprintf(tcaps, sizeof tcaps, "%lld", (long long)last_tcap);
+  seq_t q[3];
+  int64_t lens[3] = {n0, n1, n2}, prompts[3] = {prompt0, 1, 5};
+  for (int i = 0; i < 3; i++) {
+    q[i].n = lens[i];
+    q[i].prompt = prompts[i];
+    for (int64_t t = 0; t < q[i].n; t++) q[i].tok[t] = (int32_t)(rng_next(&x) % (uint64_t)V);
+    q[i].full = full_logits(&s, p, q[i].tok, q[i].n);
+  }
+  float *lg = malloc((size_t)(4 * V) * sizeof(float));
+  int rowseq[4];  // row -> sequence
+  for (int i = 0; i < 3; i++) {
+    st = nc_infer_prefill(m, q[i].tok, q[i].prompt, 1, lg);
+    cr_assert_null(st, "%s", nc_status_msg(st));
+    double e = err_at(lg, &q[i].full, q[i].prompt - 1, V);
+    cr_assert(e < tol, "%s/%s: prefill of sequence %d: rel err %g", name, device, i, e);
+    q[i].pos = q[i].prompt;
+    q[i].live = true;
+    rowseq[i] = i;
+  }
+  cr_assert_eq(nc_infer_rows(m), 3);
+  int steps = 0;
+  while (nc_infer_rows(m) > 0) {
+    // rows whose sequence is exhausted leave first
+    for (int r = 0; r < nc_infer_rows(m);) {
+      seq_t *sq = &q[rowseq[r]];
+      bool leave = sq->pos >= sq->n || (rowseq[r] == 0 && steps == 4);
+      if (!leave) {
+        r++;
+        continue;
+      }
+      sq->live = false;
+      int moved = nc_infer_remove(m, r);
+      if (moved >= 0) rowseq[r] = rowseq[moved];
+      else r++;
+    }
+    int B = nc_infer_rows(m);
+    if (!B) break;
+    int32_t toks[4];
+    for (int r = 0; r < B; r++) {
+      seq_t *sq = &q[rowseq[r]];
+      cr_assert_eq(nc_infer_row_len(m, r), sq->pos);
+      toks[r] = sq->tok[sq->pos];
+    }
+    st = nc_infer_decode(m, toks, lg);
+    cr_assert_null(st, "%s", nc_status_msg(st));
+    if (nc_infer_tcap(m) != last_tcap) {
+      last_tcap = nc_infer_tcap(m);
+      snprintf(tcaps + strlen(tcaps), sizeof tcaps - strlen(tcaps), " %lld", (long long)last_tcap);
+    }
+    for (int r = 0; r < B; r++) {
+      seq_t *sq = &q[rowseq[r]];
+      double e = err_at(lg + r * V, &sq->full, sq->pos, V);
+      cr_assert(e < tol, "%s/%s: sequence %d position %lld (step %d, row %d): rel err %g", name, device, rowseq[r],
+                (long long)sq->pos, steps, r, e);
+      sq->pos++;
+    }
+    steps++;
+  }
+  for (int i = 0; i < 3; i++) nc_tensor_free(&q[i].full);
+  free(lg);
+  nc_infer_free(m);
+  nc_session_free(p);
+}
+
+Test(engine_infer, tiny_interp_matches_full_forward) { scenario("tiny", 0, "interp", 16, 12, 16, 3, 1e-4); }
+
+Test(engine_infer, tiny_all_interp_matches_full_forward) { scenario("tiny-all", 0, "interp", 16, 9, 14, 3, 1e-4); }
+
+// 160 positions: a 70-token prompt makes the cache grow past 64 (relayout
+// of the rows already there), the cache shrinks back to 64 when that row
+// leaves (the others are at 5 and 9) and grows again as they pass 64;
+// windows of 8 slide over most of it.
+Test(engine_infer, tiny_all_cache_growth_interp) {
+  scenario("tiny-all", 160, "interp", 100, 40, 70, 70, 1e-4);
+  cr_assert_str_eq(tcaps, "64 128 64 128");
+}
+
+Test(engine_infer, tiny_all_cpu_matches_full_forward) { scenario("tiny-all", 80, "cpu", 80, 20, 70, 3, 2e-4); }
+
+Test(engine_infer, bad_inputs_are_errors) {
+  nc_model_spec s = spec("tiny", 0);
+  nc_session *p = params(&s);
+  nc_device d;
+  cr_assert_null(nc_device_parse("interp", &d));
+  nc_infer *m;
+  nc_status bad = nc_infer_new(&s, p, &d, 0, 0, &m);
+  cr_assert_not_null(bad);
+  cr_assert(strstr(nc_status_msg(bad), "rows 0"), "%s", nc_status_msg(bad));
+  nc_status_free(bad);
+  cr_assert_null(nc_infer_new(&s, p, &d, 2, 0, &m));
+  float lg[64 * 2];
+  int32_t toks[20] = {0};
+  nc_status st = nc_infer_prefill(m, toks, 0, 1, lg);
+  cr_assert_not_null(st);
+  nc_status_free(st);
+  st = nc_infer_prefill(m, toks, 17, 1, lg);  // longer than the cache (16)
+  cr_assert_not_null(st);
+  cr_assert(strstr(nc_status_msg(st), "1..16"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  toks[1] = 64;  // outside the vocabulary
+  st = nc_infer_prefill(m, toks, 2, 1, lg);
+  cr_assert_not_null(st);
+  cr_assert(strstr(nc_status_msg(st), "vocabulary"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  toks[1] = 3;
+  st = nc_infer_prefill(m, toks, 2, 3, lg);  // 3 rows of 2
+  cr_assert_not_null(st);
+  nc_status_free(st);
+  cr_assert_null(nc_infer_prefill(m, toks, 16, 1, lg));
+  st = nc_infer_decode(m, toks, lg);  // the row is full
+  cr_assert_not_null(st);
+  cr_assert(strstr(nc_status_msg(st), "full"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  cr_assert_eq(nc_infer_remove(m, 5), -1);
+  cr_assert_eq(nc_infer_remove(m, 0), -1);
+  cr_assert_eq(nc_infer_rows(m), 0);
+  nc_infer_free(m);
+  nc_session_free(p);
+}
