@@ -60,7 +60,7 @@ static void nc_bench_usage(FILE *f) {
           "  -b, --batch B       sequences per step (default 8)\n"
           "  -t, --seq T         tokens per sequence (default 256)\n"
           "  -n, --steps N       timed steps (default 5; 1 warm-up step first)\n"
-          "  -d, --device D      cpu (default), cpu:avx2, interp\n"
+          "  -d, --device D      cpu (default), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp\n"
           "      --threads N     CPU threads (default: one per core)\n"
           "      --peak GFLOPS   peak for MFU (default 234: this CPU's measured fp32 FMA peak)\n"
           "      --trace FILE    write the last step's kernel launches as Chrome trace JSON (cpu)\n"

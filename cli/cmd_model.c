@@ -115,7 +115,7 @@ int nc_cmd_forward(int argc, char **argv) {
                "  -c, --ckpt DIR      checkpoint folder (latest step unless --step)\n"
                "  -i, --input PATH    safetensors with tokens [and targets]\n"
                "  -o, --output PATH   safetensors to write (atomically)\n"
-               "  -d, --device D      cpu (default: LLVM JIT), cpu:avx2, interp (reference)\n"
+               "  -d, --device D      cpu (default: LLVM JIT), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp (reference)\n"
                "      --threads N     CPU threads (default: one per core)\n"
                "  -v, --verbose       print the generated kernels and timings\n");
         return 0;

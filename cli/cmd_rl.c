@@ -31,7 +31,7 @@ static void nc_rl_usage(FILE *f) {
           "      --eval-examples N       held-out questions per evaluation (default 100)\n"
           "      --eval-k K              samples per held-out question (default 8)\n"
           "      --save-every N          checkpoint every N steps (default 60)\n"
-          "  -d, --device D              cpu (default), interp\n"
+          "  -d, --device D              cpu (default), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp\n"
           "      --threads N             CPU threads\n"
           "      --seed N                (default 42)\n"
           "      --overwrite             replace an earlier rl run's checkpoints\n"

@@ -53,7 +53,7 @@ static void nc_train_usage(FILE *f, nc_stage stage) {
           "      --resume [STEP]          continue the run from its latest (or given) checkpoint\n"
           "      --overwrite              start over in a run folder that already holds checkpoints\n"
           "      --stop-after N           stop after step N without the final save (to test resume)\n"
-          "  -d, --device D               cpu (default), cpu:avx2, interp\n"
+          "  -d, --device D               cpu (default), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp\n"
           "      --threads N              CPU threads (default: one per core)\n"
           "      --seed N                 init / shuffle seed (default 42)\n"
           "      --skip-bad-data          skip malformed documents (counted) instead of stopping\n"
