@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "codegen/host.h"
+#include "runtime/ocl_device.h"
 #include "runtime/opencl_info.h"
 
 int nc_cmd_devices(int argc, char **argv) {
@@ -13,7 +14,9 @@ int nc_cmd_devices(int argc, char **argv) {
     fprintf(help ? stdout : stderr,
             "usage: nanochat devices\n\nLists the devices nanochat-c can run on: the host CPU (as LLVM\n"
             "describes it) and every OpenCL platform/device, with the index to pass\n"
-            "as --device opencl:N.\n");
+            "as --device opencl:N. Other OpenCL selectors: opencl (the first GPU, else\n"
+            "the first device; marked *), opencl:gpu, opencl:cpu, opencl:<part of the\n"
+            "platform or device name>.\n");
     return help ? 0 : 2;
   }
   nc_host_cpu cpu;
@@ -35,8 +38,13 @@ int nc_cmd_devices(int argc, char **argv) {
     return 0;
   }
   if (n == 0) printf("opencl     no platforms (install an ICD, e.g. pocl-opencl-icd)\n");
+  nc_ocl_device_desc def;
+  int def_index = -1;
+  st = n ? nc_ocl_select("", &def) : NC_OK;
+  if (n && !st) def_index = def.index;
+  nc_status_free(st);
   for (int i = 0; i < n; i++)
-    printf("opencl:%-3d %s | %s | %s, %u CUs, %.1f GiB, %s, driver %s\n", i, devs[i].platform, devs[i].name,
+    printf("opencl:%-2d%s %s | %s | %s, %u CUs, %.1f GiB, %s, driver %s\n", i, i == def_index ? "*" : " ", devs[i].platform, devs[i].name,
            devs[i].is_gpu ? "GPU" : devs[i].is_cpu ? "CPU" : "other", devs[i].compute_units,
            (double)devs[i].global_mem / (1024.0 * 1024 * 1024), devs[i].version, devs[i].driver);
   return 0;

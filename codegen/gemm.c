@@ -337,6 +337,23 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef use_n = LLVMBuildAnd(g->b, nb, LLVMBuildNot(g->b, msplit, ""), "");
   b0 = LLVMBuildSelect(g->b, bsplit, b0, zero, "");
   b1 = LLVMBuildSelect(g->b, bsplit, b1, batch, "");
+  if (g->s->sym) {  // rows of a lower triangle: thread t gets [M sqrt(t/T), M sqrt((t+1)/T)) in MR units
+    LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
+    unsigned sq = LLVMLookupIntrinsicID("llvm.sqrt", 9);
+    LLVMValueRef sqf = LLVMGetIntrinsicDeclaration(g->mod, sq, &f64, 1);
+    LLVMTypeRef sqt = LLVMIntrinsicGetType(g->ctx, sq, &f64, 1);
+    LLVMValueRef units = LLVMBuildSDiv(g->b, nc_add(g, M, c64(g, k->mr - 1)), c64(g, k->mr), "");
+    LLVMValueRef fu = LLVMBuildSIToFP(g->b, units, f64, ""), fT = LLVMBuildSIToFP(g->b, T, f64, "");
+    LLVMValueRef bound[2];
+    for (int e = 0; e < 2; e++) {
+      LLVMValueRef q = LLVMBuildFDiv(g->b, LLVMBuildSIToFP(g->b, nc_add(g, t, c64(g, e)), f64, ""), fT, "");
+      LLVMValueRef r = LLVMBuildCall2(g->b, sqt, sqf, &q, 1, "");
+      LLVMValueRef u = LLVMBuildFPToSI(g->b, LLVMBuildFMul(g->b, fu, r, ""), g->i64, "");
+      bound[e] = nc_min(g, nc_mul(g, nc_min(g, u, units), c64(g, k->mr)), M);
+    }
+    m0 = bound[0];
+    m1 = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, nc_add(g, t, c64(g, 1)), T, ""), M, bound[1], "");
+  }
   m0 = LLVMBuildSelect(g->b, use_m, m0, zero, "");
   m1 = LLVMBuildSelect(g->b, use_m, m1, M, "");
   n0 = LLVMBuildSelect(g->b, use_n, n0, zero, "");
@@ -350,6 +367,15 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
   LLVMValueRef Cb = nc_fptr(g, C, nc_mul(g, bi, sc));
   LLVMValueRef jc = nc_loop_begin(g, &Ljc, "jc", n0, n1, c64(g, k->nc));
+  // sym: a tile is skipped when its first column >= its first row + MR (all
+  // of it strictly above the diagonal); row tiles are MR-aligned, column
+  // tiles NR-aligned from 0, so the mirror below knows exactly which.
+  LLVMValueRef mr_c = c64(g, k->mr);
+  nc_if fjc = {0}, fic = {0}, ftile = {0};
+  if (g->s->sym) {
+    LLVMValueRef m1r = nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, m1, c64(g, k->mr - 1)), mr_c, ""), mr_c);
+    nc_if_begin(g, &fjc, LLVMBuildICmp(g->b, LLVMIntSLT, jc, m1r, ""));
+  }
   LLVMValueRef ncur = nc_min(g, c64(g, k->nc), nc_sub(g, n1, jc));
   LLVMValueRef pc = nc_loop_begin(g, &Lpc, "pc", zero, kend, c64(g, k->kc));
   LLVMValueRef kc = nc_min(g, c64(g, k->kc), nc_sub(g, K, pc));
@@ -359,6 +385,10 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   nc_call(g, pb, pbargs, 7);
   LLVMValueRef ic = nc_loop_begin(g, &Lic, "ic", m0, m1, c64(g, k->mc));
   LLVMValueRef mcur = nc_min(g, c64(g, k->mc), nc_sub(g, m1, ic));
+  if (g->s->sym) {
+    LLVMValueRef rend = nc_add(g, ic, nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, mcur, c64(g, k->mr - 1)), mr_c, ""), mr_c));
+    nc_if_begin(g, &fic, LLVMBuildICmp(g->b, LLVMIntSLT, jc, rend, ""));
+  }
   LLVMValueRef paargs[] = {Ap, Ab, lda, ic, mcur, pc, kc};
   nc_call(g, pa, paargs, 7);
   LLVMValueRef ir, jr;
@@ -379,12 +409,28 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
                            nc_min(g, c64(g, k->nr), nc_sub(g, ncur, jr)),
                            alpha,
                            beff};
+  if (g->s->sym)
+    nc_if_begin(g, &ftile, LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, jc, jr), nc_add(g, nc_add(g, ic, ir), mr_c), ""));
   nc_call(g, uk, ukargs, 9);
+  if (g->s->sym) nc_if_else(g, &ftile), nc_if_end(g, &ftile);
   nc_loop_end(g, &Li);
   nc_loop_end(g, &Lo);
+  if (g->s->sym) nc_if_else(g, &fic), nc_if_end(g, &fic);
   nc_loop_end(g, &Lic);
   nc_loop_end(g, &Lpc);
+  if (g->s->sym) nc_if_else(g, &fjc), nc_if_end(g, &fjc);
   nc_loop_end(g, &Ljc);
+  if (g->s->sym) {  // mirror: C[j][i] = C[i][j] for the skipped tiles, by the owner of row i
+    nc_loop Lmi, Lmj;
+    LLVMValueRef i = nc_loop_begin(g, &Lmi, "mi", m0, m1, c64(g, 1));
+    LLVMValueRef cs = nc_mul(g, LLVMBuildSDiv(g->b, i, c64(g, k->nr), ""), c64(g, k->nr));
+    LLVMValueRef jmax = nc_mul(g, LLVMBuildSDiv(g->b, cs, mr_c, ""), mr_c);
+    LLVMValueRef j = nc_loop_begin(g, &Lmj, "mj", zero, jmax, c64(g, 1));
+    LLVMValueRef v = nc_loadf(g, nc_fptr(g, Cb, nc_add(g, nc_mul(g, i, ldc), j)));
+    LLVMBuildStore(g->b, v, nc_fptr(g, Cb, nc_add(g, nc_mul(g, j, ldc), i)));
+    nc_loop_end(g, &Lmj);
+    nc_loop_end(g, &Lmi);
+  }
   nc_loop_end(g, &Lb);
   LLVMBuildRetVoid(g->b);
 }

@@ -51,6 +51,12 @@ typedef struct {
   const char *name;  // symbol of the emitted function (unique per module/JIT)
   bool ta, tb;
   nc_gemm_knobs knobs;
+  // sym: C is known to be symmetric (M == N: X X^T, A A with A symmetric).
+  // Only the MR x NR tiles not strictly above the diagonal are computed
+  // (about half the FLOPs, syrk-style), the rest mirrored from below; rows
+  // are split over threads by area (M sqrt(t/T)). With beta != 0 the old C
+  // must be symmetric too.
+  bool sym;
 } nc_gemm_spec;
 
 // Argument block of the emitted function (the IR reads it by offsetof).

@@ -69,6 +69,12 @@ typedef enum {
 
 enum { NC_KSCHED_PARALLEL = 1, NC_KSCHED_VECTORIZE = 2, NC_KSCHED_UNROLL = 4 };
 
+// NC_KT_MATMUL: bufs (A, B, C); args (batch, M, N, K, ta, tb, stride_a,
+// stride_b, beta [, sym]): C[q] = op(A[q]) op(B[q]) (+ C[q] when beta), q <
+// batch, A advancing stride_a and B stride_b elements per item (0: shared),
+// C packed (M,N). Optional arg 9 `sym` (nargs 10) = 1 is a hint that every
+// C[q] is symmetric (M == N): a backend may compute only the lower triangle
+// and mirror it; ignoring the hint is always correct.
 typedef enum { NC_KT_MATMUL, NC_KT_COUNT } nc_ktemplate;
 
 #define NC_KCALL_MAX_ARGS 12

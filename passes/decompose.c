@@ -263,6 +263,8 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
   }
   nc_status st = NC_OK;
   bool ce_rows = ctx && !(ctx->patterns_off & NC_PATTERN_CROSS_ENTROPY);
+  bool attn = ctx && !(ctx->patterns_off & NC_PATTERN_ATTENTION);
+  bool force_attn = ctx && (ctx->patterns_force & NC_PATTERN_ATTENTION);
   for (nc_id i = 0; i < n && !st; i++) {
     const nc_node *nd = nc_graph_node(src, i);
     nc_id in[NC_MAX_INPUTS];
@@ -274,8 +276,19 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
       case NC_OP_SOFTMAX: r = dc_softmax(g, in[0], false); break;
       case NC_OP_LOG_SOFTMAX: r = dc_softmax(g, in[0], true); break;
       case NC_OP_ROPE: r = dc_rope(g, in[0], nd->nin > 1 ? in[1] : NC_NONE, nd->fa[0], nd->ia[0]); break;
-      case NC_OP_ATTENTION: r = dc_attention(g, nd, in); break;
-      case NC_OP_ATTENTION_GRAD: r = dc_attention_grad(g, nd, in); break;
+      case NC_OP_ATTENTION:
+      case NC_OP_ATTENTION_GRAD:
+        if (attn && (force_attn || (nc_dim_is_const(nc_type_of(g, in[0]).dim[1]) && nc_type_of(g, in[0]).dim[1].c <= NC_ATTN_LOOP_MAX_TQ)) &&
+            nd->type.dtype == NC_F32 && nc_type_of(g, in[0]).dtype == NC_F32 && nc_type_of(g, in[1]).dtype == NC_F32 &&
+            nc_type_of(g, in[2]).dtype == NC_F32 && (nd->op == NC_OP_ATTENTION || nc_type_of(g, in[3]).dtype == NC_F32)) {
+          nc_node_desc d;  // kept for the online-softmax loop nests (NC_PATTERN_ATTENTION)
+          nc_node_desc_from(src, i, &d);
+          memcpy(d.in, in, sizeof(nc_id) * (size_t)d.nin);
+          r = nc_build(g, &d);
+        } else {
+          r = nd->op == NC_OP_ATTENTION ? dc_attention(g, nd, in) : dc_attention_grad(g, nd, in);
+        }
+        break;
       case NC_OP_CROSS_ENTROPY:
         r = ce_rows ? dc_cross_entropy_rows(g, nd, in) : dc_cross_entropy(g, nd, in);
         break;

@@ -8,6 +8,7 @@
 
 #include "ir/rules.h"
 #include "passes/memplan.h"
+#include "passes/pass.h"
 
 typedef struct {
   const nc_graph *g;
@@ -16,12 +17,20 @@ typedef struct {
   nc_kernel *k;
   int depth;
   nc_status st;
+  nc_id sub_node;  // while set: the value of node sub_node is sub_val (epilogue fusion)
+  nc_kx sub_val;
+  const unsigned char *rowfused;  // per node: a row reduction computed inside its consumers' kernels
+  bool sym_ok;  // NC_PATTERN_SYMMETRIC_GEMM on
+  bool hosts;   // this kernel stores other nodes too (NC_PATTERN_UPDATE_GROUP)
+  int nrow;
+  nc_id row_node[NC_KERNEL_MAX_ACCS];  // the row reductions computed so far in this kernel ...
+  nc_kx row_val[NC_KERNEL_MAX_ACCS];   // ... and their values
 } nc_lw;
 
 static bool nc_lw_opaque_unsupported(nc_op op) {
   switch (op) {
     case NC_OP_RMS_NORM: case NC_OP_RMS_NORM_GRAD: case NC_OP_SOFTMAX: case NC_OP_LOG_SOFTMAX:
-    case NC_OP_ROPE: case NC_OP_ATTENTION: case NC_OP_ATTENTION_GRAD:
+    case NC_OP_ROPE:
       return true;
     default: return false;
   }
@@ -72,6 +81,9 @@ static int nc_lw_buf(nc_lw *w, nc_id n, bool written) {
   return b;
 }
 
+static int nc_lw_row_deps(nc_lw *w, nc_id n, nc_id *out, int max);
+static nc_ks *nc_lw_row_prologue(nc_lw *w, nc_ks *tail, const nc_id *deps, int nd, const nc_kx *lead);
+
 static nc_kx nc_lw_clamp(nc_lw *w, nc_kx i, int64_t lo, nc_kx hi_incl) {
   return nc_kx_binary(w->k, NC_KOP_MIN, nc_kx_binary(w->k, NC_KOP_MAX, i, nc_kx_idx(w->k, lo)), hi_incl);
 }
@@ -89,7 +101,20 @@ static nc_kx nc_lw_emit(nc_lw *w, nc_id n, const nc_kx *idx, bool root) {
   nc_kx r = NC_KX_NONE, in_idx[NC_MAX_RANK];
   nc_id in0 = nd->nin ? nc_graph_input_of(w->g, n, 0) : NC_NONE;
   nc_type it = in0 != NC_NONE ? nc_type_of(w->g, in0) : t;
-  if (!root && w->p->materialized[n]) {
+  if (n == w->sub_node) {
+    r = w->sub_val;
+    goto done;
+  }
+  if (w->rowfused && w->rowfused[n] && !w->p->materialized[n]) {
+    for (int q = 0; q < w->nrow; q++)
+      if (w->row_node[q] == n) r = w->row_val[q];
+    if (r == NC_KX_NONE) {
+      w->st = nc_errorf(NC_E_INTERNAL, "lowering: row reduction %%%u is not computed in kernel %s", n, k->name);
+      r = nc_kx_idx(k, 0);
+    }
+    goto done;
+  }
+  if (!root && w->p->materialized[n] && w->p->stored_by[n] != w->pk->node) {
     r = nc_kx_load(k, nc_lw_buf(w, n, false), nc_lw_flatten(w, &t, idx));
     goto done;
   }
@@ -236,6 +261,35 @@ static nc_ks *nc_lw_loops(nc_lw *w, nc_ks *tail, const nc_type *t, uint64_t mask
   return tail;
 }
 
+// True when node n is known to be a symmetric matrix (batch of): X X^T,
+// X^T X, A A with A symmetric, elementwise combinations of those and splats.
+static bool nc_lw_symmetric(const nc_graph *g, nc_id n, int depth) {
+  const nc_node *nd = nc_graph_node(g, n);
+  if (depth > 8 || nd->type.rank < 2 || !nc_dim_eq(nd->type.dim[nd->type.rank - 1], nd->type.dim[nd->type.rank - 2]))
+    return false;
+  switch (nd->op) {
+    case NC_OP_CONST: return true;
+    case NC_OP_EXPAND: {  // a splat: every element equal
+      nc_type it = nc_type_of(g, nc_graph_input_of(g, n, 0));
+      for (int i = 0; i < it.rank; i++)
+        if (!nc_dim_eq(it.dim[i], nc_dim_const(1))) return false;
+      return true;
+    }
+    case NC_OP_MATMUL:
+    case NC_OP_BMM: {
+      nc_id a = nc_graph_input_of(g, n, 0), b = nc_graph_input_of(g, n, 1);
+      if (a != b) return false;
+      if (nd->ia[0] != nd->ia[1]) return true;  // X X^T, X^T X
+      return !nd->ia[0] && nc_lw_symmetric(g, a, depth + 1);  // A A, A symmetric
+    }
+    default: break;
+  }
+  if (nc_op_get(nd->op)->kind != NC_KIND_ELEMWISE || nd->op == NC_OP_WHERE) return false;
+  for (int q = 0; q < nd->nin; q++)
+    if (!nc_lw_symmetric(g, nc_graph_input_of(g, n, q), depth + 1)) return false;
+  return true;
+}
+
 static nc_status nc_lw_matmul(nc_lw *w, nc_id n) {
   const nc_node *nd = nc_graph_node(w->g, n);
   nc_id a = nc_graph_input_of(w->g, n, 0), b = nc_graph_input_of(w->g, n, 1);
@@ -257,9 +311,12 @@ static nc_status nc_lw_matmul(nc_lw *w, nc_id n) {
   nc_kx sa = nc_kx_binary(k, NC_KOP_MUL, M, K);
   nc_kx sb = bmm ? nc_kx_binary(k, NC_KOP_MUL, K, N) : nc_kx_idx(k, 0);
   (void)bt;
-  nc_kx args[9] = {batch, M, N, K, nc_kx_idx(k, ta), nc_kx_idx(k, tb), sa, sb, nc_kx_idx(k, 0)};
+  // a symmetric result (Muon's X X^T and A A) gets the hint arg 9: the
+  // GEMM may compute the lower triangle and mirror it
+  bool sym = w->sym_ok && yt.dtype == NC_F32 && nc_lw_symmetric(w->g, n, 0);
+  nc_kx args[10] = {batch, M, N, K, nc_kx_idx(k, ta), nc_kx_idx(k, tb), sa, sb, nc_kx_idx(k, 0), nc_kx_idx(k, 1)};
   nc_ks *tail = &k->body;
-  nc_ks_call(k, &tail, NC_KT_MATMUL, args, 9, bufs, 3);
+  nc_ks_call(k, &tail, NC_KT_MATMUL, args, sym ? 10 : 9, bufs, 3);
   return NC_OK;
 }
 
@@ -295,11 +352,24 @@ static nc_status nc_lw_scatter_add(nc_lw *w, nc_id n) {
   return NC_OK;
 }
 
+// The logit at (row idx[0..rank), v): a buffer load, or the inlined chain.
+static nc_kx nc_lw_ce_logit(nc_lw *w, nc_id lg, const nc_kx *idx, int rank, nc_kx v) {
+  nc_kx li[NC_MAX_RANK + 1];
+  memcpy(li, idx, sizeof(nc_kx) * (size_t)rank);
+  li[rank] = v;
+  return nc_lw_emit(w, lg, li, false);
+}
+
 // The cross-entropy pattern (reduction none): one kernel over rows of the
 // logits, parallel over rows: max, then the sum of exp(x - max), then the
 // loss from the target's logit; the gradient writes (softmax - onehot) * dloss
 // in a third pass. Logits are read from their buffer, targets inlined.
-static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad) {
+// With an epilogue (NC_PATTERN_SOFTCAP_CE, gradient only): the kernel computes
+// node epi, an elementwise chain over the gradient (under reshapes), instead
+// of the gradient itself: the gradient's value is substituted into the chain
+// in the last pass and epi is stored at the same flat index. Logits that are
+// not materialized (the softcap chain) are recomputed inline in every pass.
+static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad, nc_id epi) {
   nc_kernel *k = w->k;
   const nc_node *nd = nc_graph_node(w->g, n);
   if (nd->ia[1] != 0)
@@ -308,15 +378,15 @@ static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad) {
   nc_id lg = nc_graph_input_of(w->g, n, 0), tg = nc_graph_input_of(w->g, n, 1);
   nc_type lt = nc_type_of(w->g, lg), tt = nc_type_of(w->g, tg), ot = nd->type;
   int64_t ignore = nd->ia[0];
-  int ob = nc_lw_buf(w, n, true), lb = nc_lw_buf(w, lg, false);
-  nc_kx idx[NC_MAX_RANK];
+  int ob = nc_lw_buf(w, epi != NC_NONE ? epi : n, true);
+  nc_kx idx[NC_MAX_RANK + 1];
   nc_ks *tail = nc_lw_loops(w, &k->body, &tt, (1ull << tt.rank) - 1, idx, true);
   for (nc_ks s2 = k->body; s2 != NC_KS_NONE; s2 = k->s[s2].kind == NC_KS_FOR ? k->s[s2].body : NC_KS_NONE)
     if (k->s[s2].kind == NC_KS_FOR) k->s[s2].sched &= ~(unsigned)NC_KSCHED_VECTORIZE;
   nc_kx V = nc_lw_dim(w, lt.dim[lt.rank - 1]);
   nc_kx row = nc_kx_binary(k, NC_KOP_MUL, tt.rank ? nc_lw_flatten(w, &tt, idx) : nc_kx_idx(k, 0), V);
   // row values as f32, the loss's dtype
-  #define XV(var) nc_kx_cast(k, nc_kx_load(k, lb, nc_kx_binary(k, NC_KOP_ADD, row, nc_kx_var(k, var))), NC_F32)
+  #define XV(var) nc_kx_cast(k, nc_lw_ce_logit(w, lg, idx, tt.rank, nc_kx_var(k, var)), NC_F32)
   int am = nc_kernel_acc(k, NC_F32), as = nc_kernel_acc(k, NC_F32);
   nc_ks_acc_init(k, &tail, am, nc_kx_const_f(k, NC_F32, -INFINITY));
   int v1 = nc_kernel_var(k);
@@ -335,7 +405,7 @@ static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad) {
   nc_kx tc = nc_lw_clamp(w, t, 0, nc_kx_binary(k, NC_KOP_SUB, V, nc_kx_idx(k, 1)));
   nc_kx zero = nc_kx_const_f(k, NC_F32, 0);
   if (!grad) {
-    nc_kx picked = nc_kx_cast(k, nc_kx_load(k, lb, nc_kx_binary(k, NC_KOP_ADD, row, tc)), NC_F32);
+    nc_kx picked = nc_kx_cast(k, nc_lw_ce_logit(w, lg, idx, tt.rank, tc), NC_F32);
     nc_kx lse = nc_kx_binary(k, NC_KOP_ADD, nc_kx_acc(k, am), nc_kx_unary(k, NC_KOP_LOG, nc_kx_acc(k, as)));
     nc_kx loss = nc_kx_select(k, valid, nc_kx_binary(k, NC_KOP_SUB, lse, picked), zero);
     nc_ks_store(k, &tail, ob, tt.rank ? nc_lw_flatten(w, &tt, idx) : nc_kx_idx(k, 0), loss);
@@ -350,7 +420,16 @@ static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad) {
     nc_kx p = nc_kx_binary(k, NC_KOP_MUL, nc_kx_unary(k, NC_KOP_EXP, nc_kx_binary(k, NC_KOP_SUB, XV(v3), nc_kx_acc(k, am))), scale);
     nc_kx hot = nc_kx_binary(k, NC_KOP_EQ, nc_kx_var(k, v3), t);
     nc_kx gv = nc_kx_select(k, hot, nc_kx_binary(k, NC_KOP_SUB, p, dlv), p);
-    nc_ks_store(k, &b3, ob, nc_kx_binary(k, NC_KOP_ADD, row, nc_kx_var(k, v3)), nc_kx_cast(k, gv, ot.dtype));
+    nc_kx gval = nc_kx_cast(k, gv, ot.dtype);
+    if (epi != NC_NONE) {  // the epilogue at the gradient's index, below any reshapes
+      nc_id top = epi;
+      while (nc_graph_node(w->g, top)->op == NC_OP_RESHAPE) top = nc_graph_input_of(w->g, top, 0);
+      idx[tt.rank] = nc_kx_var(k, v3);
+      w->sub_node = n, w->sub_val = gval;
+      gval = nc_lw_emit(w, top, idx, top == epi);
+      w->sub_node = NC_NONE;
+    }
+    nc_ks_store(k, &b3, ob, nc_kx_binary(k, NC_KOP_ADD, row, nc_kx_var(k, v3)), gval);
   }
   #undef XV
   return NC_OK;
@@ -370,6 +449,14 @@ static nc_status nc_lw_reduce(nc_lw *w, nc_id n) {
   // reduced axes are inner: leave vectorization to the reduction loop
   for (nc_ks s = k->body; s != NC_KS_NONE; s = k->s[s].kind == NC_KS_FOR ? k->s[s].body : NC_KS_NONE)
     if (k->s[s].kind == NC_KS_FOR) k->s[s].sched &= ~(unsigned)NC_KSCHED_VECTORIZE;
+  nc_id deps[NC_KERNEL_MAX_ACCS];
+  int ndeps = nc_lw_row_deps(w, n, deps, NC_KERNEL_MAX_ACCS - 1);
+  if (ndeps < 0) return nc_errorf(NC_E_UNSUPPORTED, "lowering node %%%u: too many fused row reductions", n);
+  if (ndeps > 0) {
+    if (axes != (1ull << (xt.rank - 1)))
+      return nc_errorf(NC_E_INTERNAL, "lowering node %%%u: fused row reductions under a reduction of other axes", n);
+    tail = nc_lw_row_prologue(w, tail, deps, ndeps, idx);
+  }
   bool is_max = nd->op == NC_OP_REDUCE_MAX;
   int acc = nc_kernel_acc(k, xt.dtype);
   nc_kx init = nc_dtype_is_float(xt.dtype) ? nc_kx_const_f(k, xt.dtype, is_max ? -INFINITY : 0.0)
@@ -398,14 +485,318 @@ static nc_status nc_lw_reduce(nc_lw *w, nc_id n) {
   return NC_OK;
 }
 
+// ---- the attention pattern (NC_PATTERN_ATTENTION) ---------------------------------
+// attention and attention_grad lowered as loop nests with an online softmax:
+// per query row a running max m, a running sum l of exp(s - m) and (forward)
+// the output row rescaled as m grows, so the (B,H,Tq,Tk) scores are never
+// materialized. Only the keys a row can see are visited: [lo, hi) with
+// pos = kvlen - Tq + i, lo = max(0, pos - window + 1) when windowed, hi =
+// min(kvlen, pos + 1) when causal. The backward recomputes each row's
+// statistics (lse = m + log l and, for dq/dk, Di = sum_j p_ij dp_ij) in a
+// first sweep, then sweeps again for the gradient; dk/dv are parallel over
+// (batch, kv head) so each thread owns the key rows it accumulates into.
+typedef struct {
+  nc_kernel *k;
+  nc_kx Tq, Tk, Hq, Hkv, D, Dv, G, kvlen, scale;
+  bool causal;
+  int64_t window;
+  int qb, kb, vb, db;  // buffers: q, k, v, dout (-1 in the forward)
+  int m, l, dd, s, mn, al, p, dp, lse, di;  // accumulators
+} nc_at;
+
+#define AT_ADD(x, y) nc_kx_binary(k, NC_KOP_ADD, x, y)
+#define AT_SUB(x, y) nc_kx_binary(k, NC_KOP_SUB, x, y)
+#define AT_MUL(x, y) nc_kx_binary(k, NC_KOP_MUL, x, y)
+#define AT_F32(buf, i) nc_kx_cast(k, nc_kx_load(k, buf, i), NC_F32)
+
+// ((b*T + t)*H + h)*D: the first element of row (b, t, h) of a (B,T,H,D) tensor
+static nc_kx nc_at_row(nc_kernel *k, nc_kx b, nc_kx T, nc_kx t, nc_kx H, nc_kx h, nc_kx D) {
+  return AT_MUL(AT_ADD(AT_MUL(AT_ADD(AT_MUL(b, T), t), H), h), D);
+}
+
+static nc_ks nc_at_loop(nc_kernel *k, nc_ks **tail, int *var, nc_kx lo, nc_kx hi, bool vec) {
+  *var = nc_kernel_var(k);
+  nc_ks l = nc_ks_for(k, tail, *var, lo, hi);
+  if (vec && l != NC_KS_NONE) k->s[l].sched |= NC_KSCHED_VECTORIZE, k->s[l].vec = 16;
+  return l;
+}
+
+// acc = sum_d a[ra + d] * b[rb + d], d < n
+static void nc_at_dot(nc_at *a, nc_ks **tail, int acc, int ba, nc_kx ra, int bb, nc_kx rb, nc_kx n) {
+  nc_kernel *k = a->k;
+  nc_ks_acc_init(k, tail, acc, nc_kx_const_f(k, NC_F32, 0));
+  int d;
+  nc_ks l = nc_at_loop(k, tail, &d, nc_kx_idx(k, 0), n, true);
+  nc_ks *b = nc_ks_body_slot(k, l);
+  nc_kx dv = nc_kx_var(k, d);
+  nc_ks_acc_update(k, &b, acc, NC_KOP_ADD, AT_MUL(AT_F32(ba, AT_ADD(ra, dv)), AT_F32(bb, AT_ADD(rb, dv))));
+}
+
+// buf[row + d] = value(d) for d < n (value built by the caller from the var)
+static nc_ks *nc_at_rowloop(nc_at *a, nc_ks **tail, nc_kx n, nc_kx *dvar) {
+  nc_kernel *k = a->k;
+  int d;
+  nc_ks l = nc_at_loop(k, tail, &d, nc_kx_idx(k, 0), n, true);
+  *dvar = nc_kx_var(k, d);
+  return nc_ks_body_slot(k, l);
+}
+
+// The keys row i sees: [lo, hi).
+static void nc_at_range(nc_at *a, nc_kx i, nc_kx *lo, nc_kx *hi) {
+  nc_kernel *k = a->k;
+  nc_kx pos = AT_ADD(AT_SUB(a->kvlen, a->Tq), i);
+  *lo = nc_kx_idx(k, 0);
+  if (a->window > 0) *lo = nc_kx_binary(k, NC_KOP_MAX, *lo, AT_ADD(AT_SUB(pos, nc_kx_idx(k, a->window)), nc_kx_idx(k, 1)));
+  *hi = nc_kx_binary(k, NC_KOP_MIN, a->kvlen, a->Tk);
+  if (a->causal) *hi = nc_kx_binary(k, NC_KOP_MIN, *hi, AT_ADD(pos, nc_kx_idx(k, 1)));
+}
+
+// One online-softmax step for score sv (f32, scaled): m, l (and o rescaled by
+// the caller with al) updated; leaves al and p.
+static void nc_at_online(nc_at *a, nc_ks **tail, nc_kx sv) {
+  nc_kernel *k = a->k;
+  nc_ks_acc_init(k, tail, a->mn, nc_kx_binary(k, NC_KOP_MAX, nc_kx_acc(k, a->m), sv));
+  nc_ks_acc_init(k, tail, a->al, nc_kx_unary(k, NC_KOP_EXP, AT_SUB(nc_kx_acc(k, a->m), nc_kx_acc(k, a->mn))));
+  nc_ks_acc_init(k, tail, a->p, nc_kx_unary(k, NC_KOP_EXP, AT_SUB(sv, nc_kx_acc(k, a->mn))));
+  nc_ks_acc_init(k, tail, a->l, AT_ADD(AT_MUL(nc_kx_acc(k, a->l), nc_kx_acc(k, a->al)), nc_kx_acc(k, a->p)));
+}
+
+// Row statistics of query row (b, i, h): lse and (with_d) Di = sum_j p_ij (do_i . v_j).
+static void nc_at_stats(nc_at *a, nc_ks **tail, nc_kx b, nc_kx i, nc_kx h, bool with_d) {
+  nc_kernel *k = a->k;
+  nc_kx hk = nc_kx_binary(k, NC_KOP_IDIV, h, a->G), lo, hi;
+  nc_kx qrow = nc_at_row(k, b, a->Tq, i, a->Hq, h, a->D), orow = nc_at_row(k, b, a->Tq, i, a->Hq, h, a->Dv);
+  nc_at_range(a, i, &lo, &hi);
+  nc_ks_acc_init(k, tail, a->m, nc_kx_const_f(k, NC_F32, -INFINITY));
+  nc_ks_acc_init(k, tail, a->l, nc_kx_const_f(k, NC_F32, 0));
+  if (with_d) nc_ks_acc_init(k, tail, a->dd, nc_kx_const_f(k, NC_F32, 0));
+  int j;
+  nc_ks lj = nc_at_loop(k, tail, &j, lo, hi, false);
+  nc_ks *bj = nc_ks_body_slot(k, lj);
+  nc_kx jv = nc_kx_var(k, j);
+  nc_at_dot(a, &bj, a->s, a->qb, qrow, a->kb, nc_at_row(k, b, a->Tk, jv, a->Hkv, hk, a->D), a->D);
+  nc_at_online(a, &bj, AT_MUL(nc_kx_acc(k, a->s), a->scale));
+  if (with_d) {
+    nc_at_dot(a, &bj, a->dp, a->db, orow, a->vb, nc_at_row(k, b, a->Tk, jv, a->Hkv, hk, a->Dv), a->Dv);
+    nc_ks_acc_init(k, &bj, a->dd, AT_ADD(AT_MUL(nc_kx_acc(k, a->dd), nc_kx_acc(k, a->al)),
+                                        AT_MUL(nc_kx_acc(k, a->p), nc_kx_acc(k, a->dp))));
+  }
+  nc_ks_acc_init(k, &bj, a->m, nc_kx_acc(k, a->mn));
+  nc_ks_acc_init(k, tail, a->lse, AT_ADD(nc_kx_acc(k, a->m), nc_kx_unary(k, NC_KOP_LOG, nc_kx_acc(k, a->l))));
+  if (with_d) nc_ks_acc_init(k, tail, a->di, nc_kx_binary(k, NC_KOP_DIV, nc_kx_acc(k, a->dd), nc_kx_acc(k, a->l)));
+}
+
+// In a loop over keys j of row (b, i, h) after nc_at_stats: p (and with ds:
+// ds = p (dp - Di) scale in acc dp) for key j.
+static void nc_at_prob(nc_at *a, nc_ks **tail, nc_kx b, nc_kx i, nc_kx h, nc_kx j, bool with_ds) {
+  nc_kernel *k = a->k;
+  nc_kx hk = nc_kx_binary(k, NC_KOP_IDIV, h, a->G);
+  nc_kx qrow = nc_at_row(k, b, a->Tq, i, a->Hq, h, a->D), orow = nc_at_row(k, b, a->Tq, i, a->Hq, h, a->Dv);
+  nc_at_dot(a, tail, a->s, a->qb, qrow, a->kb, nc_at_row(k, b, a->Tk, j, a->Hkv, hk, a->D), a->D);
+  nc_ks_acc_init(k, tail, a->p, nc_kx_unary(k, NC_KOP_EXP, AT_SUB(AT_MUL(nc_kx_acc(k, a->s), a->scale), nc_kx_acc(k, a->lse))));
+  if (!with_ds) return;
+  nc_at_dot(a, tail, a->dp, a->db, orow, a->vb, nc_at_row(k, b, a->Tk, j, a->Hkv, hk, a->Dv), a->Dv);
+  nc_ks_acc_init(k, tail, a->dp, AT_MUL(AT_MUL(nc_kx_acc(k, a->p), AT_SUB(nc_kx_acc(k, a->dp), nc_kx_acc(k, a->di))), a->scale));
+}
+
+static nc_status nc_lw_attention(nc_lw *w, nc_id n) {
+  nc_kernel *k = w->k;
+  const nc_node *nd = nc_graph_node(w->g, n);
+  bool grad = nd->op == NC_OP_ATTENTION_GRAD;
+  int wrt = grad ? (int)nd->ia[0] : -1;
+  nc_id qn = nc_graph_input_of(w->g, n, 0), kn = nc_graph_input_of(w->g, n, 1), vn = nc_graph_input_of(w->g, n, 2);
+  int nbase = grad ? 4 : 3;
+  nc_id kvn = nd->nin > nbase ? nc_graph_input_of(w->g, n, nbase) : NC_NONE;
+  nc_type qt = nc_type_of(w->g, qn), kt = nc_type_of(w->g, kn), vt = nc_type_of(w->g, vn);
+  if (!nc_dim_is_const(qt.dim[2]) || !nc_dim_is_const(kt.dim[2]) || kt.dim[2].c <= 0 || qt.dim[2].c % kt.dim[2].c)
+    return nc_errorf(NC_E_UNSUPPORTED, "attention pattern: head counts must be constants with Hq %% Hkv == 0");
+  nc_at a = {.k = k, .causal = grad ? nd->ia[1] : nd->ia[0], .window = grad ? nd->ia[2] : nd->ia[1]};
+  int ob = nc_lw_buf(w, n, true);
+  a.qb = nc_lw_buf(w, qn, false), a.kb = nc_lw_buf(w, kn, false), a.vb = nc_lw_buf(w, vn, false);
+  a.db = grad ? nc_lw_buf(w, nc_graph_input_of(w->g, n, 3), false) : -1;
+  nc_kx B = nc_lw_dim(w, qt.dim[0]);
+  a.Tq = nc_lw_dim(w, qt.dim[1]), a.Hq = nc_lw_dim(w, qt.dim[2]), a.D = nc_lw_dim(w, qt.dim[3]);
+  a.Tk = nc_lw_dim(w, kt.dim[1]), a.Hkv = nc_lw_dim(w, kt.dim[2]), a.Dv = nc_lw_dim(w, vt.dim[3]);
+  a.G = nc_kx_idx(k, qt.dim[2].c / kt.dim[2].c);
+  a.scale = nc_kx_const_f(k, NC_F32, nd->fa[0]);
+  nc_kx none[1] = {nc_kx_idx(k, 0)};
+  a.kvlen = kvn != NC_NONE ? nc_kx_cast(k, nc_lw_emit(w, kvn, none, false), NC_I64) : a.Tk;
+  int *accs[] = {&a.m, &a.l, &a.dd, &a.s, &a.mn, &a.al, &a.p, &a.dp, &a.lse, &a.di};
+  for (size_t q = 0; q < sizeof accs / sizeof *accs; q++) *accs[q] = nc_kernel_acc(k, NC_F32);
+  nc_ks *tail = &k->body;
+  int bh, iv, jv;
+  nc_kx zero = nc_kx_const_f(k, NC_F32, 0), d;
+  if (wrt == -1 || wrt == 0) {  // one row of the output (or of dq) per (b, h, i)
+    nc_ks l0 = nc_at_loop(k, &tail, &bh, nc_kx_idx(k, 0), AT_MUL(B, a.Hq), false);
+    k->s[l0].sched |= NC_KSCHED_PARALLEL;
+    nc_ks *t0 = nc_ks_body_slot(k, l0);
+    nc_kx b = nc_kx_binary(k, NC_KOP_IDIV, nc_kx_var(k, bh), a.Hq), h = nc_kx_binary(k, NC_KOP_IMOD, nc_kx_var(k, bh), a.Hq);
+    nc_ks li = nc_at_loop(k, &t0, &iv, nc_kx_idx(k, 0), a.Tq, false);
+    nc_ks *ti = nc_ks_body_slot(k, li);
+    nc_kx i = nc_kx_var(k, iv), hk = nc_kx_binary(k, NC_KOP_IDIV, h, a.G), lo, hi;
+    nc_at_range(&a, i, &lo, &hi);
+    if (wrt == -1) {
+      nc_kx orow = nc_at_row(k, b, a.Tq, i, a.Hq, h, a.Dv), qrow = nc_at_row(k, b, a.Tq, i, a.Hq, h, a.D);
+      nc_ks *z = nc_at_rowloop(&a, &ti, a.Dv, &d);
+      nc_ks_store(k, &z, ob, AT_ADD(orow, d), zero);
+      nc_ks_acc_init(k, &ti, a.m, nc_kx_const_f(k, NC_F32, -INFINITY));
+      nc_ks_acc_init(k, &ti, a.l, zero);
+      nc_ks lj = nc_at_loop(k, &ti, &jv, lo, hi, false);
+      nc_ks *tj = nc_ks_body_slot(k, lj);
+      nc_kx j = nc_kx_var(k, jv);
+      nc_at_dot(&a, &tj, a.s, a.qb, qrow, a.kb, nc_at_row(k, b, a.Tk, j, a.Hkv, hk, a.D), a.D);
+      nc_at_online(&a, &tj, AT_MUL(nc_kx_acc(k, a.s), a.scale));
+      nc_kx vrow = nc_at_row(k, b, a.Tk, j, a.Hkv, hk, a.Dv);
+      nc_ks *u = nc_at_rowloop(&a, &tj, a.Dv, &d);
+      nc_kx oi = AT_ADD(orow, d);
+      nc_ks_store(k, &u, ob, oi, AT_ADD(AT_MUL(nc_kx_load(k, ob, oi), nc_kx_acc(k, a.al)),
+                                        AT_MUL(nc_kx_acc(k, a.p), AT_F32(a.vb, AT_ADD(vrow, d)))));
+      nc_ks_acc_init(k, &tj, a.m, nc_kx_acc(k, a.mn));
+      nc_ks *f = nc_at_rowloop(&a, &ti, a.Dv, &d);
+      oi = AT_ADD(orow, d);
+      nc_ks_store(k, &f, ob, oi, nc_kx_binary(k, NC_KOP_DIV, nc_kx_load(k, ob, oi), nc_kx_acc(k, a.l)));
+    } else {
+      nc_kx qrow = nc_at_row(k, b, a.Tq, i, a.Hq, h, a.D);
+      nc_at_stats(&a, &ti, b, i, h, true);
+      nc_ks *z = nc_at_rowloop(&a, &ti, a.D, &d);
+      nc_ks_store(k, &z, ob, AT_ADD(qrow, d), zero);
+      nc_ks lj = nc_at_loop(k, &ti, &jv, lo, hi, false);
+      nc_ks *tj = nc_ks_body_slot(k, lj);
+      nc_kx j = nc_kx_var(k, jv);
+      nc_at_prob(&a, &tj, b, i, h, j, true);
+      nc_kx krow = nc_at_row(k, b, a.Tk, j, a.Hkv, hk, a.D);
+      nc_ks *u = nc_at_rowloop(&a, &tj, a.D, &d);
+      nc_kx oi = AT_ADD(qrow, d);
+      nc_ks_store(k, &u, ob, oi, AT_ADD(nc_kx_load(k, ob, oi), AT_MUL(nc_kx_acc(k, a.dp), AT_F32(a.kb, AT_ADD(krow, d)))));
+    }
+  } else {  // dk / dv: parallel over (b, kv head); every query row of its G heads adds into its key rows
+    nc_kx Dout = wrt == 1 ? a.D : a.Dv;
+    nc_ks l0 = nc_at_loop(k, &tail, &bh, nc_kx_idx(k, 0), AT_MUL(B, a.Hkv), false);
+    k->s[l0].sched |= NC_KSCHED_PARALLEL;
+    nc_ks *t0 = nc_ks_body_slot(k, l0);
+    nc_kx b = nc_kx_binary(k, NC_KOP_IDIV, nc_kx_var(k, bh), a.Hkv), hk = nc_kx_binary(k, NC_KOP_IMOD, nc_kx_var(k, bh), a.Hkv);
+    int zj;
+    nc_ks lz = nc_at_loop(k, &t0, &zj, nc_kx_idx(k, 0), a.Tk, false);
+    nc_ks *tz = nc_ks_body_slot(k, lz);
+    nc_ks *z = nc_at_rowloop(&a, &tz, Dout, &d);
+    nc_ks_store(k, &z, ob, AT_ADD(nc_at_row(k, b, a.Tk, nc_kx_var(k, zj), a.Hkv, hk, Dout), d), zero);
+    int gv;
+    nc_ks lg = nc_at_loop(k, &t0, &gv, nc_kx_idx(k, 0), a.G, false);
+    nc_ks *tg = nc_ks_body_slot(k, lg);
+    nc_kx h = AT_ADD(AT_MUL(hk, a.G), nc_kx_var(k, gv));
+    nc_ks li = nc_at_loop(k, &tg, &iv, nc_kx_idx(k, 0), a.Tq, false);
+    nc_ks *ti = nc_ks_body_slot(k, li);
+    nc_kx i = nc_kx_var(k, iv), lo, hi;
+    nc_at_range(&a, i, &lo, &hi);
+    nc_at_stats(&a, &ti, b, i, h, wrt == 1);
+    nc_ks lj = nc_at_loop(k, &ti, &jv, lo, hi, false);
+    nc_ks *tj = nc_ks_body_slot(k, lj);
+    nc_kx j = nc_kx_var(k, jv);
+    nc_at_prob(&a, &tj, b, i, h, j, wrt == 1);
+    nc_kx orow = nc_at_row(k, b, a.Tk, j, a.Hkv, hk, Dout);
+    // dv_j += p do_i; dk_j += ds q_i
+    nc_kx src = wrt == 1 ? nc_at_row(k, b, a.Tq, i, a.Hq, h, a.D) : nc_at_row(k, b, a.Tq, i, a.Hq, h, a.Dv);
+    nc_kx coef = nc_kx_acc(k, wrt == 1 ? a.dp : a.p);
+    nc_ks *u = nc_at_rowloop(&a, &tj, Dout, &d);
+    nc_kx oi = AT_ADD(orow, d);
+    nc_ks_store(k, &u, ob, oi, AT_ADD(nc_kx_load(k, ob, oi), AT_MUL(coef, AT_F32(wrt == 1 ? a.qb : a.db, AT_ADD(src, d)))));
+  }
+  return NC_OK;
+}
+#undef AT_ADD
+#undef AT_SUB
+#undef AT_MUL
+#undef AT_F32
+
+// The row reductions (NC_PATTERN_NORM_ROPE) that node n's inlined tree needs,
+// in id order (a reduction's input may need earlier ones).
+static int nc_lw_row_deps(nc_lw *w, nc_id n, nc_id *out, int max) {
+  if (!w->rowfused) return 0;
+  nc_id stack[256];
+  int sp = 0, no = 0;
+  const nc_node *nd = nc_graph_node(w->g, n);
+  for (int q = 0; q < nd->nin && sp < 256; q++) stack[sp++] = nc_graph_input_of(w->g, n, q);
+  while (sp > 0) {
+    nc_id v = stack[--sp];
+    if (w->p->materialized[v] && w->p->stored_by[v] != n) continue;
+    if (w->rowfused[v] && !w->p->materialized[v]) {
+      bool seen = false;
+      for (int q = 0; q < no; q++) seen |= out[q] == v;
+      if (seen) continue;
+      if (no == max) return -1;
+      out[no++] = v;
+    }
+    const nc_node *vn = nc_graph_node(w->g, v);
+    for (int q = 0; q < vn->nin; q++) {
+      if (sp == 256) return -1;
+      stack[sp++] = nc_graph_input_of(w->g, v, q);
+    }
+  }
+  for (int i = 1; i < no; i++)  // insertion sort by id
+    for (int j = i; j > 0 && out[j] < out[j - 1]; j--) {
+      nc_id t = out[j];
+      out[j] = out[j - 1], out[j - 1] = t;
+    }
+  return no;
+}
+
+// Inside the loops over a row's leading indices lead[]: computes each row
+// reduction of deps[] into an accumulator (one sweep of the last axis each).
+static nc_ks *nc_lw_row_prologue(nc_lw *w, nc_ks *tail, const nc_id *deps, int nd, const nc_kx *lead) {
+  nc_kernel *k = w->k;
+  for (int q = 0; q < nd; q++) {
+    const nc_node *rn = nc_graph_node(w->g, deps[q]);
+    nc_id x = nc_graph_input_of(w->g, deps[q], 0);
+    nc_type xt = nc_type_of(w->g, x);
+    bool is_max = rn->op == NC_OP_REDUCE_MAX;
+    int acc = nc_kernel_acc(k, xt.dtype);
+    nc_ks_acc_init(k, &tail, acc, nc_kx_const_f(k, xt.dtype, is_max ? -INFINITY : 0.0));
+    nc_kx idx[NC_MAX_RANK];
+    memcpy(idx, lead, sizeof(nc_kx) * (size_t)(xt.rank - 1));
+    int v = nc_kernel_var(k);
+    nc_ks l = nc_ks_for(k, &tail, v, nc_kx_idx(k, 0), nc_lw_dim(w, xt.dim[xt.rank - 1]));
+    if (l != NC_KS_NONE) k->s[l].sched |= NC_KSCHED_VECTORIZE, k->s[l].vec = 16;
+    nc_ks *body = nc_ks_body_slot(k, l);
+    idx[xt.rank - 1] = nc_kx_var(k, v);
+    nc_ks_acc_update(k, &body, acc, is_max ? NC_KOP_MAX : NC_KOP_ADD, nc_lw_emit(w, x, idx, false));
+    nc_kx val = nc_kx_acc(k, acc);
+    if (rn->op == NC_OP_REDUCE_MEAN) val = nc_kx_binary(k, NC_KOP_DIV, val, nc_kx_cast(k, nc_lw_dim(w, xt.dim[xt.rank - 1]), xt.dtype));
+    w->row_node[w->nrow] = deps[q];
+    w->row_val[w->nrow++] = val;
+  }
+  return tail;
+}
+
+static void nc_lw_novec(nc_kernel *k) {
+  for (nc_ks s = k->body; s != NC_KS_NONE; s = k->s[s].kind == NC_KS_FOR ? k->s[s].body : NC_KS_NONE)
+    if (k->s[s].kind == NC_KS_FOR) k->s[s].sched &= ~(unsigned)NC_KSCHED_VECTORIZE;
+}
+
 static nc_status nc_lw_elementwise(nc_lw *w, nc_id n) {
   nc_kernel *k = w->k;
   nc_type t = nc_type_of(w->g, n);
   int ob = nc_lw_buf(w, n, true);
   nc_kx idx[NC_MAX_RANK];
-  nc_ks *tail = nc_lw_loops(w, &k->body, &t, (1ull << t.rank) - 1, idx, true);
+  nc_id deps[NC_KERNEL_MAX_ACCS];
+  int nd = nc_lw_row_deps(w, n, deps, NC_KERNEL_MAX_ACCS);
+  if (nd < 0) return nc_errorf(NC_E_UNSUPPORTED, "lowering node %%%u: too many fused row reductions", n);
+  nc_ks *tail;
+  if (nd > 0 && t.rank > 0) {  // one kernel per row: the row's reductions, then its elements
+    tail = nc_lw_loops(w, &k->body, &t, (1ull << (t.rank - 1)) - 1, idx, true);
+    nc_lw_novec(k);
+    tail = nc_lw_row_prologue(w, tail, deps, nd, idx);
+    tail = nc_lw_loops(w, tail, &t, 1ull << (t.rank - 1), idx, false);
+  } else {
+    if (nd > 0) return nc_errorf(NC_E_INTERNAL, "lowering node %%%u: row reductions in a scalar kernel", n);
+    tail = nc_lw_loops(w, &k->body, &t, (1ull << t.rank) - 1, idx, true);
+  }
   nc_kx v = nc_lw_emit(w, n, idx, true);
   nc_ks_store(k, &tail, ob, nc_lw_flatten(w, &t, idx), v);
+  for (nc_id m = 0; w->hosts && m < n; m++)  // the outputs this kernel computes too (same shape, same index)
+    if (w->p->stored_by[m] == n) {
+      nc_type mt = nc_type_of(w->g, m);
+      nc_ks_store(k, &tail, nc_lw_buf(w, m, true), nc_lw_flatten(w, &mt, idx), nc_lw_emit(w, m, idx, true));
+    }
   return NC_OK;
 }
 
@@ -414,7 +805,305 @@ void nc_plan_free(nc_plan *p) {
   for (int i = 0; i < p->nkernels; i++) nc_kernel_free(&p->kernels[i].k);
   free(p->kernels);
   free(p->materialized);
+  free(p->stored_by);
   free(p);
+}
+
+// The softcap + cross-entropy pattern (NC_PATTERN_SOFTCAP_CE), a fusion
+// decision after the default one:
+// 1. the cheap tail of the elementwise chain that computes the logits of a
+//    row cross-entropy (softcap * tanh(x / softcap): the multiply) is not
+//    materialized: the row kernels recompute it in each pass (the tanh is
+//    materialized: recomputing it five times costs more than reading it);
+// 2. a cross_entropy_grad whose single consumer starts an elementwise chain of
+//    its shape (the softcap's backward, then reshapes) is computed inside the
+//    kernel of that chain's materialized end: the full softmax is never
+//    written, only the logits' gradient.
+// Returns per node the gradient fused into it (NC_NONE if none); NULL = OOM.
+static bool nc_lw_same_dims(const nc_type *a, const nc_type *b) {
+  if (a->rank != b->rank) return false;
+  for (int i = 0; i < a->rank; i++)
+    if (!nc_dim_eq(a->dim[i], b->dim[i])) return false;
+  return true;
+}
+
+static nc_id *nc_lw_softcap_ce(const nc_graph *g, nc_plan *p, const uint32_t *uses) {
+  uint32_t nn = nc_graph_nnodes(g);
+  nc_id *epi = malloc((nn ? nn : 1) * sizeof *epi), *cons = malloc((nn ? nn : 1) * sizeof *cons);
+  unsigned char *forced = calloc(nn ? nn : 1, 1);
+  if (!epi || !cons || !forced) {
+    free(epi), free(cons), free(forced);
+    return NULL;
+  }
+  for (nc_id i = 0; i < nn; i++) epi[i] = cons[i] = NC_NONE;
+  for (int k = 0; k < nc_graph_noutputs(g); k++) forced[nc_graph_output(g, k)] = 1;
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    for (int q = 0; q < nd->nin; q++) {
+      nc_id in = nc_graph_input_of(g, i, q);
+      cons[in] = i;  // the last consumer (the only one when uses == 1)
+      if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || nd->op == NC_OP_ATTENTION ||
+          nd->op == NC_OP_ATTENTION_GRAD)
+        forced[in] = 1;  // read as whole buffers
+    }
+  }
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    if ((nd->op != NC_OP_CROSS_ENTROPY && nd->op != NC_OP_CROSS_ENTROPY_GRAD) || nd->ia[1] != 0) continue;
+    nc_id x = nc_graph_input_of(g, i, 0);
+    nc_type xt = nc_type_of(g, x);
+    // 1. the logits' elementwise chain (a short walk: at most 16 nodes)
+    nc_id stack[16];
+    int sp = 0;
+    stack[sp++] = x;
+    while (sp > 0) {
+      nc_id a = stack[--sp];
+      const nc_node *an = nc_graph_node(g, a);
+      nc_type at = an->type;
+      if (forced[a] || nc_op_get(an->op)->kind != NC_KIND_ELEMWISE || !nc_type_eq(&at, &xt)) continue;
+      // transcendental ops (the softcap's tanh) stay materialized: computed
+      // once and read back is cheaper here than recomputed in 5 sweeps
+      bool cheap = an->op == NC_OP_NEG || an->op == NC_OP_ABS || an->op == NC_OP_ADD || an->op == NC_OP_SUB ||
+                   an->op == NC_OP_MUL || an->op == NC_OP_MAX || an->op == NC_OP_MIN || an->op == NC_OP_CAST ||
+                   an->op == NC_OP_WHERE || an->op == NC_OP_SQUARE || an->op == NC_OP_RELU;
+      if (!cheap) continue;
+      p->materialized[a] = 0;
+      for (int q = 0; q < an->nin && sp < 16; q++) stack[sp++] = nc_graph_input_of(g, a, q);
+    }
+    if (nd->op != NC_OP_CROSS_ENTROPY_GRAD || forced[i] || uses[i] != 1) continue;
+    // 2. the gradient's consumer chain: elementwise ops of its shape, then reshapes
+    nc_id cur = i;
+    bool reshaped = false;
+    for (;;) {
+      nc_id c = cons[cur];
+      const nc_node *cn = nc_graph_node(g, c);
+      nc_type ct = cn->type;
+      if (cn->op == NC_OP_RESHAPE) reshaped = true;
+      else if (reshaped || nc_op_get(cn->op)->kind != NC_KIND_ELEMWISE || !nc_lw_same_dims(&ct, &nd->type)) break;
+      if (p->materialized[c] || forced[c]) {
+        if (epi[c] == NC_NONE) {  // one gradient per kernel (others are read from their buffers)
+          epi[c] = i;
+          p->materialized[i] = 0;
+        }
+        break;
+      }
+      if (uses[c] != 1) break;
+      cur = c;
+    }
+  }
+  free(cons);
+  free(forced);
+  return epi;
+}
+
+// The row-reduction pattern (NC_PATTERN_NORM_ROPE): a reduction over the
+// last axis with keepdim (rms_norm's mean of squares, the mean in its
+// gradient) is computed inside the kernels of its consumers, one row at a
+// time, when every path from it to a kernel is row-preserving (elementwise
+// ops, an expand of the last axis) and ends in an elementwise kernel or a
+// reduction over the last axis of the same rows. The row-constant nodes on
+// those paths (eps added, rsqrt, the broadcast) lose their buffers. With
+// rope_inline (patterns_force), the reduction's input loses its buffer too
+// when it is the rope rotation of a QK-norm: norm + rotation become one
+// kernel per row (measured slower on this CPU: the rotation is then
+// recomputed in every sweep, 2x forward and 3x backward).
+// Returns per node 1 if fused (NULL = OOM).
+static unsigned char *nc_lw_rowfuse(const nc_graph *g, nc_plan *p, bool rope_inline) {
+  uint32_t nn = nc_graph_nnodes(g);
+  unsigned char *fused = calloc(nn ? nn : 1, 1), *forced = calloc(nn ? nn : 1, 1), *path = calloc(nn ? nn : 1, 1);
+  uint32_t *cstart = calloc((size_t)nn + 1, sizeof *cstart), *cidx = NULL, *fill = calloc((size_t)nn + 1, sizeof *fill);
+  nc_id *stack = malloc((nn ? nn : 1) * sizeof *stack), *touched = malloc((nn ? nn : 1) * sizeof *touched);
+  uint32_t ne = 0;
+  for (nc_id i = 0; i < nn; i++) ne += (uint32_t)nc_graph_node(g, i)->nin;
+  cidx = malloc((ne ? ne : 1) * sizeof *cidx);
+  if (!fused || !forced || !path || !cstart || !fill || !stack || !touched || !cidx) {
+    free(fused), free(forced), free(path), free(cstart), free(cidx), free(fill), free(stack), free(touched);
+    return NULL;
+  }
+  for (int k = 0; k < nc_graph_noutputs(g); k++) forced[nc_graph_output(g, k)] = 1;
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    nc_kind kind = nc_op_get(nd->op)->kind;
+    for (int q = 0; q < nd->nin; q++) {
+      nc_id in = nc_graph_input_of(g, i, q);
+      cstart[in + 1]++;
+      if (kind == NC_KIND_OPAQUE && nd->op != NC_OP_CROSS_ENTROPY && nd->op != NC_OP_CROSS_ENTROPY_GRAD) forced[in] = 1;
+    }
+  }
+  for (nc_id i = 0; i < nn; i++) cstart[i + 1] += cstart[i];
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    for (int q = 0; q < nd->nin; q++) {
+      nc_id in = nc_graph_input_of(g, i, q);
+      cidx[cstart[in] + fill[in]++] = i;
+    }
+  }
+  for (nc_id r = 0; r < nn; r++) {
+    const nc_node *rn = nc_graph_node(g, r);
+    if (nc_op_get(rn->op)->kind != NC_KIND_REDUCE || forced[r] || !rn->ia[1]) continue;
+    nc_id x = nc_graph_input_of(g, r, 0);
+    nc_type xt = nc_type_of(g, x), rt = rn->type;
+    if (xt.rank < 1 || (uint64_t)rn->ia[0] != (1ull << (xt.rank - 1))) continue;
+    // walk the consumers: row-preserving paths up to valid kernels
+    int sp = 0, nt = 0;
+    bool ok = true;
+    stack[sp++] = r;
+    path[r] = 1, touched[nt++] = r;
+    while (sp > 0 && ok) {
+      nc_id v = stack[--sp];
+      for (uint32_t e = cstart[v]; e < cstart[v + 1] && ok; e++) {
+        nc_id c = cidx[e];
+        if (path[c]) continue;
+        const nc_node *cn = nc_graph_node(g, c);
+        nc_type ct = cn->type;
+        nc_kind kind = nc_op_get(cn->op)->kind;
+        bool row_shape = nc_lw_same_dims(&ct, &rt), full_shape = nc_lw_same_dims(&ct, &xt);
+        if (kind == NC_KIND_REDUCE) {  // a host if it reduces the same rows' last axis
+          nc_type it = nc_type_of(g, nc_graph_input_of(g, c, 0));
+          ok = nc_lw_same_dims(&it, &xt) && (uint64_t)cn->ia[0] == (1ull << (xt.rank - 1));
+        } else if (kind == NC_KIND_ELEMWISE && (row_shape || full_shape)) {
+          if (!forced[c] && (row_shape || !p->materialized[c])) {  // on the path: inlined
+            path[c] = 1, touched[nt++] = c, stack[sp++] = c;
+          }  // else a host: an elementwise kernel over the same rows
+        } else if (cn->op == NC_OP_EXPAND && full_shape && !forced[c]) {
+          nc_type it = nc_type_of(g, v);
+          ok = nc_lw_same_dims(&it, &rt);
+          if (ok) path[c] = 1, touched[nt++] = c, stack[sp++] = c;
+        } else {
+          ok = false;
+        }
+      }
+    }
+    if (ok) {
+      fused[r] = 1;
+      for (int t = 0; t < nt; t++) p->materialized[touched[t]] = 0;
+      // the reduction's input: a multi-use map (the rotation) is recomputed
+      // in each consumer instead of written once and read back
+      nc_id in = x;
+      while (!p->materialized[in] && nc_op_get(nc_graph_node(g, in)->op)->kind == NC_KIND_ELEMWISE &&
+             nc_graph_node(g, in)->nin == 1)
+        in = nc_graph_input_of(g, in, 0);
+      const nc_node *inn = nc_graph_node(g, in);
+      nc_kind ik = nc_op_get(inn->op)->kind;
+      nc_type int_ = inn->type;
+      if (rope_inline && p->materialized[in] && !forced[in] && (inn->op == NC_OP_CONCAT) && ik == NC_KIND_INJECTIVE &&
+          nc_lw_same_dims(&int_, &xt) && cstart[in + 1] - cstart[in] <= 4) {
+        bool clean = true;  // its own inlined tree computes no row reductions
+        int sp2 = 0;
+        stack[sp2++] = in;
+        while (sp2 > 0 && clean) {
+          nc_id v = stack[--sp2];
+          const nc_node *vn = nc_graph_node(g, v);
+          for (int q = 0; q < vn->nin && clean; q++) {
+            nc_id u = nc_graph_input_of(g, v, q);
+            if (fused[u] || nc_op_get(nc_graph_node(g, u)->op)->kind == NC_KIND_REDUCE) clean = false;
+            else if (!p->materialized[u] && sp2 < (int)nn) stack[sp2++] = u;
+          }
+        }
+        if (clean) p->materialized[in] = 0;
+      }
+    }
+    for (int t = 0; t < nt; t++) path[touched[t]] = 0;
+  }
+  free(forced), free(path), free(cstart), free(cidx), free(fill), free(stack), free(touched);
+  return fused;
+}
+
+// The update-group pattern (NC_PATTERN_UPDATE_GROUP): see passes/pass.h.
+// Returns false on OOM.
+static bool nc_lw_tree_has_rowfused(const nc_graph *g, const nc_plan *p, const unsigned char *rowfused, nc_id x, int depth) {
+  if (!rowfused || depth > 64) return rowfused != NULL;
+  const nc_node *nd = nc_graph_node(g, x);
+  for (int q = 0; q < nd->nin; q++) {
+    nc_id u = nc_graph_input_of(g, x, q);
+    if (p->materialized[u]) continue;
+    if (rowfused[u] || nc_lw_tree_has_rowfused(g, p, rowfused, u, depth + 1)) return true;
+  }
+  return false;
+}
+
+static bool nc_lw_update_group(const nc_graph *g, nc_plan *p, const uint32_t *uses, const nc_id *epi,
+                               const unsigned char *rowfused) {
+  uint32_t nn = nc_graph_nnodes(g);
+  nc_id *cons = malloc((nn ? nn : 1) * sizeof *cons);
+  unsigned char *outp = calloc(nn ? nn : 1, 1);
+  uint32_t *cstart = calloc((size_t)nn + 1, sizeof *cstart), *fill = calloc((size_t)nn + 1, sizeof *fill), *cidx = NULL;
+  uint32_t ne = 0;
+  for (nc_id i = 0; i < nn; i++) ne += (uint32_t)nc_graph_node(g, i)->nin;
+  cidx = malloc((ne ? ne : 1) * sizeof *cidx);
+  if (!cons || !outp || !cstart || !fill || !cidx) {
+    free(cons), free(outp), free(cstart), free(fill), free(cidx);
+    return false;
+  }
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    for (int q = 0; q < nd->nin; q++) cstart[nc_graph_input_of(g, i, q) + 1]++;
+  }
+  for (nc_id i = 0; i < nn; i++) cstart[i + 1] += cstart[i];
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    for (int q = 0; q < nd->nin; q++) {
+      nc_id in = nc_graph_input_of(g, i, q);
+      cidx[cstart[in] + fill[in]++] = i;
+    }
+  }
+  for (nc_id i = 0; i < nn; i++) cons[i] = NC_NONE;
+  for (int k = 0; k < nc_graph_noutputs(g); k++) outp[nc_graph_output(g, k)] = 1;
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    for (int q = 0; q < nd->nin; q++) cons[nc_graph_input_of(g, i, q)] = i;
+  }
+  // an elementwise root lowered by nc_lw_elementwise
+  #define NC_PLAIN_ROOT(x) (nc_op_get(nc_graph_node(g, x)->op)->kind == NC_KIND_ELEMWISE && (!epi || epi[x] == NC_NONE))
+  for (nc_id m = 0; m < nn; m++) {
+    const nc_node *md = nc_graph_node(g, m);
+    if (!outp[m] || !p->materialized[m] || uses[m] != 1 || md->type.rank < 1 || !NC_PLAIN_ROOT(m)) continue;
+    nc_id c = cons[m];
+    while (c != NC_NONE && !p->materialized[c]) {  // up an inlined elementwise chain of m's shape
+      nc_type ct = nc_graph_node(g, c)->type;
+      if (nc_op_get(nc_graph_node(g, c)->op)->kind != NC_KIND_ELEMWISE || !nc_lw_same_dims(&ct, &md->type) || uses[c] != 1) {
+        c = NC_NONE;
+        break;
+      }
+      c = cons[c];
+    }
+    if (c == NC_NONE || p->stored_by[c] != NC_NONE || !NC_PLAIN_ROOT(c)) continue;
+    nc_type rt = nc_graph_node(g, c)->type;
+    if (!nc_lw_same_dims(&rt, &md->type)) continue;
+    p->stored_by[m] = c;
+    // m's own stored nodes move with it
+    for (nc_id q = 0; q < m; q++)
+      if (p->stored_by[q] == m) p->stored_by[q] = c;
+  }
+  #undef NC_PLAIN_ROOT
+  unsigned char *hosted = calloc(nn ? nn : 1, 1);
+  if (!hosted) {
+    free(cons), free(outp), free(cstart), free(fill), free(cidx);
+    return false;
+  }
+  for (nc_id i = 0; i < nn; i++)
+    if (p->stored_by[i] != NC_NONE) hosted[p->stored_by[i]] = 1;
+  // a non-output elementwise node read only by one group's kernel (through
+  // its stored nodes) is recomputed there instead of materialized
+  for (nc_id x = nn; x-- > 0;) {
+    const nc_node *xd = nc_graph_node(g, x);
+    if (outp[x] || !p->materialized[x] || nc_op_get(xd->op)->kind != NC_KIND_ELEMWISE || (epi && epi[x] != NC_NONE) ||
+        p->stored_by[x] != NC_NONE)
+      continue;
+    nc_id host = NC_NONE;
+    bool ok = true;
+    for (uint32_t e = cstart[x]; e < cstart[x + 1] && ok; e++) {
+      nc_id c = cidx[e];  // the kernel that reads x: up c's inlined single-use chain
+      while (!p->materialized[c] && uses[c] == 1) c = cons[c];
+      nc_id h = !p->materialized[c] ? NC_NONE : p->stored_by[c] != NC_NONE ? p->stored_by[c] : c;
+      if (h == NC_NONE || !hosted[h]) ok = false;
+      else if (host == NC_NONE) host = h;
+      else ok = host == h;
+    }
+    if (ok && host != NC_NONE && !nc_lw_tree_has_rowfused(g, p, rowfused, x, 0)) p->materialized[x] = 0;
+  }
+  free(cons), free(outp), free(cstart), free(fill), free(cidx), free(hosted);
+  return true;
 }
 
 nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out) {
@@ -428,6 +1117,12 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
   p->nnodes = nn;
+  if (!(p->stored_by = malloc((nn ? nn : 1) * sizeof *p->stored_by))) {
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  for (nc_id i = 0; i < nn; i++) p->stored_by[i] = NC_NONE;
   for (nc_id i = 0; i < nn; i++) {
     const nc_node *nd = nc_graph_node(g, i);
     if (nc_lw_opaque_unsupported(nd->op)) {
@@ -442,7 +1137,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
       // contractions and scatter_add read whole buffers; the cross-entropy row
       // kernel reads the logits' buffer
       if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD ||
-          ((nd->op == NC_OP_CROSS_ENTROPY || nd->op == NC_OP_CROSS_ENTROPY_GRAD) && q == 0))
+          ((nd->op == NC_OP_CROSS_ENTROPY || nd->op == NC_OP_CROSS_ENTROPY_GRAD) && q == 0) ||
+          ((nd->op == NC_OP_ATTENTION && q < 3) || (nd->op == NC_OP_ATTENTION_GRAD && q < 4)))
         p->materialized[in] = 1;
     }
   }
@@ -464,34 +1160,72 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     cheap[i] = nd->op == NC_OP_CONST || nd->op == NC_OP_IOTA || (map && (p->materialized[in0] || cheap[in0]));
     if (nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM || nc_op_get(nd->op)->kind == NC_KIND_REDUCE ||
         nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || nd->op == NC_OP_CROSS_ENTROPY ||
-        nd->op == NC_OP_CROSS_ENTROPY_GRAD || (!cheap[i] && uses[i] > 1) ||
+        nd->op == NC_OP_CROSS_ENTROPY_GRAD || nd->op == NC_OP_ATTENTION || nd->op == NC_OP_ATTENTION_GRAD ||
+        (!cheap[i] && uses[i] > 1) ||
         (o && !o->fuse && !cheap[i]))
       p->materialized[i] = 1;
     if (p->materialized[i]) cheap[i] = 0;
   }
   free(cheap);
+  nc_id *epi = NULL;
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_SOFTCAP_CE)) && !(epi = nc_lw_softcap_ce(g, p, uses))) {
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  unsigned char *rowfused = NULL;
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_NORM_ROPE)) && !(rowfused = nc_lw_rowfuse(g, p, o && (o->patterns_force & NC_PATTERN_NORM_ROPE)))) {
+    free(epi);
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_UPDATE_GROUP)) && !nc_lw_update_group(g, p, uses, epi, rowfused)) {
+    free(epi);
+    free(rowfused);
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
   free(uses);
+  unsigned char *hosts = calloc(nn ? nn : 1, 1);  // per node: its kernel stores other nodes too
+  if (!hosts) {
+    free(epi);
+    free(rowfused);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  for (nc_id i = 0; i < nn; i++)
+    if (p->stored_by[i] != NC_NONE) hosts[p->stored_by[i]] = 1;
   nc_status st = NC_OK;
   for (nc_id i = 0; i < nn && !st; i++) {
     const nc_node *nd = nc_graph_node(g, i);
-    if (!p->materialized[i] || nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM) continue;
+    if (!p->materialized[i] || nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM || p->stored_by[i] != NC_NONE) continue;
     nc_plan_kernel *pk = &p->kernels[p->nkernels++];
     char name[64];
-    snprintf(name, sizeof name, "k%u_%s", i, nc_op_get(nd->op)->name);
+    if (epi && epi[i] != NC_NONE) snprintf(name, sizeof name, "k%u_ce_grad_epilogue", i);
+    else if (hosts && hosts[i]) snprintf(name, sizeof name, "k%u_update_group", i);
+    else snprintf(name, sizeof name, "k%u_%s", i, nc_op_get(nd->op)->name);
     nc_kernel_init(&pk->k, name);
     pk->node = i;
     for (int b = 0; b < NC_KERNEL_MAX_BUFS; b++) pk->buf_node[b] = NC_NONE;
-    nc_lw w = {g, p, pk, &pk->k, 0, NC_OK};
+    nc_lw w = {g, p, pk, &pk->k, 0, NC_OK, NC_NONE, NC_KX_NONE, rowfused, !(o && (o->patterns_off & NC_PATTERN_SYMMETRIC_GEMM)),
+               hosts[i], 0, {0}, {0}};
     if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) st = nc_lw_matmul(&w, i);
     else if (nd->op == NC_OP_SCATTER_ADD) st = nc_lw_scatter_add(&w, i);
-    else if (nd->op == NC_OP_CROSS_ENTROPY) st = nc_lw_cross_entropy(&w, i, false);
-    else if (nd->op == NC_OP_CROSS_ENTROPY_GRAD) st = nc_lw_cross_entropy(&w, i, true);
+    else if (epi && epi[i] != NC_NONE) st = nc_lw_cross_entropy(&w, epi[i], true, i);
+    else if (nd->op == NC_OP_CROSS_ENTROPY) st = nc_lw_cross_entropy(&w, i, false, NC_NONE);
+    else if (nd->op == NC_OP_CROSS_ENTROPY_GRAD) st = nc_lw_cross_entropy(&w, i, true, NC_NONE);
+    else if (nd->op == NC_OP_ATTENTION || nd->op == NC_OP_ATTENTION_GRAD) st = nc_lw_attention(&w, i);
     else if (nc_op_get(nd->op)->kind == NC_KIND_REDUCE) st = nc_lw_reduce(&w, i);
     else st = nc_lw_elementwise(&w, i);
     if (!st) st = w.st;
     if (!st) st = nc_kernel_verify(&pk->k);
     if (st) st = nc_status_prefix(st, "lowering node %%%u (%s): ", i, nc_op_get(nd->op)->name);
   }
+  free(epi);
+  free(rowfused);
+  free(hosts);
   if (st) {
     nc_plan_free(p);
     return st;
@@ -526,7 +1260,19 @@ nc_status nc_plan_memplan(const nc_graph *g, const nc_plan *p, const int64_t *sy
   mo.syms = syms;
   mo.nsyms = NC_MAX_SYMS;
   mo.materialized = mat;
+  nc_id *exec = NULL;
+  bool grouped = false;
+  for (nc_id i = 0; i < nn && p->stored_by && !grouped; i++) grouped = p->stored_by[i] != NC_NONE;
+  if (grouped) {  // nodes stored by another node's kernel are computed (and read their inputs) there
+    if (!(exec = malloc(nn * sizeof *exec))) {
+      free(mat);
+      return nc_errorf(NC_E_NOMEM, "out of memory");
+    }
+    for (nc_id i = 0; i < nn; i++) exec[i] = p->stored_by[i] != NC_NONE ? p->stored_by[i] : i;
+    mo.exec_at = exec;
+  }
   nc_status st = nc_memplan_build(g, &mo, out);
+  free(exec);
   free(mat);
   return st;
 }

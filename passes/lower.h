@@ -33,11 +33,16 @@ typedef struct {
   int nkernels;
   nc_plan_kernel *kernels;  // in execution order
   unsigned char *materialized;  // per node id: 1 if it owns a buffer
+  // per node id: the node whose kernel computes and stores it (a kernel with
+  // several outputs: NC_PATTERN_UPDATE_GROUP), or NC_NONE (its own kernel)
+  nc_id *stored_by;
   uint32_t nnodes;
 } nc_plan;
 
 typedef struct {
   bool fuse;  // false: materialize every node (one kernel per node; for tests)
+  unsigned patterns_off;    // NC_PATTERN_* bits (passes/pass.h) of lowering-time patterns switched off
+  unsigned patterns_force;  // NC_PATTERN_* bits applied beyond their cost rule (NORM_ROPE: the rotation too)
 } nc_lower_opts;
 
 nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out);

@@ -71,6 +71,7 @@ typedef struct {
   nc_id *stack;                      // (node << 1 | same) pairs
   uint32_t *last;                    // per node
   bool *in0_other;                   // per consumer: its input 0 is also read at other indices
+  const nc_id *exec_at;              // per node: where its kernel runs (NULL = itself)
 } nc_live;
 
 static void nc_live_consumer(nc_live *L, nc_id c) {
@@ -92,7 +93,8 @@ static void nc_live_consumer(nc_live *L, nc_id c) {
     if (seen[v] == stamp) continue;
     seen[v] = stamp;
     if (L->mat[v]) {
-      L->last[v] = c;  // consumers come in increasing id order
+      uint32_t at = L->exec_at ? L->exec_at[c] : c;  // a node computed by a later kernel reads there
+      if (at > L->last[v]) L->last[v] = at;
       if (v == in0 && !same) L->in0_other[c] = true;
       continue;
     }
@@ -250,9 +252,12 @@ nc_status nc_memplan_build(const nc_graph *g, const nc_memplan_opts *opts, nc_me
   stack = malloc((edges + 1) * 2 * sizeof *stack);  // each (node, kind) is pushed at most once per in-edge
   if (!stack) goto oom;
   for (nc_id i = 0; i < n; i++) last[i] = i;
-  nc_live L = {g, mat, seen_same, seen_other, stack, last, in0_other};
+  nc_live L = {g, mat, seen_same, seen_other, stack, last, in0_other, opts->exec_at};
   for (nc_id c = 0; c < n; c++)
     if (mat[c]) nc_live_consumer(&L, c);
+  if (opts->exec_at)  // hosts of other nodes' computations: no in place (flagged like other-index reads)
+    for (nc_id c = 0; c < n; c++)
+      if (opts->exec_at[c] != c && opts->exec_at[c] < n) in0_other[opts->exec_at[c]] = true;
   for (int b = 0; b < nb; b++) {
     nc_membuf *m = &p->bufs[b];
     m->def = m->node;
@@ -267,6 +272,8 @@ nc_status nc_memplan_build(const nc_graph *g, const nc_memplan_opts *opts, nc_me
     root[b] = b;
     const nc_node *cn = nc_graph_node(g, m->node);
     if (!opts->inplace || !(nc_op_get(cn->op)->flags & NC_OPF_INPLACE) || cn->nin < 1) continue;
+    // a kernel that computes other nodes too reads more than its input 0's element
+    if (opts->exec_at && (opts->exec_at[m->node] != m->node || in0_other[m->node])) continue;
     nc_id a = nc_graph_input_of(g, m->node, 0);
     int ab = p->index[a];
     if (ab < 0) continue;  // a leaf, or fused away

@@ -49,6 +49,9 @@ typedef struct {
   const bool *materialized;   // per node id (nnodes entries); NULL = every non-leaf node
   const bool *outputs;        // per node id; NULL = the graph's outputs
   bool inplace;               // allow in-place reuse (default true)
+  const nc_id *exec_at;       // per node id: the node whose kernel computes it (a multi-output
+                              // kernel); NULL = each its own. Reads count at that position, and
+                              // such kernels never write in place.
   int64_t align;              // offset alignment, a power of two (default 64)
 } nc_memplan_opts;
 

@@ -20,7 +20,46 @@ typedef struct nc_pass_ctx nc_pass_ctx;
 // the lowering's row kernel (one pass for max, one for the sum of exps, the
 // target's logit read directly; the gradient in one more pass) instead of
 // generic primitives.
-enum { NC_PATTERN_CROSS_ENTROPY = 1 };
+// ATTENTION: decompose keeps f32 attention and attention_grad (causal,
+// sliding-window, kvlen) for the lowering's online-softmax loop nests
+// (passes/lower.c): one sweep over the visible keys per query row, the
+// (B,H,Tq,Tk) scores never materialized. Applied where it wins on the CPU:
+// query lengths known to be at most NC_ATTN_LOOP_MAX_TQ (decode, short
+// chunks); for longer or symbolic ones (training) the GEMM decomposition is
+// faster here (docs/performance.md) unless patterns_force has the bit.
+// SOFTCAP_CE (a lowering decision: nc_lower_opts.patterns_off): the cheap
+// tail of the logits' elementwise chain (softcap * tanh(x / softcap): the
+// multiply; the tanh stays materialized, computed once) is recomputed inside
+// the cross-entropy row kernels instead of materialized, and
+// cross_entropy_grad is computed inside the kernel of its elementwise
+// consumer chain (the softcap's backward): one kernel reads the tanh and
+// writes the raw logits' gradient, the softmax never materialized.
+// NORM_ROPE (lowering): a keepdim reduction over the last axis (rms_norm's
+// mean of squares, and the mean in its gradient) is computed inside its
+// consumers' kernels row by row, with the row constants after it (eps,
+// rsqrt, broadcast) inlined: norm (+ scale) is one kernel per row, forward
+// and backward. With the bit in nc_lower_opts.patterns_force the rope
+// rotation feeding a QK-norm is recomputed there too rather than
+// materialized (rotation + norm in one kernel per row; slower on this CPU,
+// docs/runtime.md).
+#define NC_ATTN_LOOP_MAX_TQ 64
+// SYMMETRIC_GEMM (lowering): a matmul whose result is known symmetric (X X^T,
+// X^T X, A A of a symmetric A: Muon's Polar Express iterations) carries the
+// hint arg 9 = 1 on its matmul call; the CPU GEMM then computes only the
+// lower-triangle tiles and mirrors them (about half the FLOPs).
+// UPDATE_GROUP (lowering): an elementwise output whose only consumer chain
+// ends in another elementwise kernel of its shape (the optimizer's moment
+// updates feeding the parameter update) is computed and stored by that
+// kernel: one kernel per parameter writes the parameter and its optimizer
+// state (AdamW: p, m, v), the scaled gradient recomputed inline.
+enum {
+  NC_PATTERN_CROSS_ENTROPY = 1,
+  NC_PATTERN_ATTENTION = 2,
+  NC_PATTERN_SOFTCAP_CE = 4,
+  NC_PATTERN_NORM_ROPE = 8,
+  NC_PATTERN_SYMMETRIC_GEMM = 16,
+  NC_PATTERN_UPDATE_GROUP = 32,
+};
 typedef nc_status (*nc_pass_fn)(nc_graph **g, nc_pass_ctx *ctx);
 
 typedef struct {
@@ -39,6 +78,7 @@ struct nc_pass_ctx {
   int stop_after;           // run passes [0, stop_after]; -1 = all
   bool timing;              // print per-pass timing to dump_to at the end
   unsigned patterns_off;    // NC_PATTERN_* bits: named fusion patterns switched off
+  unsigned patterns_force;  // NC_PATTERN_* bits applied even where their cost rule says no (off wins)
   // filled in by nc_pass_run_pipeline:
   int nrun;
   double seconds[NC_MAX_PIPELINE];

@@ -24,7 +24,7 @@ struct nc_cpu {
   int nthreads;
   int nkernels;
   nc_kernel_fn *fns;   // per plan kernel (NULL for templates)
-  nc_gemm_fn gemm[4];  // by ta*2 + tb
+  nc_gemm_fn gemm[8];  // by sym*4 + ta*2 + tb
   nc_gemm_knobs knobs;
   float *work;
   double compile_s;
@@ -131,7 +131,8 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
     if (nc_kernel_is_template(k)) {
       const nc_kstmt *ts = nc_ks_get(k, k->body);
       int ta = (int)nc_kernel_eval_index(k, ts->args[4], NULL), tb = (int)nc_kernel_eval_index(k, ts->args[5], NULL);
-      L->need[ta * 2 + tb] = true;
+      int sym = ts->nargs > 9 && nc_kernel_eval_index(k, ts->args[9], NULL) ? 1 : 0;
+      L->need[sym * 4 + ta * 2 + tb] = true;
       continue;
     }
     // kernels that differ only in which buffers they touch (every layer's,
@@ -152,13 +153,13 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
       L->nunique++;
     }
   }
-  for (int v = 0; v < 4; v++) key = nc_hash_u64(key, L->need[v]);
+  for (int v = 0; v < 8; v++) key = nc_hash_u64(key, L->need[v]);
   L->key = key;
   free(keys);
   return NC_OK;
 }
 
-void nc_cpu_gemm_symbol(int v, char out[32]) { snprintf(out, 32, "nc_gemm_%d%d", v / 2, v % 2); }
+void nc_cpu_gemm_symbol(int v, char out[32]) { snprintf(out, 32, "nc_gemm_%d%d%s", (v / 2) % 2, v % 2, v >= 4 ? "s" : ""); }
 
 // ---- the executor: thread pool, workspace, function pointers --------------------------
 static nc_status nc_cpu_new_exec(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
@@ -200,7 +201,7 @@ static nc_status nc_cpu_resolve(nc_cpu *c, const nc_plan *p, const nc_cpu_layout
   }
   for (int i = 0; i < p->nkernels; i++)
     if (L->same_as[i] != i) c->fns[i] = c->fns[L->same_as[i]];
-  for (int v = 0; v < 4; v++) {
+  for (int v = 0; v < 8; v++) {
     if (!L->need[v]) continue;
     char name[32];
     nc_cpu_gemm_symbol(v, name);
@@ -298,12 +299,12 @@ void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) {
 static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   if (nc_kernel_is_template(k)) {
     const nc_kstmt *s = nc_ks_get(k, k->body);
-    int64_t v[9];
-    for (int i = 0; i < 9; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
-    bool ta = v[4], tb = v[5];
+    int64_t v[10] = {0};
+    for (int i = 0; i < s->nargs && i < 10; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
+    bool ta = v[4], tb = v[5], sym = v[9];
     nc_gemm_task t;
     memset(&t, 0, sizeof t);
-    t.fn = c->gemm[ta * 2 + tb];
+    t.fn = c->gemm[sym * 4 + ta * 2 + tb];
     t.a.a = bufs[s->cbufs[0]];
     t.a.b = bufs[s->cbufs[1]];
     t.a.c = bufs[s->cbufs[2]];

@@ -26,7 +26,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out);
 typedef struct {
   int *same_as;        // per kernel: the kernel whose code it runs
   char (*names)[96];   // per kernel: its function's symbol
-  bool need[4];        // GEMM variants used, by ta*2 + tb
+  bool need[8];        // GEMM variants used, by sym*4 + ta*2 + tb
   uint64_t key;
   int nunique;
 } nc_cpu_layout;

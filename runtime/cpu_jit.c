@@ -42,11 +42,11 @@ static nc_status nc_cpu_build_module(nc_jit *jit, const nc_plan *p, const nc_cpu
     }
     st = nc_llvm_emit_kernel(jit, m, k, L->names[i]);
   }
-  for (int v = 0; v < 4 && !st; v++) {
+  for (int v = 0; v < 8 && !st; v++) {
     if (!L->need[v]) continue;
     char name[32];
     nc_cpu_gemm_symbol(v, name);
-    nc_gemm_spec gs = {name, v / 2, v % 2, *knobs};
+    nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, v >= 4};
     st = nc_gemm_emit(m, &gs);
   }
   if (st) {

@@ -1,5 +1,6 @@
 #include "runtime/exec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -7,7 +8,16 @@
 #include "passes/lower.h"
 #include "passes/pass.h"
 #include "runtime/cpu.h"
+#include "runtime/ocl_device.h"
 #include "runtime/plan_run.h"
+
+// Fusion patterns the OpenCL emitter lowers (passes/pass.h NC_PATTERN_*):
+// every pattern that lowers to loop nests and the matmul template (tested in
+// tests/test_ocl.c against the interpreter). A pattern added later stays off
+// on OpenCL until it is added here.
+#define NC_OCL_PATTERNS_OK                                                                                       \
+  (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
+   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP)
 
 struct nc_exec {
   nc_device dev;
@@ -15,6 +25,7 @@ struct nc_exec {
   nc_graph *lowered;  // decomposed + dce'd (cpu, eval)
   nc_plan *plan;
   nc_cpu *cpu;
+  nc_ocl *ocl;
   nc_plan_mem *mem;
   double compile_s;
 };
@@ -25,9 +36,24 @@ nc_status nc_device_parse(const char *s, nc_device *out) {
   else if (!strcmp(s, "cpu")) out->kind = NC_DEV_CPU;
   else if (!strcmp(s, "cpu:avx2")) out->kind = NC_DEV_CPU, out->avx2_only = true;
   else if (!strcmp(s, "eval")) out->kind = NC_DEV_EVAL;
-  else if (!strncmp(s, "opencl", 6))
-    return nc_errorf(NC_E_UNSUPPORTED, "device '%s': the OpenCL backend is not built yet (use cpu or interp)", s);
-  else return nc_errorf(NC_E_INVALID, "unknown device '%s' (cpu, cpu:avx2, interp, eval)", s);
+  else if (!strcmp(s, "opencl") || !strncmp(s, "opencl:", 7)) {
+    const char *sel = s[6] ? s + 7 : "";
+    if (s[6] && !*sel) return nc_errorf(NC_E_INVALID, "device '%s': empty OpenCL selector (opencl:N, opencl:gpu, opencl:cpu, opencl:<name>)", s);
+    if (strlen(sel) >= sizeof out->select)
+      return nc_errorf(NC_E_INVALID, "device '%.80s...': OpenCL selector longer than %zu bytes", s, sizeof out->select - 1);
+    out->kind = NC_DEV_OPENCL;
+    snprintf(out->select, sizeof out->select, "%s", sel);
+    snprintf(out->name, sizeof out->name, "%s", s);
+  } else {
+    return nc_errorf(NC_E_INVALID, "unknown device '%s' (cpu, cpu:avx2, interp, eval, opencl, opencl:N|gpu|cpu|<name>)", s);
+  }
+  return NC_OK;
+}
+
+nc_status nc_device_set_precision(nc_device *d, const char *s) {
+  if (!strcmp(s, "bf16")) d->matmul_bf16 = true;
+  else if (!strcmp(s, "fp32")) d->matmul_bf16 = false;
+  else return nc_errorf(NC_E_INVALID, "matmul precision '%s': want bf16 or fp32", s);
   return NC_OK;
 }
 
@@ -36,6 +62,7 @@ const char *nc_device_name(const nc_device *d) {
     case NC_DEV_INTERP: return "interp";
     case NC_DEV_CPU: return d->avx2_only ? "cpu:avx2" : "cpu";
     case NC_DEV_EVAL: return "eval";
+    case NC_DEV_OPENCL: return d->name[0] ? d->name : "opencl";
   }
   return "?";
 }
@@ -67,6 +94,8 @@ static nc_graph *nc_graph_copy(const nc_graph *g) {
 
 void nc_exec_free(nc_exec *e) {
   if (!e) return;
+  if (e->ocl && (e->dev.verbose || (getenv("NC_DEBUG") && atoi(getenv("NC_DEBUG")) >= 2))) nc_ocl_profile_print(e->ocl, e->plan, 20, stderr);
+  nc_ocl_free(e->ocl);
   nc_cpu_free(e->cpu);
   nc_plan_mem_free(e->mem);
   nc_plan_free(e->plan);
@@ -99,14 +128,48 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     // NC_PATTERNS_OFF=1 switches the cross-entropy pattern off (bit values of NC_PATTERN_*)
     const char *off = getenv("NC_PATTERNS_OFF");
     if (off) ctx.patterns_off = (unsigned)strtoul(off, NULL, 0);
+    // OpenCL: only the patterns its emitter is known to lower stay on (a new
+    // pattern with its own template stays off until codegen/ocl_emit.c has it)
+    if (d->kind == NC_DEV_OPENCL) ctx.patterns_off |= ~(unsigned)NC_OCL_PATTERNS_OK;
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
-    nc_lower_opts lo = {.fuse = true};
+    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off};
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
     if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");
     if (!st && d->kind == NC_DEV_CPU) {
       nc_cpu_opts co = {.threads = d->threads, .avx2_only = d->avx2_only, .verbose = d->verbose};
       st = nc_cpu_compile(e->plan, &co, &e->cpu);
+    }
+    if (!st && d->kind == NC_DEV_OPENCL) {
+      nc_ocl_knobs kn;
+      // kernel timings: --verbose, NC_DEBUG>=1 or NC_PROFILE (what nc_exec_profile_print reports)
+      const char *dbg = getenv("NC_DEBUG");
+      bool prof = d->verbose || (dbg && atoi(dbg) >= 1) || getenv("NC_PROFILE");
+      nc_ocl_opts oo = {.select = d->select, .verbose = d->verbose, .profile = prof, .matmul_bf16 = d->matmul_bf16};
+      // NC_OCL_MATMUL=bf16|fp32 overrides the device's matmul precision
+      const char *mp = getenv("NC_OCL_MATMUL");
+      if (mp && *mp) {
+        nc_device dd = *d;
+        st = nc_device_set_precision(&dd, mp);
+        if (st) st = nc_status_prefix(st, "NC_OCL_MATMUL: ");
+        oo.matmul_bf16 = dd.matmul_bf16;
+      }
+      const char *ks = getenv("NC_OCL_KNOBS"), *ts = getenv("NC_OCL_TC");
+      if (!st && ((ks && *ks) || (ts && *ts))) {
+        nc_ocl_device_desc dd;
+        st = nc_ocl_select(d->select, &dd);
+        if (!st) {
+          nc_ocl_knobs_default(dd.gpu, &kn);
+          if (ks && *ks && (st = nc_ocl_knobs_parse(ks, &kn))) st = nc_status_prefix(st, "NC_OCL_KNOBS: ");
+          if (!st && ts && *ts && (st = nc_ocl_tc_parse(ts, &kn))) st = nc_status_prefix(st, "NC_OCL_TC: ");
+          oo.knobs = &kn;
+        }
+      }
+      if (!st) st = nc_ocl_compile(e->plan, &oo, &e->ocl);
+      if (!st && d->verbose)
+        fprintf(stderr, "opencl: %s | %s: %d kernels, %d distinct, program %s in %.3f s\n", nc_ocl_device(e->ocl)->platform,
+                nc_ocl_device(e->ocl)->name, e->plan->nkernels, nc_ocl_unique_kernels(e->ocl),
+                nc_ocl_cache_hit(e->ocl) ? "from the cache" : "built", nc_ocl_compile_seconds(e->ocl));
     }
   }
   if (st) {
@@ -123,6 +186,7 @@ nc_status nc_exec_run(nc_exec *e, const nc_feed *feeds, int nfeeds, nc_tensor *o
     case NC_DEV_INTERP: return nc_interp_run(e->g, feeds, nfeeds, outputs);
     case NC_DEV_EVAL: return nc_plan_run_mem(e->lowered, e->plan, e->mem, nc_kernel_runner_eval, NULL, feeds, nfeeds, outputs);
     case NC_DEV_CPU: return nc_plan_run_mem(e->lowered, e->plan, e->mem, nc_cpu_runner, e->cpu, feeds, nfeeds, outputs);
+    case NC_DEV_OPENCL: return nc_ocl_run(e->ocl, e->lowered, e->plan, feeds, nfeeds, outputs);
   }
   return nc_errorf(NC_E_INTERNAL, "bad device");
 }
@@ -134,6 +198,7 @@ int nc_exec_nkernels(const nc_exec *e) { return e->plan ? e->plan->nkernels : 0;
 
 void nc_exec_profile_print(const nc_exec *e, int top) {
   if (e->cpu) nc_cpu_profile_print(e->cpu, e->plan, top, stderr);
+  if (e->ocl) nc_ocl_profile_print(e->ocl, e->plan, top, stderr);
 }
 
 nc_status nc_exec_trace_start(nc_exec *e) {

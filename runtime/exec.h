@@ -2,25 +2,37 @@
 // interface. "interp" runs the reference interpreter; "cpu" decomposes,
 // fuses, lowers and JIT-compiles the graph once (plans are reused for every
 // call, whatever the symbol sizes); "eval" runs the lowered kernels on the
-// kernel-IR evaluator (for testing lowering). OpenCL devices come next.
+// kernel-IR evaluator (for testing lowering); "opencl[:SEL]" runs the same
+// plans as OpenCL C on an OpenCL device (runtime/ocl_device.h: SEL is an
+// index, gpu/cpu or a name substring).
 #ifndef NC_RUNTIME_EXEC_H
 #define NC_RUNTIME_EXEC_H
 
 #include "ir/graph.h"
 #include "runtime/interp.h"
 
-typedef enum { NC_DEV_INTERP, NC_DEV_CPU, NC_DEV_EVAL } nc_device_kind;
+typedef enum { NC_DEV_INTERP, NC_DEV_CPU, NC_DEV_EVAL, NC_DEV_OPENCL } nc_device_kind;
 
 typedef struct {
   nc_device_kind kind;
   int threads;     // cpu: 0 = one per core
   bool avx2_only;  // cpu: AVX2 code even on AVX-512 machines
-  bool verbose;    // print generated kernels
+  bool verbose;    // print generated kernels (opencl: also per-kernel timings)
+  char select[64];  // opencl: the device selector after "opencl:" ("" = first GPU, else first device)
+  char name[80];    // opencl: "opencl" or "opencl:<select>" (nc_device_name)
+  bool matmul_bf16; // opencl: matmuls in bf16 with fp32 accumulation (tensor cores on NVIDIA); false = fp32
 } nc_device;
 
-// "interp", "cpu", "cpu:avx2", "eval". threads is left at 0 (set it after).
+// "interp", "cpu", "cpu:avx2", "eval", "opencl", "opencl:N", "opencl:gpu",
+// "opencl:cpu", "opencl:<name substring>". threads is left at 0 (set it after).
 nc_status nc_device_parse(const char *s, nc_device *out);
 const char *nc_device_name(const nc_device *d);
+// The matmul precision ("bf16" | "fp32"; --precision): bf16 rounds the GEMM
+// operands to bf16 and accumulates in fp32 (tensor cores on NVIDIA OpenCL
+// devices, the fp32 GEMM elsewhere); the graph and its buffers stay fp32.
+// NC_OCL_MATMUL=bf16|fp32 overrides it; NC_OCL_TC=BM,BN,WM,WN,BK[,MODE] sets
+// the bf16 kernel's knobs (codegen/ocl_emit.h).
+nc_status nc_device_set_precision(nc_device *d, const char *s);
 
 typedef struct nc_exec nc_exec;
 
@@ -35,7 +47,9 @@ const nc_graph *nc_exec_graph(const nc_exec *e);  // the graph as given (outputs
 const nc_graph *nc_exec_feed_graph(const nc_exec *e);
 double nc_exec_compile_seconds(const nc_exec *e);
 int nc_exec_nkernels(const nc_exec *e);
-// cpu: prints the kernels that took the most time so far (to stderr).
+// cpu, opencl: prints the kernels that took the most time so far (to stderr;
+// opencl times kernels only with --verbose, NC_DEBUG>=1 or NC_PROFILE set, and
+// prints its top 20 when freed with --verbose or NC_DEBUG>=2).
 void nc_exec_profile_print(const nc_exec *e, int top);
 // cpu: trace the kernel launches of the following runs; write them as Chrome
 // trace JSON (an error on other devices).

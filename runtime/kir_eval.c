@@ -156,7 +156,8 @@ static nc_kv nc_ke_x(nc_ke *e, nc_kx xi) {
   return r;
 }
 
-// The matmul template: C[b] = op(A[b]) @ op(B[b]) (+ C when beta), f32 accumulation in double.
+// The matmul template: C[b] = op(A[b]) @ op(B[b]) (+ C when beta), f32 accumulation in double
+// (the optional sym hint, arg 9, is ignored: every element is computed).
 static void nc_ke_matmul(nc_ke *e, const nc_kstmt *s) {
   int64_t v[9];
   for (int i = 0; i < 9; i++) v[i] = nc_ke_x(e, s->args[i]).i;

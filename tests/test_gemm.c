@@ -359,3 +359,88 @@ Test(gemm, verify_failure_is_an_error) {
   nc_status_free(st);
   nc_jit_free(jit);
 }
+
+// The symmetric variant (spec.sym: lower-triangle tiles computed, the rest
+// mirrored): C = X X^T (ta 0, tb 1, B = A) and C = A A with A symmetric
+// (ta = tb = 0), against the double reference, on edge sizes, several K
+// blocks, batches and 1..3 threads; the result must be exactly symmetric.
+static void sym_suite(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, int count, uint64_t seed) {
+  nc_gemm_fn fn[2];
+  for (int v = 0; v < 2; v++) {
+    char name[64];
+    snprintf(name, sizeof name, "gemm_sym_%s_%d", tag, v);
+    nc_gemm_spec spec = {.name = name, .ta = false, .tb = v == 0, .knobs = *kn, .sym = true};
+    OK(nc_gemm_compile(jit, &spec, &fn[v]));
+  }
+  uint64_t rng = seed;
+  for (int it = 0; it < count; it++) {
+    int v = it & 1;  // 0: X X^T, 1: A A
+    int n = it % 3 == 0 ? edge_dims[rng_int(&rng, 0, NEDGE - 1)] : rng_int(&rng, 1, 90);
+    int k = v ? n : rng_int(&rng, 1, 90);
+    int batch = rng_int(&rng, 1, 3), threads = rng_int(&rng, 1, 3);
+    float beta = it % 4 == 3 ? 0.5f : 0.0f;  // beta != 0 with a symmetric old C
+    int64_t sa = (int64_t)n * k, sc = (int64_t)n * n;
+    float *a = malloc(sizeof(float) * (size_t)(sa * batch)), *c = malloc(sizeof(float) * (size_t)(sc * batch));
+    float *c0 = malloc(sizeof(float) * (size_t)(sc * batch));
+    for (int64_t i = 0; i < sa * batch; i++) a[i] = rng_float(&rng);
+    for (int bi = 0; bi < batch; bi++)
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j <= i; j++) {
+          if (v) a[bi * sa + (int64_t)j * n + i] = a[bi * sa + (int64_t)i * n + j];  // A symmetric
+          float x = beta != 0.0f ? rng_float(&rng) : NAN;
+          c0[bi * sc + (int64_t)i * n + j] = c0[bi * sc + (int64_t)j * n + i] = x;
+        }
+    memcpy(c, c0, sizeof(float) * (size_t)(sc * batch));
+    size_t wsz = nc_gemm_workspace_size(kn, threads);
+    float *work = aligned_alloc(64, (wsz + 63) / 64 * 64);
+    nc_gemm_args args = {.a = a, .b = a, .c = c, .m = n, .n = n, .k = k, .lda = k, .ldb = v ? n : k, .ldc = n,
+                         .batch = batch, .stride_a = sa, .stride_b = sa, .stride_c = sc, .alpha = 1.0f, .beta = beta,
+                         .work = work};
+    run_threads(fn[v], &args, threads);
+    double worst = 0;
+    bool exact = true;
+    for (int bi = 0; bi < batch; bi++)
+      for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+          double acc = 0, mag = 1e-30;
+          for (int q = 0; q < k; q++) {
+            double x = a[bi * sa + (int64_t)i * k + q];
+            double y = v ? a[bi * sa + (int64_t)q * n + j] : a[bi * sa + (int64_t)j * k + q];
+            acc += x * y;
+            mag += fabs(x * y);
+          }
+          double cold = c0[bi * sc + (int64_t)i * n + j];
+          if (beta != 0.0f) acc += beta * cold, mag += fabs(beta * cold);
+          double e = fabs(c[bi * sc + (int64_t)i * n + j] - acc) / mag;
+          if (!(e <= 1e30)) e = 1e30;
+          if (e > worst) worst = e;
+          float u = c[bi * sc + (int64_t)i * n + j], w = c[bi * sc + (int64_t)j * n + i];
+          exact &= !memcmp(&u, &w, sizeof u);
+        }
+    cr_assert(worst < tol_for(k), "%s %s: n=%d k=%d batch=%d threads=%d beta=%g: rel err %g", tag, v ? "A A" : "X X^T", n,
+              k, batch, threads, beta, worst);
+    cr_assert(exact, "%s %s: n=%d k=%d threads=%d: result not exactly symmetric", tag, v ? "A A" : "X X^T", n, k, threads);
+    free(a);
+    free(c);
+    free(c0);
+    free(work);
+  }
+}
+
+Test(gemm, symmetric_output_default_knobs) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  sym_suite(jit, &kn, "def", 40, 77);
+  nc_jit_free(jit);
+}
+
+Test(gemm, symmetric_output_tiny_blocks) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = tiny_blocks(nc_gemm_knobs_default(nc_jit_cpu(jit)), 13);
+  sym_suite(jit, &kn, "tiny", 40, 78);
+  kn.order = 1;
+  sym_suite(jit, &kn, "tiny1", 20, 79);
+  nc_jit_free(jit);
+}

@@ -39,6 +39,22 @@
   "  }\n"\
   "}\n"
 
+#define GOLDEN_ROW_FUSION \
+  "// plan: 1 kernels, 2 materialized of 6 nodes\n"\
+  "// %5 -> f32[2,3]\n"\
+  "kernel k5_exp(out f32*t5, in f32*t0) {\n"\
+  "  f32 acc0\n"\
+  "  for i0 in [0, 2) parallel {\n"\
+  "    acc0 = -inf\n"\
+  "    for i1 in [0, 3) vectorize(16) {\n"\
+  "      acc0 = MAX(acc0, ABS(t0[((i0*3) + i1)]))\n"\
+  "    }\n"\
+  "    for i2 in [0, 3) vectorize(16) {\n"\
+  "      t5[((i0*3) + i2)] = EXP(SUB(t0[((i0*3) + i2)], acc0))\n"\
+  "    }\n"\
+  "  }\n"\
+  "}\n"
+
 // Fills the session with everything the graph's inputs/params need.
 static void feed_random(nc_session *s, const nc_graph *g, int64_t B, int64_t T, int vocab, uint64_t seed) {
   nc_rng r;
@@ -232,13 +248,22 @@ Test(lower, fusion_golden_reduction_and_broadcast) {
   nc_id m = nc_b_reduce(g, NC_OP_REDUCE_MAX, nc_op1(g, NC_OP_ABS, x), 2, true);
   nc_id y = nc_op1(g, NC_OP_EXP, nc_op2(g, NC_OP_SUB, x, nc_b_expand_like(g, m, x)));
   cr_assert_null(nc_graph_set_output(g, "y", y));
-  nc_lower_opts lo = {.fuse = true};
+  // the generic fusion (the row pattern would fold the reduction in: below)
+  nc_lower_opts lo = {.fuse = true, .patterns_off = NC_PATTERN_NORM_ROPE};
   nc_plan *p;
   cr_assert_null(nc_plan_build(g, &lo, &p));
   nc_buf b;
   nc_buf_init(&b);
   nc_plan_print(g, p, &b);
   cr_assert_str_eq(b.data, GOLDEN_FUSION);
+  nc_buf_free(&b);
+  nc_plan_free(p);
+  // NC_PATTERN_NORM_ROPE on: the row's max and its consumer in one kernel
+  lo.patterns_off = 0;
+  cr_assert_null(nc_plan_build(g, &lo, &p));
+  nc_buf_init(&b);
+  nc_plan_print(g, p, &b);
+  cr_assert_str_eq(b.data, GOLDEN_ROW_FUSION);
   nc_buf_free(&b);
   nc_plan_free(p);
   nc_graph_free(g);

@@ -1,0 +1,1084 @@
+// Kernel IR -> OpenCL C (see codegen/ocl_emit.h).
+#include "codegen/ocl_emit.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void nc_ocl_knobs_default(bool gpu, nc_ocl_knobs *k) {
+  if (gpu)
+    *k = (nc_ocl_knobs){.gemm_tm = 64, .gemm_tn = 64, .gemm_tk = 16, .gemm_wm = 4, .gemm_wn = 4, .loop_wg = 256, .row_wg = 128,
+                        .tc_bm = 128, .tc_bn = 128, .tc_wm = 64, .tc_wn = 32, .tc_bk = 32};
+  else
+    *k = (nc_ocl_knobs){.gemm_tm = 32, .gemm_tn = 32, .gemm_tk = 16, .gemm_wm = 4, .gemm_wn = 4, .loop_wg = 64, .row_wg = 4,
+                        .tc_bm = 32, .tc_bn = 32, .tc_wm = 16, .tc_wn = 16, .tc_bk = 16};
+}
+
+nc_status nc_ocl_tc_check(const nc_ocl_knobs *k) {
+  if (k->gemm_tc < 0 || k->gemm_tc > 2) return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_tc=%d: must be 0 (fp32), 1 (mma) or 2 (emulated)", k->gemm_tc);
+  if (k->tc_wm < 16 || k->tc_wm > 128 || k->tc_wm % 16)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_wm=%d: must be a multiple of 16 in 16..128", k->tc_wm);
+  if (k->tc_wn < 8 || k->tc_wn > 128 || k->tc_wn % 8) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_wn=%d: must be a multiple of 8 in 8..128", k->tc_wn);
+  if ((k->tc_wm / 16) * (k->tc_wn / 8) > 32)
+    return nc_errorf(NC_E_INVALID, "OpenCL knobs tc_wm=%d tc_wn=%d: over 32 mma tiles per warp (too many registers)", k->tc_wm, k->tc_wn);
+  if (k->tc_bm < 16 || k->tc_bm > 256 || k->tc_bm % k->tc_wm)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bm=%d: must be in 16..256 and a multiple of tc_wm=%d", k->tc_bm, k->tc_wm);
+  if (k->tc_bn < 8 || k->tc_bn > 256 || k->tc_bn % k->tc_wn)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bn=%d: must be in 8..256 and a multiple of tc_wn=%d", k->tc_bn, k->tc_wn);
+  if (k->tc_bk < 16 || k->tc_bk > 64 || k->tc_bk % 16) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bk=%d: must be 16, 32, 48 or 64", k->tc_bk);
+  int nth = 32 * (k->tc_bm / k->tc_wm) * (k->tc_bn / k->tc_wn);
+  if (nth > 1024) return nc_errorf(NC_E_INVALID, "OpenCL tensor-core knobs: work-group of %d work-items (over 1024)", nth);
+  if ((k->tc_bm * k->tc_bk) % nth || (k->tc_bn * k->tc_bk) % nth)
+    return nc_errorf(NC_E_INVALID, "OpenCL tensor-core knobs: the %dx%d and %dx%d tiles must split evenly over %d work-items", k->tc_bm, k->tc_bk,
+                     k->tc_bn, k->tc_bk, nth);
+  return NC_OK;
+}
+
+nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k) {
+  int v[6] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc};
+  const char *p = s;
+  int n = 0;
+  while (*p && n < 6) {
+    char *end;
+    long x = strtol(p, &end, 10);
+    if (end == p || x < 0 || x > 4096) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': item %d is not a number in 0..4096 (want BM,BN,WM,WN,BK[,MODE])", s, n + 1);
+    v[n++] = (int)x;
+    p = end;
+    if (*p == ',') p++;
+    else if (*p) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': unexpected '%c' (want BM,BN,WM,WN,BK[,MODE])", s, *p);
+  }
+  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': want 5 or 6 comma-separated numbers BM,BN,WM,WN,BK[,MODE]", s);
+  nc_ocl_knobs t = *k;
+  t.tc_bm = v[0], t.tc_bn = v[1], t.tc_wm = v[2], t.tc_wn = v[3], t.tc_bk = v[4], t.gemm_tc = v[5];
+  NC_TRY(nc_ocl_tc_check(&t));
+  *k = t;
+  return NC_OK;
+}
+
+nc_status nc_ocl_knobs_check(const nc_ocl_knobs *k) {
+  if (k->gemm_wm < 1 || k->gemm_wm > 16) return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_wm=%d: must be in 1..16", k->gemm_wm);
+  if (k->gemm_wn < 1 || k->gemm_wn > 16) return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_wn=%d: must be in 1..16", k->gemm_wn);
+  if (k->gemm_tm < 16 || k->gemm_tm > 256 || k->gemm_tm % k->gemm_wm)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_tm=%d: must be in 16..256 and a multiple of gemm_wm=%d", k->gemm_tm, k->gemm_wm);
+  if (k->gemm_tn < 16 || k->gemm_tn > 256 || k->gemm_tn % k->gemm_wn)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_tn=%d: must be in 16..256 and a multiple of gemm_wn=%d", k->gemm_tn, k->gemm_wn);
+  if (k->gemm_tk < 4 || k->gemm_tk > 64) return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_tk=%d: must be in 4..64", k->gemm_tk);
+  int wg = (k->gemm_tm / k->gemm_wm) * (k->gemm_tn / k->gemm_wn);
+  if (wg > 1024) return nc_errorf(NC_E_INVALID, "OpenCL GEMM knobs: work-group of %d work-items (over 1024)", wg);
+  if (k->loop_wg < 1 || k->loop_wg > 1024) return nc_errorf(NC_E_INVALID, "OpenCL knob loop_wg=%d: must be in 1..1024", k->loop_wg);
+  if (k->row_wg < 1 || k->row_wg > 1024) return nc_errorf(NC_E_INVALID, "OpenCL knob row_wg=%d: must be in 1..1024", k->row_wg);
+  return nc_ocl_tc_check(k);
+}
+
+nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k) {
+  int v[7] = {k->gemm_tm, k->gemm_tn, k->gemm_tk, k->gemm_wm, k->gemm_wn, k->loop_wg, k->row_wg};
+  const char *p = s;
+  int n = 0;
+  while (*p && n < 7) {
+    char *end;
+    long x = strtol(p, &end, 10);
+    if (end == p || x < 1 || x > 4096) return nc_errorf(NC_E_INVALID, "OpenCL knobs '%s': item %d is not a number in 1..4096 (want TM,TN,TK,WM,WN[,WG[,RWG]])", s, n + 1);
+    v[n++] = (int)x;
+    p = end;
+    if (*p == ',') p++;
+    else if (*p) return nc_errorf(NC_E_INVALID, "OpenCL knobs '%s': unexpected '%c' (want TM,TN,TK,WM,WN[,WG[,RWG]])", s, *p);
+  }
+  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "OpenCL knobs '%s': want 5 to 7 comma-separated numbers TM,TN,TK,WM,WN[,WG[,RWG]]", s);
+  nc_ocl_knobs t = *k;
+  t.gemm_tm = v[0], t.gemm_tn = v[1], t.gemm_tk = v[2], t.gemm_wm = v[3], t.gemm_wn = v[4], t.loop_wg = v[5], t.row_wg = v[6];
+  NC_TRY(nc_ocl_knobs_check(&t));
+  *k = t;
+  return NC_OK;
+}
+
+void nc_ocl_emit_prelude(nc_buf *out) {
+  nc_buf_puts(out,
+              "// generated by nanochat-c (codegen/ocl_emit.c)\n"
+              "inline float nc_bf2f(ushort h) { return as_float(((uint)h) << 16); }\n"
+              "inline ushort nc_f2bf(float f) {\n"
+              "  uint u = as_uint(f);\n"
+              "  if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);\n"
+              "  return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);\n"
+              "}\n"
+              "inline float nc_rbf(float f) { return nc_bf2f(nc_f2bf(f)); }\n"
+              "inline float nc_rh(float f) { ushort h; vstore_half_rte(f, 0, (__private half *)&h); "
+              "return vload_half(0, (__private const half *)&h); }\n"
+              "inline float nc_fmaxn(float a, float b) { return isnan(a) || isnan(b) ? NAN : fmax(a, b); }\n"
+              "inline float nc_fminn(float a, float b) { return isnan(a) || isnan(b) ? NAN : fmin(a, b); }\n\n");
+}
+
+const char *nc_ocl_gemm_name(int variant) {
+  static const char *const names[4] = {"nc_gemm_nn", "nc_gemm_nt", "nc_gemm_tn", "nc_gemm_tt"};
+  return names[variant & 3];
+}
+
+// The bf16 tensor-core GEMM (kn->gemm_tc 1: mma.sync through inline PTX, NVIDIA
+// only; 2: the same kernel with each mma done by scalar fmas, for any device).
+// A work-group of 32 * (BM/WM) * (BN/WN) work-items computes a BM x BN tile of C;
+// warp w owns a WM x WN sub-tile made of (WM/16) x (WN/8) m16n8k16 tiles. Each
+// k-step the group stages a BM x BK slice of op(A) and a BN x BK slice of op(B)
+// from fp32 global memory into local memory as bf16 (round to nearest even),
+// k contiguous (As[m][k], Bs[n][k]: the "row" and "col" fragments of the mma),
+// rows padded by 8 so the fragment reads hit distinct banks. The next slice is
+// loaded into registers while the current one is multiplied. Out-of-range
+// elements are staged as 0 and masked on store. Accumulation is fp32.
+static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
+  int BM = kn->tc_bm, BN = kn->tc_bn, WM = kn->tc_wm, WN = kn->tc_wn, BK = kn->tc_bk, LDS = BK + 8;
+  int WX = BN / WN, NTH = 32 * (BM / WM) * WX, MT = WM / 16, NT = WN / 8, RA = BM * BK / NTH, RB = BN * BK / NTH;
+  bool ta = variant & 2, tb = variant & 1, emu = kn->gemm_tc == 2;
+  nc_buf_printf(o,
+                "// C (+)= op(A) @ op(B) in bf16 with fp32 accumulation (%s): %dx%d block, %dx%d per warp, k-step %d (ta=%d tb=%d)\n"
+                "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
+                "void %s(__global const float *A, __global const float *B, __global float *C, long M, long N, long K,\n"
+                "        long sa, long sb, int beta, long oa, long ob, long oc) {\n"
+                "  __local ushort As[%d] __attribute__((aligned(16)));\n"
+                "  __local ushort Bs[%d] __attribute__((aligned(16)));\n"
+                "  const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;\n"
+                "  const int wm0 = (warp / %d) * %d, wn0 = (warp %% %d) * %d;\n"
+                "  const long n0 = (long)get_group_id(0) * %d, m0 = (long)get_group_id(1) * %d, q = get_global_id(2);\n"
+                "  A += oa + q * sa; B += ob + q * sb; C += oc + q * M * N;\n"
+                "  float acc[%d][%d][4];\n"
+                "#pragma unroll\n"
+                "  for (int i = 0; i < %d; i++)\n"
+                "#pragma unroll\n"
+                "    for (int j = 0; j < %d; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;\n"
+                "  float ra[%d], rb[%d];\n",
+                emu ? "scalar emulation of mma.sync" : "mma.sync m16n8k16 tensor cores", BM, BN, WM, WN, BK, ta, tb, NTH,
+                nc_ocl_gemm_name(variant), BM * LDS, BN * LDS, WX, WM, WX, WN, BN, BM, MT, NT, MT, NT, RA, RB);
+  // staging element e = tid + r * NTH of the slice starting at k0: (row, kk) and its global address
+  char la[256], lb[256];
+  if (!ta) snprintf(la, sizeof la, "int kk = e %% %d, mm = e / %d; long gm = m0 + mm, gk = k0 + kk; ra[r] = gm < M && gk < K ? A[gm * K + gk] : 0.0f;", BK, BK);
+  else snprintf(la, sizeof la, "int mm = e %% %d, kk = e / %d; long gm = m0 + mm, gk = k0 + kk; ra[r] = gm < M && gk < K ? A[gk * M + gm] : 0.0f;", BM, BM);
+  if (tb) snprintf(lb, sizeof lb, "int kk = e %% %d, nn = e / %d; long gn = n0 + nn, gk = k0 + kk; rb[r] = gn < N && gk < K ? B[gn * K + gk] : 0.0f;", BK, BK);
+  else snprintf(lb, sizeof lb, "int nn = e %% %d, kk = e / %d; long gn = n0 + nn, gk = k0 + kk; rb[r] = gn < N && gk < K ? B[gk * N + gn] : 0.0f;", BN, BN);
+  char sa_[160], sb_[160];
+  if (!ta) snprintf(sa_, sizeof sa_, "int kk = e %% %d, mm = e / %d; As[mm * %d + kk] = nc_f2bf(ra[r]);", BK, BK, LDS);
+  else snprintf(sa_, sizeof sa_, "int mm = e %% %d, kk = e / %d; As[mm * %d + kk] = nc_f2bf(ra[r]);", BM, BM, LDS);
+  if (tb) snprintf(sb_, sizeof sb_, "int kk = e %% %d, nn = e / %d; Bs[nn * %d + kk] = nc_f2bf(rb[r]);", BK, BK, LDS);
+  else snprintf(sb_, sizeof sb_, "int nn = e %% %d, kk = e / %d; Bs[nn * %d + kk] = nc_f2bf(rb[r]);", BN, BN, LDS);
+  nc_buf_printf(o,
+                "  long k0 = 0;\n"
+                "#pragma unroll\n"
+                "  for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "#pragma unroll\n"
+                "  for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "  for (; k0 < K; k0 += %d) {\n"
+                "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+                "#pragma unroll\n"
+                "    for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "#pragma unroll\n"
+                "    for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+                "    if (k0 + %d < K) {\n"
+                "      k0 += %d;\n"
+                "#pragma unroll\n"
+                "      for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "#pragma unroll\n"
+                "      for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "      k0 -= %d;\n"
+                "    }\n"
+                "#pragma unroll\n"
+                "    for (int ks = 0; ks < %d; ks += 16) {\n",
+                RA, NTH, la, RB, NTH, lb, BK, RA, NTH, sa_, RB, NTH, sb_, BK, BK, RA, NTH, la, RB, NTH, lb, BK, BK);
+  if (!emu) {
+    // fragments (PTX ISA, m16n8k16 bf16): a0 (g, 2t..2t+1), a1 (g+8, ..), a2 (g, 2t+8..), a3 (g+8, 2t+8..);
+    // b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g); c0,c1 (g, 2t..2t+1), c2,c3 (g+8, ..)
+    nc_buf_printf(o,
+                  "      uint af[%d][4], bfr[%d][2];\n"
+                  "#pragma unroll\n"
+                  "      for (int i = 0; i < %d; i++) {\n"
+                  "        __local const ushort *p = As + (wm0 + i * 16 + g) * %d + ks + 2 * t;\n"
+                  "        af[i][0] = *(__local const uint *)p; af[i][1] = *(__local const uint *)(p + %d);\n"
+                  "        af[i][2] = *(__local const uint *)(p + 8); af[i][3] = *(__local const uint *)(p + %d);\n"
+                  "      }\n"
+                  "#pragma unroll\n"
+                  "      for (int j = 0; j < %d; j++) {\n"
+                  "        __local const ushort *p = Bs + (wn0 + j * 8 + g) * %d + ks + 2 * t;\n"
+                  "        bfr[j][0] = *(__local const uint *)p; bfr[j][1] = *(__local const uint *)(p + 8);\n"
+                  "      }\n"
+                  "#pragma unroll\n"
+                  "      for (int i = 0; i < %d; i++)\n"
+                  "#pragma unroll\n"
+                  "        for (int j = 0; j < %d; j++) {\n"
+                  "          float d0, d1, d2, d3;\n"
+                  "          asm volatile(\"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%%0,%%1,%%2,%%3}, {%%4,%%5,%%6,%%7}, {%%8,%%9}, {%%10,%%11,%%12,%%13};\"\n"
+                  "                       : \"=f\"(d0), \"=f\"(d1), \"=f\"(d2), \"=f\"(d3)\n"
+                  "                       : \"r\"(af[i][0]), \"r\"(af[i][1]), \"r\"(af[i][2]), \"r\"(af[i][3]), \"r\"(bfr[j][0]), \"r\"(bfr[j][1]),\n"
+                  "                         \"f\"(acc[i][j][0]), \"f\"(acc[i][j][1]), \"f\"(acc[i][j][2]), \"f\"(acc[i][j][3]));\n"
+                  "          acc[i][j][0] = d0; acc[i][j][1] = d1; acc[i][j][2] = d2; acc[i][j][3] = d3;\n"
+                  "        }\n",
+                  MT, NT, MT, LDS, 8 * LDS, 8 * LDS + 8, NT, LDS, MT, NT);
+  } else {
+    // the four outputs this work-item's fragment of C holds, from the same staged bf16 values
+    nc_buf_printf(o,
+                  "      for (int i = 0; i < %d; i++)\n"
+                  "        for (int j = 0; j < %d; j++)\n"
+                  "          for (int h = 0; h < 4; h++) {\n"
+                  "            int mr = wm0 + i * 16 + g + (h >> 1) * 8, nr = wn0 + j * 8 + 2 * t + (h & 1);\n"
+                  "            float s = acc[i][j][h];\n"
+                  "            for (int kq = 0; kq < 16; kq++) s = fma(nc_bf2f(As[mr * %d + ks + kq]), nc_bf2f(Bs[nr * %d + ks + kq]), s);\n"
+                  "            acc[i][j][h] = s;\n"
+                  "          }\n",
+                  MT, NT, LDS, LDS);
+  }
+  nc_buf_printf(o,
+                "    }\n"
+                "  }\n"
+                "#pragma unroll\n"
+                "  for (int i = 0; i < %d; i++)\n"
+                "#pragma unroll\n"
+                "    for (int j = 0; j < %d; j++)\n"
+                "#pragma unroll\n"
+                "      for (int h = 0; h < 4; h++) {\n"
+                "        long m = m0 + wm0 + i * 16 + g + (h >> 1) * 8, n = n0 + wn0 + j * 8 + 2 * t + (h & 1);\n"
+                "        if (m < M && n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j][h] : acc[i][j][h];\n"
+                "      }\n"
+                "}\n\n",
+                MT, NT);
+}
+
+void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
+  if (kn->gemm_tc) {
+    nc_oe_gemm_tc(kn, variant, o);
+    return;
+  }
+  int TM = kn->gemm_tm, TN = kn->gemm_tn, TK = kn->gemm_tk, WM = kn->gemm_wm, WN = kn->gemm_wn;
+  int LX = TN / WN, LY = TM / WM, NT = LX * LY;
+  bool ta = variant & 2, tb = variant & 1;
+  const char *nm = nc_ocl_gemm_name(variant);
+  // A(m, k) = ta ? A[k*M + m] : A[m*K + k]; B(k, n) = tb ? B[n*K + k] : B[k*N + n]
+  nc_buf_printf(o,
+                "// C (+)= op(A) @ op(B): %dx%d tiles, depth %d, %dx%d per work-item (ta=%d tb=%d)\n"
+                "__kernel __attribute__((reqd_work_group_size(%d, %d, 1)))\n"
+                "void %s(__global const float *A, __global const float *B, __global float *C, long M, long N, long K,\n"
+                "        long sa, long sb, int beta, long oa, long ob, long oc) {\n"
+                "  __local float As[%d][%d];\n"
+                "  __local float Bs[%d][%d];\n"
+                "  const int tx = get_local_id(0), ty = get_local_id(1), tid = ty * %d + tx;\n"
+                "  const long n0 = (long)get_group_id(0) * %d, m0 = (long)get_group_id(1) * %d, q = get_global_id(2);\n"
+                "  A += oa + q * sa; B += ob + q * sb; C += oc + q * M * N;\n"
+                "  float acc[%d][%d];\n"
+                "  for (int i = 0; i < %d; i++) for (int j = 0; j < %d; j++) acc[i][j] = 0.0f;\n"
+                "  for (long k0 = 0; k0 < K; k0 += %d) {\n",
+                TM, TN, TK, WM, WN, ta, tb, LX, LY, nm, TK, TM + 1, TK, TN + 1, LX, TN, TM, WM, WN, WM, WN, TK);
+  // tile loads: consecutive work-items read consecutive addresses
+  if (!ta)
+    nc_buf_printf(o,
+                  "    for (int e = tid; e < %d; e += %d) { int kk = e %% %d, mm = e / %d; long gm = m0 + mm, gk = k0 + kk;\n"
+                  "      As[kk][mm] = gm < M && gk < K ? A[gm * K + gk] : 0.0f; }\n",
+                  TM * TK, NT, TK, TK);
+  else
+    nc_buf_printf(o,
+                  "    for (int e = tid; e < %d; e += %d) { int mm = e %% %d, kk = e / %d; long gm = m0 + mm, gk = k0 + kk;\n"
+                  "      As[kk][mm] = gm < M && gk < K ? A[gk * M + gm] : 0.0f; }\n",
+                  TM * TK, NT, TM, TM);
+  if (!tb)
+    nc_buf_printf(o,
+                  "    for (int e = tid; e < %d; e += %d) { int nn = e %% %d, kk = e / %d; long gn = n0 + nn, gk = k0 + kk;\n"
+                  "      Bs[kk][nn] = gn < N && gk < K ? B[gk * N + gn] : 0.0f; }\n",
+                  TN * TK, NT, TN, TN);
+  else
+    nc_buf_printf(o,
+                  "    for (int e = tid; e < %d; e += %d) { int kk = e %% %d, nn = e / %d; long gn = n0 + nn, gk = k0 + kk;\n"
+                  "      Bs[kk][nn] = gn < N && gk < K ? B[gn * K + gk] : 0.0f; }\n",
+                  TN * TK, NT, TK, TK);
+  nc_buf_printf(o,
+                "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+                "    for (int kk = 0; kk < %d; kk++) {\n"
+                "      float a[%d], b[%d];\n"
+                "      for (int i = 0; i < %d; i++) a[i] = As[kk][ty + i * %d];\n"
+                "      for (int j = 0; j < %d; j++) b[j] = Bs[kk][tx + j * %d];\n"
+                "      for (int i = 0; i < %d; i++) for (int j = 0; j < %d; j++) acc[i][j] = fma(a[i], b[j], acc[i][j]);\n"
+                "    }\n"
+                "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+                "  }\n"
+                "  for (int i = 0; i < %d; i++) {\n"
+                "    long m = m0 + ty + i * %d;\n"
+                "    if (m >= M) break;\n"
+                "    for (int j = 0; j < %d; j++) {\n"
+                "      long n = n0 + tx + j * %d;\n"
+                "      if (n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j] : acc[i][j];\n"
+                "    }\n"
+                "  }\n"
+                "}\n\n",
+                TK, WM, WN, WM, LY, WN, LX, WM, WN, WM, LY, WN, LX);
+}
+
+// ---- loop kernels ------------------------------------------------------------
+
+typedef struct {
+  const nc_kernel *k;
+  nc_buf *o;
+  unsigned char *memo;  // per expression: emitted as a temporary x<i> in the current statement
+  int depth;            // indentation
+  nc_status st;
+} nc_oe;
+
+static bool nc_isf(nc_dtype t) { return nc_dtype_is_float(t); }
+
+static const char *nc_oe_reg(nc_dtype t) {
+  switch (t) {
+    case NC_F32: case NC_BF16: case NC_F16: return "float";
+    case NC_I32: return "int";
+    case NC_I64: return "long";
+    case NC_U8: return "uchar";
+    case NC_BOOL: return "int";
+    default: return "?";
+  }
+}
+
+static const char *nc_oe_mem(nc_dtype t) {
+  switch (t) {
+    case NC_F32: return "float";
+    case NC_BF16: return "ushort";
+    case NC_F16: return "half";
+    case NC_I32: return "int";
+    case NC_I64: return "long";
+    case NC_U8: case NC_BOOL: return "uchar";
+    default: return "?";
+  }
+}
+
+static void nc_oe_indent(nc_oe *e) {
+  for (int i = 0; i < e->depth; i++) nc_buf_puts(e->o, "  ");
+}
+
+// Wraps text into the rounding of a bf16/f16 register.
+static const char *nc_oe_round_fn(nc_dtype t) { return t == NC_BF16 ? "nc_rbf" : t == NC_F16 ? "nc_rh" : ""; }
+
+static void nc_oe_float_lit(nc_buf *o, double v, nc_dtype t) {
+  float f = (float)v;
+  if (t == NC_BF16) f = nc_bf16_to_f32(nc_f32_to_bf16(f));
+  if (t == NC_F16) f = nc_f16_to_f32(nc_f32_to_f16(f));
+  if (isnan(f)) nc_buf_puts(o, "NAN");
+  else if (isinf(f)) nc_buf_puts(o, f > 0 ? "INFINITY" : "(-INFINITY)");
+  else nc_buf_printf(o, "(%af)", (double)f);
+}
+
+static void nc_oe_int_lit(nc_buf *o, int64_t v, nc_dtype t) {
+  switch (t) {
+    case NC_I64:
+      if (v == INT64_MIN) nc_buf_puts(o, "(-9223372036854775807L - 1L)");
+      else nc_buf_printf(o, "%lldL", (long long)v);
+      break;
+    case NC_I32:
+      if ((int32_t)v == INT32_MIN) nc_buf_puts(o, "(-2147483647 - 1)");
+      else nc_buf_printf(o, "%d", (int32_t)v);
+      break;
+    case NC_U8: nc_buf_printf(o, "((uchar)%u)", (unsigned)(uint8_t)v); break;
+    default: nc_buf_printf(o, "%d", v != 0); break;
+  }
+}
+
+static void nc_oe_x(nc_oe *e, nc_kx x);
+
+// The text naming an already emitted (or trivial) expression.
+static void nc_oe_ref(nc_oe *e, nc_kx x) {
+  const nc_kexpr *ex = &e->k->x[x];
+  switch (ex->kind) {
+    case NC_KX_CONST:
+      if (nc_isf(ex->dtype)) nc_oe_float_lit(e->o, ex->fval, ex->dtype);
+      else nc_oe_int_lit(e->o, ex->ival, ex->dtype);
+      return;
+    case NC_KX_ARG: nc_buf_printf(e->o, "a%lld", (long long)ex->ival); return;
+    case NC_KX_VAR: nc_buf_printf(e->o, "i%lld", (long long)ex->ival); return;
+    case NC_KX_ACC: nc_buf_printf(e->o, "acc%lld", (long long)ex->ival); return;
+    default: nc_buf_printf(e->o, "x%d", x); return;
+  }
+}
+
+#define R(x) nc_oe_ref(e, x)
+#define P(s) nc_buf_puts(o, s)
+
+static void nc_oe_unary(nc_oe *e, const nc_kexpr *ex) {
+  nc_buf *o = e->o;
+  nc_kx a = ex->a;
+  if (nc_isf(ex->dtype)) {
+    const char *rf = nc_oe_round_fn(ex->dtype);
+    nc_buf_printf(o, "%s(", rf);
+    switch (ex->op) {
+      case NC_KOP_NEG: P("-"), R(a); break;
+      case NC_KOP_ABS: P("fabs("), R(a), P(")"); break;
+      case NC_KOP_RELU: P("("), R(a), P(" > 0.0f || isnan("), R(a), P(") ? "), R(a), P(" : 0.0f)"); break;
+      case NC_KOP_SQUARE: R(a), P(" * "), R(a); break;
+      case NC_KOP_TANH: P("tanh("), R(a), P(")"); break;
+      case NC_KOP_EXP: P("exp("), R(a), P(")"); break;
+      case NC_KOP_LOG: P("log("), R(a), P(")"); break;
+      case NC_KOP_SQRT: P("sqrt("), R(a), P(")"); break;
+      case NC_KOP_RSQRT: P("1.0f / sqrt("), R(a), P(")"); break;
+      case NC_KOP_SIGMOID: P("1.0f / (1.0f + exp(-"), R(a), P("))"); break;
+      case NC_KOP_SIN: P("sin("), R(a), P(")"); break;
+      case NC_KOP_COS: P("cos("), R(a), P(")"); break;
+      case NC_KOP_POWC: P("pow("), R(a), P(", "), nc_oe_float_lit(o, ex->fval, NC_F32), P(")"); break;
+      default:
+        if (!e->st) e->st = nc_errorf(NC_E_UNSUPPORTED, "kernel %s: unary %s on %s has no OpenCL form", e->k->name, nc_kop_name(ex->op), nc_dtype_name(ex->dtype));
+        P("0.0f");
+    }
+    P(")");
+    return;
+  }
+  nc_buf_printf(o, "(%s)(", nc_oe_reg(ex->dtype));
+  switch (ex->op) {
+    case NC_KOP_NEG: P("-"), R(a); break;
+    case NC_KOP_ABS: R(a), P(" < 0 ? -"), R(a), P(" : "), R(a); break;
+    case NC_KOP_RELU: R(a), P(" > 0 ? "), R(a), P(" : 0"); break;
+    case NC_KOP_SQUARE: R(a), P(" * "), R(a); break;
+    case NC_KOP_NOT: P("!"), R(a); break;
+    default:
+      if (!e->st) e->st = nc_errorf(NC_E_UNSUPPORTED, "kernel %s: unary %s on %s has no OpenCL form", e->k->name, nc_kop_name(ex->op), nc_dtype_name(ex->dtype));
+      P("0");
+  }
+  P(")");
+}
+
+static void nc_oe_binary(nc_oe *e, const nc_kexpr *ex) {
+  nc_buf *o = e->o;
+  nc_kx a = ex->a, b = ex->b;
+  nc_dtype ot = e->k->x[a].dtype;
+  const char *cmp = NULL;
+  switch (ex->op) {
+    case NC_KOP_EQ: cmp = " == "; break;
+    case NC_KOP_NE: cmp = " != "; break;
+    case NC_KOP_LT: cmp = " < "; break;
+    case NC_KOP_LE: cmp = " <= "; break;
+    case NC_KOP_GT: cmp = " > "; break;
+    case NC_KOP_GE: cmp = " >= "; break;
+    default: break;
+  }
+  if (cmp) {
+    P("(int)("), R(a), P(cmp), R(b), P(")");
+    return;
+  }
+  if (nc_isf(ot)) {
+    nc_buf_printf(o, "%s(", nc_oe_round_fn(ex->dtype));
+    switch (ex->op) {
+      case NC_KOP_ADD: R(a), P(" + "), R(b); break;
+      case NC_KOP_SUB: R(a), P(" - "), R(b); break;
+      case NC_KOP_MUL: R(a), P(" * "), R(b); break;
+      case NC_KOP_DIV: R(a), P(" / "), R(b); break;
+      case NC_KOP_MAX: P("nc_fmaxn("), R(a), P(", "), R(b), P(")"); break;
+      case NC_KOP_MIN: P("nc_fminn("), R(a), P(", "), R(b), P(")"); break;
+      default:
+        if (!e->st) e->st = nc_errorf(NC_E_UNSUPPORTED, "kernel %s: binary %s on %s has no OpenCL form", e->k->name, nc_kop_name(ex->op), nc_dtype_name(ot));
+        P("0.0f");
+    }
+    P(")");
+    return;
+  }
+  nc_buf_printf(o, "(%s)(", nc_oe_reg(ex->dtype));
+  switch (ex->op) {
+    case NC_KOP_ADD: R(a), P(" + "), R(b); break;
+    case NC_KOP_SUB: R(a), P(" - "), R(b); break;
+    case NC_KOP_MUL: R(a), P(" * "), R(b); break;
+    case NC_KOP_DIV:
+    case NC_KOP_IDIV: R(b), P(" ? "), R(a), P(" / "), R(b), P(" : 0"); break;
+    case NC_KOP_IMOD: R(b), P(" ? "), R(a), P(" % "), R(b), P(" : 0"); break;
+    case NC_KOP_MAX: R(a), P(" > "), R(b), P(" ? "), R(a), P(" : "), R(b); break;
+    case NC_KOP_MIN: R(a), P(" < "), R(b), P(" ? "), R(a), P(" : "), R(b); break;
+    case NC_KOP_AND: R(a), P(" && "), R(b); break;
+    case NC_KOP_OR: R(a), P(" || "), R(b); break;
+    default:
+      if (!e->st) e->st = nc_errorf(NC_E_UNSUPPORTED, "kernel %s: binary %s on %s has no OpenCL form", e->k->name, nc_kop_name(ex->op), nc_dtype_name(ot));
+      P("0");
+  }
+  P(")");
+}
+
+static void nc_oe_cast(nc_oe *e, const nc_kexpr *ex) {
+  nc_buf *o = e->o;
+  nc_dtype from = e->k->x[ex->a].dtype, to = ex->dtype;
+  nc_kx a = ex->a;
+  if (nc_isf(to)) {
+    nc_buf_printf(o, "%s((float)", nc_oe_round_fn(to)), R(a), P(")");
+  } else if (to == NC_BOOL) {
+    P("(int)("), R(a), P(nc_isf(from) ? " != 0.0f)" : " != 0)");
+  } else if (nc_isf(from)) {  // saturating, toward zero, NaN -> 0 (the CPU backend's fptosi.sat)
+    nc_buf_printf(o, "convert_%s_sat(", to == NC_I32 ? "int" : to == NC_I64 ? "long" : "uchar"), R(a), P(")");
+  } else {
+    nc_buf_printf(o, "(%s)(", nc_oe_reg(to)), R(a), P(")");
+  }
+}
+
+static void nc_oe_load(nc_oe *e, const nc_kexpr *ex) {
+  nc_buf *o = e->o;
+  int b = (int)ex->ival;
+  switch (e->k->bufs[b].dtype) {
+    case NC_BF16: nc_buf_printf(o, "nc_bf2f(b%d[", b), R(ex->a), P("])"); break;
+    case NC_F16: P("vload_half("), R(ex->a), nc_buf_printf(o, ", b%d)", b); break;
+    case NC_BOOL: nc_buf_printf(o, "(int)(b%d[", b), R(ex->a), P("] != 0)"); break;
+    default: nc_buf_printf(o, "b%d[", b), R(ex->a), P("]"); break;
+  }
+}
+
+// Emits the temporaries that x needs, then x itself (unless trivial).
+static void nc_oe_x(nc_oe *e, nc_kx x) {
+  if (x < 0 || x >= e->k->nx) {
+    if (!e->st) e->st = nc_errorf(NC_E_INTERNAL, "kernel %s: expression %d out of range", e->k->name, x);
+    return;
+  }
+  const nc_kexpr *ex = &e->k->x[x];
+  if (ex->kind == NC_KX_CONST || ex->kind == NC_KX_ARG || ex->kind == NC_KX_VAR || ex->kind == NC_KX_ACC) return;
+  if (e->memo[x]) return;
+  e->memo[x] = 1;
+  if (ex->kind == NC_KX_SELECT) {  // keep the branches lazy: loads on the other side may be out of range
+    nc_oe_x(e, ex->a);
+    nc_oe_indent(e);
+    nc_buf_printf(e->o, "%s x%d;\n", nc_oe_reg(ex->dtype), x);
+    nc_oe_indent(e);
+    nc_buf_puts(e->o, "if ("), nc_oe_ref(e, ex->a), nc_buf_puts(e->o, ") {\n");
+    e->depth++;
+    unsigned char *save = malloc((size_t)e->k->nx);
+    if (save) memcpy(save, e->memo, (size_t)e->k->nx);
+    nc_oe_x(e, ex->b);
+    nc_oe_indent(e);
+    nc_buf_printf(e->o, "x%d = ", x), nc_oe_ref(e, ex->b), nc_buf_puts(e->o, ";\n");
+    if (save) memcpy(e->memo, save, (size_t)e->k->nx);
+    e->depth--;
+    nc_oe_indent(e);
+    nc_buf_puts(e->o, "} else {\n");
+    e->depth++;
+    nc_oe_x(e, ex->c);
+    nc_oe_indent(e);
+    nc_buf_printf(e->o, "x%d = ", x), nc_oe_ref(e, ex->c), nc_buf_puts(e->o, ";\n");
+    if (save) memcpy(e->memo, save, (size_t)e->k->nx);
+    e->depth--;
+    nc_oe_indent(e);
+    nc_buf_puts(e->o, "}\n");
+    free(save);
+    if (!save && !e->st) e->st = nc_errorf(NC_E_NOMEM, "out of memory");
+    return;
+  }
+  if (ex->a >= 0) nc_oe_x(e, ex->a);
+  if (ex->b >= 0) nc_oe_x(e, ex->b);
+  nc_oe_indent(e);
+  nc_buf_printf(e->o, "const %s x%d = ", nc_oe_reg(ex->dtype), x);
+  switch (ex->kind) {
+    case NC_KX_LOAD: nc_oe_load(e, ex); break;
+    case NC_KX_UNARY: nc_oe_unary(e, ex); break;
+    case NC_KX_BINARY: nc_oe_binary(e, ex); break;
+    case NC_KX_CAST: nc_oe_cast(e, ex); break;
+    default:
+      if (!e->st) e->st = nc_errorf(NC_E_INTERNAL, "kernel %s: expression kind %d", e->k->name, (int)ex->kind);
+  }
+  nc_buf_puts(e->o, ";\n");
+}
+
+// One statement's expressions live in their own C block (fresh temporaries).
+static void nc_oe_open(nc_oe *e) {
+  memset(e->memo, 0, (size_t)e->k->nx);
+  nc_oe_indent(e);
+  nc_buf_puts(e->o, "{\n");
+  e->depth++;
+}
+
+static void nc_oe_close(nc_oe *e) {
+  e->depth--;
+  nc_oe_indent(e);
+  nc_buf_puts(e->o, "}\n");
+}
+
+static void nc_oe_block(nc_oe *e, nc_ks s);
+
+static void nc_oe_store(nc_oe *e, const nc_kstmt *t) {
+  nc_oe_open(e);
+  nc_oe_x(e, t->index);
+  nc_oe_x(e, t->value);
+  nc_oe_indent(e);
+  nc_buf *o = e->o;
+  int b = t->buf;
+  switch (e->k->bufs[b].dtype) {
+    case NC_BF16: nc_buf_printf(o, "b%d[", b), R(t->index), P("] = nc_f2bf("), R(t->value), P(");\n"); break;
+    case NC_F16: P("vstore_half_rte("), R(t->value), P(", "), R(t->index), nc_buf_printf(o, ", b%d);\n", b); break;
+    case NC_BOOL: nc_buf_printf(o, "b%d[", b), R(t->index), P("] = (uchar)("), R(t->value), P(" != 0);\n"); break;
+    default: nc_buf_printf(o, "b%d[", b), R(t->index), nc_buf_printf(o, "] = (%s)", nc_oe_mem(e->k->bufs[b].dtype)), R(t->value), P(";\n"); break;
+  }
+  nc_oe_close(e);
+}
+
+static void nc_oe_acc(nc_oe *e, const nc_kstmt *t) {
+  nc_buf *o = e->o;
+  nc_oe_open(e);
+  nc_oe_x(e, t->value);
+  nc_oe_indent(e);
+  int a = t->acc;
+  nc_dtype dt = e->k->accs[a];
+  if (t->kind == NC_KS_ACC_INIT) {
+    nc_buf_printf(o, "acc%d = ", a), R(t->value), P(";\n");
+  } else if (nc_isf(dt)) {
+    if (t->op == NC_KOP_MAX) nc_buf_printf(o, "acc%d = nc_fmaxn(acc%d, ", a, a), R(t->value), P(");\n");
+    else nc_buf_printf(o, "acc%d = %s(acc%d + ", a, nc_oe_round_fn(dt), a), R(t->value), P(");\n");
+  } else {
+    if (t->op == NC_KOP_MAX) nc_buf_printf(o, "acc%d = acc%d > ", a, a), R(t->value), nc_buf_printf(o, " ? acc%d : ", a), R(t->value), P(";\n");
+    else nc_buf_printf(o, "acc%d = (%s)(acc%d + ", a, nc_oe_reg(dt), a), R(t->value), P(");\n");
+  }
+  nc_oe_close(e);
+}
+
+static void nc_oe_for(nc_oe *e, const nc_kstmt *t) {
+  nc_buf *o = e->o;
+  nc_oe_open(e);
+  nc_oe_x(e, t->begin);
+  nc_oe_x(e, t->end);
+  nc_oe_indent(e);
+  nc_buf_printf(o, "for (i%d = ", t->var), R(t->begin), nc_buf_printf(o, "; i%d < ", t->var), R(t->end), nc_buf_printf(o, "; i%d++) {\n", t->var);
+  e->depth++;
+  nc_oe_block(e, t->body);
+  e->depth--;
+  nc_oe_indent(e);
+  P("}\n");
+  nc_oe_close(e);
+}
+
+static void nc_oe_block(nc_oe *e, nc_ks s) {
+  for (; s != NC_KS_NONE && !e->st; s = e->k->s[s].next) {
+    const nc_kstmt *t = &e->k->s[s];
+    switch (t->kind) {
+      case NC_KS_FOR: nc_oe_for(e, t); break;
+      case NC_KS_STORE: nc_oe_store(e, t); break;
+      case NC_KS_ACC_INIT:
+      case NC_KS_ACC_UPDATE: nc_oe_acc(e, t); break;
+      case NC_KS_CALL:
+        e->st = nc_errorf(NC_E_UNSUPPORTED, "kernel %s: a %s template call inside a loop nest has no OpenCL lowering", e->k->name,
+                          nc_ktemplate_name(t->tmpl));
+        break;
+    }
+  }
+}
+
+#undef R
+#undef P
+
+// ---- collapsing the parallel nest ----------------------------------------------
+
+// True when x depends only on constants and kernel arguments.
+static bool nc_oe_args_only(const nc_kernel *k, nc_kx x) {
+  if (x < 0) return true;
+  const nc_kexpr *ex = &k->x[x];
+  switch (ex->kind) {
+    case NC_KX_CONST: case NC_KX_ARG: return true;
+    case NC_KX_UNARY: case NC_KX_BINARY: case NC_KX_SELECT: case NC_KX_CAST:
+      return nc_oe_args_only(k, ex->a) && nc_oe_args_only(k, ex->b) && nc_oe_args_only(k, ex->c);
+    default: return false;
+  }
+}
+
+// True when var appears in x outside of any load's index.
+static bool nc_oe_uses_var_directly(const nc_kernel *k, nc_kx x, int var) {
+  if (x < 0) return false;
+  const nc_kexpr *ex = &k->x[x];
+  if (ex->kind == NC_KX_VAR) return ex->ival == var;
+  if (ex->kind == NC_KX_LOAD) return false;
+  return nc_oe_uses_var_directly(k, ex->a, var) || nc_oe_uses_var_directly(k, ex->b, var) ||
+         nc_oe_uses_var_directly(k, ex->c, var);
+}
+
+static void nc_oe_loads(const nc_kernel *k, nc_kx x, uint64_t *bufs) {
+  if (x < 0) return;
+  const nc_kexpr *ex = &k->x[x];
+  if (ex->kind == NC_KX_LOAD) *bufs |= 1ull << ex->ival;
+  nc_oe_loads(k, ex->a, bufs);
+  nc_oe_loads(k, ex->b, bufs);
+  nc_oe_loads(k, ex->c, bufs);
+}
+
+// Which buffers the block reads and writes; false if a store's index does not
+// use var directly (iterations of var might then write the same element).
+static bool nc_oe_scan(const nc_kernel *k, nc_ks s, int var, uint64_t *rd, uint64_t *wr) {
+  bool ok = true;
+  for (; s != NC_KS_NONE; s = k->s[s].next) {
+    const nc_kstmt *t = &k->s[s];
+    switch (t->kind) {
+      case NC_KS_FOR:
+        nc_oe_loads(k, t->begin, rd), nc_oe_loads(k, t->end, rd);
+        ok &= nc_oe_scan(k, t->body, var, rd, wr);
+        break;
+      case NC_KS_STORE:
+        nc_oe_loads(k, t->index, rd), nc_oe_loads(k, t->value, rd);
+        *wr |= 1ull << t->buf;
+        ok &= nc_oe_uses_var_directly(k, t->index, var);
+        break;
+      case NC_KS_ACC_INIT:
+      case NC_KS_ACC_UPDATE: nc_oe_loads(k, t->value, rd); break;
+      case NC_KS_CALL: ok = false; break;
+    }
+  }
+  return ok;
+}
+
+// Fills L with the collapsible loop chain from the top; returns the chain's
+// innermost loop (or NC_KS_NONE).
+static nc_ks nc_oe_collapse(const nc_kernel *k, nc_ocl_launch *L) {
+  L->ncollapse = 0;
+  nc_ks s = k->body;
+  if (s == NC_KS_NONE || k->s[s].kind != NC_KS_FOR || k->s[s].next != NC_KS_NONE) return NC_KS_NONE;
+  if (!(k->s[s].sched & NC_KSCHED_PARALLEL)) return NC_KS_NONE;
+  if (!nc_oe_args_only(k, k->s[s].begin) || !nc_oe_args_only(k, k->s[s].end)) return NC_KS_NONE;
+  nc_ks last = s;
+  L->begin[0] = k->s[s].begin, L->end[0] = k->s[s].end, L->ncollapse = 1;
+  while (L->ncollapse < NC_OCL_MAX_COLLAPSE) {
+    nc_ks in = k->s[last].body;
+    if (in == NC_KS_NONE || k->s[in].kind != NC_KS_FOR || k->s[in].next != NC_KS_NONE) break;
+    const nc_kstmt *t = &k->s[in];
+    if (!nc_oe_args_only(k, t->begin) || !nc_oe_args_only(k, t->end)) break;
+    uint64_t rd = 0, wr = 0;
+    if (!nc_oe_scan(k, t->body, t->var, &rd, &wr) || (rd & wr)) break;
+    L->begin[L->ncollapse] = t->begin, L->end[L->ncollapse] = t->end;
+    L->ncollapse++;
+    last = in;
+  }
+  return last;
+}
+
+// ---- whole-buffer reductions on one work-group --------------------------------------
+
+static bool nc_oe_uses_acc(const nc_kernel *k, nc_kx x) {
+  if (x < 0) return false;
+  const nc_kexpr *ex = &k->x[x];
+  if (ex->kind == NC_KX_ACC) return true;
+  return nc_oe_uses_acc(k, ex->a) || nc_oe_uses_acc(k, ex->b) || nc_oe_uses_acc(k, ex->c);
+}
+
+// The loop's subtree holds only loops and accumulator updates (ADD or MAX, one op
+// per accumulator, values that read no accumulator); ops[a] records each op.
+static bool nc_oe_reduce_body(const nc_kernel *k, nc_ks s, int *ops) {
+  for (; s != NC_KS_NONE; s = k->s[s].next) {
+    const nc_kstmt *t = &k->s[s];
+    if (t->kind == NC_KS_FOR) {
+      if (nc_oe_uses_acc(k, t->begin) || nc_oe_uses_acc(k, t->end) || !nc_oe_reduce_body(k, t->body, ops)) return false;
+    } else if (t->kind == NC_KS_ACC_UPDATE) {
+      if (t->op != NC_KOP_ADD && t->op != NC_KOP_MAX) return false;
+      if (ops[t->acc] >= 0 && ops[t->acc] != (int)t->op) return false;
+      if (nc_oe_uses_acc(k, t->value)) return false;
+      ops[t->acc] = (int)t->op;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+// body = ACC_INIT(const)... ; FOR (argument bounds) { updates } ; rest. Returns the loop.
+static nc_ks nc_oe_reduce_shape(const nc_kernel *k, int *ops) {
+  for (int a = 0; a < NC_KERNEL_MAX_ACCS; a++) ops[a] = -1;
+  bool inited[NC_KERNEL_MAX_ACCS] = {false};
+  double initv[NC_KERNEL_MAX_ACCS] = {0};
+  nc_ks s = k->body;
+  for (; s != NC_KS_NONE && k->s[s].kind == NC_KS_ACC_INIT; s = k->s[s].next) {
+    const nc_kexpr *v = &k->x[k->s[s].value];
+    if (v->kind != NC_KX_CONST) return NC_KS_NONE;
+    inited[k->s[s].acc] = true;
+    initv[k->s[s].acc] = nc_dtype_is_float(v->dtype) ? v->fval : (double)v->ival;
+  }
+  if (s == NC_KS_NONE || k->s[s].kind != NC_KS_FOR) return NC_KS_NONE;
+  const nc_kstmt *loop = &k->s[s];
+  if (!nc_oe_args_only(k, loop->begin) || !nc_oe_args_only(k, loop->end)) return NC_KS_NONE;
+  if (!nc_oe_reduce_body(k, loop->body, ops)) return NC_KS_NONE;
+  bool any = false;
+  for (int a = 0; a < k->naccs; a++) {
+    if (ops[a] < 0) continue;
+    nc_dtype dt = k->accs[a];
+    if (!inited[a] || (dt != NC_F32 && dt != NC_I32 && dt != NC_I64)) return NC_KS_NONE;
+    if (ops[a] == NC_KOP_ADD && initv[a] != 0) return NC_KS_NONE;  // every work-item starts from the init value
+    any = true;
+  }
+  return any ? s : NC_KS_NONE;
+}
+
+static int nc_oe_pow2_floor(int v) {
+  int p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
+}
+
+static void nc_oe_emit_reduce(nc_oe *e, nc_ks loop_s, const int *ops, int W) {
+  const nc_kernel *k = e->k;
+  nc_buf *o = e->o;
+  const nc_kstmt *loop = &k->s[loop_s];
+  bool needf = false, needl = false;
+  for (int a = 0; a < k->naccs; a++)
+    if (ops[a] >= 0) {
+      if (k->accs[a] == NC_F32) needf = true;
+      else needl = true;
+    }
+  nc_buf_puts(o, "  const int nc_lid = get_local_id(0);\n");
+  if (needf) nc_buf_printf(o, "  __local float nc_rf[%d];\n", W);
+  if (needl) nc_buf_printf(o, "  __local long nc_rl[%d];\n", W);
+  for (nc_ks s = k->body; s != loop_s; s = k->s[s].next) nc_oe_acc(e, &k->s[s]);
+  // this work-item's share of the loop: iterations lid, lid + W, ...
+  nc_oe_open(e);
+  nc_oe_x(e, loop->begin);
+  nc_oe_x(e, loop->end);
+  nc_oe_indent(e);
+  nc_buf_printf(o, "for (i%d = ", loop->var), nc_oe_ref(e, loop->begin), nc_buf_printf(o, " + nc_lid; i%d < ", loop->var);
+  nc_oe_ref(e, loop->end), nc_buf_printf(o, "; i%d += %d) {\n", loop->var, W);
+  e->depth++;
+  nc_oe_block(e, loop->body);
+  e->depth--;
+  nc_oe_indent(e);
+  nc_buf_puts(o, "}\n");
+  nc_oe_close(e);
+  for (int a = 0; a < k->naccs; a++) {
+    if (ops[a] < 0) continue;
+    bool f = k->accs[a] == NC_F32;
+    const char *r = f ? "nc_rf" : "nc_rl";
+    nc_buf_printf(o, "  %s[nc_lid] = acc%d;\n  barrier(CLK_LOCAL_MEM_FENCE);\n", r, a);
+    nc_buf_printf(o, "  for (int s = %d; s > 0; s >>= 1) {\n    if (nc_lid < s) %s[nc_lid] = ", W / 2, r);
+    if (ops[a] == NC_KOP_ADD) nc_buf_printf(o, "%s[nc_lid] + %s[nc_lid + s]", r, r);
+    else if (f) nc_buf_printf(o, "nc_fmaxn(%s[nc_lid], %s[nc_lid + s])", r, r);
+    else nc_buf_printf(o, "max(%s[nc_lid], %s[nc_lid + s])", r, r);
+    nc_buf_printf(o, ";\n    barrier(CLK_LOCAL_MEM_FENCE);\n  }\n  acc%d = (%s)%s[0];\n  barrier(CLK_LOCAL_MEM_FENCE);\n", a,
+                  nc_oe_reg(k->accs[a]), r);
+  }
+  nc_buf_puts(o, "  if (nc_lid != 0) return;\n");
+  nc_oe_block(e, loop->next);
+}
+
+// ---- row kernels: one work-group per collapsed iteration ------------------------------
+
+static uint32_t nc_oe_acc_reads(const nc_kernel *k, nc_kx x) {
+  if (x < 0) return 0;
+  const nc_kexpr *ex = &k->x[x];
+  uint32_t m = ex->kind == NC_KX_ACC ? 1u << ex->ival : 0;
+  return m | nc_oe_acc_reads(k, ex->a) | nc_oe_acc_reads(k, ex->b) | nc_oe_acc_reads(k, ex->c);
+}
+
+// Loads of statement s (and its body), into *rd.
+static void nc_oe_stmt_loads(const nc_kernel *k, nc_ks s, uint64_t *rd) {
+  const nc_kstmt *t = &k->s[s];
+  switch (t->kind) {
+    case NC_KS_FOR:
+      nc_oe_loads(k, t->begin, rd), nc_oe_loads(k, t->end, rd);
+      for (nc_ks b = t->body; b != NC_KS_NONE; b = k->s[b].next) nc_oe_stmt_loads(k, b, rd);
+      break;
+    case NC_KS_STORE: nc_oe_loads(k, t->index, rd), nc_oe_loads(k, t->value, rd); break;
+    case NC_KS_ACC_INIT:
+    case NC_KS_ACC_UPDATE: nc_oe_loads(k, t->value, rd); break;
+    case NC_KS_CALL: *rd = ~0ull; break;
+  }
+}
+
+// A loop of accumulator updates only: ops[a] per updated accumulator, *reads
+// the accumulators its values and bounds read.
+static bool nc_oe_red_loop(const nc_kernel *k, nc_ks s, int *ops, uint32_t *reads) {
+  for (; s != NC_KS_NONE; s = k->s[s].next) {
+    const nc_kstmt *t = &k->s[s];
+    if (t->kind == NC_KS_FOR) {
+      *reads |= nc_oe_acc_reads(k, t->begin) | nc_oe_acc_reads(k, t->end);
+      if (!nc_oe_red_loop(k, t->body, ops, reads)) return false;
+    } else if (t->kind == NC_KS_ACC_UPDATE) {
+      if (t->op != NC_KOP_ADD && t->op != NC_KOP_MAX) return false;
+      if (ops[t->acc] >= 0 && ops[t->acc] != (int)t->op) return false;
+      ops[t->acc] = (int)t->op;
+      *reads |= nc_oe_acc_reads(k, t->value);
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+static bool nc_oe_has_acc_stmt(const nc_kernel *k, nc_ks s) {
+  for (; s != NC_KS_NONE; s = k->s[s].next) {
+    const nc_kstmt *t = &k->s[s];
+    if (t->kind == NC_KS_ACC_INIT || t->kind == NC_KS_ACC_UPDATE || t->kind == NC_KS_CALL) return true;
+    if (t->kind == NC_KS_FOR && nc_oe_has_acc_stmt(k, t->body)) return true;
+  }
+  return false;
+}
+
+enum { NC_SEG_SCALAR, NC_SEG_RED, NC_SEG_STORES };
+
+// Classifies the block's statements (kind[i], and per reduction loop its
+// accumulator ops); false when the block cannot run as a work-group: a
+// statement reads a buffer an earlier one wrote (no global barrier between
+// them), an accumulator of another dtype than f32/i32/i64 is split, a loop is
+// neither a reduction nor independent stores.
+static bool nc_oe_seg_check(const nc_kernel *k, nc_ks s, bool *needf, bool *needl) {
+  uint64_t written = 0;
+  bool split = false;
+  for (; s != NC_KS_NONE; s = k->s[s].next) {
+    const nc_kstmt *t = &k->s[s];
+    uint64_t rd = 0;
+    nc_oe_stmt_loads(k, s, &rd);
+    if (rd & written) return false;
+    if (t->kind == NC_KS_CALL) return false;
+    if (t->kind == NC_KS_STORE) written |= 1ull << t->buf;
+    if (t->kind != NC_KS_FOR) continue;
+    int ops[NC_KERNEL_MAX_ACCS];
+    for (int a = 0; a < NC_KERNEL_MAX_ACCS; a++) ops[a] = -1;
+    uint32_t reads = 0, upd = 0;
+    if (nc_oe_red_loop(k, t->body, ops, &reads)) {
+      for (int a = 0; a < k->naccs; a++)
+        if (ops[a] >= 0) {
+          upd |= 1u << a;
+          if (k->accs[a] == NC_F32) *needf = true;
+          else if (k->accs[a] == NC_I32 || k->accs[a] == NC_I64) *needl = true;
+          else return false;
+        }
+      if (!upd || (reads & upd)) return false;
+      split = true;
+      continue;
+    }
+    uint64_t lrd = 0, lwr = 0;
+    if (nc_oe_has_acc_stmt(k, t->body) || !nc_oe_scan(k, t->body, t->var, &lrd, &lwr) || (lrd & lwr)) return false;
+    written |= lwr;
+    split = true;
+  }
+  return split;
+}
+
+static void nc_oe_split_for(nc_oe *e, const nc_kstmt *loop, int W) {
+  nc_buf *o = e->o;
+  nc_oe_open(e);
+  nc_oe_x(e, loop->begin);
+  nc_oe_x(e, loop->end);
+  nc_oe_indent(e);
+  nc_buf_printf(o, "for (i%d = ", loop->var), nc_oe_ref(e, loop->begin), nc_buf_printf(o, " + nc_lid; i%d < ", loop->var);
+  nc_oe_ref(e, loop->end), nc_buf_printf(o, "; i%d += %d) {\n", loop->var, W);
+  e->depth++;
+  nc_oe_block(e, loop->body);
+  e->depth--;
+  nc_oe_indent(e);
+  nc_buf_puts(o, "}\n");
+  nc_oe_close(e);
+}
+
+// Combines accumulator a's partial values over the work-group (every work-item gets the result).
+static void nc_oe_combine(nc_oe *e, int a, int op, int W) {
+  nc_buf *o = e->o;
+  bool f = e->k->accs[a] == NC_F32;
+  const char *r = f ? "nc_rf" : "nc_rl";
+  nc_oe_indent(e);
+  nc_buf_printf(o, "%s[nc_lid] = acc%d; barrier(CLK_LOCAL_MEM_FENCE);\n", r, a);
+  nc_oe_indent(e);
+  nc_buf_printf(o, "for (int s = %d; s > 0; s >>= 1) { if (nc_lid < s) %s[nc_lid] = ", W / 2, r);
+  if (op == NC_KOP_ADD) nc_buf_printf(o, "%s[nc_lid] + %s[nc_lid + s]", r, r);
+  else if (f) nc_buf_printf(o, "nc_fmaxn(%s[nc_lid], %s[nc_lid + s])", r, r);
+  else nc_buf_printf(o, "max(%s[nc_lid], %s[nc_lid + s])", r, r);
+  nc_buf_puts(o, "; barrier(CLK_LOCAL_MEM_FENCE); }\n");
+  nc_oe_indent(e);
+  nc_buf_printf(o, "acc%d = (%s)%s[0]; barrier(CLK_LOCAL_MEM_FENCE);\n", a, nc_oe_reg(e->k->accs[a]), r);
+}
+
+// Emits a block checked by nc_oe_seg_check for a work-group of W work-items.
+static void nc_oe_emit_group(nc_oe *e, nc_ks s, int W) {
+  const nc_kernel *k = e->k;
+  for (; s != NC_KS_NONE && !e->st; s = k->s[s].next) {
+    const nc_kstmt *t = &k->s[s];
+    switch (t->kind) {
+      case NC_KS_ACC_INIT:
+      case NC_KS_ACC_UPDATE: nc_oe_acc(e, t); break;  // uniform: every work-item alike
+      case NC_KS_STORE:
+        nc_oe_indent(e);
+        nc_buf_puts(e->o, "if (nc_lid == 0)\n");
+        nc_oe_store(e, t);
+        break;
+      case NC_KS_FOR: {
+        int ops[NC_KERNEL_MAX_ACCS];
+        for (int a = 0; a < NC_KERNEL_MAX_ACCS; a++) ops[a] = -1;
+        uint32_t reads = 0;
+        if (nc_oe_red_loop(k, t->body, ops, &reads)) {
+          for (int a = 0; a < k->naccs; a++)  // sums: the init value counts once (work-item 0)
+            if (ops[a] == NC_KOP_ADD) {
+              nc_oe_indent(e);
+              nc_buf_printf(e->o, "if (nc_lid != 0) acc%d = 0;\n", a);
+            }
+          nc_oe_split_for(e, t, W);
+          for (int a = 0; a < k->naccs; a++)
+            if (ops[a] >= 0) nc_oe_combine(e, a, ops[a], W);
+        } else {
+          nc_oe_split_for(e, t, W);
+        }
+        break;
+      }
+      case NC_KS_CALL: break;
+    }
+  }
+}
+
+nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl_knobs *kn, nc_buf *out, nc_ocl_launch *L) {
+  int reduce_wg = kn->loop_wg;
+  memset(L, 0, sizeof *L);
+  NC_TRY(nc_kernel_verify(k));
+  if (nc_kernel_is_template(k)) {
+    const nc_kstmt *c = &k->s[k->body];
+    if (c->tmpl != NC_KT_MATMUL)
+      return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: template %s has no OpenCL lowering yet (switch its fusion pattern off)",
+                       k->name, nc_ktemplate_name(c->tmpl));
+    // arg 9 (optional) is the symmetric-result hint: ignoring it is always correct
+    if (c->nargs < 9 || c->nargs > 10 || c->ncbufs != 3) return nc_errorf(NC_E_INTERNAL, "kernel %s: matmul call with %d args, %d buffers", k->name, c->nargs, c->ncbufs);
+    for (int i = 0; i < 3; i++)
+      if (k->bufs[c->cbufs[i]].dtype != NC_F32)
+        return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: matmul on %s buffer '%s': the OpenCL GEMM is f32 only", k->name,
+                         nc_dtype_name(k->bufs[c->cbufs[i]].dtype), k->bufs[c->cbufs[i]].name);
+    const nc_kexpr *ta = &k->x[c->args[4]], *tb = &k->x[c->args[5]];
+    if (ta->kind != NC_KX_CONST || tb->kind != NC_KX_CONST)
+      return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: matmul transposes must be constants", k->name);
+    L->gemm = true;
+    L->gemm_variant = (ta->ival ? 2 : 0) + (tb->ival ? 1 : 0);
+    return NC_OK;
+  }
+  for (int b = 0; b < k->nbufs; b++)
+    if (k->bufs[b].dtype >= NC_DTYPE_COUNT) return nc_errorf(NC_E_INTERNAL, "kernel %s: buffer %d has a bad dtype", k->name, b);
+  nc_oe e = {.k = k, .o = out, .depth = 1};
+  e.memo = calloc((size_t)(k->nx > 0 ? k->nx : 1), 1);
+  if (!e.memo) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_buf_printf(out, "// %s\n__kernel void %s(", k->name, fname);
+  for (int b = 0; b < k->nbufs; b++)
+    nc_buf_printf(out, "%s__global %s%s *b%d", b ? ", " : "", k->bufs[b].written ? "" : "const ", nc_oe_mem(k->bufs[b].dtype), b);
+  for (int a = 0; a < k->nargs; a++) nc_buf_printf(out, "%slong a%d", k->nbufs + a ? ", " : "", a);
+  nc_buf_printf(out, "%slong nc_total", k->nbufs + k->nargs ? ", " : "");
+  for (int b = 0; b < k->nbufs; b++) nc_buf_printf(out, ", long o%d", b);
+  nc_buf_puts(out, ") {\n");
+  for (int b = 0; b < k->nbufs; b++) nc_buf_printf(out, "  b%d += o%d;\n", b, b);
+  if (k->nvars) {
+    nc_buf_puts(out, "  long ");
+    for (int v = 0; v < k->nvars; v++) nc_buf_printf(out, "%si%d", v ? ", " : "", v);
+    nc_buf_puts(out, ";\n");
+  }
+  for (int a = 0; a < k->naccs; a++) nc_buf_printf(out, "  %s acc%d;\n", nc_oe_reg(k->accs[a]), a);
+  nc_ks last = nc_oe_collapse(k, L);
+  int ops[NC_KERNEL_MAX_ACCS];
+  nc_ks red = last == NC_KS_NONE && reduce_wg > 1 ? nc_oe_reduce_shape(k, ops) : NC_KS_NONE;
+  if (red != NC_KS_NONE) {
+    L->reduce_wg = nc_oe_pow2_floor(reduce_wg);
+    nc_oe_emit_reduce(&e, red, ops, L->reduce_wg);
+  } else if (last == NC_KS_NONE) {
+    nc_buf_puts(out, "  if (get_global_id(0) != 0) return;\n");
+    nc_oe_block(&e, k->body);
+  } else {
+    bool needf = false, needl = false;
+    int RW = nc_oe_pow2_floor(kn->row_wg);
+    bool rows = RW > 1 && nc_oe_seg_check(k, k->s[last].body, &needf, &needl);
+    if (rows) {
+      L->row_wg = RW;
+      nc_buf_puts(out, "  long nc_gid = get_group_id(0);\n  const int nc_lid = get_local_id(0);\n");
+      if (needf) nc_buf_printf(out, "  __local float nc_rf[%d];\n", RW);
+      if (needl) nc_buf_printf(out, "  __local long nc_rl[%d];\n", RW);
+    } else {
+      nc_buf_puts(out, "  long nc_gid = get_global_id(0);\n  if (nc_gid >= nc_total) return;\n");
+    }
+    // the chain's loops, innermost first: i = begin + gid % extent
+    nc_ks chain[NC_OCL_MAX_COLLAPSE];
+    int n = 0;
+    for (nc_ks s = k->body; n < L->ncollapse; s = k->s[s].body) chain[n++] = s;
+    nc_oe_open(&e);
+    for (int q = n - 1; q >= 0; q--) {
+      const nc_kstmt *t = &k->s[chain[q]];
+      nc_oe_x(&e, t->begin);
+      nc_oe_x(&e, t->end);
+      nc_oe_indent(&e);
+      nc_buf_printf(out, "{ long ext = "), nc_oe_ref(&e, t->end), nc_buf_puts(out, " - "), nc_oe_ref(&e, t->begin);
+      nc_buf_printf(out, "; i%d = ", t->var), nc_oe_ref(&e, t->begin);
+      nc_buf_printf(out, " + nc_gid %% ext; nc_gid /= ext; }\n");
+    }
+    nc_oe_close(&e);
+    if (rows) nc_oe_emit_group(&e, k->s[last].body, RW);
+    else nc_oe_block(&e, k->s[last].body);
+  }
+  nc_buf_puts(out, "}\n\n");
+  free(e.memo);
+  if (!e.st && out->oom) e.st = nc_errorf(NC_E_NOMEM, "out of memory emitting kernel %s", k->name);
+  return e.st;
+}

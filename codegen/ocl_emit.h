@@ -1,0 +1,99 @@
+// Kernel IR (ir/kir.h) -> OpenCL C. The same kernels and plans as the CPU
+// backend (passes/lower.h); no LLVM here.
+//
+// Loop kernels: the outermost parallel loop and the perfectly nested loops
+// under it that are safe to run in any order (bounds from kernel arguments
+// only; every store in the nest indexed by the loop's variable, into a
+// buffer the nest does not read) are collapsed into one NDRange dimension:
+// one work-item per iteration of the collapsed nest, the rest of the body
+// serial inside the work-item. A kernel without a parallel loop that is a
+// reduction (accumulators set to constants, one loop of accumulator updates,
+// then anything) runs as one work-group: the work-items split the loop, the
+// partial accumulators are combined through local memory, work-item 0 runs the
+// rest. Any other kernel without a parallel loop runs as one work-item.
+//
+// Row kernels: when the body under the collapsed nest is a sequence of
+// accumulator reductions over loops, loops of stores indexed by their
+// variable, and scalar statements (softmax, rms_norm, the cross-entropy rows),
+// each collapsed iteration gets a work-group of row_wg work-items: the loops
+// are split across them (neighbouring work-items read neighbouring elements),
+// partial accumulators are combined through local memory after each loop and
+// scalar stores are done by work-item 0. Float registers are `float` (bf16/f16 values are rounded after
+// every op, as the CPU backend and the evaluator do); bf16 buffers are
+// `ushort`, f16 buffers `half` (vload_half/vstore_half_rte), bool and u8
+// buffers `uchar`; index math is `long`.
+//
+// Template kernels (nc_kernel_is_template: matmul/bmm with transposes) run a
+// portable tiled GEMM with local-memory tiles (knobs below), one variant per
+// (ta, tb). Anything the emitter cannot express (another template kind, a
+// call inside a loop nest, a non-f32 GEMM) is an NC_E_UNSUPPORTED error
+// naming the kernel: the OpenCL device never guesses.
+#ifndef NC_CODEGEN_OCL_EMIT_H
+#define NC_CODEGEN_OCL_EMIT_H
+
+#include <stdbool.h>
+
+#include "ir/kir.h"
+#include "support/buf.h"
+
+// Knobs of the generated code (the autotuner's seam: each has a valid range,
+// nc_ocl_knobs_check says which one is out of it).
+typedef struct {
+  int gemm_tm, gemm_tn;  // output tile per work-group (rows, columns): 16..256, multiples of gemm_wm/gemm_wn
+  int gemm_tk;           // depth of the local-memory tiles: 4..64
+  int gemm_wm, gemm_wn;  // outputs per work-item (rows, columns): 1..16
+  int loop_wg;           // work-group size of loop kernels and whole-buffer reductions: 1..1024
+  int row_wg;            // work-items per row of row kernels (1 = off): 1..1024
+  // The bf16 GEMM (fp32 operands rounded to bf16 while staged, fp32 accumulation):
+  int gemm_tc;           // 0: the fp32 GEMM above; 1: bf16 on tensor cores (mma.sync inline PTX,
+                         // NVIDIA only); 2: the same kernel with the mma done by scalar fmas (any device)
+  int tc_bm, tc_bn;      // block tile: 16..256 (bn 8..256), multiples of tc_wm / tc_wn
+  int tc_wm, tc_wn;      // warp tile: tc_wm a multiple of 16 (16..128), tc_wn of 8 (8..128), <= 32 mma tiles
+  int tc_bk;             // k-step: 16, 32, 48 or 64; the BMxBK and BNxBK slices split evenly over the work-items
+} nc_ocl_knobs;
+
+// Defaults for a GPU (64x64x16 tiles, 4x4 per work-item, 256-wide loops,
+// 128-wide rows; bf16: 128x128 blocks, 64x32 warps, k-step 32) or a CPU device
+// such as PoCL (32x32x16, 4x4, 64, 4; bf16: 32x32, 16x16, 16). gemm_tc = 0.
+void nc_ocl_knobs_default(bool gpu, nc_ocl_knobs *k);
+nc_status nc_ocl_knobs_check(const nc_ocl_knobs *k);
+// The bf16 GEMM's knobs alone (also checked by nc_ocl_knobs_check).
+nc_status nc_ocl_tc_check(const nc_ocl_knobs *k);
+// "BM,BN,WM,WN,BK[,MODE]" (the NC_OCL_TC environment variable) over *k; MODE is gemm_tc.
+nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k);
+// "TM,TN,TK,WM,WN[,WG[,RWG]]" (the NC_OCL_KNOBS environment variable) over *k.
+nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k);
+
+#define NC_OCL_MAX_COLLAPSE 8
+
+// How a kernel is launched.
+typedef struct {
+  bool gemm;                 // template: the tiled GEMM
+  int gemm_variant;          // ta * 2 + tb
+  int ncollapse;             // loops folded into the global id (0: one work-item)
+  int reduce_wg;             // > 0: a whole-buffer reduction run by one work-group of this size
+  int row_wg;                // > 0: one work-group of this size per collapsed iteration (a row kernel)
+  nc_kx begin[NC_OCL_MAX_COLLAPSE], end[NC_OCL_MAX_COLLAPSE];  // their bounds (argument-only expressions)
+} nc_ocl_launch;
+
+// Helpers every program starts with (bf16/f16 conversions and rounding).
+void nc_ocl_emit_prelude(nc_buf *out);
+// The GEMM template variant (ta, tb) as kernel nc_gemm_<n|t><n|t>:
+//   (A, B, C, long M, long N, long K, long sa, long sb, int beta, long oa, long ob, long oc),
+//   batch = global dim 2, oa/ob/oc the operands' element offsets in their buffers;
+//   C[q] (+)= op(A[q]) @ op(B[q]) with A at q*sa, B at q*sb, C at q*M*N.
+// With kn->gemm_tc set, the bf16 tensor-core kernel (same arguments; the
+// work-group is 32 * (tc_bm/tc_wm) * (tc_bn/tc_wn) work-items in dimension 0,
+// one per tc_bm x tc_bn tile of C: global (ceil(N/tc_bn) * that, ceil(M/tc_bm), batch)).
+void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *out);
+const char *nc_ocl_gemm_name(int variant);
+
+// Kernel k as an OpenCL kernel called fname: arguments are the buffers in
+// order (b0, b1, ...), then the symbol sizes (long a0, a1, ...), then
+// `long nc_total` (the collapsed iteration count), then each buffer's element
+// offset (long o0, o1, ...: buffers are views into one arena). Template kernels emit
+// nothing and fill L->gemm. kn->loop_wg / kn->row_wg size the work-groups
+// (rounded down to powers of two for reductions; 1 turns those modes off).
+nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl_knobs *kn, nc_buf *out, nc_ocl_launch *L);
+
+#endif

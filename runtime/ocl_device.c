@@ -1,0 +1,662 @@
+// The OpenCL device (see runtime/ocl_device.h).
+#define CL_TARGET_OPENCL_VERSION 120
+#include "runtime/ocl_device.h"
+
+#include <CL/cl.h>
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "passes/memplan.h"
+#include "runtime/kir_eval.h"
+#include "runtime/ocl_cache.h"
+
+// ---- discovery and selection ---------------------------------------------------
+
+typedef struct {
+  cl_platform_id plat;
+  cl_device_id dev;
+  nc_ocl_device_desc d;
+  cl_device_type type;
+} nc_oc_dev;
+
+static void nc_oc_str(cl_platform_id p, cl_device_id d, cl_uint what, char *buf, size_t n) {
+  buf[0] = 0;
+  if (d) clGetDeviceInfo(d, what, n - 1, buf, NULL);
+  else clGetPlatformInfo(p, what, n - 1, buf, NULL);
+  buf[n - 1] = 0;
+}
+
+// Every device, in runtime/opencl_info.c's order (the `nanochat devices` list).
+static int nc_oc_enumerate(nc_oc_dev *out, int max) {
+  cl_uint np = 0;
+  if (clGetPlatformIDs(0, NULL, &np) != CL_SUCCESS || np == 0) return 0;
+  cl_platform_id plats[16];
+  if (np > 16) np = 16;
+  if (clGetPlatformIDs(np, plats, NULL) != CL_SUCCESS) return 0;
+  int n = 0;
+  for (cl_uint p = 0; p < np; p++) {
+    cl_uint nd = 0;
+    if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, 0, NULL, &nd) != CL_SUCCESS || nd == 0) continue;
+    cl_device_id devs[16];
+    if (nd > 16) nd = 16;
+    if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, nd, devs, NULL) != CL_SUCCESS) continue;
+    for (cl_uint i = 0; i < nd && n < max; i++) {
+      nc_oc_dev *o = &out[n];
+      memset(o, 0, sizeof *o);
+      o->plat = plats[p];
+      o->dev = devs[i];
+      o->d.index = n;
+      nc_oc_str(plats[p], NULL, CL_PLATFORM_NAME, o->d.platform, sizeof o->d.platform);
+      nc_oc_str(plats[p], NULL, CL_PLATFORM_VERSION, o->d.platform_version, sizeof o->d.platform_version);
+      nc_oc_str(plats[p], NULL, CL_PLATFORM_VENDOR, o->d.platform_vendor, sizeof o->d.platform_vendor);
+      nc_oc_str(plats[p], devs[i], CL_DEVICE_NAME, o->d.name, sizeof o->d.name);
+      nc_oc_str(plats[p], devs[i], CL_DEVICE_VENDOR, o->d.vendor, sizeof o->d.vendor);
+      nc_oc_str(plats[p], devs[i], CL_DEVICE_VERSION, o->d.version, sizeof o->d.version);
+      nc_oc_str(plats[p], devs[i], CL_DRIVER_VERSION, o->d.driver, sizeof o->d.driver);
+      clGetDeviceInfo(devs[i], CL_DEVICE_TYPE, sizeof o->type, &o->type, NULL);
+      o->d.gpu = (o->type & CL_DEVICE_TYPE_GPU) != 0;
+      n++;
+    }
+  }
+  return n;
+}
+
+static bool nc_oc_contains_ci(const char *hay, const char *needle) {
+  size_t n = strlen(needle);
+  for (const char *h = hay; *h; h++) {
+    size_t i = 0;
+    while (i < n && h[i] && tolower((unsigned char)h[i]) == tolower((unsigned char)needle[i])) i++;
+    if (i == n) return true;
+  }
+  return n == 0;
+}
+
+static nc_status nc_oc_pick(const char *sel, nc_oc_dev *out) {
+  nc_oc_dev devs[64];
+  int n = nc_oc_enumerate(devs, 64);
+  if (!sel) sel = "";
+  if (n == 0)
+    return nc_errorf(NC_E_UNSUPPORTED, "--device opencl%s%s: no OpenCL device found (install an ICD, e.g. pocl-opencl-icd; "
+                     "`nanochat devices` lists them)", *sel ? ":" : "", sel);
+  int pick = -1;
+  if (!*sel) {
+    for (int i = 0; i < n && pick < 0; i++)
+      if (devs[i].type & CL_DEVICE_TYPE_GPU) pick = i;
+    for (int i = 0; i < n && pick < 0; i++)
+      if (devs[i].type & CL_DEVICE_TYPE_ACCELERATOR) pick = i;
+    if (pick < 0) pick = 0;
+  } else if (strspn(sel, "0123456789") == strlen(sel)) {
+    long v = strtol(sel, NULL, 10);
+    if (strlen(sel) > 6 || v >= n)
+      return nc_errorf(NC_E_INVALID, "--device opencl:%s: no such device (there %s %d: opencl:0..%d; `nanochat devices` lists them)",
+                       sel, n == 1 ? "is" : "are", n, n - 1);
+    pick = (int)v;
+  } else if (!strcmp(sel, "gpu") || !strcmp(sel, "cpu")) {
+    cl_device_type want = !strcmp(sel, "gpu") ? CL_DEVICE_TYPE_GPU : CL_DEVICE_TYPE_CPU;
+    for (int i = 0; i < n && pick < 0; i++)
+      if (devs[i].type & want) pick = i;
+    if (pick < 0) return nc_errorf(NC_E_INVALID, "--device opencl:%s: no OpenCL %s device (`nanochat devices` lists them)", sel, sel);
+  } else {
+    for (int i = 0; i < n && pick < 0; i++) {
+      char both[400];
+      snprintf(both, sizeof both, "%s | %s | %s", devs[i].d.platform, devs[i].d.platform_vendor, devs[i].d.name);
+      if (nc_oc_contains_ci(both, sel)) pick = i;
+    }
+    if (pick < 0) {
+      char list[1024] = "";
+      for (int i = 0; i < n; i++) {
+        size_t l = strlen(list);
+        snprintf(list + l, sizeof list - l, "%s%d: %s | %s | %s", i ? "; " : "", i, devs[i].d.platform, devs[i].d.platform_vendor,
+                 devs[i].d.name);
+      }
+      return nc_errorf(NC_E_INVALID, "--device opencl:%s: no OpenCL device's platform, vendor or name contains '%s' (devices: %s)", sel, sel, list);
+    }
+  }
+  *out = devs[pick];
+  return NC_OK;
+}
+
+nc_status nc_ocl_select(const char *sel, nc_ocl_device_desc *out) {
+  nc_oc_dev d;
+  NC_TRY(nc_oc_pick(sel, &d));
+  *out = d.d;
+  return NC_OK;
+}
+
+bool nc_ocl_available(void) {
+  nc_oc_dev devs[4];
+  return nc_oc_enumerate(devs, 4) > 0;
+}
+
+static const char *nc_oc_errname(cl_int e) {
+  switch (e) {
+    case CL_DEVICE_NOT_FOUND: return "CL_DEVICE_NOT_FOUND";
+    case CL_OUT_OF_RESOURCES: return "CL_OUT_OF_RESOURCES";
+    case CL_OUT_OF_HOST_MEMORY: return "CL_OUT_OF_HOST_MEMORY";
+    case CL_MEM_OBJECT_ALLOCATION_FAILURE: return "CL_MEM_OBJECT_ALLOCATION_FAILURE";
+    case CL_BUILD_PROGRAM_FAILURE: return "CL_BUILD_PROGRAM_FAILURE";
+    case CL_INVALID_VALUE: return "CL_INVALID_VALUE";
+    case CL_INVALID_BINARY: return "CL_INVALID_BINARY";
+    case CL_INVALID_KERNEL_ARGS: return "CL_INVALID_KERNEL_ARGS";
+    case CL_INVALID_WORK_GROUP_SIZE: return "CL_INVALID_WORK_GROUP_SIZE";
+    case CL_INVALID_WORK_ITEM_SIZE: return "CL_INVALID_WORK_ITEM_SIZE";
+    case CL_INVALID_GLOBAL_WORK_SIZE: return "CL_INVALID_GLOBAL_WORK_SIZE";
+    case CL_INVALID_BUFFER_SIZE: return "CL_INVALID_BUFFER_SIZE";
+    case CL_INVALID_ARG_SIZE: return "CL_INVALID_ARG_SIZE";
+    case CL_INVALID_ARG_VALUE: return "CL_INVALID_ARG_VALUE";
+    case CL_INVALID_KERNEL_NAME: return "CL_INVALID_KERNEL_NAME";
+    case CL_INVALID_COMMAND_QUEUE: return "CL_INVALID_COMMAND_QUEUE";
+    case CL_INVALID_MEM_OBJECT: return "CL_INVALID_MEM_OBJECT";
+    case CL_INVALID_OPERATION: return "CL_INVALID_OPERATION";
+    default: return "CL error";
+  }
+}
+
+#define NC_CL_ERR(err, what) nc_errorf(NC_E_INTERNAL, "OpenCL %s failed: %s (%d)", what, nc_oc_errname(err), (int)(err))
+
+// ---- the compiled plan -----------------------------------------------------------
+
+struct nc_ocl {
+  nc_oc_dev dev;
+  cl_context ctx;
+  cl_command_queue q;
+  cl_program prog;
+  nc_ocl_knobs knobs;
+  int nk;                  // plan kernels
+  int *uniq;               // per plan kernel: its unique kernel (loop kernels) or -1 (GEMM)
+  nc_ocl_launch *launch;   // per plan kernel
+  int nuniq;
+  cl_kernel *kern;         // per unique kernel
+  cl_kernel gemm[4];
+  bool profile, verbose, cache_hit;
+  uint64_t key;
+  double compile_s;
+  // per node: the device buffer that holds it and its element offset there.
+  // Leaves (inputs, params) have their own buffers; every other materialized
+  // node is a view into one arena laid out by the memory planner.
+  uint32_t nnodes;
+  unsigned char *used;     // node is read or written by some kernel
+  cl_mem *mem;             // per node: its own buffer (leaves)
+  size_t *memsz;
+  cl_mem *view;            // per node: the buffer holding it (its own or the arena)
+  cl_long *off;            // per node: element offset into view[i]
+  cl_mem arena;
+  size_t arena_bytes;
+  nc_memplan *mp;          // for syms
+  int64_t syms[NC_MAX_SYMS];
+  // profile
+  double *ksec;            // per plan kernel: device seconds over all runs
+  int64_t *kcalls;
+  double *kflop;           // per plan kernel (GEMM): flops of its last launch
+  int64_t *kitems;         // per plan kernel (loops): work-items of its last launch
+  double *kflops_sum;      // per plan kernel: flops of the timed calls
+  double last_run_s;
+  cl_event *ev;            // per plan kernel, last run
+};
+
+static double nc_oc_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void nc_ocl_free(nc_ocl *c) {
+  if (!c) return;
+  if (c->q) clFinish(c->q);
+  if (c->mem)
+    for (uint32_t i = 0; i < c->nnodes; i++)
+      if (c->mem[i]) clReleaseMemObject(c->mem[i]);
+  if (c->arena) clReleaseMemObject(c->arena);
+  nc_memplan_free(c->mp);
+  free(c->view);
+  free(c->off);
+  if (c->kern)
+    for (int i = 0; i < c->nuniq; i++)
+      if (c->kern[i]) clReleaseKernel(c->kern[i]);
+  for (int v = 0; v < 4; v++)
+    if (c->gemm[v]) clReleaseKernel(c->gemm[v]);
+  if (c->prog) clReleaseProgram(c->prog);
+  if (c->q) clReleaseCommandQueue(c->q);
+  if (c->ctx) clReleaseContext(c->ctx);
+  free(c->uniq);
+  free(c->launch);
+  free(c->kern);
+  free(c->used);
+  free(c->mem);
+  free(c->memsz);
+  free(c->ksec);
+  free(c->kcalls);
+  free(c->kflop);
+  free(c->kitems);
+  free(c->kflops_sum);
+  free(c->ev);
+  free(c);
+}
+
+static nc_status nc_oc_build_log(nc_ocl *c, cl_program prog, cl_int err) {
+  size_t n = 0;
+  clGetProgramBuildInfo(prog, c->dev.dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &n);
+  char *log = malloc(n + 1);
+  if (log) {
+    log[0] = 0;
+    clGetProgramBuildInfo(prog, c->dev.dev, CL_PROGRAM_BUILD_LOG, n, log, NULL);
+    log[n] = 0;
+  }
+  nc_status st = nc_errorf(NC_E_INTERNAL, "OpenCL program build failed on %s (%s, %d): %.3000s", c->dev.d.name, nc_oc_errname(err),
+                           (int)err, log ? log : "(no build log)");
+  free(log);
+  return st;
+}
+
+// Builds from the cached binary (when valid) or from source (then caches it).
+static nc_status nc_oc_program(nc_ocl *c, const char *src, const char *opts) {
+  const char *parts[] = {src, opts, c->dev.d.platform, c->dev.d.platform_version, c->dev.d.name, c->dev.d.version, c->dev.d.driver};
+  c->key = nc_ocl_cache_key(parts, 7);
+  void *bin = NULL;
+  size_t binsz = 0;
+  nc_ocl_cache_get(c->key, &bin, &binsz);
+  cl_int err;
+  if (bin) {
+    const unsigned char *bp = bin;
+    cl_int bst = CL_SUCCESS;
+    cl_program p = clCreateProgramWithBinary(c->ctx, 1, &c->dev.dev, &binsz, &bp, &bst, &err);
+    if (p && err == CL_SUCCESS && bst == CL_SUCCESS && clBuildProgram(p, 1, &c->dev.dev, opts, NULL, NULL) == CL_SUCCESS) {
+      c->prog = p;
+      c->cache_hit = true;
+    } else if (p) {
+      clReleaseProgram(p);  // the driver refused the entry: rebuild from source below
+    }
+    free(bin);
+    if (c->prog) return NC_OK;
+  }
+  size_t len = strlen(src);
+  cl_program p = clCreateProgramWithSource(c->ctx, 1, &src, &len, &err);
+  if (!p || err != CL_SUCCESS) return NC_CL_ERR(err, "clCreateProgramWithSource");
+  err = clBuildProgram(p, 1, &c->dev.dev, opts, NULL, NULL);
+  if (err != CL_SUCCESS) {
+    nc_status st = nc_oc_build_log(c, p, err);
+    clReleaseProgram(p);
+    return st;
+  }
+  c->prog = p;
+  size_t sz = 0;
+  if (clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof sz, &sz, NULL) == CL_SUCCESS && sz > 0) {
+    unsigned char *b = malloc(sz);
+    if (b && clGetProgramInfo(p, CL_PROGRAM_BINARIES, sizeof b, &b, NULL) == CL_SUCCESS) {
+      nc_status st = nc_ocl_cache_put(c->key, b, sz);
+      nc_status_free(st);  // a cache that cannot be written only costs time
+    }
+    free(b);
+  }
+  return NC_OK;
+}
+
+nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
+  *out = NULL;
+  double t0 = nc_oc_now();
+  nc_ocl *c = calloc(1, sizeof *c);
+  if (!c) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_status st = nc_oc_pick(o ? o->select : NULL, &c->dev);
+  if (st) {
+    free(c);
+    return st;
+  }
+  c->profile = o && o->profile;
+  c->verbose = o && o->verbose;
+  if (o && o->knobs) c->knobs = *o->knobs;
+  else nc_ocl_knobs_default(c->dev.d.gpu, &c->knobs);
+  // bf16 matmuls: tensor cores on NVIDIA; elsewhere the portable fp32 GEMM
+  // (an explicit gemm_tc knob wins: 2 emulates the bf16 kernel anywhere)
+  bool nvidia = strstr(c->dev.d.vendor, "NVIDIA") || strstr(c->dev.d.platform_vendor, "NVIDIA");
+  if (o && o->matmul_bf16 && c->knobs.gemm_tc == 0 && nvidia) c->knobs.gemm_tc = 1;
+  if ((st = nc_ocl_knobs_check(&c->knobs))) goto fail;
+  if (c->knobs.gemm_tc == 1 && !nvidia) {
+    st = nc_errorf(NC_E_UNSUPPORTED, "OpenCL knob gemm_tc=1 (mma.sync tensor cores) needs an NVIDIA device, not %s | %s (use 2 to emulate)",
+                   c->dev.d.platform, c->dev.d.name);
+    goto fail;
+  }
+  cl_int err;
+  cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)c->dev.plat, 0};
+  c->ctx = clCreateContext(props, 1, &c->dev.dev, NULL, NULL, &err);
+  if (!c->ctx || err != CL_SUCCESS) {
+    st = NC_CL_ERR(err, "clCreateContext");
+    goto fail;
+  }
+  c->q = clCreateCommandQueue(c->ctx, c->dev.dev, c->profile ? CL_QUEUE_PROFILING_ENABLE : 0, &err);
+  if (!c->q || err != CL_SUCCESS) {
+    st = NC_CL_ERR(err, "clCreateCommandQueue");
+    goto fail;
+  }
+  c->nk = p->nkernels;
+  c->nnodes = p->nnodes;
+  size_t nk1 = (size_t)(c->nk > 0 ? c->nk : 1), nn1 = c->nnodes ? c->nnodes : 1;
+  c->uniq = calloc(nk1, sizeof *c->uniq);
+  c->launch = calloc(nk1, sizeof *c->launch);
+  c->kern = calloc(nk1, sizeof *c->kern);
+  c->used = calloc(nn1, 1);
+  c->mem = calloc(nn1, sizeof *c->mem);
+  c->memsz = calloc(nn1, sizeof *c->memsz);
+  c->view = calloc(nn1, sizeof *c->view);
+  c->off = calloc(nn1, sizeof *c->off);
+  c->ksec = calloc(nk1, sizeof *c->ksec);
+  c->kcalls = calloc(nk1, sizeof *c->kcalls);
+  c->ev = calloc(nk1, sizeof *c->ev);
+  c->kflop = calloc(nk1, sizeof *c->kflop);
+  c->kitems = calloc(nk1, sizeof *c->kitems);
+  c->kflops_sum = calloc(nk1, sizeof *c->kflops_sum);
+  uint64_t *uhash = calloc(nk1, sizeof *uhash);
+  nc_buf src, tmp;
+  nc_buf_init(&src);
+  nc_buf_init(&tmp);
+  if (!c->uniq || !c->launch || !c->kern || !c->used || !c->mem || !c->memsz || !c->ksec || !c->kcalls || !c->ev || !uhash || !c->kflop || !c->kitems || !c->view || !c->off ||
+      !c->kflops_sum) {
+    st = nc_errorf(NC_E_NOMEM, "out of memory");
+    goto fail_bufs;
+  }
+  nc_ocl_emit_prelude(&src);
+  bool need_gemm[4] = {false, false, false, false};
+  // one OpenCL kernel per distinct code: kernels that differ only in their buffers share it
+  for (int q = 0; q < c->nk && !st; q++) {
+    const nc_plan_kernel *pk = &p->kernels[q];
+    for (int b = 0; b < pk->k.nbufs; b++)
+      if (pk->buf_node[b] < c->nnodes) c->used[pk->buf_node[b]] = 1;
+    tmp.len = 0;
+    st = nc_ocl_emit_kernel(&pk->k, "nck", &c->knobs, &tmp, &c->launch[q]);
+    if (st) break;
+    if (c->launch[q].gemm) {
+      c->uniq[q] = -1;
+      need_gemm[c->launch[q].gemm_variant] = true;
+      continue;
+    }
+    // the first line names the IR kernel: hash the code only
+    const char *code = tmp.data ? strchr(tmp.data, '\n') : NULL;
+    uint64_t h = code ? nc_hash_bytes(NC_HASH_SEED, code, strlen(code)) : 0;
+    int u = -1;
+    for (int i = 0; i < c->nuniq && u < 0; i++)
+      if (uhash[i] == h) u = i;
+    if (u < 0) {
+      u = c->nuniq++;
+      uhash[u] = h;
+      char name[32];
+      snprintf(name, sizeof name, "nck%d", u);
+      st = nc_ocl_emit_kernel(&pk->k, name, &c->knobs, &src, &c->launch[q]);
+    }
+    c->uniq[q] = u;
+  }
+  for (int v = 0; v < 4 && !st; v++)
+    if (need_gemm[v]) nc_ocl_emit_gemm(&c->knobs, v, &src);
+  if (!st && (src.oom || tmp.oom)) st = nc_errorf(NC_E_NOMEM, "out of memory emitting OpenCL C");
+  if (st) goto fail_bufs;
+  if (c->verbose) fprintf(stderr, "// OpenCL program for %s | %s\n%s", c->dev.d.platform, c->dev.d.name, src.data ? src.data : "");
+  if ((st = nc_oc_program(c, src.data ? src.data : "", "-cl-std=CL1.2"))) goto fail_bufs;
+  for (int u = 0; u < c->nuniq && !st; u++) {
+    char name[32];
+    snprintf(name, sizeof name, "nck%d", u);
+    c->kern[u] = clCreateKernel(c->prog, name, &err);
+    if (!c->kern[u] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel");
+  }
+  for (int v = 0; v < 4 && !st; v++)
+    if (need_gemm[v]) {
+      c->gemm[v] = clCreateKernel(c->prog, nc_ocl_gemm_name(v), &err);
+      if (!c->gemm[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(gemm)");
+    }
+fail_bufs:
+  free(uhash);
+  nc_buf_free(&src);
+  nc_buf_free(&tmp);
+  if (st) goto fail;
+  c->compile_s = nc_oc_now() - t0;
+  *out = c;
+  return NC_OK;
+fail:
+  nc_ocl_free(c);
+  return st;
+}
+
+// Makes node i's device buffer hold bytes (reallocating when the size changed).
+static nc_status nc_oc_buffer(nc_ocl *c, uint32_t i, size_t bytes) {
+  if (bytes == 0) bytes = 4;
+  if (c->mem[i] && c->memsz[i] == bytes) return NC_OK;
+  if (c->mem[i]) clReleaseMemObject(c->mem[i]);
+  c->mem[i] = NULL;
+  c->memsz[i] = 0;
+  cl_int err;
+  c->mem[i] = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  if (!c->mem[i] || err != CL_SUCCESS) {
+    c->mem[i] = NULL;
+    return nc_errorf(NC_E_NOMEM, "OpenCL: cannot allocate %zu bytes on %s for node %%%u (%s)", bytes, c->dev.d.name, i, nc_oc_errname(err));
+  }
+  c->memsz[i] = bytes;
+  return NC_OK;
+}
+
+static size_t nc_oc_round_up(size_t v, size_t m) { return (v + m - 1) / m * m; }
+
+// Lays the non-leaf buffers out in one arena (passes/memplan.h, as the CPU
+// device does) when the symbol sizes changed; views point into it.
+static nc_status nc_oc_arena(nc_ocl *c, const nc_graph *g, const nc_plan *p, const int64_t *syms) {
+  if (c->mp && !memcmp(c->syms, syms, sizeof c->syms)) return NC_OK;
+  nc_memplan_free(c->mp);
+  c->mp = NULL;
+  NC_TRY(nc_plan_memplan(g, p, syms, &c->mp));
+  size_t need = (size_t)c->mp->arena_size;
+  if (need < 64) need = 64;
+  if (!c->arena || c->arena_bytes != need) {
+    if (c->arena) clReleaseMemObject(c->arena);
+    c->arena = NULL;
+    c->arena_bytes = 0;
+    cl_int err;
+    c->arena = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, need, NULL, &err);
+    if (!c->arena || err != CL_SUCCESS) {
+      c->arena = NULL;
+      nc_memplan_free(c->mp);
+      c->mp = NULL;
+      return nc_errorf(NC_E_NOMEM, "OpenCL: cannot allocate the %zu-byte arena on %s (%s)", need, c->dev.d.name, nc_oc_errname(err));
+    }
+    c->arena_bytes = need;
+  }
+  for (uint32_t i = 0; i < c->nnodes; i++) {
+    const nc_membuf *mb = nc_memplan_find(c->mp, i);
+    if (!mb) continue;
+    size_t es = nc_dtype_size(mb->dtype);
+    if (mb->offset % (int64_t)es) return nc_errorf(NC_E_INTERNAL, "node %%%u: arena offset %lld not a multiple of its element size", i, (long long)mb->offset);
+    c->view[i] = c->arena;
+    c->off[i] = (cl_long)(mb->offset / (int64_t)es);
+  }
+  memcpy(c->syms, syms, sizeof c->syms);
+  return NC_OK;
+}
+
+static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args) {
+  const nc_kernel *k = &pk->k;
+  const nc_ocl_launch *L = &c->launch[q];
+  cl_event *evp = c->profile ? &c->ev[q] : NULL;
+  cl_int err = CL_SUCCESS;
+  if (L->gemm) {
+    const nc_kstmt *s = &k->s[k->body];
+    int64_t v[9];
+    for (int i = 0; i < 9; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
+    int64_t batch = v[0], M = v[1], N = v[2], K = v[3];
+    if (batch <= 0 || M <= 0 || N <= 0) return NC_OK;
+    c->kflop[q] = 2.0 * (double)batch * (double)M * (double)N * (double)K;
+    cl_kernel kk = c->gemm[L->gemm_variant];
+    cl_long a[5] = {M, N, K, v[6], v[7]};
+    cl_int beta = v[8] != 0;
+    for (int i = 0; i < 3 && err == CL_SUCCESS; i++) err = clSetKernelArg(kk, (cl_uint)i, sizeof(cl_mem), &c->view[pk->buf_node[s->cbufs[i]]]);
+    for (int i = 0; i < 5 && err == CL_SUCCESS; i++) err = clSetKernelArg(kk, (cl_uint)(3 + i), sizeof(cl_long), &a[i]);
+    if (err == CL_SUCCESS) err = clSetKernelArg(kk, 8, sizeof beta, &beta);
+    for (int i = 0; i < 3 && err == CL_SUCCESS; i++) err = clSetKernelArg(kk, (cl_uint)(9 + i), sizeof(cl_long), &c->off[pk->buf_node[s->cbufs[i]]]);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(gemm)");
+    const nc_ocl_knobs *kn = &c->knobs;
+    size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);
+    size_t gx = (size_t)((N + kn->gemm_tn - 1) / kn->gemm_tn) * lx;
+    size_t gy = (size_t)((M + kn->gemm_tm - 1) / kn->gemm_tm) * ly;
+    if (kn->gemm_tc) {  // bf16: one work-group of warps per tc_bm x tc_bn tile
+      lx = (size_t)(32 * (kn->tc_bm / kn->tc_wm) * (kn->tc_bn / kn->tc_wn)), ly = 1;
+      gx = (size_t)((N + kn->tc_bn - 1) / kn->tc_bn) * lx;
+      gy = (size_t)((M + kn->tc_bm - 1) / kn->tc_bm);
+    }
+    size_t gws[3] = {gx, gy, (size_t)batch}, lws[3] = {lx, ly, 1};
+    err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, gws, lws, 0, NULL, evp);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(gemm)");
+    return NC_OK;
+  }
+  int64_t total = 1;
+  for (int i = 0; i < L->ncollapse; i++) {
+    int64_t ext = nc_kernel_eval_index(k, L->end[i], args) - nc_kernel_eval_index(k, L->begin[i], args);
+    total *= ext > 0 ? ext : 0;
+  }
+  if (total <= 0) return NC_OK;
+  c->kitems[q] = total;
+  cl_kernel kk = c->kern[c->uniq[q]];
+  cl_uint ai = 0;
+  for (int b = 0; b < k->nbufs && err == CL_SUCCESS; b++) err = clSetKernelArg(kk, ai++, sizeof(cl_mem), &c->view[pk->buf_node[b]]);
+  for (int a = 0; a < k->nargs && err == CL_SUCCESS; a++) {
+    cl_long v = args[a];
+    err = clSetKernelArg(kk, ai++, sizeof v, &v);
+  }
+  cl_long tv = total;
+  if (err == CL_SUCCESS) err = clSetKernelArg(kk, ai++, sizeof tv, &tv);
+  for (int b = 0; b < k->nbufs && err == CL_SUCCESS; b++) err = clSetKernelArg(kk, ai++, sizeof(cl_long), &c->off[pk->buf_node[b]]);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg");
+  size_t wg = L->reduce_wg ? (size_t)L->reduce_wg : L->row_wg ? (size_t)L->row_wg : L->ncollapse ? (size_t)c->knobs.loop_wg : 1;
+  size_t gws = L->reduce_wg ? wg : L->row_wg ? (size_t)total * wg : nc_oc_round_up((size_t)total, wg);
+  if (L->reduce_wg) c->kitems[q] = (int64_t)wg;
+  err = clEnqueueNDRangeKernel(c->q, kk, 1, NULL, &gws, &wg, 0, NULL, evp);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel");
+  return NC_OK;
+}
+
+nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
+  uint32_t nn = nc_graph_nnodes(g);
+  int nout = nc_graph_noutputs(g);
+  for (int k = 0; k < nout; k++) memset(&outputs[k], 0, sizeof outputs[k]);
+  if (nn != c->nnodes || p->nkernels != c->nk) return nc_errorf(NC_E_INTERNAL, "OpenCL plan run with another graph or plan");
+  int64_t syms[NC_MAX_SYMS];
+  const nc_tensor **fed = calloc(nn ? nn : 1, sizeof *fed);
+  if (!fed) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_status st = nc_feeds_bind(g, feeds, nfeeds, syms, fed);
+  if (!st) st = nc_oc_arena(c, g, p, syms);
+  for (nc_id i = 0; i < nn && !st; i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    bool leaf = nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM;
+    if (!c->used[i] && !(p->materialized[i] && !leaf)) continue;
+    if (leaf && !fed[i]) {
+      if (c->used[i]) st = nc_errorf(NC_E_INVALID, "%s '%s' is not fed", nd->op == NC_OP_INPUT ? "input" : "param", nc_node_name(g, i));
+      continue;
+    }
+    if (!leaf) continue;  // in the arena
+    size_t bytes = nc_dtype_size(nd->type.dtype);
+    for (int d = 0; d < nd->type.rank; d++) bytes *= (size_t)nc_dim_eval(nd->type.dim[d], syms);
+    if ((st = nc_oc_buffer(c, i, bytes))) break;
+    c->view[i] = c->mem[i];
+    c->off[i] = 0;
+    if (bytes) {
+      cl_int err = clEnqueueWriteBuffer(c->q, c->mem[i], CL_FALSE, 0, bytes, fed[i]->data, 0, NULL, NULL);
+      if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clEnqueueWriteBuffer");
+    }
+  }
+  for (int q = 0; q < c->nk && !st; q++) {
+    const nc_plan_kernel *pk = &p->kernels[q];
+    int64_t args[NC_KERNEL_MAX_ARGS];
+    for (int a = 0; a < pk->k.nargs; a++) {
+      int s = nc_graph_sym_find(g, pk->k.args[a], strlen(pk->k.args[a]));
+      args[a] = s >= 0 ? syms[s] : 0;
+    }
+    st = nc_oc_launch(c, q, pk, args);
+    if (st) st = nc_status_prefix(st, "kernel %s: ", pk->k.name);
+  }
+  cl_int ferr = clFinish(c->q);
+  if (!st && ferr != CL_SUCCESS) st = NC_CL_ERR(ferr, "clFinish (a kernel failed)");
+  if (c->profile) {
+    c->last_run_s = 0;
+    for (int q = 0; q < c->nk; q++) {
+      if (!c->ev[q]) continue;
+      cl_ulong t0 = 0, t1 = 0;
+      if (clGetEventProfilingInfo(c->ev[q], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
+          clGetEventProfilingInfo(c->ev[q], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) == CL_SUCCESS && t1 >= t0) {
+        double s = 1e-9 * (double)(t1 - t0);
+        c->ksec[q] += s;
+        c->kcalls[q]++;
+        c->kflops_sum[q] += c->kflop[q];
+        c->last_run_s += s;
+      }
+      clReleaseEvent(c->ev[q]);
+      c->ev[q] = NULL;
+    }
+  }
+  for (int k = 0; k < nout && !st; k++) {
+    nc_id id = nc_graph_output(g, k);
+    if (fed[id]) {
+      st = nc_tensor_clone(&outputs[k], fed[id]);
+      continue;
+    }
+    const nc_node *nd = nc_graph_node(g, id);
+    if (!c->view[id]) {
+      st = nc_errorf(NC_E_UNSUPPORTED, "output '%s': not computed by any OpenCL kernel", nc_graph_output_name(g, k));
+      break;
+    }
+    int64_t shape[NC_MAX_RANK];
+    for (int d = 0; d < nd->type.rank; d++) shape[d] = nc_dim_eval(nd->type.dim[d], syms);
+    if ((st = nc_tensor_alloc(&outputs[k], nd->type.dtype, nd->type.rank, shape))) break;
+    size_t bytes = (size_t)nc_tensor_numel(&outputs[k]) * nc_dtype_size(nd->type.dtype);
+    if (bytes) {
+      size_t at = (size_t)c->off[id] * nc_dtype_size(nd->type.dtype);
+      cl_int err = clEnqueueReadBuffer(c->q, c->view[id], CL_TRUE, at, bytes, outputs[k].data, 0, NULL, NULL);
+      if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clEnqueueReadBuffer");
+    }
+  }
+  if (st)
+    for (int k = 0; k < nout; k++) nc_tensor_free(&outputs[k]);
+  free(fed);
+  return st;
+}
+
+const nc_ocl_device_desc *nc_ocl_device(const nc_ocl *c) { return &c->dev.d; }
+double nc_ocl_compile_seconds(const nc_ocl *c) { return c->compile_s; }
+bool nc_ocl_cache_hit(const nc_ocl *c) { return c->cache_hit; }
+uint64_t nc_ocl_program_key(const nc_ocl *c) { return c->key; }
+int nc_ocl_unique_kernels(const nc_ocl *c) {
+  int n = c->nuniq;
+  for (int v = 0; v < 4; v++) n += c->gemm[v] != NULL;
+  return n;
+}
+double nc_ocl_last_run_seconds(const nc_ocl *c) { return c->last_run_s; }
+const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c) { return &c->knobs; }
+
+void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f) {
+  if (!c->profile) {
+    fprintf(f, "opencl profile: off (run with --verbose or NC_DEBUG=1)\n");
+    return;
+  }
+  double total = 0;
+  int *order = malloc(sizeof(int) * (size_t)(c->nk > 0 ? c->nk : 1));
+  if (!order) return;
+  for (int q = 0; q < c->nk; q++) order[q] = q, total += c->ksec[q];
+  for (int i = 1; i < c->nk; i++)  // insertion sort by time, descending
+    for (int j = i; j > 0 && c->ksec[order[j]] > c->ksec[order[j - 1]]; j--) {
+      int t = order[j];
+      order[j] = order[j - 1];
+      order[j - 1] = t;
+    }
+  double gs = 0, gf = 0;
+  for (int q = 0; q < c->nk; q++)
+    if (c->launch[q].gemm) gs += c->ksec[q], gf += c->kflops_sum[q];
+  fprintf(f, "opencl profile on %s: %.3f ms of kernels over all runs; GEMMs %.3f ms (%.1f%%) at %.2f TFLOP/s\n", c->dev.d.name,
+          total * 1e3, gs * 1e3, total > 0 ? 100 * gs / total : 0.0, gs > 0 ? gf / gs * 1e-12 : 0.0);
+  for (int i = 0; i < c->nk && i < top; i++) {
+    int q = order[i];
+    if (c->kcalls[q] == 0) break;
+    char what[64];
+    if (c->launch[q].gemm)
+      snprintf(what, sizeof what, "gemm %s%s, %.1f GFLOP/s", nc_ocl_gemm_name(c->launch[q].gemm_variant) + 8, c->knobs.gemm_tc ? " bf16" : "",
+               c->ksec[q] > 0 ? c->kflops_sum[q] / c->ksec[q] * 1e-9 : 0.0);
+    else
+      snprintf(what, sizeof what, c->launch[q].row_wg ? "%lld rows" : "%lld work-items", (long long)c->kitems[q]);
+    fprintf(f, "  %8.3f ms %5.1f%%  %6lld calls  %s (%s)\n", c->ksec[q] * 1e3, total > 0 ? 100 * c->ksec[q] / total : 0,
+            (long long)c->kcalls[q], p->kernels[q].k.name, what);
+  }
+  free(order);
+}

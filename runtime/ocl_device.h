@@ -1,0 +1,66 @@
+// The OpenCL device: a plan (passes/lower.h) compiled to one OpenCL program
+// (codegen/ocl_emit.h) for one device, and run on it: device buffers per
+// materialized node, kept across runs while the symbol sizes stay the same;
+// feeds uploaded and outputs read back per run; one in-order queue; kernel
+// timings from profiling events when asked.
+//
+// Devices are chosen by a selector, in the order `nanochat devices` lists
+// them (platforms in ICD order, then their devices):
+//   ""            the first GPU, else the first accelerator, else the first device
+//   "N"           device N of that list
+//   "gpu" | "cpu" the first device of that type
+//   other text    the first device whose "platform | platform vendor | name"
+//                 contains it, in any case ("nvidia", "pocl", "h100")
+#ifndef NC_RUNTIME_OCL_DEVICE_H
+#define NC_RUNTIME_OCL_DEVICE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "codegen/ocl_emit.h"
+#include "passes/lower.h"
+#include "runtime/interp.h"
+
+typedef struct {
+  int index;  // in `nanochat devices` order
+  char platform[128], platform_vendor[128], name[128], vendor[128], version[128], platform_version[128], driver[64];
+  bool gpu;
+} nc_ocl_device_desc;
+
+// Resolves a selector (see above) without opening the device.
+nc_status nc_ocl_select(const char *sel, nc_ocl_device_desc *out);
+// True when at least one OpenCL device exists (tests skip otherwise).
+bool nc_ocl_available(void);
+
+typedef struct {
+  const char *select;          // device selector (NULL = "")
+  bool verbose;                // print the program source and build log to stderr
+  bool profile;                // time every kernel with profiling events
+  const nc_ocl_knobs *knobs;   // NULL: the device's defaults
+  bool matmul_bf16;            // GEMMs in bf16 (fp32 accumulation) on tensor cores when the device is NVIDIA
+                               // (knobs.gemm_tc = 1); elsewhere the fp32 GEMM. Default false: exact fp32.
+} nc_ocl_opts;
+
+typedef struct nc_ocl nc_ocl;
+
+// Opens the device and builds the plan's program (through the binary cache).
+nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out);
+void nc_ocl_free(nc_ocl *c);
+// Runs the plan over g (the graph p was built from): binds the symbols from
+// the feeds, outputs[k] receives output k (owned), as nc_interp_run.
+nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_feed *feeds, int nfeeds, nc_tensor *outputs);
+
+const nc_ocl_device_desc *nc_ocl_device(const nc_ocl *c);
+double nc_ocl_compile_seconds(const nc_ocl *c);
+bool nc_ocl_cache_hit(const nc_ocl *c);  // the program came from the binary cache
+uint64_t nc_ocl_program_key(const nc_ocl *c);
+int nc_ocl_unique_kernels(const nc_ocl *c);  // loop kernels with distinct code (+ GEMM variants)
+// Per-kernel device time summed over all runs (profile on): the top kernels to f.
+void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f);
+// Total device time of the kernels of the last run, in seconds (profile on; else 0).
+double nc_ocl_last_run_seconds(const nc_ocl *c);
+// The knobs the program was built with (gemm_tc says which GEMM runs).
+const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c);
+
+#endif

@@ -1,0 +1,434 @@
+// The named fusion patterns (passes/pass.h NC_PATTERN_*): each one on and off
+// (its switch) against the reference interpreter on fresh random inputs, on
+// the kernel-IR evaluator and on the CPU backend with 1 and 2 threads, plus a
+// golden check that the pattern's fused kernel is in the plan when on and
+// gone when off.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir/build.h"
+#include "passes/autodiff.h"
+#include "passes/lower.h"
+#include "passes/pass.h"
+#include "runtime/cpu.h"
+#include "runtime/interp.h"
+#include "runtime/kir_eval.h"
+#include "runtime/plan_run.h"
+#include "models/init.h"
+#include "tests/support/model_util.h"
+
+#define FZ_MAX_FEEDS 16
+
+typedef struct {
+  nc_feed f[FZ_MAX_FEEDS];
+  nc_tensor t[FZ_MAX_FEEDS];
+  int n;
+} fz_feeds;
+
+static void fz_free_feeds(fz_feeds *fs) {
+  for (int i = 0; i < fs->n; i++) nc_tensor_free(&fs->t[i]);
+}
+
+// Random values for every input and param of g (i32 inputs: in [0, imax)),
+// symbols bound to syms.
+static void fz_feed_random(const nc_graph *g, const int64_t *syms, uint64_t seed, int imax, fz_feeds *fs) {
+  nc_rng r;
+  nc_rng_seed(&r, seed);
+  fs->n = 0;
+  for (nc_id i = 0; i < nc_graph_nnodes(g); i++) {
+    const nc_node *nd = nc_graph_node(g, i);
+    if (nd->op != NC_OP_INPUT && nd->op != NC_OP_PARAM) continue;
+    cr_assert_lt(fs->n, FZ_MAX_FEEDS);
+    nc_type t = nd->type;
+    int64_t shape[NC_MAX_RANK];
+    for (int d = 0; d < t.rank; d++) shape[d] = nc_dim_eval(t.dim[d], syms);
+    nc_tensor *x = &fs->t[fs->n];
+    cr_assert_null(nc_tensor_alloc(x, t.dtype, t.rank, shape));
+    for (int64_t j = 0; j < nc_tensor_numel(x); j++) {
+      if (t.dtype == NC_I32) ((int32_t *)x->data)[j] = (int32_t)(nc_rng_next(&r) % (uint64_t)imax);
+      else ((float *)x->data)[j] = (float)(nc_rng_uniform(&r) * 2 - 1);
+    }
+    fs->f[fs->n] = (nc_feed){nc_node_name(g, i), x};
+    fs->n++;
+  }
+}
+
+static nc_graph *fz_copy(const nc_graph *g) {
+  nc_graph *c = nc_graph_new_like(g);
+  for (nc_id i = 0; i < nc_graph_nnodes(g); i++) {
+    nc_node_desc d;
+    nc_node_desc_from(g, i, &d);
+    nc_id id;
+    cr_assert_null(nc_graph_add(c, &d, &id));
+  }
+  for (int k = 0; k < nc_graph_noutputs(g); k++) cr_assert_null(nc_graph_set_output(c, nc_graph_output_name(g, k), nc_graph_output(g, k)));
+  return c;
+}
+
+// Lowers g with the given patterns off; returns the plan and the lowered graph.
+static unsigned fz_force;  // patterns_force of the next lowerings (set per test)
+static unsigned fz_lower_force;  // nc_lower_opts.patterns_force of the next lowerings
+
+static nc_plan *fz_lower(const nc_graph *g, unsigned off, nc_graph **lowered) {
+  nc_graph *h = fz_copy(g);
+  nc_pass_ctx ctx;
+  nc_pass_ctx_init(&ctx);
+  ctx.verify = true;
+  ctx.patterns_off = off;
+  ctx.patterns_force = fz_force;
+  const char *passes[] = {"decompose", "dce"};
+  nc_status st = nc_pass_run_pipeline(&h, passes, 2, &ctx);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  nc_lower_opts lo = {.fuse = true, .patterns_off = off, .patterns_force = fz_lower_force};
+  nc_plan *p;
+  st = nc_plan_build(h, &lo, &p);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  *lowered = h;
+  return p;
+}
+
+static int fz_count_kernels(const nc_plan *p, const char *marker) {
+  int n = 0;
+  for (int i = 0; i < p->nkernels; i++) n += strstr(p->kernels[i].k.name, marker) != NULL;
+  return n;
+}
+
+// Runs g with `bit` on and off on the evaluator and the CPU (1 and 2 threads)
+// and compares every output with the interpreter. marker: a substring of the
+// pattern's kernel names (present only when the pattern is on).
+static void fz_check(const nc_graph *g, const fz_feeds *fs, unsigned bit, const char *marker, double tol) {
+  int nout = nc_graph_noutputs(g);
+  nc_tensor want[16], got[16];
+  cr_assert_leq(nout, 16);
+  nc_status st = nc_interp_run(g, fs->f, fs->n, want);
+  cr_assert_null(st, "interp: %s", nc_status_msg(st));
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? bit : 0, &h);
+    if (marker) {
+      int nk = fz_count_kernels(p, marker);
+      if (off) cr_expect_eq(nk, 0, "pattern off: %d '%s' kernels remain", nk, marker);
+      else cr_expect_gt(nk, 0, "pattern on: no '%s' kernel in the plan", marker);
+    }
+#ifdef NC_SANITIZED
+    const int ndev = 1;  // the evaluator only: JIT under sanitizers is slow
+#else
+    const int ndev = 3;
+#endif
+    for (int dev = 0; dev < ndev; dev++) {
+      nc_cpu *cpu = NULL;
+      if (dev) {
+        nc_cpu_opts co = {.threads = dev};
+        st = nc_cpu_compile(p, &co, &cpu);
+        cr_assert_null(st, "cpu compile: %s", nc_status_msg(st));
+        st = nc_plan_run(h, p, nc_cpu_runner, cpu, fs->f, fs->n, got);
+      } else {  // the evaluator through the memory plan's arena (buffers reused)
+        nc_plan_mem *mem = nc_plan_mem_new();
+        st = nc_plan_run_mem(h, p, mem, nc_kernel_runner_eval, NULL, fs->f, fs->n, got);
+        nc_plan_mem_free(mem);
+      }
+      cr_assert_null(st, "plan run: %s", nc_status_msg(st));
+      for (int k = 0; k < nout; k++) {
+        double e = nc_test_rel_err(&got[k], &want[k]);
+        cr_expect_lt(e, tol, "%s: output %s, pattern %s, device %s%d: rel err %g", nc_graph_name(g), nc_graph_output_name(g, k),
+                     off ? "off" : "on", dev ? "cpu threads " : "eval ", dev, e);
+        nc_tensor_free(&got[k]);
+      }
+      nc_cpu_free(cpu);
+    }
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  for (int k = 0; k < nout; k++) nc_tensor_free(&want[k]);
+}
+
+// ---- attention with online softmax --------------------------------------------
+// loss = sum(attention(q, k, v) * w) and its gradients w.r.t. q, k, v.
+// Tq == 0: a symbolic T for queries and keys (a training graph's shape).
+static nc_graph *attn_graph(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, bool causal, int64_t window, bool kvlen) {
+  nc_graph *g = nc_graph_new("attn");
+  int B, T = 0;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  if (!Tq) cr_assert_null(nc_graph_sym(g, "T", &T));
+  const int64_t D = 8;
+  nc_dim tq = Tq ? nc_dim_const(Tq) : nc_dim_sym(T), tk = Tq ? nc_dim_const(Tk) : nc_dim_sym(T);
+  nc_dim dq[4] = {nc_dim_sym(B), tq, nc_dim_const(Hq), nc_dim_const(D)};
+  nc_dim dk[4] = {nc_dim_sym(B), tk, nc_dim_const(Hkv), nc_dim_const(D)};
+  nc_id q = nc_leaf(g, NC_OP_PARAM, "q", nc_type_make(NC_F32, 4, dq));
+  nc_id k = nc_leaf(g, NC_OP_PARAM, "k", nc_type_make(NC_F32, 4, dk));
+  nc_id v = nc_leaf(g, NC_OP_PARAM, "v", nc_type_make(NC_F32, 4, dk));
+  nc_id w = nc_leaf(g, NC_OP_INPUT, "w", nc_type_make(NC_F32, 4, dq));
+  nc_id len = kvlen ? nc_leaf(g, NC_OP_INPUT, "kvlen", nc_type_make(NC_I32, 0, NULL)) : NC_NONE;
+  nc_id y = nc_b_attention(g, q, k, v, len, causal, window, 1.0 / sqrt((double)D));
+  nc_id loss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op2(g, NC_OP_MUL, y, w), 15, false);
+  nc_id wrt[3] = {q, k, v}, grads[3];
+  cr_assert_null(nc_autodiff(g, loss, NC_NONE, wrt, 3, grads));
+  cr_assert_null(nc_graph_set_output(g, "y", y));
+  cr_assert_null(nc_graph_set_output(g, "dq", grads[0]));
+  cr_assert_null(nc_graph_set_output(g, "dk", grads[1]));
+  cr_assert_null(nc_graph_set_output(g, "dv", grads[2]));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+static void attn_case(int64_t Tq, int64_t Tk, int64_t Hq, int64_t Hkv, bool causal, int64_t window, int64_t kvlen, uint64_t seed) {
+  nc_graph *g = attn_graph(Tq, Tk, Hq, Hkv, causal, window, kvlen > 0);
+  int64_t syms[NC_MAX_SYMS] = {2, 13};
+  fz_feeds fs;
+  fz_feed_random(g, syms, seed, 1, &fs);
+  for (int i = 0; i < fs.n; i++)
+    if (!strcmp(fs.f[i].name, "kvlen")) *(int32_t *)fs.t[i].data = (int32_t)kvlen;
+  fz_check(g, &fs, NC_PATTERN_ATTENTION, "_attention", 2e-5);
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+Test(fusion, attention_causal) { attn_case(7, 7, 2, 2, true, 0, 0, 1); }
+Test(fusion, attention_full_gqa) { attn_case(6, 6, 4, 2, false, 0, 0, 2); }
+Test(fusion, attention_sliding_window_gqa) { attn_case(9, 9, 3, 1, true, 3, 0, 3); }
+// queries at the end of a longer key range (the KV-cache engine): positions kvlen-Tq..kvlen-1
+Test(fusion, attention_kvlen_window) { attn_case(3, 10, 2, 1, true, 4, 8, 4); }
+Test(fusion, attention_kvlen_causal) { attn_case(4, 11, 2, 2, true, 0, 9, 5); }
+
+// A training shape (symbolic T): the cost rule keeps the GEMM decomposition
+// unless the pattern is forced; forced, the loop nests match too.
+Test(fusion, attention_symbolic_T_cost_rule_and_forced) {
+  nc_graph *g = attn_graph(0, 0, 2, 1, true, 5, false), *h;
+  nc_plan *p = fz_lower(g, 0, &h);
+  cr_expect_eq(fz_count_kernels(p, "_attention"), 0, "symbolic T: the cost rule picks the decomposition");
+  nc_plan_free(p);
+  nc_graph_free(h);
+  nc_graph_free(g);
+  fz_force = NC_PATTERN_ATTENTION;
+  attn_case(0, 0, 2, 1, true, 5, 0, 6);
+  fz_force = 0;
+}
+
+// ---- softcap + cross-entropy ----------------------------------------------------
+// loss = mean CE(cap * tanh((h @ w) / cap), targets) (ignored targets included),
+// outputs the loss and its gradients w.r.t. h and w.
+static nc_graph *ce_graph(double cap, int64_t V) {
+  nc_graph *g = nc_graph_new("softcap_ce");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dh[3] = {nc_dim_sym(B), nc_dim_const(5), nc_dim_const(12)}, dw[2] = {nc_dim_const(12), nc_dim_const(V)};
+  nc_dim dt[2] = {nc_dim_sym(B), nc_dim_const(5)};
+  nc_id h = nc_leaf(g, NC_OP_PARAM, "h", nc_type_make(NC_F32, 3, dh));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  nc_id t = nc_leaf(g, NC_OP_INPUT, "t", nc_type_make(NC_I32, 2, dt));
+  nc_id logits = nc_b_scale(g, nc_b_matmul(g, h, w, false, false), 4.0);  // logits of a few units
+  logits = nc_b_scale(g, nc_op1(g, NC_OP_TANH, nc_op2(g, NC_OP_DIV, logits, nc_b_const_like(g, logits, cap))), cap);
+  nc_id loss = nc_b_cross_entropy(g, logits, t, -1, 2);
+  nc_id wrt[2] = {h, w}, grads[2];
+  cr_assert_null(nc_autodiff(g, loss, NC_NONE, wrt, 2, grads));
+  cr_assert_null(nc_graph_set_output(g, "loss", loss));
+  cr_assert_null(nc_graph_set_output(g, "dh", grads[0]));
+  cr_assert_null(nc_graph_set_output(g, "dw", grads[1]));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+static void ce_case(double cap, int64_t V, uint64_t seed) {
+  nc_graph *g = ce_graph(cap, V);
+  int64_t syms[NC_MAX_SYMS] = {3};
+  fz_feeds fs;
+  fz_feed_random(g, syms, seed, (int)V, &fs);
+  for (int i = 0; i < fs.n; i++)  // two ignored positions
+    if (!strcmp(fs.f[i].name, "t")) ((int32_t *)fs.t[i].data)[1] = ((int32_t *)fs.t[i].data)[7] = -1;
+  fz_check(g, &fs, NC_PATTERN_SOFTCAP_CE, "_ce_grad_epilogue", 1e-5);
+  // golden: on, neither the softmax nor the softcapped logits are written
+  // (the tanh is: computed once, read back by the row kernels)
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_SOFTCAP_CE : 0, &h);
+    int tanh_k = fz_count_kernels(p, "_tanh"), grad_k = fz_count_kernels(p, "_cross_entropy_grad");
+    int mul_k = 0;
+    for (int q = 0; q < p->nkernels; q++) {  // a kernel writing cap * tanh: the softcapped logits
+      const nc_node *kn = nc_graph_node(h, p->kernels[q].node);
+      mul_k += kn->op == NC_OP_MUL && nc_graph_node(h, nc_graph_input_of(h, p->kernels[q].node, 0))->op == NC_OP_TANH;
+    }
+    if (off) cr_expect(tanh_k == 1 && grad_k == 1 && mul_k == 1, "off: %d tanh, %d grad, %d softcap kernels", tanh_k, grad_k, mul_k);
+    else cr_expect(tanh_k == 1 && grad_k == 0 && mul_k == 0, "on: %d tanh, %d grad, %d softcap kernels", tanh_k, grad_k, mul_k);
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+Test(fusion, softcap_cross_entropy) { ce_case(3.0, 37, 11); }
+Test(fusion, softcap_cross_entropy_wide_rows) { ce_case(15.0, 130, 12); }
+
+// ---- QK-norm + rope: one kernel per row ------------------------------------------
+// y = rms_norm(rope(x)) * s (x (B,T,H,D)), z = rms_norm(u) (u (B,T,C)); the loss
+// sum(y * w1) + sum(z * w2) and its gradients w.r.t. x and u.
+static nc_graph *norm_graph(int64_t H, int64_t D, int64_t C) {
+  nc_graph *g = nc_graph_new("norm_rope");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dx[4] = {nc_dim_sym(B), nc_dim_const(6), nc_dim_const(H), nc_dim_const(D)};
+  nc_dim du[3] = {nc_dim_sym(B), nc_dim_const(6), nc_dim_const(C)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 4, dx));
+  nc_id u = nc_leaf(g, NC_OP_PARAM, "u", nc_type_make(NC_F32, 3, du));
+  nc_id w1 = nc_leaf(g, NC_OP_INPUT, "w1", nc_type_make(NC_F32, 4, dx));
+  nc_id w2 = nc_leaf(g, NC_OP_INPUT, "w2", nc_type_make(NC_F32, 3, du));
+  nc_id y = nc_b_scale(g, nc_b_rms_norm(g, nc_b_rope(g, x, NC_NONE, 100.0, false), 1e-6), 1.2);
+  nc_id z = nc_b_rms_norm(g, u, 1e-6);
+  nc_id loss = nc_op2(g, NC_OP_ADD, nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op2(g, NC_OP_MUL, y, w1), 15, false),
+                      nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op2(g, NC_OP_MUL, z, w2), 7, false));
+  nc_id wrt[2] = {x, u}, grads[2];
+  cr_assert_null(nc_autodiff(g, loss, NC_NONE, wrt, 2, grads));
+  cr_assert_null(nc_graph_set_output(g, "y", y));
+  cr_assert_null(nc_graph_set_output(g, "z", z));
+  cr_assert_null(nc_graph_set_output(g, "dx", grads[0]));
+  cr_assert_null(nc_graph_set_output(g, "du", grads[1]));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+// force: the rotation is recomputed in the norm's kernels (patterns_force)
+static void norm_rope_case(bool force) {
+  nc_graph *g = norm_graph(3, 16, 24);
+  int64_t syms[NC_MAX_SYMS] = {2};
+  fz_feeds fs;
+  fz_feed_random(g, syms, 21, 1, &fs);
+  fz_lower_force = force ? NC_PATTERN_NORM_ROPE : 0;
+  fz_check(g, &fs, NC_PATTERN_NORM_ROPE, NULL, 1e-5);
+  // on: no reduction has a kernel of its own; forced, no forward rotation
+  // either (the concat left is dx, the inverse rotation of the gradient: an output)
+  int nk[2] = {0, 0};
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_NORM_ROPE : 0, &h);
+    int red = fz_count_kernels(p, "_reduce_mean"), rot = fz_count_kernels(p, "_concat");
+    nk[off] = p->nkernels;
+    if (off) cr_expect(red == 4 && rot == 2, "off: %d reduce_mean, %d concat kernels", red, rot);
+    else cr_expect(red == 0 && rot == (force ? 1 : 2), "on (force %d): %d reduce_mean, %d concat kernels", force, red, rot);
+    cr_log_info("norm_rope pattern %s (force %d): %d kernels", off ? "off" : "on", force, p->nkernels);
+    if (getenv("NC_TEST_DUMP_PLAN")) {  // a debugging aid: the plan on stderr
+      nc_buf b;
+      nc_buf_init(&b);
+      nc_plan_print(h, p, &b);
+      fprintf(stderr, "%s", b.data);
+      nc_buf_free(&b);
+    }
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  cr_expect_lt(nk[0], nk[1], "on: %d kernels, off: %d", nk[0], nk[1]);
+  fz_lower_force = 0;
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+Test(fusion, norm_one_kernel_per_row) { norm_rope_case(false); }
+Test(fusion, norm_rope_one_kernel_per_row_forced) { norm_rope_case(true); }
+
+// ---- the optimizer update as one kernel per parameter ------------------------------
+// AdamW on two parameters: g scaled, m and v lerped, p updated; outputs p', m', v'.
+static nc_graph *adamw_graph(void) {
+  nc_graph *g = nc_graph_new("adamw");
+  nc_dim d1[2] = {nc_dim_const(9), nc_dim_const(21)}, d2[1] = {nc_dim_const(37)};
+  nc_type ts[2] = {nc_type_make(NC_F32, 2, d1), nc_type_make(NC_F32, 1, d2)};
+  nc_id lr = nc_leaf(g, NC_OP_INPUT, "lr", nc_type_make(NC_F32, 0, NULL));
+  for (int q = 0; q < 2; q++) {
+    char nm[4][16];
+    const char *pre[4] = {"p", "g", "m", "v"};
+    nc_id x[4];
+    for (int k = 0; k < 4; k++) {
+      snprintf(nm[k], sizeof nm[k], "%s%d", pre[k], q);
+      x[k] = nc_leaf(g, k ? NC_OP_INPUT : NC_OP_PARAM, nm[k], ts[q]);
+    }
+    nc_id gs = nc_b_scale(g, x[1], 0.5);  // a scaled gradient, used twice
+    nc_id m1 = nc_op2(g, NC_OP_ADD, x[2], nc_b_scale(g, nc_op2(g, NC_OP_SUB, gs, x[2]), 0.1));
+    nc_id v1 = nc_op2(g, NC_OP_ADD, x[3], nc_b_scale(g, nc_op2(g, NC_OP_SUB, nc_op1(g, NC_OP_SQUARE, gs), x[3]), 0.05));
+    nc_id den = nc_op2(g, NC_OP_ADD, nc_op1(g, NC_OP_SQRT, nc_op1(g, NC_OP_ABS, v1)), nc_b_const_like(g, v1, 1e-3));
+    nc_id step = nc_op2(g, NC_OP_MUL, nc_op2(g, NC_OP_DIV, m1, den), nc_b_expand_like(g, lr, m1));
+    nc_id p1 = nc_op2(g, NC_OP_SUB, x[0], step);
+    char on[3][16];
+    snprintf(on[0], 16, "p%d'", q), snprintf(on[1], 16, "m%d'", q), snprintf(on[2], 16, "v%d'", q);
+    cr_assert_null(nc_graph_set_output(g, on[0], p1));
+    cr_assert_null(nc_graph_set_output(g, on[1], m1));
+    cr_assert_null(nc_graph_set_output(g, on[2], v1));
+  }
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+Test(fusion, optimizer_update_one_kernel_per_parameter) {
+  nc_graph *g = adamw_graph();
+  int64_t syms[NC_MAX_SYMS] = {0};
+  fz_feeds fs;
+  fz_feed_random(g, syms, 31, 1, &fs);
+  fz_check(g, &fs, NC_PATTERN_UPDATE_GROUP, "_update_group", 1e-6);
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_UPDATE_GROUP : 0, &h);
+    if (off) {
+      cr_expect_eq(p->nkernels, 8, "off: %d kernels (p, m, v and the scaled gradient, per parameter)", p->nkernels);
+    } else {
+      cr_expect_eq(p->nkernels, 2, "on: %d kernels", p->nkernels);
+      for (int q = 0; q < p->nkernels; q++) {
+        int written = 0;
+        for (int b = 0; b < p->kernels[q].k.nbufs; b++) written += p->kernels[q].k.bufs[b].written;
+        cr_expect_eq(written, 3, "kernel %s writes %d buffers", p->kernels[q].k.name, written);
+      }
+    }
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+// ---- the symmetric GEMM hint (Muon's Polar Express) ------------------------------
+// two iterations of X <- aX + (bA + cA A) X, A = X X^T, on a wide and a tall
+// (A = X^T X) matrix of odd sizes.
+static nc_graph *polar_graph(void) {
+  nc_graph *g = nc_graph_new("polar");
+  nc_dim dw[2] = {nc_dim_const(37), nc_dim_const(70)}, dt[2] = {nc_dim_const(45), nc_dim_const(19)};
+  nc_id xs[2] = {nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw)), nc_leaf(g, NC_OP_PARAM, "t", nc_type_make(NC_F32, 2, dt))};
+  const char *names[2] = {"w'", "t'"};
+  for (int q = 0; q < 2; q++) {
+    nc_id x = nc_b_scale(g, xs[q], 0.1);
+    bool tall = q == 1;
+    for (int it = 0; it < 2; it++) {
+      nc_id a = tall ? nc_b_matmul(g, x, x, true, false) : nc_b_matmul(g, x, x, false, true);
+      nc_id b = nc_op2(g, NC_OP_ADD, nc_b_scale(g, a, -1.5), nc_b_scale(g, nc_b_matmul(g, a, a, false, false), 0.5));
+      nc_id xb = tall ? nc_b_matmul(g, x, b, false, false) : nc_b_matmul(g, b, x, false, false);
+      x = nc_op2(g, NC_OP_ADD, nc_b_scale(g, x, 2.0), xb);
+    }
+    cr_assert_null(nc_graph_set_output(g, names[q], x));
+  }
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+Test(fusion, symmetric_gemm_hint) {
+  nc_graph *g = polar_graph();
+  int64_t syms[NC_MAX_SYMS] = {0};
+  fz_feeds fs;
+  fz_feed_random(g, syms, 41, 1, &fs);
+  fz_check(g, &fs, NC_PATTERN_SYMMETRIC_GEMM, NULL, 1e-5);
+  for (int off = 0; off < 2; off++) {  // on: X X^T, X^T X and A A (4 per matrix) carry sym = 1; B X does not
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_SYMMETRIC_GEMM : 0, &h);
+    int sym = 0, mm = 0;
+    for (int q = 0; q < p->nkernels; q++) {
+      const nc_kernel *k = &p->kernels[q].k;
+      if (!nc_kernel_is_template(k)) continue;
+      const nc_kstmt *s = nc_ks_get(k, k->body);
+      mm++;
+      sym += s->nargs > 9 && nc_kernel_eval_index(k, s->args[9], NULL) == 1;
+    }
+    cr_expect_eq(mm, 12, "%d matmul kernels", mm);
+    cr_expect_eq(sym, off ? 0 : 8, "pattern %s: %d symmetric matmuls", off ? "off" : "on", sym);
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
