@@ -25,6 +25,7 @@ static const nc_command nc_commands[] = {
     {"mid-train", nc_cmd_mid_train, "midtrain a base model on conversations"},
     {"sft", nc_cmd_sft, "supervised fine-tuning on conversations"},
     {"rl", nc_cmd_rl, "reinforcement learning on \"#### N\" questions (nanochat's chat_rl)"},
+    {"eval", nc_cmd_eval, "evaluate a checkpoint: CORE and bpb (base), chat evals and ChatCORE (chat)"},
     {"report", nc_cmd_report, "write the report card (report.md) of a run"},
 };
 #define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
