@@ -4,7 +4,7 @@
 #   setup -> build -> default corpus (Debian packages) -> tokenizer ->
 #   pretraining -> synthetic chat data -> midtraining -> SFT -> report -> chat.
 # Everything goes under $NANOCHAT_BASE_DIR (default: out/speedrun).
-# Knobs (environment): SPEC (models/specs/d4.xml), BASE_MINUTES (15),
+# Knobs (environment): SPEC (models/specs/d4.xml), BASE_MINUTES (12),
 # MID_MINUTES (3), SFT_MINUTES (3), THREADS (all cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ nc=build/cli/nanochat
 
 BASE=${NANOCHAT_BASE_DIR:-$PWD/out/speedrun}
 SPEC=${SPEC:-models/specs/d4.xml}
-BASE_MINUTES=${BASE_MINUTES:-15}
+BASE_MINUTES=${BASE_MINUTES:-12}
 MID_MINUTES=${MID_MINUTES:-3}
 SFT_MINUTES=${SFT_MINUTES:-3}
 threads=()
