@@ -64,8 +64,12 @@ ckpt="$BASE/chatsft_checkpoints/$tag"
 step "a sample chat"
 $nc chat --ckpt "$ckpt" -t 0 -p "Who are you?" "${threads[@]}" || true
 
+base_json=$(grep '"stage":"base"' "$BASE/base-train.log" | tail -1)
+val_bpb=$(sed -n 's/.*"val_bpb":\([0-9.]*\).*/\1/p' <<<"$base_json")
+uni_bpb=$(sed -n 's/.*"unigram_bpb":\([0-9.]*\).*/\1/p' <<<"$base_json")
 elapsed=$(( $(date +%s) - start ))
 printf '\nspeedrun done in %dm%02ds.\n' $((elapsed / 60)) $((elapsed % 60))
+echo "base model: validation bits per byte $val_bpb (a unigram model of the same data: $uni_bpb)"
 echo "model:  $ckpt"
 echo "report: $BASE/report.md"
 echo "chat:   $nc chat --ckpt $ckpt"
