@@ -19,8 +19,9 @@ static nc_status nc_collect(const nc_session *sess, const nc_param_desc *ds, int
   return NC_OK;
 }
 
-nc_status nc_model_ckpt_save(const char *dir, int64_t step, const nc_model_spec *s, const nc_session *sess,
-                             const nc_optim_cfg *oc, const char *extra_json) {
+// world > 1: model and meta only (the ranks save their optimizer state).
+static nc_status nc_ckpt_save(const char *dir, int64_t step, const nc_model_spec *s, const nc_session *sess,
+                              const nc_optim_cfg *oc, int world, const char *extra_json) {
   nc_param_desc *ps = NULL, *sd = NULL;
   int np = 0, ns = 0;
   nc_tensor_list model, optim;
@@ -46,6 +47,7 @@ nc_status nc_model_ckpt_save(const char *dir, int64_t step, const nc_model_spec 
                                 s->vocab_size, "n_layer", s->depth, "n_head", s->n_head, "n_kv_head", s->n_kv_head,
                                 "n_embd", s->model_dim, "window_pattern", s->window_pattern));
   json_object_set_new(meta, "spec_xml", json_string(xml));
+  if (world > 1) json_object_set_new(meta, "optim_world", json_integer(world));
   text = json_dumps(meta, JSON_INDENT(2) | JSON_SORT_KEYS);
   if (!text) {
     st = nc_errorf(NC_E_NOMEM, "out of memory");
@@ -61,6 +63,39 @@ done:
   free(ps);
   free(sd);
   return st;
+}
+
+nc_status nc_model_ckpt_save(const char *dir, int64_t step, const nc_model_spec *s, const nc_session *sess,
+                             const nc_optim_cfg *oc, const char *extra_json) {
+  return nc_ckpt_save(dir, step, s, sess, oc, 1, extra_json);
+}
+
+nc_status nc_model_ckpt_save_sharded(const char *dir, int64_t step, const nc_model_spec *s, const nc_session *sess, int world,
+                                     const char *extra_json) {
+  if (world < 1) return nc_errorf(NC_E_INVALID, "checkpoint: world size %d", world);
+  return nc_ckpt_save(dir, step, s, sess, NULL, world, extra_json);
+}
+
+nc_status nc_model_ckpt_save_optim_rank(const char *dir, int64_t step, int rank, const nc_session *sess,
+                                        const nc_param_desc *state, int n) {
+  nc_tensor_list optim;
+  nc_tensor_list_init(&optim);
+  nc_status st = nc_checkpoint_mkdir(dir);
+  if (!st) st = nc_collect(sess, state, n, &optim);
+  if (!st) st = nc_checkpoint_save_optim(dir, step, rank, &optim);
+  nc_tensor_list_free(&optim);
+  return st;
+}
+
+// meta "optim_world" of a loaded meta object (absent: 1).
+static nc_status nc_ckpt_world(const json_t *meta, const char *dir, int64_t step, int *world) {
+  json_t *w = json_object_get(meta, "optim_world");
+  *world = 1;
+  if (!w) return NC_OK;
+  if (!json_is_integer(w) || json_integer_value(w) < 1 || json_integer_value(w) > 1 << 20)
+    return nc_errorf(NC_E_INVALID, "%s: meta of step %lld has a bad \"optim_world\" (want a rank count)", dir, (long long)step);
+  *world = (int)json_integer_value(w);
+  return NC_OK;
 }
 
 // Moves the tensors named by descs from l into sess, checking shapes; every
@@ -116,6 +151,14 @@ nc_status nc_model_ckpt_load(const char *dir, int64_t step, nc_model_spec *s, nc
   if ((st = nc_gpt_params(s, &ps, &np))) goto done;
   if ((st = nc_adopt(&model, ps, np, sess, "checkpoint model"))) goto done;
   if (oc) {
+    int world = 1;
+    if ((st = nc_ckpt_world(meta, dir, got, &world))) goto done;
+    if (world > 1) {
+      st = nc_errorf(NC_E_INVALID,
+                     "step %lld holds optimizer state sharded over %d ranks (optim_%06lld_rank0..%d): resume it with mpirun -np %d",
+                     (long long)got, world, (long long)got, world - 1, world);
+      goto done;
+    }
     if ((st = nc_train_state_descs(s, oc, &sd, &ns))) goto done;
     st = nc_adopt(&optim, sd, ns, sess, "checkpoint optimizer state");
   }
@@ -141,5 +184,25 @@ nc_status nc_model_init_session(const nc_model_spec *s, uint64_t seed, nc_sessio
     for (int i = 0; i < np; i++) nc_tensor_free(&ts[i]);
   free(ts);
   free(ps);
+  return st;
+}
+
+nc_status nc_model_ckpt_load_optim_rank(const char *dir, int64_t step, int rank, int world, nc_session *sess,
+                                        const nc_param_desc *state, int n) {
+  json_t *meta = NULL;
+  nc_tensor_list optim;
+  nc_tensor_list_init(&optim);
+  int saved = 1;
+  nc_status st = nc_checkpoint_load_meta(dir, step, &meta);
+  if (!st) st = nc_ckpt_world(meta, dir, step, &saved);
+  if (!st && saved != world)
+    st = nc_errorf(NC_E_INVALID,
+                   "step %lld holds optimizer state of %d rank%s but this job has %d: resume with the same world size (mpirun -np %d%s)",
+                   (long long)step, saved, saved == 1 ? "" : "s", world, saved, saved == 1 ? ", or no mpirun" : "");
+  if (!st) st = nc_checkpoint_load_optim(dir, step, rank, &optim);
+  if (!st) st = nc_adopt(&optim, state, n, sess, "checkpoint optimizer shard");
+  if (st) st = nc_status_prefix(st, "loading checkpoint %s (rank %d): ", dir, rank);
+  nc_tensor_list_free(&optim);
+  json_decref(meta);
   return st;
 }

@@ -171,6 +171,8 @@ static void nc_tb_muon(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id grad) {
 
 nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const nc_train_opts *o, nc_graph **out) {
   *out = NULL;
+  if (o->only && o->kind != NC_TRAIN_APPLY)
+    return nc_errorf(NC_E_INVALID, "building the training step of '%s': a param subset needs the optimizer-only (APPLY) graph", s->name);
   nc_gpt_opts mo = o->model;
   mo.with_loss = true;
   nc_graph *g;
@@ -193,6 +195,14 @@ nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const n
     goto done;
   }
   if (o->kind == NC_TRAIN_APPLY) {  // params and their gradients as leaves: the optimizer alone
+    int kept = 0;
+    for (int i = 0; i < np; i++)
+      if (!o->only || o->only(&ps[i], o->only_ctx)) ps[kept++] = ps[i];
+    if (kept == 0) {
+      t.st = nc_errorf(NC_E_INVALID, "the param subset of the optimizer graph selects none of the %d params", np);
+      goto done;
+    }
+    np = kept;
     for (int i = 0; i < np; i++) {
       nc_dim dims[2] = {nc_dim_const(ps[i].shape[0]), nc_dim_const(ps[i].shape[1])};
       nc_type ty = nc_type_make(NC_F32, ps[i].rank, dims);
@@ -242,9 +252,18 @@ done:
 }
 
 nc_status nc_train_state_descs(const nc_model_spec *s, const nc_optim_cfg *oc, nc_param_desc **out, int *n) {
+  return nc_train_state_descs_only(s, oc, NULL, NULL, out, n);
+}
+
+nc_status nc_train_state_descs_only(const nc_model_spec *s, const nc_optim_cfg *oc, nc_param_pred only, void *ctx,
+                                    nc_param_desc **out, int *n) {
   nc_param_desc *ps;
   int np;
   NC_TRY(nc_gpt_params(s, &ps, &np));
+  int kept = 0;
+  for (int i = 0; i < np; i++)
+    if (!only || only(&ps[i], ctx)) ps[kept++] = ps[i];
+  np = kept;
   nc_param_desc *st = calloc((size_t)np * 2 + 1, sizeof *st);
   if (!st) {
     free(ps);

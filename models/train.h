@@ -48,10 +48,19 @@ void nc_optim_defaults(nc_optim_cfg *c);
 // multiplies it); outputs new.<name> as STEP, no loss.
 typedef enum { NC_TRAIN_STEP, NC_TRAIN_ACCUMULATE, NC_TRAIN_APPLY } nc_train_kind;
 
+// Selects a subset of the params (by their desc from nc_gpt_params).
+typedef bool (*nc_param_pred)(const nc_param_desc *p, void *ctx);
+
 typedef struct {
   nc_gpt_opts model;     // batch/seq (0 = symbolic); loss is always on
   nc_train_kind kind;
   bool with_acc;         // step graph: add acc.<param> inputs to the gradients
+  // APPLY only: the params this graph updates (NULL: all); the others are
+  // neither inputs nor outputs. Optimizer sharding builds one rank's share
+  // this way (pipeline/trainer.c, docs/distributed.md). Selecting no param
+  // is an error.
+  nc_param_pred only;
+  void *only_ctx;
 } nc_train_opts;
 
 nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const nc_train_opts *o, nc_graph **out);
@@ -60,6 +69,9 @@ nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const n
 // adamw.exp_avg.<p>, adamw.exp_avg_sq.<p>, muon.momentum.<p> and, with
 // NorMuon, muon.second_momentum.<p> ((rows,1) if rows >= cols, else (1,cols)).
 nc_status nc_train_state_descs(const nc_model_spec *s, const nc_optim_cfg *oc, nc_param_desc **out, int *n);
+// The same for the params that only selects (NULL: all).
+nc_status nc_train_state_descs_only(const nc_model_spec *s, const nc_optim_cfg *oc, nc_param_pred only, void *ctx,
+                                    nc_param_desc **out, int *n);
 
 // The runtime scalars of one optimizer step (nanochat's schedules are the
 // caller's business): lr and wd per group, AdamW bias corrections for step t

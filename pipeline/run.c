@@ -225,6 +225,12 @@ static nc_status nc_run_plot(nc_run *r) {
 }
 
 static nc_status nc_run_save(nc_run *r) {
+  bool sharded = r->tr && nc_trainer_sharded(r->tr);
+  if (sharded) {  // data parallel: every rank writes its optimizer shard, then rank 0 model and meta (the commit)
+    NC_TRY(nc_trainer_save_optim(r->tr, r->o->out_dir, r->step));
+    NC_TRY(nc_dist_barrier(r->o->dist));
+    if (!nc_run_lead(r->o)) return NC_OK;
+  }
   json_t *meta = json_object(), *ds = NULL;
   nc_status st = nc_run_src_state(&r->src, &ds);
   if (st) {
@@ -244,7 +250,8 @@ static nc_status nc_run_save(nc_run *r) {
   char *extra = json_dumps(meta, JSON_COMPACT);
   json_decref(meta);
   if (!extra) return nc_errorf(NC_E_NOMEM, "checkpoint meta: out of memory");
-  st = nc_model_ckpt_save(r->o->out_dir, r->step, &r->spec, r->sess, &r->oc, extra);
+  st = sharded ? nc_model_ckpt_save_sharded(r->o->out_dir, r->step, &r->spec, r->sess, r->o->dist->world, extra)
+               : nc_model_ckpt_save(r->o->out_dir, r->step, &r->spec, r->sess, &r->oc, extra);
   free(extra);
   if (!st) {
     char path[4096];
@@ -431,7 +438,8 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     NC_TRY(nc_checkpoint_find_latest(o->out_dir, &resume_from));
     if (o->resume_step >= 0) resume_from = o->resume_step;
     if (resume_from < 0) return nc_errorf(NC_E_INVALID, "--resume: %s holds no checkpoint", o->out_dir);
-    NC_TRY(nc_model_ckpt_load(o->out_dir, resume_from, &r->spec, r->sess, &r->oc, &resume_from));
+    bool sharded = o->dist && o->dist->world > 1;  // the optimizer shards load once the trainer is open
+    NC_TRY(nc_model_ckpt_load(o->out_dir, resume_from, &r->spec, r->sess, sharded ? NULL : &r->oc, &resume_from));
     fresh = false;
   } else if (o->stage == NC_STAGE_BASE) {
     if (!o->spec_path) return nc_errorf(NC_E_INVALID, "base-train: --spec is required");
@@ -454,7 +462,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   r->h = o->h;
   r->h.world = o->dist ? o->dist->world : 1;
   if (r->h.seq <= 0) r->h.seq = r->spec.sequence_len;
-  if (o->stage != NC_STAGE_BASE && r->h.total_batch <= 0) r->h.total_batch = r->h.device_batch * r->h.seq;
+  if (o->stage != NC_STAGE_BASE && r->h.total_batch <= 0) r->h.total_batch = r->h.device_batch * r->h.seq * r->h.world;
   if (o->stage != NC_STAGE_BASE && r->h.num_iterations <= 0) r->h.num_iterations = 1;  // replaced below: one epoch
   NC_TRY(nc_horizon_compute(&r->spec, &r->h));
   NC_TRY(nc_run_setup_data(r));
@@ -473,7 +481,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     free(in), free(tg);
     NC_TRY(st);
     double micro_per_epoch = prog > 0 ? 4.0 / prog : 1;
-    r->h.steps = (int64_t)ceil(micro_per_epoch / (double)r->h.grad_accum);
+    r->h.steps = (int64_t)ceil(micro_per_epoch / (double)(r->h.grad_accum * r->h.world));  // all ranks read every micro-batch
     if (r->h.steps < 1) r->h.steps = 1;
     r->h.tokens = (double)r->h.steps * (double)r->h.batch_tokens;
   }
@@ -501,6 +509,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = o->device, .B = r->h.device_batch, .T = r->h.seq,
                         .grad_accum = r->h.grad_accum, .dist = o->dist};
   NC_TRY(nc_trainer_open(&to, r->sess, &r->tr));
+  if (!fresh) NC_TRY(nc_trainer_load_optim(r->tr, o->out_dir, resume_from));  // data parallel: this rank's shard
   NC_TRY(nc_checkpoint_mkdir(o->out_dir));
   double fpt = nc_sched_flops_per_token(&r->spec, r->h.seq);
   bool lead = nc_run_lead(o);
@@ -540,6 +549,11 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && r->step == 3) {
       // fix the horizon: the steps that fit the budget at the pace of steps 2 and 3
       double per = 0.5 * (step_dt[1] + step_dt[2]), left = o->time_budget_s - (nc_run_now() - t_start);
+      if (o->dist && o->dist->world > 1) {  // every rank takes rank 0's pace: all must agree on the horizon
+        double v[2] = {lead ? per : 0, lead ? left : 0};
+        NC_TRY(nc_dist_allreduce_f64(o->dist, v, 2));
+        per = v[0], left = v[1];
+      }
       int64_t n = r->step + (int64_t)(left > 0 ? left / per : 0);
       if (n < r->step + 1) n = r->step + 1;
       if (o->weight_decay < 0 && o->stage == NC_STAGE_BASE) muon_wd *= (double)r->h.steps / (double)n;
@@ -564,14 +578,22 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
       return NC_OK;
     }
     if (o->save_every > 0 && r->step % o->save_every == 0 && r->step < r->h.steps) {
-      if (lead) NC_TRY(nc_run_save(r));
+      NC_TRY(nc_run_save(r));  // data parallel: every rank its optimizer shard, rank 0 the rest
       if (o->dist) NC_TRY(nc_dist_barrier(o->dist));  // every rank agrees the checkpoint exists
     }
   }
   if (tty) fprintf(stderr, "\n");
+  if (o->dist && o->dist->world > 1) {  // where each rank's step time went (docs/distributed.md)
+    nc_trainer_dp_stats ds;
+    nc_trainer_dp_stats_get(r->tr, &ds);
+    fprintf(stderr, "%s: rank %d: %lld steps: compute %.2f s, copies %.2f s, optimizer %.2f s, waiting on MPI %.2f s (%lld collectives)\n",
+            nc_stage_name(o->stage), o->dist->rank, (long long)ds.steps, ds.compute_s, ds.pack_s, ds.apply_s, ds.wait_s,
+            (long long)ds.collectives);
+  }
   if (!lead) {  // the lead rank evaluates, samples and saves; the others wait for it
     res->steps = r->step;
     res->unigram_bpb = res->val_bpb = res->min_val_bpb = NAN;
+    NC_TRY(nc_run_save(r));  // its optimizer shard
     return o->dist ? nc_dist_barrier(o->dist) : NC_OK;
   }
   if (r->val || r->val_mix) {

@@ -1,25 +1,68 @@
 // The compiled training step and evaluation graphs of one model (trainer.h).
 #include "pipeline/trainer.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "chat/model_io.h"
 #include "models/gpt.h"
+
+// Params with fewer elements are replicated across ranks (nanochat: AdamW
+// tensors < 1024 elements are all-reduced, not sharded).
+#define NC_TR_SMALL 1024
+#define NC_TR_BUCKET (INT64_C(1) << 22)
+
+// Data parallel: one nonblocking collective over a run of tensors with the
+// same owner, packed in flat[off .. off+n).
+typedef struct {
+  int root;          // owner rank; -1: replicated (all-reduced, everyone applies)
+  int first, count;  // tensors order[first .. first+count)
+  size_t off, n;
+} nc_tr_bucket;
 
 struct nc_trainer {
   nc_trainer_opts o;
   nc_session *sess;
-  nc_graph *g_step, *g_acc, *g_loss, *g_logits;  // g_step: the optimizer-only graph when data parallel
+  nc_graph *g_step, *g_acc, *g_loss, *g_logits;  // g_step: this rank's optimizer-only graph when data parallel
   nc_exec *x_step, *x_acc, *x_loss, *x_logits;
-  bool dp;      // data parallel: accumulate, all-reduce, apply
-  float *flat;  // dp: every gradient, flattened for one all-reduce
+  bool dp;               // data parallel: accumulate, reduce to owners, apply, broadcast
+  int *owner;            // dp: per param, its rank (-1: replicated)
+  int *order;            // dp: param indices, bucket by bucket
+  nc_tr_bucket *buckets;
+  int nbuckets;
+  nc_dist_reqs *reqs;    // dp: one slot per bucket, and one for the loss sums
+  float *flat;           // dp: every gradient (then every updated param), bucket by bucket
+  nc_param_desc *state;  // dp: the optimizer state this rank holds
+  int nstate;
+  nc_trainer_dp_stats stats;  // dp
   nc_param_desc *params;
   int nparams;
   int32_t *in, *tg;  // (B,T) micro-batch staging
   double compile_s;
 };
+
+static double nc_tr_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int nc_tr_index(const nc_trainer *t, const char *name) {
+  for (int i = 0; i < t->nparams; i++)
+    if (!strcmp(t->params[i].name, name)) return i;
+  return -1;
+}
+
+// The params this rank updates: its own and the replicated ones.
+static bool nc_tr_mine(const nc_param_desc *p, void *ctx) {
+  const nc_trainer *t = ctx;
+  int i = nc_tr_index(t, p->name);
+  return i >= 0 && (t->owner[i] < 0 || t->owner[i] == t->o.dist->rank);
+}
 
 static nc_status nc_tr_put_i32(nc_session *s, const char *name, const int32_t *v, int64_t B, int64_t T) {
   nc_tensor t;
@@ -41,6 +84,52 @@ static nc_status nc_tr_zero(nc_session *s, const char *name, const nc_param_desc
   return nc_session_put(s, name, &z);
 }
 
+// Data parallel: who owns which param, and the buckets of collectives:
+// first the replicated params, then each rank's params in turn, each run cut
+// at bucket_elems.
+static nc_status nc_tr_plan(nc_trainer *t) {
+  int n = t->nparams, W = t->o.dist->world;
+  int64_t cap = t->o.bucket_elems, total = 0;
+  int64_t *numel = malloc(sizeof(int64_t) * (size_t)n);
+  t->owner = malloc(sizeof(int) * (size_t)n);
+  t->order = malloc(sizeof(int) * (size_t)n);
+  t->buckets = calloc((size_t)n, sizeof *t->buckets);  // at most one per tensor
+  if (!numel || !t->owner || !t->order || !t->buckets) {
+    free(numel);
+    return nc_errorf(NC_E_NOMEM, "trainer: out of memory for the sharding plan");
+  }
+  for (int i = 0; i < n; i++) {
+    numel[i] = t->params[i].rank == 2 ? t->params[i].shape[0] * t->params[i].shape[1] : t->params[i].shape[0];
+    total += numel[i];
+    if (numel[i] > INT_MAX) {
+      long long big = (long long)numel[i];
+      free(numel);
+      return nc_errorf(NC_E_UNSUPPORTED, "trainer: param '%s' has %lld elements, more than one MPI collective carries", t->params[i].name, big);
+    }
+  }
+  if (cap <= 0) cap = total / 16 < 4096 ? 4096 : total / 16 > NC_TR_BUCKET ? NC_TR_BUCKET : total / 16;  // ~16 buckets
+  nc_status st = nc_dist_partition(numel, n, W, NC_TR_SMALL, t->owner);
+  int k = 0;
+  size_t off = 0;
+  for (int r = -1; r < W && !st; r++) {
+    nc_tr_bucket *b = NULL;
+    for (int i = 0; i < n; i++) {
+      if (t->owner[i] != r) continue;
+      if (!b || (int64_t)(b->n + (size_t)numel[i]) > cap) {
+        b = &t->buckets[t->nbuckets++];
+        b->root = r, b->first = k, b->count = 0, b->off = off, b->n = 0;
+      }
+      t->order[k++] = i;
+      b->count++, b->n += (size_t)numel[i], off += (size_t)numel[i];
+    }
+  }
+  free(numel);
+  if (!st && !(t->flat = malloc(sizeof(float) * (size_t)(total > 0 ? total : 1))))
+    st = nc_errorf(NC_E_NOMEM, "trainer: out of memory for %lld gradient elements", (long long)total);
+  if (!st) st = nc_dist_reqs_new(t->nbuckets + 1, &t->reqs);
+  return st;
+}
+
 nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer **out) {
   if (o->B < 1 || o->T < 1 || o->grad_accum < 1)
     return nc_errorf(NC_E_INVALID, "trainer: batch %lld x %lld with %lld micro-steps", (long long)o->B, (long long)o->T,
@@ -54,26 +143,28 @@ nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer
   t->tg = malloc((size_t)(o->B * o->T) * sizeof(int32_t));
   if (!t->in || !t->tg) st = nc_errorf(NC_E_NOMEM, "trainer: out of memory for a %lld x %lld batch", (long long)o->B, (long long)o->T);
   if (!st) st = nc_gpt_params(o->spec, &t->params, &t->nparams);
-  nc_param_desc *sd = NULL;
-  int ns = 0;
-  if (!st) st = nc_train_state_descs(o->spec, &o->oc, &sd, &ns);
-  for (int i = 0; i < ns && !st; i++) st = nc_tr_zero(sess, sd[i].name, &sd[i], true);
-  free(sd);
   for (int i = 0; i < t->nparams && !st; i++)
     if (!nc_session_get(sess, t->params[i].name)) st = nc_errorf(NC_E_INVALID, "trainer: the session lacks param '%s'", t->params[i].name);
   t->dp = o->dist && o->dist->world > 1;
-  nc_train_opts to = {.kind = t->dp ? NC_TRAIN_APPLY : NC_TRAIN_STEP, .with_acc = o->grad_accum > 1};
-  if (!st) st = nc_train_build(o->spec, &o->oc, &to, &t->g_step);
-  if (!st) st = nc_exec_new(t->g_step, &o->device, &t->x_step);
-  if (!st && t->dp) {
-    int64_t total = 0;
-    for (int i = 0; i < t->nparams; i++) total += t->params[i].rank == 2 ? t->params[i].shape[0] * t->params[i].shape[1] : t->params[i].shape[0];
-    if (!(t->flat = malloc(sizeof(float) * (size_t)total))) st = nc_errorf(NC_E_NOMEM, "trainer: out of memory for the gradients");
-    for (int i = 0; i < t->nparams && !st; i++) {
-      char name[160];
-      snprintf(name, sizeof name, "grad.%s", t->params[i].name);
-      st = nc_tr_zero(sess, name, &t->params[i], false);
-    }
+  if (!st && t->dp) st = nc_tr_plan(t);
+  // optimizer state: all of it, or (data parallel) this rank's share only
+  nc_param_desc *sd = NULL;
+  int ns = 0;
+  if (!st) st = nc_train_state_descs_only(o->spec, &o->oc, t->dp ? nc_tr_mine : NULL, t, &sd, &ns);
+  for (int i = 0; i < ns && !st; i++) st = nc_tr_zero(sess, sd[i].name, &sd[i], true);
+  if (t->dp) t->state = sd, t->nstate = ns;
+  else free(sd);
+  bool any_mine = !t->dp;
+  for (int i = 0; t->dp && !st && i < t->nparams; i++) any_mine |= nc_tr_mine(&t->params[i], t);
+  nc_train_opts to = {.kind = t->dp ? NC_TRAIN_APPLY : NC_TRAIN_STEP, .with_acc = o->grad_accum > 1,
+                      .only = t->dp ? nc_tr_mine : NULL, .only_ctx = t};
+  if (!st && any_mine) st = nc_train_build(o->spec, &o->oc, &to, &t->g_step);
+  if (!st && any_mine) st = nc_exec_new(t->g_step, &o->device, &t->x_step);
+  for (int i = 0; t->dp && i < t->nparams && !st; i++) {
+    if (!nc_tr_mine(&t->params[i], t)) continue;
+    char name[160];
+    snprintf(name, sizeof name, "grad.%s", t->params[i].name);
+    st = nc_tr_zero(sess, name, &t->params[i], false);
   }
   if (!st && (o->grad_accum > 1 || t->dp)) {
     nc_train_opts ta = {.kind = NC_TRAIN_ACCUMULATE};
@@ -95,7 +186,7 @@ nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer
     nc_trainer_free(t);
     return st;
   }
-  t->compile_s = nc_exec_compile_seconds(t->x_step) + (t->x_acc ? nc_exec_compile_seconds(t->x_acc) : 0) +
+  t->compile_s = (t->x_step ? nc_exec_compile_seconds(t->x_step) : 0) + (t->x_acc ? nc_exec_compile_seconds(t->x_acc) : 0) +
                  nc_exec_compile_seconds(t->x_loss) + nc_exec_compile_seconds(t->x_logits);
   *out = t;
   return NC_OK;
@@ -107,6 +198,8 @@ void nc_trainer_free(nc_trainer *t) {
   nc_graph_free(t->g_step), nc_graph_free(t->g_acc), nc_graph_free(t->g_loss), nc_graph_free(t->g_logits);
   free(t->params);
   free(t->flat);
+  free(t->owner), free(t->order), free(t->buckets), free(t->state);
+  nc_dist_reqs_free(t->reqs);
   free(t->in);
   free(t->tg);
   free(t);
@@ -119,6 +212,33 @@ static float nc_tr_scalar(const nc_session *s, const char *name) {
   return x && x->data ? *(const float *)x->data : NAN;
 }
 
+// Copies tensor <prefix><param> of every param of bucket b to (to_flat) or
+// from flat.
+static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *prefix, bool to_flat) {
+  double t0 = nc_tr_now();
+  char name[160];
+  size_t off = b->off;
+  for (int j = b->first; j < b->first + b->count; j++) {
+    const nc_param_desc *p = &t->params[t->order[j]];
+    snprintf(name, sizeof name, "%s%s", prefix, p->name);
+    const nc_tensor *x = nc_session_get(t->sess, name);
+    if (!x || !x->data || x->dtype != NC_F32) return nc_errorf(NC_E_INTERNAL, "data parallel: tensor '%s' is missing", name);
+    size_t n = (size_t)nc_tensor_numel(x);
+    if (to_flat) memcpy(t->flat + off, x->data, n * sizeof(float));
+    else memcpy(x->data, t->flat + off, n * sizeof(float));
+    off += n;
+  }
+  t->stats.pack_s += nc_tr_now() - t0;
+  return NC_OK;
+}
+
+static nc_status nc_tr_wait(nc_trainer *t, int *slot) {
+  double t0 = nc_tr_now();
+  nc_status st = nc_dist_waitany(t->reqs, slot);
+  t->stats.wait_s += nc_tr_now() - t0;
+  return st;
+}
+
 static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
                                      const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss) {
   const nc_dist *d = t->o.dist;
@@ -128,7 +248,7 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     snprintf(name, sizeof name, "acc.%s", t->params[i].name);
     NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
   }
-  double sums[2] = {0, 0};  // loss sum, micro-batches
+  double sums[2] = {0, 0}, t0 = nc_tr_now();  // loss sum, micro-batches
   for (int64_t m = 0; m < M; m++) {
     NC_TRY(next(ctx, t->in, t->tg));  // every rank reads every micro-batch: the same stream everywhere
     if (m % d->world != d->rank) continue;
@@ -137,30 +257,76 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     NC_TRY(nc_session_run_exec(t->sess, t->x_acc));
     sums[0] += nc_tr_scalar(t->sess, "loss"), sums[1] += 1;
   }
-  size_t off = 0;
-  for (int i = 0; i < t->nparams; i++) {
-    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
-    const nc_tensor *a = nc_session_get(t->sess, name);
-    memcpy(t->flat + off, a->data, nc_tensor_nbytes(a));
-    off += (size_t)nc_tensor_numel(a);
+  t->stats.compute_s += nc_tr_now() - t0;
+  t->stats.steps++;
+  // 1. gradients: each bucket is reduced to its owner (all-reduced when
+  // replicated) as soon as it is packed; the next bucket is packed meanwhile.
+  // Any error below leaves collectives in flight: the caller ends the job.
+  for (int b = 0; b < t->nbuckets; b++) {
+    const nc_tr_bucket *bk = &t->buckets[b];
+    NC_TRY(nc_tr_pack(t, bk, "acc.", true));
+    float *buf = t->flat + bk->off;
+    NC_TRY(bk->root < 0 ? nc_dist_iallreduce_f32(d, buf, bk->n, t->reqs, b) : nc_dist_ireduce_f32(d, buf, bk->n, bk->root, t->reqs, b));
   }
-  NC_TRY(nc_dist_allreduce_f32(d, t->flat, off));
-  NC_TRY(nc_dist_allreduce_f64(d, sums, 2));
-  off = 0;
-  for (int i = 0; i < t->nparams; i++) {
-    snprintf(name, sizeof name, "grad.%s", t->params[i].name);
-    const nc_tensor *gt = nc_session_get(t->sess, name);
-    memcpy(gt->data, t->flat + off, nc_tensor_nbytes(gt));
-    off += (size_t)nc_tensor_numel(gt);
+  NC_TRY(nc_dist_iallreduce_f64(d, sums, 2, t->reqs, t->nbuckets));
+  t->stats.collectives += t->nbuckets + 1;
+  // the buckets this rank applies are unpacked as they complete; reductions
+  // rooted at other ranks may still be in flight while this rank applies
+  int need = 1;  // the loss sums
+  for (int b = 0; b < t->nbuckets; b++) need += t->buckets[b].root < 0 || t->buckets[b].root == d->rank;
+  while (need > 0) {
+    int k;
+    NC_TRY(nc_tr_wait(t, &k));
+    if (k < 0) return nc_errorf(NC_E_INTERNAL, "data parallel: %d reductions never completed", need);
+    bool mine = k == t->nbuckets || t->buckets[k].root < 0 || t->buckets[k].root == d->rank;
+    need -= mine;
+    if (mine && k < t->nbuckets) NC_TRY(nc_tr_pack(t, &t->buckets[k], "grad.", false));
   }
-  nc_train_scalar sc[NC_TRAIN_NSCALARS];
-  nc_train_scalars(&t->o.oc, lr, wd, momentum, step, 1.0 / (double)M, sc);
-  for (int i = 0; i < NC_TRAIN_NSCALARS; i++) NC_TRY(nc_session_put_scalar(t->sess, sc[i].name, sc[i].value));
-  NC_TRY(nc_session_run_exec(t->sess, t->x_step));
+  // 2. this rank's optimizer graph: its own params and the replicated ones
+  if (t->x_step) {
+    nc_train_scalar sc[NC_TRAIN_NSCALARS];
+    nc_train_scalars(&t->o.oc, lr, wd, momentum, step, 1.0 / (double)M, sc);
+    for (int i = 0; i < NC_TRAIN_NSCALARS; i++) NC_TRY(nc_session_put_scalar(t->sess, sc[i].name, sc[i].value));
+    double ta = nc_tr_now();
+    NC_TRY(nc_session_run_exec(t->sess, t->x_step));
+    t->stats.apply_s += nc_tr_now() - ta;
+  }
+  {  // the reductions this rank only sent to must finish before flat is reused
+    double tw = nc_tr_now();
+    NC_TRY(nc_dist_waitall(t->reqs));
+    t->stats.wait_s += nc_tr_now() - tw;
+  }
+  // 3. every owner broadcasts its updated params, bucket by bucket
+  for (int b = 0; b < t->nbuckets; b++) {
+    const nc_tr_bucket *bk = &t->buckets[b];
+    if (bk->root < 0) continue;
+    if (bk->root == d->rank) NC_TRY(nc_tr_pack(t, bk, "", true));
+    NC_TRY(nc_dist_ibcast_f32(d, t->flat + bk->off, bk->n, bk->root, t->reqs, b));
+    t->stats.collectives++;
+  }
+  for (int k;;) {
+    NC_TRY(nc_tr_wait(t, &k));
+    if (k < 0) break;
+    if (t->buckets[k].root != d->rank) NC_TRY(nc_tr_pack(t, &t->buckets[k], "", false));
+  }
   *loss = sums[0] / sums[1];
   if (!isfinite(*loss)) return nc_errorf(NC_E_INVALID, "training diverged at step %lld: loss is %g", (long long)step, *loss);
   return NC_OK;
 }
+
+bool nc_trainer_sharded(const nc_trainer *t) { return t->dp; }
+
+nc_status nc_trainer_save_optim(const nc_trainer *t, const char *dir, int64_t step) {
+  if (!t->dp) return NC_OK;
+  return nc_model_ckpt_save_optim_rank(dir, step, t->o.dist->rank, t->sess, t->state, t->nstate);
+}
+
+nc_status nc_trainer_load_optim(nc_trainer *t, const char *dir, int64_t step) {
+  if (!t->dp) return NC_OK;
+  return nc_model_ckpt_load_optim_rank(dir, step, t->o.dist->rank, t->o.dist->world, t->sess, t->state, t->nstate);
+}
+
+void nc_trainer_dp_stats_get(const nc_trainer *t, nc_trainer_dp_stats *out) { *out = t->stats; }
 
 nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
                           const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss) {
@@ -190,6 +356,7 @@ nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const doub
 
 nc_status nc_trainer_step_weighted(nc_trainer *t, const nc_wbatch *b, int n, const double lr[NC_GROUP_COUNT],
                                    const double wd[NC_GROUP_COUNT], double momentum, int64_t step) {
+  if (t->dp) return nc_errorf(NC_E_UNSUPPORTED, "weighted step: single process only (not data parallel over %d ranks)", t->o.dist->world);
   if (!t->x_acc) return nc_errorf(NC_E_INTERNAL, "weighted step: the trainer has no accumulate graph (grad_accum < 2)");
   int last = -1;
   for (int k = 0; k < n; k++)

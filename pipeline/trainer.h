@@ -28,6 +28,8 @@ typedef struct {
   int64_t B, T;               // micro-batch rows and tokens per row
   int64_t grad_accum;         // micro-batches per optimizer step and rank (>= 1)
   const nc_dist *dist;        // data parallel over MPI ranks (NULL or world 1: one process)
+  int64_t bucket_elems;       // data parallel: most gradient/param elements per collective (a larger
+                              // tensor goes alone); 0: 1/16 of all params, within 4K..4M
 } nc_trainer_opts;
 
 typedef struct nc_trainer nc_trainer;
@@ -39,12 +41,18 @@ double nc_trainer_compile_seconds(const nc_trainer *t);
 
 // One optimizer step over grad_accum micro-batches from next(); step is
 // 1-based (AdamW bias correction). *loss = mean micro-batch loss.
-// Data parallel (world W > 1): every rank reads the same W x grad_accum
+// Data parallel (world W > 1), with the optimizer sharded ZeRO-2 style
+// (docs/distributed.md): every rank reads the same W x grad_accum
 // micro-batches from next() and computes the gradients of every W-th one
-// (rank r: micro-batches r, r+W, ...) through the accumulate graph; the sums
-// are all-reduced and the optimizer-only graph applies their mean. The step
-// thus equals one process accumulating all W x grad_accum micro-batches, up
-// to float reassociation, and every rank ends with the same params.
+// (rank r: micro-batches r, r+W, ...) through the accumulate graph. Params
+// of fewer than 1024 elements are replicated: their gradients are
+// all-reduced and every rank updates them. Every larger param has one owner
+// rank (nc_dist_partition): its gradient is reduced to the owner only, the
+// owner's optimizer-only graph (its params alone) applies the mean and holds
+// their optimizer state, and the owner broadcasts the updated param.
+// Reductions and broadcasts go in buckets of nonblocking collectives. The
+// step thus equals one process accumulating all W x grad_accum micro-batches,
+// up to float reassociation, and every rank ends with the same params.
 nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
                           const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss);
 
@@ -62,6 +70,24 @@ typedef struct {
 } nc_wbatch;
 nc_status nc_trainer_step_weighted(nc_trainer *t, const nc_wbatch *b, int n, const double lr[NC_GROUP_COUNT],
                                    const double wd[NC_GROUP_COUNT], double momentum, int64_t step);
+
+// Data parallel with sharded optimizer state (world > 1): this rank's
+// optimizer state (its own params' and the replicated small params') to/from
+// <dir>/optim_<step>_rank<r>.safetensors; loading checks that the checkpoint
+// was saved by as many ranks (chat/model_io.h). Single process: nothing to do
+// (the state goes with nc_model_ckpt_save).
+bool nc_trainer_sharded(const nc_trainer *t);
+nc_status nc_trainer_save_optim(const nc_trainer *t, const char *dir, int64_t step);
+nc_status nc_trainer_load_optim(nc_trainer *t, const char *dir, int64_t step);
+// Data parallel: where this rank's step time went since the trainer opened.
+typedef struct {
+  double compute_s;   // forward + backward of its micro-batches (and reading every micro-batch)
+  double pack_s;      // copying gradients and params to and from the flat buffer
+  double wait_s;      // blocked in collectives: communication not hidden behind other work
+  double apply_s;     // its optimizer graph
+  int64_t collectives, steps;
+} nc_trainer_dp_stats;
+void nc_trainer_dp_stats_get(const nc_trainer *t, nc_trainer_dp_stats *out);
 
 // Mean cross-entropy (nats, ignore index -1) of one batch of any (B,T), and
 // the number of counted targets.

@@ -1,9 +1,13 @@
-// Data-parallel training over MPI: `mpirun -np 2 nanochat base-train` against
-// one process accumulating the same micro-batches (losses and final weights
-// equal up to float reassociation), and a killed rank: the job fails within a
-// timeout and resumes from its last checkpoint. Skipped when the build has no
-// MPI or mpirun is missing. (Open MPI's own allocations are not ours to
-// sanitize: NC_TEST_NO_ASAN.)
+// Data-parallel training over MPI with sharded optimizer state:
+// `mpirun -np 2 nanochat base-train` against one process accumulating the
+// same micro-batches (losses, final weights and optimizer state equal up to
+// float reassociation; each rank's optim file holds its share), a sharded
+// resume equal to the uninterrupted run, resumes with another world size
+// refused, and a killed rank: the job fails within a timeout and resumes from
+// its last checkpoint. The sharding plan is checked against hand-computed
+// owners. MPI runs are skipped when the build has no MPI or mpirun is
+// missing. (Open MPI's own allocations are not ours to sanitize:
+// NC_TEST_NO_ASAN.)
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <jansson.h>
@@ -16,8 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chat/model_io.h"
+#include "models/train.h"
 #include "pipeline/dist.h"
 #include "runtime/checkpoint.h"
+#include "runtime/session.h"
 
 static char tmp[256], cmd[8192], out[1 << 16];
 
@@ -52,7 +59,26 @@ static int sh(const char *c) {
   return WIFEXITED(ws) ? WEXITSTATUS(ws) : 128;
 }
 
+// A tiny spec with every feature on: replicated small tensors (lambdas,
+// gates, the 16x32 k/v matrices) and sharded large ones (embeddings, lm_head,
+// value embeds, 32x32 and 32x128 matrices).
+static void make_spec(void) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/spec.xml", tmp);
+  FILE *o = fopen(path, "w");
+  cr_assert(o);
+  fputs("<model version=\"1\" name=\"tiny-dp\">\n"
+        "  <dims depth=\"2\" aspect_ratio=\"16\" head_dim=\"16\" n_kv_head=\"1\" vocab_size=\"320\" sequence_len=\"32\"/>\n"
+        "  <attention rope_base=\"10000\" window_pattern=\"SL\" short_window=\"16\"/>\n"
+        "  <output softcap=\"15\"/>\n"
+        "  <features value_embeds=\"on\" resid_lambdas=\"on\" smear=\"on\" backout=\"on\"/>\n"
+        "</model>\n",
+        o);
+  fclose(o);
+}
+
 static void make_data(void) {
+  make_spec();
   static const char *w[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "and", "then", "slept", "under", "tree"};
   for (int f = 0; f < 2; f++) {
     char path[512];
@@ -81,21 +107,67 @@ static void train_cmd(char *buf, size_t n, int np, const char *run, int iters, c
   char launcher[256] = "";
   if (np > 1) snprintf(launcher, sizeof launcher, "timeout 300 mpirun -np %d ", np);
   snprintf(buf, n,
-           "%s%s/cli/nanochat base-train -q --spec %s/models/specs/d4.xml --data %s/train.txt --val %s/val.txt --out %s/%s "
+           "%s%s/cli/nanochat base-train -q --spec %s/spec.xml --data %s/train.txt --val %s/val.txt --out %s/%s "
            "--model-tag t --tokenizer %s/tok/t.tiktoken --num-iterations %d --device-batch-size 2 --seq 32 --total-batch-size 128 "
            "--eval-every 0 --eval-batches 2 --threads 1 %s",
-           launcher, getenv("NC_BUILD_DIR"), getenv("NC_SOURCE_DIR"), tmp, tmp, tmp, run, tmp, iters, more);
+           launcher, getenv("NC_BUILD_DIR"), tmp, tmp, tmp, tmp, run, tmp, iters, more);
+}
+
+// tmp/<run>/base_checkpoints/t, or tmp/<run>/t when run names its stage folder ("mid1/mid_checkpoints").
+static void run_dir(char *buf, size_t n, const char *run) {
+  snprintf(buf, n, strchr(run, '/') ? "%s/%s/t" : "%s/%s/base_checkpoints/t", tmp, run);
 }
 
 static json_t *losses(const char *run, int step) {
-  char path[1024];
-  snprintf(path, sizeof path, "%s/%s/base_checkpoints/t/meta_%06d.json", tmp, run, step);
+  char path[1200], d[1024];
+  run_dir(d, sizeof d, run);
+  snprintf(path, sizeof path, "%s/meta_%06d.json", d, step);
   json_t *m = json_load_file(path, 0, NULL);
   cr_assert(m, "%s", path);
   json_t *l = json_incref(json_object_get(json_object_get(m, "history"), "train_loss"));
   json_decref(m);
   return l;
 }
+
+
+// Losses of steps 1..n of two runs agree (relative 1e-4).
+static void same_losses(const char *ra, const char *rb, int step, int n) {
+  json_t *a = losses(ra, step), *b = losses(rb, step);
+  cr_assert_eq(json_array_size(a), (size_t)n);
+  cr_assert_eq(json_array_size(b), (size_t)n);
+  for (size_t i = 0; i < (size_t)n; i++) {
+    double x = json_number_value(json_array_get(json_array_get(a, i), 1)), y = json_number_value(json_array_get(json_array_get(b, i), 1));
+    cr_assert(fabs(x - y) <= 1e-4 * fabs(x), "step %zu: loss %.9g (%s) vs %.9g (%s)", i + 1, x, ra, y, rb);
+  }
+  json_decref(a), json_decref(b);
+}
+
+// Largest relative difference of tensor x (n elements) from y.
+static double rel_diff(const nc_tensor *x, const nc_tensor *y) {
+  cr_assert_eq(nc_tensor_numel(x), nc_tensor_numel(y));
+  const float *a = x->data, *b = y->data;
+  double worst = 0;
+  for (int64_t j = 0; j < nc_tensor_numel(x); j++) worst = fmax(worst, fabs(a[j] - b[j]) / (1e-3 + fabs(a[j])));
+  return worst;
+}
+
+static void same_model(const char *ra, const char *rb, int step, double tol) {
+  char d1[1024], d2[1024];
+  run_dir(d1, sizeof d1, ra), run_dir(d2, sizeof d2, rb);
+  nc_tensor_list m1, m2;
+  nc_tensor_list_init(&m1), nc_tensor_list_init(&m2);
+  cr_assert(!nc_checkpoint_load_model(d1, step, &m1));
+  cr_assert(!nc_checkpoint_load_model(d2, step, &m2));
+  cr_assert_eq(m1.len, m2.len);
+  for (size_t i = 0; i < m1.len; i++) {
+    cr_assert_str_eq(m1.items[i].name, m2.items[i].name);
+    double w = rel_diff(&m1.items[i].t, &m2.items[i].t);
+    cr_assert(w < tol, "%s: %s and %s differ by up to %g (relative)", m1.items[i].name, ra, rb, w);
+  }
+  nc_tensor_list_free(&m1), nc_tensor_list_free(&m2);
+}
+
+static bool is_small(const nc_tensor *t) { return nc_tensor_numel(t) < 1024; }
 
 Test(mpi, two_ranks_equal_one_rank_with_accumulation) {
   if (!have_mpi()) return;
@@ -106,30 +178,136 @@ Test(mpi, two_ranks_equal_one_rank_with_accumulation) {
   train_cmd(c, sizeof c, 2, "two", 6, "");  // 2 ranks: 1 micro-step each
   cr_assert_eq(sh(c), 0, "%s", out);
   cr_assert(strstr(out, "data parallel over 2 ranks"), "%s", out);
-  json_t *a = losses("one", 6), *b = losses("two", 6);
-  cr_assert_eq(json_array_size(a), 6);
-  cr_assert_eq(json_array_size(b), 6);
-  for (size_t i = 0; i < 6; i++) {
-    double x = json_number_value(json_array_get(json_array_get(a, i), 1)), y = json_number_value(json_array_get(json_array_get(b, i), 1));
-    cr_assert(fabs(x - y) <= 1e-4 * fabs(x), "step %zu: loss %.9g (1 rank) vs %.9g (2 ranks)", i + 1, x, y);
-  }
-  json_decref(a), json_decref(b);
+  same_losses("one", "two", 6, 6);
+  same_model("one", "two", 6, 1e-3);
+  // the optimizer state: rank 0 and rank 1 split the large tensors' state
+  // (each exactly once) and both hold the small ones'; together they equal
+  // the single process's state
   char d1[1024], d2[1024];
-  snprintf(d1, sizeof d1, "%s/one/base_checkpoints/t", tmp);
-  snprintf(d2, sizeof d2, "%s/two/base_checkpoints/t", tmp);
-  nc_tensor_list m1, m2;
-  nc_tensor_list_init(&m1), nc_tensor_list_init(&m2);
-  cr_assert(!nc_checkpoint_load_model(d1, 6, &m1));
-  cr_assert(!nc_checkpoint_load_model(d2, 6, &m2));
-  cr_assert_eq(m1.len, m2.len);
-  double worst = 0;
-  for (size_t i = 0; i < m1.len; i++) {
-    const float *x = m1.items[i].t.data, *y = m2.items[i].t.data;
-    cr_assert_str_eq(m1.items[i].name, m2.items[i].name);
-    for (int64_t j = 0; j < nc_tensor_numel(&m1.items[i].t); j++) worst = fmax(worst, fabs(x[j] - y[j]) / (1e-3 + fabs(x[j])));
+  run_dir(d1, sizeof d1, "one"), run_dir(d2, sizeof d2, "two");
+  nc_tensor_list full, r0, r1;
+  nc_tensor_list_init(&full), nc_tensor_list_init(&r0), nc_tensor_list_init(&r1);
+  cr_assert(!nc_checkpoint_load_optim(d1, 6, 0, &full));
+  cr_assert(!nc_checkpoint_load_optim(d2, 6, 0, &r0));
+  cr_assert(!nc_checkpoint_load_optim(d2, 6, 1, &r1));
+  cr_assert_eq(access(strcat(strcpy(c, d1), "/optim_000006_rank1.safetensors"), F_OK), -1, "one process wrote a rank-1 file");
+  size_t shared = 0;
+  int64_t share[2] = {0, 0};
+  for (size_t i = 0; i < full.len; i++) {
+    const char *name = full.items[i].name;
+    nc_tensor *a = nc_tensor_list_find(&r0, name), *b = nc_tensor_list_find(&r1, name);
+    cr_assert(a || b, "no rank holds '%s'", name);
+    const nc_tensor *param_like = &full.items[i].t;  // the state of a param has its shape, but NorMuon's factored second moment
+    const char *sm = "muon.second_momentum.";
+    if (!strncmp(name, sm, strlen(sm))) {
+      char mom[256];
+      snprintf(mom, sizeof mom, "muon.momentum.%s", name + strlen(sm));
+      cr_assert((param_like = nc_tensor_list_find(&full, mom)), "%s", mom);
+    }
+    if (is_small(param_like)) cr_assert(a && b, "small '%s' is not replicated", name);
+    else cr_assert(!(a && b), "large '%s' is held by both ranks", name);
+    shared += a && b;
+    if (!(a && b)) share[a ? 0 : 1] += nc_tensor_numel(&full.items[i].t);
+    if (a) cr_assert(rel_diff(&full.items[i].t, a) < 1e-2, "'%s' of rank 0 differs from one process", name);
+    if (b) cr_assert(rel_diff(&full.items[i].t, b) < 1e-2, "'%s' of rank 1 differs from one process", name);
+    if (a && b) cr_assert_eq(memcmp(a->data, b->data, nc_tensor_nbytes(a)), 0, "replicated '%s' differs between the ranks", name);
   }
-  cr_assert(worst < 1e-3, "final weights differ by up to %g (relative)", worst);
-  nc_tensor_list_free(&m1), nc_tensor_list_free(&m2);
+  cr_assert_eq(r0.len + r1.len, full.len + shared);
+  cr_assert(shared > 0 && share[0] > 0 && share[1] > 0);
+  double ratio = (double)share[0] / (double)share[1];
+  cr_assert(ratio > 0.5 && ratio < 2, "unbalanced shards: %lld vs %lld elements of state", (long long)share[0], (long long)share[1]);
+  nc_tensor_list_free(&full), nc_tensor_list_free(&r0), nc_tensor_list_free(&r1);
+  json_t *meta = NULL;
+  cr_assert(!nc_checkpoint_load_meta(d2, 6, &meta));
+  cr_assert_eq(json_integer_value(json_object_get(meta, "optim_world")), 2);
+  json_decref(meta);
+}
+
+Test(mpi, sharded_resume_equals_the_uninterrupted_run) {
+  if (!have_mpi()) return;
+  make_data();
+  char c[4096];
+  train_cmd(c, sizeof c, 2, "two", 6, "");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  train_cmd(c, sizeof c, 2, "res", 6, "--save-every 3 --stop-after 4");  // checkpoint at 3, stop after 4
+  cr_assert_eq(sh(c), 0, "%s", out);
+  char d[1024], f[1200];
+  run_dir(d, sizeof d, "res");
+  snprintf(f, sizeof f, "%s/optim_000003_rank1.safetensors", d);
+  cr_assert_eq(access(f, F_OK), 0, "no rank-1 optimizer shard at step 3");
+  // another world size is refused, naming both
+  train_cmd(c, sizeof c, 1, "res", 6, "--save-every 3 --resume");
+  cr_assert_neq(sh(c), 0, "%s", out);
+  cr_assert(strstr(out, "sharded over 2 ranks") && strstr(out, "mpirun -np 2"), "%s", out);
+  train_cmd(c, sizeof c, 2, "res", 6, "--save-every 3 --resume");  // from step 3 (step 4 was not saved)
+  cr_assert_eq(sh(c), 0, "%s", out);
+  cr_assert(strstr(out, "at step 3"), "%s", out);
+  same_losses("two", "res", 6, 6);
+  same_model("two", "res", 6, 1e-5);
+  // a single-process checkpoint is not resumed by 2 ranks
+  train_cmd(c, sizeof c, 1, "one", 3, "");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  train_cmd(c, sizeof c, 2, "one", 6, "--resume");
+  cr_assert_neq(sh(c), 0, "%s", out);
+  cr_assert(strstr(out, "optimizer state of 1 rank but this job has 2"), "%s", out);
+}
+
+// mid-train (the conversation path of pipeline/run.c) over 2 ranks equals 1
+// rank accumulating, from the same base checkpoint.
+Test(mpi, mid_train_two_ranks_equal_one_rank) {
+  if (!have_mpi()) return;
+  make_data();
+  char c[4096], base[1024];
+  train_cmd(c, sizeof c, 1, "base", 2, "");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  run_dir(base, sizeof base, "base");
+  static const char *w[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"};
+  for (int f = 0; f < 2; f++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmp, f ? "cval.jsonl" : "conv.jsonl");
+    FILE *o = fopen(path, "w");
+    cr_assert(o);
+    unsigned x = f ? 5u : 3u;
+    for (int i = 0; i < (f ? 8 : 40); i++) {
+      fputs("{\"messages\": [{\"role\": \"user\", \"content\": \"", o);
+      for (int k = 0; k < 4; k++) x = x * 1103515245u + 12345u, fprintf(o, "%s%s", k ? " " : "", w[(x >> 16) % 10]);
+      fputs("\"}, {\"role\": \"assistant\", \"content\": \"", o);
+      for (int k = 0; k < 6; k++) x = x * 1103515245u + 12345u, fprintf(o, "%s%s", k ? " " : "", w[(x >> 16) % 10]);
+      fputs("\"}]}\n", o);
+    }
+    fclose(o);
+  }
+  for (int np = 1; np <= 2; np++) {
+    snprintf(c, sizeof c,
+             "%s%s/cli/nanochat mid-train -q --data %s/conv.jsonl --val %s/cval.jsonl --from %s --out %s/mid%d --model-tag t "
+             "--tokenizer %s/tok/t.tiktoken --num-iterations 4 --device-batch-size 2 --seq 32 --total-batch-size 128 --eval-every 0 "
+             "--threads 1",
+             np > 1 ? "timeout 300 mpirun -np 2 " : "", getenv("NC_BUILD_DIR"), tmp, tmp, base, tmp, np, tmp);
+    cr_assert_eq(sh(c), 0, "%s", out);
+  }
+  cr_assert(strstr(out, "data parallel over 2 ranks"), "%s", out);
+  same_losses("mid1/mid_checkpoints", "mid2/mid_checkpoints", 4, 4);
+  same_model("mid1/mid_checkpoints", "mid2/mid_checkpoints", 4, 1e-3);
+  char f[1200];
+  snprintf(f, sizeof f, "%s/mid2/mid_checkpoints/t/optim_000004_rank1.safetensors", tmp);
+  cr_assert_eq(access(f, F_OK), 0, "no rank-1 optimizer shard");
+}
+
+Test(mpi, partition_balances_whole_tensors) {
+  // large ones, largest first, to the least loaded rank; < 1024 replicated (-1)
+  int64_t numel[] = {5000, 100, 3000, 3000, 2000, 1023, 1024};
+  int owner[7];
+  cr_assert(!nc_dist_partition(numel, 7, 2, 1024, owner));
+  int want2[] = {0, -1, 1, 1, 0, -1, 1};  // loads 5000/0, 5000/3000, 5000/6000, 7000/6000, 7000/7024
+  for (int i = 0; i < 7; i++) cr_assert_eq(owner[i], want2[i], "world 2, tensor %d: rank %d", i, owner[i]);
+  cr_assert(!nc_dist_partition(numel, 7, 3, 1024, owner));
+  int want3[] = {0, -1, 1, 2, 1, -1, 2};  // 5000/0/0, 5000/3000/0, 5000/3000/3000, 5000/5000/3000, 5000/5000/4024
+  for (int i = 0; i < 7; i++) cr_assert_eq(owner[i], want3[i], "world 3, tensor %d: rank %d", i, owner[i]);
+  cr_assert(!nc_dist_partition(numel, 7, 1, 0, owner));
+  for (int i = 0; i < 7; i++) cr_assert_eq(owner[i], 0);
+  nc_status st = nc_dist_partition(numel, 7, 0, 1024, owner);
+  cr_assert(st);
+  nc_status_free(st);
 }
 
 // The pid of a rank process (argv[0] ends in "nanochat", the run folder in its arguments).
@@ -161,7 +339,7 @@ Test(mpi, killed_rank_fails_the_job_and_it_resumes) {
   make_data();
   char c[4096], run_dir[512], meta[1024];
   snprintf(run_dir, sizeof run_dir, "%s/kill", tmp);
-  train_cmd(c, sizeof c, 2, "kill", 40, "--save-every 2");
+  train_cmd(c, sizeof c, 2, "kill", 60, "--save-every 2");
   pid_t pid = fork();
   cr_assert(pid >= 0);
   if (pid == 0) {
@@ -181,8 +359,113 @@ Test(mpi, killed_rank_fails_the_job_and_it_resumes) {
   cr_assert(time(NULL) - t0 < 120, "the job took %lds to notice a dead rank", (long)(time(NULL) - t0));
   cr_assert(!(WIFEXITED(ws) && WEXITSTATUS(ws) == 0), "the job succeeded although a rank was killed");
   // resume from the last checkpoint, to the end
-  train_cmd(c, sizeof c, 2, "kill", 40, "--save-every 2 --resume");
+  train_cmd(c, sizeof c, 2, "kill", 60, "--save-every 2 --resume");
   cr_assert_eq(sh(c), 0, "%s", out);
-  snprintf(meta, sizeof meta, "%s/base_checkpoints/t/meta_000040.json", run_dir);
+  cr_assert(strstr(out, "resumed from"), "%s", out);
+  snprintf(meta, sizeof meta, "%s/base_checkpoints/t/meta_000060.json", run_dir);
   cr_assert_eq(access(meta, F_OK), 0, "%s", out);
+}
+
+static bool only_wte_and_lambdas(const nc_param_desc *p, void *ctx) {
+  (void)ctx;
+  return !strcmp(p->name, "transformer.wte.weight") || !strcmp(p->name, "resid_lambdas") ||
+         !strcmp(p->name, "transformer.h.1.mlp.c_fc.weight");
+}
+static bool only_nothing(const nc_param_desc *p, void *ctx) { return (void)p, (void)ctx, false; }
+
+// The optimizer graph of a param subset (one rank's share) updates exactly
+// those params and their state, with the values of the full optimizer graph
+// (both run on the reference interpreter).
+Test(mpi, apply_graph_of_a_param_subset) {
+  char path[1024];
+  snprintf(path, sizeof path, "%s/models/specs/tiny-all.xml", getenv("NC_SOURCE_DIR"));
+  nc_model_spec spec;
+  cr_assert(!nc_spec_load(path, &spec));
+  nc_optim_cfg oc;
+  nc_optim_defaults(&oc);
+  nc_graph *gall = NULL, *gsub = NULL;
+  nc_train_opts all = {.kind = NC_TRAIN_APPLY}, sub = {.kind = NC_TRAIN_APPLY, .only = only_wte_and_lambdas};
+  cr_assert(!nc_train_build(&spec, &oc, &all, &gall));
+  cr_assert(!nc_train_build(&spec, &oc, &sub, &gsub));
+  // outputs: new.<p> and the new state of each of the 3 params (AdamW: 2 moments, NorMuon: momentum and second moment)
+  cr_assert_eq(nc_graph_noutputs(gsub), 3 * 3, "%d outputs", nc_graph_noutputs(gsub));
+  for (int k = 0; k < nc_graph_noutputs(gsub); k++) {
+    const char *n = nc_graph_output_name(gsub, k);
+    cr_assert(strstr(n, "wte") || strstr(n, "resid_lambdas") || strstr(n, "h.1.mlp.c_fc"), "unexpected output %s", n);
+  }
+  nc_param_desc *sd = NULL;
+  int ns = 0;
+  cr_assert(!nc_train_state_descs_only(&spec, &oc, only_wte_and_lambdas, NULL, &sd, &ns));
+  cr_assert_eq(ns, 6);
+  free(sd);
+  // same session contents for both: params, random grads, random state, scalars
+  nc_session *s1 = nc_session_new(), *s2 = nc_session_new();
+  cr_assert(!nc_model_init_session(&spec, 7, s1));
+  cr_assert(!nc_model_init_session(&spec, 7, s2));
+  nc_param_desc *ps = NULL;
+  int np = 0;
+  cr_assert(!nc_gpt_params(&spec, &ps, &np));
+  cr_assert(!nc_train_state_descs(&spec, &oc, &sd, &ns));
+  unsigned x = 12345;
+  for (int pass = 0; pass < 2; pass++) {
+    const nc_param_desc *ds = pass ? sd : ps;
+    for (int i = 0; i < (pass ? ns : np); i++) {
+      nc_tensor t;
+      cr_assert(!nc_tensor_alloc(&t, NC_F32, ds[i].rank, ds[i].shape));
+      float *v = t.data;
+      for (int64_t j = 0; j < nc_tensor_numel(&t); j++) {
+        x = x * 1103515245u + 12345u;
+        float u = (float)((x >> 8) & 0xffff) / 65536.0f;  // [0,1)
+        bool second = pass && (strstr(ds[i].name, "exp_avg_sq") || strstr(ds[i].name, "second_momentum"));
+        v[j] = second ? 1e-3f * u : u - 0.5f;  // second moments are >= 0
+      }
+      char name[200];
+      snprintf(name, sizeof name, "%s%s", pass ? "" : "grad.", ds[i].name);
+      cr_assert(!nc_session_put_copy(s1, name, &t));
+      cr_assert(!nc_session_put_copy(s2, name, &t));
+      nc_tensor_free(&t);
+    }
+  }
+  double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
+  for (int g = 0; g < NC_GROUP_COUNT; g++) lr[g] = 0.01 * (g + 1), wd[g] = 0.1;
+  nc_train_scalar sc[NC_TRAIN_NSCALARS];
+  nc_train_scalars(&oc, lr, wd, 0.9, 3, 0.5, sc);
+  for (int i = 0; i < NC_TRAIN_NSCALARS; i++) {
+    cr_assert(!nc_session_put_scalar(s1, sc[i].name, sc[i].value));
+    cr_assert(!nc_session_put_scalar(s2, sc[i].name, sc[i].value));
+  }
+  const nc_tensor *before = nc_session_get(s2, "lm_head.weight");
+  cr_assert(before);
+  nc_tensor lm_before;
+  cr_assert(!nc_tensor_clone(&lm_before, before));
+  cr_assert(!nc_session_run(s1, gall));
+  cr_assert(!nc_session_run(s2, gsub));
+  for (int pass = 0; pass < 2; pass++) {
+    const nc_param_desc *ds = pass ? sd : ps;
+    for (int i = 0; i < (pass ? ns : np); i++) {
+      const char *n = ds[i].name;
+      if (!(strstr(n, "transformer.wte.weight") || strstr(n, "resid_lambdas") || strstr(n, "h.1.mlp.c_fc"))) continue;
+      const nc_tensor *a = nc_session_get(s1, n), *b = nc_session_get(s2, n);
+      cr_assert(a && b, "%s", n);
+      cr_assert_eq(memcmp(a->data, b->data, nc_tensor_nbytes(a)), 0, "%s: the subset graph differs from the full one", n);
+    }
+  }
+  // a param outside the subset is left alone
+  const nc_tensor *after = nc_session_get(s2, "lm_head.weight");
+  cr_assert_eq(memcmp(after->data, lm_before.data, nc_tensor_nbytes(after)), 0);
+  cr_assert_neq(memcmp(nc_session_get(s1, "lm_head.weight")->data, lm_before.data, nc_tensor_nbytes(after)), 0);
+  nc_tensor_free(&lm_before);
+  // bad uses: a subset of the forward+backward graphs, or of nothing
+  nc_graph *bad = NULL;
+  nc_train_opts step_sub = {.kind = NC_TRAIN_STEP, .only = only_wte_and_lambdas}, none = {.kind = NC_TRAIN_APPLY, .only = only_nothing};
+  nc_status st = nc_train_build(&spec, &oc, &step_sub, &bad);
+  cr_assert(st && strstr(nc_status_msg(st), "APPLY"), "%s", st ? nc_status_msg(st) : "ok");
+  nc_status_free(st);
+  st = nc_train_build(&spec, &oc, &none, &bad);
+  cr_assert(st && strstr(nc_status_msg(st), "selects none"), "%s", st ? nc_status_msg(st) : "ok");
+  nc_status_free(st);
+  cr_assert_null(bad);
+  free(ps), free(sd);
+  nc_session_free(s1), nc_session_free(s2);
+  nc_graph_free(gall), nc_graph_free(gsub);
 }
