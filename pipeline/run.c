@@ -525,7 +525,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   if (lead && !fresh) fprintf(stderr, "%s: resumed from %s at step %lld\n", nc_stage_name(o->stage), o->out_dir, (long long)r->step);
 
   bool tty = lead && !o->quiet && isatty(2);
-  double t_start = nc_run_now(), step_dt[3] = {0, 0, 0};
+  double t_start = nc_run_now(), t_first = t_start, step_dt[3] = {0, 0, 0};
   double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
   while (r->step < r->h.steps) {
     int64_t s = r->step;
@@ -546,23 +546,32 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     double dt = nc_run_now() - t0;
     r->step = s + 1;
     if (s < 3) step_dt[s] = dt;
-    if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && r->step == 3) {
-      // fix the horizon: the steps that fit the budget at the pace of steps 2 and 3
-      double per = 0.5 * (step_dt[1] + step_dt[2]), left = o->time_budget_s - (nc_run_now() - t_start);
+    if (r->step == 1) t_first = nc_run_now();
+    // --time-budget: the horizon is the steps that fit the budget, first at the pace of steps 2
+    // and 3, then re-planned every 10 steps at the pace so far (evaluations included) until the
+    // warmdown begins, so that a machine that slows down or speeds up still ends on time.
+    int64_t wd_start = r->sched.steps - (int64_t)llround(r->sched.warmdown_ratio * (double)r->sched.steps);
+    bool replan = r->step > 3 && r->step % 10 == 0 && r->step < wd_start - 1;
+    if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && (r->step == 3 || replan)) {
+      double now = nc_run_now(), left = o->time_budget_s - (now - t_start);
+      double per = r->step == 3 ? 0.5 * (step_dt[1] + step_dt[2]) : (now - t_first) / (double)(r->step - 1);
       if (o->dist && o->dist->world > 1) {  // every rank takes rank 0's pace: all must agree on the horizon
         double v[2] = {lead ? per : 0, lead ? left : 0};
         NC_TRY(nc_dist_allreduce_f64(o->dist, v, 2));
         per = v[0], left = v[1];
       }
-      int64_t n = r->step + (int64_t)(left > 0 ? left / per : 0);
+      int64_t n = r->step + (int64_t)(left > 0 ? left / per : 0), old_steps = r->h.steps;
       if (n < r->step + 1) n = r->step + 1;
       if (o->weight_decay < 0 && o->stage == NC_STAGE_BASE) muon_wd *= (double)r->h.steps / (double)n;
       r->h.steps = r->sched.steps = n;
       r->h.tokens = (double)n * (double)r->h.batch_tokens;
       r->h.flops = r->h.tokens * fpt;
-      if (tty) fprintf(stderr, "\n");
-      fprintf(stderr, "%s: %.2f s per step: %lld steps fit the time budget of %.0f s\n", nc_stage_name(o->stage), per, (long long)n,
-              o->time_budget_s);
+      if (r->step == 3 || llabs(n - old_steps) * 50 > old_steps) {  // report the first plan and changes over 2 %
+        if (tty) fprintf(stderr, "\n");
+        if (lead)
+          fprintf(stderr, "%s: %.2f s per step: %lld steps fit the time budget of %.0f s\n", nc_stage_name(o->stage), per, (long long)n,
+                  o->time_budget_s);
+      }
     }
     if (s > 0) r->train_seconds += dt;  // the first step includes warm-up (nanochat skips the first steps too)
     r->smooth = 0.9 * r->smooth + 0.1 * loss;
