@@ -64,6 +64,7 @@ static void nc_bench_usage(FILE *f) {
           "      --threads N     CPU threads (default: one per core)\n"
           "      --peak GFLOPS   peak for MFU (default 234: this CPU's measured fp32 FMA peak)\n"
           "      --trace FILE    write the last step's kernel launches as Chrome trace JSON (cpu)\n"
+          "      --precision P   matmuls in fp32 (default) or bf16 (opencl: tensor cores on NVIDIA)\n"
           "Environment: NC_PROFILE=N prints the N kernels that took longest.\n");
 }
 
@@ -72,8 +73,9 @@ static int nc_bench_train(int argc, char **argv) {
       {"spec", required_argument, 0, 's'},  {"batch", required_argument, 0, 'b'},   {"seq", required_argument, 0, 't'},
       {"steps", required_argument, 0, 'n'}, {"device", required_argument, 0, 'd'},  {"threads", required_argument, 0, 'T'},
       {"peak", required_argument, 0, 'P'},  {"trace", required_argument, 0, 'R'},   {"help", no_argument, 0, 'h'},
+      {"precision", required_argument, 0, 'X'},
       {0, 0, 0, 0}};
-  const char *trace = NULL;
+  const char *trace = NULL, *precision = NULL;
   const char *spec_path = NULL;
   long batch = 8, seq = 256, steps = 5, threads = 0;
   double peak = 234;
@@ -95,6 +97,7 @@ static int nc_bench_train(int argc, char **argv) {
         break;
       }
       case 'R': trace = optarg; break;
+      case 'X': precision = optarg; break;
       case 'h': nc_bench_usage(stdout); return 0;
       default: nc_bench_usage(stderr); return 2;
     }
@@ -104,6 +107,14 @@ static int nc_bench_train(int argc, char **argv) {
     return 2;
   }
   dev.threads = (int)threads;
+  if (precision) {
+    nc_status pst = nc_device_set_precision(&dev, precision);
+    if (pst) return nc_bench_fail(pst);
+    if (dev.matmul_bf16 && dev.kind != NC_DEV_OPENCL) {
+      fprintf(stderr, "nanochat bench: --precision bf16 runs on opencl devices only so far (the CPU's bf16 GEMM is not wired into plans)\n");
+      return 2;
+    }
+  }
   nc_model_spec s;
   nc_status st = nc_spec_load(spec_path, &s);
   if (st) return nc_bench_fail(st);

@@ -157,30 +157,59 @@ static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
   else snprintf(sa_, sizeof sa_, "int mm = e %% %d, kk = e / %d; As[mm * %d + kk] = nc_f2bf(ra[r]);", BM, BM, LDS);
   if (tb) snprintf(sb_, sizeof sb_, "int kk = e %% %d, nn = e / %d; Bs[nn * %d + kk] = nc_f2bf(rb[r]);", BK, BK, LDS);
   else snprintf(sb_, sizeof sb_, "int nn = e %% %d, kk = e / %d; Bs[nn * %d + kk] = nc_f2bf(rb[r]);", BN, BN, LDS);
+  // the four loops (load A, load B into registers; store A, B into local memory); a
+  // k-contiguous operand (A not transposed, B transposed) moves 4 elements at a time
+  // (vload4, two packed bf16 pairs per store) when K is a multiple of 4 (vk, uniform)
+  bool va = !ta && (BM * BK / 4) % NTH == 0, vb = tb && (BN * BK / 4) % NTH == 0;
+  char LA[1024], LB[1024], SA[1024], SB[1024];
+  const char *pk = "(uint2)(nc_f2bf(%s[4 * r]) | ((uint)nc_f2bf(%s[4 * r + 1]) << 16), nc_f2bf(%s[4 * r + 2]) | ((uint)nc_f2bf(%s[4 * r + 3]) << 16))";
+  char pka[256], pkb[256];
+  snprintf(pka, sizeof pka, pk, "ra", "ra", "ra", "ra");
+  snprintf(pkb, sizeof pkb, pk, "rb", "rb", "rb", "rb");
+  if (va) {
+    snprintf(LA, sizeof LA,
+             "if (vk) {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; int kk = (e %% %d) * 4, mm = e / %d; long gm = m0 + mm, gk = k0 + kk;"
+             " float4 v = gm < M && gk < K ? vload4(0, A + gm * K + gk) : (float4)(0.0f); ra[4 * r] = v.x; ra[4 * r + 1] = v.y; ra[4 * r + 2] = v.z; ra[4 * r + 3] = v.w; }\n"
+             "} else {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n}\n",
+             RA / 4, NTH, BK / 4, BK / 4, RA, NTH, la);
+    snprintf(SA, sizeof SA,
+             "if (vk) {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; int kk = (e %% %d) * 4, mm = e / %d; *(__local uint2 *)(As + mm * %d + kk) = %s; }\n"
+             "} else {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n}\n",
+             RA / 4, NTH, BK / 4, BK / 4, LDS, pka, RA, NTH, sa_);
+  } else {
+    snprintf(LA, sizeof LA, "\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n", RA, NTH, la);
+    snprintf(SA, sizeof SA, "\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n", RA, NTH, sa_);
+  }
+  if (vb) {
+    snprintf(LB, sizeof LB,
+             "if (vk) {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; int kk = (e %% %d) * 4, nn = e / %d; long gn = n0 + nn, gk = k0 + kk;"
+             " float4 v = gn < N && gk < K ? vload4(0, B + gn * K + gk) : (float4)(0.0f); rb[4 * r] = v.x; rb[4 * r + 1] = v.y; rb[4 * r + 2] = v.z; rb[4 * r + 3] = v.w; }\n"
+             "} else {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n}\n",
+             RB / 4, NTH, BK / 4, BK / 4, RB, NTH, lb);
+    snprintf(SB, sizeof SB,
+             "if (vk) {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; int kk = (e %% %d) * 4, nn = e / %d; *(__local uint2 *)(Bs + nn * %d + kk) = %s; }\n"
+             "} else {\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n}\n",
+             RB / 4, NTH, BK / 4, BK / 4, LDS, pkb, RB, NTH, sb_);
+  } else {
+    snprintf(LB, sizeof LB, "\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n", RB, NTH, lb);
+    snprintf(SB, sizeof SB, "\n#pragma unroll\n for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n", RB, NTH, sb_);
+  }
   nc_buf_printf(o,
                 "  long k0 = 0;\n"
-                "#pragma unroll\n"
-                "  for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
-                "#pragma unroll\n"
-                "  for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "  const int vk = (K & 3) == 0;\n"
+                "%s%s"
                 "  for (; k0 < K; k0 += %d) {\n"
                 "    barrier(CLK_LOCAL_MEM_FENCE);\n"
-                "#pragma unroll\n"
-                "    for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
-                "#pragma unroll\n"
-                "    for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "%s%s"
                 "    barrier(CLK_LOCAL_MEM_FENCE);\n"
                 "    if (k0 + %d < K) {\n"
                 "      k0 += %d;\n"
-                "#pragma unroll\n"
-                "      for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
-                "#pragma unroll\n"
-                "      for (int r = 0; r < %d; r++) { int e = tid + r * %d; %s }\n"
+                "%s%s"
                 "      k0 -= %d;\n"
                 "    }\n"
                 "#pragma unroll\n"
                 "    for (int ks = 0; ks < %d; ks += 16) {\n",
-                RA, NTH, la, RB, NTH, lb, BK, RA, NTH, sa_, RB, NTH, sb_, BK, BK, RA, NTH, la, RB, NTH, lb, BK, BK);
+                LA, LB, BK, SA, SB, BK, BK, LA, LB, BK, BK);
   if (!emu) {
     // fragments (PTX ISA, m16n8k16 bf16): a0 (g, 2t..2t+1), a1 (g+8, ..), a2 (g, 2t+8..), a3 (g+8, 2t+8..);
     // b0 (k 2t..2t+1, n g), b1 (k 2t+8.., n g); c0,c1 (g, 2t..2t+1), c2,c3 (g+8, ..)

@@ -25,7 +25,10 @@
 //
 // Template kernels (nc_kernel_is_template: matmul/bmm with transposes) run a
 // portable tiled GEMM with local-memory tiles (knobs below), one variant per
-// (ta, tb). Anything the emitter cannot express (another template kind, a
+// (ta, tb); with the gemm_tc knob (bf16 matmul precision on NVIDIA) the
+// variant is a tensor-core kernel (mma.sync m16n8k16 bf16 through inline PTX,
+// operands rounded to bf16 while staged, fp32 accumulation), or its scalar
+// emulation (gemm_tc = 2, any device). Anything the emitter cannot express (another template kind, a
 // call inside a loop nest, a non-f32 GEMM) is an NC_E_UNSUPPORTED error
 // naming the kernel: the OpenCL device never guesses.
 #ifndef NC_CODEGEN_OCL_EMIT_H

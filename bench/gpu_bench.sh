@@ -1,0 +1,69 @@
+#!/bin/bash
+# H100 benchmark of the OpenCL backend against PyTorch, side by side in one run
+# (docs/performance.md, "GPU (H100)"): the bf16 tensor-core GEMM vs torch.matmul
+# at d12/d20 shapes, attention forward+backward vs SDPA, and training tokens/s
+# of `nanochat bench train --device opencl:gpu` (bf16 matmuls) vs the project's
+# PyTorch reference (tools/torch_gpu_bench.py: bf16 autocast, torch.compile, SDPA).
+# Runs on the GPU machine from the repository root:
+#   bench/gpu_bench.sh [PACK]   PACK (default build-ocl-gpu/pack) holds nanochat,
+#                               gpu_bench, test_ocl_bf16 and lib/ (shared libraries
+#                               the GPU machine lacks), built with -DNC_WITH_LLVM=OFF.
+# Env: GPU_BENCH_TRAIN="d12:16:2048 d20:8:1024" (spec:batch:seq), GPU_BENCH_STEPS=5,
+#      GPU_BENCH_PARTS="tests gemm attn sweep train" (which parts run), GPU_BENCH_TC="BM,BN,WM,WN,BK ..."
+#      (tensor-core knob sets the sweep tries; the fastest on d12's fc + dW_fc is used for training).
+set -u
+P=${1:-build-ocl-gpu/pack}
+export LD_LIBRARY_PATH=$PWD/$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+if ldd $P/nanochat | grep -q "libxml2.*not found"; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$PWD/$P/fallback; fi
+OUT=${OUT:-/tmp/gpu_bench_out}; mkdir -p "$OUT"
+mkdir -p /tmp/gb/cli && cp $P/nanochat /tmp/gb/cli/
+export NC_SOURCE_DIR=$PWD NC_BUILD_DIR=/tmp/gb NC_CACHE_DIR=/tmp/gb_kc
+STEPS=${GPU_BENCH_STEPS:-5}
+echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader); $(python3 -c 'import torch; print("torch", torch.__version__)' 2>&1)"
+PARTS=" ${GPU_BENCH_PARTS:-tests gemm attn sweep train} "
+has() { [[ "$PARTS" == *" $1 "* ]]; }
+if has tests; then
+  echo "== correctness: test_ocl_bf16 (mma.sync and its emulation vs a CPU bf16 reference)"
+  timeout 120 $P/test_ocl_bf16 --jobs 1 --verbose 2>&1 | tee "$OUT/test_ocl_bf16.txt" | grep -E "Passing|Failing|FAIL|SKIP|worst|Synthesis" | grep -v "is disabled"
+fi
+# (B*T, C) x (C, 4C), (B*T, 4C) x (4C, C), (B*T, C) x (C, V) as nn.Linear stores them (W is (out, in): nt),
+# the weight gradient dW = dY^T X (tn), and a square reference
+BT=32768
+CASES=""
+for mc in d12:768 d20:1280; do m=${mc%%:*}; C=${mc##*:}
+  CASES="$CASES gemm:$m.fc:$BT:$((4*C)):$C:0:1 gemm:$m.proj:$BT:$C:$((4*C)):0:1 gemm:$m.lm_head:$BT:32768:$C:0:1 gemm:$m.dW_fc:$((4*C)):$C:$BT:1:0"
+done
+CASES="$CASES gemm:square:8192:8192:8192:0:0"
+if has gemm; then
+  echo "== bf16 GEMM: ours (OpenCL, mma.sync) then torch.matmul"
+  timeout 120 $P/gpu_bench --device gpu --precision bf16 --reps 5 $CASES
+  timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES
+  echo "== fp32 GEMM (ours, the portable path) for scale"
+  timeout 60 $P/gpu_bench --device gpu --precision fp32 --reps 3 gemm:d12.fc:$BT:3072:768:0:1
+fi
+if has attn; then
+  echo "== attention forward + backward, d12 heads (B=8, T=2048, H=6, D=128)"
+  timeout 90 $P/gpu_bench --device gpu --reps 3 attn:8:2048:6:128
+  timeout 60 python3 tools/torch_gpu_bench.py --reps 10 attn:8:2048:6:128
+fi
+if has sweep; then
+  echo "== tensor-core knob sweep (BM,BN,WM,WN,BK) on d12.fc, d12.dW_fc, d20.fc"
+  best=""; bestt=1e9
+  for tc in ${GPU_BENCH_TC:-128,128,64,32,32 128,128,64,64,32 128,256,64,64,32 256,128,64,64,32 128,128,64,32,64 128,128,32,64,32 64,128,32,64,32}; do
+    r=$(NC_OCL_TC=$tc timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 gemm:d12.fc:$BT:3072:768:0:1 gemm:d12.dW_fc:3072:768:$BT:1:0 gemm:d20.fc:$BT:5120:1280:0:1 2>&1)
+    echo "$r" | sed "s/^/$tc  /"
+    t=$(echo "$r" | awk '/d12\./ && /ms/ {for (i = 1; i <= NF; i++) if ($i == "ms") s += $(i - 1)} END {print s ? s : 1e9}')
+    if ! echo "$r" | grep -q WRONG && awk "BEGIN {exit !($t < $bestt)}"; then best=$tc; bestt=$t; fi
+  done
+  echo "fastest on d12 fc + dW_fc: $best ($bestt ms)"; export NC_OCL_TC=$best
+fi
+has train || exit 0
+echo "== training (ours: OpenCL, bf16 matmuls; torch: reference model, bf16 autocast + torch.compile, SDPA)"
+for run in ${GPU_BENCH_TRAIN:-d12:16:2048 d20:8:1024}; do IFS=: read -r spec b t <<< "$run"
+  NC_OCL_MATMUL=bf16 NC_PROFILE=14 timeout 120 /tmp/gb/cli/nanochat bench train --spec models/specs/$spec.xml --batch $b --seq $t \
+    --steps $STEPS --device opencl:gpu > "$OUT/ours_${spec}_${b}x$t.txt" 2>&1
+  echo "ours $spec ${b}x$t rc $?: $(grep -E '^step [0-9.]* s median' "$OUT/ours_${spec}_${b}x$t.txt" | head -1)"
+  grep -E "opencl profile|rror|out of" "$OUT/ours_${spec}_${b}x$t.txt" | head -3; grep -E "^  " "$OUT/ours_${spec}_${b}x$t.txt" | head -14
+  timeout 150 python3 tools/torch_gpu_bench.py --steps $STEPS train:models/specs/$spec.xml:$b:$t > "$OUT/torch_${spec}_${b}x$t.txt" 2>&1
+  echo "torch rc $?"; grep -E "^torch" "$OUT/torch_${spec}_${b}x$t.txt" || tail -5 "$OUT/torch_${spec}_${b}x$t.txt"
+done

@@ -1,0 +1,318 @@
+// The bf16 GEMM of the OpenCL backend (codegen/ocl_emit.c, gemm_tc knob):
+// fp32 operands rounded to bf16 (nearest even) while staged into local
+// memory, fp32 accumulation. On any device the emulated form (gemm_tc = 2:
+// the tensor-core kernel with each mma done by scalar fmas) runs against a
+// CPU reference over bf16-rounded operands; on an NVIDIA device the real
+// mma.sync kernel (gemm_tc = 1) runs against the same reference. Also: the
+// precision switch (NC_OCL_MATMUL, nc_device_set_precision), the knobs'
+// ranges, and the emitter's output.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/ocl_emit.h"
+#include "ir/build.h"
+#include "runtime/exec.h"
+#include "runtime/ocl_device.h"
+
+#define NEED_OPENCL()                                                                  \
+  do {                                                                                 \
+    if (!nc_ocl_available()) cr_skip_test("no OpenCL device (install pocl-opencl-icd)"); \
+  } while (0)
+
+#define C(v) nc_dim_const(v)
+
+// Independent oracle: fp32 -> bf16 -> fp32, round to nearest, ties to even.
+static float ref_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return f;
+  uint32_t lo = u & 0xffffu, hi = u >> 16;
+  if (lo > 0x8000u || (lo == 0x8000u && (hi & 1u))) hi++;
+  u = hi << 16;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+// nn, nt, tn, tt over batched operands and a shared weight (linear): (B, M, K) x (B, K, N)
+static nc_graph *gemm_graph(int64_t M, int64_t N, int64_t K) {
+  nc_graph *g = nc_graph_new("gemm_bf16");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim da[3] = {nc_dim_sym(B), C(M), C(K)}, dat[3] = {nc_dim_sym(B), C(K), C(M)};
+  nc_dim db[3] = {nc_dim_sym(B), C(K), C(N)}, dbt[3] = {nc_dim_sym(B), C(N), C(K)};
+  nc_dim dw[2] = {C(K), C(N)};
+  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(NC_F32, 3, da));
+  nc_id at = nc_leaf(g, NC_OP_INPUT, "at", nc_type_make(NC_F32, 3, dat));
+  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(NC_F32, 3, db));
+  nc_id bt = nc_leaf(g, NC_OP_INPUT, "bt", nc_type_make(NC_F32, 3, dbt));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  cr_assert_null(nc_graph_set_output(g, "nn", nc_b_bmm(g, a, b, false, false)));
+  cr_assert_null(nc_graph_set_output(g, "nt", nc_b_bmm(g, a, bt, false, true)));
+  cr_assert_null(nc_graph_set_output(g, "tn", nc_b_bmm(g, at, b, true, false)));
+  cr_assert_null(nc_graph_set_output(g, "tt", nc_b_bmm(g, at, bt, true, true)));
+  cr_assert_null(nc_graph_set_output(g, "linear", nc_b_matmul(g, a, w, false, false)));
+  cr_assert_null(nc_graph_error(g));
+  return g;
+}
+
+typedef struct {
+  int64_t B, M, N, K;
+  nc_tensor a, at, b, bt, w;
+} gemm_data;
+
+static void fill(nc_tensor *t, int rank, const int64_t *shape, uint64_t *seed) {
+  cr_assert_null(nc_tensor_alloc(t, NC_F32, rank, shape));
+  float *p = t->data;
+  for (int64_t i = 0; i < nc_tensor_numel(t); i++) {
+    *seed = *seed * 6364136223846793005ull + 1442695040888963407ull;
+    p[i] = (float)((double)(*seed >> 11) / 9007199254740992.0 * 2 - 1);  // never all-zero, never bf16-exact
+  }
+}
+
+static void data_make(gemm_data *d, int64_t B, int64_t M, int64_t N, int64_t K) {
+  uint64_t seed = 12345;
+  d->B = B, d->M = M, d->N = N, d->K = K;
+  int64_t sa[3] = {B, M, K}, sat[3] = {B, K, M}, sb[3] = {B, K, N}, sbt[3] = {B, N, K}, sw[2] = {K, N};
+  fill(&d->a, 3, sa, &seed), fill(&d->at, 3, sat, &seed), fill(&d->b, 3, sb, &seed), fill(&d->bt, 3, sbt, &seed), fill(&d->w, 2, sw, &seed);
+}
+
+static void data_free(gemm_data *d) {
+  nc_tensor_free(&d->a), nc_tensor_free(&d->at), nc_tensor_free(&d->b), nc_tensor_free(&d->bt), nc_tensor_free(&d->w);
+}
+
+// output o (0 nn, 1 nt, 2 tn, 3 tt, 4 linear) element (q, m, n): the reference
+// over operands rounded to bf16 (round = true) or not, in double; *mag = sum |a*b|.
+static double ref_at(const gemm_data *d, int o, int64_t q, int64_t m, int64_t n, bool round, double *mag) {
+  const float *A = o == 2 || o == 3 ? d->at.data : d->a.data;
+  const float *Bm = o == 4 ? d->w.data : o == 1 || o == 3 ? d->bt.data : d->b.data;
+  bool ta = o == 2 || o == 3, tb = o == 1 || o == 3;
+  int64_t M = d->M, N = d->N, K = d->K;
+  A += q * M * K;
+  if (o != 4) Bm += q * K * N;
+  double s = 0, s_abs = 0;
+  for (int64_t k = 0; k < K; k++) {
+    float x = ta ? A[k * M + m] : A[m * K + k], y = tb ? Bm[n * K + k] : Bm[k * N + n];
+    if (round) x = ref_bf16(x), y = ref_bf16(y);
+    s += (double)x * y, s_abs += fabs((double)x * y);
+  }
+  *mag = s_abs;
+  return s;
+}
+
+// Runs the graph on dev (with NC_OCL_TC=tc when given) and checks every output
+// against the bf16 reference within fp32 accumulation-order tolerance; returns
+// how many elements differ from the unrounded (fp32) product by more than that.
+static int64_t run_and_check_k(const char *tc, bool want_bf16, int64_t K) {
+  const int64_t B = 2, M = 70, N = 37;
+  nc_graph *g = gemm_graph(M, N, K);
+  if (tc) setenv("NC_OCL_TC", tc, 1);
+  nc_device dev;
+  cr_assert_null(nc_device_parse("opencl", &dev));
+  nc_exec *ex;
+  nc_status st = nc_exec_new(g, &dev, &ex);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  unsetenv("NC_OCL_TC");
+  gemm_data d;
+  data_make(&d, B, M, N, K);
+  nc_feed f[5] = {{"a", &d.a}, {"at", &d.at}, {"b", &d.b}, {"bt", &d.bt}, {"w", &d.w}};
+  nc_tensor out[5];
+  st = nc_exec_run(ex, f, 5, out);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  int64_t off_fp32 = 0;
+  double worst = 0;
+  for (int o = 0; o < 5; o++) {
+    const float *c = out[o].data;
+    cr_assert_eq(nc_tensor_numel(&out[o]), B * M * N);
+    for (int64_t q = 0; q < B; q++)
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+          double mag, mag32;
+          double want = ref_at(&d, o, q, m, n, want_bf16, &mag);
+          double exact32 = ref_at(&d, o, q, m, n, false, &mag32);
+          double got = c[(q * M + m) * N + n], tol = 2e-6 * mag + 1e-30;
+          worst = fmax(worst, fabs(got - want) / (mag + 1e-30));
+          if (fabs(got - want) > tol)
+            cr_assert_fail("%s output %d [%lld,%lld,%lld]: got %.9g want %.9g (|a.b| %.3g)", tc ? tc : "default", o, (long long)q, (long long)m,
+                           (long long)n, got, want, mag);
+          if (fabs(got - exact32) > tol) off_fp32++;
+        }
+    nc_tensor_free(&out[o]);
+  }
+  cr_log_info("NC_OCL_TC=%s K=%lld: worst |err| / sum|a*b| = %.3g; %lld elements off the fp32 product", tc ? tc : "-", (long long)K, worst,
+              (long long)off_fp32);
+  data_free(&d);
+  nc_exec_free(ex);
+  nc_graph_free(g);
+  return off_fp32;
+}
+
+// K = 45: the scalar staging; K = 48 (a multiple of 4): the vector staging of k-contiguous operands
+static int64_t run_and_check(const char *tc, bool want_bf16) { return run_and_check_k(tc, want_bf16, 45) + run_and_check_k(tc, want_bf16, 48); }
+
+static bool device_is_nvidia(void) {
+  nc_ocl_device_desc dd;
+  nc_status st = nc_ocl_select("", &dd);
+  if (st) {
+    nc_status_free(st);
+    return false;
+  }
+  return strstr(dd.vendor, "NVIDIA") || strstr(dd.platform_vendor, "NVIDIA");
+}
+
+Test(ocl_bf16, emulated_kernel_matches_the_bf16_reference_every_transpose_and_edge) {
+  NEED_OPENCL();
+  // several tilings: edges in M, N and K (70 x 37 x 45 fits none), one and several warps, k-steps 16..64
+  const char *tcs[] = {"32,32,16,16,16,2", "32,16,16,8,32,2", "64,32,32,16,64,2", "16,8,16,8,16,2"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) cr_expect_gt(run_and_check(tcs[i], true), 1000, "%s: no element shows bf16 rounding", tcs[i]);
+}
+
+Test(ocl_bf16, mma_kernel_on_nvidia_matches_the_bf16_reference) {
+  NEED_OPENCL();
+  if (!device_is_nvidia()) cr_skip_test("the default OpenCL device is not NVIDIA: mma.sync needs one (the emulated form is tested above)");
+  const char *tcs[] = {"128,128,64,32,32,1", "64,64,32,32,16,1", "32,16,16,8,64,1", "128,64,64,32,32,1"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) cr_expect_gt(run_and_check(tcs[i], true), 1000, "%s: no element shows bf16 rounding", tcs[i]);
+  // the precision switch alone picks the tensor cores on NVIDIA
+  setenv("NC_OCL_MATMUL", "bf16", 1);
+  cr_expect_gt(run_and_check(NULL, true), 1000);
+  unsetenv("NC_OCL_MATMUL");
+}
+
+// Rounding is exact and bit-for-bit: C = A @ I gives bf16(A) including ties
+// (to even), on the emulated kernel and, on NVIDIA, on the tensor cores.
+Test(ocl_bf16, staging_rounds_to_nearest_even_bit_exactly) {
+  NEED_OPENCL();
+  const int64_t M = 24, K = 40;
+  nc_graph *g = nc_graph_new("round");
+  nc_dim da[2] = {C(M), C(K)}, di[2] = {C(K), C(K)};
+  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(NC_F32, 2, da));
+  nc_id e = nc_leaf(g, NC_OP_INPUT, "eye", nc_type_make(NC_F32, 2, di));
+  cr_assert_null(nc_graph_set_output(g, "c", nc_b_matmul(g, a, e, false, false)));
+  nc_tensor ta, te, out;
+  int64_t sa[2] = {M, K}, si[2] = {K, K};
+  cr_assert_null(nc_tensor_alloc(&ta, NC_F32, 2, sa));
+  cr_assert_null(nc_tensor_alloc(&te, NC_F32, 2, si));
+  float *pa = ta.data, *pe = te.data;
+  for (int64_t i = 0; i < K * K; i++) pe[i] = i / K == i % K ? 1.0f : 0.0f;
+  for (int64_t i = 0; i < M * K; i++) {
+    // 1 + j/256 hits every tie and non-tie of the 8th mantissa bit; scaled and signed
+    uint32_t u = 0x3f800000u + (uint32_t)(i % 97) * 0x4000u + (uint32_t)(i % 3) * 0x2001u * (i % 5 == 0);
+    memcpy(&pa[i], &u, 4);
+    pa[i] *= (i % 2 ? -1.0f : 1.0f) * ldexpf(1.0f, (int)(i % 9) - 4);
+  }
+  const char *modes[] = {"32,32,16,16,16,2", "32,32,16,16,16,1"};
+  for (int mi = 0; mi < 2; mi++) {
+    if (mi == 1 && !device_is_nvidia()) {
+      cr_log_info("not NVIDIA: the mma form of the rounding test is skipped");
+      break;
+    }
+    setenv("NC_OCL_TC", modes[mi], 1);
+    nc_device dev;
+    cr_assert_null(nc_device_parse("opencl", &dev));
+    nc_exec *ex;
+    nc_status st = nc_exec_new(g, &dev, &ex);
+    cr_assert_null(st, "%s", nc_status_msg(st));
+    nc_feed f[2] = {{"a", &ta}, {"eye", &te}};
+    cr_assert_null(nc_exec_run(ex, f, 2, &out));
+    int ties = 0;
+    for (int64_t i = 0; i < M * K; i++) {
+      float want = ref_bf16(pa[i]), got = ((float *)out.data)[i];
+      uint32_t u;
+      memcpy(&u, &pa[i], 4);
+      ties += (u & 0xffffu) == 0x8000u;
+      cr_assert(memcmp(&want, &got, 4) == 0, "%s: bf16(%.9g) = %.9g, got %.9g", modes[mi], pa[i], want, got);
+    }
+    cr_expect_gt(ties, 10, "the data has too few ties");
+    nc_tensor_free(&out);
+    nc_exec_free(ex);
+  }
+  unsetenv("NC_OCL_TC");
+  nc_tensor_free(&ta), nc_tensor_free(&te);
+  nc_graph_free(g);
+}
+
+// fp32 stays the default and exact; bf16 requested on a non-NVIDIA device keeps the fp32 GEMM.
+Test(ocl_bf16, precision_switch_defaults_to_fp32_and_names_bad_values) {
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  cr_expect(!d.matmul_bf16);
+  cr_assert_null(nc_device_set_precision(&d, "bf16"));
+  cr_expect(d.matmul_bf16);
+  cr_assert_null(nc_device_set_precision(&d, "fp32"));
+  cr_expect(!d.matmul_bf16);
+  nc_status st = nc_device_set_precision(&d, "fp8");
+  cr_assert_not_null(st);
+  cr_expect(strstr(nc_status_msg(st), "'fp8'"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  if (!nc_ocl_available()) return;
+  cr_expect_eq(run_and_check_k(NULL, false, 45), 0, "the default is not the exact fp32 GEMM");
+  if (!device_is_nvidia()) {
+    setenv("NC_OCL_MATMUL", "bf16", 1);
+    cr_expect_eq(run_and_check_k(NULL, false, 45), 0, "bf16 off NVIDIA should keep the fp32 GEMM");
+  }
+  setenv("NC_OCL_MATMUL", "half", 1);
+  nc_graph *g = gemm_graph(4, 4, 4);
+  nc_exec *ex;
+  st = nc_exec_new(g, &d, &ex);
+  cr_assert_not_null(st);
+  cr_expect(strstr(nc_status_msg(st), "NC_OCL_MATMUL") && strstr(nc_status_msg(st), "'half'"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  unsetenv("NC_OCL_MATMUL");
+  nc_graph_free(g);
+}
+
+Test(ocl_bf16, bad_tensor_core_knobs_name_the_knob) {
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  cr_assert_null(nc_ocl_knobs_check(&k));
+  struct {
+    const char *s, *want;
+  } bad[] = {{"", "want 5"},          {"128,128,64,32", "want 5"},      {"128,128,64,32,32,3", "gemm_tc=3"}, {"128,128,24,32,32", "tc_wm=24"},
+             {"128,128,64,12,32", "tc_wn=12"}, {"128,128,64,32,24", "tc_bk=24"}, {"96,128,64,32,32", "tc_bm=96"},  {"128,128,128,128,32", "over 32"},
+             {"256,256,16,8,16", "over 1024"}, {"128,x,64,32,32", "item 2"},   {"16,8,16,8,64,2,1", "want 5"},    {"48,8,16,8,16", "split evenly"}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    nc_status st = nc_ocl_tc_parse(bad[i].s, &k);
+    cr_expect_not_null(st, "tc knobs '%s' accepted", bad[i].s);
+    if (st) cr_expect(strstr(nc_status_msg(st), bad[i].want), "'%s': %s", bad[i].s, nc_status_msg(st));
+    nc_status_free(st);
+  }
+  cr_assert_null(nc_ocl_tc_parse("64,32,32,16,64,2", &k));
+  cr_expect_eq(k.tc_bm, 64);
+  cr_expect_eq(k.tc_bk, 64);
+  cr_expect_eq(k.gemm_tc, 2);
+  // the fp32 knobs keep the tensor-core ones
+  cr_assert_null(nc_ocl_knobs_parse("16,16,8,2,2", &k));
+  cr_expect_eq(k.tc_bm, 64);
+  if (!nc_ocl_available() || device_is_nvidia()) return;
+  setenv("NC_OCL_TC", "32,32,16,16,16,1", 1);
+  nc_graph *g = gemm_graph(4, 4, 4);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_exec *ex;
+  nc_status st = nc_exec_new(g, &d, &ex);
+  cr_assert_not_null(st, "mma.sync accepted on a non-NVIDIA device");
+  cr_expect(strstr(nc_status_msg(st), "NVIDIA"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  unsetenv("NC_OCL_TC");
+  nc_graph_free(g);
+}
+
+Test(ocl_bf16, emitter_writes_the_mma_or_its_emulation) {
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  for (int mode = 1; mode <= 2; mode++)
+    for (int v = 0; v < 4; v++) {
+      k.gemm_tc = mode;
+      nc_buf b;
+      nc_buf_init(&b);
+      nc_ocl_emit_gemm(&k, v, &b);
+      cr_assert(b.data && strstr(b.data, nc_ocl_gemm_name(v)));
+      bool mma = strstr(b.data, "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") != NULL;
+      cr_expect_eq(mma, mode == 1, "mode %d variant %d", mode, v);
+      cr_expect(strstr(b.data, "nc_f2bf(ra[r])") && strstr(b.data, "reqd_work_group_size(256, 1, 1)"), "mode %d variant %d", mode, v);
+      nc_buf_free(&b);
+    }
+}
