@@ -13,10 +13,10 @@ pkgs=(
   libcriterion-dev                                                # tests
   libpcre2-dev                                                    # tokenizer split regex
   libjansson-dev                                                  # JSON (safetensors headers, checkpoint meta, tokenizer, API)
-  chromium chromium-driver                                        # tests: headless browser for the web UI test
   libopenmpi-dev openmpi-bin                                      # data-parallel training (mpirun)
   libyaml-dev                                                     # CORE eval bundle (core.yaml)
   libmicrohttpd-dev                                               # HTTP server (nanochat serve)
+  chromium chromium-driver                                        # tests: headless browser for the web UI test
   bible-kjv bible-kjv-text dict-gcide dict-jargon fortunes wamerican  # default pretraining corpus (nanochat data corpus; `bible` prints the KJV)
 )
 if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
