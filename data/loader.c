@@ -307,7 +307,7 @@ static int nc_rdoc_cmp(const void *a, const void *b) {
 }
 
 static nc_status nc_loader_restore_parsed(nc_loader *l, json_t *o) {
-  int64_t version, epoch, file, offset, line, doc, skipped, rank, world, T;
+  int64_t version = 0, epoch = 0, file = 0, offset = 0, line = 0, doc = 0, skipped = 0, rank = 0, world = 0, T = 0;
   NC_TRY(nc_state_int(o, "version", 1, 1, &version));
   NC_TRY(nc_state_int(o, "epoch", 0, INT64_MAX, &epoch));
   NC_TRY(nc_state_int(o, "file", 0, l->npaths, &file));

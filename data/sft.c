@@ -482,7 +482,7 @@ static nc_status nc_sft_int(json_t *o, const char *key, int64_t lo, int64_t hi, 
 }
 
 static nc_status nc_sft_restore_parsed(nc_sft_loader *l, json_t *o) {
-  int64_t len = nc_sft_mix_len(l->mix), v, cursor, epoch, consumed, skipped, rank, world, T, entries;
+  int64_t len = nc_sft_mix_len(l->mix), v = 0, cursor = 0, epoch = 0, consumed = 0, skipped = 0, rank = 0, world = 0, T = 0, entries = 0;
   NC_TRY(nc_sft_int(o, "version", 1, 1, &v));
   NC_TRY(nc_sft_int(o, "entries", 0, INT64_MAX, &entries));
   if (entries != len)

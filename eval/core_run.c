@@ -167,7 +167,7 @@ nc_status nc_core_run(nc_evalfwd *f, const nc_core_opts *o, nc_core_result **res
     r->type = t->type;
     r->num_fewshot = t->num_fewshot;
     r->baseline = t->baseline;
-    char path[4096];
+    char path[4400];
     struct stat sb;
     snprintf(path, sizeof path, "%s/eval_data/%s", o->bundle, t->uri);
     if (stat(path, &sb)) snprintf(path, sizeof path, "%s/eval_data/%s.gz", o->bundle, t->uri);
