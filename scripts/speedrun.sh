@@ -36,7 +36,7 @@ $nc tok train -q -i "${train_shards[@]}" --vocab-size 8192 -o "$BASE/tokenizer/t
 step "pretraining $SPEC for $BASE_MINUTES minutes"
 $nc base-train --spec "$SPEC" --data-dir "$BASE/corpus" --out "$BASE" --model-tag "$tag" "${threads[@]}" \
   --time-budget $((BASE_MINUTES * 60)) --total-batch-size 4096 --device-batch-size 8 --seq 256 \
-  --eval-every 100 --save-every 100 --overwrite 2>&1 | tee "$BASE/base-train.log" | grep -v '^  sample' || true
+  --eval-every 100 --save-every 100 --overwrite 2>&1 | tee "$BASE/base-train.log" | grep --line-buffered -v '^  sample' || true
 grep -q '"stage":"base"' "$BASE/base-train.log" || { echo "speedrun: base-train failed (see $BASE/base-train.log)"; exit 1; }
 
 step "synthetic conversations: identity, spelling, arithmetic with the calculator"
@@ -51,11 +51,11 @@ chat_data=(--data "$BASE/chat/identity.jsonl:2" --data "$BASE/chat/simplespellin
 
 step "midtraining for $MID_MINUTES minutes"
 $nc mid-train "${chat_data[@]}" --out "$BASE" --model-tag "$tag" "${threads[@]}" \
-  --time-budget $((MID_MINUTES * 60)) --device-batch-size 8 --seq 256 --eval-every 100 --overwrite 2>&1 | grep -v '^  sample'
+  --time-budget $((MID_MINUTES * 60)) --device-batch-size 8 --seq 256 --eval-every 100 --overwrite 2>&1 | grep --line-buffered -v '^  sample'
 
 step "SFT for $SFT_MINUTES minutes"
 $nc sft "${chat_data[@]}" --out "$BASE" --model-tag "$tag" "${threads[@]}" \
-  --time-budget $((SFT_MINUTES * 60)) --device-batch-size 8 --seq 256 --eval-every 100 --overwrite 2>&1 | grep -v '^  sample'
+  --time-budget $((SFT_MINUTES * 60)) --device-batch-size 8 --seq 256 --eval-every 100 --overwrite 2>&1 | grep --line-buffered -v '^  sample'
 
 step "report"
 $nc report --out "$BASE" --model-tag "$tag"
