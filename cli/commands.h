@@ -12,12 +12,12 @@ int nc_cmd_compile(int argc, char **argv);
 int nc_cmd_tok(int argc, char **argv);
 int nc_cmd_serve(int argc, char **argv);
 int nc_cmd_chat(int argc, char **argv);
-int nc_cmd_rl(int argc, char **argv);
-int nc_cmd_eval(int argc, char **argv);
 int nc_cmd_base_train(int argc, char **argv);
 int nc_cmd_mid_train(int argc, char **argv);
 int nc_cmd_sft(int argc, char **argv);
 int nc_cmd_report(int argc, char **argv);
+int nc_cmd_rl(int argc, char **argv);
 int nc_cmd_data(int argc, char **argv);
+int nc_cmd_eval(int argc, char **argv);
 
 #endif

@@ -18,15 +18,15 @@ static const nc_command nc_commands[] = {
     {"bench", nc_cmd_bench, "benchmarks: training throughput (tokens/s, MFU)"},
     {"devices", nc_cmd_devices, "list the host CPU and the OpenCL devices"},
     {"tok", nc_cmd_tok, "tokenizer: train, encode, decode, eval (BPE, tiktoken files)"},
+    {"data", nc_cmd_data, "data: default corpus, synthetic tasks, GSM8K, stats, packing"},
     {"chat", nc_cmd_chat, "talk to a checkpoint in the terminal (REPL or -p PROMPT)"},
     {"serve", nc_cmd_serve, "OpenAI-compatible HTTP server and web UI over a checkpoint"},
-    {"data", nc_cmd_data, "data: default corpus, synthetic tasks, GSM8K, stats, packing"},
     {"base-train", nc_cmd_base_train, "pretrain a model on text shards (nanochat's base_train)"},
     {"mid-train", nc_cmd_mid_train, "midtrain a base model on conversations"},
     {"sft", nc_cmd_sft, "supervised fine-tuning on conversations"},
     {"rl", nc_cmd_rl, "reinforcement learning on \"#### N\" questions (nanochat's chat_rl)"},
-    {"eval", nc_cmd_eval, "evaluate a checkpoint: CORE and bpb (base), chat evals and ChatCORE (chat)"},
     {"report", nc_cmd_report, "write the report card (report.md) of a run"},
+    {"eval", nc_cmd_eval, "evaluate a checkpoint: CORE and bpb (base), chat evals and ChatCORE (chat)"},
 };
 #define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
 

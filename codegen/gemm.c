@@ -7,6 +7,7 @@
 #include <string.h>
 
 #define NC_GEMM_MAX_ACC 32  // accumulators the micro-kernel may keep
+#define NC_GEMM_SKINNY_M 16  // M up to this (and !ta) takes the skinny path
 
 // nc_gemm_knobs_default, nc_gemm_knobs_check and nc_gemm_workspace_size live in
 // codegen/gemm_knobs.c (no LLVM: the AOT runtime links them).
@@ -304,8 +305,189 @@ static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
   return fn;
 }
 
+// ---- skinny path (small M: decode) ------------------------------------------------
+// skinny(A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T):
+// the whole product without packing, for M <= NC_GEMM_SKINNY_M and !ta. Every
+// weight element is read from memory once: columns of op(B) go in blocks
+// (tb: 4 rows of the stored B, each K contiguous; else 2 vectors of a stored
+// row), and all M rows of A run against one block while it sits in L1/L2.
+// Threads split whole batch items when batch >= T, else columns (block units).
+static LLVMValueRef nc_hsum(nc_gg *g, LLVMValueRef v) {
+  int w = g->k->vw;
+  while (w > 1) {
+    LLVMValueRef lo[16], hi[16];
+    for (int i = 0; i < w / 2; i++) lo[i] = c32(g, i), hi[i] = c32(g, w / 2 + i);
+    LLVMValueRef a = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(lo, (unsigned)(w / 2)), "");
+    LLVMValueRef b = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(hi, (unsigned)(w / 2)), "");
+    v = LLVMBuildFAdd(g->b, a, b, "");
+    w /= 2;
+  }
+  return LLVMBuildExtractElement(g->b, v, c32(g, 0), "");
+}
+
+// C[i] = alpha * r + beta * C[i] (C not read when beta == 0)
+static void nc_store_ab(nc_gg *g, LLVMValueRef r, LLVMValueRef p, LLVMValueRef alpha, LLVMValueRef beta, bool vec) {
+  LLVMValueRef beta0 = LLVMBuildFCmp(g->b, LLVMRealOEQ, beta, cf(g, 0.0), "");
+  LLVMValueRef a = vec ? nc_splat(g, alpha) : alpha;
+  LLVMValueRef x = LLVMBuildFMul(g->b, r, a, "");
+  nc_if f;
+  nc_if_begin(g, &f, beta0);
+  if (vec) nc_storev(g, x, p);
+  else LLVMBuildStore(g->b, x, p);
+  nc_if_else(g, &f);
+  if (vec) nc_storev(g, nc_fmav(g, nc_loadv(g, p), nc_splat(g, beta), x), p);
+  else LLVMBuildStore(g->b, nc_fmaf(g, nc_loadf(g, p), beta, x), p);
+  nc_if_end(g, &f);
+}
+
+// tb: rows m..m+nrow of C, columns j0..j0+ncol (B stored (N,K)). Each x
+// vector feeds ncol FMAs and each B vector nrow; k is unrolled by two vectors
+// (two accumulators per element, >= 2*ncol independent FMA chains). One and
+// two rows sum in the same order, so a row's result does not depend on M.
+static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVMValueRef j0, LLVMValueRef A,
+                              LLVMValueRef *brow, LLVMValueRef C, LLVMValueRef K, LLVMValueRef lda,
+                              LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta) {
+  const int VW = g->k->vw, U = 2;
+  LLVMValueRef acc[2][4][2], sacc[2][4], arow[2];
+  for (int r = 0; r < nrow; r++) {
+    arow[r] = nc_fptr(g, A, nc_mul(g, nc_add(g, m, c64(g, r)), lda));
+    for (int c = 0; c < ncol; c++) {
+      sacc[r][c] = nc_var(g, g->f32, "ssum", NULL);
+      for (int u = 0; u < U; u++) acc[r][c][u] = nc_var(g, g->vec, "sacc", LLVMConstNull(g->vec));
+    }
+  }
+  LLVMValueRef kv = nc_sub(g, K, LLVMBuildSRem(g->b, K, c64(g, VW), ""));
+  LLVMValueRef kvu = nc_sub(g, K, LLVMBuildSRem(g->b, K, c64(g, U * VW), ""));
+  nc_loop Lk;
+  for (int pass = 0; pass < (U > 1 ? 2 : 1); pass++) {
+    // pass 0: steps of U vectors up to kvu; pass 1 (U == 2): the last single vector
+    int uu = pass ? 1 : U;
+    LLVMValueRef k = pass ? nc_loop_begin(g, &Lk, "sk1", kvu, kv, c64(g, VW))
+                          : nc_loop_begin(g, &Lk, "sk", c64(g, 0), kvu, c64(g, U * VW));
+    for (int u = 0; u < uu; u++) {
+      LLVMValueRef ku = nc_add(g, k, c64(g, u * VW));
+      LLVMValueRef x[2];
+      for (int r = 0; r < nrow; r++) x[r] = nc_loadv(g, nc_fptr(g, arow[r], ku));
+      for (int c = 0; c < ncol; c++) {
+        LLVMValueRef w = nc_loadv(g, nc_fptr(g, brow[c], ku));
+        for (int r = 0; r < nrow; r++) {
+          LLVMValueRef p = acc[r][c][u];
+          LLVMBuildStore(g->b, nc_fmav(g, x[r], w, LLVMBuildLoad2(g->b, g->vec, p, "")), p);
+        }
+      }
+    }
+    nc_loop_end(g, &Lk);
+  }
+  for (int r = 0; r < nrow; r++)
+    for (int c = 0; c < ncol; c++) {
+      LLVMValueRef v = LLVMBuildLoad2(g->b, g->vec, acc[r][c][0], "");
+      if (U > 1) v = LLVMBuildFAdd(g->b, v, LLVMBuildLoad2(g->b, g->vec, acc[r][c][1], ""), "");
+      LLVMBuildStore(g->b, nc_hsum(g, v), sacc[r][c]);
+    }
+  LLVMValueRef k = nc_loop_begin(g, &Lk, "skt", kv, K, c64(g, 1));
+  for (int r = 0; r < nrow; r++) {
+    LLVMValueRef xs = nc_loadf(g, nc_fptr(g, arow[r], k));
+    for (int c = 0; c < ncol; c++)
+      LLVMBuildStore(g->b, nc_fmaf(g, xs, nc_loadf(g, nc_fptr(g, brow[c], k)), nc_loadf(g, sacc[r][c])), sacc[r][c]);
+  }
+  nc_loop_end(g, &Lk);
+  for (int r = 0; r < nrow; r++) {
+    LLVMValueRef crow = nc_fptr(g, C, nc_mul(g, nc_add(g, m, c64(g, r)), ldc));
+    for (int c = 0; c < ncol; c++)
+      nc_store_ab(g, nc_loadf(g, sacc[r][c]), nc_fptr(g, crow, nc_add(g, j0, c64(g, c))), alpha, beta, false);
+  }
+}
+
+// tb: columns j0..j0+ncol of C for all M rows, two rows at a time.
+static void nc_skinny_tb_block(nc_gg *g, int ncol, LLVMValueRef j0, LLVMValueRef A, LLVMValueRef B, LLVMValueRef C,
+                               LLVMValueRef M, LLVMValueRef K, LLVMValueRef lda, LLVMValueRef ldb, LLVMValueRef ldc,
+                               LLVMValueRef alpha, LLVMValueRef beta) {
+  LLVMValueRef brow[4];
+  for (int c = 0; c < ncol; c++) brow[c] = nc_fptr(g, B, nc_mul(g, nc_add(g, j0, c64(g, c)), ldb));
+  LLVMValueRef m2 = nc_sub(g, M, LLVMBuildSRem(g->b, M, c64(g, 2), ""));
+  nc_loop Lm;
+  LLVMValueRef m = nc_loop_begin(g, &Lm, "sm2", c64(g, 0), m2, c64(g, 2));
+  nc_skinny_tb_rows(g, ncol, 2, m, j0, A, brow, C, K, lda, ldc, alpha, beta);
+  nc_loop_end(g, &Lm);
+  m = nc_loop_begin(g, &Lm, "sm", m2, M, c64(g, 1));
+  nc_skinny_tb_rows(g, ncol, 1, m, j0, A, brow, C, K, lda, ldc, alpha, beta);
+  nc_loop_end(g, &Lm);
+}
+
+// !tb: columns j0..j0+nv*VW (nv > 0), or the single column j0 (nv == 0), B stored (K,N).
+static void nc_skinny_nn_block(nc_gg *g, int nv, LLVMValueRef j0, LLVMValueRef A, LLVMValueRef B, LLVMValueRef C,
+                               LLVMValueRef M, LLVMValueRef K, LLVMValueRef lda, LLVMValueRef ldb, LLVMValueRef ldc,
+                               LLVMValueRef alpha, LLVMValueRef beta) {
+  const int VW = g->k->vw;
+  LLVMTypeRef ty = nv ? g->vec : g->f32;
+  int na = nv ? nv : 1;
+  LLVMValueRef acc[8];
+  for (int v = 0; v < na; v++) acc[v] = nc_var(g, ty, "nacc", NULL);
+  nc_loop Lm, Lk;
+  LLVMValueRef m = nc_loop_begin(g, &Lm, "nm", c64(g, 0), M, c64(g, 1));
+  LLVMValueRef arow = nc_fptr(g, A, nc_mul(g, m, lda));
+  for (int v = 0; v < na; v++) LLVMBuildStore(g->b, LLVMConstNull(ty), acc[v]);
+  LLVMValueRef k = nc_loop_begin(g, &Lk, "nk", c64(g, 0), K, c64(g, 1));
+  LLVMValueRef a = nc_loadf(g, nc_fptr(g, arow, k));
+  LLVMValueRef bp = nc_fptr(g, B, nc_add(g, nc_mul(g, k, ldb), j0));
+  if (nv) {
+    LLVMValueRef av = nc_splat(g, a);
+    for (int v = 0; v < nv; v++)
+      LLVMBuildStore(g->b, nc_fmav(g, av, nc_loadv(g, nc_fptr(g, bp, c64(g, v * VW))), LLVMBuildLoad2(g->b, ty, acc[v], "")),
+                     acc[v]);
+  } else {
+    LLVMBuildStore(g->b, nc_fmaf(g, a, nc_loadf(g, bp), nc_loadf(g, acc[0])), acc[0]);
+  }
+  nc_loop_end(g, &Lk);
+  LLVMValueRef cp = nc_fptr(g, C, nc_add(g, nc_mul(g, m, ldc), j0));
+  for (int v = 0; v < na; v++)
+    nc_store_ab(g, LLVMBuildLoad2(g->b, ty, acc[v], ""), nc_fptr(g, cp, c64(g, v * VW)), alpha, beta, nv > 0);
+  nc_loop_end(g, &Lm);
+}
+
+#define NC_GEMM_SKINNY_COLS 4  // tb: columns of C per block
+#define NC_GEMM_SKINNY_NV 2    // !tb: vectors of columns per block
+
+static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
+  LLVMTypeRef ps[17] = {g->ptr, g->ptr, g->ptr};
+  for (int i = 3; i < 13; i++) ps[i] = g->i64;
+  ps[13] = ps[14] = g->f32;
+  ps[15] = ps[16] = g->i64;
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, 17, true);
+  LLVMValueRef P[17];
+  for (int i = 0; i < 17; i++) P[i] = LLVMGetParam(fn, (unsigned)i);
+  LLVMValueRef A = P[0], B = P[1], C = P[2], M = P[3], N = P[4], K = P[5], lda = P[6], ldb = P[7], ldc = P[8];
+  LLVMValueRef batch = P[9], sa = P[10], sb = P[11], sc = P[12], alpha = P[13], beta = P[14], t = P[15], T = P[16];
+  const int unit = g->s->tb ? NC_GEMM_SKINNY_COLS : NC_GEMM_SKINNY_NV * g->k->vw;
+  LLVMValueRef bsplit = LLVMBuildICmp(g->b, LLVMIntSGE, batch, T, "");
+  LLVMValueRef b0, b1, n0, n1, zero = c64(g, 0);
+  nc_split(g, batch, 1, t, T, &b0, &b1);
+  nc_split(g, N, unit, t, T, &n0, &n1);
+  b0 = LLVMBuildSelect(g->b, bsplit, b0, zero, "");
+  b1 = LLVMBuildSelect(g->b, bsplit, b1, batch, "");
+  n0 = LLVMBuildSelect(g->b, bsplit, zero, n0, "");
+  n1 = LLVMBuildSelect(g->b, bsplit, N, n1, "");
+  LLVMValueRef nfull = nc_add(g, n0, nc_mul(g, LLVMBuildSDiv(g->b, nc_sub(g, n1, n0), c64(g, unit), ""), c64(g, unit)));
+  nc_loop Lb, Lj;
+  LLVMValueRef bi = nc_loop_begin(g, &Lb, "sb", b0, b1, c64(g, 1));
+  LLVMValueRef Ab = nc_fptr(g, A, nc_mul(g, bi, sa));
+  LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
+  LLVMValueRef Cb = nc_fptr(g, C, nc_mul(g, bi, sc));
+  LLVMValueRef j = nc_loop_begin(g, &Lj, "sj", n0, nfull, c64(g, unit));
+  if (g->s->tb) nc_skinny_tb_block(g, NC_GEMM_SKINNY_COLS, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  else nc_skinny_nn_block(g, NC_GEMM_SKINNY_NV, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  nc_loop_end(g, &Lj);
+  j = nc_loop_begin(g, &Lj, "sjt", nfull, n1, c64(g, 1));
+  if (g->s->tb) nc_skinny_tb_block(g, 1, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  else nc_skinny_nn_block(g, 0, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  nc_loop_end(g, &Lj);
+  nc_loop_end(g, &Lb);
+  LLVMBuildRetVoid(g->b);
+  return fn;
+}
+
 // ---- driver -------------------------------------------------------------------
-static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb) {
+static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb, LLVMValueRef sk) {
   const nc_gemm_knobs *k = g->k;
   LLVMTypeRef ps[] = {g->ptr, g->i32, g->i32};
   LLVMValueRef fn = nc_begin_fn(g, g->s->name, ps, 3, false);
@@ -320,6 +502,14 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef sb = NC_F(stride_b, g->i64), sc = NC_F(stride_c, g->i64);
   LLVMValueRef alpha = NC_F(alpha, g->f32), beta = NC_F(beta, g->f32), work = NC_F(work, g->ptr);
 #undef NC_F
+  // Small M (decode): the skinny path, no packing (sk is NULL with ta).
+  nc_if fsk = {0};
+  if (sk) {
+    nc_if_begin(g, &fsk, LLVMBuildICmp(g->b, LLVMIntSLE, M, c64(g, NC_GEMM_SKINNY_M), ""));
+    LLVMValueRef skargs[17] = {A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T};
+    nc_call(g, sk, skargs, 17);
+    nc_if_else(g, &fsk);
+  }
   LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, (int64_t)(nc_gemm_workspace_size(k, 1) / sizeof(float)))));
   LLVMValueRef Ap = ws;
   LLVMValueRef Bp = nc_fptr(g, ws, c64(g, ((int64_t)k->mc * k->kc + 15) / 16 * 16));
@@ -432,6 +622,7 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
     nc_loop_end(g, &Lmi);
   }
   nc_loop_end(g, &Lb);
+  if (sk) nc_if_end(g, &fsk);
   LLVMBuildRetVoid(g->b);
 }
 
@@ -470,7 +661,12 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   LLVMValueRef pa = nc_emit_pack_a(&g, name);
   snprintf(name, sizeof name, "%s.pack_b", spec->name);
   LLVMValueRef pb = nc_emit_pack_b(&g, name);
-  nc_emit_driver(&g, uk, pa, pb);
+  LLVMValueRef sk = NULL;
+  if (!spec->ta) {
+    snprintf(name, sizeof name, "%s.skinny", spec->name);
+    sk = nc_emit_skinny(&g, name);
+  }
+  nc_emit_driver(&g, uk, pa, pb, sk);
   LLVMDisposeBuilder(g.b);
   return NC_OK;
 }

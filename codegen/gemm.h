@@ -14,6 +14,13 @@
 // special. Shapes, strides and alpha/beta are run-time arguments; the knobs
 // and the transposes are compiled in.
 //
+// Small M (decode): with M <= 16 and no ta the function takes a "skinny" path
+// instead (decided per call from the run-time M): no packing and no workspace;
+// blocks of 4 columns of C (tb; 2 vectors without tb) against every row of A,
+// two rows at a time, vectorised along K, so each element of B is read from
+// memory once. Threads split columns (or whole batch items when batch >=
+// nthreads). A row's result is bit-identical for every M <= 16.
+//
 // Threading: the function takes (thread, nthreads) and computes only that
 // thread's share, so every thread of a pool calls it with the same args. With
 // batch >= nthreads whole matrices are split over threads; otherwise each

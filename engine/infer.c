@@ -44,7 +44,7 @@ typedef struct {
 struct nc_infer {
   nc_model_spec s;
   const nc_session *params;
-  nc_infer_plan pre, dec, dec1;  // dec1: DECODE_GEMV for a batch of one row (not on interp)
+  nc_infer_plan pre, dec, dec1;  // dec1: DECODE_GEMV for a batch of one row (not on interp or cpu)
   int rows_max, nrows;
   int64_t max_seq, tcap, tcap_alloc;
   int L, Hkv, D, C, V;
@@ -215,7 +215,12 @@ nc_status nc_infer_new(const nc_model_spec *s, const nc_session *params, const n
   for (int j = 0; j < m->D / 2; j++) m->inv_freq[j] = pow(s->rope_base, -2.0 * (double)j / (double)m->D);
   if ((st = nc_infer_plan_make(m, NC_GPT_PREFILL, d, &m->pre))) goto fail;
   if ((st = nc_infer_plan_make(m, NC_GPT_DECODE, d, &m->dec))) goto fail;
-  if (d->kind != NC_DEV_INTERP && (st = nc_infer_plan_make(m, NC_GPT_DECODE_GEMV, d, &m->dec1))) goto fail;
+  // One-row plan (linear layers as reductions) only where the GEMM has no small-M path:
+  // on the CPU the GEMM template streams the weights once for M <= 16 (codegen/gemm.c,
+  // "skinny"), which measured ~1.8x faster than the reductions at batch 1 (docs/engine.md).
+  if (d->kind != NC_DEV_INTERP && d->kind != NC_DEV_CPU &&
+      (st = nc_infer_plan_make(m, NC_GPT_DECODE_GEMV, d, &m->dec1)))
+    goto fail;
   m->mask = calloc((size_t)m->nwin + 1, sizeof *m->mask);
   if (!m->mask) {
     st = nc_errorf(NC_E_NOMEM, "out of memory");

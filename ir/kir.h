@@ -75,6 +75,9 @@ enum { NC_KSCHED_PARALLEL = 1, NC_KSCHED_VECTORIZE = 2, NC_KSCHED_UNROLL = 4 };
 // C packed (M,N). Optional arg 9 `sym` (nargs 10) = 1 is a hint that every
 // C[q] is symmetric (M == N): a backend may compute only the lower triangle
 // and mirror it; ignoring the hint is always correct.
+// Backends choose the algorithm per call from the bound sizes: the CPU GEMM
+// (codegen/gemm.c) takes an unpacked "skinny" path for M <= 16 without ta
+// (decode), the packed Goto/BLIS nest otherwise; same results up to rounding.
 typedef enum { NC_KT_MATMUL, NC_KT_COUNT } nc_ktemplate;
 
 #define NC_KCALL_MAX_ARGS 12

@@ -14,6 +14,10 @@
 #include "runtime/kir_eval.h"
 #include "runtime/threadpool.h"
 
+// Bumped whenever the emitted machine code changes for the same plan and knobs
+// (2-8: the GEMM's skinny small-M path), so that cached objects are rebuilt.
+#define NC_CPU_CODEGEN_REV 8
+
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
 // (runtime/aot.h) link it without LLVM; JIT compilation is in cpu_jit.c.
@@ -22,6 +26,7 @@ struct nc_cpu {
   void *release_ctx;
   nc_pool *pool;
   int nthreads;
+  int64_t serial_work;  // launches with less estimated work run on the caller alone (0: never)
   int nkernels;
   nc_kernel_fn *fns;   // per plan kernel (NULL for templates)
   nc_gemm_fn gemm[8];  // by sym*4 + ta*2 + tb
@@ -120,6 +125,7 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
   }
   // everything that decides the machine code goes into the key
   uint64_t key = nc_hash_u64(NC_HASH_SEED, NC_KCACHE_FORMAT);
+  key = nc_hash_u64(key, NC_CPU_CODEGEN_REV);
   key = nc_hash_bytes(key, llvm_version, strlen(llvm_version));
   key = nc_hash_bytes(key, cpu, strlen(cpu));
   key = nc_hash_bytes(key, features, strlen(features));
@@ -171,6 +177,20 @@ static nc_status nc_cpu_new_exec(const nc_plan *p, const nc_cpu_opts *o, nc_cpu 
     return st;
   }
   c->nthreads = nc_pool_nthreads(c->pool);
+  c->serial_work = NC_CPU_SERIAL_WORK_DEFAULT;
+  const char *env = getenv("NC_CPU_SERIAL_WORK");
+  if (o && o->serial_work) {
+    c->serial_work = o->serial_work < 0 ? 0 : o->serial_work;
+  } else if (env && *env) {
+    char *end;
+    long long v = strtoll(env, &end, 10);
+    if (*end || v < 0) {
+      nc_pool_free(c->pool);
+      free(c);
+      return nc_errorf(NC_E_INVALID, "environment NC_CPU_SERIAL_WORK='%s' is not a non-negative integer", env);
+    }
+    c->serial_work = v;
+  }
   c->nkernels = p->nkernels;
   c->fns = calloc((size_t)p->nkernels + 1, sizeof *c->fns);
   c->ktime = calloc((size_t)p->nkernels + 1, sizeof *c->ktime);
@@ -296,6 +316,42 @@ void nc_cpu_profile_print(const nc_cpu *c, const nc_plan *p, int top, FILE *f) {
   free(order);
 }
 
+// True when x is index arithmetic over kernel arguments only (no loop
+// variable, load or accumulator), so it can be evaluated before the launch.
+static bool nc_cpu_x_static(const nc_kernel *k, nc_kx x, int depth) {
+  if (x == NC_KX_NONE) return true;
+  if (depth > 32) return false;
+  const nc_kexpr *e = nc_kx_get(k, x);
+  switch (e->kind) {
+    case NC_KX_CONST: case NC_KX_ARG: return true;
+    case NC_KX_UNARY: case NC_KX_BINARY: case NC_KX_SELECT: case NC_KX_CAST:
+      return nc_cpu_x_static(k, e->a, depth + 1) && nc_cpu_x_static(k, e->b, depth + 1) &&
+             nc_cpu_x_static(k, e->c, depth + 1);
+    default: return false;
+  }
+}
+
+// Statements executed by the block starting at s, each loop counted with its
+// trip count (a bound that depends on an outer loop counts as 64), saturating.
+static double nc_cpu_work(const nc_kernel *k, nc_ks s, const int64_t *args, int depth) {
+  double w = 0;
+  for (; s != NC_KS_NONE && depth < 32; s = k->s[s].next) {
+    const nc_kstmt *st = &k->s[s];
+    if (st->kind != NC_KS_FOR) {
+      w += 1;
+      continue;
+    }
+    double trip = 64;
+    if (nc_cpu_x_static(k, st->begin, 0) && nc_cpu_x_static(k, st->end, 0)) {
+      int64_t b = nc_kernel_eval_index(k, st->begin, args), e = nc_kernel_eval_index(k, st->end, args);
+      trip = e > b ? (double)(e - b) : 0;
+    }
+    w += trip * nc_cpu_work(k, st->body, args, depth + 1);
+    if (w > 1e18) return 1e18;
+  }
+  return w;
+}
+
 static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   if (nc_kernel_is_template(k)) {
     const nc_kstmt *s = nc_ks_get(k, k->body);
@@ -321,8 +377,9 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     t.a.alpha = 1.0f;
     t.a.beta = v[8] ? 1.0f : 0.0f;
     t.a.work = c->work;
-    t.nthreads = c->nthreads;
-    return nc_pool_run(c->pool, c->nthreads, nc_gemm_task_run, &t);
+    double work = (double)v[0] * (double)v[1] * (double)v[2] * (double)v[3];
+    t.nthreads = work < (double)c->serial_work ? 1 : c->nthreads;
+    return nc_pool_run(c->pool, t.nthreads, nc_gemm_task_run, &t);
   }
   // A kernel without a parallel loop (a reduction to a scalar, say) runs on
   // one thread: every thread would otherwise run all of it, racing on its
@@ -330,7 +387,7 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
   bool parallel = false;
   for (nc_ks s = k->body; s != NC_KS_NONE && !parallel; s = k->s[s].next)
     parallel = k->s[s].kind == NC_KS_FOR && (k->s[s].sched & NC_KSCHED_PARALLEL);
-  int n = parallel ? c->nthreads : 1;
+  int n = parallel && c->nthreads > 1 && nc_cpu_work(k, k->body, args, 0) >= (double)c->serial_work ? c->nthreads : 1;
   nc_cpu_task t = {c->fns[ki], bufs, args, n};
   return nc_pool_run(c->pool, n, nc_cpu_task_run, &t);
 }

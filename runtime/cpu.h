@@ -13,7 +13,15 @@ typedef struct {
   int threads;     // 0 = one per core
   bool avx2_only;  // restrict codegen to AVX2 (tests the fallback)
   bool verbose;    // print each kernel's kernel IR
+  // Launches whose estimated work (innermost statements executed; a GEMM's
+  // batch*M*N*K) is below this run on the calling thread alone, without
+  // waking the pool (a fork-join costs ~5 us idle, up to ~1 ms on a loaded
+  // machine). 0: the environment's NC_CPU_SERIAL_WORK, else
+  // NC_CPU_SERIAL_WORK_DEFAULT; < 0: every parallel kernel uses every thread.
+  int64_t serial_work;
 } nc_cpu_opts;
+
+#define NC_CPU_SERIAL_WORK_DEFAULT 32768
 
 #include "codegen/gemm.h"
 

@@ -227,3 +227,33 @@ Test(engine_infer, bad_inputs_are_errors) {
   nc_infer_free(m);
   nc_session_free(p);
 }
+
+// Every parallel kernel on both threads, however small (NC_CPU_SERIAL_WORK=0):
+// the default runs this tiny model's kernels on the calling thread alone.
+Test(engine_infer, tiny_all_cpu_always_parallel) {
+  cr_assert_eq(setenv("NC_CPU_SERIAL_WORK", "0", 1), 0);
+  scenario("tiny-all", 40, "cpu", 30, 12, 20, 3, 2e-4);
+}
+
+// The one-row GEMV decode plan still runs where it is built (not on the CPU):
+// the kernel IR evaluator.
+Test(engine_infer, tiny_all_eval_matches_full_forward) { scenario("tiny-all", 0, "eval", 12, 6, 10, 3, 2e-4); }
+
+Test(engine_infer, bad_serial_work_env_is_an_error) {
+  nc_model_spec s = spec("tiny", 0);
+  nc_session *p = params(&s);
+  nc_device d;
+  cr_assert_null(nc_device_parse("cpu", &d));
+  static const char *bad[] = {"abc", "-5", "12x"};
+  for (int i = 0; i < 3; i++) {
+    cr_assert_eq(setenv("NC_CPU_SERIAL_WORK", bad[i], 1), 0);
+    nc_infer *m = NULL;
+    nc_status st = nc_infer_new(&s, p, &d, 2, 0, &m);
+    cr_assert_not_null(st, "NC_CPU_SERIAL_WORK=%s accepted", bad[i]);
+    cr_assert(strstr(nc_status_msg(st), "NC_CPU_SERIAL_WORK") && strstr(nc_status_msg(st), bad[i]), "%s",
+              nc_status_msg(st));
+    nc_status_free(st);
+    cr_assert_null(m);
+  }
+  nc_session_free(p);
+}

@@ -444,3 +444,80 @@ Test(gemm, symmetric_output_tiny_blocks) {
   sym_suite(jit, &kn, "tiny1", 20, 79);
   nc_jit_free(jit);
 }
+
+// The skinny path (M <= 16, !ta: decode's small-M products, no packing) on odd
+// and decode-sized N and K, batches, 1..3 threads, every transpose (ta takes
+// the packed path), M = 17 just past the threshold; AVX-512 and AVX2 knobs.
+static void skinny_suite(nc_jit *jit, const char *tag, uint64_t seed) {
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_fn fns[4];
+  compile4(jit, &kn, tag, fns);
+  uint64_t rng = seed;
+  static const int ns[] = {1, 3, 4, 5, 31, 33, 67, 130, 1601};
+  static const int ks[] = {0, 1, 7, 15, 16, 17, 33, 520, 777};
+  for (int it = 0; it < 60; it++) {
+    shape s = {0};
+    s.m = it % 10 == 9 ? 17 : rng_int(&rng, 1, 16);
+    s.n = ns[rng_int(&rng, 0, 8)];
+    s.k = ks[rng_int(&rng, 0, 8)];
+    s.ta = it % 7 == 6;
+    s.tb = it % 2 == 0;
+    s.batch = rng_int(&rng, 1, 4);
+    s.threads = rng_int(&rng, 1, 3);
+    static const float betas[] = {0.0f, 1.0f, 0.5f};
+    s.beta = betas[it % 3];
+    s.alpha = it % 5 == 4 ? -0.75f : 1.0f;
+    s.pad = it % 4 == 3 ? rng_int(&rng, 1, 5) : 0;
+    double e = check_one(fns[s.ta + 2 * s.tb], &kn, s, &rng);
+    cr_assert(e < tol_for(s.k),
+              "%s: M=%d N=%d K=%d ta=%d tb=%d batch=%d threads=%d alpha=%g beta=%g pad=%d: rel err %g", tag,
+              s.m, s.n, s.k, s.ta, s.tb, s.batch, s.threads, s.alpha, s.beta, s.pad, e);
+  }
+}
+
+Test(gemm, skinny_small_m) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  skinny_suite(jit, "skinny", 31337);
+  nc_jit_free(jit);
+  nc_jit_options o = {.avx2_only = true};
+  nc_status st = nc_jit_create(&o, &jit);
+  if (st) {
+    nc_status_free(st);
+    return;
+  }
+  skinny_suite(jit, "skinny2", 31338);
+  nc_jit_free(jit);
+}
+
+// The skinny path sums every row in the same order whatever M (1..16) and the
+// thread count: decode logits of a row do not depend on the batch beside it.
+Test(gemm, skinny_rows_do_not_depend_on_m) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_spec spec = {.name = "gemm_rowind", .tb = true, .knobs = kn};
+  nc_gemm_fn fn;
+  OK(nc_gemm_compile(jit, &spec, &fn));
+  enum { N = 37, K = 203, MMAX = 16 };
+  static float a[MMAX * K], b[N * K], c1[N], cm[MMAX * N];
+  uint64_t rng = 5;
+  for (int i = 0; i < MMAX * K; i++) a[i] = rng_float(&rng);
+  for (int i = 0; i < N * K; i++) b[i] = rng_float(&rng);
+  float *work = aligned_alloc(64, (nc_gemm_workspace_size(&kn, 3) + 63) / 64 * 64);
+  for (int m = 1; m <= MMAX; m++) {
+    nc_gemm_args args = {.a = a, .b = b, .c = cm, .m = m, .n = N, .k = K, .lda = K, .ldb = K, .ldc = N,
+                         .batch = 1, .alpha = 1, .beta = 0, .work = work};
+    run_threads(fn, &args, 1 + m % 3);
+    for (int r = 0; r < m; r++) {
+      nc_gemm_args one = args;
+      one.a = a + r * K;
+      one.c = c1;
+      one.m = 1;
+      run_threads(fn, &one, 1);
+      cr_assert(!memcmp(c1, cm + r * N, sizeof c1), "M=%d: row %d differs from the same row computed alone", m, r);
+    }
+  }
+  free(work);
+  nc_jit_free(jit);
+}
