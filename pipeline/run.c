@@ -525,7 +525,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   if (lead && !fresh) fprintf(stderr, "%s: resumed from %s at step %lld\n", nc_stage_name(o->stage), o->out_dir, (long long)r->step);
 
   bool tty = lead && !o->quiet && isatty(2);
-  double t_start = nc_run_now(), t_first = t_start, step_dt[3] = {0, 0, 0};
+  double t_start = nc_run_now(), t_first = t_start, t_ten = t_start, step_dt[3] = {0, 0, 0};
   double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
   while (r->step < r->h.steps) {
     int64_t s = r->step;
@@ -552,9 +552,23 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     // warmdown begins, so that a machine that slows down or speeds up still ends on time.
     int64_t wd_start = r->sched.steps - (int64_t)llround(r->sched.warmdown_ratio * (double)r->sched.steps);
     bool replan = r->step > 3 && r->step % 10 == 0 && r->step < wd_start - 1;
-    if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && (r->step == 3 || replan)) {
+    // In the warmdown the horizon only shrinks, when the run is more than 5 % behind its budget
+    // (the machine slowed down): the rest of the warmdown is compressed (the LR steps down).
+    bool behind = false;
+    if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && !replan && r->step > 3 && r->step % 10 == 0) {
+      double now = nc_run_now(), per = fmax((now - t_first) / (double)(r->step - 1), (now - t_ten) / 10.0);  // recent pace
+      double end = (now - t_start) + per * (double)(r->h.steps - r->step);
+      behind = end > 1.05 * o->time_budget_s;
+      if (o->dist && o->dist->world > 1) {  // rank 0 decides for all
+        double v = lead && behind ? 1 : 0;
+        NC_TRY(nc_dist_allreduce_f64(o->dist, &v, 1));
+        behind = v > 0;
+      }
+    }
+    if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && (r->step == 3 || replan || behind)) {
       double now = nc_run_now(), left = o->time_budget_s - (now - t_start);
       double per = r->step == 3 ? 0.5 * (step_dt[1] + step_dt[2]) : (now - t_first) / (double)(r->step - 1);
+      if (behind) per = fmax(per, (now - t_ten) / 10.0);
       if (o->dist && o->dist->world > 1) {  // every rank takes rank 0's pace: all must agree on the horizon
         double v[2] = {lead ? per : 0, lead ? left : 0};
         NC_TRY(nc_dist_allreduce_f64(o->dist, v, 2));
@@ -562,6 +576,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
       }
       int64_t n = r->step + (int64_t)(left > 0 ? left / per : 0), old_steps = r->h.steps;
       if (n < r->step + 1) n = r->step + 1;
+      if (behind && n > old_steps) n = old_steps;
       if (o->weight_decay < 0 && o->stage == NC_STAGE_BASE) muon_wd *= (double)r->h.steps / (double)n;
       r->h.steps = r->sched.steps = n;
       r->h.tokens = (double)n * (double)r->h.batch_tokens;
@@ -573,6 +588,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
                   o->time_budget_s);
       }
     }
+    if (r->step % 10 == 0) t_ten = nc_run_now();
     if (s > 0) r->train_seconds += dt;  // the first step includes warm-up (nanochat skips the first steps too)
     r->smooth = 0.9 * r->smooth + 0.1 * loss;
     double debiased = r->smooth / (1 - pow(0.9, (double)r->step));
