@@ -63,9 +63,13 @@ try {
     await page.click("#topk", { clickCount: 3 });
     await page.type("#topk", "7");
     await page.type("#input", "Hello, who are you?");
+    // Throttle the page's downloads so that the reply's events arrive over several frames even
+    // on a fast machine (a whole reply within one frame would leave nothing to see streaming).
+    await page.emulateNetworkConditions({ offline: false, download: 16 * 1024, upload: 1 << 20, latency: 0 });
     await page.keyboard.press("Enter");
     await page.waitForFunction(() => document.body.dataset.state === "streaming", { timeout: 10000 });
     await idle();
+    await page.emulateNetworkConditions(null);
     assert.deepEqual(await texts(".msg.user"), ["Hello, who are you?"]);
     const replies = await texts(".msg.assistant .body");
     assert.equal(replies.length, 1);
