@@ -23,6 +23,7 @@
 #include "chat/model_io.h"
 #include "models/train.h"
 #include "pipeline/dist.h"
+#include "tests/support/corpus_util.h"
 #include "runtime/checkpoint.h"
 #include "runtime/session.h"
 
@@ -79,23 +80,7 @@ static void make_spec(void) {
 
 static void make_data(void) {
   make_spec();
-  static const char *w[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "and", "then", "slept", "under", "tree"};
-  for (int f = 0; f < 2; f++) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmp, f ? "val.txt" : "train.txt");
-    FILE *o = fopen(path, "w");
-    cr_assert(o);
-    unsigned x = f ? 7u : 1u;
-    for (int d = 0; d < (f ? 40 : 400); d++) {
-      int len = 5 + (int)(x % 40);
-      for (int k = 0; k < len; k++) {
-        x = x * 1103515245u + 12345u;
-        fprintf(o, "%s%s", k ? " " : "", w[(x >> 16) % 15]);
-      }
-      fprintf(o, ".\n\n");
-    }
-    fclose(o);
-  }
+  nc_test_write_corpus(tmp);
   char c[2048];
   snprintf(c, sizeof c, "mkdir -p %s/tok && %s/cli/nanochat tok train -q -i %s/train.txt --vocab-size 300 -o %s/tok/t.tiktoken", tmp,
            getenv("NC_BUILD_DIR"), tmp, tmp);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "tests/support/corpus_util.h"
+
 #include "pipeline/plot.h"
 #include "pipeline/schedule.h"
 
@@ -184,23 +186,7 @@ static int nc(const char *args) {
 // A small corpus (distinct sentences) in tmp/train.txt and tmp/val.txt and a
 // 300-token tokenizer trained on it.
 static void make_data(void) {
-  static const char *w[] = {"the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away", "and", "then", "slept", "under", "tree"};
-  for (int f = 0; f < 2; f++) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", tmp, f ? "val.txt" : "train.txt");
-    FILE *o = fopen(path, "w");
-    cr_assert(o);
-    unsigned x = f ? 7u : 1u;
-    for (int d = 0; d < (f ? 40 : 400); d++) {
-      int len = 5 + (int)(x % 40);
-      for (int k = 0; k < len; k++) {
-        x = x * 1103515245u + 12345u;
-        fprintf(o, "%s%s", k ? " " : "", w[(x >> 16) % 15]);
-      }
-      fprintf(o, ".\n\n");
-    }
-    fclose(o);
-  }
+  nc_test_write_corpus(tmp);
   char args[1024];
   snprintf(args, sizeof args, "tok train -q -i %s/train.txt --vocab-size 300 -o %s/tokenizer/tokenizer.tiktoken", tmp, tmp);
   snprintf(cmdbuf, sizeof cmdbuf, "mkdir -p %s/tokenizer", tmp);
