@@ -24,5 +24,11 @@ bool nc_kcache_dir(char *buf, size_t n);
 // *data == NULL when absent, corrupt or of another key.
 nc_status nc_kcache_get(uint64_t key, void **data, size_t *size);
 nc_status nc_kcache_put(uint64_t key, const void *data, size_t size);
+// The entry format shared with runtime/ocl_cache.h: a header (8-byte magic,
+// format, key, size, payload checksum) then the payload. A missing, corrupt,
+// truncated or foreign file reads as *data == NULL.
+void nc_kcache_entry_read(const char *path, const char magic[8], uint32_t format, uint64_t key, void **data, size_t *size);
+nc_status nc_kcache_entry_write(const char *path, const char magic[8], uint32_t format, uint64_t key, const void *data,
+                                size_t size);
 
 #endif
