@@ -291,9 +291,20 @@ Test(base_train, bad_flags_and_data) {
   cr_assert_neq(nc("base-train --data x --val y"), 0);
   cr_assert(strstr(outbuf, "--spec"), "%s", outbuf);
   cr_assert_eq(nc("base-train --warmdown-ratio 2 --spec x.xml"), 2);
+  cr_assert_eq(nc("base-train --time-budget 0 --spec x.xml"), 2);
+  cr_assert(strstr(outbuf, "--time-budget"), "%s", outbuf);
+  cr_assert_eq(nc("bench train --spec x.xml --precision fp16"), 2);
+  cr_assert(strstr(outbuf, "fp16"), "%s", outbuf);
   train_args(a, sizeof a, "r1", "--data /nonexistent/shard.txt");
   cr_assert_neq(nc(a), 0);
   cr_assert(strstr(outbuf, "/nonexistent/shard.txt"), "%s", outbuf);
+  // a fresh run into a folder that holds checkpoints: refused unless --overwrite
+  train_args(a, sizeof a, "r0", "--num-iterations 1 --eval-every 0 --eval-batches 1");
+  cr_assert_eq(nc(a), 0, "%s", outbuf);
+  cr_assert_neq(nc(a), 0);
+  cr_assert(strstr(outbuf, "--overwrite"), "%s", outbuf);
+  train_args(a, sizeof a, "r0", "--num-iterations 1 --eval-every 0 --eval-batches 1 --overwrite");
+  cr_assert_eq(nc(a), 0, "%s", outbuf);
   train_args(a, sizeof a, "r2", "--total-batch-size 100");
   cr_assert_neq(nc(a), 0);
   cr_assert(strstr(outbuf, "--total-batch-size 100"), "%s", outbuf);
