@@ -19,5 +19,6 @@ int nc_cmd_report(int argc, char **argv);
 int nc_cmd_rl(int argc, char **argv);
 int nc_cmd_data(int argc, char **argv);
 int nc_cmd_eval(int argc, char **argv);
+int nc_cmd_tune(int argc, char **argv);
 
 #endif

@@ -27,6 +27,7 @@ static const nc_command nc_commands[] = {
     {"rl", nc_cmd_rl, "reinforcement learning on \"#### N\" questions (nanochat's chat_rl)"},
     {"report", nc_cmd_report, "write the report card (report.md) of a run"},
     {"eval", nc_cmd_eval, "evaluate a checkpoint: CORE and bpb (base), chat evals and ChatCORE (chat)"},
+    {"tune", nc_cmd_tune, "autotune the GEMM knobs for a spec's shapes on a device (tuning database)"},
 };
 #define NC_NCOMMANDS ((int)(sizeof nc_commands / sizeof nc_commands[0]))
 

@@ -54,3 +54,24 @@ static int64_t nc_gemm_ws_floats(const nc_gemm_knobs *k) {
 size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads) {
   return (size_t)nc_gemm_ws_floats(k) * sizeof(float) * (size_t)(nthreads < 1 ? 1 : nthreads);
 }
+
+// ---- the knob table (codegen/tune.h): what the autotuner searches ----------
+#include "codegen/tune.h"
+
+static nc_status nc_gemm_knobs_check_any(const void *k) { return nc_gemm_knobs_check(k); }
+
+// vw is fixed by the CPU (the default's); the search values keep mc a
+// multiple of every mr and nc of every nr, so most combinations are valid.
+static const nc_knob nc_gemm_knobs_table[] = {
+    {"vw", offsetof(nc_gemm_knobs, vw), 4, 16, 0, {0}, "floats per vector register (fixed by the CPU)"},
+    {"mr", offsetof(nc_gemm_knobs, mr), 1, 32, 5, {4, 6, 8, 12, 14}, "rows of the register block"},
+    {"nr", offsetof(nc_gemm_knobs, nr), 4, 512, 5, {16, 32, 48, 64, 96}, "columns of the register block (multiple of vw)"},
+    {"kc", offsetof(nc_gemm_knobs, kc), 1, 8192, 6, {128, 192, 256, 384, 512, 768}, "K depth of a packed panel"},
+    {"mc", offsetof(nc_gemm_knobs, mc), 1, 8192, 6, {48, 96, 120, 168, 240, 336}, "rows of A per packed block (multiple of mr)"},
+    {"nc", offsetof(nc_gemm_knobs, nc), 1, 65536, 6, {192, 384, 576, 768, 1152, 1536}, "columns of B per packed panel (multiple of nr)"},
+    {"ku", offsetof(nc_gemm_knobs, ku), 1, 16, 4, {1, 2, 4, 8}, "unroll of the micro-kernel's k loop"},
+    {"order", offsetof(nc_gemm_knobs, order), 0, 1, 2, {0, 1}, "0: B panel reused from L1; 1: A panel reused from L1"},
+    {"prefetch_b", offsetof(nc_gemm_knobs, prefetch_b), 0, 64, 3, {0, 8, 16}, "prefetch packed B this many k steps ahead"},
+};
+
+const nc_knob_space nc_gemm_knob_space = {"cpu.gemm_f32", 9, nc_gemm_knobs_table, sizeof(nc_gemm_knobs), nc_gemm_knobs_check_any};

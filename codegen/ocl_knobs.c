@@ -1,0 +1,66 @@
+// The OpenCL GEMM templates' knob tables (codegen/tune.h), their launch
+// geometry and the renamed emission used for per-shape tuned kernels. The
+// templates themselves are in codegen/ocl_emit.c.
+#include <stdio.h>
+#include <string.h>
+
+#include "codegen/ocl_emit.h"
+#include "codegen/tune.h"
+
+static nc_status nc_ocl_knobs_check_any(const void *k) { return nc_ocl_knobs_check(k); }
+
+#define NC_OK_FIELD(f) offsetof(nc_ocl_knobs, f)
+
+// The fp32 tiled GEMM: a TM x TN tile of C per work-group of (TN/WN) x (TM/WM)
+// work-items, K in TK-deep local-memory slices.
+static const nc_knob nc_ocl_gemm_knobs[] = {
+    {"gemm_tm", NC_OK_FIELD(gemm_tm), 16, 256, 4, {16, 32, 64, 128}, "rows of C per work-group"},
+    {"gemm_tn", NC_OK_FIELD(gemm_tn), 16, 256, 4, {16, 32, 64, 128}, "columns of C per work-group"},
+    {"gemm_tk", NC_OK_FIELD(gemm_tk), 4, 64, 4, {8, 16, 32, 64}, "depth of the local-memory tiles"},
+    {"gemm_wm", NC_OK_FIELD(gemm_wm), 1, 16, 4, {1, 2, 4, 8}, "rows of C per work-item"},
+    {"gemm_wn", NC_OK_FIELD(gemm_wn), 1, 16, 4, {1, 2, 4, 8}, "columns of C per work-item"},
+};
+
+const nc_knob_space nc_ocl_gemm_knob_space = {"ocl.gemm_f32", 5, nc_ocl_gemm_knobs, sizeof(nc_ocl_knobs), nc_ocl_knobs_check_any};
+
+// The bf16 tensor-core GEMM (mma.sync m16n8k16): BM x BN blocks of C per
+// work-group, WM x WN per warp, K in BK steps.
+static const nc_knob nc_ocl_tc_knobs[] = {
+    {"tc_bm", NC_OK_FIELD(tc_bm), 16, 256, 5, {32, 64, 128, 192, 256}, "rows of C per work-group"},
+    {"tc_bn", NC_OK_FIELD(tc_bn), 8, 256, 5, {32, 64, 128, 192, 256}, "columns of C per work-group"},
+    {"tc_wm", NC_OK_FIELD(tc_wm), 16, 128, 4, {16, 32, 64, 128}, "rows of C per warp (multiple of 16)"},
+    {"tc_wn", NC_OK_FIELD(tc_wn), 8, 128, 5, {8, 16, 32, 64, 128}, "columns of C per warp (multiple of 8)"},
+    {"tc_bk", NC_OK_FIELD(tc_bk), 16, 64, 4, {16, 32, 48, 64}, "k-step (multiple of 16)"},
+};
+
+const nc_knob_space nc_ocl_tc_knob_space = {"ocl.gemm_bf16", 5, nc_ocl_tc_knobs, sizeof(nc_ocl_knobs), nc_ocl_knobs_check_any};
+
+void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t batch, size_t gws[3], size_t lws[3]) {
+  size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);
+  size_t gx = (size_t)((n + kn->gemm_tn - 1) / kn->gemm_tn) * lx;
+  size_t gy = (size_t)((m + kn->gemm_tm - 1) / kn->gemm_tm) * ly;
+  if (kn->gemm_tc) {  // one work-group of warps per tc_bm x tc_bn tile
+    lx = (size_t)(32 * (kn->tc_bm / kn->tc_wm) * (kn->tc_bn / kn->tc_wn)), ly = 1;
+    gx = (size_t)((n + kn->tc_bn - 1) / kn->tc_bn) * lx;
+    gy = (size_t)((m + kn->tc_bm - 1) / kn->tc_bm);
+  }
+  gws[0] = gx, gws[1] = gy, gws[2] = (size_t)batch;
+  lws[0] = lx, lws[1] = ly, lws[2] = 1;
+}
+
+nc_status nc_ocl_emit_gemm_named(const nc_ocl_knobs *kn, int variant, const char *name, nc_buf *out) {
+  nc_buf tmp;
+  nc_buf_init(&tmp);
+  nc_ocl_emit_gemm(kn, variant, &tmp);
+  char pat[64];
+  snprintf(pat, sizeof pat, "void %s(", nc_ocl_gemm_name(variant));
+  const char *at = tmp.data ? strstr(tmp.data, pat) : NULL;
+  if (!at || tmp.oom) {
+    nc_buf_free(&tmp);
+    return nc_errorf(NC_E_INTERNAL, "OpenCL GEMM %s: kernel declaration '%s' not found in the emitted source", nc_ocl_gemm_name(variant), pat);
+  }
+  size_t pre = (size_t)(at - tmp.data);
+  nc_buf_printf(out, "%.*svoid %s(%s", (int)pre, tmp.data, name, at + strlen(pat));
+  nc_buf_free(&tmp);
+  return NC_OK;
+}

@@ -1,0 +1,63 @@
+// Knob spaces of the code templates: what the autotuner (`nanochat tune`,
+// runtime/tuner.h) may change and what the tuning database (runtime/tunedb.h)
+// may hold. Each template declares its table next to its defaults:
+//   nc_gemm_knob_space      the CPU GEMM (codegen/gemm.h), in codegen/gemm_knobs.c
+//   nc_ocl_gemm_knob_space  the OpenCL fp32 tiled GEMM (codegen/ocl_emit.h), codegen/ocl_knobs.c
+//   nc_ocl_tc_knob_space    the OpenCL bf16 tensor-core GEMM, codegen/ocl_knobs.c
+// A knob is an int field of the template's knob struct with a valid range
+// (every database entry is checked against it) and the values the tuner
+// searches; the template's own check adds the constraints between knobs.
+// docs/tuning.md lists the knobs.
+#ifndef NC_CODEGEN_TUNE_H
+#define NC_CODEGEN_TUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codegen/ocl_emit.h"
+#include "support/status.h"
+
+#define NC_KNOB_MAX_SEARCH 12
+#define NC_KNOB_MAX 16
+
+typedef struct {
+  const char *name;  // key in the tuning database
+  size_t offset;     // of its int field in the knob struct
+  int min, max;      // valid range
+  int nsearch;       // values the tuner tries (0: fixed at the device default)
+  int search[NC_KNOB_MAX_SEARCH];
+  const char *doc;
+} nc_knob;
+
+typedef struct {
+  const char *name;  // the template: "cpu.gemm_f32", "ocl.gemm_f32", "ocl.gemm_bf16"
+  int nknobs;
+  const nc_knob *knobs;
+  size_t size;                             // sizeof the knob struct
+  nc_status (*check)(const void *knobs);   // the template's constraints between knobs
+} nc_knob_space;
+
+extern const nc_knob_space nc_gemm_knob_space;
+extern const nc_knob_space nc_ocl_gemm_knob_space;
+extern const nc_knob_space nc_ocl_tc_knob_space;
+
+// The space named name, or NULL.
+const nc_knob_space *nc_knob_space_find(const char *name);
+// Index of the knob called name in s, or -1.
+int nc_knob_find(const nc_knob_space *s, const char *name);
+int nc_knob_get(const nc_knob_space *s, const void *knobs, int i);
+void nc_knob_set(const nc_knob_space *s, void *knobs, int i, int v);
+// Knob i's range, then the template's own check.
+nc_status nc_knob_check(const nc_knob_space *s, const void *knobs);
+// "mr=6 nr=64 ..." (the searched knobs) into buf.
+void nc_knob_format(const nc_knob_space *s, const void *knobs, char *buf, size_t n);
+
+// Launch geometry of the OpenCL GEMM kernel (fp32 tiles or, with gemm_tc,
+// the tensor-core blocks) for C of M x N x batch, as runtime/ocl_device.c
+// launches it.
+void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t batch, size_t gws[3], size_t lws[3]);
+// The GEMM variant emitted under another kernel name (programs that hold
+// several knob sets of one variant): NC_E_INTERNAL if the name is not found.
+nc_status nc_ocl_emit_gemm_named(const nc_ocl_knobs *kn, int variant, const char *name, nc_buf *out);
+
+#endif

@@ -1,0 +1,61 @@
+// Tuned GEMM kernels for OpenCL programs (runtime/ocl_tune.h).
+#include "runtime/ocl_tune.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/tune.h"
+#include "runtime/tunedb.h"
+
+int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, const bool need[4], nc_ocl_tuned_gemm *out, int max) {
+  nc_tunedb *db = nc_tunedb_open_default();
+  if (!db) return 0;
+  char device[192], driver[192], kernel[128];
+  nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
+  const nc_knob_space *sp = def->gemm_tc ? &nc_ocl_tc_knob_space : &nc_ocl_gemm_knob_space;
+  int n = 0;
+  for (int v = 0; v < 4; v++) {
+    if (!need[v]) continue;
+    nc_tune_ocl_kernel(v, def->gemm_tc, kernel, sizeof kernel);
+    const nc_tune_entry *es[NC_OCL_MAX_TUNED];
+    int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_MAX_TUNED);
+    for (int i = 0; i < ne && n < max; i++) {
+      long long b, m, nn, k;
+      char tail;
+      if (sscanf(es[i]->shape, "batch=%lld m=%lld n=%lld k=%lld%c", &b, &m, &nn, &k, &tail) != 4 || b < 1 || m < 1 || nn < 1 || k < 1) {
+        nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not 'batch=B m=M n=N k=K'; ignored", nc_tunedb_file(db),
+                       es[i]->device, es[i]->kernel, es[i]->shape);
+        continue;
+      }
+      nc_ocl_knobs kn = *def;
+      nc_status st = nc_tune_entry_apply(es[i], sp, &kn);
+      if (st) {
+        nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
+                       es[i]->shape, nc_status_msg(st));
+        nc_status_free(st);
+        continue;
+      }
+      if (!memcmp(&kn, def, sizeof kn)) continue;  // the default won
+      nc_ocl_tuned_gemm *t = &out[n];
+      *t = (nc_ocl_tuned_gemm){.variant = v, .batch = b, .m = m, .n = nn, .k = k, .knobs = kn};
+      int j = 0;  // equal knobs share one kernel
+      while (j < n && !(out[j].variant == v && !memcmp(&out[j].knobs, &kn, sizeof kn))) j++;
+      snprintf(t->name, sizeof t->name, "%s_t%d", nc_ocl_gemm_name(v), j);
+      n++;
+    }
+  }
+  const char *dbg = getenv("NC_DEBUG");
+  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned GEMM shapes from %s\n", n, nc_tunedb_file(db));
+  nc_tunedb_free(db);
+  return n;
+}
+
+nc_status nc_ocl_tuned_emit(const nc_ocl_tuned_gemm *t, int n, nc_buf *src) {
+  for (int i = 0; i < n; i++) {
+    bool first = true;
+    for (int j = 0; j < i && first; j++) first = strcmp(t[j].name, t[i].name) != 0;
+    if (first) NC_TRY(nc_ocl_emit_gemm_named(&t[i].knobs, t[i].variant, t[i].name, src));
+  }
+  return NC_OK;
+}

@@ -1,0 +1,593 @@
+// The autotuner and its database: knob spaces (codegen/tune.h), the JSON
+// database and its bad-content handling (runtime/tunedb.h), tuning runs on the
+// CPU and on PoCL that write entries the next compilation picks up
+// (runtime/tuner.h, runtime/cpu.h, runtime/ocl_device.h), the rejection of a
+// wrong candidate, and `nanochat tune`'s bad input.
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "codegen/gemm.h"
+#include "codegen/host.h"
+#include "codegen/tune.h"
+#include "ir/build.h"
+#include "passes/lower.h"
+#include "runtime/cpu.h"
+#include "runtime/ocl_device.h"
+#include "runtime/tunedb.h"
+#include "runtime/tuner.h"
+
+static char tmpdir[512];
+
+static void setup(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/nc_test_tune_%d", (int)getpid());
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", tmpdir, tmpdir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+static void teardown(void) {
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+  if (system(cmd)) {
+  }
+}
+
+TestSuite(tune, .init = setup, .fini = teardown);
+
+// PoCL 3.1 leaks inside its LLVM 15 whenever it compiles a kernel that is not
+// in its own cache (~/.cache/pocl), and the tuner's candidates are such
+// kernels: LeakSanitizer ignores allocations made from those two libraries
+// (ours are still checked).
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:libLLVM-15.so\n"; }
+
+static const char *tpath(char *buf, size_t n, const char *name) {
+  snprintf(buf, n, "%s/%s", tmpdir, name);
+  return buf;
+}
+
+static void write_text(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  cr_assert_not_null(f, "%s", path);
+  fputs(text, f);
+  fclose(f);
+}
+
+static bool warned(const nc_tunedb *db, const char *needle) {
+  for (int i = 0; i < nc_tunedb_nwarnings(db); i++)
+    if (strstr(nc_tunedb_warning(db, i), needle)) return true;
+  return false;
+}
+
+// ---- knob spaces -------------------------------------------------------------------
+Test(tune, knob_spaces_are_consistent) {
+  const nc_knob_space *spaces[] = {&nc_gemm_knob_space, &nc_ocl_gemm_knob_space, &nc_ocl_tc_knob_space};
+  for (int s = 0; s < 3; s++) {
+    const nc_knob_space *sp = spaces[s];
+    cr_assert_eq(nc_knob_space_find(sp->name), sp);
+    cr_assert_gt(sp->nknobs, 0);
+    int searched = 0;
+    for (int i = 0; i < sp->nknobs; i++) {
+      const nc_knob *k = &sp->knobs[i];
+      cr_assert_leq(k->min, k->max, "%s.%s", sp->name, k->name);
+      cr_assert_eq(nc_knob_find(sp, k->name), i);
+      cr_assert_leq(k->offset + sizeof(int), sp->size);
+      for (int v = 0; v < k->nsearch; v++)
+        cr_assert(k->search[v] >= k->min && k->search[v] <= k->max, "%s.%s value %d outside %d..%d", sp->name, k->name, k->search[v],
+                  k->min, k->max);
+      searched += k->nsearch > 0;
+    }
+    cr_assert_gt(searched, 0, "%s searches nothing", sp->name);
+  }
+  cr_assert_null(nc_knob_space_find("cpu.nope"));
+  // the device defaults are inside their spaces
+  nc_host_cpu zen = {.avx512f = true};
+  nc_gemm_knobs g512 = nc_gemm_knobs_default(&zen), g256 = nc_gemm_knobs_default(NULL);
+  cr_assert_null(nc_knob_check(&nc_gemm_knob_space, &g512));
+  cr_assert_null(nc_knob_check(&nc_gemm_knob_space, &g256));
+  for (int gpu = 0; gpu < 2; gpu++) {
+    nc_ocl_knobs o;
+    nc_ocl_knobs_default(gpu, &o);
+    cr_assert_null(nc_knob_check(&nc_ocl_gemm_knob_space, &o));
+    o.gemm_tc = 2;
+    o.tc_stages = 0;
+    cr_assert_null(nc_knob_check(&nc_ocl_tc_knob_space, &o));
+  }
+  // get/set by name, range errors name the knob, the template's own check runs
+  nc_gemm_knobs k = g512;
+  int mr = nc_knob_find(&nc_gemm_knob_space, "mr");
+  nc_knob_set(&nc_gemm_knob_space, &k, mr, 8);
+  cr_assert_eq(k.mr, 8);
+  cr_assert_eq(nc_knob_get(&nc_gemm_knob_space, &k, mr), 8);
+  nc_knob_set(&nc_gemm_knob_space, &k, mr, 99);
+  nc_status st = nc_knob_check(&nc_gemm_knob_space, &k);
+  cr_assert_not_null(st);
+  cr_assert(strstr(nc_status_msg(st), "mr=99"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  k = g512;
+  k.mr = 12, k.nr = 96;  // 72 accumulators: in range, rejected by the template
+  st = nc_knob_check(&nc_gemm_knob_space, &k);
+  cr_assert_not_null(st);
+  cr_assert(strstr(nc_status_msg(st), "accumulators"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  char buf[256];
+  nc_knob_format(&nc_gemm_knob_space, &g512, buf, sizeof buf);
+  cr_assert(strstr(buf, "mr=6 nr=64 kc=384"), "%s", buf);
+  cr_assert_null(strstr(buf, "vw="), "fixed knobs are not printed: %s", buf);
+}
+
+Test(tune, ocl_named_gemm_and_geometry) {
+  nc_ocl_knobs kn;
+  nc_ocl_knobs_default(false, &kn);  // 32x32 tiles, 4x4 per work-item
+  size_t g[3], l[3];
+  nc_ocl_gemm_geometry(&kn, 70, 37, 3, g, l);
+  cr_assert(l[0] == 8 && l[1] == 8 && l[2] == 1, "local %zu %zu %zu", l[0], l[1], l[2]);
+  cr_assert(g[0] == 16 && g[1] == 24 && g[2] == 3, "global %zu %zu %zu", g[0], g[1], g[2]);
+  for (int tc = 0; tc <= 2; tc += 2) {
+    kn.gemm_tc = tc;
+    kn.tc_stages = 0;
+    nc_buf b;
+    nc_buf_init(&b);
+    cr_assert_null(nc_ocl_emit_gemm_named(&kn, 1, "nc_gemm_nt_t7", &b));
+    cr_assert(strstr(b.data, "void nc_gemm_nt_t7("), "tc %d", tc);
+    cr_assert_null(strstr(b.data, "void nc_gemm_nt("), "tc %d: the default name is gone", tc);
+    nc_buf_free(&b);
+  }
+  kn.gemm_tc = 2;  // bf16 blocks: 32 * (bm/wm) * (bn/wn) work-items per bm x bn tile
+  nc_ocl_gemm_geometry(&kn, 70, 37, 1, g, l);
+  cr_assert(l[0] == (size_t)(32 * (kn.tc_bm / kn.tc_wm) * (kn.tc_bn / kn.tc_wn)) && l[1] == 1);
+  cr_assert(g[0] == (size_t)((37 + kn.tc_bn - 1) / kn.tc_bn) * l[0] && g[1] == (size_t)((70 + kn.tc_bm - 1) / kn.tc_bm));
+}
+
+// ---- the database -------------------------------------------------------------------
+static nc_tune_entry entry(const char *device, const char *driver, const char *kernel, const char *shape) {
+  nc_tune_entry e;
+  memset(&e, 0, sizeof e);
+  snprintf(e.device, sizeof e.device, "%s", device);
+  snprintf(e.driver, sizeof e.driver, "%s", driver);
+  snprintf(e.kernel, sizeof e.kernel, "%s", kernel);
+  snprintf(e.shape, sizeof e.shape, "%s", shape);
+  snprintf(e.date, sizeof e.date, "2026-11-26T00:00:00Z");
+  e.time_us = 10, e.default_time_us = 12;
+  return e;
+}
+
+Test(tune, database_round_trip_and_replace) {
+  char path[600];
+  tpath(path, sizeof path, "sub/dir/tune.json");
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(path, false, &db));  // absent: empty, no warning
+  cr_assert_eq(nc_tunedb_count(db), 0);
+  cr_assert_eq(nc_tunedb_nwarnings(db), 0);
+  nc_gemm_knobs k = nc_gemm_knobs_default(NULL);
+  k.mr = 4;
+  nc_tune_entry e = entry("cpu test", "LLVM 1", "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=8 threads=2", "batch=1 m=8 n=8 k=8");
+  nc_tune_entry_set_knobs(&e, &nc_gemm_knob_space, &k);
+  cr_assert_null(nc_tunedb_put(db, &e));
+  e.time_us = 5;  // same key: replaced
+  cr_assert_null(nc_tunedb_put(db, &e));
+  nc_tune_entry e2 = entry("cpu test", "LLVM 1", "cpu.gemm_f32 ta=0 tb=0 sym=0 vw=8 threads=2", "batch=1 m=8 n=8 k=8");
+  cr_assert_null(nc_tunedb_put(db, &e2));
+  cr_assert_eq(nc_tunedb_count(db), 2);
+  cr_assert_null(nc_tunedb_save(db, path));  // creates the folders
+  nc_tunedb_free(db);
+  // a temporary file is not left behind; the file is plain JSON
+  char cmd[700];
+  snprintf(cmd, sizeof cmd, "test $(ls -A '%s/sub/dir' | wc -l) -eq 1", tmpdir);
+  cr_assert_eq(system(cmd), 0, "the folder holds exactly tune.json");
+  json_error_t jerr;
+  json_t *root = json_load_file(path, 0, &jerr);
+  cr_assert_not_null(root, "%s", jerr.text);
+  cr_assert_eq(json_integer_value(json_object_get(root, "version")), NC_TUNEDB_VERSION);
+  json_t *e0 = json_array_get(json_object_get(root, "entries"), 0);
+  cr_assert_eq(json_integer_value(json_object_get(json_object_get(e0, "knobs"), "mr")), 4);
+  cr_assert_float_eq(json_number_value(json_object_get(e0, "speedup")), 12.0 / 5.0, 1e-9);
+  json_decref(root);
+  cr_assert_null(nc_tunedb_load(path, false, &db));
+  cr_assert_eq(nc_tunedb_nwarnings(db), 0);
+  cr_assert_eq(nc_tunedb_count(db), 2);
+  const nc_tune_entry *f = nc_tunedb_find(db, "cpu test", "LLVM 1", "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=8 threads=2", "batch=1 m=8 n=8 k=8");
+  cr_assert_not_null(f);
+  cr_assert_float_eq(f->time_us, 5, 1e-9);
+  nc_gemm_knobs got = nc_gemm_knobs_default(NULL);
+  cr_assert_null(nc_tune_entry_apply(f, &nc_gemm_knob_space, &got));
+  cr_assert_eq(memcmp(&got, &k, sizeof k), 0);
+  // another driver: stale, one warning naming the file and the entry
+  const nc_tune_entry *sel[4];
+  cr_assert_eq(nc_tunedb_select(db, "cpu test", "LLVM 2", "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=8 threads=2", sel, 4), 0);
+  cr_assert_eq(nc_tunedb_nwarnings(db), 1);
+  cr_assert(warned(db, "stale") && warned(db, path) && warned(db, "LLVM 1"), "%s", nc_tunedb_warning(db, 0));
+  cr_assert_eq(nc_tunedb_select(db, "cpu test", "LLVM 1", "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=8 threads=2", sel, 4), 1);
+  nc_tunedb_free(db);
+}
+
+static nc_tunedb *load_text(const char *name, const char *text) {
+  char path[600];
+  write_text(tpath(path, sizeof path, name), text);
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(path, false, &db));
+  return db;
+}
+
+#define GOOD_HEAD "{\"format\": \"nanochat-c tuning database\", \"version\": 1, \"entries\": ["
+#define E_KEYS "\"device\": \"cpu x\", \"driver\": \"LLVM 1\", \"kernel\": \"cpu.gemm_f32 ta=0 tb=1 sym=0 vw=16 threads=1\", \"shape\": \"batch=1 m=8 n=8 k=8\""
+
+Test(tune, bad_files_are_ignored_with_a_warning) {
+  struct {
+    const char *name, *text, *want;
+  } cases[] = {
+      {"notjson.json", "{\"format\": \"nanochat-c tuning database\", \"version\": 1, \"entries\": [", "not JSON"},
+      {"garbage.json", "\x01\x02 binary", "not JSON"},
+      {"other.json", "{\"format\": \"something else\", \"version\": 1, \"entries\": []}", "not a tuning database"},
+      {"array.json", "[1, 2]", "not a tuning database"},
+      {"v0.json", "{\"format\": \"nanochat-c tuning database\", \"version\": 0, \"entries\": []}", "stale"},
+      {"vstr.json", "{\"format\": \"nanochat-c tuning database\", \"version\": \"1\", \"entries\": []}", "version"},
+      {"noentries.json", "{\"format\": \"nanochat-c tuning database\", \"version\": 1, \"entries\": {}}", "not an array"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    nc_tunedb *db = load_text(cases[i].name, cases[i].text);
+    cr_assert_eq(nc_tunedb_count(db), 0, "%s", cases[i].name);
+    cr_assert_eq(nc_tunedb_nwarnings(db), 1, "%s: %d warnings", cases[i].name, nc_tunedb_nwarnings(db));
+    cr_assert(warned(db, cases[i].want) && warned(db, cases[i].name), "%s: %s", cases[i].name, nc_tunedb_warning(db, 0));
+    nc_tunedb_free(db);
+  }
+}
+
+Test(tune, bad_entries_are_dropped_one_warning_each) {
+  const char *text = GOOD_HEAD
+      "{" E_KEYS ", \"knobs\": {\"mr\": 4}, \"time_us\": 1, \"default_time_us\": 2},\n"                 // 0 good
+      "{" E_KEYS ", \"knobs\": {\"mr\": 4}, \"time_us\": \"fast\", \"default_time_us\": 2},\n"          // 1 wrong type
+      "{" E_KEYS ", \"knobs\": {\"warp_speed\": 4}, \"time_us\": 1, \"default_time_us\": 2},\n"         // 2 unknown knob
+      "{" E_KEYS ", \"knobs\": {\"mr\": 400}, \"time_us\": 1, \"default_time_us\": 2},\n"              // 3 out of range
+      "{" E_KEYS ", \"knobs\": {\"mr\": 4.5}, \"time_us\": 1, \"default_time_us\": 2},\n"              // 4 not an integer
+      "{\"device\": 3, \"driver\": \"d\", \"kernel\": \"cpu.gemm_f32\", \"shape\": \"s\", \"knobs\": {}, \"time_us\": 1, \"default_time_us\": 1},\n"  // 5
+      "{\"device\": \"a\", \"driver\": \"d\", \"kernel\": \"gpu.magic\", \"shape\": \"s\", \"knobs\": {}, \"time_us\": 1, \"default_time_us\": 1},\n"  // 6
+      "{" E_KEYS ", \"knobs\": [4], \"time_us\": 1, \"default_time_us\": 2},\n"                         // 7 knobs not an object
+      "17]}";
+  nc_tunedb *db = load_text("entries.json", text);
+  cr_assert_eq(nc_tunedb_count(db), 1);
+  cr_assert_eq(nc_tunedb_nwarnings(db), 8, "%d warnings", nc_tunedb_nwarnings(db));
+  const char *want[] = {"entry 1: field 'time_us'", "entry 2: unknown knob 'warp_speed'", "entry 3: knob mr=400 is outside",
+                        "entry 4: knob 'mr' is not an integer", "entry 5: field 'device'", "entry 6: kernel 'gpu.magic'",
+                        "entry 7: field 'knobs'", "entry 8: not an object"};
+  for (int i = 0; i < 8; i++) cr_assert(warned(db, want[i]), "missing warning '%s'", want[i]);
+  cr_assert(warned(db, "entries.json"), "warnings name the file");
+  nc_tunedb_free(db);
+}
+
+// ---- the CPU: a tuning run, and the next compilation reads the database -------------
+static nc_graph *matmul_graph(int64_t M, int64_t N, int64_t K) {
+  nc_graph *g = nc_graph_new("tune_mm");
+  nc_dim dx[2] = {nc_dim_const(M), nc_dim_const(K)}, dw[2] = {nc_dim_const(N), nc_dim_const(K)};
+  nc_id x = nc_leaf(g, NC_OP_INPUT, "x", nc_type_make(NC_F32, 2, dx));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  cr_assert_null(nc_graph_set_output(g, "y", nc_b_matmul(g, x, w, false, true)));  // (M,N) = x w^T: variant tb
+  cr_assert_null(nc_graph_error(g));
+  return g;
+}
+
+static void fill_feeds(nc_tensor *t, int64_t M, int64_t N, int64_t K) {
+  int64_t sx[2] = {M, K}, sw[2] = {N, K};
+  cr_assert_null(nc_tensor_alloc(&t[0], NC_F32, 2, sx));
+  cr_assert_null(nc_tensor_alloc(&t[1], NC_F32, 2, sw));
+  for (int64_t i = 0; i < M * K; i++) ((float *)t[0].data)[i] = (float)sin(0.37 * (double)i);
+  for (int64_t i = 0; i < N * K; i++) ((float *)t[1].data)[i] = (float)cos(0.11 * (double)i);
+}
+
+static double max_rel_err(const nc_tensor *a, const nc_tensor *b) {
+  double e = 0, m = 1e-30;
+  int64_t n = nc_tensor_numel(a);
+  for (int64_t i = 0; i < n; i++) {
+    double x = ((float *)a->data)[i], y = ((float *)b->data)[i];
+    e = fmax(e, fabs(x - y));
+    m = fmax(m, fabs(y));
+  }
+  return e / m;
+}
+
+enum { TM = 70, TN = 37, TK = 45 };
+
+static bool cpu_compile_and_check(const char *db_path, nc_gemm_knobs *kn);
+
+Test(tune, cpu_tuning_run_writes_entries_and_rejects_a_wrong_candidate) {
+  char db_path[600];
+  tpath(db_path, sizeof db_path, "tune.json");
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  nc_tune_shape shapes[2] = {{.variant = 1, .batch = 1, .m = TM, .n = TN, .k = TK, .count = 1},
+                             {.variant = 4 + 1, .batch = 1, .m = 40, .n = 40, .k = 24, .count = 3}};  // X X^T (sym)
+  nc_tune_result res[2];
+  nc_tune_opts o = {.dev = {.kind = NC_DEV_CPU, .threads = 2}, .budget_s = 6.0};  // compiling a candidate takes ~0.2-1.5 s
+  nc_status st = nc_tune_run(shapes, 2, &o, db, res);
+  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {  // a build without LLVM
+    nc_status_free(st);
+    nc_tunedb_free(db);
+    cr_skip_test("no LLVM");
+  }
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  for (int i = 0; i < 2; i++) {
+    cr_assert(res[i].tuned, "shape %d tuned", i);
+    cr_assert_gt(res[i].default_us, 0);
+    cr_assert_gt(res[i].best_us, 0);
+    cr_assert_leq(res[i].best_us, res[i].default_us * 1.0001);
+    cr_assert_eq(res[i].rejected, 0, "no correct candidate is rejected");
+  }
+  cr_assert_gt(res[0].tried + res[1].tried, 2, "the search tried candidates beyond the defaults");
+  cr_assert_eq(nc_tunedb_count(db), 2);
+  cr_assert(strstr(res[0].kernel, "cpu.gemm_f32 ta=0 tb=1 sym=0") && strstr(res[0].kernel, "threads=2"), "%s", res[0].kernel);
+  cr_assert_str_eq(res[0].shape, "batch=1 m=70 n=37 k=45");
+  cr_assert(strstr(res[1].kernel, "sym=1"), "%s", res[1].kernel);
+  cr_assert_null(nc_tunedb_save(db, db_path));
+  // the next compilation of a plan with that GEMM runs the recorded winner
+  // (an extra GEMM when it is not the default)
+  nc_host_cpu hc;
+  cr_assert_null(nc_host_cpu_query(&hc));
+  char device[192], driver[192];
+  nc_tune_cpu_ids(&hc, device, sizeof device, driver, sizeof driver);
+  const nc_tune_entry *won = nc_tunedb_find(db, device, driver, res[0].kernel, res[0].shape);
+  cr_assert_not_null(won);
+  nc_gemm_knobs want = nc_gemm_knobs_default(&hc), kn;
+  cr_assert_null(nc_tune_entry_apply(won, &nc_gemm_knob_space, &want));
+  bool tuned = cpu_compile_and_check(db_path, &kn);
+  cr_assert_eq(tuned, !res[0].is_default, "tuned %d, default won %d", tuned, res[0].is_default);
+  cr_assert_eq(memcmp(&kn, &want, sizeof kn), 0, "the launch runs the database's knobs");
+  nc_tunedb_free(db);
+
+  // the test hook corrupts every non-default candidate's output: all rejected, the default wins
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  o.break_candidates = true;
+  o.budget_s = 2.5;
+  o.seed = 99;
+  cr_assert_null(nc_tune_run(shapes, 1, &o, db, res));
+  cr_assert_gt(res[0].rejected, 0, "candidates tried: %d", res[0].tried);
+  cr_assert(res[0].is_default);
+  cr_assert_eq(res[0].tried, res[0].rejected + 1, "only the default was accepted: %d tried, %d rejected", res[0].tried, res[0].rejected);
+  nc_tunedb_free(db);
+}
+
+static nc_plan *plan_of(const nc_graph *g) {
+  nc_lower_opts lo = {.fuse = true};
+  nc_plan *p = NULL;
+  cr_assert_null(nc_plan_build(g, &lo, &p));
+  return p;
+}
+
+// An entry written as a tuning run would (non-default knobs), for this CPU.
+static void write_cpu_entry(const char *db_path, const char *driver_override, const char *knobs_json) {
+  nc_host_cpu hc;
+  cr_assert_null(nc_host_cpu_query(&hc));
+  char device[192], driver[192], kernel[128], shape[96];
+  nc_tune_cpu_ids(&hc, device, sizeof device, driver, sizeof driver);
+  nc_tune_cpu_kernel(1, nc_gemm_knobs_default(&hc).vw, 2, kernel, sizeof kernel);
+  nc_tune_shape_str(1, TM, TN, TK, shape, sizeof shape);
+  char text[2048];
+  snprintf(text, sizeof text,
+           GOOD_HEAD "{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"%s\", \"shape\": \"%s\", \"knobs\": %s, "
+                     "\"time_us\": 1, \"default_time_us\": 2, \"date\": \"2026-11-26T00:00:00Z\"}]}",
+           device, driver_override ? driver_override : driver, kernel, shape, knobs_json);
+  write_text(db_path, text);
+}
+
+// Compiles the matmul plan on the CPU with NC_TUNE_DB = db_path; returns
+// whether the launch of our shape is tuned, with its knobs, after checking the
+// result against the interpreter.
+static bool cpu_compile_and_check(const char *db_path, nc_gemm_knobs *kn) {
+  setenv("NC_TUNE_DB", db_path, 1);
+  nc_graph *g = matmul_graph(TM, TN, TK);
+  nc_plan *p = plan_of(g);
+  nc_cpu_opts co = {.threads = 2};
+  nc_cpu *c = NULL;
+  nc_status st = nc_cpu_compile(p, &co, &c);
+  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {
+    nc_status_free(st);
+    nc_plan_free(p);
+    nc_graph_free(g);
+    cr_skip_test("no LLVM");
+  }
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  bool tuned = nc_cpu_gemm_knobs_for(c, 1, 1, TM, TN, TK, kn);
+  nc_tensor in[2], got, want;
+  fill_feeds(in, TM, TN, TK);
+  nc_feed feeds[2] = {{"x", &in[0]}, {"w", &in[1]}};
+  cr_assert_null(nc_plan_run(g, p, nc_cpu_runner, c, feeds, 2, &got));
+  cr_assert_null(nc_interp_run(g, feeds, 2, &want));
+  cr_assert_lt(max_rel_err(&got, &want), 1e-5);
+  nc_tensor_free(&got);
+  nc_tensor_free(&want);
+  nc_tensor_free(&in[0]);
+  nc_tensor_free(&in[1]);
+  nc_cpu_free(c);
+  nc_plan_free(p);
+  nc_graph_free(g);
+  unsetenv("NC_TUNE_DB");
+  return tuned;
+}
+
+Test(tune, cpu_compile_uses_the_database_entry_for_its_shape) {
+  char db_path[600];
+  tpath(db_path, sizeof db_path, "cpu.json");
+  nc_gemm_knobs kn;
+  cr_assert_not(cpu_compile_and_check(db_path, &kn), "no database: defaults");
+  write_cpu_entry(db_path, NULL, "{\"mr\": 4, \"nr\": 32, \"kc\": 64, \"mc\": 48, \"nc\": 96, \"ku\": 2, \"order\": 0}");
+  cr_assert(cpu_compile_and_check(db_path, &kn), "the entry is used");
+  cr_assert_eq(kn.mr, 4);
+  cr_assert_eq(kn.nr, 32);
+  cr_assert_eq(kn.kc, 64);
+  cr_assert_eq(kn.order, 0);
+  // stale entries fall back to the defaults (and warn on stderr)
+  write_cpu_entry(db_path, "LLVM 0.1-old", "{\"mr\": 4, \"nr\": 32}");
+  cr_assert_not(cpu_compile_and_check(db_path, &kn), "another driver: stale");
+  write_cpu_entry(db_path, NULL, "{\"mr\": 12, \"nr\": 96}");  // 72 accumulators: the template's check
+  cr_assert_not(cpu_compile_and_check(db_path, &kn), "invalid knob combination: stale");
+  write_cpu_entry(db_path, NULL, "{\"mr\": 4, \"vw\": 4}");  // a fixed knob that differs from this CPU's
+  cr_assert_not(cpu_compile_and_check(db_path, &kn), "fixed knob differs");
+  write_text(db_path, "{ corrupt");
+  cr_assert_not(cpu_compile_and_check(db_path, &kn), "corrupt file");
+  setenv("NC_TUNE_DB", "off", 1);
+  char p2[1024];
+  cr_assert_not(nc_tunedb_path(NULL, p2, sizeof p2), "NC_TUNE_DB=off disables lookups");
+  cr_assert(nc_tunedb_path("/x/y.json", p2, sizeof p2) && !strcmp(p2, "/x/y.json"), "--db wins");
+  unsetenv("NC_TUNE_DB");
+}
+
+// ---- OpenCL (PoCL): tuning, and the program picks the entry up ------------------------
+#define NEED_OPENCL()                                   \
+  do {                                                  \
+    if (!nc_ocl_available()) cr_skip_test("no OpenCL"); \
+  } while (0)
+
+Test(tune, ocl_tuning_run_and_compile_pick_up_entries) {
+  NEED_OPENCL();
+  char db_path[600];
+  tpath(db_path, sizeof db_path, "ocl.json");
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  nc_tune_shape sh = {.variant = 1, .batch = 1, .m = TM, .n = TN, .k = TK, .count = 1};
+  nc_tune_result res;
+  nc_tune_opts o = {.dev = {.kind = NC_DEV_OPENCL}, .budget_s = 3.0};
+  cr_assert_null(nc_tune_run(&sh, 1, &o, db, &res));
+  cr_assert(res.tuned);
+  cr_assert_eq(res.rejected, 0);
+  cr_assert(strstr(res.kernel, "ocl.gemm_f32 ta=0 tb=1"), "%s", res.kernel);
+  cr_assert_eq(nc_tunedb_count(db), 1);
+  const nc_tune_entry *e = nc_tunedb_entry(db, 0);
+  nc_ocl_device_desc d;
+  cr_assert_null(nc_ocl_select("", &d));
+  char device[192], driver[192];
+  nc_tune_ocl_ids(&d, device, sizeof device, driver, sizeof driver);
+  cr_assert_str_eq(e->device, device);
+  cr_assert_str_eq(e->driver, driver);
+  {  // the next program for a plan with that GEMM runs the recorded winner
+    cr_assert_null(nc_tunedb_save(db, db_path));
+    nc_ocl_knobs want, got;
+    nc_ocl_knobs_default(d.gpu, &want);
+    cr_assert_null(nc_tune_entry_apply(e, &nc_ocl_gemm_knob_space, &want));
+    setenv("NC_TUNE_DB", db_path, 1);
+    nc_graph *g1 = matmul_graph(TM, TN, TK);
+    nc_plan *p1 = plan_of(g1);
+    nc_ocl_opts oo1 = {.select = ""};
+    nc_ocl *c1 = NULL;
+    cr_assert_null(nc_ocl_compile(p1, &oo1, &c1));
+    bool tuned = nc_ocl_gemm_knobs_for(c1, 1, 1, TM, TN, TK, &got);
+    cr_assert_eq(tuned, !res.is_default, "tuned %d, default won %d", tuned, res.is_default);
+    cr_assert_eq(memcmp(&got, &want, sizeof got), 0, "the launch runs the database's knobs");
+    nc_ocl_free(c1);
+    nc_plan_free(p1);
+    nc_graph_free(g1);
+    unsetenv("NC_TUNE_DB");
+  }
+  // a wrong candidate is rejected on this backend too
+  o.break_candidates = true;
+  o.budget_s = 2.5;
+  cr_assert_null(nc_tune_run(&sh, 1, &o, db, &res));
+  cr_assert_gt(res.rejected, 0);
+  cr_assert(res.is_default);
+  nc_tunedb_free(db);
+
+  // an entry with non-default knobs: the program gets a kernel for exactly this shape
+  char text[2048];
+  snprintf(text, sizeof text,
+           GOOD_HEAD "{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"ocl.gemm_f32 ta=0 tb=1\", \"shape\": \"batch=1 m=%d n=%d k=%d\", "
+                     "\"knobs\": {\"gemm_tm\": 16, \"gemm_tn\": 64, \"gemm_tk\": 8, \"gemm_wm\": 2, \"gemm_wn\": 8}, \"time_us\": 1, \"default_time_us\": 2}]}",
+           device, driver, TM, TN, TK);
+  write_text(db_path, text);
+  setenv("NC_TUNE_DB", db_path, 1);
+  nc_graph *g = matmul_graph(TM, TN, TK);
+  nc_plan *p = plan_of(g);
+  nc_ocl_opts oo = {.select = ""};
+  nc_ocl *c = NULL;
+  cr_assert_null(nc_ocl_compile(p, &oo, &c));
+  cr_assert_eq(nc_ocl_tuned_count(c), 1);
+  nc_ocl_knobs kn;
+  cr_assert(nc_ocl_gemm_knobs_for(c, 1, 1, TM, TN, TK, &kn));
+  cr_assert_eq(kn.gemm_tm, 16);
+  cr_assert_eq(kn.gemm_wn, 8);
+  cr_assert_not(nc_ocl_gemm_knobs_for(c, 1, 1, TM + 1, TN, TK, &kn), "other shapes: defaults");
+  nc_tensor in[2], got, want;
+  fill_feeds(in, TM, TN, TK);
+  nc_feed feeds[2] = {{"x", &in[0]}, {"w", &in[1]}};
+  cr_assert_null(nc_ocl_run(c, g, p, feeds, 2, &got));
+  cr_assert_null(nc_interp_run(g, feeds, 2, &want));
+  cr_assert_lt(max_rel_err(&got, &want), 1e-5);
+  nc_tensor_free(&got);
+  nc_tensor_free(&want);
+  nc_ocl_free(c);
+  // a knob out of its template's limits (work-group over 1024): ignored
+  snprintf(text, sizeof text,
+           GOOD_HEAD "{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"ocl.gemm_f32 ta=0 tb=1\", \"shape\": \"batch=1 m=%d n=%d k=%d\", "
+                     "\"knobs\": {\"gemm_tm\": 256, \"gemm_tn\": 256, \"gemm_wm\": 1, \"gemm_wn\": 1}, \"time_us\": 1, \"default_time_us\": 2}]}",
+           device, driver, TM, TN, TK);
+  write_text(db_path, text);
+  cr_assert_null(nc_ocl_compile(p, &oo, &c));
+  cr_assert_eq(nc_ocl_tuned_count(c), 0);
+  nc_ocl_free(c);
+  unsetenv("NC_TUNE_DB");
+  nc_tensor_free(&in[0]);
+  nc_tensor_free(&in[1]);
+  nc_plan_free(p);
+  nc_graph_free(g);
+}
+
+// ---- the command line ------------------------------------------------------------------
+static int run_cli(const char *args, char *out, size_t n) {
+  const char *sd = getenv("NC_SOURCE_DIR"), *bd = getenv("NC_BUILD_DIR");
+  char cmd[2048];
+  snprintf(cmd, sizeof cmd, "cd '%s' && '%s/cli/nanochat' tune %s 2>&1", sd ? sd : ".", bd ? bd : "build", args);
+  FILE *f = popen(cmd, "r");
+  cr_assert_not_null(f);
+  size_t len = fread(out, 1, n - 1, f);
+  out[len] = 0;
+  int status = pclose(f);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+}
+
+Test(tune, cli_bad_input_gives_clear_errors) {
+  char out[8192];
+  struct {
+    const char *args, *want;
+  } cases[] = {
+      {"", "missing SPEC"},
+      {"models/specs/tiny.xml --budget abc", "--budget wants seconds"},
+      {"models/specs/tiny.xml --budget -3", "--budget wants seconds"},
+      {"models/specs/tiny.xml --budget 0", "--budget wants seconds"},
+      {"models/specs/tiny.xml --device quantum", "quantum"},
+      {"models/specs/tiny.xml --device interp", "no tunable kernels"},
+      {"models/specs/tiny.xml --batch 0", "--batch wants"},
+      {"models/specs/tiny.xml --seq 999", "exceeds the spec's sequence_len"},
+      {"models/specs/tiny.xml --precision fp8", "fp8"},
+      {"models/specs/tiny.xml --precision bf16", "opencl devices only"},
+      {"models/specs/nope.xml", "nope.xml"},
+      {"models/specs/tiny.xml extra", "unexpected argument 'extra'"},
+      {"--frobnicate", "usage"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int rc = run_cli(cases[i].args, out, sizeof out);
+    cr_assert(rc > 0 && rc < 128, "'%s': exit %d", cases[i].args, rc);
+    cr_assert(strstr(out, cases[i].want), "'%s': want '%s' in:\n%s", cases[i].args, cases[i].want, out);
+  }
+}
+
+Test(tune, cli_tiny_run_writes_the_database) {
+  char out[16384], args[1024], db_path[600];
+  tpath(db_path, sizeof db_path, "cli.json");
+  snprintf(args, sizeof args, "models/specs/tiny.xml --batch 1 --seq 8 --budget 1.5 --threads 1 --db '%s'", db_path);
+  int rc = run_cli(args, out, sizeof out);
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "tuning ") && strstr(out, "entries written to"), "%s", out);
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  cr_assert_gt(nc_tunedb_count(db), 0);
+  cr_assert_eq(nc_tunedb_nwarnings(db), 0);
+  cr_assert(strstr(nc_tunedb_entry(db, 0)->kernel, "threads=1"), "%s", nc_tunedb_entry(db, 0)->kernel);
+  nc_tunedb_free(db);
+  // --list prints the shapes without tuning
+  rc = run_cli("models/specs/tiny.xml --batch 1 --seq 8 --list", out, sizeof out);
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "GEMM shapes in the training step") && strstr(out, "ta=0 tb=1 sym=0 batch=1 m=8"), "%s", out);
+}
