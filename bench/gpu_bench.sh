@@ -7,10 +7,15 @@
 # Runs on the GPU machine from the repository root:
 #   bench/gpu_bench.sh [PACK]   PACK (default build-ocl-gpu/pack) holds nanochat,
 #                               gpu_bench, test_ocl_bf16 and lib/ (shared libraries
-#                               the GPU machine lacks), built with -DNC_WITH_LLVM=OFF.
-# Env: GPU_BENCH_TRAIN="d12:16:2048 d20:8:1024" (spec:batch:seq), GPU_BENCH_STEPS=5,
-#      GPU_BENCH_PARTS="tests gemm attn sweep train" (which parts run), GPU_BENCH_TC="BM,BN,WM,WN,BK ..."
-#      (tensor-core knob sets the sweep tries; the fastest on d12's fc + dW_fc is used for training).
+#                               the GPU machine lacks), built with -DNC_WITH_LLVM=OFF
+#                               (bench/gpu_pack.sh assembles it).
+# Env: GPU_BENCH_TRAIN="d12:16,8:2048 d20:8,4:2048" (spec:batches:seq: ours tries the batches
+#      in turn until one fits; torch runs the same batch; 32 x 2048 does not fit ours: d12's arena
+#      alone is 115 GB, docs/performance.md), GPU_BENCH_STEPS=5, GPU_BENCH_TORCH=0 (skip torch),
+#      GPU_BENCH_PARTS="tests gemm attn sweep train" (which parts run), GPU_BENCH_TC="BM,BN,WM,WN,BK[,MODE[,STAGES]] ..."
+#      (tensor-core knob sets the sweep tries; the fastest on d12's fc + dW_fc is used for training),
+#      GPU_BENCH_RESIDENT_OFF=0 (skip the d12 run with NC_OCL_RESIDENT=0),
+#      GPU_BENCH_TUNE=SECONDS (last, run `nanochat tune` on d12 into its own database when the binary has it).
 set -u
 P=${1:-build-ocl-gpu/pack}
 export LD_LIBRARY_PATH=$PWD/$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -25,6 +30,10 @@ has() { [[ "$PARTS" == *" $1 "* ]]; }
 if has tests; then
   echo "== correctness: test_ocl_bf16 (mma.sync and its emulation vs a CPU bf16 reference)"
   timeout 120 $P/test_ocl_bf16 --jobs 1 --verbose 2>&1 | tee "$OUT/test_ocl_bf16.txt" | grep -E "Passing|Failing|FAIL|SKIP|worst|Synthesis" | grep -v "is disabled"
+  if [ -x $P/test_ocl_resident ]; then
+    echo "== correctness: test_ocl_resident (params and optimizer state kept on the device vs uploaded every step)"
+    timeout 120 $P/test_ocl_resident --jobs 1 2>&1 | tail -3
+  fi
 fi
 # (B*T, C) x (C, 4C), (B*T, 4C) x (4C, C), (B*T, C) x (C, V) as nn.Linear stores them (W is (out, in): nt),
 # the weight gradient dW = dY^T X (tn), and a square reference
@@ -37,19 +46,19 @@ CASES="$CASES gemm:square:8192:8192:8192:0:0"
 if has gemm; then
   echo "== bf16 GEMM: ours (OpenCL, mma.sync) then torch.matmul"
   timeout 120 $P/gpu_bench --device gpu --precision bf16 --reps 5 $CASES
-  timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES
+  [ "${GPU_BENCH_TORCH:-1}" = 1 ] && timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES
   echo "== fp32 GEMM (ours, the portable path) for scale"
   timeout 60 $P/gpu_bench --device gpu --precision fp32 --reps 3 gemm:d12.fc:$BT:3072:768:0:1
 fi
 if has attn; then
   echo "== attention forward + backward, d12 heads (B=8, T=2048, H=6, D=128)"
-  timeout 90 $P/gpu_bench --device gpu --reps 3 attn:8:2048:6:128
+  timeout 90 $P/gpu_bench --device gpu --precision bf16 --reps 3 attn:8:2048:6:128
   timeout 60 python3 tools/torch_gpu_bench.py --reps 10 attn:8:2048:6:128
 fi
 if has sweep; then
   echo "== tensor-core knob sweep (BM,BN,WM,WN,BK) on d12.fc, d12.dW_fc, d20.fc"
   best=""; bestt=1e9
-  for tc in ${GPU_BENCH_TC:-128,128,64,32,32 128,128,64,64,32 128,256,64,64,32 256,128,64,64,32 128,128,64,32,64 128,128,32,64,32 64,128,32,64,32}; do
+  for tc in ${GPU_BENCH_TC:-128,128,64,32,32,1,3 128,128,32,64,32,1,3 128,256,64,64,32,1,2 128,64,64,32,64,1,2 64,128,32,64,64,1,2 128,128,64,64,32,1,3 128,128,64,32,32}; do
     r=$(NC_OCL_TC=$tc timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 gemm:d12.fc:$BT:3072:768:0:1 gemm:d12.dW_fc:3072:768:$BT:1:0 gemm:d20.fc:$BT:5120:1280:0:1 2>&1)
     echo "$r" | sed "s/^/$tc  /"
     t=$(echo "$r" | awk '/d12\./ && /ms/ {for (i = 1; i <= NF; i++) if ($i == "ms") s += $(i - 1)} END {print s ? s : 1e9}')
@@ -58,12 +67,29 @@ if has sweep; then
   echo "fastest on d12 fc + dW_fc: $best ($bestt ms)"; export NC_OCL_TC=$best
 fi
 has train || exit 0
-echo "== training (ours: OpenCL, bf16 matmuls; torch: reference model, bf16 autocast + torch.compile, SDPA)"
-for run in ${GPU_BENCH_TRAIN:-d12:16:2048 d20:8:1024}; do IFS=: read -r spec b t <<< "$run"
-  NC_OCL_MATMUL=bf16 NC_PROFILE=14 timeout 120 /tmp/gb/cli/nanochat bench train --spec models/specs/$spec.xml --batch $b --seq $t \
-    --steps $STEPS --device opencl:gpu > "$OUT/ours_${spec}_${b}x$t.txt" 2>&1
-  echo "ours $spec ${b}x$t rc $?: $(grep -E '^step [0-9.]* s median' "$OUT/ours_${spec}_${b}x$t.txt" | head -1)"
-  grep -E "opencl profile|rror|out of" "$OUT/ours_${spec}_${b}x$t.txt" | head -3; grep -E "^  " "$OUT/ours_${spec}_${b}x$t.txt" | head -14
+echo "== training (ours: OpenCL, bf16 matmuls, params and optimizer state on the device; torch: reference model, bf16 autocast + torch.compile, SDPA)"
+for run in ${GPU_BENCH_TRAIN:-d12:16,8:2048 d20:8,4:2048}; do IFS=: read -r spec bs t <<< "$run"
+  for b in ${bs//,/ }; do
+    NC_OCL_MATMUL=bf16 NC_PROFILE=40 timeout 150 /tmp/gb/cli/nanochat bench train --spec models/specs/$spec.xml --batch $b --seq $t \
+      --steps $STEPS --device opencl:gpu > "$OUT/ours_${spec}_${b}x$t.txt" 2>&1
+    rc=$?
+    echo "ours $spec ${b}x$t rc $rc: $(grep -E '^step [0-9.]* s median' "$OUT/ours_${spec}_${b}x$t.txt" | head -1)"
+    grep -E "opencl profile|rror|out of" "$OUT/ours_${spec}_${b}x$t.txt" | head -3
+    if [ $rc = 0 ]; then break; fi
+  done
+  grep -E "^  " "$OUT/ours_${spec}_${b}x$t.txt" | head -20
+  [ "${GPU_BENCH_TORCH:-1}" = 1 ] || continue
   timeout 150 python3 tools/torch_gpu_bench.py --steps $STEPS train:models/specs/$spec.xml:$b:$t > "$OUT/torch_${spec}_${b}x$t.txt" 2>&1
   echo "torch rc $?"; grep -E "^torch" "$OUT/torch_${spec}_${b}x$t.txt" || tail -5 "$OUT/torch_${spec}_${b}x$t.txt"
 done
+if [ "${GPU_BENCH_RESIDENT_OFF:-1}" = 1 ]; then
+  echo "== ours d12 16x2048 with device residency off (NC_OCL_RESIDENT=0: params and optimizer state uploaded and read back every step)"
+  NC_OCL_RESIDENT=0 NC_OCL_MATMUL=bf16 timeout 120 /tmp/gb/cli/nanochat bench train --spec models/specs/d12.xml --batch 16 --seq 2048 \
+    --steps $STEPS --device opencl:gpu 2>&1 | grep -E "^step [0-9.]* s median|rror"
+fi
+if [ -n "${GPU_BENCH_TUNE:-}" ] && /tmp/gb/cli/nanochat tune --help > /dev/null 2>&1; then
+  echo "== nanochat tune d12 (bf16, 16 x 2048, budget ${GPU_BENCH_TUNE} s; its own database, after the runs above)"
+  NC_TUNE_DB=/tmp/gb_tune.json timeout $((GPU_BENCH_TUNE + 120)) /tmp/gb/cli/nanochat tune models/specs/d12.xml --device opencl:gpu \
+    --precision bf16 --batch 16 --seq 2048 --budget $GPU_BENCH_TUNE 2>&1 | tail -15
+  cp /tmp/gb_tune.json "$OUT/" 2>/dev/null
+fi

@@ -9,7 +9,7 @@
 void nc_ocl_knobs_default(bool gpu, nc_ocl_knobs *k) {
   if (gpu)
     *k = (nc_ocl_knobs){.gemm_tm = 64, .gemm_tn = 64, .gemm_tk = 16, .gemm_wm = 4, .gemm_wn = 4, .loop_wg = 256, .row_wg = 128,
-                        .tc_bm = 128, .tc_bn = 128, .tc_wm = 64, .tc_wn = 32, .tc_bk = 32};
+                        .tc_bm = 128, .tc_bn = 128, .tc_wm = 64, .tc_wn = 32, .tc_bk = 32, .tc_stages = 3};
   else
     *k = (nc_ocl_knobs){.gemm_tm = 32, .gemm_tn = 32, .gemm_tk = 16, .gemm_wm = 4, .gemm_wn = 4, .loop_wg = 64, .row_wg = 4,
                         .tc_bm = 32, .tc_bn = 32, .tc_wm = 16, .tc_wn = 16, .tc_bk = 16};
@@ -29,6 +29,19 @@ nc_status nc_ocl_tc_check(const nc_ocl_knobs *k) {
   if (k->tc_bk < 16 || k->tc_bk > 64 || k->tc_bk % 16) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bk=%d: must be 16, 32, 48 or 64", k->tc_bk);
   int nth = 32 * (k->tc_bm / k->tc_wm) * (k->tc_bn / k->tc_wn);
   if (nth > 1024) return nc_errorf(NC_E_INVALID, "OpenCL tensor-core knobs: work-group of %d work-items (over 1024)", nth);
+  if (k->tc_stages && (k->tc_stages < 2 || k->tc_stages > 4))
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_stages=%d: must be 0 (register-staged kernel) or 2..4 (pipelined)", k->tc_stages);
+  if (k->tc_stages) {
+    if (k->tc_bk != 32 && k->tc_bk != 64) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bk=%d: must be 32 or 64 with tc_stages=%d", k->tc_bk, k->tc_stages);
+    if (k->tc_wn % 16) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_wn=%d: must be a multiple of 16 with tc_stages=%d", k->tc_wn, k->tc_stages);
+    int ring = k->tc_stages * (k->tc_bm + k->tc_bn) * k->tc_bk * 2;
+    if (ring > 49152)
+      return nc_errorf(NC_E_INVALID, "OpenCL tensor-core knobs: a ring of %d x (%d + %d) x %d bf16 is %d bytes of local memory (over 49152)", k->tc_stages,
+                       k->tc_bm, k->tc_bn, k->tc_bk, ring);
+    if ((k->tc_bm * k->tc_bk / 8) % nth || (k->tc_bn * k->tc_bk / 8) % nth)
+      return nc_errorf(NC_E_INVALID, "OpenCL tensor-core knobs: the %dx%d and %dx%d slices must split into 16-byte pieces evenly over %d work-items",
+                       k->tc_bm, k->tc_bk, k->tc_bn, k->tc_bk, nth);
+  }
   if ((k->tc_bm * k->tc_bk) % nth || (k->tc_bn * k->tc_bk) % nth)
     return nc_errorf(NC_E_INVALID, "OpenCL tensor-core knobs: the %dx%d and %dx%d tiles must split evenly over %d work-items", k->tc_bm, k->tc_bk,
                      k->tc_bn, k->tc_bk, nth);
@@ -36,21 +49,21 @@ nc_status nc_ocl_tc_check(const nc_ocl_knobs *k) {
 }
 
 nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k) {
-  int v[6] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc};
+  int v[7] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc, 0};
   const char *p = s;
   int n = 0;
-  while (*p && n < 6) {
+  while (*p && n < 7) {
     char *end;
     long x = strtol(p, &end, 10);
-    if (end == p || x < 0 || x > 4096) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': item %d is not a number in 0..4096 (want BM,BN,WM,WN,BK[,MODE])", s, n + 1);
+    if (end == p || x < 0 || x > 4096) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': item %d is not a number in 0..4096 (want BM,BN,WM,WN,BK[,MODE[,STAGES]])", s, n + 1);
     v[n++] = (int)x;
     p = end;
     if (*p == ',') p++;
-    else if (*p) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': unexpected '%c' (want BM,BN,WM,WN,BK[,MODE])", s, *p);
+    else if (*p) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': unexpected '%c' (want BM,BN,WM,WN,BK[,MODE[,STAGES]])", s, *p);
   }
-  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': want 5 or 6 comma-separated numbers BM,BN,WM,WN,BK[,MODE]", s);
+  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': want 5 to 7 comma-separated numbers BM,BN,WM,WN,BK[,MODE[,STAGES]]", s);
   nc_ocl_knobs t = *k;
-  t.tc_bm = v[0], t.tc_bn = v[1], t.tc_wm = v[2], t.tc_wn = v[3], t.tc_bk = v[4], t.gemm_tc = v[5];
+  t.tc_bm = v[0], t.tc_bn = v[1], t.tc_wm = v[2], t.tc_wn = v[3], t.tc_bk = v[4], t.gemm_tc = v[5], t.tc_stages = v[6];
   NC_TRY(nc_ocl_tc_check(&t));
   *k = t;
   return NC_OK;
@@ -264,6 +277,187 @@ static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
                 "        if (m < M && n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j][h] : acc[i][j][h];\n"
                 "      }\n"
                 "}\n\n",
+                MT, NT);
+}
+
+// The copy of k-tile lkt (of this split) into ring slot lslot: 16-byte pieces
+// of the A rows, then of the B rows (cp.async, or plain copies when emulated).
+static void nc_oe_tc_load(nc_buf *o, bool emu, int BK, int CA, int CB, int NTH, int CPR, int STG, int BM) {
+  const char *put = emu ? "sm[d] = *src;"
+                        : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");";
+  for (int ab = 0; ab < 2; ab++)
+    nc_buf_printf(o,
+                  "#pragma unroll\n"
+                  "      for (int r = 0; r < %d; r++) {\n"
+                  "        const int e = tid + r * %d, row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n"
+                  "        __global const uint4 *src = (__global const uint4 *)(%s + row * Kp + (kt0 + lkt) * %d + c * 8);\n"
+                  "        %s\n"
+                  "      }\n",
+                  ab ? CB : CA, NTH, CPR, CPR, STG, ab ? BM * CPR : 0, CPR, ab ? "B" : "A", BK, put);
+}
+
+// The pipelined bf16 GEMM (kn->tc_stages > 0; see ocl_emit.h): both operands
+// are first packed to bf16, k contiguous and zero-padded to the tiles
+// (nc_pack_k / nc_pack_t, the latter a tiled transpose, so every (ta, tb)
+// becomes the same "row.col" product and the main loop needs no bounds
+// checks); the GEMM then streams BK-wide slices of A (BM rows) and B (BN rows)
+// into a ring of tc_stages shared-memory slots as 16-byte pieces with
+// cp.async (one barrier per k-step, tc_stages - 1 slices in flight), laid out
+// with an XOR swizzle of the 16-byte piece index (piece c of row r sits at
+// c ^ ((r * CPR / 8) % CPR), CPR = BK / 8 pieces per row) so that the
+// ldmatrix reads of eight rows hit distinct banks. Fragments come from
+// ldmatrix.x4 (A: one 16x16 tile; B: two 8-column tiles), then mma.sync
+// m16n8k16. gemm_tc = 2 runs the same kernel with plain 16-byte copies and
+// scalar fmas over the same swizzled slots (any device).
+void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
+  int BM = kn->tc_bm, BN = kn->tc_bn, WM = kn->tc_wm, WN = kn->tc_wn, BK = kn->tc_bk, S = kn->tc_stages;
+  int WX = BN / WN, NTH = 32 * (BM / WM) * WX, MT = WM / 16, NT = WN / 8, CPR = BK / 8, STG = (BM + BN) * CPR;
+  int CA = BM * CPR / NTH, CB = BN * CPR / NTH;
+  bool emu = kn->gemm_tc == 2;
+  nc_buf_puts(o,
+              "// op(X) -> bf16 P[q][r][k], k contiguous, zero-padded to Rp x Kp (X k-contiguous: X[r*Kd + k])\n"
+              "__kernel void nc_pack_k(__global const float *X, long ox, long sx, long R, long Kd, __global ushort *P, long op, long Rp, long Kp) {\n"
+              "  const long k8 = get_global_id(0) * 8, r = get_global_id(1), q = get_global_id(2);\n"
+              "  if (k8 >= Kp || r >= Rp) return;\n"
+              "  X += ox + q * sx + r * Kd + k8;\n"
+              "  float v[8];\n"
+              "  if (r < R && k8 + 8 <= Kd) {\n"
+              "    float4 a = vload4(0, X), b = vload4(1, X);\n"
+              "    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;\n"
+              "  } else {\n"
+              "    for (int j = 0; j < 8; j++) v[j] = r < R && k8 + j < Kd ? X[j] : 0.0f;\n"
+              "  }\n"
+              "  uint4 w = (uint4)(nc_f2bf(v[0]) | ((uint)nc_f2bf(v[1]) << 16), nc_f2bf(v[2]) | ((uint)nc_f2bf(v[3]) << 16),\n"
+              "                    nc_f2bf(v[4]) | ((uint)nc_f2bf(v[5]) << 16), nc_f2bf(v[6]) | ((uint)nc_f2bf(v[7]) << 16));\n"
+              "  *(__global uint4 *)(P + op + (q * Rp + r) * Kp + k8) = w;\n"
+              "}\n\n"
+              "// the same from an r-contiguous X (X[k*R + r]) through a 32x32 tile in local memory\n"
+              "__kernel __attribute__((reqd_work_group_size(32, 8, 1)))\n"
+              "void nc_pack_t(__global const float *X, long ox, long sx, long R, long Kd, __global ushort *P, long op, long Rp, long Kp) {\n"
+              "  __local float tile[32][33];\n"
+              "  const int tx = get_local_id(0), ty = get_local_id(1);\n"
+              "  const long r0 = (long)get_group_id(0) * 32, k0 = (long)get_group_id(1) * 32, q = get_global_id(2);\n"
+              "  X += ox + q * sx;\n"
+              "  for (int j = ty; j < 32; j += 8) { long k = k0 + j, r = r0 + tx; tile[j][tx] = r < R && k < Kd ? X[k * R + r] : 0.0f; }\n"
+              "  barrier(CLK_LOCAL_MEM_FENCE);\n"
+              "  for (int j = ty; j < 32; j += 8) { long r = r0 + j, k = k0 + tx; if (r < Rp && k < Kp) P[op + (q * Rp + r) * Kp + k] = nc_f2bf(tile[tx][j]); }\n"
+              "}\n\n"
+              "// split-K: C (+)= the sum of the splits' partial products\n"
+              "__kernel void nc_splitk_sum(__global const float *P, __global float *C, long MN, int splits, int beta, long oc) {\n"
+              "  const long i = get_global_id(0), q = get_global_id(1);\n"
+              "  if (i >= MN) return;\n"
+              "  float s = beta ? C[oc + q * MN + i] : 0.0f;\n"
+              "  for (int k = 0; k < splits; k++) s += P[(q * splits + k) * MN + i];\n"
+              "  C[oc + q * MN + i] = s;\n"
+              "}\n\n");
+  nc_buf_printf(o,
+                "// C (+)= A @ B^T over packed bf16 operands (%s): %dx%d block, %dx%d per warp, k-step %d, %d-slot ring\n"
+                "// (the mma's asm qualifier and ldmatrix's clobbers: volatile and memory unless the build options say\n"
+                "// otherwise, e.g. -DNC_MMA_Q= -DNC_LDM_CLOBBER=, NC_OCL_BUILD_OPTS)\n"
+                "#ifndef NC_MMA_Q\n#define NC_MMA_Q volatile\n#endif\n"
+                "#ifndef NC_LDM_CLOBBER\n#define NC_LDM_CLOBBER : \"memory\"\n#endif\n"
+                "#define NC_SWZ(r, c) ((c) ^ (((r) * %d / 8) %% %d))\n"
+                "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
+                "void nc_gemm_bf16p(__global const ushort *A, __global const ushort *B, __global float *C, long M, long N, long Kp,\n"
+                "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits) {\n"
+                "  __local uint4 sm[%d];\n"
+                "  const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;\n"
+                "  const int wm0 = (warp / %d) * %d, wn0 = (warp %% %d) * %d;\n"
+                "  const long n0 = (long)get_group_id(0) * %d, m0 = (long)get_group_id(1) * %d, z = get_global_id(2);\n"
+                "  const long q = z / splits, sp = z %% splits;\n"
+                "  A += oa + q * sa + m0 * Kp; B += ob + q * sb + n0 * Kp;\n"
+                "  if (splits > 1) { C += oc + z * M * N; beta = 0; } else C += oc + q * M * N;\n"
+                "  const long kt0 = sp * kt_per, nkt_all = Kp / %d;\n"
+                "  const int nk = (int)(kt0 + kt_per < nkt_all ? kt_per : nkt_all - kt0);\n"
+                "  float acc[%d][%d][4];\n"
+                "#pragma unroll\n"
+                "  for (int i = 0; i < %d; i++)\n"
+                "#pragma unroll\n"
+                "    for (int j = 0; j < %d; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;\n",
+                emu ? "scalar emulation" : "cp.async ring, ldmatrix, mma.sync m16n8k16", BM, BN, WM, WN, BK, S, CPR, CPR, NTH, S * STG, WX,
+                WM, WX, WN, BN, BM, BK, MT, NT, MT, NT);
+  if (!emu) nc_buf_puts(o, "  const uint sbase = (uint)(ulong)sm;\n");
+  const char *commit = emu ? "" : "asm volatile(\"cp.async.commit_group;\" ::: \"memory\");";
+  char wait[96] = "";
+  if (!emu) snprintf(wait, sizeof wait, "asm volatile(\"cp.async.wait_group %d;\" ::: \"memory\");", S - 2);
+  nc_buf_printf(o, "  for (int s = 0; s < %d; s++) {\n    if (s < nk) {\n      const int lkt = s, lslot = s;\n", S - 1);
+  nc_oe_tc_load(o, emu, BK, CA, CB, NTH, CPR, STG, BM);
+  nc_buf_printf(o,
+                "    }\n    %s\n  }\n"
+                "  for (int kt = 0; kt < nk; kt++) {\n"
+                "    %s\n"
+                "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+                "    if (kt + %d < nk) {\n      const int lkt = kt + %d, lslot = (kt + %d) %% %d;\n",
+                commit, wait, S - 1, S - 1, S - 1, S);
+  nc_oe_tc_load(o, emu, BK, CA, CB, NTH, CPR, STG, BM);
+  nc_buf_printf(o,
+                "    }\n"
+                "    %s\n"
+                "    const int slot = kt %% %d;\n"
+                "#pragma unroll\n"
+                "    for (int ks = 0; ks < %d; ks += 16) {\n",
+                commit, S, BK);
+  if (!emu) {
+    nc_buf_printf(o,
+                  "      uint af[%d][4], bfr[%d][2];\n"
+                  "#pragma unroll\n"
+                  "      for (int i = 0; i < %d; i++) {\n"
+                  "        int row = wm0 + i * 16 + (lane & 15), c = ks / 8 + (lane >> 4);\n"
+                  "        uint ad = sbase + (uint)(slot * %d + row * %d + NC_SWZ(row, c)) * 16u;\n"
+                  "        asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%%0,%%1,%%2,%%3}, [%%4];\"\n"
+                  "                     : \"=r\"(af[i][0]), \"=r\"(af[i][1]), \"=r\"(af[i][2]), \"=r\"(af[i][3]) : \"r\"(ad) NC_LDM_CLOBBER);\n"
+                  "      }\n"
+                  "#pragma unroll\n"
+                  "      for (int j = 0; j < %d; j += 2) {\n"
+                  "        int row = wn0 + j * 8 + (lane & 7) + ((lane >> 4) << 3), c = ks / 8 + ((lane >> 3) & 1);\n"
+                  "        uint ad = sbase + (uint)(slot * %d + %d + row * %d + NC_SWZ(row, c)) * 16u;\n"
+                  "        asm volatile(\"ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%%0,%%1,%%2,%%3}, [%%4];\"\n"
+                  "                     : \"=r\"(bfr[j][0]), \"=r\"(bfr[j][1]), \"=r\"(bfr[j + 1][0]), \"=r\"(bfr[j + 1][1]) : \"r\"(ad) NC_LDM_CLOBBER);\n"
+                  "      }\n"
+                  "#pragma unroll\n"
+                  "      for (int i = 0; i < %d; i++)\n"
+                  "#pragma unroll\n"
+                  "        for (int j = 0; j < %d; j++) {\n"
+                  "          float d0, d1, d2, d3;\n"
+                  "          asm NC_MMA_Q(\"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%%0,%%1,%%2,%%3}, {%%4,%%5,%%6,%%7}, {%%8,%%9}, {%%10,%%11,%%12,%%13};\"\n"
+                  "                       : \"=f\"(d0), \"=f\"(d1), \"=f\"(d2), \"=f\"(d3)\n"
+                  "                       : \"r\"(af[i][0]), \"r\"(af[i][1]), \"r\"(af[i][2]), \"r\"(af[i][3]), \"r\"(bfr[j][0]), \"r\"(bfr[j][1]),\n"
+                  "                         \"f\"(acc[i][j][0]), \"f\"(acc[i][j][1]), \"f\"(acc[i][j][2]), \"f\"(acc[i][j][3]));\n"
+                  "          acc[i][j][0] = d0; acc[i][j][1] = d1; acc[i][j][2] = d2; acc[i][j][3] = d3;\n"
+                  "        }\n",
+                  MT, NT, MT, STG, CPR, NT, STG, BM * CPR, CPR, MT, NT);
+  } else {
+    // element (row, k) of a slot's A (or B, rows after BM) slice: piece NC_SWZ(row, k / 8), half k % 8
+    nc_buf_printf(o,
+                  "      __local const ushort *h = (__local const ushort *)sm;\n"
+                  "      for (int i = 0; i < %d; i++)\n"
+                  "        for (int j = 0; j < %d; j++)\n"
+                  "          for (int hh = 0; hh < 4; hh++) {\n"
+                  "            int mr = wm0 + i * 16 + g + (hh >> 1) * 8, nr = wn0 + j * 8 + 2 * t + (hh & 1);\n"
+                  "            float s = acc[i][j][hh];\n"
+                  "            for (int kq = ks; kq < ks + 16; kq++) {\n"
+                  "              float a = nc_bf2f(h[(slot * %d + mr * %d + NC_SWZ(mr, kq / 8)) * 8 + kq %% 8]);\n"
+                  "              float b = nc_bf2f(h[(slot * %d + %d + nr * %d + NC_SWZ(nr, kq / 8)) * 8 + kq %% 8]);\n"
+                  "              s = fma(a, b, s);\n"
+                  "            }\n"
+                  "            acc[i][j][hh] = s;\n"
+                  "          }\n",
+                  MT, NT, STG, CPR, STG, BM * CPR, CPR);
+  }
+  nc_buf_printf(o,
+                "    }\n"
+                "  }\n"
+                "#pragma unroll\n"
+                "  for (int i = 0; i < %d; i++)\n"
+                "#pragma unroll\n"
+                "    for (int j = 0; j < %d; j++)\n"
+                "#pragma unroll\n"
+                "      for (int hh = 0; hh < 4; hh++) {\n"
+                "        long m = m0 + wm0 + i * 16 + g + (hh >> 1) * 8, n = n0 + wn0 + j * 8 + 2 * t + (hh & 1);\n"
+                "        if (m < M && n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j][hh] : acc[i][j][hh];\n"
+                "      }\n"
+                "}\n"
+                "#undef NC_SWZ\n\n",
                 MT, NT);
 }
 

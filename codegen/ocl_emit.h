@@ -53,6 +53,10 @@ typedef struct {
   int tc_bm, tc_bn;      // block tile: 16..256 (bn 8..256), multiples of tc_wm / tc_wn
   int tc_wm, tc_wn;      // warp tile: tc_wm a multiple of 16 (16..128), tc_wn of 8 (8..128), <= 32 mma tiles
   int tc_bk;             // k-step: 16, 32, 48 or 64; the BMxBK and BNxBK slices split evenly over the work-items
+  int tc_stages;         // 0: the register-staged kernel over fp32 operands; 2..4: the pipelined kernel: operands
+                         // packed to bf16 (k contiguous, zero-padded) first, then a ring of tc_stages shared-memory
+                         // slices filled by cp.async, fragments by ldmatrix (tc_bk 32 or 64, tc_wn a multiple of 16,
+                         // the ring at most 48 KiB)
 } nc_ocl_knobs;
 
 // Defaults for a GPU (64x64x16 tiles, 4x4 per work-item, 256-wide loops,
@@ -62,7 +66,8 @@ void nc_ocl_knobs_default(bool gpu, nc_ocl_knobs *k);
 nc_status nc_ocl_knobs_check(const nc_ocl_knobs *k);
 // The bf16 GEMM's knobs alone (also checked by nc_ocl_knobs_check).
 nc_status nc_ocl_tc_check(const nc_ocl_knobs *k);
-// "BM,BN,WM,WN,BK[,MODE]" (the NC_OCL_TC environment variable) over *k; MODE is gemm_tc.
+// "BM,BN,WM,WN,BK[,MODE[,STAGES]]" (the NC_OCL_TC environment variable) over *k; MODE is
+// gemm_tc, STAGES tc_stages (0, the register-staged kernel, when not given).
 nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k);
 // "TM,TN,TK,WM,WN[,WG[,RWG]]" (the NC_OCL_KNOBS environment variable) over *k.
 nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k);
@@ -89,6 +94,19 @@ void nc_ocl_emit_prelude(nc_buf *out);
 // work-group is 32 * (tc_bm/tc_wm) * (tc_bn/tc_wn) work-items in dimension 0,
 // one per tc_bm x tc_bn tile of C: global (ceil(N/tc_bn) * that, ceil(M/tc_bm), batch)).
 void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *out);
+// With kn->tc_stages > 0 the GEMM is three kernels, emitted once per program:
+//   nc_pack_k(X, long ox, long sx, long R, long Kd, P, long op, long Rp, long Kp): P[q][r][k] (bf16, at op,
+//     Rp x Kp per q, zero-padded) = X[ox + q*sx + r*Kd + k]; global (Kp/8, Rp, batch), any local size;
+//   nc_pack_t(same): = X[ox + q*sx + k*R + r] (a tiled transpose); global (ceil(Rp/32)*32, Kp/32*8, batch),
+//     local (32, 8, 1);
+//   nc_gemm_bf16p(A, B, C, M, N, Kp, sa, sb, beta, oa, ob, oc, long kt_per, int splits): C (+)= A @ B^T
+//     over the packed bf16 operands (A: Mp x Kp, B: Np x Kp at element offsets oa/ob of their
+//     ushort buffers, batch strides sa/sb), global (Np/tc_bn * WG, Mp/tc_bm, batch * splits); with
+//     splits > 1 split s of batch q covers k-tiles [s*kt_per, (s+1)*kt_per) and writes its partial
+//     sum to C + oc + (q*splits + s)*M*N (no beta);
+//   nc_splitk_sum(P, C, long MN, int splits, int beta, long oc): C[oc + q*MN + i] (+)= sum over s of
+//     P[(q*splits + s)*MN + i]; global (MN rounded up, batch).
+void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *out);
 const char *nc_ocl_gemm_name(int variant);
 
 // Kernel k as an OpenCL kernel called fname: arguments are the buffers in

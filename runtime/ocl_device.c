@@ -11,6 +11,7 @@
 #include "passes/memplan.h"
 #include "runtime/kir_eval.h"
 #include "runtime/ocl_cache.h"
+#include "runtime/ocl_tune.h"
 
 // ---- discovery and selection ---------------------------------------------------
 
@@ -170,6 +171,16 @@ struct nc_ocl {
   int nuniq;
   cl_kernel *kern;         // per unique kernel
   cl_kernel gemm[4];
+  nc_ocl_tuned_gemm *tuned;  // per-shape GEMMs from the tuning database (runtime/ocl_tune.h)
+  cl_kernel *tuned_kern;
+  int ntuned;
+  // the pipelined bf16 GEMM (knobs.tc_stages > 0): pack kernels, the GEMM, the split-K sum,
+  // and their scratch buffers (grown on demand)
+  cl_kernel pack_k, pack_t, gemm_p, splitk_sum;
+  cl_mem packed, partial;
+  size_t packed_bytes, partial_bytes;
+  int ncu;                 // compute units (split-K aims at 2 work-groups per unit)
+  int splitk_force;        // NC_OCL_SPLITK: > 0 forces that many splits (1: none)
   bool profile, verbose, cache_hit;
   uint64_t key;
   double compile_s;
@@ -178,6 +189,7 @@ struct nc_ocl {
   // node is a view into one arena laid out by the memory planner.
   uint32_t nnodes;
   unsigned char *used;     // node is read or written by some kernel
+  unsigned char *kept;     // leaf node: its buffer holds a value a kept output left there
   cl_mem *mem;             // per node: its own buffer (leaves)
   size_t *memsz;
   cl_mem *view;            // per node: the buffer holding it (its own or the arena)
@@ -194,6 +206,7 @@ struct nc_ocl {
   double *kflops_sum;      // per plan kernel: flops of the timed calls
   double last_run_s;
   cl_event *ev;            // per plan kernel, last run
+  cl_event *ev0;           // per plan kernel: the first of several commands (packed GEMM), last run
 };
 
 static double nc_oc_now(void) {
@@ -217,6 +230,15 @@ void nc_ocl_free(nc_ocl *c) {
       if (c->kern[i]) clReleaseKernel(c->kern[i]);
   for (int v = 0; v < 4; v++)
     if (c->gemm[v]) clReleaseKernel(c->gemm[v]);
+  for (int i = 0; c->tuned_kern && i < c->ntuned; i++)
+    if (c->tuned_kern[i]) clReleaseKernel(c->tuned_kern[i]);
+  free(c->tuned_kern);
+  free(c->tuned);
+  cl_kernel pks[4] = {c->pack_k, c->pack_t, c->gemm_p, c->splitk_sum};
+  for (int v = 0; v < 4; v++)
+    if (pks[v]) clReleaseKernel(pks[v]);
+  if (c->packed) clReleaseMemObject(c->packed);
+  if (c->partial) clReleaseMemObject(c->partial);
   if (c->prog) clReleaseProgram(c->prog);
   if (c->q) clReleaseCommandQueue(c->q);
   if (c->ctx) clReleaseContext(c->ctx);
@@ -224,6 +246,7 @@ void nc_ocl_free(nc_ocl *c) {
   free(c->launch);
   free(c->kern);
   free(c->used);
+  free(c->kept);
   free(c->mem);
   free(c->memsz);
   free(c->ksec);
@@ -232,6 +255,7 @@ void nc_ocl_free(nc_ocl *c) {
   free(c->kitems);
   free(c->kflops_sum);
   free(c->ev);
+  free(c->ev0);
   free(c);
 }
 
@@ -336,6 +360,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   c->launch = calloc(nk1, sizeof *c->launch);
   c->kern = calloc(nk1, sizeof *c->kern);
   c->used = calloc(nn1, 1);
+  c->kept = calloc(nn1, 1);
   c->mem = calloc(nn1, sizeof *c->mem);
   c->memsz = calloc(nn1, sizeof *c->memsz);
   c->view = calloc(nn1, sizeof *c->view);
@@ -343,6 +368,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   c->ksec = calloc(nk1, sizeof *c->ksec);
   c->kcalls = calloc(nk1, sizeof *c->kcalls);
   c->ev = calloc(nk1, sizeof *c->ev);
+  c->ev0 = calloc(nk1, sizeof *c->ev0);
   c->kflop = calloc(nk1, sizeof *c->kflop);
   c->kitems = calloc(nk1, sizeof *c->kitems);
   c->kflops_sum = calloc(nk1, sizeof *c->kflops_sum);
@@ -350,7 +376,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   nc_buf src, tmp;
   nc_buf_init(&src);
   nc_buf_init(&tmp);
-  if (!c->uniq || !c->launch || !c->kern || !c->used || !c->mem || !c->memsz || !c->ksec || !c->kcalls || !c->ev || !uhash || !c->kflop || !c->kitems || !c->view || !c->off ||
+  if (!c->uniq || !c->launch || !c->kern || !c->used || !c->kept || !c->mem || !c->memsz || !c->ksec || !c->kcalls || !c->ev || !c->ev0 || !uhash || !c->kflop || !c->kitems || !c->view || !c->off ||
       !c->kflops_sum) {
     st = nc_errorf(NC_E_NOMEM, "out of memory");
     goto fail_bufs;
@@ -385,23 +411,76 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     }
     c->uniq[q] = u;
   }
-  for (int v = 0; v < 4 && !st; v++)
-    if (need_gemm[v]) nc_ocl_emit_gemm(&c->knobs, v, &src);
+  bool packed = c->knobs.gemm_tc && c->knobs.tc_stages > 0, any_gemm = false;
+  for (int v = 0; v < 4 && !st; v++) {
+    any_gemm |= need_gemm[v];
+    if (need_gemm[v] && !packed) nc_ocl_emit_gemm(&c->knobs, v, &src);
+  }
+  if (!st && !packed && any_gemm && !(o && o->knobs)) {  // per-shape GEMMs from the tuning database (runtime/ocl_tune.h)
+    if (!(c->tuned = calloc(NC_OCL_MAX_TUNED, sizeof *c->tuned))) st = nc_errorf(NC_E_NOMEM, "out of memory");
+    else c->ntuned = nc_ocl_tuned_collect(&c->dev.d, &c->knobs, need_gemm, c->tuned, NC_OCL_MAX_TUNED);
+    if (!st) st = nc_ocl_tuned_emit(c->tuned, c->ntuned, &src);
+  }
+  if (!st && packed && any_gemm) nc_ocl_emit_gemm_packed(&c->knobs, &src);
+  {
+    cl_uint cu = 0;
+    clGetDeviceInfo(c->dev.dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
+    c->ncu = cu > 0 ? (int)cu : 1;
+    const char *sk = getenv("NC_OCL_SPLITK");
+    if (sk && *sk) {
+      char *end;
+      long v = strtol(sk, &end, 10);
+      if (*end || v < 1 || v > 64) st = nc_errorf(NC_E_INVALID, "NC_OCL_SPLITK='%s': want a number of K splits in 1..64", sk);
+      else c->splitk_force = (int)v;
+    }
+  }
   if (!st && (src.oom || tmp.oom)) st = nc_errorf(NC_E_NOMEM, "out of memory emitting OpenCL C");
   if (st) goto fail_bufs;
   if (c->verbose) fprintf(stderr, "// OpenCL program for %s | %s\n%s", c->dev.d.platform, c->dev.d.name, src.data ? src.data : "");
-  if ((st = nc_oc_program(c, src.data ? src.data : "", "-cl-std=CL1.2"))) goto fail_bufs;
+  {  // NC_OCL_BUILD_OPTS: extra OpenCL build options (experiments: -cl-nv-maxrregcount=N, -DNC_MMA_Q=); part of the cache key
+    char bo[320] = "-cl-std=CL1.2";
+    const char *xo = getenv("NC_OCL_BUILD_OPTS");
+    if (xo && *xo) {
+      if (strlen(xo) > 250 || strpbrk(xo, "\n\r")) st = nc_errorf(NC_E_INVALID, "NC_OCL_BUILD_OPTS: over 250 characters or a line break");
+      else snprintf(bo + strlen(bo), sizeof bo - strlen(bo), " %s", xo);
+    }
+    if (!st) st = nc_oc_program(c, src.data ? src.data : "", bo);
+    if (!st && getenv("NC_OCL_BUILD_LOG") && !c->cache_hit) {  // the driver's log of a successful build (-cl-nv-verbose: registers, spills)
+      size_t n = 0;
+      clGetProgramBuildInfo(c->prog, c->dev.dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &n);
+      char *log = n ? malloc(n + 1) : NULL;
+      if (log && clGetProgramBuildInfo(c->prog, c->dev.dev, CL_PROGRAM_BUILD_LOG, n, log, NULL) == CL_SUCCESS) {
+        log[n] = 0;
+        fprintf(stderr, "// OpenCL build log (%s):\n%s\n", bo, log);
+      }
+      free(log);
+    }
+    if (st) goto fail_bufs;
+  }
   for (int u = 0; u < c->nuniq && !st; u++) {
     char name[32];
     snprintf(name, sizeof name, "nck%d", u);
     c->kern[u] = clCreateKernel(c->prog, name, &err);
     if (!c->kern[u] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel");
   }
-  for (int v = 0; v < 4 && !st; v++)
+  for (int v = 0; v < 4 && !st && !packed; v++)
     if (need_gemm[v]) {
       c->gemm[v] = clCreateKernel(c->prog, nc_ocl_gemm_name(v), &err);
       if (!c->gemm[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(gemm)");
     }
+  if (!st && c->ntuned && !(c->tuned_kern = calloc((size_t)c->ntuned, sizeof *c->tuned_kern))) st = nc_errorf(NC_E_NOMEM, "out of memory");
+  for (int i = 0; i < c->ntuned && !st; i++) {
+    c->tuned_kern[i] = clCreateKernel(c->prog, c->tuned[i].name, &err);
+    if (!c->tuned_kern[i] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(tuned gemm)");
+  }
+  if (!st && packed && any_gemm) {
+    const char *names[4] = {"nc_pack_k", "nc_pack_t", "nc_gemm_bf16p", "nc_splitk_sum"};
+    cl_kernel *ks[4] = {&c->pack_k, &c->pack_t, &c->gemm_p, &c->splitk_sum};
+    for (int v = 0; v < 4 && !st; v++) {
+      *ks[v] = clCreateKernel(c->prog, names[v], &err);
+      if (!*ks[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, names[v]);
+    }
+  }
 fail_bufs:
   free(uhash);
   nc_buf_free(&src);
@@ -419,6 +498,7 @@ fail:
 static nc_status nc_oc_buffer(nc_ocl *c, uint32_t i, size_t bytes) {
   if (bytes == 0) bytes = 4;
   if (c->mem[i] && c->memsz[i] == bytes) return NC_OK;
+  c->kept[i] = 0;
   if (c->mem[i]) clReleaseMemObject(c->mem[i]);
   c->mem[i] = NULL;
   c->memsz[i] = 0;
@@ -469,6 +549,119 @@ static nc_status nc_oc_arena(nc_ocl *c, const nc_graph *g, const nc_plan *p, con
   return NC_OK;
 }
 
+// Makes *buf hold at least bytes (exactly that much when it grows: on a full
+// device every byte counts; it only grows during a plan's first runs).
+static nc_status nc_oc_scratch(nc_ocl *c, cl_mem *buf, size_t *have, size_t bytes, const char *what) {
+  if (*buf && *have >= bytes) return NC_OK;
+  if (*buf) clReleaseMemObject(*buf);  // commands already enqueued keep it alive
+  *buf = NULL;
+  *have = 0;
+  size_t want = bytes;
+  cl_int err;
+  *buf = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE, want, NULL, &err);
+  if (!*buf || err != CL_SUCCESS) {
+    *buf = NULL;
+    return nc_errorf(NC_E_NOMEM, "OpenCL: cannot allocate %zu bytes on %s for the %s (%s)", bytes, c->dev.d.name, what, nc_oc_errname(err));
+  }
+  *have = want;
+  return NC_OK;
+}
+
+static int64_t nc_oc_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// The pipelined bf16 GEMM: pack op(A) (M x K) and op(B)^T (N x K) to bf16,
+// k contiguous and padded (codegen/ocl_emit.h), then the GEMM, split over K
+// when the tiles alone would leave compute units idle (then the split sum).
+// v: batch, M, N, K, ta, tb, sa, sb, beta (the call's arguments).
+static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *v, int variant, cl_event *evp) {
+  const nc_kstmt *s = &pk->k.s[pk->k.body];
+  const nc_ocl_knobs *kn = &c->knobs;
+  int64_t batch = v[0], M = v[1], N = v[2], K = v[3], sa = v[6], sb = v[7];
+  bool ta = variant & 2, tb = variant & 1;
+  int64_t Mp = nc_oc_up(M, kn->tc_bm), Np = nc_oc_up(N, kn->tc_bn), Kp = nc_oc_up(K > 0 ? K : 1, kn->tc_bk);
+  int64_t ba = sa ? batch : 1, bb = sb ? batch : 1, pa = ba * Mp * Kp, pb = bb * Np * Kp;
+  NC_TRY(nc_oc_scratch(c, &c->packed, &c->packed_bytes, (size_t)(pa + pb) * 2, "packed bf16 GEMM operands"));
+  int64_t tiles = (Mp / kn->tc_bm) * (Np / kn->tc_bn) * batch, nkt = Kp / kn->tc_bk, splits = 1;
+  if (c->splitk_force) splits = c->splitk_force;
+  else if (tiles < 2 * c->ncu && nkt >= 8) {
+    splits = (2 * c->ncu + tiles - 1) / tiles;
+    if (splits > nkt / 4) splits = nkt / 4;
+    if (splits > 16) splits = 16;
+  }
+  if (splits > nkt) splits = nkt;
+  if (splits < 1) splits = 1;
+  int64_t kt_per = (nkt + splits - 1) / splits;
+  splits = (nkt + kt_per - 1) / kt_per;  // no empty split
+  if (splits > 1) NC_TRY(nc_oc_scratch(c, &c->partial, &c->partial_bytes, (size_t)(splits * batch * M * N) * 4, "split-K partial sums"));
+  cl_mem bufA = c->view[pk->buf_node[s->cbufs[0]]], bufB = c->view[pk->buf_node[s->cbufs[1]]], bufC = c->view[pk->buf_node[s->cbufs[2]]];
+  cl_long offA = c->off[pk->buf_node[s->cbufs[0]]], offB = c->off[pk->buf_node[s->cbufs[1]]];
+  cl_long offC = c->off[pk->buf_node[s->cbufs[2]]];
+  cl_int err = CL_SUCCESS;
+  bool first = true;
+  for (int opd = 0; opd < 2; opd++) {  // op(A) as M x K, op(B)^T as N x K
+    bool kc = opd ? tb : !ta;          // k contiguous in the source
+    cl_kernel kk = kc ? c->pack_k : c->pack_t;
+    cl_mem X = opd ? bufB : bufA;
+    cl_long ox = opd ? offB : offA, sx = opd ? (sb ? sb : 0) : (sa ? sa : 0), R = opd ? N : M, Kd = K, op = opd ? pa : 0;
+    cl_long Rp = opd ? Np : Mp, Kpl = Kp;
+    size_t nb = (size_t)(opd ? bb : ba);
+    cl_uint a = 0;
+    err |= clSetKernelArg(kk, a++, sizeof X, &X);
+    err |= clSetKernelArg(kk, a++, sizeof ox, &ox);
+    err |= clSetKernelArg(kk, a++, sizeof sx, &sx);
+    err |= clSetKernelArg(kk, a++, sizeof R, &R);
+    err |= clSetKernelArg(kk, a++, sizeof Kd, &Kd);
+    err |= clSetKernelArg(kk, a++, sizeof c->packed, &c->packed);
+    err |= clSetKernelArg(kk, a++, sizeof op, &op);
+    err |= clSetKernelArg(kk, a++, sizeof Rp, &Rp);
+    err |= clSetKernelArg(kk, a++, sizeof Kpl, &Kpl);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(pack)");
+    size_t gws[3], lws[3] = {32, 8, 1};
+    if (kc) gws[0] = (size_t)(Kp / 8), gws[1] = (size_t)Rp, gws[2] = nb;
+    else gws[0] = (size_t)nc_oc_up(Rp, 32), gws[1] = (size_t)(Kp / 32 * 8), gws[2] = nb;
+    err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, gws, kc ? NULL : lws, 0, NULL, evp && first ? &c->ev0[q] : NULL);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(pack)");
+    first = false;
+  }
+  cl_long Ml = M, Nl = N, Kl = Kp, sal = sa ? Mp * Kp : 0, sbl = sb ? Np * Kp : 0, oal = 0, obl = pa, ocl = splits > 1 ? 0 : offC, ktp = kt_per;
+  cl_int beta = v[8] != 0, spl = (cl_int)splits;
+  cl_mem Cout = splits > 1 ? c->partial : bufC;
+  cl_kernel kk = c->gemm_p;
+  cl_uint a = 0;
+  err |= clSetKernelArg(kk, a++, sizeof c->packed, &c->packed);
+  err |= clSetKernelArg(kk, a++, sizeof c->packed, &c->packed);
+  err |= clSetKernelArg(kk, a++, sizeof Cout, &Cout);
+  cl_long la[5] = {Ml, Nl, Kl, sal, sbl};
+  for (int i = 0; i < 5; i++) err |= clSetKernelArg(kk, a++, sizeof(cl_long), &la[i]);
+  err |= clSetKernelArg(kk, a++, sizeof beta, &beta);
+  err |= clSetKernelArg(kk, a++, sizeof oal, &oal);
+  err |= clSetKernelArg(kk, a++, sizeof obl, &obl);
+  err |= clSetKernelArg(kk, a++, sizeof ocl, &ocl);
+  err |= clSetKernelArg(kk, a++, sizeof ktp, &ktp);
+  err |= clSetKernelArg(kk, a++, sizeof spl, &spl);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(gemm_bf16p)");
+  size_t lx = (size_t)(32 * (kn->tc_bm / kn->tc_wm) * (kn->tc_bn / kn->tc_wn));
+  size_t gws[3] = {(size_t)(Np / kn->tc_bn) * lx, (size_t)(Mp / kn->tc_bm), (size_t)(batch * splits)}, lws[3] = {lx, 1, 1};
+  err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, gws, lws, 0, NULL, evp && splits == 1 ? evp : NULL);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(gemm_bf16p)");
+  if (splits > 1) {
+    cl_long MN = M * N;
+    kk = c->splitk_sum;
+    a = 0;
+    err |= clSetKernelArg(kk, a++, sizeof c->partial, &c->partial);
+    err |= clSetKernelArg(kk, a++, sizeof bufC, &bufC);
+    err |= clSetKernelArg(kk, a++, sizeof MN, &MN);
+    err |= clSetKernelArg(kk, a++, sizeof spl, &spl);
+    err |= clSetKernelArg(kk, a++, sizeof beta, &beta);
+    err |= clSetKernelArg(kk, a++, sizeof offC, &offC);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(splitk_sum)");
+    size_t g2[2] = {(size_t)nc_oc_up(MN, 256), (size_t)batch}, l2[2] = {256, 1};
+    err = clEnqueueNDRangeKernel(c->q, kk, 2, NULL, g2, l2, 0, NULL, evp);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(splitk_sum)");
+  }
+  return NC_OK;
+}
+
 static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args) {
   const nc_kernel *k = &pk->k;
   const nc_ocl_launch *L = &c->launch[q];
@@ -481,7 +674,12 @@ static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
     int64_t batch = v[0], M = v[1], N = v[2], K = v[3];
     if (batch <= 0 || M <= 0 || N <= 0) return NC_OK;
     c->kflop[q] = 2.0 * (double)batch * (double)M * (double)N * (double)K;
+    if (c->gemm_p) return nc_oc_launch_packed(c, q, pk, v, L->gemm_variant, evp);
     cl_kernel kk = c->gemm[L->gemm_variant];
+    const nc_ocl_knobs *tkn = NULL;  // a GEMM tuned for exactly this shape (runtime/ocl_tune.h)
+    for (int i = 0; i < c->ntuned && !tkn; i++)
+      if (c->tuned[i].variant == L->gemm_variant && c->tuned[i].batch == batch && c->tuned[i].m == M && c->tuned[i].n == N && c->tuned[i].k == K)
+        kk = c->tuned_kern[i], tkn = &c->tuned[i].knobs;
     cl_long a[5] = {M, N, K, v[6], v[7]};
     cl_int beta = v[8] != 0;
     for (int i = 0; i < 3 && err == CL_SUCCESS; i++) err = clSetKernelArg(kk, (cl_uint)i, sizeof(cl_mem), &c->view[pk->buf_node[s->cbufs[i]]]);
@@ -489,7 +687,7 @@ static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
     if (err == CL_SUCCESS) err = clSetKernelArg(kk, 8, sizeof beta, &beta);
     for (int i = 0; i < 3 && err == CL_SUCCESS; i++) err = clSetKernelArg(kk, (cl_uint)(9 + i), sizeof(cl_long), &c->off[pk->buf_node[s->cbufs[i]]]);
     if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(gemm)");
-    const nc_ocl_knobs *kn = &c->knobs;
+    const nc_ocl_knobs *kn = tkn ? tkn : &c->knobs;
     size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);
     size_t gx = (size_t)((N + kn->gemm_tn - 1) / kn->gemm_tn) * lx;
     size_t gy = (size_t)((M + kn->gemm_tm - 1) / kn->gemm_tm) * ly;
@@ -530,14 +728,46 @@ static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
 }
 
 nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
+  return nc_ocl_run_kept(c, g, p, feeds, nfeeds, NULL, NULL, outputs);
+}
+
+static nc_id nc_oc_leaf(const nc_graph *g, const char *name) {
+  nc_id id = nc_graph_find_leaf(g, NC_OP_PARAM, name);
+  return id != NC_NONE ? id : nc_graph_find_leaf(g, NC_OP_INPUT, name);
+}
+
+nc_status nc_ocl_read_leaf(nc_ocl *c, uint32_t id, void *dst, size_t bytes) {
+  if (id >= c->nnodes || !c->mem[id] || !c->kept[id] || c->memsz[id] < bytes)
+    return nc_errorf(NC_E_INTERNAL, "OpenCL: node %%%u holds no kept value of %zu bytes on %s", id, bytes, c->dev.d.name);
+  if (!bytes) return NC_OK;
+  cl_int err = clEnqueueReadBuffer(c->q, c->mem[id], CL_TRUE, 0, bytes, dst, 0, NULL, NULL);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueReadBuffer(kept)");
+  return NC_OK;
+}
+
+nc_status nc_ocl_run_kept(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_feed *feeds, int nfeeds, const bool *on_device,
+                          int *keep, nc_tensor *outputs) {
   uint32_t nn = nc_graph_nnodes(g);
   int nout = nc_graph_noutputs(g);
   for (int k = 0; k < nout; k++) memset(&outputs[k], 0, sizeof outputs[k]);
   if (nn != c->nnodes || p->nkernels != c->nk) return nc_errorf(NC_E_INTERNAL, "OpenCL plan run with another graph or plan");
   int64_t syms[NC_MAX_SYMS];
   const nc_tensor **fed = calloc(nn ? nn : 1, sizeof *fed);
-  if (!fed) return nc_errorf(NC_E_NOMEM, "out of memory");
+  unsigned char *ondev = calloc(nn ? nn : 1, 1);
+  nc_id *fnode = calloc(nfeeds > 0 ? (size_t)nfeeds : 1, sizeof *fnode);
+  if (!fed || !ondev || !fnode) {
+    free(fed), free(ondev), free(fnode);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
   nc_status st = nc_feeds_bind(g, feeds, nfeeds, syms, fed);
+  for (int f = 0; f < nfeeds && !st; f++) {
+    fnode[f] = nc_oc_leaf(g, feeds[f].name);
+    if (on_device && on_device[f]) {
+      if (fnode[f] == NC_NONE || !c->kept[fnode[f]])
+        st = nc_errorf(NC_E_INTERNAL, "feed '%s': marked as held on %s, which holds no value for it", feeds[f].name, c->dev.d.name);
+      else ondev[fnode[f]] = 1;
+    }
+  }
   if (!st) st = nc_oc_arena(c, g, p, syms);
   for (nc_id i = 0; i < nn && !st; i++) {
     const nc_node *nd = nc_graph_node(g, i);
@@ -550,9 +780,19 @@ nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_fe
     if (!leaf) continue;  // in the arena
     size_t bytes = nc_dtype_size(nd->type.dtype);
     for (int d = 0; d < nd->type.rank; d++) bytes *= (size_t)nc_dim_eval(nd->type.dim[d], syms);
+    if (ondev[i]) {  // kept there by an earlier run
+      if (!c->mem[i] || c->memsz[i] != (bytes ? bytes : 4)) {
+        st = nc_errorf(NC_E_INTERNAL, "%s '%s': the kept device copy has another size", nd->op == NC_OP_INPUT ? "input" : "param", nc_node_name(g, i));
+        break;
+      }
+      c->view[i] = c->mem[i];
+      c->off[i] = 0;
+      continue;
+    }
     if ((st = nc_oc_buffer(c, i, bytes))) break;
     c->view[i] = c->mem[i];
     c->off[i] = 0;
+    c->kept[i] = 0;
     if (bytes) {
       cl_int err = clEnqueueWriteBuffer(c->q, c->mem[i], CL_FALSE, 0, bytes, fed[i]->data, 0, NULL, NULL);
       if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clEnqueueWriteBuffer");
@@ -568,6 +808,32 @@ nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_fe
     st = nc_oc_launch(c, q, pk, args);
     if (st) st = nc_status_prefix(st, "kernel %s: ", pk->k.name);
   }
+  // fed outputs whose current value is on the device, then the kept outputs' copies
+  for (int k = 0; k < nout && !st; k++) {
+    nc_id id = nc_graph_output(g, k);
+    if (!fed[id] || !ondev[id]) continue;
+    if ((st = nc_tensor_clone(&outputs[k], fed[id]))) break;
+    size_t bytes = nc_tensor_nbytes(&outputs[k]);
+    cl_int err = bytes ? clEnqueueReadBuffer(c->q, c->mem[id], CL_FALSE, 0, bytes, outputs[k].data, 0, NULL, NULL) : CL_SUCCESS;
+    if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clEnqueueReadBuffer(kept output)");
+  }
+  for (int k = 0; keep && k < nout && !st; k++) {
+    if (keep[k] < 0) continue;
+    nc_id id = nc_graph_output(g, k), leaf = keep[k] < nfeeds ? fnode[keep[k]] : NC_NONE;
+    const nc_node *nd = nc_graph_node(g, id);
+    size_t bytes = nc_dtype_size(nd->type.dtype);
+    for (int d = 0; d < nd->type.rank; d++) bytes *= (size_t)nc_dim_eval(nd->type.dim[d], syms);
+    if (leaf == NC_NONE || fed[id] || !c->view[id] || !c->mem[leaf] || c->memsz[leaf] != (bytes ? bytes : 4) ||
+        nc_graph_node(g, leaf)->type.dtype != nd->type.dtype) {
+      keep[k] = -1;  // returned as usual below
+      continue;
+    }
+    if (bytes) {
+      cl_int err = clEnqueueCopyBuffer(c->q, c->view[id], c->mem[leaf], (size_t)c->off[id] * nc_dtype_size(nd->type.dtype), 0, bytes, 0, NULL, NULL);
+      if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clEnqueueCopyBuffer(kept output)");
+    }
+    c->kept[leaf] = 1;
+  }
   cl_int ferr = clFinish(c->q);
   if (!st && ferr != CL_SUCCESS) st = NC_CL_ERR(ferr, "clFinish (a kernel failed)");
   if (c->profile) {
@@ -575,7 +841,7 @@ nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_fe
     for (int q = 0; q < c->nk; q++) {
       if (!c->ev[q]) continue;
       cl_ulong t0 = 0, t1 = 0;
-      if (clGetEventProfilingInfo(c->ev[q], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
+      if (clGetEventProfilingInfo(c->ev0[q] ? c->ev0[q] : c->ev[q], CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) == CL_SUCCESS &&
           clGetEventProfilingInfo(c->ev[q], CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) == CL_SUCCESS && t1 >= t0) {
         double s = 1e-9 * (double)(t1 - t0);
         c->ksec[q] += s;
@@ -585,10 +851,14 @@ nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_fe
       }
       clReleaseEvent(c->ev[q]);
       c->ev[q] = NULL;
+      if (c->ev0[q]) clReleaseEvent(c->ev0[q]);
+      c->ev0[q] = NULL;
     }
   }
   for (int k = 0; k < nout && !st; k++) {
     nc_id id = nc_graph_output(g, k);
+    if (keep && keep[k] >= 0) continue;  // kept on the device
+    if (fed[id] && ondev[id]) continue;  // read back above
     if (fed[id]) {
       st = nc_tensor_clone(&outputs[k], fed[id]);
       continue;
@@ -611,6 +881,8 @@ nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_fe
   if (st)
     for (int k = 0; k < nout; k++) nc_tensor_free(&outputs[k]);
   free(fed);
+  free(ondev);
+  free(fnode);
   return st;
 }
 
@@ -621,7 +893,7 @@ uint64_t nc_ocl_program_key(const nc_ocl *c) { return c->key; }
 int nc_ocl_unique_kernels(const nc_ocl *c) {
   int n = c->nuniq;
   for (int v = 0; v < 4; v++) n += c->gemm[v] != NULL;
-  return n;
+  return n + (c->gemm_p != NULL);
 }
 double nc_ocl_last_run_seconds(const nc_ocl *c) { return c->last_run_s; }
 const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c) { return &c->knobs; }
@@ -659,4 +931,16 @@ void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f) {
             (long long)c->kcalls[q], p->kernels[q].k.name, what);
   }
   free(order);
+}
+
+int nc_ocl_tuned_count(const nc_ocl *c) { return c->ntuned; }
+
+bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out) {
+  for (int i = 0; i < c->ntuned; i++)
+    if (c->tuned[i].variant == variant && c->tuned[i].batch == batch && c->tuned[i].m == m && c->tuned[i].n == n && c->tuned[i].k == k) {
+      *out = c->tuned[i].knobs;
+      return true;
+    }
+  *out = c->knobs;
+  return false;
 }

@@ -1,8 +1,9 @@
 // The OpenCL device: a plan (passes/lower.h) compiled to one OpenCL program
 // (codegen/ocl_emit.h) for one device, and run on it: device buffers per
 // materialized node, kept across runs while the symbol sizes stay the same;
-// feeds uploaded and outputs read back per run; one in-order queue; kernel
-// timings from profiling events when asked.
+// feeds uploaded and outputs read back per run, except what a session keeps
+// on the device (nc_ocl_run_kept: a training step's params and optimizer
+// state); one in-order queue; kernel timings from profiling events when asked.
 //
 // Devices are chosen by a selector, in the order `nanochat devices` lists
 // them (platforms in ICD order, then their devices):
@@ -51,6 +52,18 @@ void nc_ocl_free(nc_ocl *c);
 // the feeds, outputs[k] receives output k (owned), as nc_interp_run.
 nc_status nc_ocl_run(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_feed *feeds, int nfeeds, nc_tensor *outputs);
 
+// Device residency (runtime/exec.h nc_exec_run_kept): feeds f with
+// on_device[f] are not uploaded (their leaf buffer holds the value a kept
+// output left there; an error if it does not); output k with keep[k] = f >= 0
+// is copied on the device into feed f's leaf buffer after the kernels and not
+// read back (outputs[k] stays empty); keep[k] becomes -1 where that is not
+// possible (another type or size, the output is itself a fed leaf, the leaf
+// has no device buffer) and the output is returned as usual.
+nc_status nc_ocl_run_kept(nc_ocl *c, const nc_graph *g, const nc_plan *p, const nc_feed *feeds, int nfeeds, const bool *on_device,
+                          int *keep, nc_tensor *outputs);
+// Reads leaf node id's device buffer (bytes, all of it) into dst.
+nc_status nc_ocl_read_leaf(nc_ocl *c, uint32_t id, void *dst, size_t bytes);
+
 const nc_ocl_device_desc *nc_ocl_device(const nc_ocl *c);
 double nc_ocl_compile_seconds(const nc_ocl *c);
 bool nc_ocl_cache_hit(const nc_ocl *c);  // the program came from the binary cache
@@ -62,5 +75,10 @@ void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f);
 double nc_ocl_last_run_seconds(const nc_ocl *c);
 // The knobs the program was built with (gemm_tc says which GEMM runs).
 const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c);
+// GEMMs tuned for this device (the tuning database, runtime/tunedb.h): how
+// many the program holds, and the knobs a GEMM launch of variant (ta*2 + tb)
+// and this shape runs with (true: from the database).
+int nc_ocl_tuned_count(const nc_ocl *c);
+bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);
 
 #endif

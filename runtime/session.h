@@ -24,8 +24,21 @@ const char *nc_session_name_at(const nc_session *s, int k);
 // Runs g on the reference interpreter with every input/param bound from the
 // session, then stores the outputs as described above.
 nc_status nc_session_run(nc_session *s, const nc_graph *g);
-// The same on a graph prepared for a device (runtime/exec.h).
+// The same on a graph prepared for a device (runtime/exec.h). On a device
+// that keeps tensors (nc_exec_keeps: OpenCL), the updated tensors (new.X)
+// stay in the device's buffers: the entry keeps its host tensor (same shape,
+// stale data) and nc_session_get reads the current value back first, after
+// which the host copy is the current one again (and is uploaded by the next
+// run, so writing into it through the returned pointer is safe). A run on
+// another exec reads back what it needs the same way.
 struct nc_exec;
 nc_status nc_session_run_exec(nc_session *s, struct nc_exec *e);
+// Reads back every tensor exec e holds on its device and forgets e (called
+// by nc_exec_free; harmless when e holds nothing).
+void nc_session_detach(nc_session *s, struct nc_exec *e);
+// Reads back every tensor held on any device: afterwards every host copy is current.
+nc_status nc_session_sync(nc_session *s);
+// How many tensors are held on a device now (tests, diagnostics).
+int nc_session_on_device(const nc_session *s);
 
 #endif

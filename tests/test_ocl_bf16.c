@@ -170,6 +170,70 @@ Test(ocl_bf16, emulated_kernel_matches_the_bf16_reference_every_transpose_and_ed
   for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) cr_expect_gt(run_and_check(tcs[i], true), 1000, "%s: no element shows bf16 rounding", tcs[i]);
 }
 
+// The pipelined kernel (7th knob, tc_stages): operands packed to bf16 and
+// padded, a swizzled ring of slices, split-K with its sum; emulated anywhere.
+static int64_t run_packed(const char *tc, const char *splitk) {
+  if (splitk) setenv("NC_OCL_SPLITK", splitk, 1);
+  int64_t n = run_and_check(tc, true) + run_and_check_k(tc, true, 200);
+  unsetenv("NC_OCL_SPLITK");
+  return n;
+}
+
+Test(ocl_bf16, pipelined_kernel_emulated_matches_the_bf16_reference_with_and_without_split_k) {
+  NEED_OPENCL();
+  const char *tcs[] = {"32,32,16,16,32,2,2", "64,32,32,16,64,2,3", "32,32,16,16,32,2,4", "16,16,16,16,32,2,2"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) cr_expect_gt(run_packed(tcs[i], NULL), 1000, "%s: no element shows bf16 rounding", tcs[i]);
+  // K = 200 is 7 k-tiles of 32: 3 splits of 3, 3 and 1; 2 splits; more splits than tiles (clamped)
+  const char *sk[] = {"3", "2", "64"};
+  for (size_t i = 0; i < sizeof sk / sizeof *sk; i++) cr_expect_gt(run_packed("32,32,16,16,32,2,2", sk[i]), 1000, "split-K %s", sk[i]);
+  setenv("NC_OCL_SPLITK", "0", 1);
+  nc_graph *g = gemm_graph(4, 4, 4);
+  setenv("NC_OCL_TC", "32,32,16,16,32,2,2", 1);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_exec *ex;
+  nc_status st = nc_exec_new(g, &d, &ex);
+  cr_assert_not_null(st, "NC_OCL_SPLITK=0 accepted");
+  cr_expect(strstr(nc_status_msg(st), "NC_OCL_SPLITK='0'"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  unsetenv("NC_OCL_SPLITK");
+  unsetenv("NC_OCL_TC");
+  nc_graph_free(g);
+}
+
+// NC_OCL_BUILD_OPTS (extra build options for experiments) is checked, and a
+// valid one reaches the compiler (the emulated kernel's macros compile either way).
+Test(ocl_bf16, build_options_variable_is_checked) {
+  NEED_OPENCL();
+  nc_graph *g = gemm_graph(4, 4, 4);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  char longopt[300];
+  memset(longopt, 'x', sizeof longopt - 1);
+  longopt[sizeof longopt - 1] = 0;
+  const char *bad[] = {longopt, "-DA=1\n-DB=2"};
+  for (int i = 0; i < 2; i++) {
+    setenv("NC_OCL_BUILD_OPTS", bad[i], 1);
+    nc_exec *ex;
+    nc_status st = nc_exec_new(g, &d, &ex);
+    cr_assert_not_null(st, "bad NC_OCL_BUILD_OPTS %d accepted", i);
+    cr_expect(strstr(nc_status_msg(st), "NC_OCL_BUILD_OPTS"), "%s", nc_status_msg(st));
+    nc_status_free(st);
+  }
+  setenv("NC_OCL_BUILD_OPTS", "-DNC_MMA_Q= -DNC_LDM_CLOBBER=", 1);
+  cr_expect_gt(run_and_check_k("32,32,16,16,32,2,2", true, 48), 1000);
+  unsetenv("NC_OCL_BUILD_OPTS");
+  nc_graph_free(g);
+}
+
+Test(ocl_bf16, pipelined_mma_kernel_on_nvidia_matches_the_bf16_reference) {
+  NEED_OPENCL();
+  if (!device_is_nvidia()) cr_skip_test("the default OpenCL device is not NVIDIA: cp.async/ldmatrix/mma.sync need one (the emulated form is tested above)");
+  const char *tcs[] = {"128,128,64,32,32,1,3", "128,128,64,32,32,1,2", "64,64,32,32,64,1,2", "128,256,64,64,32,1,2", "64,128,32,64,32,1,4"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) cr_expect_gt(run_packed(tcs[i], NULL), 1000, "%s: no element shows bf16 rounding", tcs[i]);
+  cr_expect_gt(run_packed("128,128,64,32,32,1,3", "3"), 1000, "split-K 3");
+}
+
 Test(ocl_bf16, mma_kernel_on_nvidia_matches_the_bf16_reference) {
   NEED_OPENCL();
   if (!device_is_nvidia()) cr_skip_test("the default OpenCL device is not NVIDIA: mma.sync needs one (the emulated form is tested above)");
@@ -203,9 +267,9 @@ Test(ocl_bf16, staging_rounds_to_nearest_even_bit_exactly) {
     memcpy(&pa[i], &u, 4);
     pa[i] *= (i % 2 ? -1.0f : 1.0f) * ldexpf(1.0f, (int)(i % 9) - 4);
   }
-  const char *modes[] = {"32,32,16,16,16,2", "32,32,16,16,16,1"};
-  for (int mi = 0; mi < 2; mi++) {
-    if (mi == 1 && !device_is_nvidia()) {
+  const char *modes[] = {"32,32,16,16,16,2", "32,32,16,16,32,2,2", "32,32,16,16,16,1", "32,32,16,16,32,1,2"};
+  for (int mi = 0; mi < 4; mi++) {
+    if (mi >= 2 && !device_is_nvidia()) {
       cr_log_info("not NVIDIA: the mma form of the rounding test is skipped");
       break;
     }
@@ -272,7 +336,9 @@ Test(ocl_bf16, bad_tensor_core_knobs_name_the_knob) {
     const char *s, *want;
   } bad[] = {{"", "want 5"},          {"128,128,64,32", "want 5"},      {"128,128,64,32,32,3", "gemm_tc=3"}, {"128,128,24,32,32", "tc_wm=24"},
              {"128,128,64,12,32", "tc_wn=12"}, {"128,128,64,32,24", "tc_bk=24"}, {"96,128,64,32,32", "tc_bm=96"},  {"128,128,128,128,32", "over 32"},
-             {"256,256,16,8,16", "over 1024"}, {"128,x,64,32,32", "item 2"},   {"16,8,16,8,64,2,1", "want 5"},    {"48,8,16,8,16", "split evenly"}};
+             {"256,256,16,8,16", "over 1024"}, {"128,x,64,32,32", "item 2"},   {"16,8,16,8,64,2,1", "tc_stages=1"},    {"48,8,16,8,16", "split evenly"},
+             {"128,128,64,32,32,1,5", "tc_stages=5"}, {"128,128,64,32,16,1,2", "tc_bk=16"}, {"128,96,64,24,32,1,2", "multiple of 16"},
+             {"128,256,64,64,64,1,2", "over 49152"}, {"128,128,64,32,32,1,3,9", "want 5 to 7"}};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     nc_status st = nc_ocl_tc_parse(bad[i].s, &k);
     cr_expect_not_null(st, "tc knobs '%s' accepted", bad[i].s);
@@ -298,6 +364,23 @@ Test(ocl_bf16, bad_tensor_core_knobs_name_the_knob) {
   nc_status_free(st);
   unsetenv("NC_OCL_TC");
   nc_graph_free(g);
+}
+
+Test(ocl_bf16, emitter_writes_the_pipelined_kernel_or_its_emulation) {
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  cr_expect_eq(k.tc_stages, 3, "the GPU default is the pipelined kernel");
+  for (int mode = 1; mode <= 2; mode++) {
+    k.gemm_tc = mode;
+    nc_buf b;
+    nc_buf_init(&b);
+    nc_ocl_emit_gemm_packed(&k, &b);
+    cr_assert(b.data && strstr(b.data, "nc_gemm_bf16p") && strstr(b.data, "nc_pack_k") && strstr(b.data, "nc_pack_t") && strstr(b.data, "nc_splitk_sum"));
+    const char *ptx[] = {"cp.async.cg.shared.global", "cp.async.wait_group 1;", "ldmatrix.sync.aligned.m8n8.x4.shared.b16", "mma.sync.aligned.m16n8k16"};
+    for (int i = 0; i < 4; i++) cr_expect_eq(strstr(b.data, ptx[i]) != NULL, mode == 1, "mode %d: %s", mode, ptx[i]);
+    cr_expect(strstr(b.data, "__local uint4 sm[3072]"), "3 slots of (128 + 128) rows x 4 pieces");
+    nc_buf_free(&b);
+  }
 }
 
 Test(ocl_bf16, emitter_writes_the_mma_or_its_emulation) {
