@@ -313,6 +313,8 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
   *nres = 0;
   *chatcore = NAN;
   *complete = false;
+  if (o->world > 1 && (o->rank < 0 || o->rank >= o->world))
+    return nc_errorf(NC_E_INVALID, "chat eval: rank %d is outside [0, world = %d)", o->rank, o->world);
   for (const char *p = o->tasks; p && *p;) {
     const char *c = strchr(p, ',');
     size_t k = c ? (size_t)(c - p) : strlen(p);
@@ -373,6 +375,14 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
       nc_mc_item *items = NULL;
       int64_t n = 0;
       if (!st) st = nc_chat_mc_load(task, path, o->max_per_task, &items, &n);
+      if (!st && o->world > 1) {  // this rank's share: items rank, rank + world, ...
+        int64_t k = 0;
+        for (int64_t i = 0; i < n; i++) {
+          if (i % o->world == o->rank) items[k++] = items[i];
+          else nc_buf_free(&items[i].conv);
+        }
+        n = k;
+      }
       if (!st) st = nc_chat_categorical(f, items, n, o->batch > 0 ? o->batch : 8, o->progress, task, &r->passed);
       r->n = n;
       for (int64_t i = 0; items && i < n; i++) nc_buf_free(&items[i].conv);
@@ -398,7 +408,7 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
       if (o->max_per_task > 0 && nrow > o->max_per_task) nrow = o->max_per_task;
       double last = t0;
       int64_t ntoolong = 0;
-      for (int64_t i = 0; !st && i < nrow; i++) {
+      for (int64_t i = o->world > 1 ? o->rank : 0; !st && i < nrow; i += o->world > 1 ? o->world : 1) {
         nc_buf conv, comp[64];
         nc_buf_init(&conv);
         char ref[64] = "";
@@ -478,6 +488,32 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
   }
   *res = rs;
   *nres = nr;
+  *chatcore = ncen ? sum / ncen : NAN;
+  *complete = ncen == NC_CHAT_NTASKS;
+  return NC_OK;
+}
+
+nc_status nc_chat_results_merge(nc_chat_result *res, int nres, const nc_chat_result *part, int npart, double *chatcore,
+                                bool *complete) {
+  int ncen = 0;
+  double sum = 0;
+  for (int i = 0; i < nres; i++) {
+    nc_chat_result *r = &res[i];
+    for (int j = 0; !r->skipped && j < npart; j++) {
+      if (strcmp(part[j].task, r->task) || part[j].skipped) continue;
+      if (part[j].n < 0 || part[j].passed < 0 || part[j].passed > part[j].n)
+        return nc_errorf(NC_E_INVALID, "merge: task '%s' has %lld passed of %lld", r->task, (long long)part[j].passed, (long long)part[j].n);
+      r->n += part[j].n;
+      r->passed += part[j].passed;
+      r->seconds = part[j].seconds > r->seconds ? part[j].seconds : r->seconds;
+    }
+    if (r->skipped) continue;
+    r->acc = r->n ? (double)r->passed / (double)r->n : 0;
+    double b = nc_chat_baseline(r->task);
+    r->centered = (r->acc - b) / (1.0 - b);
+    sum += r->centered;
+    ncen++;
+  }
   *chatcore = ncen ? sum / ncen : NAN;
   *complete = ncen == NC_CHAT_NTASKS;
   return NC_OK;

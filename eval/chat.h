@@ -37,6 +37,7 @@ typedef struct {
   nc_device device;
   const char *words;       // SpellingBee word list (NULL: /usr/share/dict/words)
   bool progress;
+  int rank, world;         // problems i with i % world == rank (nanochat's striding); world <= 1: all
 } nc_chat_eval_opts;
 void nc_chat_eval_opts_default(nc_chat_eval_opts *o);
 
@@ -51,5 +52,10 @@ typedef struct {
 // Runs the tasks; *chatcore = mean centered accuracy over the tasks run
 // (complete = every one of nanochat's six ran).
 nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int *n, double *chatcore, bool *complete);
+// Adds the counts (n, passed) of npart results from other ranks (matched by
+// task name; skipped ones ignored) into res and recomputes acc, centered
+// (seconds: the maximum), *chatcore and *complete as nc_chat_eval_run does.
+nc_status nc_chat_results_merge(nc_chat_result *res, int nres, const nc_chat_result *part, int npart, double *chatcore,
+                                bool *complete);
 
 #endif

@@ -575,15 +575,19 @@ void nc_core_crop(nc_core_seqs *s, int64_t max_len) {
 
 // ---- scoring -----------------------------------------------------------------------------
 
+double nc_core_mean_loss(const double *losses, int64_t start, int64_t end) {
+  double sum = 0;
+  int64_t cnt = 0;
+  for (int64_t p = start - 1; p < end - 1; p++) sum += losses[p], cnt++;
+  return cnt ? sum / (double)cnt : NAN;  // torch: mean of nothing is nan
+}
+
 int nc_core_pick_lowest(const double *const *losses, const int64_t *start, const int64_t *end, int n) {
   int best = 0;
   double bestv = INFINITY;
   for (int i = 0; i < n; i++) {
-    double sum = 0;
-    int64_t cnt = 0;
-    for (int64_t p = start[i] - 1; p < end[i] - 1; p++) sum += losses[i][p], cnt++;
-    double m = cnt ? sum / (double)cnt : NAN;  // torch: mean of nothing is nan
-    if (m < bestv) bestv = m, best = i;         // nan never wins; first minimum kept
+    double m = nc_core_mean_loss(losses[i], start[i], end[i]);
+    if (m < bestv) bestv = m, best = i;  // nan never wins; first minimum kept
   }
   return best;
 }

@@ -91,8 +91,23 @@ bool nc_core_lm_correct(const int32_t *pred, const int32_t *tokens, int64_t star
 // (acc - b/100) / (1 - b/100), b the random baseline in percent.
 double nc_core_centered(double acc, double baseline_pct);
 
+// Mean of losses[p] over positions [start-1, end-1) (NAN when empty, as torch's
+// mean of nothing); nc_core_pick_lowest compares these.
+double nc_core_mean_loss(const double *losses, int64_t start, int64_t end);
+
 // ---- running CORE on a model (eval/core_run.c) -------------------------------------
 struct nc_evalfwd;
+// One scored example (nc_core_opts.on_example): mc/schema: the mean
+// cross-entropy of each choice and the pick; lm: n = 0, pick = -1.
+typedef struct {
+  const char *label;
+  nc_core_type type;
+  int64_t idx;             // index in the shuffled (truncated) data
+  int n;                   // choices
+  const double *mean_ce;   // n entries
+  int pick, gold;
+  bool correct;
+} nc_core_example;
 typedef struct {
   const char *bundle;      // folder with core.yaml, eval_meta_data.csv, eval_data/
   const char *tasks;       // comma-separated labels, NULL = every task of core.yaml
@@ -102,6 +117,24 @@ typedef struct {
   int64_t max_len;         // longer sequences are cropped from the left (0: 10 x sequence_len)
   int verbose;             // print rendered prompts of the first examples of each task
   bool progress;           // progress lines on stderr
+  // the rank's share (nanochat: range(rank, len(data), world)): world <= 1 runs every example
+  int rank, world;
+  // false (default): the shared path: mc choices whose continuation lies within
+  // one token after the common prefix are scored from one forward pass over
+  // the prefix; rows sorted by length into batches; the lm_head only at the
+  // scored positions. true: the reference path (every choice's whole
+  // sequence, logits at every position, examples batched in file order).
+  bool unshared;
+  // called for every scored example, in index order (NULL: none)
+  void (*on_example)(void *ctx, const nc_core_example *ex);
+  void *ctx;
+  int64_t chunk;           // shared path: examples rendered and sorted together (default 512)
+  // shared path, choices whose continuation is longer than one token: 0 auto (on for
+  // every device but opencl, whose engine cache is re-uploaded at each decode step),
+  // 1 on, -1 off. On: the prefix is run once through the engine's prefill plan
+  // (engine/infer.h) into a KV cache cloned for those choices, and their continuation
+  // tokens go through decode steps (16 rows at a time). Off: a whole row per choice.
+  int kv_cache;
 } nc_core_opts;
 typedef struct {
   char label[96];
@@ -109,12 +142,18 @@ typedef struct {
   int num_fewshot;
   int64_t n, correct;
   double acc, centered, baseline, seconds;
+  int64_t tokens;          // tokens forwarded: padded batch rows, plus the KV cache's prefill and decode tokens
   bool skipped;            // task file missing: not part of CORE
   char note[320];
 } nc_core_result;
 // Evaluates the tasks; *core = mean centered accuracy over the tasks run
 // (NAN if none). *res has *nres entries (skipped tasks included).
 nc_status nc_core_run(struct nc_evalfwd *f, const nc_core_opts *o, nc_core_result **res, int *nres, double *core);
+// Adds the counts (n, correct) of npart results from other ranks (same task
+// labels; missing or skipped labels there are ignored) into res, and
+// recomputes acc, centered (seconds: the maximum) and *core as nc_core_run
+// does. Merging every rank's part gives the 1-rank result.
+nc_status nc_core_results_merge(nc_core_result *res, int nres, const nc_core_result *part, int npart, double *core);
 // Bits per byte of text files (plain text, JSONL with "text", optionally .gz):
 // documents tokenized with bos prepended, concatenated, cut into rows of
 // seq+1 tokens; sum of nats over targets whose token has bytes / (ln 2 * bytes).

@@ -36,6 +36,24 @@ nc_status nc_evalfwd_run(nc_evalfwd *f, const int32_t *const *seqs, const int64_
 nc_status nc_evalfwd_logits_at(nc_evalfwd *f, const int32_t *const *seqs, const int64_t *lens, int nseq, int32_t pad,
                                const int64_t *pos, float **logits);
 
+// Logits at chosen positions only (CORE's shared path): the same padded
+// batch runs through a second plan, compiled on first use, whose lm_head sees
+// only the gathered positions (the checkpoint's graph with an input
+// "positions" i32 (P) of flat rows b*T+t picked from the final normed (B,T,C);
+// symbolic B, T, P: one plan for every batch). Position k is
+// (prow[k], ppos[k]) with 0 <= ppos[k] < lens[prow[k]]; logits receives
+// npos x vocab_size floats. Token and position buffers are kept and grown,
+// not allocated per call.
+nc_status nc_evalfwd_gather(nc_evalfwd *f, const int32_t *const *seqs, const int64_t *lens, int nseq, int32_t pad, int npos,
+                            const int *prow, const int64_t *ppos, float *logits);
+
+// The engine's prefill/decode plans (engine/infer.h) over this checkpoint's
+// parameters on the same device, with rows KV-cache rows of max_seq positions;
+// created on first use, recreated when rows or max_seq change, owned by f.
+struct nc_infer;
+nc_status nc_evalfwd_infer(nc_evalfwd *f, int rows, int64_t max_seq, struct nc_infer **out);
+const nc_device *nc_evalfwd_device(const nc_evalfwd *f);
+
 // Per-position cross-entropy and argmax of one logits row (double accumulation).
 double nc_logits_ce(const float *row, int64_t v, int32_t target);
 int32_t nc_logits_argmax(const float *row, int64_t v);

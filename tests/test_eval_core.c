@@ -426,7 +426,8 @@ Test(eval_model, tiny_model_on_bundle_slices, .timeout = 300) {
   nc_evalfwd *f;
   nc_status st = nc_evalfwd_open(dir, -1, NULL, &dev, &f);
   cr_assert_null(st, "%s", nc_status_msg(st));
-  nc_core_opts o = {b, "copa,winograd,lambada_openai,bigbench_operators,no_such_file_task", 11, 8, 4096, 96, 0, false};
+  nc_core_opts o = {.bundle = b, .tasks = "copa,winograd,lambada_openai,bigbench_operators,no_such_file_task", .max_per_task = 11,
+                    .batch = 8, .batch_tokens = 4096, .max_len = 96};
   nc_core_result *r;
   int n;
   double core;
