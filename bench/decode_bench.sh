@@ -4,7 +4,11 @@
 # and aggregate tokens/s with 1, 4 and 16 concurrent requests through the
 # engine's continuous batching (bench/decode_bench.c).
 # Usage: bench/decode_bench.sh [BUILD_DIR] [decode_bench args...]
-#   (default BUILD_DIR build-bench; e.g. --threads 2, --tokens 128, --prompt 32, --profile)
+#   (default BUILD_DIR build-bench; e.g. --threads 1, --tokens 128, --prompt 32, --profile;
+#    --steps ROWS --tokens N times N decode steps of the model alone, no table)
+# Threads default to one per core (the fastest configuration). Ends with the
+# issue's table: batch-1 decode, time to first token, aggregate tokens/s with
+# 1, 4 and 16 concurrent requests (and the 4 and 16 ratios to 1).
 # Env: MODELS="d4 d8 d12" (the specs under models/specs), NC_CACHE_DIR (kernel cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +26,16 @@ link=$(tr ' ' '\n' < "$build/cli/CMakeFiles/nanochat.dir/link.txt" | grep -v '^C
 
 work="$build/decode_bench_ckpts"
 mkdir -p "$work"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u '+%F %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+rows=()
 for m in ${MODELS:-d4 d8 d12}; do
   [[ -f "$work/$m/meta_000000.json" ]] || "$build/cli/nanochat" init --spec "models/specs/$m.xml" -o "$work/$m" >/dev/null
-  "$build/decode_bench" --ckpt "$work/$m" --tokenizer "$work/bytes.tiktoken" "$@"
+  out=$("$build/decode_bench" --ckpt "$work/$m" --tokenizer "$work/bytes.tiktoken" "$@")
+  grep -v '^|' <<<"$out" || true
+  rows+=("$(grep '^|' <<<"$out" || true)")
 done
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "| model | params | threads | batch-1 decode | time to first token | 1 request | 4 requests | 16 requests |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+printf '%s\n' "${rows[@]}"

@@ -8,7 +8,12 @@
 
 #include "models/gpt.h"
 
-#define NC_INFER_TCHUNK 64
+// Tcap is rounded up to a chunk that grows with it: attention reads every
+// row's cache up to Tcap, so rounding wastes up to a chunk of reads per row
+// and step, while each change of Tcap re-lays the whole cache out (about two
+// steps' worth of attention reads). 16 up to 128 positions, 32 up to 512, 64
+// beyond (~2 sqrt(T), the minimum of the two costs, in powers of two).
+#define NC_INFER_TCHUNK_MIN 16
 #define NC_INFER_MASKED (-1e30f)
 
 // What a leaf of a plan's feed graph is bound to.
@@ -189,7 +194,7 @@ nc_status nc_infer_new(const nc_model_spec *s, const nc_session *params, const n
   m->D = s->head_dim;
   m->C = s->model_dim;
   m->V = s->vocab_size;
-  m->tcap = m->tcap_alloc = m->max_seq < NC_INFER_TCHUNK ? m->max_seq : NC_INFER_TCHUNK;
+  m->tcap = m->tcap_alloc = m->max_seq < NC_INFER_TCHUNK_MIN ? m->max_seq : NC_INFER_TCHUNK_MIN;
   nc_status st = NC_OK;
   m->kc = calloc((size_t)m->L, sizeof *m->kc);
   m->vc = calloc((size_t)m->L, sizeof *m->vc);
@@ -246,18 +251,21 @@ static nc_status nc_infer_set_tcap(nc_infer *m, int64_t cap) {
   size_t D = (size_t)m->D, slices = (size_t)m->rows_max * (size_t)m->Hkv, active = (size_t)m->nrows * (size_t)m->Hkv;
   size_t oc = (size_t)m->tcap, nc = (size_t)cap;
   if (cap > m->tcap_alloc) {
+    // the allocation grows geometrically (the layout's stride is still cap)
+    int64_t alloc = 2 * m->tcap_alloc > m->max_seq ? m->max_seq : 2 * m->tcap_alloc;
+    size_t na = (size_t)(alloc > cap ? alloc : cap);
     for (int i = 0; i < 2 * m->L; i++) {
       float **bp = i < m->L ? &m->kc[i] : &m->vc[i - m->L];
-      float *q = realloc(*bp, slices * nc * D * sizeof(float));
+      float *q = realloc(*bp, slices * na * D * sizeof(float));
       if (!q) return nc_errorf(NC_E_NOMEM, "out of memory growing the KV cache to %lld positions", (long long)cap);
       *bp = q;
     }
     for (int w = 0; w < m->nwin; w++) {
-      float *q = realloc(m->mask[w], (size_t)m->rows_max * nc * sizeof(float));
+      float *q = realloc(m->mask[w], (size_t)m->rows_max * na * sizeof(float));
       if (!q) return nc_errorf(NC_E_NOMEM, "out of memory growing the KV cache to %lld positions", (long long)cap);
       m->mask[w] = q;
     }
-    m->tcap_alloc = cap;
+    m->tcap_alloc = (int64_t)na;
   }
   for (int i = 0; i < 2 * m->L; i++) {
     float *b = i < m->L ? m->kc[i] : m->vc[i - m->L];
@@ -276,8 +284,9 @@ static nc_status nc_infer_set_tcap(nc_infer *m, int64_t cap) {
 }
 
 static int64_t nc_infer_tcap_for(const nc_infer *m, int64_t need) {
-  int64_t c = (need + NC_INFER_TCHUNK - 1) / NC_INFER_TCHUNK * NC_INFER_TCHUNK;
-  if (c < NC_INFER_TCHUNK) c = NC_INFER_TCHUNK;
+  int64_t chunk = need <= 128 ? NC_INFER_TCHUNK_MIN : need <= 512 ? 2 * NC_INFER_TCHUNK_MIN : 4 * NC_INFER_TCHUNK_MIN;
+  int64_t c = (need + chunk - 1) / chunk * chunk;
+  if (c < NC_INFER_TCHUNK_MIN) c = NC_INFER_TCHUNK_MIN;
   return c > m->max_seq ? m->max_seq : c;
 }
 

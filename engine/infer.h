@@ -3,7 +3,8 @@
 // KV cache of up to rows_max sequences ("rows"). Active rows are always
 // 0..nrows-1 (a removed row is replaced by the last one), so the decode
 // graph reads the cache in place: per layer a buffer (rows, Hkv, Tcap, D)
-// whose Tcap (a multiple of 64, at most max_seq) grows and shrinks with the
+// whose Tcap (the longest row rounded up to 16 positions up to 128, 32 up
+// to 512, 64 beyond; at most max_seq) grows and shrinks with the
 // longest row. Not thread-safe: one thread (the engine's worker) drives it.
 #ifndef NC_ENGINE_INFER_H
 #define NC_ENGINE_INFER_H

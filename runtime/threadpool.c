@@ -1,39 +1,49 @@
 // The thread pool (runtime/threadpool.h).
 //
-// Protocol. The pool keeps three atomics, each on its own cache line so that
-// spinning readers of one do not slow down writers of another:
-//   gen      generation counter: the caller bumps it to publish a job (or the
-//            stop request); idle workers wait for it to change.
-//   next     the next task index to hand out (dynamic scheduling, used
-//            only when there are more tasks than threads).
-//   pending  workers that have not yet finished the current job.
-// A run: the caller writes the job (fn, ctx, ntasks: plain fields), resets
-// next and pending, bumps gen, wakes sleepers, works on tasks itself, then
-// waits for pending == 0. Every worker takes part in every generation (it
-// decrements pending once per job even if it found no task), so a worker can
-// never miss a generation or read job fields of the next one: the caller
-// rewrites them only after it has seen pending == 0.
+// Protocol. A run is one *generation*. Its tasks are claimed through one
+// 64-bit atomic word, `job`:
+//     gen (32 bits) | n (16 bits: tasks of this generation) | next (16 bits)
+// A thread claims task `next` with a compare-and-swap from (gen, n, next) to
+// (gen, n, next + 1), only while next < n and gen is the generation it read
+// the job's fields for. The caller publishes a generation (job fields, then
+// the word), claims tasks itself like any worker, and once none is left to
+// claim waits only for the tasks that workers claimed (counted in `done`).
+// A worker that wakes late finds nothing to claim and goes back to waiting:
+// it never holds the caller up, and the caller never waits for a thread that
+// the OS has not scheduled (the common case on a loaded machine). Runs of
+// more than NC_POOL_ROUND tasks are split into rounds (one generation each,
+// `base` offsetting the task index).
 //
 // Memory orders, and why they suffice:
-//   - gen is bumped with a seq_cst RMW (a release, among other things) after
-//     the job fields, next and pending were written; a worker loads gen with
-//     acquire (or seq_cst), so those writes happen-before its reads of them.
-//   - next is only an atomic counter: fetch_add relaxed. Visibility of the job
-//     comes from gen; completion ordering comes from pending.
-//   - A worker decrements pending after its last task (seq_cst RMW, a release)
-//     and the caller reads pending == 0 with acquire: the decrements form a
-//     release sequence, so every task's writes happen-before the return of
-//     nc_pool_run. It also makes the next run's reset of next/pending and
-//     rewrite of the job fields ordered after the workers' last reads.
-//   - Sleeping uses the store-buffering (Dekker) pattern, which needs
-//     seq_cst on both sides: a worker increments nsleep and then re-reads
-//     gen; the caller bumps gen and then reads nsleep. In the single total
-//     order of seq_cst operations one of the two second reads must see the
-//     other side's write, so either the caller sees a sleeper and wakes it or
-//     the worker sees the new generation and does not sleep. The futex wait
-//     itself re-checks the word in the kernel, so a wake that comes between
-//     the check and the sleep is not lost. The caller's sleep on pending is
-//     the same pattern with caller_waiting in place of nsleep.
+//   - The job fields (fn, ctx, base) are relaxed atomics, written before the
+//     word is stored (seq_cst, a release); a worker loads the word with
+//     acquire and then the fields, so it sees at least this generation's
+//     fields. It may see a *later* generation's fields only if the caller has
+//     moved on, and then the word no longer holds the (gen, n, next) it read:
+//     its CAS fails and it runs nothing. A successful CAS therefore proves
+//     the fields it read belong to the task it claimed. (n lives in the word
+//     for the same reason: a task count read from a field could be the next
+//     generation's and let a stale claim succeed.)
+//   - The caller rewrites the fields only after every task of the previous
+//     generation was claimed and finished: a worker's reads of the fields
+//     are sequenced before its release increment of `done`, which the caller
+//     reads with acquire, so the caller's next writes cannot be seen by them.
+//     The same acquire makes every task's writes visible to the caller when
+//     nc_pool_run returns.
+//   - The caller stores the new word while the old generation is exhausted
+//     (next == n), so no worker's CAS can succeed against the old word and be
+//     lost by the store.
+//   - done is reset by the caller (relaxed) before the word is published; a
+//     worker increments it only for a task it claimed in the current
+//     generation, which the caller waits for, so no increment of an older
+//     generation can land after the reset.
+//   - Sleeping uses the store-buffering (Dekker) pattern with seq_cst on both
+//     sides: a worker increments nsleep and re-reads gen32; the caller stores
+//     gen32 and then reads nsleep. One of the two second reads sees the other
+//     side's write, so either the caller wakes the worker or the worker does
+//     not sleep. The futex wait re-checks the word in the kernel, so a wake
+//     between the check and the sleep is not lost. The caller's sleep on
+//     `done` is the same pattern with caller_waiting.
 //   - busy is taken with an acq_rel exchange and released with release, so a
 //     second caller (another thread, later) sees the previous run complete.
 #include "runtime/threadpool.h"
@@ -59,6 +69,12 @@
 
 #define NC_POOL_LINE 64
 #define NC_POOL_DEFAULT_SPIN_US 50
+#define NC_POOL_ROUND 0xFFFF  // most tasks per generation (16-bit fields of the word)
+
+#define NC_JOB_GEN(w) ((uint32_t)((w) >> 32))
+#define NC_JOB_N(w) ((unsigned)(((w) >> 16) & 0xFFFF))
+#define NC_JOB_NEXT(w) ((unsigned)((w)&0xFFFF))
+#define NC_JOB(gen, n) (((uint64_t)(gen) << 32) | ((uint64_t)(n) << 16))
 
 typedef struct {
   nc_pool *pool;
@@ -66,17 +82,18 @@ typedef struct {
 } nc_pool_worker;
 
 struct nc_pool {
-  alignas(NC_POOL_LINE) _Atomic uint32_t gen;
-  alignas(NC_POOL_LINE) _Atomic unsigned next;
-  alignas(NC_POOL_LINE) _Atomic uint32_t pending;
-  alignas(NC_POOL_LINE) _Atomic uint32_t nsleep;     // workers asleep (or about to sleep) on gen
-  _Atomic uint32_t caller_waiting;                   // the caller sleeps (or is about to) on pending
-  _Atomic bool busy;                                 // a run is in progress
-  // The job: written by the caller before gen is bumped, read by workers after.
-  alignas(NC_POOL_LINE) nc_pool_task_fn fn;
-  void *ctx;
-  int ntasks;
-  bool stop;
+  alignas(NC_POOL_LINE) _Atomic uint64_t job;  // gen | n | next
+  alignas(NC_POOL_LINE) _Atomic uint32_t done;  // tasks of this generation finished by workers
+  _Atomic uint32_t caller_waiting;              // the caller sleeps (or is about to) on done
+  alignas(NC_POOL_LINE) _Atomic uint32_t gen32; // the generation, for futex sleepers
+  _Atomic uint32_t nsleep;                      // workers asleep (or about to sleep) on gen32
+  _Atomic bool busy;                            // a run is in progress
+  _Atomic bool stop;
+  // The job's fields: written by the caller before the word, read by workers after it.
+  alignas(NC_POOL_LINE) _Atomic(nc_pool_task_fn) fn;
+  _Atomic(void *) ctx;
+  _Atomic int base;
+  uint32_t gen;         // caller side: the current generation
   int nthreads;
   bool yield_spin;      // more threads than CPUs: spin with sched_yield, not pause
   int64_t spin_ns;
@@ -130,9 +147,9 @@ static void nc_pool_wake(nc_pool *p, _Atomic uint32_t *w) {
 #endif
 }
 
-// Spins for up to spin_ns while cond(p, arg) is false; returns cond's last value.
-// Reading the clock every 64 rounds keeps the spin bounded in time, not in
-// iterations (pause costs 10-150 cycles depending on the CPU).
+// Spins for up to spin_ns while done_expr is false. Reading the clock every
+// 64 rounds keeps the spin bounded in time, not in iterations (pause costs
+// 10-150 cycles depending on the CPU).
 #define NC_POOL_SPIN(p, done_expr)                                      \
   do {                                                                  \
     if ((p)->spin_ns <= 0) break;                                       \
@@ -144,71 +161,89 @@ static void nc_pool_wake(nc_pool *p, _Atomic uint32_t *w) {
     }                                                                   \
   } while (0)
 
-// Waits until gen differs from seen; returns the new generation.
-static uint32_t nc_pool_wait_gen(nc_pool *p, uint32_t seen) {
-  uint32_t g = seen;
-  NC_POOL_SPIN(p, (g = atomic_load_explicit(&p->gen, memory_order_acquire)) != seen);
-  if (g != seen) return g;
+// A worker waits until the generation differs from seen; returns the job word.
+static uint64_t nc_pool_wait_gen(nc_pool *p, uint32_t seen) {
+  uint64_t w = 0;
+  NC_POOL_SPIN(p, NC_JOB_GEN(w = atomic_load_explicit(&p->job, memory_order_acquire)) != seen);
+  if (NC_JOB_GEN(w) != seen) return w;
   atomic_fetch_add_explicit(&p->nsleep, 1, memory_order_seq_cst);
-  while ((g = atomic_load_explicit(&p->gen, memory_order_seq_cst)) == seen) nc_pool_sleep(p, &p->gen, seen);
+  uint32_t g;
+  while ((g = atomic_load_explicit(&p->gen32, memory_order_seq_cst)) == seen) nc_pool_sleep(p, &p->gen32, seen);
   atomic_fetch_sub_explicit(&p->nsleep, 1, memory_order_relaxed);
-  return g;
+  // gen32 is stored after the word: the word holds that generation (or a later one)
+  return atomic_load_explicit(&p->job, memory_order_acquire);
 }
 
-// The caller waits until every worker has finished the current job.
-static void nc_pool_wait_done(nc_pool *p) {
-  bool done = false;
-  NC_POOL_SPIN(p, (done = atomic_load_explicit(&p->pending, memory_order_acquire) == 0));
-  if (done) return;
+// The caller waits until workers have finished `target` tasks of this generation.
+static void nc_pool_wait_done(nc_pool *p, uint32_t target) {
+  bool ok = false;
+  NC_POOL_SPIN(p, (ok = atomic_load_explicit(&p->done, memory_order_acquire) == target));
+  if (ok) return;
   atomic_store_explicit(&p->caller_waiting, 1, memory_order_seq_cst);
   uint32_t v;
-  while ((v = atomic_load_explicit(&p->pending, memory_order_seq_cst)) != 0) nc_pool_sleep(p, &p->pending, v);
-  atomic_store_explicit(&p->caller_waiting, 0, memory_order_seq_cst);
+  while ((v = atomic_load_explicit(&p->done, memory_order_seq_cst)) != target) nc_pool_sleep(p, &p->done, v);
+  atomic_store_explicit(&p->caller_waiting, 0, memory_order_relaxed);
 }
 
 // ---- running --------------------------------------------------------------------
 
-static void nc_pool_work(nc_pool *p, int thread) {
-  nc_pool_task_fn fn = p->fn;
-  void *ctx = p->ctx;
-  unsigned n = (unsigned)p->ntasks;
-  // No more tasks than threads: task t runs on thread t, with no atomic at
-  // all. Contended RMWs on one cache line are most of the dispatch cost on
-  // many cores, and a worker that wakes late delays the run anyway (the
-  // caller waits for every worker), so stealing would gain nothing. It also
-  // keeps chunk k of a parallel_for on the same thread from run to run
-  // (warm caches).
-  if (n <= (unsigned)p->nthreads) {
-    if ((unsigned)thread < n) fn(ctx, thread, thread);
-    return;
+// Claims a task of generation gen starting from the word w; returns its index
+// or -1 when the generation has none left (or is over).
+static inline int nc_pool_claim(nc_pool *p, uint64_t w, uint32_t gen) {
+  while (NC_JOB_GEN(w) == gen && NC_JOB_NEXT(w) < NC_JOB_N(w)) {
+    if (atomic_compare_exchange_weak_explicit(&p->job, &w, w + 1, memory_order_acq_rel, memory_order_acquire))
+      return (int)NC_JOB_NEXT(w);
   }
-  // next never exceeds ntasks + nthreads <= INT_MAX + NC_POOL_MAX_THREADS: no wrap.
-  for (;;) {
-    unsigned t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-    if (t >= n) break;
-    fn(ctx, (int)t, thread);
-  }
+  return -1;
 }
 
 static void *nc_pool_worker_main(void *arg) {
-  nc_pool_worker *w = arg;
-  nc_pool *p = w->pool;
+  nc_pool_worker *wk = arg;
+  nc_pool *p = wk->pool;
   uint32_t seen = 0;  // no run can start before nc_pool_new returns, so gen is 0 here
   for (;;) {
-    seen = nc_pool_wait_gen(p, seen);
-    if (p->stop) break;  // stop is written before the gen bump that we acquired
-    nc_pool_work(p, w->index);
-    if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_seq_cst) == 1 &&
-        atomic_load_explicit(&p->caller_waiting, memory_order_seq_cst))
-      nc_pool_wake(p, &p->pending);
+    uint64_t w = nc_pool_wait_gen(p, seen);
+    if (atomic_load_explicit(&p->stop, memory_order_acquire)) break;
+    seen = NC_JOB_GEN(w);
+    nc_pool_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+    int base = atomic_load_explicit(&p->base, memory_order_relaxed);
+    int t;
+    while ((t = nc_pool_claim(p, w, seen)) >= 0) {
+      fn(ctx, base + t, wk->index);
+      atomic_fetch_add_explicit(&p->done, 1, memory_order_seq_cst);
+      if (atomic_load_explicit(&p->caller_waiting, memory_order_seq_cst)) nc_pool_wake(p, &p->done);
+      w = atomic_load_explicit(&p->job, memory_order_acquire);
+    }
   }
   return NULL;
 }
 
-// Publishes the current job (or stop) to the workers.
-static void nc_pool_publish(nc_pool *p) {
-  atomic_fetch_add_explicit(&p->gen, 1, memory_order_seq_cst);
-  if (atomic_load_explicit(&p->nsleep, memory_order_seq_cst) > 0) nc_pool_wake(p, &p->gen);
+// Publishes generation p->gen + 1 with n tasks (0: the stop request).
+static void nc_pool_publish(nc_pool *p, unsigned n) {
+  p->gen++;
+  atomic_store_explicit(&p->job, NC_JOB(p->gen, n), memory_order_seq_cst);
+  atomic_store_explicit(&p->gen32, p->gen, memory_order_seq_cst);
+  if (atomic_load_explicit(&p->nsleep, memory_order_seq_cst) > 0) nc_pool_wake(p, &p->gen32);
+}
+
+// One generation of n (1..NC_POOL_ROUND) tasks base..base+n-1.
+static void nc_pool_round(nc_pool *p, int base, unsigned n, nc_pool_task_fn fn, void *ctx) {
+  atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+  atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+  atomic_store_explicit(&p->base, base, memory_order_relaxed);
+  atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+  nc_pool_publish(p, n);
+  uint32_t gen = p->gen;
+  unsigned own = 0;
+  int t;
+  uint64_t w = NC_JOB(gen, n);
+  while ((t = nc_pool_claim(p, w, gen)) >= 0) {
+    fn(ctx, base + t, 0);
+    own++;
+    w = atomic_load_explicit(&p->job, memory_order_acquire);
+  }
+  if (own < n) nc_pool_wait_done(p, n - own);
 }
 
 static nc_status nc_pool_busy_error(const char *what) {
@@ -225,14 +260,10 @@ nc_status nc_pool_run(nc_pool *p, int ntasks, nc_pool_task_fn fn, void *ctx) {
   if (p->nthreads == 1 || ntasks == 1) {
     for (int t = 0; t < ntasks; t++) fn(ctx, t, 0);
   } else {
-    p->fn = fn;
-    p->ctx = ctx;
-    p->ntasks = ntasks;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->pending, (uint32_t)(p->nthreads - 1), memory_order_relaxed);
-    nc_pool_publish(p);
-    nc_pool_work(p, 0);
-    nc_pool_wait_done(p);
+    for (int base = 0; base < ntasks; base += NC_POOL_ROUND) {
+      int n = ntasks - base < NC_POOL_ROUND ? ntasks - base : NC_POOL_ROUND;
+      nc_pool_round(p, base, (unsigned)n, fn, ctx);
+    }
   }
   atomic_store_explicit(&p->busy, false, memory_order_release);
   return NC_OK;
@@ -298,8 +329,8 @@ int nc_pool_default_threads(void) {
 int nc_pool_nthreads(const nc_pool *p) { return p ? p->nthreads : 0; }
 
 static void nc_pool_stop(nc_pool *p) {
-  p->stop = true;
-  nc_pool_publish(p);
+  atomic_store_explicit(&p->stop, true, memory_order_release);
+  nc_pool_publish(p, 0);
   for (int i = 0; i < p->nstarted; i++) pthread_join(p->threads[i], NULL);
   p->nstarted = 0;
 }
@@ -329,12 +360,16 @@ nc_status nc_pool_new_ex(const nc_pool_opts *o, nc_pool **out) {
   nc_pool *p = aligned_alloc(NC_POOL_LINE, sz);
   if (!p) return nc_errorf(NC_E_NOMEM, "nc_pool_new: out of memory");
   memset(p, 0, sz);
-  atomic_init(&p->gen, 0);
-  atomic_init(&p->next, 0);
-  atomic_init(&p->pending, 0);
-  atomic_init(&p->nsleep, 0);
+  atomic_init(&p->job, 0);
+  atomic_init(&p->done, 0);
   atomic_init(&p->caller_waiting, 0);
+  atomic_init(&p->gen32, 0);
+  atomic_init(&p->nsleep, 0);
   atomic_init(&p->busy, false);
+  atomic_init(&p->stop, false);
+  atomic_init(&p->fn, NULL);
+  atomic_init(&p->ctx, NULL);
+  atomic_init(&p->base, 0);
   p->nthreads = n;
   p->yield_spin = n > ncpu;
   p->spin_ns = (int64_t)spin_us * 1000;

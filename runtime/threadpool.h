@@ -8,18 +8,22 @@
 //
 // A pool of n threads is the calling thread (thread index 0) plus n-1
 // workers (indices 1..n-1) that live as long as the pool. A run publishes a
-// job, the caller works on it too, and the run returns once every task has
-// finished; all writes made by tasks are then visible to the caller. With
-// at most nc_pool_nthreads tasks, task t runs on thread t (static, no
-// atomics); with more, tasks are handed out dynamically (an atomic counter)
-// and may run on any thread. The thread index (0 <= thread <
-// nc_pool_nthreads) is passed so that kernels can use per-thread scratch
-// buffers without locking.
+// job; its tasks are claimed one at a time through an atomic counter tagged
+// with the run's generation, by the caller and by whichever workers are
+// awake, and the run returns once every task has finished; all writes made
+// by tasks are then visible to the caller. The caller waits only for tasks
+// that a worker actually claimed: a worker that wakes late (not yet
+// scheduled, asleep) finds nothing left and never delays the run, so on a
+// busy machine the caller simply does more of the tasks itself. Any task may
+// run on any thread; the thread index (0 <= thread < nc_pool_nthreads) is
+// passed so that kernels can use per-thread scratch buffers without locking
+// (a thread runs one task at a time). Give a run more tasks than threads
+// when finer load balancing helps: claiming a task costs one uncontended CAS.
 //
-// Dispatch is low-latency: idle workers spin on an atomic generation counter
-// for a short while (opts.spin_us) before they sleep on a futex (Linux) or a
-// condition variable (elsewhere); kernels launched back to back find them
-// awake. docs/runtime.md gives measured dispatch latencies (bench/pool_bench.c).
+// Dispatch is low-latency: idle workers spin on the job word for a short
+// while (opts.spin_us) before they sleep on a futex (Linux) or a condition
+// variable (elsewhere); kernels launched back to back find them awake.
+// docs/runtime.md gives measured dispatch latencies (bench/pool_bench.c).
 //
 // Rules:
 // - One run at a time per pool. nc_pool_run / nc_pool_parallel_for called
@@ -30,9 +34,8 @@
 // - A pool of 1 thread runs everything inline on the caller, and starts no
 //   threads. Runs with a single task (or a single parallel_for chunk) run
 //   inline on any pool without waking the workers.
-// - Every run wakes all workers (a worker that finds no task left returns to
-//   waiting at once), so give a run at least nc_pool_nthreads tasks when the
-//   work is large, and one task when it is small.
+// - Every run wakes sleeping workers (a worker that finds no task left returns
+//   to waiting at once), so give a small job a single task (it runs inline).
 // - Tasks must not fail: they return nothing. A kernel that can fail records
 //   its error in its ctx (per thread or with an atomic) and the caller checks
 //   it after the run.
@@ -73,7 +76,7 @@ int nc_pool_nthreads(const nc_pool *pool);
 nc_status nc_pool_run(nc_pool *pool, int ntasks, nc_pool_task_fn fn, void *ctx);
 
 // Static partition of [begin, end) into at most nc_pool_nthreads contiguous
-// chunks of whole grains (chunk k runs on thread k): chunk boundaries are begin + k*grain (the last
+// chunks of whole grains (run as tasks: any chunk on any thread): chunk boundaries are begin + k*grain (the last
 // chunk ends at end), chunk sizes differ by at most one grain, and every
 // index is covered by exactly one call fn(ctx, lo, hi, thread). grain < 1 is
 // taken as 1. An empty range runs nothing; a range of one grain (or a pool of

@@ -2,7 +2,7 @@
 // against the oracle: the full forward graph (nc_gpt_build) on the
 // reference interpreter, at every position, with rows at different
 // positions in one decode batch, rows leaving (the last row moves), the
-// cache growing past 64 positions and shrinking again; tiny (plain) and
+// cache growing (by chunks of 16 positions up to 128) and shrinking again; tiny (plain) and
 // tiny-all (sliding windows, value embeddings, smear, backout, lambdas).
 #include <criterion/criterion.h>
 #include <math.h>
@@ -176,13 +176,14 @@ Test(engine_infer, tiny_interp_matches_full_forward) { scenario("tiny", 0, "inte
 
 Test(engine_infer, tiny_all_interp_matches_full_forward) { scenario("tiny-all", 0, "interp", 16, 9, 14, 3, 1e-4); }
 
-// 160 positions: a 70-token prompt makes the cache grow past 64 (relayout
-// of the rows already there), the cache shrinks back to 64 when that row
-// leaves (the others are at 5 and 9) and grows again as they pass 64;
+// 160 positions: a 70-token prompt makes the cache grow from 16 to 80
+// positions (a reallocation and a relayout of the rows already there), the
+// cache shrinks back to 16 when that row leaves (the others are at 5 and 9)
+// and grows again in chunks of 16 (within the allocation) as they go on;
 // windows of 8 slide over most of it.
 Test(engine_infer, tiny_all_cache_growth_interp) {
   scenario("tiny-all", 160, "interp", 100, 40, 70, 70, 1e-4);
-  cr_assert_str_eq(tcaps, "64 128 64 128");
+  cr_assert_str_eq(tcaps, "16 80 16 32 48 64 80");
 }
 
 Test(engine_infer, tiny_all_cpu_matches_full_forward) { scenario("tiny-all", 80, "cpu", 80, 20, 70, 3, 2e-4); }
@@ -255,5 +256,40 @@ Test(engine_infer, bad_serial_work_env_is_an_error) {
     nc_status_free(st);
     cr_assert_null(m);
   }
+  nc_session_free(p);
+}
+
+// The cache's capacity (Tcap) is the longest row rounded up to 16 positions
+// up to 128, to 32 up to 512 and to 64 beyond, capped at max_seq; a decode
+// step after a long prompt keeps it, dropping the row shrinks it once the
+// rows left need at most half.
+Test(engine_infer, cache_capacity_chunks) {
+  nc_model_spec s = spec("tiny", 700);
+  nc_session *p = params(&s);
+  nc_device d;
+  cr_assert_null(nc_device_parse("interp", &d));
+  nc_infer *m;
+  cr_assert_null(nc_infer_new(&s, p, &d, 2, 0, &m));
+  cr_assert_eq(nc_infer_tcap(m), 16);
+  static int32_t toks[700];
+  float *lg = malloc(sizeof(float) * 2 * (size_t)s.vocab_size);
+  cr_assert_not_null(lg);
+  const int64_t cases[][2] = {{3, 16}, {15, 16}, {16, 32}, {127, 128}, {128, 160}, {200, 224}, {511, 512}, {512, 576},
+                              {600, 640}, {699, 700}};
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    nc_infer_clear(m);
+    cr_assert_null(nc_infer_prefill(m, toks, cases[i][0], 1, lg));
+    cr_assert_eq(nc_infer_tcap(m), cases[i][1], "prompt %lld: capacity %lld, want %lld", (long long)cases[i][0],
+                 (long long)nc_infer_tcap(m), (long long)cases[i][1]);
+  }
+  // a short row joins the 699-token one; the long row leaves: 5 positions need 16
+  cr_assert_null(nc_infer_prefill(m, toks, 4, 1, lg));
+  cr_assert_eq(nc_infer_remove(m, 0), 1);
+  int32_t next[2] = {1, 1};
+  cr_assert_null(nc_infer_decode(m, next, lg));
+  cr_assert_eq(nc_infer_tcap(m), 16);
+  cr_assert_eq(nc_infer_row_len(m, 0), 5);
+  free(lg);
+  nc_infer_free(m);
   nc_session_free(p);
 }

@@ -25,25 +25,27 @@ typedef struct {
   _Atomic int *count;     // per task
   int nthreads, ntasks;
   _Atomic int bad_thread;
+  _Atomic int *in_use;    // per thread: a task is running with this index
   long *scratch;          // per thread, written without atomics
 } once_ctx;
 
 static void once_task(void *arg, int t, int thread) {
   once_ctx *c = arg;
   atomic_fetch_add_explicit(&c->count[t], 1, memory_order_relaxed);
-  // At most one task per thread: task t runs on thread t.
-  if (thread < 0 || thread >= c->nthreads || (c->ntasks <= c->nthreads && thread != t)) {
+  if (thread < 0 || thread >= c->nthreads) {
     atomic_store(&c->bad_thread, 1);
     return;
   }
-  // The thread index is exclusive while the task runs, so per-thread scratch
-  // needs no atomics (ASan/TSan-style tools would flag a shared index).
+  // Any task may run on any thread, but a thread index is never used by two
+  // running tasks at once, so per-thread scratch needs no atomics.
+  if (atomic_exchange(&c->in_use[thread], 1)) atomic_store(&c->bad_thread, 2);
   c->scratch[thread] += t + 1;
+  atomic_store(&c->in_use[thread], 0);
 }
 
 Test(threadpool, every_task_runs_exactly_once) {
   const int threads[] = {1, 2, 3, 4, 8};
-  const int tasks[] = {0, 1, 2, 3, 7, 8, 9, 64, 1000};
+  const int tasks[] = {0, 1, 2, 3, 7, 8, 9, 64, 1000, 65535, 65536, 70001};  // > 65535: several rounds
   const int spins[] = {-1, 0};
   for (size_t si = 0; si < sizeof spins / sizeof *spins; si++)
     for (size_t ti = 0; ti < sizeof threads / sizeof *threads; ti++) {
@@ -51,7 +53,7 @@ Test(threadpool, every_task_runs_exactly_once) {
       for (size_t ki = 0; ki < sizeof tasks / sizeof *tasks; ki++) {
         int n = tasks[ki];
         once_ctx c = {calloc((size_t)n + 1, sizeof(_Atomic int)), threads[ti], n, 0,
-                      calloc((size_t)threads[ti], sizeof(long))};
+                      calloc((size_t)threads[ti], sizeof(_Atomic int)), calloc((size_t)threads[ti], sizeof(long))};
         for (int rep = 0; rep < 3; rep++) {
           cr_assert_null(nc_pool_run(p, n, once_task, &c));
           for (int t = 0; t < n; t++)
@@ -63,6 +65,7 @@ Test(threadpool, every_task_runs_exactly_once) {
         for (int k = 0; k < threads[ti]; k++) sum += c.scratch[k];
         cr_assert_eq(sum, 3L * n * (n + 1) / 2);
         free((void *)c.count);
+        free((void *)c.in_use);
         free(c.scratch);
       }
       nc_pool_free(p);
@@ -329,4 +332,87 @@ Test(threadpool, create_and_free_many_pools) {
     }
     nc_pool_free(p);
   }
+}
+
+// ---- late workers never hold the caller up ------------------------------------------
+
+typedef struct {
+  _Atomic int on_caller;  // tasks of this run that ran on thread 0
+  long *slots;
+} late_ctx;
+
+static void late_task(void *arg, int t, int thread) {
+  late_ctx *c = arg;
+  c->slots[t]++;
+  if (thread == 0) atomic_fetch_add_explicit(&c->on_caller, 1, memory_order_relaxed);
+}
+
+Test(threadpool, caller_does_not_wait_for_sleeping_workers) {
+  // spin 0: every worker sleeps between runs and needs a futex wake-up
+  // (microseconds) to join; the caller claims tiny tasks in nanoseconds, so
+  // in most runs it has done all of them before a worker arrives and returns
+  // at once. (With a protocol that makes the caller wait for every worker to
+  // check in, thread 0 could never run all tasks of a run of 2+ threads with
+  // no more tasks than threads.)
+  for (int n = 2; n <= 4; n++) {
+    nc_pool *p = make_pool(n, 0);
+    enum { RUNS = 400, TASKS = 4 };
+    long slots[TASKS] = {0};
+    int all_on_caller = 0;
+    for (int r = 0; r < RUNS; r++) {
+      late_ctx c = {0, slots};
+      cr_assert_null(nc_pool_run(p, TASKS, late_task, &c));
+      if (atomic_load(&c.on_caller) == TASKS) all_on_caller++;
+      for (int t = 0; t < TASKS; t++) cr_assert_eq(slots[t], r + 1, "run %d task %d", r, t);
+    }
+    cr_assert_geq(all_on_caller, 1, "%d threads: the caller never ran a whole run alone", n);
+    nc_pool_free(p);
+  }
+}
+
+// ---- rapid launches of varying shape, as kernels of a decode step do -----------------
+
+typedef struct {
+  _Atomic int *count;
+  long *slots;
+} mix_ctx;
+
+static void mix_task(void *arg, int t, int thread) {
+  mix_ctx *c = arg;
+  atomic_fetch_add_explicit(&c->count[t], 1, memory_order_relaxed);
+  c->slots[t] += t;
+}
+
+static void mix_range(void *arg, int64_t lo, int64_t hi, int thread) {
+  mix_ctx *c = arg;
+  for (int64_t i = lo; i < hi; i++) mix_task(arg, (int)i, thread);
+  (void)c;
+}
+
+Test(threadpool, rapid_launches_of_varying_sizes) {
+  const int spins[] = {-1, 0, 2};
+  for (int n = 1; n <= 4; n++)
+    for (size_t si = 0; si < 3; si++) {
+      nc_pool *p = make_pool(n, spins[si]);
+      enum { RUNS = 2000, MAXT = 37 };
+      _Atomic int count[MAXT];
+      long slots[MAXT];
+      long want[MAXT];
+      for (int t = 0; t < MAXT; t++) atomic_init(&count[t], 0), slots[t] = 0, want[t] = 0;
+      mix_ctx c = {count, slots};
+      uint32_t x = 12345u + (uint32_t)n;
+      for (int r = 0; r < RUNS; r++) {
+        x = x * 1664525u + 1013904223u;
+        int k = 1 + (int)((x >> 16) % MAXT);
+        if (r % 3 == 2) cr_assert_null(nc_pool_parallel_for(p, 0, k, 1 + (int64_t)(x % 5), mix_range, &c));
+        else cr_assert_null(nc_pool_run(p, k, mix_task, &c));
+        for (int t = 0; t < k; t++) want[t] += t;
+        // the writes of every task are visible to the caller after the run
+        for (int t = 0; t < MAXT; t++) cr_assert_eq(slots[t], want[t], "threads %d run %d task %d", n, r, t);
+      }
+      long runs = 0;
+      for (int t = 0; t < MAXT; t++) runs += atomic_load(&count[t]);
+      cr_assert_gt(runs, RUNS);
+      nc_pool_free(p);
+    }
 }
