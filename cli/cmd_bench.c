@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/precision.h"
 #include "chat/model_io.h"
 #include "cli/commands.h"
 #include "models/init.h"
@@ -64,7 +65,9 @@ static void nc_bench_usage(FILE *f) {
           "      --threads N     CPU threads (default: one per core)\n"
           "      --peak GFLOPS   peak for MFU (default 234: this CPU's measured fp32 FMA peak)\n"
           "      --trace FILE    write the last step's kernel launches as Chrome trace JSON (cpu)\n"
-          "      --precision P   matmuls in fp32 (default) or bf16 (opencl: tensor cores on NVIDIA)\n"
+          "      --precision P   fp32 or bf16: the model's compute precision (bf16: activations and matmuls in bf16\n"
+          "                      with fp32 accumulation, fp32 weights; cpu: AVX512-BF16 GEMM; opencl: tensor cores\n"
+          "                      on NVIDIA); default: the spec's <precision> (fp32)\n"
           "Environment: NC_PROFILE=N prints the N kernels that took longest.\n");
 }
 
@@ -107,17 +110,11 @@ static int nc_bench_train(int argc, char **argv) {
     return 2;
   }
   dev.threads = (int)threads;
-  if (precision) {
-    nc_status pst = nc_device_set_precision(&dev, precision);
-    if (pst) return nc_bench_fail(pst);
-    if (dev.matmul_bf16 && dev.kind != NC_DEV_OPENCL) {
-      fprintf(stderr, "nanochat bench: --precision bf16 runs on opencl devices only so far (the CPU's bf16 GEMM is not wired into plans)\n");
-      return 2;
-    }
-  }
+  if (precision && nc_cli_precision_check("bench", precision)) return 2;
   nc_model_spec s;
   nc_status st = nc_spec_load(spec_path, &s);
   if (st) return nc_bench_fail(st);
+  nc_cli_precision_apply(precision, &s, &dev);
   if (seq > s.sequence_len) {
     fprintf(stderr, "nanochat bench: --seq %ld exceeds the spec's sequence_len %d\n", seq, s.sequence_len);
     return 2;
@@ -154,15 +151,20 @@ static int nc_bench_train(int argc, char **argv) {
   double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT] = {0};
   for (int i = 0; i < NC_GROUP_COUNT; i++) lr[i] = 0.001;
   double *times = calloc((size_t)steps + 1, sizeof *times);
+  double *cpus = calloc((size_t)steps + 1, sizeof *cpus);  // process CPU time per step (all threads)
   for (long step = 0; step <= steps && !st; step++) {
     nc_train_scalar sc[NC_TRAIN_NSCALARS];
     nc_train_scalars(&oc, lr, wd, 0.95, step + 1, 1.0, sc);
     for (int i = 0; i < NC_TRAIN_NSCALARS && !st; i++) st = nc_session_put_scalar(sess, sc[i].name, sc[i].value);
     if (!st && trace && step == steps) st = nc_exec_trace_start(ex);
+    struct timespec ca, cb;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ca);
     double a = nc_bench_now();
     if (!st) st = nc_session_run_exec(sess, ex);
     if (!st && trace && step == steps) st = nc_exec_trace_write(ex, trace);
     times[step] = nc_bench_now() - a;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cb);
+    cpus[step] = (double)(cb.tv_sec - ca.tv_sec) + 1e-9 * (double)(cb.tv_nsec - ca.tv_nsec);
     if (!st) fprintf(stderr, "\rstep %ld/%ld  %.3f s  loss %.4f   ", step, steps, times[step], *(float *)nc_session_get(sess, "loss")->data);
   }
   fprintf(stderr, "\n");
@@ -170,19 +172,23 @@ static int nc_bench_train(int argc, char **argv) {
   if (st) rc = nc_bench_fail(st);
   else {
     qsort(times + 1, (size_t)steps, sizeof *times, nc_bench_cmp);  // times[0] is the warm-up
+    qsort(cpus + 1, (size_t)steps, sizeof *cpus, nc_bench_cmp);
+    double cpu_med = cpus[1 + steps / 2];
     double med = times[1 + steps / 2], mn = times[1], mx = times[steps];
     double tokens = (double)batch * (double)seq, fpt = nc_bench_flops_per_token(&s, seq);
     double tps = tokens / med, gflops = tps * fpt / 1e9;
-    printf("bench train %s on %s: batch %ld x seq %ld, %d kernels, prepared in %.2f s\n", s.name, nc_device_name(&dev), batch, seq,
-           nc_exec_nkernels(ex), tcompile);
+    printf("bench train %s on %s (%s): batch %ld x seq %ld, %d kernels, prepared in %.2f s\n", s.name, nc_device_name(&dev), s.precision,
+           batch, seq, nc_exec_nkernels(ex), tcompile);
     printf("step %.3f s median (min %.3f, max %.3f) over %ld steps; %.0f tokens/s; %.1f GFLOP/s; MFU %.1f%% of %.0f GFLOP/s\n",
            med, mn, mx, steps, tps, gflops, 100 * gflops / peak, peak);
-    printf("{\"bench\":\"train\",\"spec\":\"%s\",\"device\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"steps\":%ld,\"step_s_median\":%.6f,"
-           "\"step_s_min\":%.6f,\"step_s_max\":%.6f,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"prepare_s\":%.3f,\"kernels\":%d}\n",
-           s.name, nc_device_name(&dev), batch, seq, steps, med, mn, mx, tps, gflops, gflops / peak, tcompile, nc_exec_nkernels(ex));
+    printf("process CPU time %.3f s per step (median; all threads, incl. the pool's bounded spin)\n", cpu_med);
+    printf("{\"bench\":\"train\",\"spec\":\"%s\",\"precision\":\"%s\",\"device\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"steps\":%ld,\"step_s_median\":%.6f,"
+           "\"step_s_min\":%.6f,\"step_s_max\":%.6f,\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"mfu\":%.4f,\"prepare_s\":%.3f,\"kernels\":%d,\"cpu_s_median\":%.6f}\n",
+           s.name, s.precision, nc_device_name(&dev), batch, seq, steps, med, mn, mx, tps, gflops, gflops / peak, tcompile, nc_exec_nkernels(ex), cpu_med);
   }
   if (!st && getenv("NC_PROFILE")) nc_exec_profile_print(ex, atoi(getenv("NC_PROFILE")) > 0 ? atoi(getenv("NC_PROFILE")) : 25);
   free(times);
+  free(cpus);
   nc_exec_free(ex);
   nc_graph_free(g);
   nc_session_free(sess);

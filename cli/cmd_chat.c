@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/precision.h"
 #include "cli/commands.h"
 #include "engine/engine.h"
 
@@ -57,7 +58,8 @@ static void nc_chat_usage(FILE *f) {
           "  -m, --max-tokens N    tokens per reply (default 256)\n"
           "  -s, --seed S          seed (default: random)\n"
           "  -d, --device D        cpu (default), cpu:avx2, interp (reference, slow)\n"
-          "      --threads N       CPU threads (default: one per core)\n");
+          "      --threads N       CPU threads (default: one per core)\n"
+          "      --precision P     fp32 or bf16 (default: the checkpoint's)\n");
 }
 
 typedef struct {
@@ -105,7 +107,8 @@ int nc_cmd_chat(int argc, char **argv) {
                                        {"temperature", required_argument, 0, 't'}, {"top-k", required_argument, 0, 'k'},
                                        {"max-tokens", required_argument, 0, 'm'}, {"seed", required_argument, 0, 's'},
                                        {"device", required_argument, 0, 'd'},     {"threads", required_argument, 0, 'T'},
-                                       {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+                                       {"help", no_argument, 0, 'h'},             {"precision", required_argument, 0, 'X'},
+                                       {0, 0, 0, 0}};
   nc_engine_opts eo;
   nc_engine_opts_default(&eo);
   eo.slots = 1;
@@ -122,6 +125,10 @@ int nc_cmd_chat(int argc, char **argv) {
   while ((ch = getopt_long(argc, argv, "c:p:t:k:m:s:d:h", opts, NULL)) != -1) {
     switch (ch) {
       case 'c': eo.ckpt_dir = optarg; break;
+      case 'X':
+        if (nc_cli_precision_check("chat", optarg)) return 2;
+        eo.precision = optarg;
+        break;
       case 'S':
         if (!nc_chat_int(optarg, 0, INT64_MAX, &v)) {
           fprintf(stderr, "nanochat chat: --step wants a non-negative integer, got '%s'\n", optarg);
@@ -182,6 +189,7 @@ int nc_cmd_chat(int argc, char **argv) {
     nc_chat_usage(stderr);
     return 2;
   }
+  nc_cli_precision_apply(eo.precision, NULL, &eo.device);
   nc_status st = nc_engine_open(&eo, &c.e);
   if (st) return nc_chat_fail(st);
   const nc_tok *t = nc_engine_tok(c.e);

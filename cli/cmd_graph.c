@@ -130,10 +130,13 @@ static int nc_graph_dump(int argc, char **argv) {
     nc_pass_ctx lc;
     nc_pass_ctx_init(&lc);
     lc.verify = true;
+    // NC_PATTERNS_OFF=<bits> switches named fusion patterns off, as for the runtime (passes/pass.h)
+    const char *poff = getenv("NC_PATTERNS_OFF");
+    if (poff) lc.patterns_off = (unsigned)strtoul(poff, NULL, 0);
     const char *lp[] = {"decompose", "dce"};
     st = nc_pass_run_pipeline(&g, lp, 2, &lc);
     nc_plan *plan = NULL;
-    nc_lower_opts lo = {.fuse = true};
+    nc_lower_opts lo = {.fuse = true, .patterns_off = lc.patterns_off};
     if (!st) st = nc_plan_build(g, &lo, &plan);
     if (!st && !strcmp(special, "lower")) nc_plan_print(g, plan, &b);
     if (!st && !strcmp(special, "memplan")) {

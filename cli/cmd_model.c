@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/precision.h"
 #include "chat/model_io.h"
 #include "cli/commands.h"
 #include "models/gpt.h"
@@ -78,8 +79,8 @@ int nc_cmd_forward(int argc, char **argv) {
                                        {"output", required_argument, 0, 'o'}, {"step", required_argument, 0, 'S'},
                                        {"device", required_argument, 0, 'd'}, {"threads", required_argument, 0, 'T'},
                                        {"verbose", no_argument, 0, 'v'},      {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
-  const char *ckpt = NULL, *in = NULL, *out = NULL;
+                                       {"precision", required_argument, 0, 'X'}, {0, 0, 0, 0}};
+  const char *ckpt = NULL, *in = NULL, *out = NULL, *precision = NULL;
   int64_t step = -1, threads = 0;
   nc_device dev = {.kind = NC_DEV_CPU};
   bool verbose = false;
@@ -108,6 +109,10 @@ int nc_cmd_forward(int argc, char **argv) {
         }
         break;
       case 'v': verbose = true; break;
+      case 'X':
+        if (nc_cli_precision_check("forward", optarg)) return 2;
+        precision = optarg;
+        break;
       case 'h':
         printf("usage: nanochat forward --ckpt DIR --input IN.safetensors -o OUT.safetensors [--step N]\n\n"
                "Runs the model of a checkpoint on int32 'tokens' (B,T) and, when present,\n"
@@ -117,6 +122,7 @@ int nc_cmd_forward(int argc, char **argv) {
                "  -o, --output PATH   safetensors to write (atomically)\n"
                "  -d, --device D      cpu (default: LLVM JIT), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp (reference)\n"
                "      --threads N     CPU threads (default: one per core)\n"
+               "      --precision P   fp32 or bf16 (default: the checkpoint's)\n"
                "  -v, --verbose       print the generated kernels and timings\n");
         return 0;
       default: return 2;
@@ -133,6 +139,7 @@ int nc_cmd_forward(int argc, char **argv) {
   nc_tensor_list_init(&outputs);
   nc_graph *g = NULL;
   nc_status st = nc_model_ckpt_load(ckpt, step, &s, sess, NULL, NULL);
+  if (!st) nc_cli_precision_apply(precision, &s, &dev);
   if (!st) st = nc_safetensors_read(in, &inputs, NULL);
   const nc_tensor *tok = NULL, *tgt = NULL;
   if (!st) {

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/precision.h"
 #include "cli/commands.h"
 #include "engine/engine.h"
 #include "serve/server.h"
@@ -38,6 +39,7 @@ static void nc_serve_usage(FILE *f) {
           "  -p, --port P          TCP port (default 8000; 0 = any free port, printed)\n"
           "  -d, --device D        cpu (default), cpu:avx2, interp\n"
           "      --threads N       CPU threads of the engine (default: one per core)\n"
+          "      --precision P     fp32 or bf16 (default: the checkpoint's)\n"
           "      --slots N         concurrent sequences in the decode batch (default 16)\n"
           "      --queue N         requests waiting for a slot before 503 (default 64)\n"
           "      --max-seq N       KV cache length per sequence (default: the model's)\n"
@@ -55,7 +57,7 @@ int nc_cmd_serve(int argc, char **argv) {
       {"queue", required_argument, 0, 'Q'},     {"max-seq", required_argument, 0, 'M'},
       {"max-tokens", required_argument, 0, 'm'}, {"max-body", required_argument, 0, 'B'},
       {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+      {"precision", required_argument, 0, 'X'}, {0, 0, 0, 0}};
   nc_engine_opts eo;
   nc_engine_opts_default(&eo);
   nc_server_opts so;
@@ -66,6 +68,10 @@ int nc_cmd_serve(int argc, char **argv) {
   while ((c = getopt_long(argc, argv, "c:p:d:m:qh", opts, NULL)) != -1) {
     switch (c) {
       case 'c': eo.ckpt_dir = optarg; break;
+      case 'X':
+        if (nc_cli_precision_check("serve", optarg)) return 2;
+        eo.precision = optarg;
+        break;
       case 't': eo.tokenizer = optarg; break;
       case 'H': so.host = optarg; break;
       case 'S':
@@ -131,6 +137,7 @@ int nc_cmd_serve(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
 
   nc_engine *e = NULL;
+  nc_cli_precision_apply(eo.precision, NULL, &eo.device);
   nc_status st = nc_engine_open(&eo, &e);
   if (st) {
     fprintf(stderr, "nanochat serve: %s\n", nc_status_msg(st));

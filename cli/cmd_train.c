@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "cli/commands.h"
+#include "cli/precision.h"
 #include "frontend/spec.h"
 #include "pipeline/run.h"
 
@@ -55,6 +56,7 @@ static void nc_train_usage(FILE *f, nc_stage stage) {
           "      --stop-after N           stop after step N without the final save (to test resume)\n"
           "  -d, --device D               cpu (default), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp\n"
           "      --threads N              CPU threads (default: one per core)\n"
+          NC_CLI_PRECISION_USAGE
           "      --seed N                 init / shuffle seed (default 42)\n"
           "      --skip-bad-data          skip malformed documents (counted) instead of stopping\n"
           "  -q, --quiet                  no progress bar\n");
@@ -118,7 +120,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
   enum {
     O_DATA = 256, O_VAL, O_DATADIR, O_OUT, O_TAG, O_TOK, O_FROM, O_ITERS, O_RATIO, O_FLOPS, O_DBS, O_SEQ, O_TBS, O_ELR, O_ULR,
     O_MLR, O_SLR, O_WD, O_WARMUP, O_WARMDOWN, O_FINAL, O_INITLR, O_EVAL, O_EVALB, O_SAMPLE, O_SAVE, O_RESUME, O_STOP, O_THREADS,
-    O_SEED, O_SKIP, O_BUDGET, O_OVERWRITE
+    O_SEED, O_SKIP, O_BUDGET, O_OVERWRITE, O_PRECISION
   };
   static const struct option opts[] = {
       {"spec", required_argument, 0, 's'}, {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL},
@@ -137,7 +139,8 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
       {"stop-after", required_argument, 0, O_STOP}, {"device", required_argument, 0, 'd'},
       {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED},
       {"skip-bad-data", no_argument, 0, O_SKIP}, {"time-budget", required_argument, 0, O_BUDGET},
-      {"overwrite", no_argument, 0, O_OVERWRITE}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+      {"overwrite", no_argument, 0, O_OVERWRITE}, {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'},
+      {"precision", required_argument, 0, O_PRECISION}, {0, 0, 0, 0}};
   nc_run_opts o;
   nc_run_opts_default(&o, stage);
   char *train[NC_TRAIN_MAX_FILES], *val[NC_TRAIN_MAX_FILES];
@@ -196,6 +199,10 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
       case O_SKIP: o.skip_bad = true; break;
       case O_OVERWRITE: o.overwrite = true; break;
       case 'q': o.quiet = true; break;
+      case O_PRECISION:
+        if ((rc = nc_cli_precision_check(cmd, optarg))) goto done;
+        o.precision = optarg;
+        break;
       case 'd': {
         nc_status st = nc_device_parse(optarg, &o.device);
         if (st) { rc = nc_train_fail(cmd, st); goto done; }
@@ -211,6 +218,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
     goto done;
   }
   o.device.threads = (int)threads;
+  nc_cli_precision_apply(o.precision, NULL, &o.device);
   if (data_dir) {
     if (stage != NC_STAGE_BASE) { fprintf(stderr, "nanochat %s: --data-dir is for base-train; use --data FILE\n", cmd); rc = 2; goto done; }
     char *files[NC_TRAIN_MAX_FILES];

@@ -33,16 +33,34 @@ static LLVMValueRef nc_splat(nc_gg *g, LLVMValueRef x) {
   LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->k->vw));
   return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(g->vec), zero, "");
 }
+// relu(x)^2 of a float or a vector (NaN stays NaN, as the interpreter's relu)
+static LLVMValueRef nc_relu2(nc_gg *g, LLVMValueRef x) {
+  LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(x));
+  LLVMValueRef r = LLVMBuildSelect(g->b, LLVMBuildFCmp(g->b, LLVMRealUGT, x, zero, ""), x, zero, "");
+  return LLVMBuildFMul(g->b, r, r, "");
+}
+// The relu2 epilogue's second store: relu(*p)^2 at p + doff (a GEP from p, so
+// it stays "based on" C's noalias pointer also when doff == 0).
+static void nc_epi_store(nc_gg *g, LLVMValueRef p, LLVMValueRef doff, bool vec) {
+  LLVMValueRef x = vec ? nc_loadv(g, p) : nc_loadf(g, p);
+  LLVMValueRef q = LLVMBuildGEP2(g->b, g->f32, p, &doff, 1, "");
+  if (vec) nc_storev(g, nc_relu2(g, x), q);
+  else LLVMBuildStore(g->b, nc_relu2(g, x), q);
+}
+
 // ---- micro-kernel -----------------------------------------------------------
-// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta):
+// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta [, epi, doff]):
 //   C[0:mr, 0:nr] = alpha * Ap(MR x kc) · Bp(kc x NR) + beta * C   (beta == 0: C not read)
+// relu2 specs: when epi != 0 (the last K block) also C[i,j + doff] = relu(C[i,j])^2.
 // Ap is one packed A panel: k-major (Ap[k*MR + i]) when ta, else row-major
 // (Ap[i*kc + k]) — whichever layout packing can produce by plain copies.
 static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
   const nc_gemm_knobs *k = g->k;
   const int MR = k->mr, NV = k->nr / k->vw, VW = k->vw;
-  LLVMTypeRef ps[] = {g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i64, g->f32, g->f32};
-  LLVMValueRef fn = nc_begin_fn(g, name, ps, 9, true);
+  LLVMTypeRef ps[] = {g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i64, g->f32, g->f32, g->i64, g->i64};
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, g->s->relu2 ? 11 : g->s->addend ? 10 : 9, true);
+  // addend: the old value of C[i] is read at C[i + loff] (E on the first K block)
+  LLVMValueRef loff = g->s->addend ? LLVMGetParam(fn, 9) : NULL;
   LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
   LLVMValueRef cp = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4), mr = LLVMGetParam(fn, 5);
   LLVMValueRef nr = LLVMGetParam(fn, 6), alpha = LLVMGetParam(fn, 7), beta = LLVMGetParam(fn, 8);
@@ -110,9 +128,19 @@ static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
       for (int v = 0; v < NV; v++) {
         LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
         LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
-        nc_storev(g, nc_fmav(g, nc_loadv(g, p), vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
+        LLVMValueRef old = loff ? nc_loadv(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, "")) : nc_loadv(g, p);
+        nc_storev(g, nc_fmav(g, old, vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
       }
     nc_if_end(g, &bi);
+    if (g->s->relu2) {  // the last K block: relu(C)^2 at C + doff
+      nc_if fe;
+      nc_if_begin(g, &fe, LLVMBuildICmp(g->b, LLVMIntNE, LLVMGetParam(fn, 9), c64(g, 0), ""));
+      for (int i = 0; i < MR; i++)
+        for (int v = 0; v < NV; v++)
+          nc_epi_store(g, nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW))), LLVMGetParam(fn, 10), true);
+      nc_if_else(g, &fe);
+      nc_if_end(g, &fe);
+    }
   }
   nc_if_else(g, &fi);
   {  // edge tile: spill the accumulators, then scalar stores of the valid part
@@ -131,8 +159,16 @@ static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
     nc_if_begin(g, &bi, beta0);
     LLVMBuildStore(g->b, r, p);
     nc_if_else(g, &bi);
-    LLVMBuildStore(g->b, nc_fmaf(g, nc_loadf(g, p), beta, r), p);
+    LLVMValueRef old = loff ? nc_loadf(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, "")) : nc_loadf(g, p);
+    LLVMBuildStore(g->b, nc_fmaf(g, old, beta, r), p);
     nc_if_end(g, &bi);
+    if (g->s->relu2) {
+      nc_if fe;
+      nc_if_begin(g, &fe, LLVMBuildICmp(g->b, LLVMIntNE, LLVMGetParam(fn, 9), c64(g, 0), ""));
+      nc_epi_store(g, p, LLVMGetParam(fn, 10), false);
+      nc_if_else(g, &fe);
+      nc_if_end(g, &fe);
+    }
     nc_loop_end(g, &Lj);
     nc_loop_end(g, &Li);
   }
@@ -335,18 +371,24 @@ static void nc_store_ab(nc_gg *g, LLVMValueRef r, LLVMValueRef p, LLVMValueRef a
   if (vec) nc_storev(g, x, p);
   else LLVMBuildStore(g->b, x, p);
   nc_if_else(g, &f);
-  if (vec) nc_storev(g, nc_fmav(g, nc_loadv(g, p), nc_splat(g, beta), x), p);
-  else LLVMBuildStore(g->b, nc_fmaf(g, nc_loadf(g, p), beta, x), p);
+  LLVMValueRef src = g->s->addend ? LLVMBuildGEP2(g->b, g->f32, p, &g->epi_doff, 1, "") : p;  // addend: E
+  if (vec) nc_storev(g, nc_fmav(g, nc_loadv(g, src), nc_splat(g, beta), x), p);
+  else LLVMBuildStore(g->b, nc_fmaf(g, nc_loadf(g, src), beta, x), p);
   nc_if_end(g, &f);
+  if (g->s->relu2) nc_epi_store(g, p, g->epi_doff, vec);  // the skinny path has no K blocks
 }
 
 // tb: rows m..m+nrow of C, columns j0..j0+ncol (B stored (N,K)). Each x
 // vector feeds ncol FMAs and each B vector nrow; k is unrolled by two vectors
 // (two accumulators per element, >= 2*ncol independent FMA chains). One and
 // two rows sum in the same order, so a row's result does not depend on M.
+// pfd (elements, or NULL): prefetch (into L2) the line pfd past each B line
+// loaded in the main k loop, i.e. the next block's rows while this one is
+// computed: a block's 4 rows are short streams (2 KB at K = 512) that the
+// hardware prefetcher alone does not keep ahead of.
 static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVMValueRef j0, LLVMValueRef A,
                               LLVMValueRef *brow, LLVMValueRef C, LLVMValueRef K, LLVMValueRef lda,
-                              LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta) {
+                              LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta, LLVMValueRef pfd) {
   const int VW = g->k->vw, U = 2;
   LLVMValueRef acc[2][4][2], sacc[2][4], arow[2];
   for (int r = 0; r < nrow; r++) {
@@ -370,6 +412,10 @@ static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVM
       for (int r = 0; r < nrow; r++) x[r] = nc_loadv(g, nc_fptr(g, arow[r], ku));
       for (int c = 0; c < ncol; c++) {
         LLVMValueRef w = nc_loadv(g, nc_fptr(g, brow[c], ku));
+        if (pfd && !pass) {
+          LLVMValueRef pa[4] = {nc_fptr(g, brow[c], nc_add(g, ku, pfd)), c32(g, 0), c32(g, 2), c32(g, 1)};
+          LLVMBuildCall2(g->b, g->pf_ty, g->prefetch, pa, 4, "");
+        }
         for (int r = 0; r < nrow; r++) {
           LLVMValueRef p = acc[r][c][u];
           LLVMBuildStore(g->b, nc_fmav(g, x[r], w, LLVMBuildLoad2(g->b, g->vec, p, "")), p);
@@ -405,12 +451,17 @@ static void nc_skinny_tb_block(nc_gg *g, int ncol, LLVMValueRef j0, LLVMValueRef
   LLVMValueRef brow[4];
   for (int c = 0; c < ncol; c++) brow[c] = nc_fptr(g, B, nc_mul(g, nc_add(g, j0, c64(g, c)), ldb));
   LLVMValueRef m2 = nc_sub(g, M, LLVMBuildSRem(g->b, M, c64(g, 2), ""));
+  // full 4-column blocks prefetch the next block (ncol rows on) while rows 0(/1)
+  // run; later rows find this block in cache and prefetch in place (a no-op)
+  LLVMValueRef pfn = ncol > 1 ? nc_mul(g, c64(g, ncol), ldb) : NULL;
   nc_loop Lm;
   LLVMValueRef m = nc_loop_begin(g, &Lm, "sm2", c64(g, 0), m2, c64(g, 2));
-  nc_skinny_tb_rows(g, ncol, 2, m, j0, A, brow, C, K, lda, ldc, alpha, beta);
+  LLVMValueRef pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, m, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
+  nc_skinny_tb_rows(g, ncol, 2, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
   nc_loop_end(g, &Lm);
   m = nc_loop_begin(g, &Lm, "sm", m2, M, c64(g, 1));
-  nc_skinny_tb_rows(g, ncol, 1, m, j0, A, brow, C, K, lda, ldc, alpha, beta);
+  pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, m, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
+  nc_skinny_tb_rows(g, ncol, 1, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
   nc_loop_end(g, &Lm);
 }
 
@@ -449,13 +500,15 @@ static void nc_skinny_nn_block(nc_gg *g, int nv, LLVMValueRef j0, LLVMValueRef A
 #define NC_GEMM_SKINNY_NV 2    // !tb: vectors of columns per block
 
 static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
-  LLVMTypeRef ps[17] = {g->ptr, g->ptr, g->ptr};
+  LLVMTypeRef ps[18] = {g->ptr, g->ptr, g->ptr};
   for (int i = 3; i < 13; i++) ps[i] = g->i64;
   ps[13] = ps[14] = g->f32;
-  ps[15] = ps[16] = g->i64;
-  LLVMValueRef fn = nc_begin_fn(g, name, ps, 17, true);
-  LLVMValueRef P[17];
-  for (int i = 0; i < 17; i++) P[i] = LLVMGetParam(fn, (unsigned)i);
+  ps[15] = ps[16] = ps[17] = g->i64;
+  const int np = g->s->relu2 || g->s->addend ? 18 : 17;  // relu2: P[17] = D - C; addend: E - C
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, (unsigned)np, true);
+  LLVMValueRef P[18];
+  for (int i = 0; i < np; i++) P[i] = LLVMGetParam(fn, (unsigned)i);
+  g->epi_doff = np > 17 ? P[17] : NULL;
   LLVMValueRef A = P[0], B = P[1], C = P[2], M = P[3], N = P[4], K = P[5], lda = P[6], ldb = P[7], ldc = P[8];
   LLVMValueRef batch = P[9], sa = P[10], sb = P[11], sc = P[12], alpha = P[13], beta = P[14], t = P[15], T = P[16];
   const int unit = g->s->tb ? NC_GEMM_SKINNY_COLS : NC_GEMM_SKINNY_NV * g->k->vw;
@@ -501,13 +554,25 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef batch = NC_F(batch, g->i64), sa = NC_F(stride_a, g->i64);
   LLVMValueRef sb = NC_F(stride_b, g->i64), sc = NC_F(stride_c, g->i64);
   LLVMValueRef alpha = NC_F(alpha, g->f32), beta = NC_F(beta, g->f32), work = NC_F(work, g->ptr);
+  // relu2: D - C in elements (0 when d is NULL: relu(C)^2 over C)
+  LLVMValueRef doff = c64(g, 0);
+  if (g->s->relu2) {
+    LLVMValueRef D = NC_F(d, g->ptr);
+    LLVMValueRef diff = LLVMBuildPtrDiff2(g->b, g->f32, D, C, "");
+    doff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, D, ""), c64(g, 0), diff, "");
+  }
+  if (g->s->addend) {  // E - C in elements (0 when e is NULL: the plain GEMM)
+    LLVMValueRef E = NC_F(e, g->ptr);
+    LLVMValueRef diff = LLVMBuildPtrDiff2(g->b, g->f32, E, C, "");
+    doff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, E, ""), c64(g, 0), diff, "");
+  }
 #undef NC_F
   // Small M (decode): the skinny path, no packing (sk is NULL with ta).
   nc_if fsk = {0};
   if (sk) {
     nc_if_begin(g, &fsk, LLVMBuildICmp(g->b, LLVMIntSLE, M, c64(g, NC_GEMM_SKINNY_M), ""));
-    LLVMValueRef skargs[17] = {A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T};
-    nc_call(g, sk, skargs, 17);
+    LLVMValueRef skargs[18] = {A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T, doff};
+    nc_call(g, sk, skargs, g->s->relu2 || g->s->addend ? 18 : 17);
     nc_if_else(g, &fsk);
   }
   LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, (int64_t)(nc_gemm_workspace_size(k, 1) / sizeof(float)))));
@@ -598,10 +663,13 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
                            nc_min(g, c64(g, k->mr), nc_sub(g, mcur, ir)),
                            nc_min(g, c64(g, k->nr), nc_sub(g, ncur, jr)),
                            alpha,
-                           beff};
+                           beff,
+                           LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, nc_add(g, pc, kc), K, ""), g->i64, ""),
+                           doff};
   if (g->s->sym)
     nc_if_begin(g, &ftile, LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, jc, jr), nc_add(g, nc_add(g, ic, ir), mr_c), ""));
-  nc_call(g, uk, ukargs, 9);
+  if (g->s->addend) ukargs[9] = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), doff, zero, "");
+  nc_call(g, uk, ukargs, g->s->relu2 ? 11 : g->s->addend ? 10 : 9);
   if (g->s->sym) nc_if_else(g, &ftile), nc_if_end(g, &ftile);
   nc_loop_end(g, &Li);
   nc_loop_end(g, &Lo);
@@ -630,6 +698,8 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   if (!spec || !spec->name || !spec->name[0])
     return nc_errorf(NC_E_INVALID, "nc_gemm_emit: spec needs a function name");
   NC_TRY(nc_status_prefix(nc_gemm_knobs_check(&spec->knobs), "gemm '%s': ", spec->name));
+  if (spec->relu2 && (spec->sym || spec->addend))
+    return nc_errorf(NC_E_INVALID, "gemm '%s': the relu2 epilogue cannot be combined with sym or addend", spec->name);
   if (LLVMGetNamedFunction(m, spec->name))
     return nc_errorf(NC_E_INVALID, "nc_gemm_emit: module already has a function '%s'", spec->name);
   nc_gg g = {0};

@@ -64,6 +64,20 @@ typedef struct {
   // are split over threads by area (M sqrt(t/T)). With beta != 0 the old C
   // must be symmetric too.
   bool sym;
+  // bf16_io (codegen/gemm_bf16.c only): A, B and C hold bf16 in memory (the
+  // args' pointers are uint16_t *), C is rounded to bf16 (nearest even) on
+  // store; accumulation stays fp32. Ignored (must be false) by gemm.c.
+  bool bf16_io;
+  // relu2 (gemm.c; not with sym): the ReLU^2 epilogue (the MLP's c_fc).
+  // After the last K block, where C holds the product p (alpha, beta
+  // applied), the function also stores relu(p)^2: into args.d (same layout
+  // as C) when d != NULL, else over C itself (C then holds relu(p)^2 only).
+  bool relu2;
+  // addend (gemm.c; not with relu2): C = alpha * op(A) op(B) + beta * E, E =
+  // args.e (same layout as C; NULL: E is C itself, the plain GEMM). E is read
+  // where C would be on the first K block (never when beta == 0); with sym, E
+  // must be symmetric too. Fuses Muon's Polar Express sums into the GEMMs.
+  bool addend;
 } nc_gemm_spec;
 
 // Argument block of the emitted function (the IR reads it by offsetof).
@@ -76,6 +90,8 @@ typedef struct {
   int64_t stride_a, stride_b, stride_c;  // elements between batch items (0 = shared)
   float alpha, beta;                     // beta == 0: C is not read (may hold NaN)
   float *work;  // >= nc_gemm_workspace_size(knobs, nthreads) bytes, 64-byte aligned
+  float *d;     // spec.relu2 only: where relu(C)^2 goes (same ldc/stride_c as C), or NULL: over C
+  const float *e;  // spec.addend only: the addend E (same ldc/stride_c as C), or NULL: C
 } nc_gemm_args;
 
 // void name(const nc_gemm_args *args, int32_t thread, int32_t nthreads)

@@ -10,38 +10,9 @@
 
 #define NC_BF_MAX_ACC 32  // accumulators the micro-kernel may keep (zmm count)
 
-bool nc_gemm_bf16_supported(const nc_host_cpu *cpu) { return cpu && cpu->avx512f && cpu->avx512bf16; }
-
-nc_gemm_knobs nc_gemm_bf16_knobs_default(const nc_host_cpu *cpu) {
-  (void)cpu;
-  // Zen 5: same 6x64 block as fp32 (24 accumulators + 4 B vectors + a
-  // broadcast). kc 768 k = 384 pairs: the packed B panel (384 x 512 words =
-  // 768 KB) is the same size in bytes as fp32's kc 384, so it still fits the
-  // 1 MB L2, with half as many passes over C. See docs/performance.md.
-  return (nc_gemm_knobs){.vw = 16, .mr = 6, .nr = 64, .kc = 768, .mc = 120, .nc = 512,
-                         .ku = 4, .order = 1, .prefetch_b = 0};
-}
-
-nc_status nc_gemm_bf16_knobs_check(const nc_gemm_knobs *k) {
-  if (k->vw != 16) return nc_errorf(NC_E_INVALID, "bf16 gemm knobs: vw %d is not 16", k->vw);
-  NC_TRY(nc_gemm_knobs_check(k));
-  if (k->kc % 2)
-    return nc_errorf(NC_E_INVALID, "bf16 gemm knobs: kc %d is odd (k pairs must not straddle blocks)",
-                     k->kc);
-  return NC_OK;
-}
-
 // 32-bit words of one thread's workspace slice: packed A block then packed B
-// panel, each rounded to 64 bytes.
-static int64_t nc_bf_ws_words(const nc_gemm_knobs *k) {
-  int64_t kp = (k->kc + 1) / 2;
-  int64_t a = (int64_t)k->mc * kp, b = kp * k->nc;
-  return (a + 15) / 16 * 16 + (b + 15) / 16 * 16;
-}
-
-size_t nc_gemm_bf16_workspace_size(const nc_gemm_knobs *k, int nthreads) {
-  return (size_t)nc_bf_ws_words(k) * 4 * (size_t)(nthreads < 1 ? 1 : nthreads);
-}
+// panel, each rounded to 64 bytes (codegen/gemm_bf16_knobs.c).
+#define nc_bf_ws_words nc_gemm_bf16_ws_words
 
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
@@ -103,6 +74,37 @@ static LLVMValueRef nc_pair(nc_bg *g, LLVMValueRef x0, LLVMValueRef x1) {
                      LLVMBuildAnd(g->b, r1, nc_ci(g, ity, 0xffff0000u), ""), "");
 }
 
+// ---- operand memory: fp32, or bf16 with spec->bf16_io -------------------------
+// Element pointer into A, B or C.
+static LLVMValueRef nc_xptr(nc_bg *g, LLVMValueRef p, LLVMValueRef i) {
+  return LLVMBuildInBoundsGEP2(g->b, g->s->bf16_io ? g->i16 : g->f32, p, &i, 1, "");
+}
+// Loads ty (float or <n x float>) from an element pointer of A, B or C: a bf16
+// is widened exactly (its bits in the top half of an fp32).
+static LLVMValueRef nc_xload(nc_bg *g, LLVMTypeRef ty, LLVMValueRef p) {
+  if (!g->s->bf16_io) return nc_load(g, ty, p);
+  bool vec = LLVMGetTypeKind(ty) == LLVMVectorTypeKind;
+  unsigned n = vec ? LLVMGetVectorSize(ty) : 1;
+  LLVMTypeRef hty = vec ? LLVMVectorType(g->i16, n) : g->i16, ity = vec ? LLVMVectorType(g->i32, n) : g->i32;
+  LLVMValueRef h = LLVMBuildLoad2(g->b, hty, p, "");
+  LLVMSetAlignment(h, 2);
+  LLVMValueRef u = LLVMBuildShl(g->b, LLVMBuildZExt(g->b, h, ity, ""), nc_ci(g, ity, 16), "");
+  return LLVMBuildBitCast(g->b, u, ty, "");
+}
+// Stores fp32 x (float or vector) to C: as is, or rounded to bf16 exactly as
+// nc_f32_to_bf16 (nearest even, NaN quieted).
+static void nc_cstore(nc_bg *g, LLVMValueRef x, LLVMValueRef p) {
+  if (!g->s->bf16_io) {
+    nc_store(g, x, p);
+    return;
+  }
+  LLVMValueRef r = nc_rne(g, x);
+  LLVMTypeRef ity = LLVMTypeOf(r);
+  LLVMTypeRef hty = LLVMGetTypeKind(ity) == LLVMVectorTypeKind ? LLVMVectorType(g->i16, LLVMGetVectorSize(ity)) : g->i16;
+  LLVMValueRef h = LLVMBuildTrunc(g->b, LLVMBuildLShr(g->b, r, nc_ci(g, ity, 16), ""), hty, "");
+  LLVMSetAlignment(LLVMBuildStore(g->b, h, p), 2);
+}
+
 // 32 consecutive k of one fp32 row (v0: k 0..15, v1: k 16..31) -> 16 pair
 // words: the top halves of the rounded bits, in order (one vpermt2w).
 static LLVMValueRef nc_pairs32(nc_bg *g, LLVMValueRef v0, LLVMValueRef v1) {
@@ -121,10 +123,10 @@ static LLVMValueRef nc_pair_scalar(nc_bg *g, LLVMValueRef p0, LLVMValueRef p1, L
   LLVMValueRef x1v = nc_var(g, g->f32, "x1", cf(g, 0.0));
   nc_bif f;
   nc_if_begin(g, &f, has1);
-  LLVMBuildStore(g->b, LLVMBuildLoad2(g->b, g->f32, p1, ""), x1v);
+  LLVMBuildStore(g->b, nc_xload(g, g->f32, p1), x1v);
   nc_if_else(g, &f);
   nc_if_end(g, &f);
-  return nc_pair(g, LLVMBuildLoad2(g->b, g->f32, p0, ""), LLVMBuildLoad2(g->b, g->f32, x1v, ""));
+  return nc_pair(g, nc_xload(g, g->f32, p0), LLVMBuildLoad2(g->b, g->f32, x1v, ""));
 }
 
 // ---- micro-kernel -----------------------------------------------------------
@@ -196,16 +198,16 @@ static LLVMValueRef nc_emit_ukernel(nc_bg *g, const char *name) {
     nc_if_begin(g, &bi, beta0);
     for (int i = 0; i < MR; i++)
       for (int v = 0; v < NV; v++) {
-        LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
+        LLVMValueRef p = nc_xptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
         LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
-        nc_store(g, LLVMBuildFMul(g->b, a, valpha, ""), p);
+        nc_cstore(g, LLVMBuildFMul(g->b, a, valpha, ""), p);
       }
     nc_if_else(g, &bi);
     for (int i = 0; i < MR; i++)
       for (int v = 0; v < NV; v++) {
-        LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
+        LLVMValueRef p = nc_xptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
         LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
-        nc_store(g, nc_fmav(g, nc_load(g, g->vec, p), vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
+        nc_cstore(g, nc_fmav(g, nc_xload(g, g->vec, p), vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
       }
     nc_if_end(g, &bi);
   }
@@ -220,13 +222,13 @@ static LLVMValueRef nc_emit_ukernel(nc_bg *g, const char *name) {
     LLVMValueRef i = nc_loop_begin(g, &Li, "ei", c64(g, 0), mr, c64(g, 1));
     LLVMValueRef j = nc_loop_begin(g, &Lj, "ej", c64(g, 0), nr, c64(g, 1));
     LLVMValueRef t = LLVMBuildLoad2(g->b, g->f32, nc_fptr(g, tmp, nc_add(g, nc_mul(g, i, c64(g, k->nr)), j)), "");
-    LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, i, ldc), j));
+    LLVMValueRef p = nc_xptr(g, cp, nc_add(g, nc_mul(g, i, ldc), j));
     LLVMValueRef r = LLVMBuildFMul(g->b, t, alpha, "");
     nc_bif bi;
     nc_if_begin(g, &bi, beta0);
-    LLVMBuildStore(g->b, r, p);
+    nc_cstore(g, r, p);
     nc_if_else(g, &bi);
-    LLVMBuildStore(g->b, nc_fmaf(g, LLVMBuildLoad2(g->b, g->f32, p, ""), beta, r), p);
+    nc_cstore(g, nc_fmaf(g, nc_xload(g, g->f32, p), beta, r), p);
     nc_if_end(g, &bi);
     nc_loop_end(g, &Lj);
     nc_loop_end(g, &Li);
@@ -261,16 +263,16 @@ static LLVMValueRef nc_emit_pack_a(nc_bg *g, const char *name) {
       LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, c64(g, i), kp));
       nc_bif f;
       nc_if_begin(g, &f, nc_lt(g, c64(g, i), rows));
-      LLVMValueRef src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, row0, c64(g, i)), lda), pc));
+      LLVMValueRef src = nc_xptr(g, a, nc_add(g, nc_mul(g, nc_add(g, row0, c64(g, i)), lda), pc));
       nc_bloop Lk;
       LLVMValueRef p = nc_loop_begin(g, &Lk, "p", c64(g, 0), p32, c64(g, 16));
-      LLVMValueRef s0 = nc_fptr(g, src, nc_mul(g, p, c64(g, 2)));
-      LLVMValueRef w = nc_pairs32(g, nc_load(g, g->vec, s0), nc_load(g, g->vec, nc_fptr(g, s0, c64(g, 16))));
+      LLVMValueRef s0 = nc_xptr(g, src, nc_mul(g, p, c64(g, 2)));
+      LLVMValueRef w = nc_pairs32(g, nc_xload(g, g->vec, s0), nc_xload(g, g->vec, nc_xptr(g, s0, c64(g, 16))));
       nc_store(g, w, nc_fptr(g, dst, p));
       nc_loop_end(g, &Lk);
       p = nc_loop_begin(g, &Lk, "pt", p32, kp, c64(g, 1));
-      LLVMValueRef s = nc_fptr(g, src, nc_mul(g, p, c64(g, 2)));
-      nc_store(g, nc_pair_scalar(g, s, nc_fptr(g, s, c64(g, 1)), nc_lt(g, p, kfull)), nc_fptr(g, dst, p));
+      LLVMValueRef s = nc_xptr(g, src, nc_mul(g, p, c64(g, 2)));
+      nc_store(g, nc_pair_scalar(g, s, nc_xptr(g, s, c64(g, 1)), nc_lt(g, p, kfull)), nc_fptr(g, dst, p));
       nc_loop_end(g, &Lk);
       nc_if_else(g, &f);
       p = nc_loop_begin(g, &Lk, "z", c64(g, 0), kp, c64(g, 1));
@@ -286,9 +288,9 @@ static LLVMValueRef nc_emit_pack_a(nc_bg *g, const char *name) {
     nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntEQ, rows, c64(g, MR), ""));
     nc_bloop Lk;
     LLVMValueRef p = nc_loop_begin(g, &Lk, "p", c64(g, 0), kfull, c64(g, 1));
-    LLVMValueRef s0 = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, nc_mul(g, p, c64(g, 2))), lda), row0));
-    LLVMValueRef s1 = nc_fptr(g, s0, lda);
-    LLVMValueRef w = nc_pair(g, nc_load(g, rv, s0), nc_load(g, rv, s1));
+    LLVMValueRef s0 = nc_xptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, nc_mul(g, p, c64(g, 2))), lda), row0));
+    LLVMValueRef s1 = nc_xptr(g, s0, lda);
+    LLVMValueRef w = nc_pair(g, nc_xload(g, rv, s0), nc_xload(g, rv, s1));
     nc_store(g, w, nc_fptr(g, panel, nc_mul(g, p, c64(g, MR))));
     nc_loop_end(g, &Lk);
     nc_if_else(g, &f);
@@ -297,14 +299,14 @@ static LLVMValueRef nc_emit_pack_a(nc_bg *g, const char *name) {
     LLVMValueRef pstart = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, rows, c64(g, MR), ""),
                                           kfull, c64(g, 0), "");
     p = nc_loop_begin(g, &Lk, "pe", pstart, kp, c64(g, 1));
-    s0 = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, nc_mul(g, p, c64(g, 2))), lda), row0));
+    s0 = nc_xptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, nc_mul(g, p, c64(g, 2))), lda), row0));
     LLVMValueRef has1 = nc_lt(g, p, kfull);
     for (int i = 0; i < MR; i++) {
       LLVMValueRef dst = nc_fptr(g, panel, nc_add(g, nc_mul(g, p, c64(g, MR)), c64(g, i)));
       nc_bif e;
       nc_if_begin(g, &e, nc_lt(g, c64(g, i), rows));
-      LLVMValueRef x0 = nc_fptr(g, s0, c64(g, i));
-      nc_store(g, nc_pair_scalar(g, x0, nc_fptr(g, x0, lda), has1), dst);
+      LLVMValueRef x0 = nc_xptr(g, s0, c64(g, i));
+      nc_store(g, nc_pair_scalar(g, x0, nc_xptr(g, x0, lda), has1), dst);
       nc_if_else(g, &e);
       nc_store(g, c32(g, 0), dst);
       nc_if_end(g, &e);
@@ -363,12 +365,12 @@ static LLVMValueRef nc_emit_pack_b(nc_bg *g, const char *name) {
     // B (K,N): two stored rows -> one row of pair words, 16 columns a vector.
     nc_bloop Lk;
     LLVMValueRef p = nc_loop_begin(g, &Lk, "p", c64(g, 0), kfull, c64(g, 1));
-    LLVMValueRef s0 = nc_fptr(g, b, nc_add(g, nc_mul(g, nc_add(g, pc, nc_mul(g, p, c64(g, 2))), ldb), col0));
-    LLVMValueRef s1 = nc_fptr(g, s0, ldb);
+    LLVMValueRef s0 = nc_xptr(g, b, nc_add(g, nc_mul(g, nc_add(g, pc, nc_mul(g, p, c64(g, 2))), ldb), col0));
+    LLVMValueRef s1 = nc_xptr(g, s0, ldb);
     LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, p, c64(g, NR)));
     for (int v = 0; v < NV; v++) {
       LLVMValueRef o = c64(g, v * VW);
-      nc_store(g, nc_pair(g, nc_load(g, g->vec, nc_fptr(g, s0, o)), nc_load(g, g->vec, nc_fptr(g, s1, o))),
+      nc_store(g, nc_pair(g, nc_xload(g, g->vec, nc_xptr(g, s0, o)), nc_xload(g, g->vec, nc_xptr(g, s1, o))),
                nc_fptr(g, dst, o));
     }
     nc_loop_end(g, &Lk);
@@ -385,8 +387,8 @@ static LLVMValueRef nc_emit_pack_b(nc_bg *g, const char *name) {
     LLVMValueRef r[16];
     for (int j = 0; j < VW; j++) {
       LLVMValueRef row = nc_add(g, col0, nc_add(g, v0, c64(g, j)));
-      LLVMValueRef s = nc_fptr(g, b, nc_add(g, nc_mul(g, row, ldb), nc_add(g, pc, nc_mul(g, p0, c64(g, 2)))));
-      r[j] = nc_pairs32(g, nc_load(g, g->vec, s), nc_load(g, g->vec, nc_fptr(g, s, c64(g, 16))));
+      LLVMValueRef s = nc_xptr(g, b, nc_add(g, nc_mul(g, row, ldb), nc_add(g, pc, nc_mul(g, p0, c64(g, 2)))));
+      r[j] = nc_pairs32(g, nc_xload(g, g->vec, s), nc_xload(g, g->vec, nc_xptr(g, s, c64(g, 16))));
     }
     nc_transpose16(g, r);
     for (int q = 0; q < VW; q++) {
@@ -410,11 +412,11 @@ static LLVMValueRef nc_emit_pack_b(nc_bg *g, const char *name) {
     LLVMValueRef col = nc_add(g, col0, j), kr = nc_add(g, pc, nc_mul(g, p, c64(g, 2)));
     LLVMValueRef x0, x1;
     if (g->s->tb) {
-      x0 = nc_fptr(g, b, nc_add(g, nc_mul(g, col, ldb), kr));
-      x1 = nc_fptr(g, x0, c64(g, 1));
+      x0 = nc_xptr(g, b, nc_add(g, nc_mul(g, col, ldb), kr));
+      x1 = nc_xptr(g, x0, c64(g, 1));
     } else {
-      x0 = nc_fptr(g, b, nc_add(g, nc_mul(g, kr, ldb), col));
-      x1 = nc_fptr(g, x0, ldb);
+      x0 = nc_xptr(g, b, nc_add(g, nc_mul(g, kr, ldb), col));
+      x1 = nc_xptr(g, x0, ldb);
     }
     nc_store(g, nc_pair_scalar(g, x0, x1, has1), dst);
     nc_if_else(g, &e);
@@ -471,9 +473,9 @@ static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
 
   nc_bloop Lb, Ljc, Lpc, Lic, Lo, Li;
   LLVMValueRef bi = nc_loop_begin(g, &Lb, "b", b0, b1, c64(g, 1));
-  LLVMValueRef Ab = nc_fptr(g, A, nc_mul(g, bi, sa));
-  LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
-  LLVMValueRef Cb = nc_fptr(g, C, nc_mul(g, bi, sc));
+  LLVMValueRef Ab = nc_xptr(g, A, nc_mul(g, bi, sa));
+  LLVMValueRef Bb = nc_xptr(g, B, nc_mul(g, bi, sb));
+  LLVMValueRef Cb = nc_xptr(g, C, nc_mul(g, bi, sc));
   LLVMValueRef jc = nc_loop_begin(g, &Ljc, "jc", n0, n1, c64(g, k->nc));
   LLVMValueRef ncur = nc_min(g, c64(g, k->nc), nc_sub(g, n1, jc));
   LLVMValueRef pc = nc_loop_begin(g, &Lpc, "pc", zero, kend, c64(g, k->kc));
@@ -495,7 +497,7 @@ static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
     ir = nc_loop_begin(g, &Lo, "ir", zero, mcur, c64(g, k->mr));
     jr = nc_loop_begin(g, &Li, "jr", zero, ncur, c64(g, k->nr));
   }
-  LLVMValueRef cptr = nc_fptr(g, Cb, nc_add(g, nc_mul(g, nc_add(g, ic, ir), ldc), nc_add(g, jc, jr)));
+  LLVMValueRef cptr = nc_xptr(g, Cb, nc_add(g, nc_mul(g, nc_add(g, ic, ir), ldc), nc_add(g, jc, jr)));
   LLVMValueRef ukargs[] = {kp,
                            nc_fptr(g, Ap, nc_mul(g, ir, kp)),
                            nc_fptr(g, Bp, nc_mul(g, jr, kp)),

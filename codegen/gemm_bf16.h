@@ -2,9 +2,12 @@
 // beta*C, argument block (nc_gemm_args) and threading contract as
 // codegen/gemm.h, but the products are computed in bf16:
 //
-//   A, B, C are fp32 in memory (the graph's tensors). A and B are rounded to
-//   bf16 (round to nearest even, NaN quieted: exactly nc_f32_to_bf16) while
-//   packing, into k-pair-interleaved panels: one 32-bit word holds the two
+//   A, B, C are fp32 in memory (the graph's tensors), or with spec->bf16_io
+//   bf16 (uint16_t; the bf16 model's matmuls in CPU plans, runtime/cpu.c:
+//   C is then rounded to bf16 on store, exactly nc_f32_to_bf16). A and B are
+//   rounded to bf16 (round to nearest even, NaN quieted: exactly
+//   nc_f32_to_bf16; a no-op for bf16 memory) while packing, into
+//   k-pair-interleaved panels: one 32-bit word holds the two
 //   bf16 of (k, k+1). The micro-kernel runs `vdpbf16ps`
 //   (llvm.x86.avx512bf16.dpbf16ps.512): per fp32 lane acc += a0*b0 + a1*b1,
 //   two k steps per instruction, fp32 accumulators, fp32 alpha/beta/output.
@@ -39,6 +42,8 @@ nc_status nc_gemm_bf16_knobs_check(const nc_gemm_knobs *k);
 // Workspace bytes for up to nthreads threads (half of the fp32 GEMM's for the
 // same knobs: packed panels hold bf16).
 size_t nc_gemm_bf16_workspace_size(const nc_gemm_knobs *k, int nthreads);
+// 32-bit words of one thread's workspace slice (packed A block + B panel).
+int64_t nc_gemm_bf16_ws_words(const nc_gemm_knobs *k);
 
 #ifdef NC_HAVE_LLVM
 // Adds spec->name (external) plus internal helpers to module m, for code that

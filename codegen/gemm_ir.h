@@ -27,6 +27,7 @@ typedef struct {
   LLVMValueRef fma, fmav, dp, prefetch;  // llvm.fma.f32, llvm.fma.vNf32, dpbf16ps, llvm.prefetch
   const nc_gemm_spec *s;
   const nc_gemm_knobs *k;
+  LLVMValueRef epi_doff;  // fp32 GEMM with the relu2 epilogue: D - C in elements, in the function being built
 } nc_gemm_ir;
 
 typedef struct {

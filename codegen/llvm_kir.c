@@ -24,6 +24,7 @@ typedef struct {
   int *memo_level;
   int level;
   LLVMTypeRef i1, i8, i16, i32, i64, f32, ptr, vd;
+  bool bf16hw;  // the target has AVX512_BF16: fptrunc to bfloat is vcvtneps2bf16 (else a libcall the JIT lacks)
   nc_status st;
 } nc_lk;
 
@@ -49,9 +50,27 @@ static LLVMTypeRef nc_lk_mem(nc_lk *e, nc_dtype t) {
   }
 }
 
+// f32 -> the bits of its bf16 (i16): round to nearest even, NaN kept quiet,
+// exactly nc_f32_to_bf16; integer ops only, for targets without AVX512_BF16.
+static LLVMValueRef nc_lk_bf16_bits(nc_lk *e, LLVMValueRef v) {
+  LLVMBuilderRef b = e->b;
+  LLVMValueRef u = LLVMBuildBitCast(b, v, e->i32, "");
+  LLVMValueRef odd = LLVMBuildAnd(b, LLVMBuildLShr(b, u, LLVMConstInt(e->i32, 16, 0), ""), LLVMConstInt(e->i32, 1, 0), "");
+  LLVMValueRef r = LLVMBuildLShr(b, LLVMBuildAdd(b, u, LLVMBuildAdd(b, odd, LLVMConstInt(e->i32, 0x7fff, 0), ""), ""),
+                                 LLVMConstInt(e->i32, 16, 0), "");
+  LLVMValueRef nan = LLVMBuildICmp(b, LLVMIntUGT, LLVMBuildAnd(b, u, LLVMConstInt(e->i32, 0x7fffffff, 0), ""),
+                                   LLVMConstInt(e->i32, 0x7f800000, 0), "");
+  LLVMValueRef q = LLVMBuildOr(b, LLVMBuildLShr(b, u, LLVMConstInt(e->i32, 16, 0), ""), LLVMConstInt(e->i32, 0x40, 0), "");
+  return LLVMBuildTrunc(b, LLVMBuildSelect(b, nan, q, r, ""), e->i16, "");
+}
+
 // Rounds a float register value to bf16/f16 precision (what the evaluator does per op).
 static LLVMValueRef nc_lk_round(nc_lk *e, LLVMValueRef v, nc_dtype t) {
   if (t != NC_BF16 && t != NC_F16) return v;
+  if (t == NC_BF16 && !e->bf16hw) {
+    LLVMValueRef w = LLVMBuildShl(e->b, LLVMBuildZExt(e->b, nc_lk_bf16_bits(e, v), e->i32, ""), LLVMConstInt(e->i32, 16, 0), "");
+    return LLVMBuildBitCast(e->b, w, e->f32, "");
+  }
   LLVMValueRef h = LLVMBuildFPTrunc(e->b, v, nc_lk_mem(e, t), "");
   return LLVMBuildFPExt(e->b, h, e->f32, "");
 }
@@ -270,7 +289,8 @@ static LLVMValueRef nc_lk_load(nc_lk *e, int buf, LLVMValueRef idx) {
 
 static void nc_lk_store(nc_lk *e, int buf, LLVMValueRef idx, LLVMValueRef v) {
   nc_dtype t = e->k->bufs[buf].dtype;
-  if (t == NC_BF16 || t == NC_F16) v = LLVMBuildFPTrunc(e->b, v, nc_lk_mem(e, t), "");
+  if (t == NC_BF16 && !e->bf16hw) v = nc_lk_bf16_bits(e, v);  // stored as its 16 bits
+  else if (t == NC_BF16 || t == NC_F16) v = LLVMBuildFPTrunc(e->b, v, nc_lk_mem(e, t), "");
   if (t == NC_BOOL) v = LLVMBuildZExt(e->b, v, e->i8, "");
   LLVMBuildStore(e->b, v, nc_lk_gep(e, buf, idx));
 }
@@ -438,6 +458,7 @@ nc_status nc_llvm_emit_kernel(nc_jit *jit, LLVMModuleRef m, const nc_kernel *k, 
   nc_lk e;
   memset(&e, 0, sizeof e);
   e.c = nc_jit_context(jit);
+  e.bf16hw = nc_jit_cpu(jit) && nc_jit_cpu(jit)->avx512bf16;
   e.m = m;
   e.k = k;
   e.i1 = LLVMInt1TypeInContext(e.c);

@@ -448,6 +448,7 @@ nc_status nc_engine_open(const nc_engine_opts *o, nc_engine **out) {
     goto fail;
   }
   if ((st = nc_model_ckpt_load(o->ckpt_dir, o->step, &e->spec, e->params, NULL, NULL))) goto fail;
+  if (o->precision && (st = nc_spec_set_precision(&e->spec, o->precision, "--precision"))) goto fail;
   char path[4096];
   if (o->tokenizer) snprintf(path, sizeof path, "%s", o->tokenizer);
   else snprintf(path, sizeof path, "%s/tokenizer.tiktoken", o->ckpt_dir);

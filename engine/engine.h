@@ -73,6 +73,7 @@ typedef struct {
   int slots;                 // rows of the decode batch (concurrent sequences); default 16
   int queue_max;             // requests waiting for a slot before submit refuses; default 64
   int64_t max_seq;           // KV cache length per row; 0 = the spec's sequence length
+  const char *precision;     // "fp32" | "bf16" (--precision): overrides the checkpoint spec's <precision>; NULL: keep it
 } nc_engine_opts;
 void nc_engine_opts_default(nc_engine_opts *o);
 

@@ -25,7 +25,17 @@ void nc_spec_defaults(nc_model_spec *s) {
   s->softcap = 15;
   snprintf(s->init, sizeof s->init, "2025-10");
   s->seed = 42;
+  snprintf(s->precision, sizeof s->precision, "fp32");
 }
+
+nc_status nc_spec_set_precision(nc_model_spec *s, const char *value, const char *what) {
+  if (!value || (strcmp(value, "fp32") && strcmp(value, "bf16")))
+    return nc_errorf(NC_E_INVALID, "%s: precision '%s' is unknown (fp32 or bf16)", what, value ? value : "(null)");
+  snprintf(s->precision, sizeof s->precision, "%s", value);
+  return NC_OK;
+}
+
+bool nc_spec_bf16(const nc_model_spec *s) { return !strcmp(s->precision, "bf16"); }
 
 nc_status nc_spec_finalize(nc_model_spec *s) {
 #define RANGE(field, lo, hi)                                                                      \
@@ -60,6 +70,8 @@ nc_status nc_spec_finalize(nc_model_spec *s) {
     return nc_errorf(NC_E_INVALID, "spec '%s': short_window = %d must be in 0..sequence_len (%d)", s->name, s->short_window, s->sequence_len);
   if (strcmp(s->init, "2025-10") && strcmp(s->init, "head"))
     return nc_errorf(NC_E_INVALID, "spec '%s': init scheme '%s' is unknown (2025-10 or head)", s->name, s->init);
+  if (strcmp(s->precision, "fp32") && strcmp(s->precision, "bf16"))
+    return nc_errorf(NC_E_INVALID, "spec '%s': precision compute '%s' is unknown (fp32 or bf16)", s->name, s->precision);
   if (s->smear && s->model_dim < 24) return nc_errorf(NC_E_INVALID, "spec '%s': smear needs model_dim >= 24", s->name);
   if (s->value_embeds && s->model_dim < 12) return nc_errorf(NC_E_INVALID, "spec '%s': value_embeds need model_dim >= 12", s->name);
   return NC_OK;
@@ -166,12 +178,13 @@ static nc_status nc_spec_element(nc_spec_ctx *c, nc_model_spec *s, unsigned *see
   static const char *const outp[] = {"softcap", NULL};
   static const char *const feat[] = {"value_embeds", "resid_lambdas", "smear", "backout", NULL};
   static const char *const init[] = {"scheme", "seed", NULL};
-  static const char *const names[] = {"dims", "attention", "output", "features", "init"};
+  static const char *const prec[] = {"compute", NULL};
+  static const char *const names[] = {"dims", "attention", "output", "features", "init", "precision"};
   int which = -1;
-  for (int i = 0; i < 5; i++)
+  for (int i = 0; i < 6; i++)
     if (!strcmp(name, names[i])) which = i;
   if (which < 0)
-    return nc_errorf(NC_E_PARSE, "%s:%ld: unknown element <%s> (expected dims, attention, output, features, init)",
+    return nc_errorf(NC_E_PARSE, "%s:%ld: unknown element <%s> (expected dims, attention, output, features, init, precision)",
                      c->file, (long)xmlGetLineNo(c->node), name);
   if (*seen & (1u << which))
     return nc_errorf(NC_E_PARSE, "%s:%ld: element <%s> appears twice", c->file, (long)xmlGetLineNo(c->node), name);
@@ -204,6 +217,15 @@ static nc_status nc_spec_element(nc_spec_ctx *c, nc_model_spec *s, unsigned *see
       NC_TRY(nc_get_bool(c, "resid_lambdas", &s->resid_lambdas));
       NC_TRY(nc_get_bool(c, "smear", &s->smear));
       return nc_get_bool(c, "backout", &s->backout);
+    case 5: {
+      NC_TRY(nc_check_attrs(c, prec));
+      char v[16] = "";
+      NC_TRY(nc_get_str(c, "compute", v, sizeof v));
+      if (!v[0]) return NC_OK;
+      if (strcmp(v, "fp32") && strcmp(v, "bf16")) return nc_attr_err(c, "compute", "expected fp32 or bf16", v);
+      snprintf(s->precision, sizeof s->precision, "%s", v);
+      return NC_OK;
+    }
     default:
       NC_TRY(nc_check_attrs(c, init));
       NC_TRY(nc_get_str(c, "scheme", s->init, sizeof s->init));
@@ -291,10 +313,11 @@ nc_status nc_spec_to_xml(const nc_model_spec *s, char **out) {
                 "  <attention rope_base=\"%s\" window_pattern=\"%s\" short_window=\"%d\" qk_scale=\"%s\"/>\n"
                 "  <output softcap=\"%s\"/>\n"
                 "  <features value_embeds=\"%s\" resid_lambdas=\"%s\" smear=\"%s\" backout=\"%s\"/>\n"
-                "  <init scheme=\"%s\" seed=\"%d\"/>\n</model>\n",
+                "  <init scheme=\"%s\" seed=\"%d\"/>\n%s</model>\n",
                 NC_SPEC_VERSION, name, s->depth, s->aspect_ratio, s->head_dim, s->n_kv_head, s->vocab_size,
                 s->sequence_len, rb, s->window_pattern, s->short_window, qk, sc, s->value_embeds ? "on" : "off",
-                s->resid_lambdas ? "on" : "off", s->smear ? "on" : "off", s->backout ? "on" : "off", s->init, s->seed);
+                s->resid_lambdas ? "on" : "off", s->smear ? "on" : "off", s->backout ? "on" : "off", s->init, s->seed,
+                nc_spec_bf16(s) ? "  <precision compute=\"bf16\"/>\n" : "");
   *out = nc_buf_take(&b);
   return *out ? NC_OK : nc_errorf(NC_E_NOMEM, "out of memory");
 }

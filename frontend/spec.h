@@ -33,6 +33,10 @@ typedef struct {
   // <init>
   char init[16];       // "2025-10" (nanochat's October 2025 scheme) or "head"
   int seed;
+  // <precision compute="fp32|bf16">: "bf16" builds nanochat's mixed precision
+  // (bf16 activations and matmuls, fp32 master weights, norms, attention,
+  // logits and loss; docs/model-spec.md). Default "fp32".
+  char precision[8];
 } nc_model_spec;
 
 // Fills defaults (nanochat d12 at vocab 32768) so code can build specs directly.
@@ -45,6 +49,11 @@ nc_status nc_spec_parse(const char *src, size_t len, const char *filename, nc_mo
 int nc_spec_window(const nc_model_spec *s, int layer);
 // Whether layer i has a value embedding (nanochat: i % 2 == (L-1) % 2).
 bool nc_spec_has_ve(const nc_model_spec *s, int layer);
+// Sets s->precision from a --precision value ("fp32" or "bf16"); the error
+// names `what` (the flag) and the bad value.
+nc_status nc_spec_set_precision(nc_model_spec *s, const char *value, const char *what);
+// Whether the spec computes in bf16 (precision "bf16").
+bool nc_spec_bf16(const nc_model_spec *s);
 // Writes the spec back as XML.
 nc_status nc_spec_to_xml(const nc_model_spec *s, char **out);
 

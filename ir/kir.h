@@ -74,13 +74,19 @@ enum { NC_KSCHED_PARALLEL = 1, NC_KSCHED_VECTORIZE = 2, NC_KSCHED_UNROLL = 4 };
 // batch, A advancing stride_a and B stride_b elements per item (0: shared),
 // C packed (M,N). Optional arg 9 `sym` (nargs 10) = 1 is a hint that every
 // C[q] is symmetric (M == N): a backend may compute only the lower triangle
-// and mirror it; ignoring the hint is always correct.
+// and mirror it; ignoring the hint is always correct. Optional arg 10
+// `epilogue` (nargs 11, sym then 0): 1 = ReLU^2: with bufs (A, B, C) C[q] =
+// relu(product)^2; with bufs (A, B, C, D) C[q] = the product and D[q] =
+// relu(product)^2 (D packed like C). A backend without the epilogue must
+// reject such a call (the pattern is then switched off for it). 2 = addend:
+// bufs (A, B, C, E), args 11 and 12 f32 constants alpha and beta: C[q] =
+// alpha * product + beta * E[q] (E packed like C; with sym, E symmetric).
 // Backends choose the algorithm per call from the bound sizes: the CPU GEMM
 // (codegen/gemm.c) takes an unpacked "skinny" path for M <= 16 without ta
 // (decode), the packed Goto/BLIS nest otherwise; same results up to rounding.
 typedef enum { NC_KT_MATMUL, NC_KT_COUNT } nc_ktemplate;
 
-#define NC_KCALL_MAX_ARGS 12
+#define NC_KCALL_MAX_ARGS 16
 #define NC_KCALL_MAX_BUFS 8
 
 typedef struct {

@@ -123,7 +123,14 @@ typedef struct {
   nc_dim Tc;             // decode: the cache length symbol
   nc_id rope_cos, rope_sin;  // decode: (B,1,1,D/2)
   nc_id *kout, *vout;    // per layer: the new keys/values
+  bool bf16;             // mixed precision (spec precision "bf16"): activations and matmuls in bf16
 } nc_gb;
+
+// Mixed precision (nanochat's COMPUTE_DTYPE = bf16, docs/model.md): an
+// activation in the compute dtype, and back to f32 (norms, rope, attention,
+// logits and the loss stay f32; the weights are f32 master copies cast at use).
+static nc_id nc_gb_act(nc_gb *b, nc_id x) { return b->bf16 ? nc_b_cast(b->g, x, NC_BF16) : x; }
+static nc_id nc_gb_f32(nc_gb *b, nc_id x) { return b->bf16 ? nc_b_cast(b->g, x, NC_F32) : x; }
 
 #define NC_GPT_FORWARD (-1)
 
@@ -140,6 +147,7 @@ static nc_id nc_gb_param_named(nc_gb *b, const nc_param_desc *ps, int np, const 
 
 // x (B,T,in) @ W^T with W (out,in) -> (B,T,out): nanochat's bias-free Linear.
 static nc_id nc_gb_linear(nc_gb *b, nc_id x, nc_id w) {
+  x = nc_gb_act(b, x), w = nc_gb_act(b, w);  // bf16: operands in bf16, the product rounded once (fp32 accumulation)
   if (!b->gemv) return nc_b_matmul(b->g, x, w, false, true);
   // decode of few rows: y[b,o] = sum_c x[b,c] w[o,c] as a reduction over
   // (O,B,C) with O outermost (a GEMV loop nest: no GEMM packing of the weights)
@@ -161,10 +169,12 @@ static nc_id nc_gb_linear(nc_gb *b, nc_id x, nc_id w) {
 // A scalar param element k of a rank-1 param, broadcast to like's type.
 static nc_id nc_gb_scalar_of(nc_gb *b, nc_id vec, int64_t k, nc_id like) {
   nc_id s = nc_b_reshape_dims(b->g, nc_b_slice(b->g, vec, 0, k, k + 1), 0, NULL);
+  if (like != NC_NONE) s = nc_b_cast(b->g, s, nc_type_of(b->g, like).dtype);  // bf16 activations: the scalar in bf16
   return nc_b_expand_like(b->g, s, like);
 }
 
-static nc_id nc_gb_norm(nc_gb *b, nc_id x) { return nc_b_rms_norm(b->g, x, NC_RMS_EPS_F32); }
+// bf16: the norm computes in f32 and rounds its output to bf16 (F.rms_norm on bf16).
+static nc_id nc_gb_norm(nc_gb *b, nc_id x) { return nc_gb_act(b, nc_b_rms_norm(b->g, nc_gb_f32(b, x), NC_RMS_EPS_F32)); }
 
 // (B,T,H*D) -> (B,T,H,D)
 static nc_id nc_gb_heads(nc_gb *b, nc_id x, int h) {
@@ -241,13 +251,14 @@ static nc_id nc_gb_attn(nc_gb *b, const nc_param_desc *ps, int np, int layer, nc
   nc_id v = nc_gb_heads(b, nc_gb_linear(b, x, P("transformer.h.%d.attn.c_v.weight")), s->n_kv_head);
   if (nc_spec_has_ve(s, layer)) {
     // ResFormer value embedding: v += 3*sigmoid(ve_gate(x[..., :12])) * ve, one gate per kv head
-    nc_id ve = nc_gb_heads(b, nc_op2(g, NC_OP_GATHER, P("value_embeds.%d.weight"), tokens), s->n_kv_head);
+    nc_id ve = nc_gb_heads(b, nc_gb_act(b, nc_op2(g, NC_OP_GATHER, P("value_embeds.%d.weight"), tokens)), s->n_kv_head);
     nc_id gate = nc_gb_linear(b, nc_b_slice(g, x, 2, 0, 12), P("transformer.h.%d.attn.ve_gate.weight"));
     gate = nc_b_scale(g, nc_op1(g, NC_OP_SIGMOID, gate), 3.0);  // (B,T,Hkv)
     nc_dim d4[4] = {b->B, b->T, nc_dim_const(s->n_kv_head), nc_dim_const(1)};
     gate = nc_b_expand_like(g, nc_b_reshape_dims(g, gate, 4, d4), ve);
     v = nc_op2(g, NC_OP_ADD, v, nc_op2(g, NC_OP_MUL, gate, ve));
   }
+  q = nc_gb_f32(b, q), k = nc_gb_f32(b, k), v = nc_gb_f32(b, v);  // bf16: rope, qk norm and attention in f32
   if (b->mode == NC_GPT_DECODE) {
     q = nc_gb_rope_table(b, q);
     k = nc_gb_rope_table(b, k);
@@ -255,8 +266,9 @@ static nc_id nc_gb_attn(nc_gb *b, const nc_param_desc *ps, int np, int layer, nc
     q = nc_b_rope(g, q, NC_NONE, s->rope_base, false);
     k = nc_b_rope(g, k, NC_NONE, s->rope_base, false);
   }
-  q = nc_b_scale(g, nc_gb_norm(b, q), s->qk_scale);
-  k = nc_b_scale(g, nc_gb_norm(b, k), s->qk_scale);
+  // bf16: q and k enter attention rounded to bf16, as nanochat's FA3 inputs
+  q = nc_gb_f32(b, nc_gb_act(b, nc_b_scale(g, nc_b_rms_norm(g, q, NC_RMS_EPS_F32), s->qk_scale)));
+  k = nc_gb_f32(b, nc_gb_act(b, nc_b_scale(g, nc_b_rms_norm(g, k, NC_RMS_EPS_F32), s->qk_scale)));
   int w = nc_spec_window(s, layer);  // keys seen, the query itself included
   int64_t window = w >= s->sequence_len ? 0 : w;
   nc_id y;
@@ -298,6 +310,7 @@ static nc_status nc_gpt_build_impl(const nc_model_spec *s, const nc_gpt_opts *o,
   if (gemv) mode = NC_GPT_DECODE;
   nc_gb b = {.g = g, .s = s, .B = nc_dim_const(o->batch), .T = nc_dim_const(o->seq), .mode = mode, .gemv = gemv};
   b.rope_cos = b.rope_sin = NC_NONE;
+  b.bf16 = nc_spec_bf16(s);
   if (mode != NC_GPT_FORWARD) b.kout = kv, b.vout = kv + s->depth;
   nc_status st = NC_OK;
   int k;
@@ -320,18 +333,18 @@ static nc_status nc_gpt_build_impl(const nc_model_spec *s, const nc_gpt_opts *o,
     b.rope_cos = nc_b_reshape_dims(g, nc_leaf(g, NC_OP_INPUT, "rope_cos", nc_type_make(NC_F32, 2, dr)), 4, dr4);
     b.rope_sin = nc_b_reshape_dims(g, nc_leaf(g, NC_OP_INPUT, "rope_sin", nc_type_make(NC_F32, 2, dr)), 4, dr4);
   }
-  nc_id x = nc_op2(g, NC_OP_GATHER, nc_gb_param_named(&b, ps, np, "transformer.wte.weight"), tokens);  // (B,T,C)
+  nc_id x = nc_gb_act(&b, nc_op2(g, NC_OP_GATHER, nc_gb_param_named(&b, ps, np, "transformer.wte.weight"), tokens));  // (B,T,C)
   x = nc_gb_norm(&b, x);
   nc_id emb = x;
   if (s->smear) {
     // x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1] for t >= 1
     nc_id gate = nc_gb_linear(&b, nc_b_slice(g, x, 2, 0, 24), nc_gb_param_named(&b, ps, np, "smear_gate.weight"));
-    nc_id lam = nc_b_expand_like(g, nc_b_reshape_dims(g, nc_gb_param_named(&b, ps, np, "smear_lambda"), 0, NULL), gate);
+    nc_id lam = nc_b_expand_like(g, nc_gb_act(&b, nc_b_reshape_dims(g, nc_gb_param_named(&b, ps, np, "smear_lambda"), 0, NULL)), gate);
     gate = nc_op2(g, NC_OP_MUL, lam, nc_op1(g, NC_OP_SIGMOID, gate));  // (B,T,1)
     nc_id prev;
     if (mode == NC_GPT_DECODE) {  // the previous token's normed embedding, kept by the engine
       nc_dim dp[2] = {b.B, nc_dim_const(s->model_dim)}, dp3[3] = {b.B, b.T, nc_dim_const(s->model_dim)};
-      prev = nc_b_reshape_dims(g, nc_leaf(g, NC_OP_INPUT, "prev_emb", nc_type_make(NC_F32, 2, dp)), 3, dp3);
+      prev = nc_gb_act(&b, nc_b_reshape_dims(g, nc_leaf(g, NC_OP_INPUT, "prev_emb", nc_type_make(NC_F32, 2, dp)), 3, dp3));
     } else {
       prev = nc_b_shift(g, x, 1, 1);  // x[t-1], zeros at t = 0
     }
@@ -368,7 +381,9 @@ static nc_status nc_gpt_build_impl(const nc_model_spec *s, const nc_gpt_opts *o,
     emb = nc_b_reshape_dims(g, emb, 2, dbc);
   }
   x = nc_gb_norm(&b, x);
-  nc_id logits = nc_gb_linear(&b, x, nc_gb_param_named(&b, ps, np, "lm_head.weight"));  // (B,T,V) or (B,V)
+  if (mode != NC_GPT_FORWARD) emb = nc_gb_f32(&b, emb);  // the engine keeps f32
+  // bf16: the head's product is rounded to bf16, then logits, softcap and loss are f32 (nanochat's .float())
+  nc_id logits = nc_gb_f32(&b, nc_gb_linear(&b, x, nc_gb_param_named(&b, ps, np, "lm_head.weight")));  // (B,T,V) or (B,V)
   if (s->softcap > 0)  // softcap * tanh(logits / softcap)
     logits = nc_b_scale(g, nc_op1(g, NC_OP_TANH, nc_op2(g, NC_OP_DIV, logits, nc_b_const_like(g, logits, s->softcap))), s->softcap);
   if ((st = nc_graph_take_error(g))) goto fail;

@@ -251,6 +251,23 @@ static nc_id dc_rms_norm_grad(nc_graph *g, nc_id x, nc_id dy, double eps) {
   return mul(g, r, sub(g, dy, mul(g, y, m)));
 }
 
+// Ops decomposed here compute in f32 when their inputs are bf16/f16: the
+// inputs are widened, the decomposition runs in f32 and its result is
+// rounded once to the node's dtype, as the interpreter does (double math,
+// one rounding per node). True when node nd is such a case.
+static bool dc_half(const nc_graph *g, const nc_node *nd, const nc_id *in) {
+  switch (nd->op) {
+    case NC_OP_RMS_NORM: case NC_OP_RMS_NORM_GRAD: case NC_OP_SOFTMAX: case NC_OP_LOG_SOFTMAX: case NC_OP_ROPE:
+    case NC_OP_ATTENTION: case NC_OP_ATTENTION_GRAD: case NC_OP_CROSS_ENTROPY: case NC_OP_CROSS_ENTROPY_GRAD: break;
+    default: return false;
+  }
+  for (int q = 0; q < nd->nin; q++) {
+    nc_dtype t = nc_type_of(g, in[q]).dtype;
+    if (t == NC_BF16 || t == NC_F16) return true;
+  }
+  return false;
+}
+
 nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
   const nc_graph *src = *gp;
   uint32_t n = nc_graph_nnodes(src);
@@ -265,10 +282,15 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
   bool ce_rows = ctx && !(ctx->patterns_off & NC_PATTERN_CROSS_ENTROPY);
   bool attn = ctx && !(ctx->patterns_off & NC_PATTERN_ATTENTION);
   bool force_attn = ctx && (ctx->patterns_force & NC_PATTERN_ATTENTION);
+  bool bf16_gemm = !ctx || !(ctx->patterns_off & NC_PATTERN_BF16_GEMM);
   for (nc_id i = 0; i < n && !st; i++) {
     const nc_node *nd = nc_graph_node(src, i);
     nc_id in[NC_MAX_INPUTS];
     for (int q = 0; q < nd->nin; q++) in[q] = map[nc_graph_input_of(src, i, q)];
+    bool half = dc_half(g, nd, in);
+    if (half)
+      for (int q = 0; q < nd->nin; q++)
+        if (nc_dtype_is_float(nc_type_of(g, in[q]).dtype)) in[q] = cast(g, in[q], NC_F32);
     nc_id r;
     switch (nd->op) {
       case NC_OP_RMS_NORM: r = dc_rms_norm(g, in[0], nd->fa[0], NULL); break;
@@ -279,11 +301,12 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
       case NC_OP_ATTENTION:
       case NC_OP_ATTENTION_GRAD:
         if (attn && (force_attn || (nc_dim_is_const(nc_type_of(g, in[0]).dim[1]) && nc_type_of(g, in[0]).dim[1].c <= NC_ATTN_LOOP_MAX_TQ)) &&
-            nd->type.dtype == NC_F32 && nc_type_of(g, in[0]).dtype == NC_F32 && nc_type_of(g, in[1]).dtype == NC_F32 &&
+            (half || nd->type.dtype == NC_F32) && nc_type_of(g, in[0]).dtype == NC_F32 && nc_type_of(g, in[1]).dtype == NC_F32 &&
             nc_type_of(g, in[2]).dtype == NC_F32 && (nd->op == NC_OP_ATTENTION || nc_type_of(g, in[3]).dtype == NC_F32)) {
           nc_node_desc d;  // kept for the online-softmax loop nests (NC_PATTERN_ATTENTION)
           nc_node_desc_from(src, i, &d);
           memcpy(d.in, in, sizeof(nc_id) * (size_t)d.nin);
+          if (half) d.type.dtype = NC_F32;
           r = nc_build(g, &d);
         } else {
           r = nd->op == NC_OP_ATTENTION ? dc_attention(g, nd, in) : dc_attention_grad(g, nd, in);
@@ -295,13 +318,33 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
       case NC_OP_CROSS_ENTROPY_GRAD:
         r = ce_rows ? dc_cross_entropy_grad_rows(g, nd, in) : dc_cross_entropy_grad(g, nd, in);
         break;
-      default: {
+      case NC_OP_MATMUL:
+      case NC_OP_BMM:
+        if (!bf16_gemm && nd->type.dtype == NC_BF16) {
+          r = nd->op == NC_OP_MATMUL ? nc_b_matmul(g, cast(g, in[0], NC_F32), cast(g, in[1], NC_F32), nd->ia[0], nd->ia[1])
+                                     : nc_b_bmm(g, cast(g, in[0], NC_F32), cast(g, in[1], NC_F32), nd->ia[0], nd->ia[1]);
+          r = cast(g, r, NC_BF16);
+          break;
+        }
+        goto keep;
+      case NC_OP_SCATTER_ADD:
+        if (nd->type.dtype == NC_BF16 || nd->type.dtype == NC_F16) {
+          // a half-precision sum accumulates in f32 and rounds once (the interpreter's semantics)
+          nc_type t = nd->type;
+          t.dtype = NC_F32;
+          r = cast(g, nc_b_scatter_add(g, in[0], cast(g, in[1], NC_F32), t), nd->type.dtype);
+          break;
+        }
+        // fallthrough
+      default:
+      keep: {
         nc_node_desc d;
         nc_node_desc_from(src, i, &d);
         memcpy(d.in, in, sizeof(nc_id) * (size_t)d.nin);
         r = nc_build(g, &d);
       }
     }
+    if (half) r = cast(g, r, nd->type.dtype);
     if ((st = nc_graph_take_error(g))) st = nc_status_prefix(st, "decomposing node %%%u (%s): ", i, nc_op_get(nd->op)->name);
     else if (!nc_type_eq(&nc_graph_node(g, r)->type, &nd->type))
       st = nc_errorf(NC_E_INTERNAL, "decompose: node %%%u (%s) changed type", i, nc_op_get(nd->op)->name);

@@ -290,12 +290,27 @@ static bool nc_lw_symmetric(const nc_graph *g, nc_id n, int depth) {
   return true;
 }
 
-static nc_status nc_lw_matmul(nc_lw *w, nc_id n) {
+// The GEMM addend of a kernel (NC_PATTERN_GEMM_ADD): the kernel's node
+// root = alpha * n + beta * e.
+typedef struct {
+  nc_id root, m, e;  // root = alpha * m + beta * e
+  double alpha, beta;
+} nc_lw_addend;
+
+// The matmul template call of node n. relu2 != NC_NONE (NC_PATTERN_RELU2_EPILOGUE):
+// the GEMM's epilogue also computes relu2 = square(relu(n)), stored beside
+// n's product (D) or, with `single`, instead of it (n itself never stored).
+// add != NULL: the GEMM computes add->root instead (n never stored).
+static nc_status nc_lw_matmul(nc_lw *w, nc_id n, nc_id relu2, bool single, const nc_lw_addend *add) {
   const nc_node *nd = nc_graph_node(w->g, n);
   nc_id a = nc_graph_input_of(w->g, n, 0), b = nc_graph_input_of(w->g, n, 1);
   nc_type at = nc_type_of(w->g, a), bt = nc_type_of(w->g, b), yt = nd->type;
   bool ta = nd->ia[0], tb = nd->ia[1];
-  int bufs[3] = {nc_lw_buf(w, a, false), nc_lw_buf(w, b, false), nc_lw_buf(w, n, true)};
+  nc_id out = add ? add->root : single ? relu2 : n;
+  int bufs[4] = {nc_lw_buf(w, a, false), nc_lw_buf(w, b, false), nc_lw_buf(w, out, true), 0};
+  int nbufs = 3;
+  if (relu2 != NC_NONE && !single) bufs[nbufs++] = nc_lw_buf(w, relu2, true);
+  if (add) bufs[nbufs++] = nc_lw_buf(w, add->e, false);
   nc_kernel *k = w->k;
   int r = yt.rank;
   // batch = product of leading dims of y; M, N from y; K from a
@@ -313,10 +328,12 @@ static nc_status nc_lw_matmul(nc_lw *w, nc_id n) {
   (void)bt;
   // a symmetric result (Muon's X X^T and A A) gets the hint arg 9: the
   // GEMM may compute the lower triangle and mirror it
-  bool sym = w->sym_ok && yt.dtype == NC_F32 && nc_lw_symmetric(w->g, n, 0);
-  nc_kx args[10] = {batch, M, N, K, nc_kx_idx(k, ta), nc_kx_idx(k, tb), sa, sb, nc_kx_idx(k, 0), nc_kx_idx(k, 1)};
+  bool sym = relu2 == NC_NONE && w->sym_ok && yt.dtype == NC_F32 && nc_lw_symmetric(w->g, out, 0);
+  nc_kx args[13] = {batch, M, N, K, nc_kx_idx(k, ta), nc_kx_idx(k, tb), sa, sb, nc_kx_idx(k, 0), nc_kx_idx(k, sym),
+                    nc_kx_idx(k, add ? 2 : 1), NC_KX_NONE, NC_KX_NONE};
+  if (add) args[11] = nc_kx_const_f(k, NC_F32, add->alpha), args[12] = nc_kx_const_f(k, NC_F32, add->beta);
   nc_ks *tail = &k->body;
-  nc_ks_call(k, &tail, NC_KT_MATMUL, args, sym ? 10 : 9, bufs, 3);
+  nc_ks_call(k, &tail, NC_KT_MATMUL, args, add ? 13 : relu2 != NC_NONE ? 11 : sym ? 10 : 9, bufs, nbufs);
   return NC_OK;
 }
 
@@ -435,6 +452,10 @@ static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad, nc_id epi) {
   return NC_OK;
 }
 
+// Accumulator dtype of a reduction over dt: bf16/f16 sums accumulate in f32
+// and round once at the end (the interpreter's one rounding per node).
+static nc_dtype nc_lw_acc_dtype(nc_dtype dt) { return dt == NC_BF16 || dt == NC_F16 ? NC_F32 : dt; }
+
 static nc_status nc_lw_reduce(nc_lw *w, nc_id n) {
   nc_kernel *k = w->k;
   const nc_node *nd = nc_graph_node(w->g, n);
@@ -458,13 +479,15 @@ static nc_status nc_lw_reduce(nc_lw *w, nc_id n) {
     tail = nc_lw_row_prologue(w, tail, deps, ndeps, idx);
   }
   bool is_max = nd->op == NC_OP_REDUCE_MAX;
-  int acc = nc_kernel_acc(k, xt.dtype);
-  nc_kx init = nc_dtype_is_float(xt.dtype) ? nc_kx_const_f(k, xt.dtype, is_max ? -INFINITY : 0.0)
-                                            : nc_kx_const_i(k, xt.dtype, is_max ? INT64_MIN : 0);
+  nc_dtype ad = nc_lw_acc_dtype(xt.dtype);
+  int acc = nc_kernel_acc(k, ad);
+  nc_kx init = nc_dtype_is_float(ad) ? nc_kx_const_f(k, ad, is_max ? -INFINITY : 0.0)
+                                      : nc_kx_const_i(k, ad, is_max ? INT64_MIN : 0);
   nc_ks_acc_init(k, &tail, acc, init);
   nc_ks *after = tail;  // statements after the reduction loops go here
   nc_ks *inner = nc_lw_loops(w, tail, &xt, axes, idx, false);
   nc_kx v = nc_lw_emit(w, x, idx, false);
+  if (ad != xt.dtype) v = nc_kx_cast(k, v, ad);
   nc_ks_acc_update(k, &inner, acc, is_max ? NC_KOP_MAX : NC_KOP_ADD, v);
   // find the end of the block that holds acc_init: append the store there
   while (*after != NC_KS_NONE) after = &k->s[*after].next;
@@ -473,8 +496,9 @@ static nc_status nc_lw_reduce(nc_lw *w, nc_id n) {
     nc_kx cnt = nc_kx_idx(k, 1);
     for (int i = 0; i < xt.rank; i++)
       if (axes & (1ull << i)) cnt = nc_kx_binary(k, NC_KOP_MUL, cnt, nc_lw_dim(w, xt.dim[i]));
-    val = nc_kx_binary(k, NC_KOP_DIV, val, nc_kx_cast(k, cnt, xt.dtype));
+    val = nc_kx_binary(k, NC_KOP_DIV, val, nc_kx_cast(k, cnt, ad));
   }
+  if (ad != xt.dtype) val = nc_kx_cast(k, val, xt.dtype);
   nc_kx oidx[NC_MAX_RANK];
   int o = 0;
   for (int i = 0; i < xt.rank; i++) {
@@ -749,8 +773,9 @@ static nc_ks *nc_lw_row_prologue(nc_lw *w, nc_ks *tail, const nc_id *deps, int n
     nc_id x = nc_graph_input_of(w->g, deps[q], 0);
     nc_type xt = nc_type_of(w->g, x);
     bool is_max = rn->op == NC_OP_REDUCE_MAX;
-    int acc = nc_kernel_acc(k, xt.dtype);
-    nc_ks_acc_init(k, &tail, acc, nc_kx_const_f(k, xt.dtype, is_max ? -INFINITY : 0.0));
+    nc_dtype ad = nc_lw_acc_dtype(xt.dtype);
+    int acc = nc_kernel_acc(k, ad);
+    nc_ks_acc_init(k, &tail, acc, nc_kx_const_f(k, ad, is_max ? -INFINITY : 0.0));
     nc_kx idx[NC_MAX_RANK];
     memcpy(idx, lead, sizeof(nc_kx) * (size_t)(xt.rank - 1));
     int v = nc_kernel_var(k);
@@ -758,9 +783,10 @@ static nc_ks *nc_lw_row_prologue(nc_lw *w, nc_ks *tail, const nc_id *deps, int n
     if (l != NC_KS_NONE) k->s[l].sched |= NC_KSCHED_VECTORIZE, k->s[l].vec = 16;
     nc_ks *body = nc_ks_body_slot(k, l);
     idx[xt.rank - 1] = nc_kx_var(k, v);
-    nc_ks_acc_update(k, &body, acc, is_max ? NC_KOP_MAX : NC_KOP_ADD, nc_lw_emit(w, x, idx, false));
+    nc_ks_acc_update(k, &body, acc, is_max ? NC_KOP_MAX : NC_KOP_ADD, nc_kx_cast(k, nc_lw_emit(w, x, idx, false), ad));
     nc_kx val = nc_kx_acc(k, acc);
-    if (rn->op == NC_OP_REDUCE_MEAN) val = nc_kx_binary(k, NC_KOP_DIV, val, nc_kx_cast(k, nc_lw_dim(w, xt.dim[xt.rank - 1]), xt.dtype));
+    if (rn->op == NC_OP_REDUCE_MEAN) val = nc_kx_binary(k, NC_KOP_DIV, val, nc_kx_cast(k, nc_lw_dim(w, xt.dim[xt.rank - 1]), ad));
+    if (ad != xt.dtype) val = nc_kx_cast(k, val, xt.dtype);
     w->row_node[w->nrow] = deps[q];
     w->row_val[w->nrow++] = val;
   }
@@ -1106,6 +1132,111 @@ static bool nc_lw_update_group(const nc_graph *g, nc_plan *p, const uint32_t *us
   return true;
 }
 
+// x = m or m * c (c a constant splat): m, the factor. NC_NONE when x is not.
+static nc_id nc_lw_scaled(const nc_graph *g, nc_id x, const uint32_t *uses, const unsigned char *outp, double *f) {
+  const nc_node *nd = nc_graph_node(g, x);
+  *f = 1;
+  if (nd->op != NC_OP_MUL) return x;
+  if (uses[x] != 1 || outp[x]) return NC_NONE;
+  for (int q = 0; q < 2; q++) {
+    const nc_node *c = nc_graph_node(g, nc_graph_input_of(g, x, q));
+    if (c->op == NC_OP_CONST) {
+      *f = c->fa[0];
+      return nc_graph_input_of(g, x, 1 - q);
+    }
+  }
+  return NC_NONE;
+}
+
+// The GEMM addend (NC_PATTERN_GEMM_ADD): root = add(alpha m, beta e) with m
+// a f32 matmul/bmm read only here and e materialized, of root's dims.
+// add[root] gets the pattern; m loses its buffer. Returns NULL on OOM.
+static nc_lw_addend *nc_lw_gemm_add(const nc_graph *g, nc_plan *p, const uint32_t *uses, const nc_id *epi,
+                                    const nc_id *relu2) {
+  uint32_t nn = nc_graph_nnodes(g);
+  nc_lw_addend *add = malloc((nn ? nn : 1) * sizeof *add);
+  unsigned char *outp = calloc(nn ? nn : 1, 1), *hosts = calloc(nn ? nn : 1, 1);
+  if (!add || !outp || !hosts) {
+    free(add), free(outp), free(hosts);
+    return NULL;
+  }
+  for (nc_id i = 0; i < nn; i++) add[i].root = NC_NONE;
+  for (int k = 0; k < nc_graph_noutputs(g); k++) outp[nc_graph_output(g, k)] = 1;
+  for (nc_id i = 0; i < nn; i++)
+    if (p->stored_by[i] != NC_NONE) hosts[p->stored_by[i]] = 1;
+  for (nc_id r = 0; r < nn; r++) {
+    const nc_node *rn = nc_graph_node(g, r);
+    if (rn->op != NC_OP_ADD || rn->type.dtype != NC_F32 || !p->materialized[r] || p->stored_by[r] != NC_NONE || hosts[r] ||
+        (epi && epi[r] != NC_NONE) || (relu2 && relu2[r] != NC_NONE))
+      continue;
+    for (int q = 0; q < 2; q++) {
+      double alpha, beta;
+      nc_id m = nc_lw_scaled(g, nc_graph_input_of(g, r, q), uses, outp, &alpha);
+      nc_id e = nc_lw_scaled(g, nc_graph_input_of(g, r, 1 - q), uses, outp, &beta);
+      if (m == NC_NONE || e == NC_NONE || m == e) continue;
+      const nc_node *mn = nc_graph_node(g, m);
+      nc_type et = nc_type_of(g, e);
+      if ((mn->op != NC_OP_MATMUL && mn->op != NC_OP_BMM) || mn->type.dtype != NC_F32 || uses[m] != 1 || outp[m] ||
+          hosts[m] || (relu2 && relu2[m] != NC_NONE) || !p->materialized[e] || p->stored_by[e] != NC_NONE ||
+          et.dtype != NC_F32 || !nc_lw_same_dims(&et, &rn->type) || nc_graph_node(g, e)->op == NC_OP_CONST)
+        continue;
+      add[r] = (nc_lw_addend){r, m, e, alpha, beta};
+      p->materialized[m] = 0;
+      break;
+    }
+  }
+  free(outp), free(hosts);
+  return add;
+}
+
+// The ReLU^2 epilogue (NC_PATTERN_RELU2_EPILOGUE): for s = square(r), r =
+// relu(u), u a f32 matmul/bmm. Sets relu2[u] = s when u's GEMM also stores s
+// (u read elsewhere: the backward; r then recomputed by its readers as
+// relu(u)), or relu2[s] = u when s's kernel is u's GEMM (u and r read only
+// through s: neither is stored). Returns NULL on OOM.
+static nc_id *nc_lw_relu2(const nc_graph *g, nc_plan *p, const uint32_t *uses, const nc_id *epi) {
+  uint32_t nn = nc_graph_nnodes(g);
+  nc_id *relu2 = malloc((nn ? nn : 1) * sizeof *relu2);
+  unsigned char *outp = calloc(nn ? nn : 1, 1), *bad_r = calloc(nn ? nn : 1, 1), *hosts = calloc(nn ? nn : 1, 1);
+  if (!relu2 || !outp || !bad_r || !hosts) {
+    free(relu2), free(outp), free(bad_r), free(hosts);
+    return NULL;
+  }
+  for (nc_id i = 0; i < nn; i++) relu2[i] = NC_NONE;
+  for (int k = 0; k < nc_graph_noutputs(g); k++) outp[nc_graph_output(g, k)] = 1;
+  for (nc_id i = 0; i < nn; i++) {
+    if (p->stored_by[i] != NC_NONE) hosts[p->stored_by[i]] = 1;
+    // a relu read by something that needs it in memory (a GEMM, a row kernel) keeps its buffer
+    const nc_node *nd = nc_graph_node(g, i);
+    nc_kind kind = nc_op_get(nd->op)->kind;
+    if (kind != NC_KIND_ELEMWISE && kind != NC_KIND_REDUCE)
+      for (int q = 0; q < nd->nin; q++) bad_r[nc_graph_input_of(g, i, q)] = 1;
+  }
+  for (nc_id s = 0; s < nn; s++) {
+    const nc_node *sn = nc_graph_node(g, s);
+    if (sn->op != NC_OP_SQUARE || sn->type.dtype != NC_F32 || !p->materialized[s] || p->stored_by[s] != NC_NONE ||
+        hosts[s] || (epi && epi[s] != NC_NONE))
+      continue;
+    nc_id r = nc_graph_input_of(g, s, 0);
+    if (nc_graph_node(g, r)->op != NC_OP_RELU || outp[r] || bad_r[r] || p->stored_by[r] != NC_NONE || hosts[r]) continue;
+    nc_id u = nc_graph_input_of(g, r, 0);
+    const nc_node *un = nc_graph_node(g, u);
+    if ((un->op != NC_OP_MATMUL && un->op != NC_OP_BMM) || un->type.dtype != NC_F32 || hosts[u] || relu2[u] != NC_NONE ||
+        nc_lw_symmetric(g, u, 0))
+      continue;
+    if (uses[u] == 1 && !outp[u] && uses[r] == 1) {  // u read only through s: s's kernel is the GEMM
+      relu2[s] = u;
+      p->materialized[u] = 0;
+    } else {
+      relu2[u] = s;
+      p->stored_by[s] = u;
+    }
+    p->materialized[r] = 0;
+  }
+  free(outp), free(bad_r), free(hosts);
+  return relu2;
+}
+
 nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out) {
   *out = NULL;
   uint32_t nn = nc_graph_nnodes(g);
@@ -1187,16 +1318,35 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     nc_plan_free(p);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
+  nc_id *relu2 = NULL;
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_RELU2_EPILOGUE)) && !(relu2 = nc_lw_relu2(g, p, uses, epi))) {
+    free(epi);
+    free(rowfused);
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  nc_lw_addend *gadd = NULL;
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_GEMM_ADD)) && !(gadd = nc_lw_gemm_add(g, p, uses, epi, relu2))) {
+    free(epi);
+    free(rowfused);
+    free(relu2);
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
   free(uses);
   unsigned char *hosts = calloc(nn ? nn : 1, 1);  // per node: its kernel stores other nodes too
   if (!hosts) {
     free(epi);
     free(rowfused);
+    free(relu2);
+    free(gadd);
     nc_plan_free(p);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
   for (nc_id i = 0; i < nn; i++)
-    if (p->stored_by[i] != NC_NONE) hosts[p->stored_by[i]] = 1;
+    if (p->stored_by[i] != NC_NONE && !(relu2 && relu2[p->stored_by[i]] == i)) hosts[p->stored_by[i]] = 1;
   nc_status st = NC_OK;
   for (nc_id i = 0; i < nn && !st; i++) {
     const nc_node *nd = nc_graph_node(g, i);
@@ -1204,6 +1354,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     nc_plan_kernel *pk = &p->kernels[p->nkernels++];
     char name[64];
     if (epi && epi[i] != NC_NONE) snprintf(name, sizeof name, "k%u_ce_grad_epilogue", i);
+    else if (relu2 && relu2[i] != NC_NONE) snprintf(name, sizeof name, "k%u_matmul_relu2", i);
+    else if (gadd && gadd[i].root == i) snprintf(name, sizeof name, "k%u_matmul_add", i);
     else if (hosts && hosts[i]) snprintf(name, sizeof name, "k%u_update_group", i);
     else snprintf(name, sizeof name, "k%u_%s", i, nc_op_get(nd->op)->name);
     nc_kernel_init(&pk->k, name);
@@ -1211,7 +1363,9 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     for (int b = 0; b < NC_KERNEL_MAX_BUFS; b++) pk->buf_node[b] = NC_NONE;
     nc_lw w = {g, p, pk, &pk->k, 0, NC_OK, NC_NONE, NC_KX_NONE, rowfused, !(o && (o->patterns_off & NC_PATTERN_SYMMETRIC_GEMM)),
                hosts[i], 0, {0}, {0}};
-    if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) st = nc_lw_matmul(&w, i);
+    if (relu2 && relu2[i] != NC_NONE && nd->op == NC_OP_SQUARE) st = nc_lw_matmul(&w, relu2[i], i, true, NULL);
+    else if (gadd && gadd[i].root == i) st = nc_lw_matmul(&w, gadd[i].m, NC_NONE, false, &gadd[i]);
+    else if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) st = nc_lw_matmul(&w, i, relu2 ? relu2[i] : NC_NONE, false, NULL);
     else if (nd->op == NC_OP_SCATTER_ADD) st = nc_lw_scatter_add(&w, i);
     else if (epi && epi[i] != NC_NONE) st = nc_lw_cross_entropy(&w, epi[i], true, i);
     else if (nd->op == NC_OP_CROSS_ENTROPY) st = nc_lw_cross_entropy(&w, i, false, NC_NONE);
@@ -1225,7 +1379,10 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
   }
   free(epi);
   free(rowfused);
+  free(relu2);
+  free(gadd);
   free(hosts);
+  if (!st && (!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_UPDATE_BATCH))) st = nc_plan_batch_updates(g, p);
   if (st) {
     nc_plan_free(p);
     return st;

@@ -46,6 +46,9 @@ typedef struct {
 } nc_lower_opts;
 
 nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out);
+// NC_PATTERN_UPDATE_BATCH (passes/batch.c; nc_plan_build runs it unless the
+// bit is off): merges the plan's identical optimizer-update kernels.
+nc_status nc_plan_batch_updates(const nc_graph *g, nc_plan *p);
 void nc_plan_free(nc_plan *p);
 // The memory plan of p's buffers (materialized non-leaf nodes) for the given
 // symbol sizes (syms[k] = size of symbol k).

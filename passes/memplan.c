@@ -260,7 +260,8 @@ nc_status nc_memplan_build(const nc_graph *g, const nc_memplan_opts *opts, nc_me
       if (opts->exec_at[c] != c && opts->exec_at[c] < n) in0_other[opts->exec_at[c]] = true;
   for (int b = 0; b < nb; b++) {
     nc_membuf *m = &p->bufs[b];
-    m->def = m->node;
+    // a node written by an earlier node's kernel (the relu2 epilogue) is live from there
+    m->def = opts->exec_at && opts->exec_at[m->node] < m->node ? opts->exec_at[m->node] : m->node;
     m->last = m->output ? NC_MEMPLAN_END : last[m->node];
   }
 

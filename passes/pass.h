@@ -52,6 +52,27 @@ typedef struct nc_pass_ctx nc_pass_ctx;
 // updates feeding the parameter update) is computed and stored by that
 // kernel: one kernel per parameter writes the parameter and its optimizer
 // state (AdamW: p, m, v), the scaled gradient recomputed inline.
+// UPDATE_BATCH (lowering): optimizer-update kernels (one parallel loop nest
+// writing a graph output) whose code is identical up to buffer names -- the
+// same update of same-shaped parameters of a group -- run as one kernel:
+// their loop nests side by side, one launch. A kernel joins the first one's
+// launch when everything it reads is computed before it (momentum updates),
+// or the last one's when nothing reads what it writes before that (the
+// parameter updates); members never read each other's outputs.
+// GEMM_ADD (lowering): y = alpha * matmul(a, b) + beta * e (alpha, beta
+// constants, e computed before: Muon's Polar Express sums a X + B X and
+// b A + c A A) is one GEMM that reads e as the addend (NC_KT_MATMUL arg 10 =
+// 2); the product is never stored on its own.
+// RELU2_EPILOGUE (lowering): s = square(relu(u)) of a matmul u (the MLP's
+// c_fc, ReLU^2) is computed in the GEMM's store (the template's epilogue,
+// NC_KT_MATMUL arg 10): when u is needed elsewhere (the backward reads it)
+// the GEMM writes u and s, relu(u) is never stored (its readers recompute
+// max(u, 0)); when u is read only through s, the GEMM writes s alone.
+// BF16_GEMM (decompose): a matmul/bmm on bf16 operands stays whole for a
+// backend GEMM over bf16 buffers (CPU: codegen/gemm_bf16.c, AVX512_BF16).
+// Off (OpenCL, or a CPU without AVX512_BF16: NC_PATTERNS_OFF=256), it becomes
+// cast(matmul(f32(a), f32(b)), bf16): the same values (the operands are exact
+// bf16, the fp32-accumulated product is rounded once) through the f32 GEMM.
 enum {
   NC_PATTERN_CROSS_ENTROPY = 1,
   NC_PATTERN_ATTENTION = 2,
@@ -59,6 +80,10 @@ enum {
   NC_PATTERN_NORM_ROPE = 8,
   NC_PATTERN_SYMMETRIC_GEMM = 16,
   NC_PATTERN_UPDATE_GROUP = 32,
+  NC_PATTERN_RELU2_EPILOGUE = 64,
+  NC_PATTERN_UPDATE_BATCH = 128,
+  NC_PATTERN_BF16_GEMM = 256,
+  NC_PATTERN_GEMM_ADD = 512,
 };
 typedef nc_status (*nc_pass_fn)(nc_graph **g, nc_pass_ctx *ctx);
 

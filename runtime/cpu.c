@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "codegen/gemm.h"
+#include "codegen/gemm_bf16.h"  // workspace size and default knobs (plain C)
 #include "codegen/llvm_kir.h"  // nc_kernel_fn (a type only: nothing of LLVM is linked)
 #include "runtime/cpu_impl.h"
 #include "runtime/kcache.h"    // NC_KCACHE_FORMAT (a constant only)
@@ -15,8 +16,9 @@
 #include "runtime/threadpool.h"
 
 // Bumped whenever the emitted machine code changes for the same plan and knobs
-// (2-8: the GEMM's skinny small-M path), so that cached objects are rebuilt.
-#define NC_CPU_CODEGEN_REV 8
+// (2-9: the GEMM's skinny small-M path; 9: its prefetch; 10: bf16 rounding without AVX512_BF16
+// by integer ops in codegen/llvm_kir.c), so that cached objects are rebuilt.
+#define NC_CPU_CODEGEN_REV 10
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
@@ -29,8 +31,11 @@ struct nc_cpu {
   int64_t serial_work;  // launches with less estimated work run on the caller alone (0: never)
   int nkernels;
   nc_kernel_fn *fns;   // per plan kernel (NULL for templates)
-  nc_gemm_fn gemm[8];  // by sym*4 + ta*2 + tb
+  nc_gemm_fn gemm[NC_CPU_GEMM_VARIANTS];  // by bf16*8 + sym*4 + ta*2 + tb
   nc_gemm_knobs knobs;
+  nc_cpu_tuned_gemm *tuned;  // per-shape fp32 GEMMs from the tuning database
+  nc_gemm_fn *tuned_fn;
+  int ntuned;
   float *work;
   double compile_s;
   bool cache_hit;
@@ -58,6 +63,8 @@ void nc_cpu_free(nc_cpu *c) {
   if (c->release) c->release(c->release_ctx);
   nc_pool_free(c->pool);
   free(c->fns);
+  free(c->tuned);
+  free(c->tuned_fn);
   free(c->work);
   free(c->ktime);
   free(c->kcalls);
@@ -138,7 +145,10 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
       const nc_kstmt *ts = nc_ks_get(k, k->body);
       int ta = (int)nc_kernel_eval_index(k, ts->args[4], NULL), tb = (int)nc_kernel_eval_index(k, ts->args[5], NULL);
       int sym = ts->nargs > 9 && nc_kernel_eval_index(k, ts->args[9], NULL) ? 1 : 0;
-      L->need[sym * 4 + ta * 2 + tb] = true;
+      int bf = k->bufs[ts->cbufs[0]].dtype == NC_BF16;
+      bool relu2 = !bf && ts->nargs > 10 && nc_kernel_eval_index(k, ts->args[10], NULL) == 1;  // the ReLU^2 epilogue
+      bool addend = !bf && ts->nargs > 10 && nc_kernel_eval_index(k, ts->args[10], NULL) == 2;  // C = a AB + b E
+      L->need[relu2 ? 16 + ta * 2 + tb : addend ? 20 + sym * 4 + ta * 2 + tb : bf * 8 + (bf ? 0 : sym) * 4 + ta * 2 + tb] = true;
       continue;
     }
     // kernels that differ only in which buffers they touch (every layer's,
@@ -160,12 +170,19 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
     }
   }
   for (int v = 0; v < 8; v++) key = nc_hash_u64(key, L->need[v]);
+  for (int v = 8; v < NC_CPU_GEMM_VARIANTS; v++)  // bf16 variants (only hashed when used: fp32 keys unchanged)
+    if (L->need[v]) key = nc_hash_u64(key, 0xbf16u + (uint64_t)v);
   L->key = key;
   free(keys);
   return NC_OK;
 }
 
-void nc_cpu_gemm_symbol(int v, char out[32]) { snprintf(out, 32, "nc_gemm_%d%d%s", (v / 2) % 2, v % 2, v >= 4 ? "s" : ""); }
+void nc_cpu_gemm_symbol(int v, char out[32]) {
+  if (v >= 20) snprintf(out, 32, "nc_gemm_%d%d%sa", (v / 2) % 2, v % 2, v >= 24 ? "s" : "");
+  else if (v >= 16) snprintf(out, 32, "nc_gemm_%d%dr", (v / 2) % 2, v % 2);
+  else if (v >= 8) snprintf(out, 32, "nc_gemmbf_%d%d", (v / 2) % 2, v % 2);
+  else snprintf(out, 32, "nc_gemm_%d%d%s", (v / 2) % 2, v % 2, v >= 4 ? "s" : "");
+}
 
 // ---- the executor: thread pool, workspace, function pointers --------------------------
 static nc_status nc_cpu_new_exec(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
@@ -206,7 +223,10 @@ static nc_status nc_cpu_new_exec(const nc_plan *p, const nc_cpu_opts *o, nc_cpu 
 static nc_status nc_cpu_set_knobs(nc_cpu *c, const nc_gemm_knobs *knobs) {
   c->knobs = *knobs;
   free(c->work);
-  c->work = aligned_alloc(64, (nc_gemm_workspace_size(&c->knobs, c->nthreads) + 63) / 64 * 64);
+  // room for the bf16 GEMM too (its default knobs: runtime/cpu_jit.c)
+  nc_gemm_knobs bk = nc_gemm_bf16_knobs_default(NULL);
+  size_t ws = nc_gemm_workspace_size(&c->knobs, c->nthreads), wb = nc_gemm_bf16_workspace_size(&bk, c->nthreads);
+  c->work = aligned_alloc(64, ((ws > wb ? ws : wb) + 63) / 64 * 64);
   return c->work ? NC_OK : nc_errorf(NC_E_NOMEM, "out of memory for the GEMM workspace");
 }
 
@@ -221,7 +241,7 @@ static nc_status nc_cpu_resolve(nc_cpu *c, const nc_plan *p, const nc_cpu_layout
   }
   for (int i = 0; i < p->nkernels; i++)
     if (L->same_as[i] != i) c->fns[i] = c->fns[L->same_as[i]];
-  for (int v = 0; v < 8; v++) {
+  for (int v = 0; v < NC_CPU_GEMM_VARIANTS; v++) {
     if (!L->need[v]) continue;
     char name[32];
     nc_cpu_gemm_symbol(v, name);
@@ -355,12 +375,20 @@ static double nc_cpu_work(const nc_kernel *k, nc_ks s, const int64_t *args, int 
 static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   if (nc_kernel_is_template(k)) {
     const nc_kstmt *s = nc_ks_get(k, k->body);
-    int64_t v[10] = {0};
-    for (int i = 0; i < s->nargs && i < 10; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
+    int64_t v[11] = {0};
+    for (int i = 0; i < s->nargs && i < 11; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
     bool ta = v[4], tb = v[5], sym = v[9];
+    bool bf = k->bufs[s->cbufs[0]].dtype == NC_BF16;  // bf16 buffers: the bf16 GEMM (bf16 in/out, fp32 accumulation)
     nc_gemm_task t;
     memset(&t, 0, sizeof t);
-    t.fn = c->gemm[sym * 4 + ta * 2 + tb];
+    t.fn = c->gemm[bf ? 8 + ta * 2 + tb : v[10] == 1 ? 16 + ta * 2 + tb : v[10] == 2 ? 20 + sym * 4 + ta * 2 + tb : sym * 4 + ta * 2 + tb];
+    if (v[10] == 1 && s->ncbufs > 3) t.a.d = bufs[s->cbufs[3]];  // relu2 into D (else over C)
+    for (int i = 0; i < c->ntuned && !bf && v[10] == 0; i++)  // a plain fp32 GEMM tuned for exactly this shape
+      if (c->tuned[i].variant == sym * 4 + ta * 2 + tb && c->tuned[i].batch == v[0] && c->tuned[i].m == v[1] && c->tuned[i].n == v[2] &&
+          c->tuned[i].k == v[3]) {
+        t.fn = c->tuned_fn[i];
+        break;
+      }
     t.a.a = bufs[s->cbufs[0]];
     t.a.b = bufs[s->cbufs[1]];
     t.a.c = bufs[s->cbufs[2]];
@@ -376,9 +404,18 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     t.a.stride_c = v[1] * v[2];
     t.a.alpha = 1.0f;
     t.a.beta = v[8] ? 1.0f : 0.0f;
+    if (v[10] == 2 && s->nargs > 12 && s->ncbufs > 3) {  // the addend: C = alpha AB + beta E
+      t.a.alpha = (float)nc_kx_get(k, s->args[11])->fval;
+      t.a.beta = (float)nc_kx_get(k, s->args[12])->fval;
+      t.a.e = bufs[s->cbufs[3]];
+    }
     t.a.work = c->work;
     double work = (double)v[0] * (double)v[1] * (double)v[2] * (double)v[3];
     t.nthreads = work < (double)c->serial_work ? 1 : c->nthreads;
+    // The skinny path (fp32, M <= 16, no A^T: decode) uses no workspace, so it
+    // can be cut finer than one task per thread: when a worker comes late the
+    // caller claims more of the pieces (runtime/threadpool.h).
+    if (t.nthreads > 1 && !bf && !ta && !sym && v[1] <= 16) t.nthreads *= 2;
     return nc_pool_run(c->pool, t.nthreads, nc_gemm_task_run, &t);
   }
   // A kernel without a parallel loop (a reduction to a scalar, say) runs on
@@ -390,4 +427,54 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
   int n = parallel && c->nthreads > 1 && nc_cpu_work(k, k->body, args, 0) >= (double)c->serial_work ? c->nthreads : 1;
   nc_cpu_task t = {c->fns[ki], bufs, args, n};
   return nc_pool_run(c->pool, n, nc_cpu_task_run, &t);
+}
+
+// ---- tuned GEMMs (runtime/tunedb.h) ---------------------------------------------
+nc_status nc_cpu_set_tuned(nc_cpu *c, const nc_cpu_tuned_gemm *t, int n, nc_cpu_resolver resolve, void *ctx) {
+  if (n <= 0) return NC_OK;
+  nc_cpu_tuned_gemm *tt = malloc((size_t)n * sizeof *tt);
+  nc_gemm_fn *fns = malloc((size_t)n * sizeof *fns);
+  if (!tt || !fns) {
+    free(tt);
+    free(fns);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  size_t ws = nc_gemm_workspace_size(&c->knobs, c->nthreads);
+  for (int i = 0; i < n; i++) {
+    void *f;
+    nc_status st = resolve(ctx, t[i].symbol, &f);
+    if (st) {
+      free(tt);
+      free(fns);
+      return st;
+    }
+    fns[i] = (nc_gemm_fn)f;
+    tt[i] = t[i];
+    size_t w = nc_gemm_workspace_size(&t[i].knobs, c->nthreads);
+    if (w > ws) ws = w;
+  }
+  float *work = aligned_alloc(64, (ws + 63) / 64 * 64);
+  if (!work) {
+    free(tt);
+    free(fns);
+    return nc_errorf(NC_E_NOMEM, "out of memory for the GEMM workspace");
+  }
+  free(c->work);
+  c->work = work;
+  free(c->tuned);
+  free(c->tuned_fn);
+  c->tuned = tt, c->tuned_fn = fns, c->ntuned = n;
+  return NC_OK;
+}
+
+int nc_cpu_tuned_count(const nc_cpu *c) { return c->ntuned; }
+
+bool nc_cpu_gemm_knobs_for(const nc_cpu *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_gemm_knobs *out) {
+  for (int i = 0; i < c->ntuned; i++)
+    if (c->tuned[i].variant == variant && c->tuned[i].batch == batch && c->tuned[i].m == m && c->tuned[i].n == n && c->tuned[i].k == k) {
+      *out = c->tuned[i].knobs;
+      return true;
+    }
+  *out = c->knobs;
+  return false;
 }

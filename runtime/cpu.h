@@ -28,13 +28,18 @@ typedef struct {
 // Compiles every kernel of p (JIT, through the on-disk kernel cache).
 nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out);
 
+// 16..19: fp32 with the ReLU^2 epilogue (16 + ta*2 + tb, nc_gemm_<ta><tb>r); 20..27: fp32 with
+// an addend (20 + sym*4 + ta*2 + tb, nc_gemm_<ta><tb>[s]a)
+#define NC_CPU_GEMM_VARIANTS 28
+
 // Which kernels share code and the symbol of each (nck<i>_<name>; GEMMs are
 // nc_gemm_<ta><tb>), plus the plan's cache key. Deterministic for a plan,
 // CPU and knobs: the JIT, the kernel cache and AOT object files agree on it.
 typedef struct {
   int *same_as;        // per kernel: the kernel whose code it runs
   char (*names)[96];   // per kernel: its function's symbol
-  bool need[8];        // GEMM variants used, by sym*4 + ta*2 + tb
+  bool need[NC_CPU_GEMM_VARIANTS];  // GEMM variants used, by bf16*8 + sym*4 + ta*2 + tb
+                                    // (bf16: codegen/gemm_bf16.c over bf16 buffers, nc_gemmbf_<ta><tb>)
   uint64_t key;
   int nunique;
 } nc_cpu_layout;
@@ -53,6 +58,30 @@ typedef nc_status (*nc_cpu_resolver)(void *ctx, const char *symbol, void **fn);
 nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_gemm_knobs *knobs, const nc_cpu_layout *L,
                               nc_cpu_resolver resolve, void *ctx, nc_cpu **out);
 void nc_cpu_free(nc_cpu *c);
+// Tuned GEMMs (the tuning database, runtime/tunedb.h): a launch of the plain
+// fp32 variant (sym*4 + ta*2 + tb; not bf16, no ReLU^2 or addend epilogue) with exactly this batch/m/n/k runs symbol, the GEMM
+// compiled with these knobs, instead of the default one.
+typedef struct {
+  int variant;
+  int64_t batch, m, n, k;
+  nc_gemm_knobs knobs;
+  char symbol[40];
+} nc_cpu_tuned_gemm;
+#define NC_CPU_MAX_TUNED 64
+// Installs them on c (symbols through resolve) and grows the workspace.
+nc_status nc_cpu_set_tuned(nc_cpu *c, const nc_cpu_tuned_gemm *t, int n, nc_cpu_resolver resolve, void *ctx);
+int nc_cpu_tuned_count(const nc_cpu *c);
+// The knobs a GEMM launch of this variant and shape runs with; true when they
+// come from the tuning database.
+bool nc_cpu_gemm_knobs_for(const nc_cpu *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_gemm_knobs *out);
+// The database's entries for p's GEMM variants on this CPU (runtime/cpu_tune.c):
+// entries of another driver, or whose knobs are invalid, are warned about and
+// skipped; entries whose static dims match no GEMM of p are skipped. Returns
+// how many were written to out (symbols nc_gemm_<v>_t<j>, shared by equal knobs).
+int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, const bool *need, const nc_gemm_knobs *def,
+                         nc_cpu_tuned_gemm *out, int max);
+// key folded with the tuned GEMMs (the kernel cache's key must cover them).
+uint64_t nc_cpu_tuned_key(uint64_t key, const nc_cpu_tuned_gemm *t, int n);
 // A runner for nc_plan_run (ctx = the nc_cpu).
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args);
 double nc_cpu_compile_seconds(const nc_cpu *c);

@@ -9,10 +9,12 @@
 #include <time.h>
 
 #include "codegen/gemm.h"
+#include "codegen/gemm_bf16.h"
 #include "codegen/jit.h"
 #include "codegen/llvm_kir.h"
 #include "runtime/cpu.h"
 #include "runtime/cpu_impl.h"
+#include "runtime/cpu_tune.h"
 #include "runtime/kcache.h"
 
 #ifdef NC_HAVE_LLVM
@@ -42,11 +44,26 @@ static nc_status nc_cpu_build_module(nc_jit *jit, const nc_plan *p, const nc_cpu
     }
     st = nc_llvm_emit_kernel(jit, m, k, L->names[i]);
   }
-  for (int v = 0; v < 8 && !st; v++) {
+  for (int v = 0; v < NC_CPU_GEMM_VARIANTS && !st; v++) {
     if (!L->need[v]) continue;
     char name[32];
     nc_cpu_gemm_symbol(v, name);
-    nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, v >= 4};
+    if (v >= 20) {  // fp32 with an addend
+      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, v >= 24, false, false, true};
+      st = nc_gemm_emit(m, &gs);
+      continue;
+    }
+    if (v >= 16) {  // fp32 with the ReLU^2 epilogue
+      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, false, false, true, false};
+      st = nc_gemm_emit(m, &gs);
+      continue;
+    }
+    if (v >= 8) {  // bf16 buffers: codegen/gemm_bf16.c with bf16 memory (needs AVX512_BF16)
+      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, nc_gemm_bf16_knobs_default(nc_jit_cpu(jit)), false, true, false, false};
+      st = nc_status_prefix(nc_gemm_bf16_emit(m, nc_jit_cpu(jit), &gs), "bf16 matmuls (precision bf16) on the cpu device: ");
+      continue;
+    }
+    nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, v >= 4, false, false, false};
     st = nc_gemm_emit(m, &gs);
   }
   if (st) {
@@ -70,6 +87,10 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   const nc_host_cpu *hc = nc_jit_cpu(jit);
   nc_cpu_layout L;
   nc_status st = nc_cpu_layout_build(p, hc->llvm_version, hc->cpu, hc->features, o && o->avx2_only, &kn, &L);
+  // per-shape GEMMs from the tuning database (runtime/tunedb.h), part of the cache key
+  nc_cpu_tuned_gemm tuned[NC_CPU_MAX_TUNED];
+  int ntuned = st ? 0 : nc_cpu_tuned_collect(p, hc, o ? o->threads : 0, L.need, &kn, tuned, NC_CPU_MAX_TUNED);
+  if (!st) L.key = nc_cpu_tuned_key(L.key, tuned, ntuned);
   bool hit = false;
   void *cached = NULL;
   size_t cached_size = 0;
@@ -91,6 +112,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
     void *obj = NULL;
     size_t obj_size = 0;
     st = nc_cpu_build_module(jit, p, &L, &kn, o && o->verbose, &m);
+    if (!st && (st = nc_cpu_tuned_emit(m, tuned, ntuned))) LLVMDisposeModule(m);
     if (!st) st = nc_jit_emit_object(jit, m, NULL, &obj, &obj_size);  // one O3 + codegen for JIT and cache
     if (!st) st = nc_jit_add_object(jit, obj, obj_size, "plan");
     if (!st) nc_status_free(nc_kcache_put(L.key, obj, obj_size));  // an unwritable cache is not an error
@@ -98,6 +120,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   }
   nc_cpu *c = NULL;
   if (!st) st = nc_cpu_from_symbols(p, o, &kn, &L, nc_cpu_jit_resolve, jit, &c);
+  if (!st && (st = nc_cpu_set_tuned(c, tuned, ntuned, nc_cpu_jit_resolve, jit))) nc_cpu_free(c);
   nc_cpu_layout_free(&L);
   if (st) {
     nc_jit_free(jit);

@@ -10,6 +10,7 @@
 #include "runtime/cpu.h"
 #include "runtime/ocl_device.h"
 #include "runtime/plan_run.h"
+#include "runtime/session.h"
 
 // Fusion patterns the OpenCL emitter lowers (passes/pass.h NC_PATTERN_*):
 // every pattern that lowers to loop nests and the matmul template (tested in
@@ -18,6 +19,12 @@
 #define NC_OCL_PATTERNS_OK                                                                                       \
   (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
    NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP)
+
+unsigned nc_device_patterns_off(const nc_device *d) {
+  const char *off = getenv("NC_PATTERNS_OFF");
+  unsigned bits = off ? (unsigned)strtoul(off, NULL, 0) : 0;
+  return d->kind == NC_DEV_OPENCL ? bits | ~(unsigned)NC_OCL_PATTERNS_OK : bits;
+}
 
 struct nc_exec {
   nc_device dev;
@@ -28,6 +35,10 @@ struct nc_exec {
   nc_ocl *ocl;
   nc_plan_mem *mem;
   double compile_s;
+  nc_plan_hook hook;  // cpu, eval: nc_exec_set_hook
+  int *out_kernel;    // per output: the kernel after which it is final (lazily)
+  bool keep;              // opencl: device residency on (NC_OCL_RESIDENT != 0)
+  struct nc_session *sess;  // the session whose tensors this exec holds on its device
 };
 
 nc_status nc_device_parse(const char *s, nc_device *out) {
@@ -94,10 +105,12 @@ static nc_graph *nc_graph_copy(const nc_graph *g) {
 
 void nc_exec_free(nc_exec *e) {
   if (!e) return;
+  if (e->sess) nc_session_detach(e->sess, e);  // the session gets its tensors back first
   if (e->ocl && (e->dev.verbose || (getenv("NC_DEBUG") && atoi(getenv("NC_DEBUG")) >= 2))) nc_ocl_profile_print(e->ocl, e->plan, 20, stderr);
   nc_ocl_free(e->ocl);
   nc_cpu_free(e->cpu);
   nc_plan_mem_free(e->mem);
+  free(e->out_kernel);
   nc_plan_free(e->plan);
   nc_graph_free(e->lowered);
   nc_graph_free(e->g);
@@ -166,6 +179,8 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
         }
       }
       if (!st) st = nc_ocl_compile(e->plan, &oo, &e->ocl);
+      const char *rs = getenv("NC_OCL_RESIDENT");
+      e->keep = !(rs && !strcmp(rs, "0"));
       if (!st && d->verbose)
         fprintf(stderr, "opencl: %s | %s: %d kernels, %d distinct, program %s in %.3f s\n", nc_ocl_device(e->ocl)->platform,
                 nc_ocl_device(e->ocl)->name, e->plan->nkernels, nc_ocl_unique_kernels(e->ocl),
@@ -182,16 +197,56 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
 }
 
 nc_status nc_exec_run(nc_exec *e, const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
+  if (e->sess) nc_session_detach(e->sess, e);  // a plain run uploads every feed: give kept tensors back first
   switch (e->dev.kind) {
     case NC_DEV_INTERP: return nc_interp_run(e->g, feeds, nfeeds, outputs);
-    case NC_DEV_EVAL: return nc_plan_run_mem(e->lowered, e->plan, e->mem, nc_kernel_runner_eval, NULL, feeds, nfeeds, outputs);
-    case NC_DEV_CPU: return nc_plan_run_mem(e->lowered, e->plan, e->mem, nc_cpu_runner, e->cpu, feeds, nfeeds, outputs);
+    case NC_DEV_EVAL: return nc_plan_run_hooked(e->lowered, e->plan, e->mem, nc_kernel_runner_eval, NULL, &e->hook, feeds, nfeeds, outputs);
+    case NC_DEV_CPU: return nc_plan_run_hooked(e->lowered, e->plan, e->mem, nc_cpu_runner, e->cpu, &e->hook, feeds, nfeeds, outputs);
     case NC_DEV_OPENCL: return nc_ocl_run(e->ocl, e->lowered, e->plan, feeds, nfeeds, outputs);
   }
   return nc_errorf(NC_E_INTERNAL, "bad device");
 }
 
+bool nc_exec_keeps(const nc_exec *e) { return e->dev.kind == NC_DEV_OPENCL && e->ocl && e->keep; }
+
+nc_status nc_exec_run_kept(nc_exec *e, const nc_feed *feeds, int nfeeds, const bool *on_device, int *keep, nc_tensor *outputs) {
+  if (!nc_exec_keeps(e)) {
+    for (int f = 0; on_device && f < nfeeds; f++)
+      if (on_device[f]) return nc_errorf(NC_E_INTERNAL, "feed '%s': marked on the device of %s, which keeps nothing", feeds[f].name, nc_device_name(&e->dev));
+    for (int k = 0; keep && k < nc_graph_noutputs(e->g); k++) keep[k] = -1;
+    return nc_exec_run(e, feeds, nfeeds, outputs);
+  }
+  return nc_ocl_run_kept(e->ocl, e->lowered, e->plan, feeds, nfeeds, on_device, keep, outputs);
+}
+
+nc_status nc_exec_read_kept(nc_exec *e, const char *name, nc_tensor *t) {
+  nc_id id = nc_graph_find_leaf(e->lowered ? e->lowered : e->g, NC_OP_PARAM, name);
+  if (id == NC_NONE) id = nc_graph_find_leaf(e->lowered ? e->lowered : e->g, NC_OP_INPUT, name);
+  if (id == NC_NONE || !e->ocl) return nc_errorf(NC_E_INTERNAL, "tensor '%s' is not held on device %s", name, nc_device_name(&e->dev));
+  return nc_ocl_read_leaf(e->ocl, id, t->data, nc_tensor_nbytes(t));
+}
+
+struct nc_session *nc_exec_session(const nc_exec *e) { return e->sess; }
+void nc_exec_set_session(nc_exec *e, struct nc_session *s) { e->sess = s; }
+
 const nc_graph *nc_exec_graph(const nc_exec *e) { return e->g; }
+
+nc_status nc_exec_set_hook(nc_exec *e, nc_exec_hook hook, void *ctx) {
+  if (hook && e->dev.kind != NC_DEV_CPU && e->dev.kind != NC_DEV_EVAL)
+    return nc_errorf(NC_E_UNSUPPORTED, "run hooks need the cpu or eval device (this is %s)", nc_device_name(&e->dev));
+  e->hook.fn = hook, e->hook.ctx = hook ? ctx : NULL;
+  return NC_OK;
+}
+
+int nc_exec_output_kernel(nc_exec *e, int k) {
+  if ((e->dev.kind != NC_DEV_CPU && e->dev.kind != NC_DEV_EVAL) || !e->plan) return -2;
+  if (k < 0 || k >= nc_graph_noutputs(e->lowered)) return -1;
+  if (!e->out_kernel) {  // computed once: the plan never changes
+    if (!(e->out_kernel = malloc(sizeof(int) * (size_t)nc_graph_noutputs(e->lowered)))) return -1;
+    nc_plan_output_kernels(e->lowered, e->plan, e->out_kernel);
+  }
+  return e->out_kernel[k];
+}
 const nc_graph *nc_exec_feed_graph(const nc_exec *e) { return e->lowered ? e->lowered : e->g; }
 double nc_exec_compile_seconds(const nc_exec *e) { return e->compile_s; }
 int nc_exec_nkernels(const nc_exec *e) { return e->plan ? e->plan->nkernels : 0; }

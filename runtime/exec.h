@@ -34,6 +34,10 @@ const char *nc_device_name(const nc_device *d);
 // the bf16 kernel's knobs (codegen/ocl_emit.h).
 nc_status nc_device_set_precision(nc_device *d, const char *s);
 
+// The fusion patterns (passes/pass.h NC_PATTERN_*) switched off when
+// compiling for d: NC_PATTERNS_OFF, plus those the OpenCL emitter lacks.
+unsigned nc_device_patterns_off(const nc_device *d);
+
 typedef struct nc_exec nc_exec;
 
 // Prepares g (copied: the caller keeps g) for device d.
@@ -42,11 +46,40 @@ void nc_exec_free(nc_exec *e);
 // outputs[k] receives output k of the graph (owned), as nc_interp_run.
 nc_status nc_exec_run(nc_exec *e, const nc_feed *feeds, int nfeeds, nc_tensor *outputs);
 const nc_graph *nc_exec_graph(const nc_exec *e);  // the graph as given (outputs, names)
+// A progress hook for the following runs (cpu and eval devices; overlapping
+// communication with a run, pipeline/trainer.c): nc_exec_run calls, on the
+// calling thread, hook(ctx, k, value) as soon as output k is final (right
+// after the last kernel that writes it; value is a view valid during the
+// call only) and hook(ctx, -1, NULL) after every kernel. An error from the
+// hook stops the run. hook NULL removes it. Other devices: NC_E_UNSUPPORTED.
+typedef nc_status (*nc_exec_hook)(void *ctx, int output, const nc_tensor *value);
+nc_status nc_exec_set_hook(nc_exec *e, nc_exec_hook hook, void *ctx);
+// The kernel after which output k is final (0-based, in run order; -1: no
+// kernel writes it); -2 on devices without hooks.
+int nc_exec_output_kernel(nc_exec *e, int k);
 // The graph whose inputs/params nc_exec_run binds (passes may have dropped
 // unused ones): feed exactly the leaves of this graph.
 const nc_graph *nc_exec_feed_graph(const nc_exec *e);
 double nc_exec_compile_seconds(const nc_exec *e);
 int nc_exec_nkernels(const nc_exec *e);
+// Device residency (opencl; NC_OCL_RESIDENT=0 turns it off): a run can leave
+// the tensors it updates (output "new.X" of a fed leaf X) in the device's
+// buffer of X instead of reading them back, and later runs use them there
+// without uploading. runtime/session.c drives this (nc_session_get reads a
+// tensor back when the host asks for it); other callers never see it.
+bool nc_exec_keeps(const nc_exec *e);
+// As nc_exec_run; feeds f with on_device[f] are not uploaded (the device's
+// copy of that leaf, kept by an earlier run, is current); output k with
+// keep[k] = f >= 0 (feed f, a leaf of the same type) is copied into feed f's
+// device buffer and not returned (outputs[k] stays empty). keep[k] is set to
+// -1 where that was not possible (the output was returned as usual).
+nc_status nc_exec_run_kept(nc_exec *e, const nc_feed *feeds, int nfeeds, const bool *on_device, int *keep, nc_tensor *outputs);
+// Reads the device copy of leaf `name` into t (allocated with its shape).
+nc_status nc_exec_read_kept(nc_exec *e, const char *name, nc_tensor *t);
+// The session whose tensors this exec holds (runtime/session.c); freeing the
+// exec first reads them back into it.
+struct nc_session *nc_exec_session(const nc_exec *e);
+void nc_exec_set_session(nc_exec *e, struct nc_session *s);
 // cpu, opencl: prints the kernels that took the most time so far (to stderr;
 // opencl times kernels only with --verbose, NC_DEBUG>=1 or NC_PROFILE set, and
 // prints its top 20 when freed with --verbose or NC_DEBUG>=2).

@@ -163,8 +163,28 @@ static void nc_ke_matmul(nc_ke *e, const nc_kstmt *s) {
   for (int i = 0; i < 9; i++) v[i] = nc_ke_x(e, s->args[i]).i;
   int64_t batch = v[0], M = v[1], N = v[2], K = v[3], sa = v[6], sb = v[7];
   bool ta = v[4], tb = v[5], beta = v[8];
+  if (e->k->bufs[s->cbufs[0]].dtype == NC_BF16) {  // bf16 buffers (the bf16 model): sums in double, C rounded once
+    void *Ab = e->bufs[s->cbufs[0]], *Bb = e->bufs[s->cbufs[1]], *Cb = e->bufs[s->cbufs[2]];
+    for (int64_t q = 0; q < batch; q++)
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+          size_t ci = (size_t)(q * M * N + m * N + n);
+          double acc = beta ? nc_elem_get(Cb, NC_BF16, ci) : 0;
+          for (int64_t kk = 0; kk < K; kk++)
+            acc += nc_elem_get(Ab, NC_BF16, (size_t)(ta ? q * sa + kk * M + m : q * sa + m * K + kk)) *
+                   nc_elem_get(Bb, NC_BF16, (size_t)(tb ? q * sb + n * K + kk : q * sb + kk * N + n));
+          nc_elem_set(Cb, NC_BF16, ci, acc);
+        }
+    return;
+  }
+  // arg 10: the ReLU^2 epilogue (over C, or into D with a fourth buffer)
+  bool relu2 = s->nargs > 10 && nc_ke_x(e, s->args[10]).i == 1;
+  // arg 10 == 2: C = alpha * product + beta * E (args 11, 12; E the fourth buffer)
+  bool addend = s->nargs > 12 && nc_ke_x(e, s->args[10]).i == 2 && s->ncbufs > 3;
+  double alpha = addend ? nc_ke_x(e, s->args[11]).f : 1, beta_e = addend ? nc_ke_x(e, s->args[12]).f : 0;
+  const float *E = addend ? e->bufs[s->cbufs[3]] : NULL;
   const float *A = e->bufs[s->cbufs[0]], *B = e->bufs[s->cbufs[1]];
-  float *C = e->bufs[s->cbufs[2]];
+  float *C = e->bufs[s->cbufs[2]], *D = relu2 && s->ncbufs > 3 ? e->bufs[s->cbufs[3]] : NULL;
   for (int64_t q = 0; q < batch; q++)
     for (int64_t m = 0; m < M; m++)
       for (int64_t n = 0; n < N; n++) {
@@ -174,7 +194,15 @@ static void nc_ke_matmul(nc_ke *e, const nc_kstmt *s) {
           float b = tb ? B[q * sb + n * K + kk] : B[q * sb + kk * N + n];
           acc += (double)a * b;
         }
-        C[q * M * N + m * N + n] = (float)acc;
+        float c = (float)acc;
+        if (addend) c = (float)((double)(float)(alpha * (double)c) + beta_e * E[q * M * N + m * N + n]);
+        if (relu2) {  // as the interpreter: relu(c) exact, its square rounded once
+          double r = c > 0 ? (double)c : isnan(c) ? (double)c : 0.0;
+          (D ? D : C)[q * M * N + m * N + n] = (float)(r * r);
+          if (D) C[q * M * N + m * N + n] = c;
+        } else {
+          C[q * M * N + m * N + n] = c;
+        }
       }
 }
 

@@ -432,3 +432,198 @@ Test(fusion, symmetric_gemm_hint) {
   fz_free_feeds(&fs);
   nc_graph_free(g);
 }
+
+// ---- ReLU^2 in the MLP matmul's epilogue ---------------------------------------------
+// y = relu(x @ w1^T)^2 @ w2^T (x (B,7,C)); train: the loss sum(y * wout) and
+// its gradients w.r.t. x, w1, w2 (the backward reads u = x @ w1^T: the GEMM
+// stores u and relu(u)^2), else y alone (the GEMM stores relu(u)^2 only).
+static nc_graph *mlp_graph(int64_t C, int64_t Hd, bool train) {
+  nc_graph *g = nc_graph_new(train ? "mlp_train" : "mlp_fwd");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dx[3] = {nc_dim_sym(B), nc_dim_const(7), nc_dim_const(C)};
+  nc_dim d1[2] = {nc_dim_const(Hd), nc_dim_const(C)}, d2[2] = {nc_dim_const(C), nc_dim_const(Hd)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 3, dx));
+  nc_id w1 = nc_leaf(g, NC_OP_PARAM, "w1", nc_type_make(NC_F32, 2, d1));
+  nc_id w2 = nc_leaf(g, NC_OP_PARAM, "w2", nc_type_make(NC_F32, 2, d2));
+  nc_id h = nc_op1(g, NC_OP_SQUARE, nc_op1(g, NC_OP_RELU, nc_b_matmul(g, x, w1, false, true)));
+  nc_id y = nc_b_matmul(g, h, w2, false, true);
+  cr_assert_null(nc_graph_set_output(g, "y", y));
+  if (train) {
+    nc_id wout = nc_leaf(g, NC_OP_INPUT, "wout", nc_type_make(NC_F32, 3, dx));
+    nc_id loss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op2(g, NC_OP_MUL, y, wout), 7, false);
+    nc_id wrt[3] = {x, w1, w2}, grads[3];
+    cr_assert_null(nc_autodiff(g, loss, NC_NONE, wrt, 3, grads));
+    cr_assert_null(nc_graph_set_output(g, "dx", grads[0]));
+    cr_assert_null(nc_graph_set_output(g, "dw1", grads[1]));
+    cr_assert_null(nc_graph_set_output(g, "dw2", grads[2]));
+  }
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+// B rows of 7 tokens: B 3 -> M 21 (the packed GEMM, an edge tile), B 1 -> M 7
+// (the skinny path); C 400 > kc 384: two K blocks, the epilogue on the last.
+static void relu2_case(int64_t C, int64_t Hd, bool train, int64_t B, uint64_t seed) {
+  nc_graph *g = mlp_graph(C, Hd, train);
+  int64_t syms[NC_MAX_SYMS] = {B};
+  fz_feeds fs;
+  fz_feed_random(g, syms, seed, 1, &fs);
+  fz_check(g, &fs, NC_PATTERN_RELU2_EPILOGUE, "_matmul_relu2", 1e-5);
+  // golden: on, neither relu(u) nor its square has a kernel of its own; the
+  // epilogue GEMM writes u and relu(u)^2 (train) or relu(u)^2 alone
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_RELU2_EPILOGUE : 0, &h);
+    int relu_k = fz_count_kernels(p, "_relu("), sq_k = fz_count_kernels(p, "_square"), epi_k = 0, written = 0, nbufs = 0;
+    for (int q = 0; q < p->nkernels; q++) {
+      const nc_kernel *k = &p->kernels[q].k;
+      if (!strstr(k->name, "_matmul_relu2")) continue;
+      epi_k++;
+      const nc_kstmt *s = nc_ks_get(k, k->body);
+      nbufs = s->ncbufs;
+      for (int b = 0; b < k->nbufs; b++) written += k->bufs[b].written;
+      cr_expect(s->nargs == 11 && nc_kernel_eval_index(k, s->args[10], NULL) == 1, "%s: no epilogue argument", k->name);
+    }
+    relu_k = 0;
+    for (int q = 0; q < p->nkernels; q++) relu_k += nc_graph_node(h, p->kernels[q].node)->op == NC_OP_RELU;
+    if (off) {
+      cr_expect(epi_k == 0 && sq_k == 1 && relu_k == (train ? 1 : 0), "off: %d epilogue, %d square, %d relu kernels", epi_k, sq_k, relu_k);
+    } else {
+      cr_expect(epi_k == 1 && sq_k == 0 && relu_k == 0, "on: %d epilogue, %d square, %d relu kernels", epi_k, sq_k, relu_k);
+      cr_expect(nbufs == (train ? 4 : 3) && written == (train ? 2 : 1), "on: the epilogue GEMM has %d buffers, writes %d", nbufs, written);
+    }
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+Test(fusion, relu2_epilogue_train) { relu2_case(20, 36, true, 3, 51); }
+Test(fusion, relu2_epilogue_train_two_k_blocks_skinny) { relu2_case(400, 20, true, 1, 52); }
+Test(fusion, relu2_epilogue_forward_only) { relu2_case(20, 70, false, 3, 53); }
+Test(fusion, relu2_epilogue_forward_two_k_blocks) { relu2_case(400, 24, false, 3, 54); }
+Test(fusion, relu2_epilogue_forward_skinny) { relu2_case(30, 33, false, 1, 55); }
+
+// ---- the updates of same-shaped parameters in one launch ---------------------------
+// Per parameter q: m' = 0.9 m + g (reads only inputs: joins the first such
+// kernel's launch), p' = p - 0.01 (g g^T) g (reads a GEMM computed per
+// parameter: joins the last one's launch). Three (9,21) parameters and one (5,21).
+static nc_graph *batch_graph(void) {
+  nc_graph *g = nc_graph_new("update_batch");
+  for (int q = 0; q < 4; q++) {
+    nc_dim d[2] = {nc_dim_const(q < 3 ? 9 : 5), nc_dim_const(21)};
+    nc_type t = nc_type_make(NC_F32, 2, d);
+    char nm[3][16];
+    snprintf(nm[0], 16, "p%d", q), snprintf(nm[1], 16, "g%d", q), snprintf(nm[2], 16, "m%d", q);
+    nc_id p = nc_leaf(g, NC_OP_PARAM, nm[0], t), gr = nc_leaf(g, NC_OP_INPUT, nm[1], t), m = nc_leaf(g, NC_OP_INPUT, nm[2], t);
+    nc_id m1 = nc_op2(g, NC_OP_ADD, nc_b_scale(g, m, 0.9), gr);
+    nc_id x = nc_b_matmul(g, nc_b_matmul(g, gr, gr, false, true), gr, false, false);
+    nc_id p1 = nc_op2(g, NC_OP_SUB, p, nc_b_scale(g, x, 0.01));
+    char on[2][16];
+    snprintf(on[0], 16, "p%d'", q), snprintf(on[1], 16, "m%d'", q);
+    cr_assert_null(nc_graph_set_output(g, on[0], p1));
+    cr_assert_null(nc_graph_set_output(g, on[1], m1));
+  }
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+Test(fusion, optimizer_updates_of_a_group_in_one_launch) {
+  nc_graph *g = batch_graph();
+  int64_t syms[NC_MAX_SYMS] = {0};
+  fz_feeds fs;
+  fz_feed_random(g, syms, 61, 1, &fs);
+  fz_check(g, &fs, NC_PATTERN_UPDATE_BATCH, "_update_batch", 1e-5);
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_UPDATE_BATCH : 0, &h);
+    int b3 = fz_count_kernels(p, "_update_batch3"), mm = fz_count_kernels(p, "_matmul");
+    // off: 8 GEMMs + 8 updates; on: the three (9,21) m' in one kernel, their p' in another
+    cr_expect_eq(mm, 8, "%d matmul kernels", mm);
+    if (off) cr_expect(p->nkernels == 16 && b3 == 0, "off: %d kernels, %d batches", p->nkernels, b3);
+    else cr_expect(p->nkernels == 12 && b3 == 2, "on: %d kernels, %d batches of 3", p->nkernels, b3);
+    for (int q = 0; q < p->nkernels && !off; q++) {
+      const nc_kernel *k = &p->kernels[q].k;
+      if (!strstr(k->name, "_update_batch")) continue;
+      int written = 0, loops = 0;
+      for (int b = 0; b < k->nbufs; b++) written += k->bufs[b].written;
+      for (nc_ks s = k->body; s != NC_KS_NONE; s = nc_ks_get(k, s)->next) loops++;
+      cr_expect(written == 3 && loops == 3, "%s: writes %d buffers in %d loop nests", k->name, written, loops);
+      // the m' batch runs where the first m' ran (before every GEMM), the p'
+      // batch where the last p' ran (after the six GEMMs of the (9,21) parameters)
+      int before = 0;
+      for (int r = 0; r < q; r++) before += strstr(p->kernels[r].k.name, "_matmul") != NULL;
+      bool is_m = nc_graph_node(h, p->kernels[q].node)->op == NC_OP_ADD;
+      cr_expect(is_m ? before == 0 : before == 6, "%s: at position %d, %d GEMMs before it", k->name, q, before);
+    }
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+// ---- GEMMs with an addend (Polar Express sums, residual adds) -----------------------
+// B = -1.5 A + 0.5 A A (A = X X^T: symmetric, the hint kept), Y = 2 X + B X;
+// y = r2 + r w^T (K 400 > kc: two K blocks; B 1: the skinny path);
+// s = 0.5 q k^T + e (a bmm).
+static nc_graph *gemm_add_graph(void) {
+  nc_graph *g = nc_graph_new("gemm_add");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dx[2] = {nc_dim_const(37), nc_dim_const(70)};
+  nc_dim dr[3] = {nc_dim_sym(B), nc_dim_const(7), nc_dim_const(400)}, dw[2] = {nc_dim_const(20), nc_dim_const(400)};
+  nc_dim dr2[3] = {nc_dim_sym(B), nc_dim_const(7), nc_dim_const(20)};
+  nc_dim dq[4] = {nc_dim_sym(B), nc_dim_const(3), nc_dim_const(5), nc_dim_const(8)};
+  nc_dim de[4] = {nc_dim_sym(B), nc_dim_const(3), nc_dim_const(5), nc_dim_const(5)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 2, dx));
+  nc_id a = nc_b_matmul(g, x, x, false, true);
+  nc_id bm = nc_op2(g, NC_OP_ADD, nc_b_scale(g, a, -1.5), nc_b_scale(g, nc_b_matmul(g, a, a, false, false), 0.5));
+  nc_id y1 = nc_op2(g, NC_OP_ADD, nc_b_scale(g, x, 2.0), nc_b_matmul(g, bm, x, false, false));
+  nc_id r = nc_leaf(g, NC_OP_PARAM, "r", nc_type_make(NC_F32, 3, dr));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  nc_id r2 = nc_leaf(g, NC_OP_PARAM, "r2", nc_type_make(NC_F32, 3, dr2));
+  nc_id y2 = nc_op2(g, NC_OP_ADD, r2, nc_b_matmul(g, r, w, false, true));
+  nc_id q = nc_leaf(g, NC_OP_PARAM, "q", nc_type_make(NC_F32, 4, dq));
+  nc_id k = nc_leaf(g, NC_OP_PARAM, "k", nc_type_make(NC_F32, 4, dq));
+  nc_id e = nc_leaf(g, NC_OP_PARAM, "e", nc_type_make(NC_F32, 4, de));
+  nc_id s = nc_op2(g, NC_OP_ADD, nc_b_scale(g, nc_b_bmm(g, q, k, false, true), 0.5), e);
+  cr_assert_null(nc_graph_set_output(g, "Y", y1));
+  cr_assert_null(nc_graph_set_output(g, "y", y2));
+  cr_assert_null(nc_graph_set_output(g, "s", s));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+static void gemm_add_case(int64_t B, uint64_t seed) {
+  nc_graph *g = gemm_add_graph();
+  int64_t syms[NC_MAX_SYMS] = {B};
+  fz_feeds fs;
+  fz_feed_random(g, syms, seed, 1, &fs);
+  fz_check(g, &fs, NC_PATTERN_GEMM_ADD, "_matmul_add", 1e-5);
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_GEMM_ADD : 0, &h);
+    int fused = fz_count_kernels(p, "_matmul_add"), adds = 0, sym_add = 0;
+    for (int q = 0; q < p->nkernels; q++) {
+      const nc_kernel *k = &p->kernels[q].k;
+      adds += nc_graph_node(h, p->kernels[q].node)->op == NC_OP_ADD && !nc_kernel_is_template(k);
+      if (!strstr(k->name, "_matmul_add")) continue;
+      const nc_kstmt *s = nc_ks_get(k, k->body);
+      cr_expect(s->nargs == 13 && s->ncbufs == 4 && nc_kernel_eval_index(k, s->args[10], NULL) == 2, "%s: not an addend call", k->name);
+      sym_add += nc_kernel_eval_index(k, s->args[9], NULL) == 1;
+    }
+    // on: the four sums are GEMMs (b A + c A A keeps the symmetric hint); off: four add kernels
+    if (off) cr_expect(fused == 0 && adds == 4, "off: %d fused, %d add kernels", fused, adds);
+    else cr_expect(fused == 4 && adds == 0 && sym_add == 1, "on: %d fused (%d symmetric), %d add kernels", fused, sym_add, adds);
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+Test(fusion, gemm_addend_packed) { gemm_add_case(3, 71); }
+Test(fusion, gemm_addend_skinny) { gemm_add_case(1, 72); }
