@@ -223,6 +223,7 @@ static int nc_eval_base(int argc, char **argv) {
   dev.threads = (int)threads;
   double t0 = nc_eval_now();
   nc_dist dist;  // mpirun: CORE's examples strided over the ranks, counts summed (docs/distributed.md)
+  nc_dist_before_init(&dev);
   nc_status st = nc_dist_init(&dist);
   if (st) return nc_eval_fail("base", st);
   if (dist.world > 1 && world > 1) {
@@ -430,6 +431,7 @@ static int nc_eval_chat(int argc, char **argv) {
   o.device.threads = (int)threads;
   double t0 = nc_eval_now();
   nc_dist dist;  // mpirun: problems strided over the ranks, counts summed (docs/distributed.md)
+  nc_dist_before_init(&o.device);
   nc_status st = nc_dist_init(&dist);
   if (st) return nc_eval_fail("chat", st);
   if (dist.world > 1 && o.world > 1) {

@@ -15,6 +15,8 @@ static void nc_rl_usage(FILE *f) {
           "(calculator live), rewards a correct final \"#### N\", REINFORCE with the mean reward as\n"
           "baseline. FILE: conversations whose last assistant message ends with \"#### N\"\n"
           "(nanochat data gsm8k, nanochat data synth arithmetic).\n"
+          "Under `mpirun -np N` each rank samples every N-th question of a step and the\n"
+          "gradients are summed over the ranks (docs/distributed.md).\n"
           "      --data FILE             training questions; repeatable\n"
           "      --val FILE              held-out questions for pass@k; repeatable (default: the training ones)\n"
           "      --out DIR               base folder (default $NANOCHAT_BASE_DIR, else ~/.cache/nanochat-c)\n"
@@ -32,6 +34,7 @@ static void nc_rl_usage(FILE *f) {
           "      --eval-k K              samples per held-out question (default 8)\n"
           "      --save-every N          checkpoint every N steps (default 60)\n"
           "  -d, --device D              cpu (default), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp\n"
+          "                              (under mpirun, opencl and opencl:gpu give each rank its own GPU)\n"
           "      --threads N             CPU threads\n"
           "      --seed N                (default 42)\n"
           "      --overwrite             replace an earlier rl run's checkpoints\n"
@@ -119,8 +122,25 @@ int nc_cmd_rl(int argc, char **argv) {
   if (!from) snprintf(fromdir, sizeof fromdir, "%s/chatsft_checkpoints/%s", base, tag), from = fromdir;
   o.init_dir = from, o.out_dir = dir;
   o.train_paths = train, o.ntrain = ntrain, o.val_paths = val, o.nval = nval;
+  nc_dist dist;  // mpirun: data parallel (docs/distributed.md)
+  nc_dist_before_init(&o.device);  // OpenCL before MPI_Init (pipeline/dist.h)
+  nc_status st = nc_dist_init(&dist);
+  if (st) {
+    fprintf(stderr, "nanochat rl: %s\n", nc_status_msg(st));
+    nc_status_free(st);
+    return 1;
+  }
+  o.dist = &dist;
   nc_rl_result res;
-  nc_status st = nc_rl_train(&o, &res);
+  st = nc_rl_train(&o, &res);
+  if (st && dist.world > 1) {  // one rank failing ends the job: the others would wait forever
+    fprintf(stderr, "nanochat rl: rank %d of %d: %s\n", dist.rank, dist.world, nc_status_msg(st));
+    nc_status_free(st);
+    nc_dist_abort(&dist, 1);
+  }
+  int rank = dist.rank;
+  nc_dist_finalize(&dist);
+  if (!st && rank != 0) return 0;
   if (st) {
     int code = nc_status_code(st);
     fprintf(stderr, "nanochat rl: %s\n", nc_status_msg(st));

@@ -299,6 +299,7 @@ static int nc_train_main(int argc, char **argv, nc_stage stage) {
     o.val_paths = (const char *const *)val, o.nval = nval;
   }
   nc_dist dist;
+  nc_dist_before_init(&o.device);  // OpenCL before MPI_Init (pipeline/dist.h)
   nc_status st = nc_dist_init(&dist);
   if (st) {
     rc = nc_train_fail(cmd, st);

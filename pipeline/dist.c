@@ -2,7 +2,11 @@
 #include "pipeline/dist.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "runtime/ocl_device.h"
 
 #ifdef NC_HAVE_MPI
 #include <mpi.h>
@@ -86,6 +90,86 @@ nc_status nc_dist_barrier(const nc_dist *d) {
 #else
   return nc_errorf(NC_E_UNSUPPORTED, "barrier over %d ranks without MPI", d->world);
 #endif
+}
+
+nc_status nc_dist_bcast_i32(const nc_dist *d, int32_t *buf, size_t n, int root) {
+  if (d->world <= 1) return NC_OK;
+  if (n > INT_MAX) return nc_errorf(NC_E_INTERNAL, "dist bcast: %zu elements exceed MPI's int count", n);
+#ifdef NC_HAVE_MPI
+  return nc_mpi_err(MPI_Bcast(buf, (int)n, MPI_INT32_T, root, MPI_COMM_WORLD), "bcast");
+#else
+  (void)buf, (void)root;
+  return nc_errorf(NC_E_UNSUPPORTED, "bcast over %d ranks without MPI", d->world);
+#endif
+}
+
+nc_status nc_dist_local(const nc_dist *d, int *local_rank, int *local_size) {
+  *local_rank = 0, *local_size = 1;
+  if (d->world <= 1) return NC_OK;
+  const char *lr = getenv("OMPI_COMM_WORLD_LOCAL_RANK"), *ls = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  if (lr && ls && atoi(ls) > 0) {
+    *local_rank = atoi(lr), *local_size = atoi(ls);
+    return NC_OK;
+  }
+#ifdef NC_HAVE_MPI
+  MPI_Comm node;  // the ranks sharing this node's memory
+  NC_TRY(nc_mpi_err(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL, &node), "comm_split_type"));
+  MPI_Comm_rank(node, local_rank);
+  MPI_Comm_size(node, local_size);
+  MPI_Comm_free(&node);
+  return NC_OK;
+#else
+  return nc_errorf(NC_E_UNSUPPORTED, "local rank over %d ranks without MPI", d->world);
+#endif
+}
+
+nc_status nc_dist_pick_device(const nc_dist *d, nc_device *dev, char *note, size_t cap) {
+  if (note && cap) note[0] = 0;
+  if (!d || d->world <= 1 || dev->kind != NC_DEV_OPENCL || (dev->select[0] && strcmp(dev->select, "gpu"))) return NC_OK;
+  int lr, ls;
+  NC_TRY(nc_dist_local(d, &lr, &ls));
+  int gpus[64], ngpu = 0;  // indices (`nanochat devices` order) of the GPUs
+  for (int i = 0; i < 64; i++) {
+    char sel[16];
+    snprintf(sel, sizeof sel, "%d", i);
+    nc_ocl_device_desc dd;
+    nc_status st = nc_ocl_select(sel, &dd);
+    if (st) {  // past the last device
+      nc_status_free(st);
+      break;
+    }
+    if (dd.gpu) gpus[ngpu++] = i;
+  }
+  if (!ngpu) {
+    if (!dev->select[0]) return NC_OK;  // "opencl": no GPU, the first device for every rank
+    char seen[512] = "";
+    for (int i = 0; i < 8; i++) {  // what this rank does see (an MPI process may see less than `nanochat devices`)
+      char sel[16];
+      snprintf(sel, sizeof sel, "%d", i);
+      nc_ocl_device_desc dd;
+      nc_status st = nc_ocl_select(sel, &dd);
+      if (st) {
+        nc_status_free(st);
+        break;
+      }
+      size_t l = strlen(seen);
+      snprintf(seen + l, sizeof seen - l, "%sopencl:%d %s | %s", i ? "; " : "", i, dd.platform, dd.name);
+    }
+    return nc_errorf(NC_E_INVALID, "--device opencl:gpu: rank %d found no OpenCL GPU (it sees: %s; `nanochat devices` lists the devices)",
+                     d->rank, seen[0] ? seen : "no OpenCL device at all");
+  }
+  int pick = gpus[lr % ngpu];
+  snprintf(dev->select, sizeof dev->select, "%d", pick);
+  snprintf(dev->name, sizeof dev->name, "opencl:%d", pick);
+  if (note && cap)
+    snprintf(note, cap, "rank %d (local rank %d of %d on this node): %s, GPU %d of %d%s", d->rank, lr, ls, dev->name, lr % ngpu, ngpu,
+             ls > ngpu ? " (more ranks than GPUs here: GPUs are shared)" : "");
+  return NC_OK;
+}
+
+void nc_dist_before_init(const nc_device *dev) {
+  bool launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+  if (launched && dev && dev->kind == NC_DEV_OPENCL) (void)nc_ocl_available();  // loads the OpenCL platforms now
 }
 
 void nc_dist_abort(const nc_dist *d, int code) {
@@ -182,8 +266,32 @@ nc_status nc_dist_ibcast_f32(const nc_dist *d, float *buf, size_t n, int root, n
   NC_DIST_START(d, r, slot, "ibcast", MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, MPI_COMM_WORLD, &r->h[slot]));
 }
 
+nc_status nc_dist_progress(nc_dist_reqs *r, int *done) {
+  int n = 0;
+#ifdef NC_HAVE_MPI
+  for (int i = 0; i < r->n; i++) {
+    if (r->h[i] == MPI_REQUEST_NULL) continue;
+    int flag = 0;
+    NC_TRY(nc_mpi_err(MPI_Test(&r->h[i], &flag, MPI_STATUS_IGNORE), "test"));
+    n += flag != 0;
+  }
+#endif
+  if (done) *done = n;
+  return NC_OK;
+}
+
 nc_status nc_dist_waitany(nc_dist_reqs *r, int *slot) {
   *slot = -1;
+  for (int i = 0; i < r->n; i++)  // completed already (nc_dist_progress, or a world of one)
+#ifdef NC_HAVE_MPI
+    if (r->pending[i] && r->h[i] == MPI_REQUEST_NULL) {
+#else
+    if (r->pending[i]) {
+#endif
+      r->pending[i] = 0;
+      *slot = i;
+      return NC_OK;
+    }
 #ifdef NC_HAVE_MPI
   bool any_mpi = false;
   for (int i = 0; i < r->n && !any_mpi; i++) any_mpi = r->h[i] != MPI_REQUEST_NULL;
@@ -197,12 +305,6 @@ nc_status nc_dist_waitany(nc_dist_reqs *r, int *slot) {
     }
   }
 #endif
-  for (int i = 0; i < r->n; i++)  // completed at once (world of one)
-    if (r->pending[i]) {
-      r->pending[i] = 0;
-      *slot = i;
-      return NC_OK;
-    }
   return NC_OK;
 }
 

@@ -41,6 +41,8 @@ static double nc_rl_now(void) {
 
 typedef struct {
   const nc_rl_opts *o;
+  nc_device dev;  // o->device, or this rank's GPU (nc_dist_pick_device)
+  int rank, world;
   nc_model_spec spec;
   nc_session *sess;
   nc_tok *tok;
@@ -84,13 +86,14 @@ static nc_status nc_rl_eval(nc_rl *r, double *pass1, double *passk) {
   nc_sft_mix *m = r->val ? r->val : r->train;
   nc_ids prompt = {0};
   char ref[128];
-  double s1 = 0, sk = 0;
-  int used = 0;
+  double sums[3] = {0, 0, 0};  // pass@1 sum, pass@k sum, questions evaluated (over the ranks)
+  int used = 0;  // usable questions so far: rank r evaluates every world-th
   nc_status st = NC_OK;
   for (int64_t i = 0; i < nc_sft_mix_len(m) && used < o->eval_examples && !st; i++) {
     bool ok;
     st = nc_rl_question(r, m, i, &prompt, ref, sizeof ref, &ok);
     if (st || !ok) continue;
+    if (used++ % r->world != r->rank) continue;
     nc_gen_opts g;
     nc_rl_gen_opts(o, &g, o->eval_k, o->seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(i + 1)));
     nc_gen_result res;
@@ -98,14 +101,15 @@ static nc_status nc_rl_eval(nc_rl *r, double *pass1, double *passk) {
     if (st) break;
     int correct = 0;
     for (int j = 0; j < res.n; j++) correct += nc_task_reward(res.text[j].data ? res.text[j].data : "", res.text[j].len, ref) > 0.5;
-    s1 += (double)correct / res.n;
-    sk += correct > 0;
-    used++;
+    sums[0] += (double)correct / res.n;
+    sums[1] += correct > 0;
+    sums[2] += 1;
     nc_gen_result_free(&res);
   }
   nc_ids_free(&prompt);
+  if (!st && o->dist) st = nc_dist_allreduce_f64(o->dist, sums, 3);
   if (!st && !used) st = nc_errorf(NC_E_INVALID, "rl: no usable evaluation question (each needs a \"#### N\" answer)");
-  if (!st) *pass1 = s1 / used, *passk = sk / used;
+  if (!st) *pass1 = sums[0] / sums[2], *passk = sums[1] / sums[2];
   return st;
 }
 
@@ -120,7 +124,7 @@ static nc_status nc_rl_save(nc_rl *r, int64_t step, const nc_rl_result *res) {
   json_t *j = json_pack("{s:s, s:s, s:I, s:f, s:f, s:i, s:i, s:i, s:f, s:s}", "stage", "rl", "spec", r->spec.name, "steps",
                         (json_int_t)step, "seconds", res->seconds, "mean_reward", res->mean_reward, "examples_per_step",
                         o->examples_per_step, "samples", o->samples, "max_new_tokens", o->max_new_tokens, "temperature",
-                        o->temperature, "device", nc_device_name(&o->device));
+                        o->temperature, "device", nc_device_name(&r->dev));
   if (!j) return nc_errorf(NC_E_NOMEM, "rl: out of memory");
   if (isfinite(res->pass1)) json_object_set_new(j, "pass_at_1", json_real(res->pass1));
   if (isfinite(res->passk)) json_object_set_new(j, "pass_at_k", json_real(res->passk)), json_object_set_new(j, "k", json_integer(o->eval_k));
@@ -210,6 +214,12 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   NC_TRY(nc_checkpoint_find_latest(o->out_dir, &latest));
   if (latest >= 0 && !o->overwrite)
     return nc_errorf(NC_E_INVALID, "%s already holds checkpoints (latest step %lld): --overwrite starts over", o->out_dir, (long long)latest);
+  r->rank = o->dist ? o->dist->rank : 0, r->world = o->dist ? o->dist->world : 1;
+  r->dev = o->device;
+  char note[256];
+  NC_TRY(nc_dist_pick_device(o->dist, &r->dev, note, sizeof note));
+  if (note[0] && !o->quiet) fprintf(stderr, "rl: %s\n", note);
+  if (o->dist) NC_TRY(nc_dist_barrier(o->dist));  // every rank has looked before rank 0 writes
   if (!(r->sess = nc_session_new())) return nc_errorf(NC_E_NOMEM, "out of memory");
   NC_TRY(nc_model_ckpt_load(o->init_dir, -1, &r->spec, r->sess, NULL, NULL));
   char tokpath[4096];
@@ -219,7 +229,7 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   nc_engine_opts_default(&eo);
   eo.ckpt_dir = o->init_dir;
   eo.tokenizer = o->tokenizer_path;
-  eo.device = o->device;
+  eo.device = r->dev;
   eo.slots = o->samples > o->eval_k ? o->samples : o->eval_k;
   NC_TRY(nc_engine_open(&eo, &r->eng));
   nc_sft_source *src = calloc((size_t)o->ntrain + (size_t)o->nval, sizeof *src);
@@ -235,9 +245,9 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   free(src);
   NC_TRY(st);
   nc_optim_defaults(&r->oc);
-  nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = o->device, .B = 1, .T = 1, .grad_accum = 2};
+  nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = r->dev, .B = 1, .T = 1, .grad_accum = 2, .dist = o->dist};
   NC_TRY(nc_trainer_open(&to, r->sess, &r->tr));
-  NC_TRY(nc_checkpoint_mkdir(o->out_dir));
+  if (r->rank == 0) NC_TRY(nc_checkpoint_mkdir(o->out_dir));
   int64_t nq = nc_sft_mix_len(r->train);
   int64_t steps = o->steps > 0 ? o->steps : nq / o->examples_per_step;
   if (steps < 1) steps = 1;
@@ -246,8 +256,10 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   double base_lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
   nc_group_rates(&r->spec, &lc, 1.0, 0, base_lr, wd);
   for (int g = 0; g < NC_GROUP_COUNT; g++) wd[g] = 0;
-  fprintf(stderr, "rl: %s, %lld questions, %lld steps x %d questions x %d samples (max %d tokens, T %.2f, top-k %d)\n", r->spec.name,
-          (long long)nq, (long long)steps, o->examples_per_step, o->samples, o->max_new_tokens, o->temperature, o->top_k);
+  if (r->rank == 0)
+    fprintf(stderr, "rl: %s, %lld questions, %lld steps x %d questions x %d samples (max %d tokens, T %.2f, top-k %d)%s\n", r->spec.name,
+            (long long)nq, (long long)steps, o->examples_per_step, o->samples, o->max_new_tokens, o->temperature, o->top_k,
+            r->world > 1 ? "; data parallel: each rank samples every world-th question" : "");
   res->pass1 = res->passk = NAN;
   int32_t pad = nc_tok_bos_id(r->tok);
   nc_ids prompt = {0};
@@ -258,18 +270,18 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
     if (o->eval_every > 0 && s % o->eval_every == 0) {
       st = nc_rl_eval(r, &res->pass1, &res->passk);
       if (st) break;
-      fprintf(stderr, "rl step %lld: pass@1 %.4f, pass@%d %.4f\n", (long long)s, res->pass1, o->eval_k, res->passk);
+      if (r->rank == 0) fprintf(stderr, "rl step %lld: pass@1 %.4f, pass@%d %.4f\n", (long long)s, res->pass1, o->eval_k, res->passk);
     }
     nc_rl_batches bs = {0};
-    double reward_sum = 0;
-    int nsamples = 0;
+    double sums[3] = {0, 0, 0};  // rewards, samples, trained tokens (over the ranks)
     for (int e = 0; e < o->examples_per_step && !st; e++) {
-      bool ok = false;
+      bool ok = false;  // every rank walks the same questions; rank r samples questions r, r + world, ...
       for (int tries = 0; !ok && tries < nq && !st; tries++) st = nc_rl_question(r, r->train, cursor++ % nq, &prompt, ref, sizeof ref, &ok);
       if (st || !ok) {
         if (!st) st = nc_errorf(NC_E_INVALID, "rl: no usable question (each needs a \"#### N\" answer and a prompt that fits the context)");
         break;
       }
+      if (e % r->world != r->rank) continue;
       nc_gen_opts g;
       nc_rl_gen_opts(o, &g, o->samples, o->seed * 1000003ull + (uint64_t)s * 1009ull + (uint64_t)e);
       nc_gen_result gr;
@@ -279,15 +291,17 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
       if (!rw) st = nc_errorf(NC_E_NOMEM, "out of memory");
       for (int j = 0; j < gr.n && !st; j++) {
         rw[j] = nc_task_reward(gr.text[j].data ? gr.text[j].data : "", gr.text[j].len, ref);
-        reward_sum += rw[j];
-        nsamples++;
+        sums[0] += rw[j];
+        sums[1] += 1;
       }
       if (!st) st = nc_rl_question_batches(&bs, &prompt, &gr, rw, pad);
       free(rw);
       nc_gen_result_free(&gr);
     }
-    if (!st && bs.tokens > 0) {
-      for (int k = 0; k < bs.n; k++) bs.b[k].weight /= (double)bs.tokens;
+    sums[2] = (double)bs.tokens;
+    if (!st && o->dist) st = nc_dist_allreduce_f64(o->dist, sums, 3);
+    if (!st && sums[2] > 0) {  // the loss is over the trained tokens of the whole step, all ranks
+      for (int k = 0; k < bs.n; k++) bs.b[k].weight /= sums[2];
       double lr[NC_GROUP_COUNT], lrm = o->lr_frac * (1.0 - (double)s / (double)steps);
       for (int g = 0; g < NC_GROUP_COUNT; g++) lr[g] = base_lr[g] * lrm;
       st = nc_trainer_step_weighted(r->tr, bs.b, bs.n, lr, wd, 0.95, s + 1);
@@ -295,17 +309,21 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
     }
     nc_rl_batches_free(&bs);
     if (st) break;
-    res->mean_reward = nsamples ? reward_sum / nsamples : 0;
+    res->mean_reward = sums[1] > 0 ? sums[0] / sums[1] : 0;
     res->steps = s + 1;
     res->seconds = nc_rl_now() - t0;
-    if (!o->quiet || (s + 1) % 10 == 0 || s + 1 == steps)
+    if (r->rank == 0 && (!o->quiet || (s + 1) % 10 == 0 || s + 1 == steps))
       fprintf(stderr, "rl step %lld/%lld | mean reward %.4f | %.1f s\n", (long long)(s + 1), (long long)steps, res->mean_reward, res->seconds);
-    if (o->save_every > 0 && (s + 1) % o->save_every == 0 && s + 1 < steps) st = nc_rl_save(r, s + 1, res);
+    if (o->save_every > 0 && (s + 1) % o->save_every == 0 && s + 1 < steps) {  // rank 0 writes; all agree it exists
+      if (r->rank == 0) st = nc_rl_save(r, s + 1, res);
+      if (!st && o->dist) st = nc_dist_barrier(o->dist);
+    }
   }
   nc_ids_free(&prompt);
   if (!st) st = nc_rl_eval(r, &res->pass1, &res->passk);
-  if (!st) fprintf(stderr, "rl step %lld: pass@1 %.4f, pass@%d %.4f\n", (long long)res->steps, res->pass1, o->eval_k, res->passk);
-  if (!st) st = nc_rl_save(r, res->steps, res);
+  if (!st && r->rank == 0) fprintf(stderr, "rl step %lld: pass@1 %.4f, pass@%d %.4f\n", (long long)res->steps, res->pass1, o->eval_k, res->passk);
+  if (!st && r->rank == 0) st = nc_rl_save(r, res->steps, res);
+  if (!st && o->dist) st = nc_dist_barrier(o->dist);
   return st;
 }
 

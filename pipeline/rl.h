@@ -36,6 +36,8 @@ typedef struct {
   int eval_k;                  // samples per held-out question (pass@1 .. pass@k)
   int64_t save_every;
   nc_device device;
+  const nc_dist *dist;         // data parallel (mpirun): each rank samples every world-th question of a
+                               // step, gradients summed over the ranks, rank 0 writes (NULL: one process)
   uint64_t seed;
   bool overwrite;
   bool quiet;

@@ -131,6 +131,7 @@ typedef struct {
   nc_series loss, bpb;
   json_t *samples;       // final greedy samples (run.json)
   int64_t saved_steps;   // the horizon in a resumed checkpoint's meta
+  nc_device dev;         // o->device, or (data parallel) this rank's GPU (nc_dist_pick_device)
 } nc_run;
 
 static void nc_run_free(nc_run *r) {
@@ -380,9 +381,10 @@ static nc_status nc_run_write_summary(nc_run *r, const nc_run_result *res) {
                         "total_batch_size", (json_int_t)r->h.batch_tokens, "device_batch_size", (json_int_t)r->h.device_batch,
                         "seq", (json_int_t)r->h.seq, "grad_accum", (json_int_t)r->h.grad_accum, "flops", r->h.flops,
                         "muon_weight_decay", o->weight_decay >= 0 ? o->weight_decay : o->stage == NC_STAGE_BASE ? r->h.muon_wd : 0.0,
-                        "device", nc_device_name(&o->device), "tokenizer", o->tokenizer_path, "scaling_params",
+                        "device", nc_device_name(&r->dev), "tokenizer", o->tokenizer_path, "scaling_params",
                         (json_int_t)res->scaling_params);
   if (!j) return nc_errorf(NC_E_NOMEM, "run.json: out of memory");
+  json_object_set_new(j, "ranks", json_integer(r->h.world));
   if (isfinite(res->val_bpb)) json_object_set_new(j, "val_bpb", json_real(res->val_bpb));
   if (isfinite(res->min_val_bpb)) json_object_set_new(j, "min_val_bpb", json_real(res->min_val_bpb));
   if (isfinite(res->unigram_bpb)) json_object_set_new(j, "unigram_bpb", json_real(res->unigram_bpb));
@@ -449,6 +451,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     if (!o->init_dir) return nc_errorf(NC_E_INVALID, "%s: no checkpoint to start from (--from)", nc_stage_name(o->stage));
     NC_TRY(nc_model_ckpt_load(o->init_dir, -1, &r->spec, r->sess, NULL, NULL));
   }
+  if (o->precision) NC_TRY(nc_spec_set_precision(&r->spec, o->precision, "--precision"));
   if (!o->tokenizer_path) return nc_errorf(NC_E_INVALID, "no tokenizer (--tokenizer)");
   NC_TRY(nc_tok_load(o->tokenizer_path, &r->tok));
   int64_t V = (int64_t)nc_tok_vocab_size(r->tok);
@@ -506,8 +509,14 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     }
     r->step = resume_from;
   }
-  nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = o->device, .B = r->h.device_batch, .T = r->h.seq,
-                        .grad_accum = r->h.grad_accum, .dist = o->dist};
+  r->dev = o->device;  // data parallel: `opencl` / `opencl:gpu` become this rank's GPU
+  char note[256];
+  NC_TRY(nc_dist_pick_device(o->dist, &r->dev, note, sizeof note));
+  if (note[0] && !o->quiet) fprintf(stderr, "%s: %s\n", nc_stage_name(o->stage), note);
+  // NC_DP_OVERLAP=0: reduce the gradients only after the backward pass (docs/distributed.md)
+  const char *ov = getenv("NC_DP_OVERLAP");
+  nc_trainer_opts to = {.spec = &r->spec, .oc = r->oc, .device = r->dev, .B = r->h.device_batch, .T = r->h.seq,
+                        .grad_accum = r->h.grad_accum, .dist = o->dist, .no_overlap = ov && !strcmp(ov, "0")};
   NC_TRY(nc_trainer_open(&to, r->sess, &r->tr));
   if (!fresh) NC_TRY(nc_trainer_load_optim(r->tr, o->out_dir, resume_from));  // data parallel: this rank's shard
   NC_TRY(nc_checkpoint_mkdir(o->out_dir));
@@ -518,7 +527,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
           "compiled in %.1f s on %s%s\n",
           nc_stage_name(o->stage), r->spec.name, (long long)nc_sched_scaling_params(&r->spec), (long long)r->h.steps,
           (long long)r->h.batch_tokens, (long long)r->h.device_batch, (long long)r->h.seq, (long long)r->h.grad_accum, r->h.tokens,
-          r->h.flops, nc_trainer_compile_seconds(r->tr), nc_device_name(&o->device), fresh ? "" : " (resumed)");
+          r->h.flops, nc_trainer_compile_seconds(r->tr), nc_device_name(&r->dev), fresh ? "" : " (resumed)");
   if (lead && o->dist && o->dist->world > 1)
     fprintf(stderr, "%s: data parallel over %d ranks: %lld micro-steps per rank and step\n", nc_stage_name(o->stage), o->dist->world,
             (long long)r->h.grad_accum);
@@ -611,9 +620,11 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   if (o->dist && o->dist->world > 1) {  // where each rank's step time went (docs/distributed.md)
     nc_trainer_dp_stats ds;
     nc_trainer_dp_stats_get(r->tr, &ds);
-    fprintf(stderr, "%s: rank %d: %lld steps: compute %.2f s, copies %.2f s, optimizer %.2f s, waiting on MPI %.2f s (%lld collectives)\n",
-            nc_stage_name(o->stage), o->dist->rank, (long long)ds.steps, ds.compute_s, ds.pack_s, ds.apply_s, ds.wait_s,
-            (long long)ds.collectives);
+    fprintf(stderr,
+            "%s: rank %d: %lld steps: compute %.2f s, copies %.2f s (%.2f s during backward), optimizer %.2f s, waiting on MPI %.2f s "
+            "(%lld collectives, %lld gradient buckets issued during backward)\n",
+            nc_stage_name(o->stage), o->dist->rank, (long long)ds.steps, ds.compute_s, ds.pack_s, ds.hook_s, ds.apply_s, ds.wait_s,
+            (long long)ds.collectives, (long long)ds.early);
   }
   if (!lead) {  // the lead rank evaluates, samples and saves; the others wait for it
     res->steps = r->step;

@@ -49,6 +49,7 @@ typedef struct {
                                // the first 3 steps (the horizon is then fixed and saved for resumes)
   int64_t stop_after;          // > 0: stop (without the final save) after this step: for tests of resume
   nc_device device;
+  const char *precision;       // "fp32" | "bf16" (--precision): overrides the spec's / checkpoint's <precision>; NULL: keep it
   const nc_dist *dist;         // data-parallel ranks (NULL: one process); rank 0 evaluates, samples and saves
   uint64_t seed;               // init seed (base) and SFT shuffle seed
   bool skip_bad;

@@ -16,12 +16,13 @@
 #define NC_TR_SMALL 1024
 #define NC_TR_BUCKET (INT64_C(1) << 22)
 
-// Data parallel: one nonblocking collective over a run of tensors with the
-// same owner, packed in flat[off .. off+n).
+// Data parallel: one nonblocking collective over tensors with the same
+// owner, packed in flat[off .. off+n).
 typedef struct {
   int root;          // owner rank; -1: replicated (all-reduced, everyone applies)
   int first, count;  // tensors order[first .. first+count)
   size_t off, n;
+  int32_t ready;     // the accumulate graph's kernel after which its last gradient is final
 } nc_tr_bucket;
 
 struct nc_trainer {
@@ -39,6 +40,13 @@ struct nc_trainer {
   nc_param_desc *state;  // dp: the optimizer state this rank holds
   int nstate;
   nc_trainer_dp_stats stats;  // dp
+  int64_t *numel;        // dp: per param
+  size_t *poff;          // dp: per param, its offset in flat
+  int *pbucket;          // dp: per param, its bucket
+  int *acc_out;          // dp: per output of the accumulate graph, its param (-1: another output)
+  int *left;             // dp overlap: per bucket, gradients not yet in flat this step
+  int issued;            // dp: buckets issued this step (they go in bucket order)
+  bool overlap;          // dp: buckets issued from the accumulate graph's run hook (backward)
   nc_param_desc *params;
   int nparams;
   int32_t *in, *tg;  // (B,T) micro-batch staging
@@ -84,48 +92,111 @@ static nc_status nc_tr_zero(nc_session *s, const char *name, const nc_param_desc
   return nc_session_put(s, name, &z);
 }
 
-// Data parallel: who owns which param, and the buckets of collectives:
-// first the replicated params, then each rank's params in turn, each run cut
-// at bucket_elems.
+// Data parallel: who owns which param (nc_dist_partition), and the buffers
+// of the collectives. The buckets come once the accumulate graph exists
+// (nc_tr_buckets).
 static nc_status nc_tr_plan(nc_trainer *t) {
   int n = t->nparams, W = t->o.dist->world;
-  int64_t cap = t->o.bucket_elems, total = 0;
-  int64_t *numel = malloc(sizeof(int64_t) * (size_t)n);
+  int64_t total = 0;
+  t->numel = malloc(sizeof(int64_t) * (size_t)n);
   t->owner = malloc(sizeof(int) * (size_t)n);
   t->order = malloc(sizeof(int) * (size_t)n);
   t->buckets = calloc((size_t)n, sizeof *t->buckets);  // at most one per tensor
-  if (!numel || !t->owner || !t->order || !t->buckets) {
-    free(numel);
+  t->poff = malloc(sizeof(size_t) * (size_t)n);
+  t->pbucket = malloc(sizeof(int) * (size_t)n);
+  t->left = malloc(sizeof(int) * (size_t)n);
+  if (!t->numel || !t->owner || !t->order || !t->buckets || !t->poff || !t->pbucket || !t->left)
     return nc_errorf(NC_E_NOMEM, "trainer: out of memory for the sharding plan");
-  }
   for (int i = 0; i < n; i++) {
-    numel[i] = t->params[i].rank == 2 ? t->params[i].shape[0] * t->params[i].shape[1] : t->params[i].shape[0];
-    total += numel[i];
-    if (numel[i] > INT_MAX) {
-      long long big = (long long)numel[i];
-      free(numel);
-      return nc_errorf(NC_E_UNSUPPORTED, "trainer: param '%s' has %lld elements, more than one MPI collective carries", t->params[i].name, big);
-    }
+    t->numel[i] = t->params[i].rank == 2 ? t->params[i].shape[0] * t->params[i].shape[1] : t->params[i].shape[0];
+    total += t->numel[i];
+    if (t->numel[i] > INT_MAX)
+      return nc_errorf(NC_E_UNSUPPORTED, "trainer: param '%s' has %lld elements, more than one MPI collective carries", t->params[i].name,
+                       (long long)t->numel[i]);
   }
+  NC_TRY(nc_dist_partition(t->numel, n, W, NC_TR_SMALL, t->owner));
+  if (!(t->flat = malloc(sizeof(float) * (size_t)(total > 0 ? total : 1))))
+    return nc_errorf(NC_E_NOMEM, "trainer: out of memory for %lld gradient elements", (long long)total);
+  return NC_OK;
+}
+
+// Data parallel: the buckets, in the order the backward pass finishes their
+// gradients. ready[i] = the accumulate graph's kernel after which gradient
+// new.acc.<param i> is final (devices without run hooks: the reverse param
+// order, as backward ends with the first layers); rank 0's values are
+// broadcast, so every rank builds the same buckets even if its plan differs.
+// Each owner (and the replicated params) fills its own open bucket in ready
+// order, closed at bucket_elems; buckets go in the order of their last
+// gradient, their tensors laid out in flat one bucket after the other.
+static nc_status nc_tr_buckets(nc_trainer *t) {
+  int n = t->nparams, W = t->o.dist->world;
+  int64_t cap = t->o.bucket_elems, total = 0;
+  for (int i = 0; i < n; i++) total += t->numel[i];
   if (cap <= 0) cap = total / 16 < 4096 ? 4096 : total / 16 > NC_TR_BUCKET ? NC_TR_BUCKET : total / 16;  // ~16 buckets
-  nc_status st = nc_dist_partition(numel, n, W, NC_TR_SMALL, t->owner);
-  int k = 0;
-  size_t off = 0;
-  for (int r = -1; r < W && !st; r++) {
-    nc_tr_bucket *b = NULL;
-    for (int i = 0; i < n; i++) {
-      if (t->owner[i] != r) continue;
-      if (!b || (int64_t)(b->n + (size_t)numel[i]) > cap) {
-        b = &t->buckets[t->nbuckets++];
-        b->root = r, b->first = k, b->count = 0, b->off = off, b->n = 0;
-      }
-      t->order[k++] = i;
-      b->count++, b->n += (size_t)numel[i], off += (size_t)numel[i];
-    }
+  const nc_graph *ga = nc_exec_graph(t->x_acc);
+  int nout = nc_graph_noutputs(ga);
+  int32_t *ready = malloc(sizeof(int32_t) * (size_t)n);
+  int *sorted = malloc(sizeof(int) * (size_t)n), *open = malloc(sizeof(int) * (size_t)(W + 1)), *perm = malloc(sizeof(int) * (size_t)n);
+  int64_t *fill = calloc((size_t)n, sizeof *fill);
+  t->acc_out = malloc(sizeof(int) * (size_t)(nout > 0 ? nout : 1));
+  nc_status st = ready && sorted && open && perm && fill && t->acc_out ? NC_OK : nc_errorf(NC_E_NOMEM, "trainer: out of memory for the buckets");
+  bool hooks = !st && nc_exec_output_kernel(t->x_acc, 0) != -2;
+  for (int i = 0; i < n && !st; i++) ready[i] = hooks ? -1 : n - 1 - i;
+  for (int k = 0; k < nout && !st; k++) {
+    const char *name = nc_graph_output_name(ga, k);
+    t->acc_out[k] = strncmp(name, "new.acc.", 8) ? -1 : nc_tr_index(t, name + 8);
+    if (hooks && t->acc_out[k] >= 0) ready[t->acc_out[k]] = nc_exec_output_kernel(t->x_acc, k);
   }
-  free(numel);
-  if (!st && !(t->flat = malloc(sizeof(float) * (size_t)(total > 0 ? total : 1))))
-    st = nc_errorf(NC_E_NOMEM, "trainer: out of memory for %lld gradient elements", (long long)total);
+  if (!st) st = nc_dist_bcast_i32(t->o.dist, ready, (size_t)n, 0);
+  if (!st) {
+    for (int i = 0; i < n; i++) sorted[i] = i;
+    for (int i = 1; i < n; i++)  // by ready kernel, then index (insertion sort: ~100 params)
+      for (int j = i; j > 0 && (ready[sorted[j]] < ready[sorted[j - 1]] || (ready[sorted[j]] == ready[sorted[j - 1]] && sorted[j] < sorted[j - 1])); j--) {
+        int x = sorted[j];
+        sorted[j] = sorted[j - 1], sorted[j - 1] = x;
+      }
+    for (int r = 0; r <= W; r++) open[r] = -1;
+    t->nbuckets = 0;
+    for (int j = 0; j < n; j++) {
+      int i = sorted[j], r = t->owner[i] + 1, b = open[r];
+      if (b < 0 || fill[b] + t->numel[i] > cap) {
+        b = open[r] = t->nbuckets++;
+        t->buckets[b] = (nc_tr_bucket){.root = t->owner[i]};
+      }
+      fill[b] += t->numel[i];
+      t->buckets[b].ready = ready[i];
+      t->pbucket[i] = b;
+    }
+    // bucket order: by the ready kernel of their last gradient (then creation)
+    for (int b = 0; b < t->nbuckets; b++) perm[b] = b;
+    for (int b = 1; b < t->nbuckets; b++)
+      for (int j = b; j > 0 && t->buckets[perm[j]].ready < t->buckets[perm[j - 1]].ready; j--) {
+        int x = perm[j];
+        perm[j] = perm[j - 1], perm[j - 1] = x;
+      }
+    nc_tr_bucket *nb = calloc((size_t)(t->nbuckets > 0 ? t->nbuckets : 1), sizeof *nb);
+    int *rank_of = malloc(sizeof(int) * (size_t)(t->nbuckets > 0 ? t->nbuckets : 1));
+    if (!nb || !rank_of) st = nc_errorf(NC_E_NOMEM, "trainer: out of memory for the buckets");
+    int k = 0;
+    size_t off = 0;
+    for (int q = 0; q < t->nbuckets && !st; q++) {
+      int b = perm[q];
+      rank_of[b] = q;
+      nb[q] = t->buckets[b];
+      nb[q].first = k, nb[q].count = 0, nb[q].off = off, nb[q].n = 0;
+      for (int j = 0; j < n; j++) {
+        int i = sorted[j];
+        if (t->pbucket[i] != b) continue;
+        t->order[k++] = i;
+        t->poff[i] = off;
+        nb[q].count++, nb[q].n += (size_t)t->numel[i], off += (size_t)t->numel[i];
+      }
+    }
+    for (int i = 0; i < n && !st; i++) t->pbucket[i] = rank_of[t->pbucket[i]];
+    if (!st) memcpy(t->buckets, nb, sizeof *nb * (size_t)t->nbuckets);
+    free(nb), free(rank_of);
+  }
+  free(ready), free(sorted), free(open), free(perm), free(fill);
   if (!st) st = nc_dist_reqs_new(t->nbuckets + 1, &t->reqs);
   return st;
 }
@@ -176,6 +247,8 @@ nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer
       st = nc_tr_zero(sess, name, &t->params[i], false);
     }
   }
+  if (!st && t->dp) st = nc_tr_buckets(t);  // in the order backward finishes the gradients
+  if (!st && t->dp) t->overlap = !o->no_overlap && nc_exec_output_kernel(t->x_acc, 0) != -2;
   nc_gpt_opts lo = {.with_loss = true};
   if (!st) st = nc_gpt_build(o->spec, &lo, &t->g_loss);
   if (!st) st = nc_exec_new(t->g_loss, &o->device, &t->x_loss);
@@ -199,6 +272,7 @@ void nc_trainer_free(nc_trainer *t) {
   free(t->params);
   free(t->flat);
   free(t->owner), free(t->order), free(t->buckets), free(t->state);
+  free(t->numel), free(t->poff), free(t->pbucket), free(t->acc_out), free(t->left);
   nc_dist_reqs_free(t->reqs);
   free(t->in);
   free(t->tg);
@@ -227,6 +301,7 @@ static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *pr
     if (to_flat) memcpy(t->flat + off, x->data, n * sizeof(float));
     else memcpy(x->data, t->flat + off, n * sizeof(float));
     off += n;
+    NC_TRY(nc_dist_progress(t->reqs, NULL));  // the collectives in flight move between copies (and device reads)
   }
   t->stats.pack_s += nc_tr_now() - t0;
   return NC_OK;
@@ -239,37 +314,50 @@ static nc_status nc_tr_wait(nc_trainer *t, int *slot) {
   return st;
 }
 
-static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
-                                     const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss) {
+// Starts bucket b's reduction (its gradients are in flat): to its owner, or
+// to every rank when replicated.
+static nc_status nc_tr_issue(nc_trainer *t, int b) {
+  const nc_tr_bucket *bk = &t->buckets[b];
+  float *buf = t->flat + bk->off;
   const nc_dist *d = t->o.dist;
-  int64_t K = t->o.grad_accum, M = K * d->world;
-  char name[160];
-  for (int i = 0; i < t->nparams; i++) {
-    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
-    NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
+  t->stats.collectives++;
+  return bk->root < 0 ? nc_dist_iallreduce_f32(d, buf, bk->n, t->reqs, b) : nc_dist_ireduce_f32(d, buf, bk->n, bk->root, t->reqs, b);
+}
+
+// The accumulate graph's run hook during a rank's last micro-batch: each
+// final gradient goes to flat, and every bucket whose gradients are all
+// there is issued (in bucket order, the same on every rank); between kernels
+// the collectives in flight progress.
+static nc_status nc_tr_hook(void *ctx, int k, const nc_tensor *v) {
+  nc_trainer *t = ctx;
+  if (k < 0) return t->issued > 0 ? nc_dist_progress(t->reqs, NULL) : NC_OK;
+  int i = t->acc_out[k];
+  if (i < 0) return NC_OK;
+  double t0 = nc_tr_now();
+  if (!v->data || v->dtype != NC_F32 || nc_tensor_numel(v) != t->numel[i])
+    return nc_errorf(NC_E_INTERNAL, "data parallel: gradient of '%s' has the wrong shape", t->params[i].name);
+  memcpy(t->flat + t->poff[i], v->data, sizeof(float) * (size_t)t->numel[i]);
+  t->left[t->pbucket[i]]--;
+  nc_status st = NC_OK;
+  while (!st && t->issued < t->nbuckets && t->left[t->issued] == 0) {
+    st = nc_tr_issue(t, t->issued++);
+    if (!st) t->stats.early++;
   }
-  double sums[2] = {0, 0}, t0 = nc_tr_now();  // loss sum, micro-batches
-  for (int64_t m = 0; m < M; m++) {
-    NC_TRY(next(ctx, t->in, t->tg));  // every rank reads every micro-batch: the same stream everywhere
-    if (m % d->world != d->rank) continue;
-    NC_TRY(nc_tr_put_i32(t->sess, "tokens", t->in, t->o.B, t->o.T));
-    NC_TRY(nc_tr_put_i32(t->sess, "targets", t->tg, t->o.B, t->o.T));
-    NC_TRY(nc_session_run_exec(t->sess, t->x_acc));
-    sums[0] += nc_tr_scalar(t->sess, "loss"), sums[1] += 1;
-  }
-  t->stats.compute_s += nc_tr_now() - t0;
-  t->stats.steps++;
-  // 1. gradients: each bucket is reduced to its owner (all-reduced when
-  // replicated) as soon as it is packed; the next bucket is packed meanwhile.
-  // Any error below leaves collectives in flight: the caller ends the job.
-  for (int b = 0; b < t->nbuckets; b++) {
-    const nc_tr_bucket *bk = &t->buckets[b];
-    NC_TRY(nc_tr_pack(t, bk, "acc.", true));
-    float *buf = t->flat + bk->off;
-    NC_TRY(bk->root < 0 ? nc_dist_iallreduce_f32(d, buf, bk->n, t->reqs, b) : nc_dist_ireduce_f32(d, buf, bk->n, bk->root, t->reqs, b));
-  }
+  t->stats.pack_s += nc_tr_now() - t0;
+  t->stats.hook_s += nc_tr_now() - t0;
+  return st;
+}
+
+// After the gradients: the loss sums all-reduced, this rank's buckets
+// unpacked to grad.<param> as they complete, its optimizer graph with
+// grad_scale, then every owner broadcasts its updated params. Every bucket
+// has been issued. Any error leaves collectives in flight: the caller ends
+// the job.
+static nc_status nc_tr_dp_finish(nc_trainer *t, double sums[2], double gscale, const double lr[NC_GROUP_COUNT],
+                                 const double wd[NC_GROUP_COUNT], double momentum, int64_t step) {
+  const nc_dist *d = t->o.dist;
   NC_TRY(nc_dist_iallreduce_f64(d, sums, 2, t->reqs, t->nbuckets));
-  t->stats.collectives += t->nbuckets + 1;
+  t->stats.collectives++;
   // the buckets this rank applies are unpacked as they complete; reductions
   // rooted at other ranks may still be in flight while this rank applies
   int need = 1;  // the loss sums
@@ -282,10 +370,10 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     need -= mine;
     if (mine && k < t->nbuckets) NC_TRY(nc_tr_pack(t, &t->buckets[k], "grad.", false));
   }
-  // 2. this rank's optimizer graph: its own params and the replicated ones
+  // this rank's optimizer graph: its own params and the replicated ones
   if (t->x_step) {
     nc_train_scalar sc[NC_TRAIN_NSCALARS];
-    nc_train_scalars(&t->o.oc, lr, wd, momentum, step, 1.0 / (double)M, sc);
+    nc_train_scalars(&t->o.oc, lr, wd, momentum, step, gscale, sc);
     for (int i = 0; i < NC_TRAIN_NSCALARS; i++) NC_TRY(nc_session_put_scalar(t->sess, sc[i].name, sc[i].value));
     double ta = nc_tr_now();
     NC_TRY(nc_session_run_exec(t->sess, t->x_step));
@@ -296,7 +384,7 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     NC_TRY(nc_dist_waitall(t->reqs));
     t->stats.wait_s += nc_tr_now() - tw;
   }
-  // 3. every owner broadcasts its updated params, bucket by bucket
+  // every owner broadcasts its updated params, bucket by bucket
   for (int b = 0; b < t->nbuckets; b++) {
     const nc_tr_bucket *bk = &t->buckets[b];
     if (bk->root < 0) continue;
@@ -309,8 +397,89 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     if (k < 0) break;
     if (t->buckets[k].root != d->rank) NC_TRY(nc_tr_pack(t, &t->buckets[k], "", false));
   }
+  return NC_OK;
+}
+
+static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, const double lr[NC_GROUP_COUNT],
+                                     const double wd[NC_GROUP_COUNT], double momentum, int64_t step, double *loss) {
+  const nc_dist *d = t->o.dist;
+  int64_t K = t->o.grad_accum, M = K * d->world, last = (K - 1) * d->world + d->rank;  // this rank's last micro-batch
+  char name[160];
+  for (int i = 0; i < t->nparams; i++) {
+    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+    NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
+  }
+  t->issued = 0;
+  for (int b = 0; b < t->nbuckets; b++) t->left[b] = t->buckets[b].count;
+  double sums[2] = {0, 0}, t0 = nc_tr_now(), hook0 = t->stats.hook_s;  // loss sum, micro-batches
+  for (int64_t m = 0; m < M; m++) {
+    NC_TRY(next(ctx, t->in, t->tg));  // every rank reads every micro-batch: the same stream everywhere
+    if (m % d->world != d->rank) continue;
+    NC_TRY(nc_tr_put_i32(t->sess, "tokens", t->in, t->o.B, t->o.T));
+    NC_TRY(nc_tr_put_i32(t->sess, "targets", t->tg, t->o.B, t->o.T));
+    bool hook = t->overlap && m == last;  // 1. gradients: reduced while backward still runs
+    if (hook) NC_TRY(nc_exec_set_hook(t->x_acc, nc_tr_hook, t));
+    nc_status st = nc_session_run_exec(t->sess, t->x_acc);
+    if (hook) nc_status_free(nc_exec_set_hook(t->x_acc, NULL, NULL));
+    NC_TRY(st);
+    sums[0] += nc_tr_scalar(t->sess, "loss"), sums[1] += 1;
+  }
+  t->stats.compute_s += nc_tr_now() - t0 - (t->stats.hook_s - hook0);
+  t->stats.steps++;
+  // without the hook (or for gradients it did not see): each bucket packed
+  // and issued in turn, the next one packed while the last one travels
+  for (; t->issued < t->nbuckets; t->issued++) {
+    NC_TRY(nc_tr_pack(t, &t->buckets[t->issued], "acc.", true));
+    NC_TRY(nc_tr_issue(t, t->issued));
+  }
+  NC_TRY(nc_tr_dp_finish(t, sums, 1.0 / (double)M, lr, wd, momentum, step));
   *loss = sums[0] / sums[1];
   if (!isfinite(*loss)) return nc_errorf(NC_E_INVALID, "training diverged at step %lld: loss is %g", (long long)step, *loss);
+  return NC_OK;
+}
+
+// Data-parallel weighted step: this rank's sum_k w_k g_k (every batch through
+// the accumulate graph) into flat, summed over the ranks into the owners'
+// grad.<param>, applied with grad_scale 1. A step happens when some rank has
+// a nonzero weight (decided together).
+static nc_status nc_trainer_step_weighted_dp(nc_trainer *t, const nc_wbatch *b, int n, const double lr[NC_GROUP_COUNT],
+                                             const double wd[NC_GROUP_COUNT], double momentum, int64_t step) {
+  double nonzero = 0;
+  for (int k = 0; k < n; k++) nonzero += b[k].weight != 0;
+  NC_TRY(nc_dist_allreduce_f64(t->o.dist, &nonzero, 1));
+  if (nonzero == 0) return NC_OK;  // every weight of every rank is zero: no gradient, no step
+  size_t total = t->buckets[t->nbuckets - 1].off + t->buckets[t->nbuckets - 1].n;
+  memset(t->flat, 0, sizeof(float) * total);
+  char name[160];
+  double t0 = nc_tr_now();
+  for (int k = 0; k < n; k++) {
+    if (b[k].weight == 0) continue;
+    for (int i = 0; i < t->nparams; i++) {
+      snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+      NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
+    }
+    NC_TRY(nc_tr_put_i32(t->sess, "tokens", b[k].inputs, b[k].B, b[k].T));
+    NC_TRY(nc_tr_put_i32(t->sess, "targets", b[k].targets, b[k].B, b[k].T));
+    NC_TRY(nc_session_run_exec(t->sess, t->x_acc));
+    float w = (float)b[k].weight;
+    for (int i = 0; i < t->nparams; i++) {
+      snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+      const nc_tensor *g = nc_session_get(t->sess, name);
+      if (!g || !g->data || nc_tensor_numel(g) != t->numel[i]) return nc_errorf(NC_E_INTERNAL, "weighted step: '%s' is missing", name);
+      const float *gv = g->data;
+      float *dst = t->flat + t->poff[i];
+      for (int64_t j = 0; j < t->numel[i]; j++) dst[j] += w * gv[j];
+    }
+  }
+  t->stats.compute_s += nc_tr_now() - t0;
+  t->stats.steps++;
+  for (t->issued = 0; t->issued < t->nbuckets; t->issued++) NC_TRY(nc_tr_issue(t, t->issued));
+  double sums[2] = {0, 0};
+  NC_TRY(nc_tr_dp_finish(t, sums, 1.0, lr, wd, momentum, step));
+  for (int i = 0; i < t->nparams; i++) {  // the accumulators start from zero again
+    snprintf(name, sizeof name, "acc.%s", t->params[i].name);
+    NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
+  }
   return NC_OK;
 }
 
@@ -356,7 +525,7 @@ nc_status nc_trainer_step(nc_trainer *t, nc_batch_fn next, void *ctx, const doub
 
 nc_status nc_trainer_step_weighted(nc_trainer *t, const nc_wbatch *b, int n, const double lr[NC_GROUP_COUNT],
                                    const double wd[NC_GROUP_COUNT], double momentum, int64_t step) {
-  if (t->dp) return nc_errorf(NC_E_UNSUPPORTED, "weighted step: single process only (not data parallel over %d ranks)", t->o.dist->world);
+  if (t->dp) return nc_trainer_step_weighted_dp(t, b, n, lr, wd, momentum, step);
   if (!t->x_acc) return nc_errorf(NC_E_INTERNAL, "weighted step: the trainer has no accumulate graph (grad_accum < 2)");
   int last = -1;
   for (int k = 0; k < n; k++)

@@ -30,6 +30,8 @@ typedef struct {
   const nc_dist *dist;        // data parallel over MPI ranks (NULL or world 1: one process)
   int64_t bucket_elems;       // data parallel: most gradient/param elements per collective (a larger
                               // tensor goes alone); 0: 1/16 of all params, within 4K..4M
+  bool no_overlap;            // data parallel: reduce the gradients only after the backward pass (default:
+                              // each bucket as soon as backward has finished it, on devices with run hooks)
 } nc_trainer_opts;
 
 typedef struct nc_trainer nc_trainer;
@@ -85,7 +87,9 @@ typedef struct {
   double pack_s;      // copying gradients and params to and from the flat buffer
   double wait_s;      // blocked in collectives: communication not hidden behind other work
   double apply_s;     // its optimizer graph
+  double hook_s;      // of pack_s: copying gradients out of the backward pass as they became final (overlap)
   int64_t collectives, steps;
+  int64_t early;      // gradient reductions issued while the backward pass still ran (overlap)
 } nc_trainer_dp_stats;
 void nc_trainer_dp_stats_get(const nc_trainer *t, nc_trainer_dp_stats *out);
 

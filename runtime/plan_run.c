@@ -55,6 +55,32 @@ nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run,
 
 nc_status nc_plan_run_mem(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem, nc_kernel_runner run, void *ctx,
                           const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
+  return nc_plan_run_hooked(g, p, mem, run, ctx, NULL, feeds, nfeeds, outputs);
+}
+
+void nc_plan_output_kernels(const nc_graph *g, const nc_plan *p, int *out) {
+  for (int k = 0; k < nc_graph_noutputs(g); k++) {
+    nc_id id = nc_graph_output(g, k);
+    nc_id host = p->stored_by && id < p->nnodes && p->stored_by[id] != NC_NONE ? p->stored_by[id] : id;
+    out[k] = -1;
+    for (int q = 0; q < p->nkernels; q++)
+      if (p->kernels[q].node == host || p->kernels[q].node == id) out[k] = q;
+  }
+}
+
+// Calls the hook for the outputs that became final after kernel q (-1: before the first).
+static nc_status nc_plan_hook_fire(const nc_plan_hook *h, const int *when, int nout, int q, const nc_graph *g,
+                                   const nc_tensor **fed, const nc_tensor *vals) {
+  for (int k = 0; k < nout; k++) {
+    if (when[k] != q) continue;
+    nc_id id = nc_graph_output(g, k);
+    NC_TRY(h->fn(h->ctx, k, fed[id] ? fed[id] : &vals[id]));
+  }
+  return q >= 0 ? h->fn(h->ctx, -1, NULL) : NC_OK;
+}
+
+nc_status nc_plan_run_hooked(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem, nc_kernel_runner run, void *ctx,
+                             const nc_plan_hook *hook, const nc_feed *feeds, int nfeeds, nc_tensor *outputs) {
   uint32_t nn = nc_graph_nnodes(g);
   int nout = nc_graph_noutputs(g);
   for (int k = 0; k < nout; k++) memset(&outputs[k], 0, sizeof outputs[k]);
@@ -90,6 +116,11 @@ nc_status nc_plan_run_mem(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem,
       st = nc_tensor_alloc(&vals[i], nd->type.dtype, nd->type.rank, shape);
     }
   }
+  int *when = NULL;  // hook: per output, the kernel after which it is final
+  if (!st && hook && hook->fn) {
+    if (!(when = malloc(sizeof(int) * (size_t)(nout ? nout : 1)))) st = nc_errorf(NC_E_NOMEM, "out of memory");
+    else nc_plan_output_kernels(g, p, when), st = nc_plan_hook_fire(hook, when, nout, -1, g, fed, vals);
+  }
   for (int q = 0; q < p->nkernels && !st; q++) {
     const nc_plan_kernel *pk = &p->kernels[q];
     void *bufs[NC_KERNEL_MAX_BUFS];
@@ -104,7 +135,9 @@ nc_status nc_plan_run_mem(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem,
     }
     st = run(ctx, q, &pk->k, bufs, args);
     if (st) st = nc_status_prefix(st, "kernel %s: ", pk->k.name);
+    if (!st && when) st = nc_plan_hook_fire(hook, when, nout, q, g, fed, vals);
   }
+  free(when);
   for (int k = 0; k < nout && !st; k++) {
     nc_id id = nc_graph_output(g, k);
     st = nc_tensor_clone(&outputs[k], fed[id] ? fed[id] : &vals[id]);

@@ -29,4 +29,18 @@ nc_status nc_plan_run(const nc_graph *g, const nc_plan *p, nc_kernel_runner run,
 nc_status nc_plan_run_mem(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem, nc_kernel_runner run, void *ctx,
                           const nc_feed *feeds, int nfeeds, nc_tensor *outputs);
 
+// A progress hook (runtime/exec.h nc_exec_hook): fn(ctx, k, value) right after
+// the last kernel that writes output k (value: a view of it, valid during the
+// call; before the first kernel for outputs no kernel writes), and
+// fn(ctx, -1, NULL) after every kernel. An error from fn stops the run.
+typedef struct {
+  nc_status (*fn)(void *ctx, int output, const nc_tensor *value);
+  void *ctx;
+} nc_plan_hook;
+nc_status nc_plan_run_hooked(const nc_graph *g, const nc_plan *p, nc_plan_mem *mem, nc_kernel_runner run, void *ctx,
+                             const nc_plan_hook *hook, const nc_feed *feeds, int nfeeds, nc_tensor *outputs);
+// out[k] = the plan kernel after which output k of g holds its final value
+// (-1: none writes it, e.g. a leaf).
+void nc_plan_output_kernels(const nc_graph *g, const nc_plan *p, int *out);
+
 #endif

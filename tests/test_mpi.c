@@ -5,9 +5,11 @@
 // resume equal to the uninterrupted run, resumes with another world size
 // refused, and a killed rank: the job fails within a timeout and resumes from
 // its last checkpoint. The sharding plan is checked against hand-computed
-// owners. MPI runs are skipped when the build has no MPI or mpirun is
-// missing. (Open MPI's own allocations are not ours to sanitize:
-// NC_TEST_NO_ASAN.)
+// owners. Reductions issued during the backward pass give the same weights
+// as after it; `rl` and `eval base|chat` over 2 ranks give the numbers of 1
+// rank; `--device opencl` picks the local rank's GPU. MPI runs are skipped
+// when the build has no MPI or mpirun is missing. (Open MPI's own
+// allocations are not ours to sanitize: NC_TEST_NO_ASAN.)
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <jansson.h>
@@ -24,6 +26,7 @@
 #include "models/train.h"
 #include "pipeline/dist.h"
 #include "tests/support/corpus_util.h"
+#include "runtime/ocl_device.h"
 #include "runtime/checkpoint.h"
 #include "runtime/session.h"
 
@@ -453,4 +456,283 @@ Test(mpi, apply_graph_of_a_param_subset) {
   free(ps), free(sd);
   nc_session_free(s1), nc_session_free(s2);
   nc_graph_free(gall), nc_graph_free(gsub);
+}
+
+// ---- overlap of the gradient reductions with the backward pass ---------------------
+
+// The same 2-rank run with the reductions issued from the backward pass (the
+// default) and after it (NC_DP_OVERLAP=0): identical buckets and
+// collectives, so identical weights, and the overlapped run did issue
+// buckets while backward ran.
+Test(mpi, overlapped_reductions_equal_the_plain_ones) {
+  if (!have_mpi()) return;
+  make_data();
+  char c[4096], e[4200];
+  train_cmd(c, sizeof c, 2, "ovl", 4, "--total-batch-size 256");  // 2 micro-steps per rank: the hook runs on the second
+  cr_assert_eq(sh(c), 0, "%s", out);
+  const char *st = strstr(out, "gradient buckets issued during backward");
+  cr_assert(st, "%s", out);
+  const char *p = st;
+  while (p > out && p[-1] != ',') p--;  // "..., N gradient buckets issued during backward"
+  cr_assert_gt(atol(p + 1), 0, "no bucket was issued during backward: %s", out);
+  snprintf(e, sizeof e, "NC_DP_OVERLAP=0 %s", c);
+  char *run = strstr(e, "--out ") + 6;
+  cr_assert(run);
+  char *slash = strstr(run, "/ovl");
+  memcpy(slash, "/pln", 4);  // the same command into tmp/pln
+  cr_assert_eq(sh(e), 0, "%s", out);
+  cr_assert(strstr(out, ", 0 gradient buckets issued during backward"), "%s", out);
+  same_losses("ovl", "pln", 4, 4);
+  same_model("ovl", "pln", 4, 1e-7);
+}
+
+// ---- rl over ranks ----------------------------------------------------------------
+
+// A tiny model that has seen "#### 1" and "#### 2" a lot, so sampled answers
+// are sometimes right and sometimes wrong (nonzero advantages), and
+// questions whose answers are 1 or 2: `rl` over 2 ranks (each samples every
+// other question of a step) equals 1 rank: the same rewards, pass@k and,
+// up to float reassociation, final weights.
+Test(mpi, rl_two_ranks_equal_one_rank) {
+  if (!have_mpi()) return;
+  make_spec();
+  char path[512], c[4096];
+  snprintf(path, sizeof path, "%s/train.txt", tmp);
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  unsigned x = 7;
+  for (int d = 0; d < 200; d++) {
+    for (int k = 0; k < 8; k++) x = x * 1103515245u + 12345u, fprintf(f, "%s#### %d", k ? " " : "", 1 + (int)((x >> 16) % 2));
+    fputs("\n\n", f);
+  }
+  fclose(f);
+  snprintf(c, sizeof c, "cp %s/train.txt %s/val.txt && mkdir -p %s/tok && %s/cli/nanochat tok train -q -i %s/train.txt --vocab-size 300 -o %s/tok/t.tiktoken",
+           tmp, tmp, tmp, getenv("NC_BUILD_DIR"), tmp, tmp);
+  cr_assert_eq(sh(c), 0, "%s", out);
+  train_cmd(c, sizeof c, 1, "base", 150, "--unembedding-lr 0.05 --matrix-lr 0.05");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  char base[1024];
+  run_dir(base, sizeof base, "base");
+  snprintf(c, sizeof c, "cp %s/tok/t.tiktoken %s/tokenizer.tiktoken", tmp, base);
+  cr_assert_eq(sh(c), 0, "%s", out);
+  snprintf(path, sizeof path, "%s/q.jsonl", tmp);
+  f = fopen(path, "w");
+  cr_assert(f);
+  for (int i = 0; i < 8; i++)
+    fprintf(f, "{\"messages\": [{\"role\": \"user\", \"content\": \"q%d\"}, {\"role\": \"assistant\", \"content\": \"#### %d\"}]}\n", i, 1 + i % 2);
+  fclose(f);
+  static char logs[2][8192];  // the "rl step" lines (rewards, pass@k) without their times
+  for (int np = 1; np <= 2; np++) {
+    snprintf(c, sizeof c,
+             "%s%s/cli/nanochat rl --data %s/q.jsonl --from %s --out %s/rl%d --model-tag t --num-iterations 3 --examples-per-step 4 "
+             "--samples 4 --max-new-tokens 6 --eval-every 1 --eval-examples 3 --eval-k 2 --save-every 0 --device interp --lr-frac 0.1",
+             np > 1 ? "timeout 300 mpirun -np 2 " : "", getenv("NC_BUILD_DIR"), tmp, base, tmp, np);
+    cr_assert_eq(sh(c), 0, "%s", out);
+    char *lg = logs[np - 1];
+    lg[0] = 0;
+    for (const char *l = strstr(out, "rl step "); l; l = strstr(l + 1, "\nrl step ")) {
+      if (*l == '\n') l++;
+      size_t n = strcspn(l, "\n"), cut = n;
+      const char *bar = memchr(l, '|', n);
+      if (bar && (bar = memchr(bar + 1, '|', (size_t)(l + n - bar - 1)))) cut = (size_t)(bar - l);  // drop "| 0.1 s"
+      snprintf(lg + strlen(lg), 8192 - strlen(lg), "%.*s\n", (int)cut, l);
+    }
+  }
+  cr_assert(strstr(out, "data parallel: each rank samples every world-th question"), "%s", out);
+  cr_assert_str_eq(logs[0], logs[1], "1 rank:\n%s2 ranks:\n%s", logs[0], logs[1]);
+  // the steps had something to learn from: some answers right, some wrong
+  const char *s1 = strstr(logs[0], "rl step 1/3 | mean reward ");
+  cr_assert(s1, "%s", logs[0]);
+  double r1 = atof(s1 + strlen("rl step 1/3 | mean reward "));
+  cr_assert(r1 > 0 && r1 < 1, "step 1 rewards are all %g: no advantage to learn from\n%s", r1, logs[0]);
+  // matrices and embeddings (Muon, or AdamW on many elements) within 1e-3; the
+  // scalars (AdamW on a handful of elements) looser: Adam's first steps are
+  // about lr x sign(g), and a scalar's gradient summed from advantages of both
+  // signs can nearly cancel, so reassociation moves its update visibly
+  char d1[1024], d2[1024];
+  run_dir(d1, sizeof d1, "rl1/chatrl_checkpoints"), run_dir(d2, sizeof d2, "rl2/chatrl_checkpoints");
+  nc_tensor_list m1, m2;
+  nc_tensor_list_init(&m1), nc_tensor_list_init(&m2);
+  cr_assert(!nc_checkpoint_load_model(d1, 3, &m1));
+  cr_assert(!nc_checkpoint_load_model(d2, 3, &m2));
+  cr_assert_eq(m1.len, m2.len);
+  for (size_t i = 0; i < m1.len; i++) {
+    double w = rel_diff(&m1.items[i].t, &m2.items[i].t), tol = nc_tensor_numel(&m1.items[i].t) < 16 ? 5e-2 : 1e-3;
+    cr_assert(w < tol, "%s: 1 and 2 ranks differ by up to %g (relative)", m1.items[i].name, w);
+  }
+  nc_tensor_list_free(&m1), nc_tensor_list_free(&m2);
+  // and the weights moved: the steps were real
+  nc_tensor_list a, b;
+  nc_tensor_list_init(&a), nc_tensor_list_init(&b);
+  cr_assert(!nc_checkpoint_load_model(d1, 3, &a));
+  cr_assert(!nc_checkpoint_load_model(base, 150, &b));
+  double moved = 0;
+  for (size_t i = 0; i < a.len; i++) moved = fmax(moved, rel_diff(&b.items[i].t, &a.items[i].t));
+  cr_assert(moved > 1e-4, "rl did not change the weights (%g)", moved);
+  nc_tensor_list_free(&a), nc_tensor_list_free(&b);
+}
+
+// ---- eval over ranks ----------------------------------------------------------------
+
+// `eval base` over 2 ranks (CORE's examples strided, the counts summed)
+// writes the same numbers as 1 rank. Skipped without the eval bundle.
+Test(mpi, eval_base_two_ranks_equal_one_rank) {
+  if (!have_mpi()) return;
+  const char *sh_dir = getenv("NC_SHARED_DIR");
+  char bundle[1024], c[4096], d[1024];
+  snprintf(bundle, sizeof bundle, "%s/data/eval/core", sh_dir && *sh_dir ? sh_dir : "../shared");
+  snprintf(c, sizeof c, "%s/core.yaml", bundle);
+  if (access(c, R_OK) != 0) {
+    cr_log_warn("no eval bundle at %s: skipped", bundle);
+    return;
+  }
+  make_data();
+  train_cmd(c, sizeof c, 1, "base", 4, "");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  run_dir(d, sizeof d, "base");
+  json_t *j[2];
+  for (int np = 1; np <= 2; np++) {
+    snprintf(c, sizeof c,
+             "mkdir -p %s/ev%d && %s%s/cli/nanochat eval base --ckpt %s --tokenizer %s/tok/t.tiktoken --bundle %s "
+             "--tasks copa,winograd,lambada_openai --max-per-task 7 --device interp --out %s/ev%d",
+             tmp, np, np > 1 ? "timeout 300 mpirun -np 2 " : "", getenv("NC_BUILD_DIR"), d, tmp, bundle, tmp, np);
+    cr_assert_eq(sh(c), 0, "%s", out);
+    char jp[1100];
+    snprintf(jp, sizeof jp, "%s/ev%d/eval_base.json", tmp, np);
+    cr_assert((j[np - 1] = json_load_file(jp, 0, NULL)), "%s", jp);
+  }
+  cr_assert(strstr(out, "strided over the ranks"), "%s", out);
+  json_t *t1 = json_object_get(j[0], "tasks"), *t2 = json_object_get(j[1], "tasks");
+  cr_assert_eq(json_object_size(t1), 3);
+  const char *label;
+  json_t *v;
+  json_object_foreach(t1, label, v) {
+    json_t *w = json_object_get(t2, label);
+    cr_assert(w, "%s missing with 2 ranks", label);
+    cr_assert_eq(json_integer_value(json_object_get(v, "n")), 7, "%s", label);
+    cr_assert_eq(json_integer_value(json_object_get(w, "n")), 7, "%s: 2 ranks scored %lld examples", label,
+                 (long long)json_integer_value(json_object_get(w, "n")));
+    double a = json_number_value(json_object_get(v, "accuracy")), b = json_number_value(json_object_get(w, "accuracy"));
+    cr_assert_float_eq(a, b, 1e-12, "%s: accuracy %g (1 rank) vs %g (2 ranks)", label, a, b);
+  }
+  double c1 = json_number_value(json_object_get(j[0], "core")), c2 = json_number_value(json_object_get(j[1], "core"));
+  cr_assert_float_eq(c1, c2, 1e-12, "CORE %g vs %g", c1, c2);
+  json_decref(j[0]), json_decref(j[1]);
+  // splitting by hand and by mpirun at once is refused
+  snprintf(c, sizeof c, "timeout 300 mpirun -np 2 %s/cli/nanochat eval base --ckpt %s --tokenizer %s/tok/t.tiktoken --bundle %s --rank 0 --world 2",
+           getenv("NC_BUILD_DIR"), d, tmp, bundle);
+  cr_assert_neq(sh(c), 0, "%s", out);
+  cr_assert(strstr(out, "under mpirun"), "%s", out);
+}
+
+// `eval chat` over 2 ranks (problems strided, counts summed) writes the same
+// numbers as 1 rank: MMLU (categorical) and GSM8K (generative). Skipped
+// without the eval data.
+Test(mpi, eval_chat_two_ranks_equal_one_rank) {
+  if (!have_mpi()) return;
+  const char *sh_dir = getenv("NC_SHARED_DIR");
+  char data[1024], c[4096], d[1200];
+  snprintf(data, sizeof data, "%s/data/eval", sh_dir && *sh_dir ? sh_dir : "../shared");
+  snprintf(c, sizeof c, "%s/gsm8k/test.jsonl.gz", data);
+  snprintf(d, sizeof d, "%s/mmlu", data);
+  if (access(c, R_OK) != 0 || access(d, R_OK) != 0) {
+    cr_log_warn("no chat eval data under %s: skipped", data);
+    return;
+  }
+  make_data();
+  train_cmd(c, sizeof c, 1, "base", 4, "");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  run_dir(d, sizeof d, "base");
+  json_t *j[2];
+  for (int np = 1; np <= 2; np++) {
+    snprintf(c, sizeof c,
+             "mkdir -p %s/ec%d && %s%s/cli/nanochat eval chat --ckpt %s --tokenizer %s/tok/t.tiktoken --data %s --tasks MMLU,GSM8K "
+             "--max-per-task 5 -m 6 --device interp --out %s/ec%d",
+             tmp, np, np > 1 ? "timeout 300 mpirun -np 2 " : "", getenv("NC_BUILD_DIR"), d, tmp, data, tmp, np);
+    cr_assert_eq(sh(c), 0, "%s", out);
+    char jp[1100];
+    snprintf(jp, sizeof jp, "%s/ec%d/eval_chat.json", tmp, np);
+    cr_assert((j[np - 1] = json_load_file(jp, 0, NULL)), "%s", jp);
+  }
+  json_t *t1 = json_object_get(j[0], "tasks"), *t2 = json_object_get(j[1], "tasks");
+  const char *task[] = {"MMLU", "GSM8K"};
+  for (int k = 0; k < 2; k++) {
+    json_t *v = json_object_get(t1, task[k]), *w = json_object_get(t2, task[k]);
+    cr_assert(v && w, "%s missing", task[k]);
+    cr_assert_eq(json_integer_value(json_object_get(v, "n")), 5, "%s", task[k]);
+    cr_assert_eq(json_integer_value(json_object_get(w, "n")), 5, "%s: 2 ranks scored %lld problems", task[k],
+                 (long long)json_integer_value(json_object_get(w, "n")));
+    double a = json_number_value(json_object_get(v, "accuracy")), b = json_number_value(json_object_get(w, "accuracy"));
+    cr_assert_float_eq(a, b, 1e-12, "%s: accuracy %g (1 rank) vs %g (2 ranks)", task[k], a, b);
+  }
+  double c1 = json_number_value(json_object_get(j[0], "chatcore")), c2 = json_number_value(json_object_get(j[1], "chatcore"));
+  cr_assert_float_eq(c1, c2, 1e-12, "ChatCORE %g vs %g", c1, c2);
+  json_decref(j[0]), json_decref(j[1]);
+  snprintf(c, sizeof c, "timeout 300 mpirun -np 2 %s/cli/nanochat eval chat --ckpt %s --tokenizer %s/tok/t.tiktoken --data %s --rank 1 --world 2",
+           getenv("NC_BUILD_DIR"), d, tmp, data);
+  cr_assert_neq(sh(c), 0, "%s", out);
+  cr_assert(strstr(out, "under mpirun"), "%s", out);
+}
+
+// ---- one GPU per rank ---------------------------------------------------------------------
+
+// nc_dist_pick_device: with more than one rank, `opencl` and `opencl:gpu`
+// become the GPU of the local rank (Open MPI's OMPI_COMM_WORLD_LOCAL_RANK);
+// explicit selectors, other devices and a world of one stay as given; no GPU
+// at all: `opencl` stays (the first device), `opencl:gpu` is an error naming
+// the rank. (A fake world: no MPI call is made when the launcher's local rank
+// variables are set.)
+Test(mpi, device_of_the_local_rank) {
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "1", 1);
+  setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1);
+  nc_dist two = {.rank = 3, .world = 4, .mpi = false}, one = {.rank = 0, .world = 1, .mpi = false};
+  int lr = -1, ls = -1;
+  cr_assert(!nc_dist_local(&two, &lr, &ls));
+  cr_assert(lr == 1 && ls == 2, "local rank %d of %d", lr, ls);
+  char note[256];
+  const char *keep[] = {"opencl:0", "opencl:pocl", "cpu", "interp"};
+  for (int i = 0; i < 4; i++) {
+    nc_device d;
+    cr_assert(!nc_device_parse(keep[i], &d));
+    nc_device before = d;
+    cr_assert(!nc_dist_pick_device(&two, &d, note, sizeof note));
+    cr_assert_str_eq(nc_device_name(&d), nc_device_name(&before), "%s became %s", keep[i], nc_device_name(&d));
+    cr_assert_str_eq(note, "");
+  }
+  nc_device d;
+  cr_assert(!nc_device_parse("opencl:gpu", &d));
+  cr_assert(!nc_dist_pick_device(&one, &d, note, sizeof note));  // one rank: as given
+  cr_assert_str_eq(d.select, "gpu");
+  // the GPUs of this machine, in `nanochat devices` order
+  int gpus[64], ngpu = 0;
+  for (int i = 0; i < 64; i++) {
+    char sel[16];
+    snprintf(sel, sizeof sel, "%d", i);
+    nc_ocl_device_desc dd;
+    nc_status st = nc_ocl_select(sel, &dd);
+    if (st) {
+      nc_status_free(st);
+      break;
+    }
+    if (dd.gpu) gpus[ngpu++] = i;
+  }
+  for (int k = 0; k < 2; k++) {
+    cr_assert(!nc_device_parse(k ? "opencl:gpu" : "opencl", &d));
+    nc_status st = nc_dist_pick_device(&two, &d, note, sizeof note);
+    if (ngpu) {  // local rank 1: the second GPU (or the only one)
+      cr_assert(!st, "%s", nc_status_msg(st));
+      char want[16];
+      snprintf(want, sizeof want, "%d", gpus[1 % ngpu]);
+      cr_assert_str_eq(d.select, want);
+      cr_assert(strstr(note, "rank 3 (local rank 1 of 2"), "%s", note);
+    } else if (k == 0) {  // no GPU: every rank on the first device
+      cr_assert(!st, "%s", nc_status_msg(st));
+      cr_assert_str_eq(d.select, "");
+    } else {
+      cr_assert(st && strstr(nc_status_msg(st), "rank 3") && strstr(nc_status_msg(st), "no OpenCL GPU"), "%s", st ? nc_status_msg(st) : "ok");
+      nc_status_free(st);
+    }
+  }
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
 }
