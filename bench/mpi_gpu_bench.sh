@@ -15,6 +15,9 @@
 #   bench/mpi_gpu_bench.sh [PACK]   PACK (default build-dist-gpu/pack): nanochat built with
 #                                   -DNC_WITH_LLVM=OFF against Open MPI (libmpi.so.40), lib/ and
 #                                   fallback/ with the shared libraries the GPU machine lacks.
+# MPI_BENCH_TOTAL=N instead fixes the tokens per optimizer step for both runs (the same training:
+# nanochat's d12 batch is 524288 = 32 micro-steps of 8 x 2048 on 1 rank, 16 per rank on 2), so the
+# per-step communication is amortized as it is in a real run.
 # Env: MPI_BENCH_DEVICE=opencl:gpu MPI_BENCH_SPEC=d12 MPI_BENCH_B=8 MPI_BENCH_T=2048 MPI_BENCH_ACCUM=8 MPI_BENCH_STEPS=3
 #      MPI_BENCH_PRECISION=bf16 (matmuls; fp32 for the portable GEMM) MPI_BENCH_TIMEOUT=240 (per run)
 set -u
@@ -23,6 +26,7 @@ export LD_LIBRARY_PATH=$PWD/$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 if ldd $P/nanochat | grep -q "libxml2.*not found"; then export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$PWD/$P/fallback; fi
 OUT=${OUT:-/tmp/mpi_gpu_bench_out}; mkdir -p "$OUT"
 SPEC=${MPI_BENCH_SPEC:-d12} B=${MPI_BENCH_B:-8} T=${MPI_BENCH_T:-2048} ACC=${MPI_BENCH_ACCUM:-8} STEPS=${MPI_BENCH_STEPS:-3}
+TOTAL=${MPI_BENCH_TOTAL:-0} ACCLABEL=$ACC
 PREC=${MPI_BENCH_PRECISION:-bf16} TMO=${MPI_BENCH_TIMEOUT:-240} DEV=${MPI_BENCH_DEVICE:-opencl:gpu}
 N=$PWD/$P/nanochat
 echo "== $(date -u +%FT%TZ) $(hostname); $(mpirun --version 2>&1 | head -1)"
@@ -47,8 +51,9 @@ echo "== OpenCL devices of processes that mpirun starts (\`nanochat devices\` ca
 timeout 60 mpirun -np 2 --bind-to none $N devices 2>&1 | grep -E "^opencl" | sort | uniq -c
 run() {  # label ranks
   local label=$1 np=$2 dir=$W/r$2
+  local total=$((B * T * ACC * np)); [ "$TOTAL" -gt 0 ] && total=$TOTAL
   local args="base-train --spec models/specs/$SPEC.xml --data $W/train.txt --val $W/val.txt --model-tag b --tokenizer $W/t.tiktoken
-    --num-iterations $STEPS --device-batch-size $B --seq $T --total-batch-size $((B * T * ACC * np)) --eval-every 0 --eval-batches 1
+    --num-iterations $STEPS --device-batch-size $B --seq $T --total-batch-size $total --eval-every 0 --eval-batches 1
     --device $DEV --out $dir --overwrite"
   local t0=$(date +%s)
   if [ $np = 1 ]; then timeout $TMO $N $args > $OUT/${SPEC}_rank$np.txt 2>&1
@@ -72,10 +77,15 @@ run() {  # label ranks
   [ $rc = 0 ] || tail -4 $OUT/${SPEC}_rank$np.txt
 }
 declare -A TPS
-echo "== $SPEC, ${B}x$T per micro-step, $ACC micro-steps per rank and step, $STEPS steps (tokens/s over steps 2..$STEPS), matmuls $PREC"
+if [ "$TOTAL" -gt 0 ]; then
+  echo "== $SPEC, ${B}x$T per micro-step, $TOTAL tokens per optimizer step for both runs ($((TOTAL / (B * T))) micro-steps on 1 rank, $((TOTAL / (B * T * 2))) per rank on 2), $STEPS steps (tokens/s over steps 2..$STEPS), matmuls $PREC"
+  ACCLABEL="$((TOTAL / (B * T))) (1 rank) / $((TOTAL / (B * T * 2))) (2 ranks)"
+else
+  echo "== $SPEC, ${B}x$T per micro-step, $ACC micro-steps per rank and step, $STEPS steps (tokens/s over steps 2..$STEPS), matmuls $PREC"
+fi
 run "1 rank (1 GPU)" 1
 run "2 ranks (2 GPUs)" 2
-python3 - "${TPS[1]}" "${TPS[2]}" "$SPEC" "$B" "$T" "$ACC" <<'EOF'
+python3 - "${TPS[1]}" "${TPS[2]}" "$SPEC" "$B" "$T" "$ACCLABEL" <<'EOF'
 import sys
 t1, t2 = float(sys.argv[1]), float(sys.argv[2])
 print(f"== result: {sys.argv[3]} {sys.argv[4]}x{sys.argv[5]} x{sys.argv[6]} per rank: 1 rank {t1:.0f} tokens/s, 2 ranks {t2:.0f} tokens/s, "

@@ -333,8 +333,15 @@ static void nc_run_fmt_time(char *out, size_t n, double s) {
   else snprintf(out, n, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
+// Peak FLOP/s for MFU: this development machine's measured fp32 peak (2 cores, docs/performance.md) on the
+// cpu device; unknown (0: MFU not reported) on other devices, whose peak depends on the card and precision.
+static double nc_run_peak(const nc_run *r) { return r->dev.kind == NC_DEV_CPU ? 234e9 : 0; }
+
 static void nc_run_progress(nc_run *r, double loss_debiased, double lrm, double dt, double fpt, double frac_done, bool tty) {
-  double tps = (double)r->h.batch_tokens / dt, mfu = tps * fpt / 234e9;
+  double tps = (double)r->h.batch_tokens / dt, peak = nc_run_peak(r), mfu = peak > 0 ? tps * fpt / peak : 0;
+  char mfus[32];
+  if (peak > 0) snprintf(mfus, sizeof mfus, "%.1f%%", 100 * mfu);
+  else snprintf(mfus, sizeof mfus, "--");
   double eta = frac_done > 0 ? r->train_seconds * (1 - frac_done) / frac_done : NAN;
   char e[32];
   nc_run_fmt_time(e, sizeof e, eta);
@@ -344,9 +351,9 @@ static void nc_run_progress(nc_run *r, double loss_debiased, double lrm, double 
   bar[width] = 0;
   bool line_due = !tty && (r->step % 10 == 0 || frac_done >= 1);
   if (tty || line_due)
-    fprintf(stderr, "%s%s step %lld/%lld [%s] %5.1f%% | loss %.4f | lrm %.2f | %.0f tok/s | MFU %.1f%% | ETA %s%s", tty ? "\r" : "",
+    fprintf(stderr, "%s%s step %lld/%lld [%s] %5.1f%% | loss %.4f | lrm %.2f | %.0f tok/s | MFU %s | ETA %s%s", tty ? "\r" : "",
             nc_stage_name(r->o->stage), (long long)r->step, (long long)r->h.steps, bar, 100 * frac_done, loss_debiased, lrm, tps,
-            100 * mfu, e, tty ? "\033[K" : "\n");
+            mfus, e, tty ? "\033[K" : "\n");
 }
 
 static nc_status nc_run_setup_data(nc_run *r) {
@@ -656,7 +663,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   res->seconds = r->train_seconds;
   double timed_tokens = (double)(r->step > 1 ? r->step - 1 : 1) * (double)r->h.batch_tokens;
   res->tokens_per_s = r->train_seconds > 0 ? timed_tokens / r->train_seconds : 0;
-  res->mfu = res->tokens_per_s * fpt / 234e9;
+  res->mfu = nc_run_peak(r) > 0 ? res->tokens_per_s * fpt / nc_run_peak(r) : 0;  // 0: peak unknown (not a cpu device)
   res->scaling_params = nc_sched_scaling_params(&r->spec);
   snprintf(res->spec_name, sizeof res->spec_name, "%s", r->spec.name);
   NC_TRY(nc_run_write_summary(r, res));
