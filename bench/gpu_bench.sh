@@ -87,7 +87,7 @@ if [ "${GPU_BENCH_RESIDENT_OFF:-1}" = 1 ]; then
   NC_OCL_RESIDENT=0 NC_OCL_MATMUL=bf16 timeout 120 /tmp/gb/cli/nanochat bench train --spec models/specs/d12.xml --batch 16 --seq 2048 \
     --steps $STEPS --device opencl:gpu 2>&1 | grep -E "^step [0-9.]* s median|rror"
 fi
-if [ -n "${GPU_BENCH_TUNE:-}" ] && /tmp/gb/cli/nanochat tune --help > /dev/null 2>&1; then
+if [ "${GPU_BENCH_TUNE:-0}" != 0 ] && /tmp/gb/cli/nanochat tune --help > /dev/null 2>&1; then
   echo "== nanochat tune d12 (bf16, 16 x 2048, budget ${GPU_BENCH_TUNE} s; its own database, after the runs above)"
   NC_TUNE_DB=/tmp/gb_tune.json timeout $((GPU_BENCH_TUNE + 120)) /tmp/gb/cli/nanochat tune models/specs/d12.xml --device opencl:gpu \
     --precision bf16 --batch 16 --seq 2048 --budget $GPU_BENCH_TUNE 2>&1 | tail -15
