@@ -48,20 +48,28 @@ nc_status nc_ocl_tc_check(const nc_ocl_knobs *k) {
   return NC_OK;
 }
 
-nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k) {
-  int v[7] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc, 0};
+// Parses 5 to 7 comma-separated integers in lo..4096 into v (items not given keep their value);
+// `what` and `want` name the setting and its items in the error messages.
+static nc_status nc_ocl_parse_ints(const char *s, int v[7], long lo, const char *what, const char *want) {
   const char *p = s;
   int n = 0;
   while (*p && n < 7) {
     char *end;
     long x = strtol(p, &end, 10);
-    if (end == p || x < 0 || x > 4096) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': item %d is not a number in 0..4096 (want BM,BN,WM,WN,BK[,MODE[,STAGES]])", s, n + 1);
+    if (end == p || x < lo || x > 4096)
+      return nc_errorf(NC_E_INVALID, "%s '%s': item %d is not a number in %ld..4096 (want %s)", what, s, n + 1, lo, want);
     v[n++] = (int)x;
     p = end;
     if (*p == ',') p++;
-    else if (*p) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': unexpected '%c' (want BM,BN,WM,WN,BK[,MODE[,STAGES]])", s, *p);
+    else if (*p) return nc_errorf(NC_E_INVALID, "%s '%s': unexpected '%c' (want %s)", what, s, *p, want);
   }
-  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "tensor-core knobs '%s': want 5 to 7 comma-separated numbers BM,BN,WM,WN,BK[,MODE[,STAGES]]", s);
+  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "%s '%s': want 5 to 7 comma-separated numbers %s", what, s, want);
+  return NC_OK;
+}
+
+nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k) {
+  int v[7] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc, 0};
+  NC_TRY(nc_ocl_parse_ints(s, v, 0, "tensor-core knobs", "BM,BN,WM,WN,BK[,MODE[,STAGES]]"));
   nc_ocl_knobs t = *k;
   t.tc_bm = v[0], t.tc_bn = v[1], t.tc_wm = v[2], t.tc_wn = v[3], t.tc_bk = v[4], t.gemm_tc = v[5], t.tc_stages = v[6];
   NC_TRY(nc_ocl_tc_check(&t));
@@ -86,18 +94,7 @@ nc_status nc_ocl_knobs_check(const nc_ocl_knobs *k) {
 
 nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k) {
   int v[7] = {k->gemm_tm, k->gemm_tn, k->gemm_tk, k->gemm_wm, k->gemm_wn, k->loop_wg, k->row_wg};
-  const char *p = s;
-  int n = 0;
-  while (*p && n < 7) {
-    char *end;
-    long x = strtol(p, &end, 10);
-    if (end == p || x < 1 || x > 4096) return nc_errorf(NC_E_INVALID, "OpenCL knobs '%s': item %d is not a number in 1..4096 (want TM,TN,TK,WM,WN[,WG[,RWG]])", s, n + 1);
-    v[n++] = (int)x;
-    p = end;
-    if (*p == ',') p++;
-    else if (*p) return nc_errorf(NC_E_INVALID, "OpenCL knobs '%s': unexpected '%c' (want TM,TN,TK,WM,WN[,WG[,RWG]])", s, *p);
-  }
-  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "OpenCL knobs '%s': want 5 to 7 comma-separated numbers TM,TN,TK,WM,WN[,WG[,RWG]]", s);
+  NC_TRY(nc_ocl_parse_ints(s, v, 1, "OpenCL knobs", "TM,TN,TK,WM,WN[,WG[,RWG]]"));
   nc_ocl_knobs t = *k;
   t.gemm_tm = v[0], t.gemm_tn = v[1], t.gemm_tk = v[2], t.gemm_wm = v[3], t.gemm_wn = v[4], t.loop_wg = v[5], t.row_wg = v[6];
   NC_TRY(nc_ocl_knobs_check(&t));
