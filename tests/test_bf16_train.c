@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/support/cli_util.h"
 #include "chat/model_io.h"
 #include "codegen/gemm_bf16.h"
 #include "codegen/jit.h"
@@ -628,17 +629,7 @@ Test(bf16, bf16_losses_track_fp32_on_cpu, .timeout = 300) {
 }
 
 // ---- the --precision flag ---------------------------------------------------------------
-static int run_cli(const char *args, char *out, size_t n) {
-  const char *bd = getenv("NC_BUILD_DIR"), *sd = getenv("NC_SOURCE_DIR");
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s/cli/nanochat' %s 2>&1", sd ? sd : ".", bd ? bd : ".", args);
-  FILE *p = popen(cmd, "r");
-  cr_assert_not_null(p);
-  size_t len = fread(out, 1, n - 1, p);
-  out[len] = 0;
-  int rc = pclose(p);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int run_cli(const char *args, char *out, size_t n) { return nc_test_cli(args, out, n); }
 
 Test(bf16, precision_flag_on_every_model_command_checks_its_value, .timeout = 120) {
   if (!getenv("NC_BUILD_DIR")) cr_skip_test("NC_BUILD_DIR not set (run through ctest)");

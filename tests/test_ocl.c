@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/support/cli_util.h"
 #include "codegen/ocl_emit.h"
 #include "ir/build.h"
 #include "chat/model_io.h"
@@ -668,17 +669,7 @@ Test(ocl, emitter_refuses_what_it_cannot_lower) {
 
 // ---- the CLI: `nanochat devices` and --device opencl on a command ------------------
 
-static int run_cli(const char *args, char *out, size_t n) {
-  const char *bd = getenv("NC_BUILD_DIR"), *sd = getenv("NC_SOURCE_DIR");
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s/cli/nanochat' %s 2>&1", sd ? sd : ".", bd ? bd : ".", args);
-  FILE *p = popen(cmd, "r");
-  cr_assert_not_null(p);
-  size_t len = fread(out, 1, n - 1, p);
-  out[len] = 0;
-  int rc = pclose(p);
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
+static int run_cli(const char *args, char *out, size_t n) { return nc_test_cli(args, out, n); }
 
 Test(ocl, cli_lists_devices_and_runs_a_training_step_on_opencl, .timeout = 300) {
   if (!getenv("NC_BUILD_DIR")) cr_skip_test("NC_BUILD_DIR not set (run through ctest)");

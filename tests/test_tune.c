@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/support/cli_util.h"
 #include "codegen/gemm.h"
 #include "codegen/host.h"
 #include "codegen/tune.h"
@@ -535,16 +536,11 @@ Test(tune, ocl_tuning_run_and_compile_pick_up_entries) {
 }
 
 // ---- the command line ------------------------------------------------------------------
+// `nanochat tune ARGS`
 static int run_cli(const char *args, char *out, size_t n) {
-  const char *sd = getenv("NC_SOURCE_DIR"), *bd = getenv("NC_BUILD_DIR");
-  char cmd[2048];
-  snprintf(cmd, sizeof cmd, "cd '%s' && '%s/cli/nanochat' tune %s 2>&1", sd ? sd : ".", bd ? bd : "build", args);
-  FILE *f = popen(cmd, "r");
-  cr_assert_not_null(f);
-  size_t len = fread(out, 1, n - 1, f);
-  out[len] = 0;
-  int status = pclose(f);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 255;
+  char a[1900];
+  snprintf(a, sizeof a, "tune %s", args);
+  return nc_test_cli(a, out, n);
 }
 
 Test(tune, cli_bad_input_gives_clear_errors) {
