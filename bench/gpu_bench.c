@@ -50,15 +50,18 @@ static int bench_cmp(const void *a, const void *b) {
 // uses (runtime/exec.c keeps only the patterns its emitter lowers).
 #define BENCH_OCL_PATTERNS_OK                                                                                    \
   (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
-   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP)
+   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION)
 static nc_status bench_run(nc_graph **g, const char *sel, bool bf16, unsigned patterns_off, const nc_feed *f, int nf, int reps, double *med,
                            nc_tensor *out, int nout, int *tc) {
   nc_pass_ctx ctx;
   nc_pass_ctx_init(&ctx);
   ctx.patterns_off = patterns_off | ~(unsigned)BENCH_OCL_PATTERNS_OK;
+  // flash attention as runtime/exec.c uses it on OpenCL, unless switched off
+  bool flash = !(ctx.patterns_off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION));
+  if (flash) ctx.patterns_force |= NC_PATTERN_FLASH_ATTENTION;
   const char *passes[] = {"decompose", "dce"};
   NC_TRY(nc_pass_run_pipeline(g, passes, 2, &ctx));
-  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off};
+  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = flash};
   nc_plan *p;
   NC_TRY(nc_plan_build(*g, &lo, &p));
   nc_ocl_opts oo = {.select = sel, .profile = true, .matmul_bf16 = bf16};
@@ -135,9 +138,10 @@ static nc_status bench_gemm(const char *label, int64_t M, int64_t N, int64_t K, 
   return st;
 }
 
-// Attention as the training step runs it at these lengths: the GEMM decomposition (scores,
-// masked softmax, probabilities @ V and their gradients; bmm through the GEMM template in
-// the --precision given), not the online-softmax loop pattern (short queries only).
+// Attention as the training step runs it on OpenCL: flash attention (codegen/ocl_attn.h;
+// tensor cores with --precision bf16 on NVIDIA), then for scale the GEMM decomposition
+// (scores, masked softmax, probabilities @ V and their gradients; bmm through the GEMM
+// template), which the step used before; the two results are compared.
 static nc_status bench_attn(int64_t B, int64_t T, int64_t H, int64_t D, const char *sel, bool bf16, int reps) {
   nc_graph *g = nc_graph_new("gpu_bench_attn");
   nc_dim d4[4] = {nc_dim_const(B), nc_dim_const(T), nc_dim_const(H), nc_dim_const(D)};
@@ -156,20 +160,42 @@ static nc_status bench_attn(int64_t B, int64_t T, int64_t H, int64_t D, const ch
     if (!st) bench_fill(&t[i], (uint64_t)i + 10, 1.0f);
   }
   double med = 0;
-  nc_tensor out[4];
-  if (!st) {
+  nc_tensor out[2][4];
+  const char *how[2] = {"flash attention", "GEMM decomposition"};
+  const char *old = getenv("GPU_BENCH_ATTN_OLD");  // 0: skip the decomposition
+  int runs = old && !strcmp(old, "0") ? 1 : 2;
+  for (int r = 0; r < runs && !st; r++) {
+    nc_graph *h = nc_graph_new_like(g);  // a fresh copy: bench_run lowers its graph in place
+    for (nc_id i = 0; h && i < nc_graph_nnodes(g); i++) {
+      nc_node_desc nd;
+      nc_node_desc_from(g, i, &nd);
+      nc_id id;
+      if (!st) st = nc_graph_add(h, &nd, &id);
+    }
+    for (int k = 0; h && k < nc_graph_noutputs(g) && !st; k++) st = nc_graph_set_output(h, nc_graph_output_name(g, k), nc_graph_output(g, k));
+    if (!h) st = nc_errorf(NC_E_NOMEM, "out of memory");
     nc_feed f[4] = {{"q", &t[0]}, {"k", &t[1]}, {"v", &t[2]}, {"dout", &t[3]}};
-    int tc;
-    st = bench_run(&g, sel, bf16, NC_PATTERN_ATTENTION, f, 4, reps, &med, out, 4, &tc);
-  }
-  if (!st) {
+    int tc = 0;
+    if (!st) st = bench_run(&h, sel, bf16, r ? NC_PATTERN_ATTENTION | NC_PATTERN_FLASH_ATTENTION : 0, f, 4, reps, &med, out[r], 4, &tc);
+    nc_graph_free(h);
+    if (st) break;
     // causal: 4 matmuls of (T x T x D) halved, forward 2 + backward 5 -> 7 * 2 * B*H*T*T*D / 2 flops (FA2 counting: fwd 2, bwd 5 -> 3.5 fwd)
     double fl = 3.5 * 4.0 * (double)B * (double)H * (double)T * (double)T * (double)D / 2.0;
-    printf("ours attention fwd+bwd B=%lld T=%lld H=%lld D=%lld causal, GEMM decomposition, %s bmm: %8.3f ms  %6.1f TFLOP/s\n", (long long)B,
-           (long long)T, (long long)H, (long long)D, bf16 ? "bf16" : "fp32", med * 1e3, fl / med * 1e-12);
+    printf("ours attention fwd+bwd B=%lld T=%lld H=%lld D=%lld causal, %s, %s: %8.3f ms  %6.1f TFLOP/s\n", (long long)B, (long long)T,
+           (long long)H, (long long)D, how[r], tc == 1 ? "bf16 tensor cores" : tc ? "bf16 emulated" : "fp32", med * 1e3, fl / med * 1e-12);
     fflush(stdout);
-    for (int i = 0; i < 4; i++) nc_tensor_free(&out[i]);
   }
+  if (!st && runs == 2) {  // flash vs the decomposition: max |diff| / max |ref| per output
+    const char *on[4] = {"y", "dq", "dk", "dv"};
+    for (int i = 0; i < 4; i++) {
+      const float *a = out[0][i].data, *b = out[1][i].data;
+      double md = 0, mr = 0;
+      for (int64_t j = 0; j < nc_tensor_numel(&out[0][i]); j++) md = fmax(md, fabs((double)a[j] - b[j])), mr = fmax(mr, fabs((double)b[j]));
+      printf("  %s: flash vs decomposition max|diff|/max|ref| = %.3g\n", on[i], mr > 0 ? md / mr : md);
+    }
+  }
+  for (int r = 0; r < runs && !st; r++)
+    for (int i = 0; i < 4; i++) nc_tensor_free(&out[r][i]);
   for (int i = 0; i < 4; i++) nc_tensor_free(&t[i]);
   nc_graph_free(g);
   return st;

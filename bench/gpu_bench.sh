@@ -9,11 +9,12 @@
 #                               gpu_bench, test_ocl_bf16 and lib/ (shared libraries
 #                               the GPU machine lacks), built with -DNC_WITH_LLVM=OFF
 #                               (bench/gpu_pack.sh assembles it).
-# Env: GPU_BENCH_TRAIN="d12:16,8:2048 d20:8,4:2048" (spec:batches:seq: ours tries the batches
-#      in turn until one fits; torch runs the same batch; 32 x 2048 does not fit ours: d12's arena
-#      alone is 115 GB, docs/performance.md), GPU_BENCH_STEPS=5, GPU_BENCH_TORCH=0 (skip torch),
-#      GPU_BENCH_PARTS="tests gemm attn sweep train" (which parts run), GPU_BENCH_TC="BM,BN,WM,WN,BK[,MODE[,STAGES]] ..."
-#      (tensor-core knob sets the sweep tries; the fastest on d12's fc + dW_fc is used for training),
+# Env: GPU_BENCH_TRAIN="d12:32,16:2048 d20:8,4:2048" (spec:batches:seq: ours tries the batches
+#      in turn until one fits; torch runs the same batch; with flash attention d12 fits at 32 x 2048,
+#      arena 71 GB; d20 does not at 16 x 2048, 83 GB; docs/performance.md), GPU_BENCH_STEPS=5, GPU_BENCH_TORCH=0 (skip torch),
+#      GPU_BENCH_PARTS="tests gemm attn sweep train" (which parts run), GPU_BENCH_TC="BM,BN,WM,WN,BK[,MODE[,STAGES[,WG]]] ..."
+#      (tensor-core knob sets the sweep tries, WG 1/2 the wgmma kernel, else mma.sync; the fastest on d12's
+#      fc + dW_fc is used for training; without the sweep the default is the wgmma kernel on Hopper),
 #      GPU_BENCH_RESIDENT_OFF=0 (skip the d12 run with NC_OCL_RESIDENT=0),
 #      GPU_BENCH_TUNE=SECONDS (last, run `nanochat tune` on d12 into its own database when the binary has it).
 set -u
@@ -28,7 +29,7 @@ echo "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version --forma
 PARTS=" ${GPU_BENCH_PARTS:-tests gemm attn sweep train} "
 has() { [[ "$PARTS" == *" $1 "* ]]; }
 if has tests; then
-  echo "== correctness: test_ocl_bf16 (mma.sync and its emulation vs a CPU bf16 reference)"
+  echo "== correctness: test_ocl_bf16 (wgmma, mma.sync and their emulations vs a CPU bf16 reference)"
   timeout 120 $P/test_ocl_bf16 --jobs 1 --verbose 2>&1 | tee "$OUT/test_ocl_bf16.txt" | grep -E "Passing|Failing|FAIL|SKIP|worst|Synthesis" | grep -v "is disabled"
   if [ -x $P/test_ocl_resident ]; then
     echo "== correctness: test_ocl_resident (params and optimizer state kept on the device vs uploaded every step)"
@@ -44,9 +45,15 @@ for mc in d12:768 d20:1280; do m=${mc%%:*}; C=${mc##*:}
 done
 CASES="$CASES gemm:square:8192:8192:8192:0:0"
 if has gemm; then
-  echo "== bf16 GEMM: ours (OpenCL, mma.sync) then torch.matmul"
-  timeout 120 $P/gpu_bench --device gpu --precision bf16 --reps 5 $CASES
-  [ "${GPU_BENCH_TORCH:-1}" = 1 ] && timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES
+  echo "== bf16 GEMM: ours (OpenCL, the default: wgmma on Hopper; packing included) then torch.matmul"
+  timeout 120 $P/gpu_bench --device gpu --precision bf16 --reps 5 $CASES | tee "$OUT/gemm_ours.txt"
+  [ "${GPU_BENCH_TORCH:-1}" = 1 ] && timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES | tee "$OUT/gemm_torch.txt"
+  echo "== ours / torch.matmul"
+  awk 'NR == FNR { if ($1 == "torch") tf[$3] = $(NF - 1); next } $1 == "ours" && tf[$3] { printf "%-12s ours %7.1f  torch %7.1f TFLOP/s  %5.1f%%\n", $3, $(NF - 4), tf[$3], 100 * $(NF - 4) / tf[$3] }' \
+    "$OUT/gemm_torch.txt" "$OUT/gemm_ours.txt" 2>/dev/null
+  echo "== the mma.sync kernel (NC_OCL_WGMMA=0) for scale"
+  NC_OCL_WGMMA=0 timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 gemm:d12.fc:$BT:3072:768:0:1 gemm:d12.dW_fc:3072:768:$BT:1:0 \
+    gemm:square:8192:8192:8192:0:0
   echo "== fp32 GEMM (ours, the portable path) for scale"
   timeout 60 $P/gpu_bench --device gpu --precision fp32 --reps 3 gemm:d12.fc:$BT:3072:768:0:1
 fi
@@ -56,9 +63,9 @@ if has attn; then
   timeout 60 python3 tools/torch_gpu_bench.py --reps 10 attn:8:2048:6:128
 fi
 if has sweep; then
-  echo "== tensor-core knob sweep (BM,BN,WM,WN,BK) on d12.fc, d12.dW_fc, d20.fc"
+  echo "== tensor-core knob sweep (BM,BN,WM,WN,BK,MODE,STAGES[,WG]) on d12.fc, d12.dW_fc, d20.fc"
   best=""; bestt=1e9
-  for tc in ${GPU_BENCH_TC:-128,128,64,32,32,1,3 128,128,32,64,32,1,3 128,256,64,64,32,1,2 128,64,64,32,64,1,2 64,128,32,64,64,1,2 128,128,64,64,32,1,3 128,128,64,32,32}; do
+  for tc in ${GPU_BENCH_TC:-128,128,0,0,64,1,3,1 256,128,0,0,32,1,4,1 128,256,0,0,64,1,3,1 128,128,0,0,64,1,3,2 128,128,0,0,32,1,3,1 128,128,64,32,32,1,3}; do
     r=$(NC_OCL_TC=$tc timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 gemm:d12.fc:$BT:3072:768:0:1 gemm:d12.dW_fc:3072:768:$BT:1:0 gemm:d20.fc:$BT:5120:1280:0:1 2>&1)
     echo "$r" | sed "s/^/$tc  /"
     t=$(echo "$r" | awk '/d12\./ && /ms/ {for (i = 1; i <= NF; i++) if ($i == "ms") s += $(i - 1)} END {print s ? s : 1e9}')
@@ -68,7 +75,7 @@ if has sweep; then
 fi
 has train || exit 0
 echo "== training (ours: OpenCL, bf16 matmuls, params and optimizer state on the device; torch: reference model, bf16 autocast + torch.compile, SDPA)"
-for run in ${GPU_BENCH_TRAIN:-d12:16,8:2048 d20:8,4:2048}; do IFS=: read -r spec bs t <<< "$run"
+for run in ${GPU_BENCH_TRAIN:-d12:32,16:2048 d20:8,4:2048}; do IFS=: read -r spec bs t <<< "$run"
   for b in ${bs//,/ }; do
     NC_OCL_MATMUL=bf16 NC_PROFILE=40 timeout 150 /tmp/gb/cli/nanochat bench train --spec models/specs/$spec.xml --batch $b --seq $t \
       --steps $STEPS --device opencl:gpu > "$OUT/ours_${spec}_${b}x$t.txt" 2>&1

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "cli/precision.h"
 #include "eval/chat.h"
 #include "eval/core.h"
 #include "eval/forward.h"
@@ -116,6 +117,7 @@ static void nc_eval_base_usage(FILE *f) {
           "  --bpb-tokens N      tokens scored for bpb (default 262144)\n"
           "  --device D          cpu (default), interp, opencl[:SEL]\n"
           "  --threads N         cpu threads (default: one per core)\n"
+          "  --precision P       fp32 or bf16 (bf16 activations and matmuls, fp32 weights; default: the checkpoint's)\n"
           "  --batch N           sequences per forward pass (default 32)\n"
           "  --batch-tokens N    padded tokens per forward pass (default 8192)\n"
           "  --no-share          CORE's reference path: every choice's whole sequence (no shared prefix, file order)\n"
@@ -128,7 +130,7 @@ static void nc_eval_base_usage(FILE *f) {
 }
 
 static int nc_eval_base(int argc, char **argv) {
-  const char *ckpt = NULL, *tokp = NULL, *bundle = NULL, *tasks = NULL, *outdir = NULL;
+  const char *ckpt = NULL, *tokp = NULL, *bundle = NULL, *tasks = NULL, *outdir = NULL, *prec = NULL;
   long long step = -1, maxper = 0, threads = 0, batch = 32, btok = 8192, bpbtok = 262144, rank = 0, world = 1;
   bool unshared = false;
   int kvc = 0;
@@ -146,7 +148,7 @@ static int nc_eval_base(int argc, char **argv) {
       {"batch", required_argument, 0, 'n'},     {"batch-tokens", required_argument, 0, 'N'},
       {"out", required_argument, 0, 'o'},       {"verbose", no_argument, 0, 'v'},
       {"no-share", no_argument, 0, 'U'},        {"rank", required_argument, 0, 'R'},
-      {"kv-cache", required_argument, 0, 'K'},
+      {"kv-cache", required_argument, 0, 'K'},  {"precision", required_argument, 0, 'P'},
       {"world", required_argument, 0, 'W'},     {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   optind = 1;
@@ -160,6 +162,10 @@ static int nc_eval_base(int argc, char **argv) {
       case 'o': outdir = optarg; break;
       case 'v': verbose++; break;
       case 'U': unshared = true; break;
+      case 'P':
+        if (nc_cli_precision_check("eval base", optarg)) return 2;
+        prec = optarg;
+        break;
       case 'K':
         if (!strcmp(optarg, "auto")) kvc = 0;
         else if (!strcmp(optarg, "on")) kvc = 1;
@@ -236,10 +242,16 @@ static int nc_eval_base(int argc, char **argv) {
   if (note[0]) fprintf(stderr, "eval base: %s\n", note);
   bool lead = dist.rank == 0;
   nc_evalfwd *f = NULL;
+  nc_cli_precision_apply(prec, NULL, &dev);
   if ((st = nc_evalfwd_open(ckpt, step, tokp, &dev, &f))) return nc_eval_fail_dist("base", &dist, st);
+  if (prec && (st = nc_evalfwd_set_precision(f, prec))) {
+    nc_evalfwd_free(f);
+    return nc_eval_fail_dist("base", &dist, st);
+  }
   if (lead)
-    fprintf(stderr, "eval base: %s (%s, vocab %d, seq %d) on %s, prepared in %.1f s%s\n", ckpt, nc_evalfwd_spec(f)->name,
-            nc_evalfwd_spec(f)->vocab_size, nc_evalfwd_spec(f)->sequence_len, nc_device_name(&dev), nc_eval_now() - t0,
+    fprintf(stderr, "eval base: %s (%s, vocab %d, seq %d, %s) on %s, prepared in %.1f s%s\n", ckpt, nc_evalfwd_spec(f)->name,
+            nc_evalfwd_spec(f)->vocab_size, nc_evalfwd_spec(f)->sequence_len, nc_spec_bf16(nc_evalfwd_spec(f)) ? "bf16" : "fp32",
+            nc_device_name(&dev), nc_eval_now() - t0,
             dist.world > 1 ? "; CORE's examples strided over the ranks, bpb on rank 0" : "");
   double bpb = NAN;
   int64_t bpb_n = 0;
@@ -342,7 +354,8 @@ static void nc_eval_chat_usage(FILE *f) {
           "  --words FILE        SpellingBee word list (default /usr/share/dict/words)\n"
           "  --rank R --world W  evaluate problems R, R+W, R+2W, ... of each task (counts in eval_chat.json)\n"
           "  (under mpirun -np N the ranks split the problems this way and rank 0 writes the summed result)\n"
-          "  --device D --threads N --out DIR\n");
+          "  --device D --threads N --out DIR\n"
+          "  --precision P       fp32 or bf16 (bf16 activations and matmuls, fp32 weights; default: the checkpoint's)\n");
 }
 
 static int nc_eval_chat(int argc, char **argv) {
@@ -355,7 +368,8 @@ static int nc_eval_chat(int argc, char **argv) {
       {"data", required_argument, 0, 'D'},  {"tasks", required_argument, 0, 'a'}, {"max-per-task", required_argument, 0, 'x'},
       {"batch", required_argument, 0, 'b'}, {"words", required_argument, 0, 'w'}, {"device", required_argument, 0, 'd'},
       {"threads", required_argument, 0, 'j'}, {"out", required_argument, 0, 'o'}, {"help", no_argument, 0, 'h'},
-      {"rank", required_argument, 0, 'R'},  {"world", required_argument, 0, 'W'}, {0, 0, 0, 0}};
+      {"rank", required_argument, 0, 'R'},  {"world", required_argument, 0, 'W'}, {"precision", required_argument, 0, 'P'},
+      {0, 0, 0, 0}};
   optind = 1;
   int ch;
   while ((ch = getopt_long(argc, argv, "n:t:k:m:h", opts, NULL)) != -1) {
@@ -365,6 +379,10 @@ static int nc_eval_chat(int argc, char **argv) {
       case 'D': o.data = optarg; break;
       case 'a': o.tasks = optarg; break;
       case 'w': o.words = optarg; break;
+      case 'P':
+        if (nc_cli_precision_check("eval chat", optarg)) return 2;
+        o.precision = optarg;
+        break;
       case 'o': outdir = optarg; break;
       case 's':
         if (!nc_eval_int(optarg, 0, INT64_MAX, &v)) NC_BAD_FLAG("chat", "--step: '%s' is not a step number", optarg);
@@ -429,6 +447,7 @@ static int nc_eval_chat(int argc, char **argv) {
     return 2;
   }
   o.device.threads = (int)threads;
+  nc_cli_precision_apply(o.precision, NULL, &o.device);
   double t0 = nc_eval_now();
   nc_dist dist;  // mpirun: problems strided over the ranks, counts summed (docs/distributed.md)
   nc_dist_before_init(&o.device);

@@ -11,6 +11,7 @@
 #include "models/train.h"
 #include "passes/lower.h"
 #include "passes/memplan.h"
+#include "runtime/exec.h"
 #include "passes/pass.h"
 #include "support/buf.h"
 
@@ -38,6 +39,7 @@ static void nc_dump_usage(FILE *f) {
           "                       'lower' prints the fused kernels (kernel IR) instead of the\n"
           "                       graph, 'memplan' the memory plan under --bind\n"
           "      --bind B=2,T=16  symbol sizes for --after memplan (default: every symbol 1)\n"
+          "      --device DEV     lower/memplan with DEV's fusion patterns (cpu default; opencl: flash attention)\n"
           "      --before PASS    print the IR before PASS on stderr\n"
           "      --stop-after N   run only the first N passes of the list\n"
           "      --timing         print per-pass timing on stderr\n"
@@ -59,8 +61,8 @@ static int nc_graph_dump(int argc, char **argv) {
       {"before", required_argument, 0, 'B'}, {"stop-after", required_argument, 0, 'S'},
       {"timing", no_argument, 0, 'T'},       {"list-passes", no_argument, 0, 'L'},
       {"train", no_argument, 0, 'R'},        {"bind", required_argument, 0, 'b'},
-      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
-  const char *bind = NULL;
+      {"help", no_argument, 0, 'h'},         {"device", required_argument, 0, 'D'}, {0, 0, 0, 0}};
+  const char *bind = NULL, *device = NULL;
   nc_graph_format fmt = NC_FMT_TEXT;
   bool train = false;
   const char *out_path = NULL, *passes = NULL;
@@ -94,6 +96,7 @@ static int nc_graph_dump(int argc, char **argv) {
       case 'T': ctx.timing = true; break;
       case 'R': train = true; break;
       case 'b': bind = optarg; break;
+      case 'D': device = optarg; break;
       case 'L':
         for (int i = 0; i < nc_pass_count(); i++) printf("%-12s %s\n", nc_pass_at(i)->name, nc_pass_at(i)->summary);
         return 0;
@@ -133,10 +136,21 @@ static int nc_graph_dump(int argc, char **argv) {
     // NC_PATTERNS_OFF=<bits> switches named fusion patterns off, as for the runtime (passes/pass.h)
     const char *poff = getenv("NC_PATTERNS_OFF");
     if (poff) lc.patterns_off = (unsigned)strtoul(poff, NULL, 0);
+    if (device) {  // the device's pattern choice, as runtime/exec.c compiles for it
+      nc_device dev;
+      st = nc_device_parse(device, &dev);
+      if (st) {
+        nc_graph_free(g);
+        return nc_fail(nc_status_prefix(st, "--device: "));
+      }
+      lc.patterns_off = nc_device_patterns_off(&dev);
+      lc.patterns_force = nc_device_patterns_force(&dev);
+    }
     const char *lp[] = {"decompose", "dce"};
     st = nc_pass_run_pipeline(&g, lp, 2, &lc);
     nc_plan *plan = NULL;
-    nc_lower_opts lo = {.fuse = true, .patterns_off = lc.patterns_off};
+    nc_lower_opts lo = {.fuse = true, .patterns_off = lc.patterns_off,
+                        .flash_attention = (lc.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0};
     if (!st) st = nc_plan_build(g, &lo, &plan);
     if (!st && !strcmp(special, "lower")) nc_plan_print(g, plan, &b);
     if (!st && !strcmp(special, "memplan")) {

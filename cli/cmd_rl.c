@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cli/commands.h"
+#include "cli/precision.h"
 #include "pipeline/rl.h"
 
 static void nc_rl_usage(FILE *f) {
@@ -36,13 +37,14 @@ static void nc_rl_usage(FILE *f) {
           "  -d, --device D              cpu (default), cpu:avx2, opencl[:N|gpu|cpu|NAME], interp\n"
           "                              (under mpirun, opencl and opencl:gpu give each rank its own GPU)\n"
           "      --threads N             CPU threads\n"
+          "      --precision P           fp32 or bf16 (bf16 activations and matmuls, fp32 weights; default: the checkpoint's)\n"
           "      --seed N                (default 42)\n"
           "      --overwrite             replace an earlier rl run's checkpoints\n"
           "  -q, --quiet                 a log line every 10 steps only\n");
 }
 
 int nc_cmd_rl(int argc, char **argv) {
-  enum { O_DATA = 256, O_VAL, O_OUT, O_TAG, O_FROM, O_ITERS, O_EPS, O_SAMPLES, O_MAXNEW, O_LRF, O_EVAL, O_EVALN, O_EVALK, O_SAVE, O_THREADS, O_SEED, O_OVER };
+  enum { O_DATA = 256, O_VAL, O_OUT, O_TAG, O_FROM, O_ITERS, O_EPS, O_SAMPLES, O_MAXNEW, O_LRF, O_EVAL, O_EVALN, O_EVALK, O_SAVE, O_THREADS, O_SEED, O_OVER, O_PREC };
   static const struct option opts[] = {
       {"data", required_argument, 0, O_DATA}, {"val", required_argument, 0, O_VAL}, {"out", required_argument, 0, O_OUT},
       {"model-tag", required_argument, 0, O_TAG}, {"from", required_argument, 0, O_FROM}, {"num-iterations", required_argument, 0, O_ITERS},
@@ -51,7 +53,7 @@ int nc_cmd_rl(int argc, char **argv) {
       {"lr-frac", required_argument, 0, O_LRF}, {"eval-every", required_argument, 0, O_EVAL}, {"eval-examples", required_argument, 0, O_EVALN},
       {"eval-k", required_argument, 0, O_EVALK}, {"save-every", required_argument, 0, O_SAVE}, {"device", required_argument, 0, 'd'},
       {"threads", required_argument, 0, O_THREADS}, {"seed", required_argument, 0, O_SEED}, {"overwrite", no_argument, 0, O_OVER},
-      {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+      {"quiet", no_argument, 0, 'q'}, {"help", no_argument, 0, 'h'}, {"precision", required_argument, 0, O_PREC}, {0, 0, 0, 0}};
   nc_rl_opts o;
   nc_rl_opts_default(&o);
   const char *train[64], *val[64], *out = NULL, *tag = "d4", *from = NULL;
@@ -86,6 +88,10 @@ int nc_cmd_rl(int argc, char **argv) {
 #undef NC_INT
 #undef NC_FLT
       case O_OVER: o.overwrite = true; break;
+      case O_PREC:
+        if (nc_cli_precision_check("rl", optarg)) return 2;
+        o.precision = optarg;
+        break;
       case 'q': o.quiet = true; break;
       case 'd': {
         nc_status st = nc_device_parse(optarg, &o.device);
@@ -109,6 +115,7 @@ int nc_cmd_rl(int argc, char **argv) {
     return 2;
   }
   o.device.threads = (int)threads;
+  nc_cli_precision_apply(o.precision, NULL, &o.device);
   char base[2048], dir[4096], fromdir[4096];
   const char *env = getenv("NANOCHAT_BASE_DIR"), *home = getenv("HOME");
   if (out) snprintf(base, sizeof base, "%s", out);

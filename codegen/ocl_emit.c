@@ -17,6 +17,7 @@ void nc_ocl_knobs_default(bool gpu, nc_ocl_knobs *k) {
 
 nc_status nc_ocl_tc_check(const nc_ocl_knobs *k) {
   if (k->gemm_tc < 0 || k->gemm_tc > 2) return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_tc=%d: must be 0 (fp32), 1 (mma) or 2 (emulated)", k->gemm_tc);
+  if (k->tc_wg) return nc_ocl_wgmma_check(k);  // the wgmma kernel (codegen/ocl_gemm.c): its own tiling
   if (k->tc_wm < 16 || k->tc_wm > 128 || k->tc_wm % 16)
     return nc_errorf(NC_E_INVALID, "OpenCL knob tc_wm=%d: must be a multiple of 16 in 16..128", k->tc_wm);
   if (k->tc_wn < 8 || k->tc_wn > 128 || k->tc_wn % 8) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_wn=%d: must be a multiple of 8 in 8..128", k->tc_wn);
@@ -48,12 +49,12 @@ nc_status nc_ocl_tc_check(const nc_ocl_knobs *k) {
   return NC_OK;
 }
 
-// Parses 5 to 7 comma-separated integers in lo..4096 into v (items not given keep their value);
+// Parses 5 to max (7 or 8) comma-separated integers in lo..4096 into v (items not given keep their value);
 // `what` and `want` name the setting and its items in the error messages.
-static nc_status nc_ocl_parse_ints(const char *s, int v[7], long lo, const char *what, const char *want) {
+static nc_status nc_ocl_parse_ints(const char *s, int v[8], int max, long lo, const char *what, const char *want) {
   const char *p = s;
   int n = 0;
-  while (*p && n < 7) {
+  while (*p && n < max) {
     char *end;
     long x = strtol(p, &end, 10);
     if (end == p || x < lo || x > 4096)
@@ -63,15 +64,15 @@ static nc_status nc_ocl_parse_ints(const char *s, int v[7], long lo, const char 
     if (*p == ',') p++;
     else if (*p) return nc_errorf(NC_E_INVALID, "%s '%s': unexpected '%c' (want %s)", what, s, *p, want);
   }
-  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "%s '%s': want 5 to 7 comma-separated numbers %s", what, s, want);
+  if (*p || n < 5) return nc_errorf(NC_E_INVALID, "%s '%s': want 5 to %d comma-separated numbers %s", what, s, max, want);
   return NC_OK;
 }
 
 nc_status nc_ocl_tc_parse(const char *s, nc_ocl_knobs *k) {
-  int v[7] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc, 0};
-  NC_TRY(nc_ocl_parse_ints(s, v, 0, "tensor-core knobs", "BM,BN,WM,WN,BK[,MODE[,STAGES]]"));
+  int v[8] = {k->tc_bm, k->tc_bn, k->tc_wm, k->tc_wn, k->tc_bk, k->gemm_tc, 0, 0};
+  NC_TRY(nc_ocl_parse_ints(s, v, 8, 0, "tensor-core knobs", "BM,BN,WM,WN,BK[,MODE[,STAGES[,WG]]]"));
   nc_ocl_knobs t = *k;
-  t.tc_bm = v[0], t.tc_bn = v[1], t.tc_wm = v[2], t.tc_wn = v[3], t.tc_bk = v[4], t.gemm_tc = v[5], t.tc_stages = v[6];
+  t.tc_bm = v[0], t.tc_bn = v[1], t.tc_wm = v[2], t.tc_wn = v[3], t.tc_bk = v[4], t.gemm_tc = v[5], t.tc_stages = v[6], t.tc_wg = v[7];
   NC_TRY(nc_ocl_tc_check(&t));
   *k = t;
   return NC_OK;
@@ -93,8 +94,8 @@ nc_status nc_ocl_knobs_check(const nc_ocl_knobs *k) {
 }
 
 nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k) {
-  int v[7] = {k->gemm_tm, k->gemm_tn, k->gemm_tk, k->gemm_wm, k->gemm_wn, k->loop_wg, k->row_wg};
-  NC_TRY(nc_ocl_parse_ints(s, v, 1, "OpenCL knobs", "TM,TN,TK,WM,WN[,WG[,RWG]]"));
+  int v[8] = {k->gemm_tm, k->gemm_tn, k->gemm_tk, k->gemm_wm, k->gemm_wn, k->loop_wg, k->row_wg, 0};
+  NC_TRY(nc_ocl_parse_ints(s, v, 7, 1, "OpenCL knobs", "TM,TN,TK,WM,WN[,WG[,RWG]]"));
   nc_ocl_knobs t = *k;
   t.gemm_tm = v[0], t.gemm_tn = v[1], t.gemm_tk = v[2], t.gemm_wm = v[3], t.gemm_wn = v[4], t.loop_wg = v[5], t.row_wg = v[6];
   NC_TRY(nc_ocl_knobs_check(&t));
@@ -307,7 +308,8 @@ static void nc_oe_tc_load(nc_buf *o, bool emu, int BK, int CA, int CB, int NTH, 
 // m16n8k16. gemm_tc = 2 runs the same kernel with plain 16-byte copies and
 // scalar fmas over the same swizzled slots (any device).
 void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
-  int BM = kn->tc_bm, BN = kn->tc_bn, WM = kn->tc_wm, WN = kn->tc_wn, BK = kn->tc_bk, S = kn->tc_stages;
+  int BM = kn->tc_bm, BN = kn->tc_bn, BK = kn->tc_bk, S = kn->tc_stages;
+  int WM = kn->tc_wm > 0 ? kn->tc_wm : 16, WN = kn->tc_wn > 0 ? kn->tc_wn : 8;  // (unused by the wgmma kernel: may be 0)
   int WX = BN / WN, NTH = 32 * (BM / WM) * WX, MT = WM / 16, NT = WN / 8, CPR = BK / 8, STG = (BM + BN) * CPR;
   int CA = BM * CPR / NTH, CB = BN * CPR / NTH;
   bool emu = kn->gemm_tc == 2;
@@ -347,6 +349,10 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
               "  for (int k = 0; k < splits; k++) s += P[(q * splits + k) * MN + i];\n"
               "  C[oc + q * MN + i] = s;\n"
               "}\n\n");
+  if (kn->tc_wg) {  // the Hopper kernel over the same packed operands (codegen/ocl_gemm.c)
+    nc_ocl_emit_gemm_wgmma(kn, o);
+    return;
+  }
   nc_buf_printf(o,
                 "// C (+)= A @ B^T over packed bf16 operands (%s): %dx%d block, %dx%d per warp, k-step %d, %d-slot ring\n"
                 "// (the mma's asm qualifier and ldmatrix's clobbers: volatile and memory unless the build options say\n"
@@ -1223,6 +1229,20 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
   NC_TRY(nc_kernel_verify(k));
   if (nc_kernel_is_template(k)) {
     const nc_kstmt *c = &k->s[k->body];
+    if (c->tmpl == NC_KT_ATTENTION) {  // flash attention (codegen/ocl_attn.h): head dims must be constants
+      const nc_kexpr *dx = &k->x[c->args[5]], *dvx = &k->x[c->args[6]];
+      if (c->nargs != 11 || c->ncbufs < 4 || dx->kind != NC_KX_CONST || dvx->kind != NC_KX_CONST || dx->ival < 1 || dvx->ival < 1 ||
+          dx->ival > 128 || dvx->ival > 128)
+        return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: attention call needs constant head dims in 1..128", k->name);
+      for (int i = 0; i < c->ncbufs; i++)
+        if (k->bufs[c->cbufs[i]].dtype != NC_F32)
+          return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: attention on %s buffer '%s': f32 only", k->name,
+                           nc_dtype_name(k->bufs[c->cbufs[i]].dtype), k->bufs[c->cbufs[i]].name);
+      L->attn = true;
+      L->attn_dp = (int)((dx->ival + 15) / 16 * 16);
+      L->attn_dvp = (int)((dvx->ival + 15) / 16 * 16);
+      return NC_OK;
+    }
     if (c->tmpl != NC_KT_MATMUL)
       return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: template %s has no OpenCL lowering yet (switch its fusion pattern off)",
                        k->name, nc_ktemplate_name(c->tmpl));

@@ -57,6 +57,9 @@ typedef struct {
                          // packed to bf16 (k contiguous, zero-padded) first, then a ring of tc_stages shared-memory
                          // slices filled by cp.async, fragments by ldmatrix (tc_bk 32 or 64, tc_wn a multiple of 16,
                          // the ring at most 48 KiB)
+  int tc_wg;             // with tc_stages > 0: 0 the mma.sync kernel; 1, 2 the Hopper wgmma kernel (codegen/ocl_gemm.c:
+                         // a warpgroup per 64 rows of the tc_bm x tc_bn block, tc_wm/tc_wn unused), waiting for each
+                         // k-step's wgmma (1) or keeping one in flight (2, tc_stages >= 3)
 } nc_ocl_knobs;
 
 // Defaults for a GPU (64x64x16 tiles, 4x4 per work-item, 256-wide loops,
@@ -78,6 +81,8 @@ nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k);
 typedef struct {
   bool gemm;                 // template: the tiled GEMM
   int gemm_variant;          // ta * 2 + tb
+  bool attn;                 // template: flash attention (codegen/ocl_attn.h)
+  int attn_dp, attn_dvp;     // its head dims padded to multiples of 16
   int ncollapse;             // loops folded into the global id (0: one work-item)
   int reduce_wg;             // > 0: a whole-buffer reduction run by one work-group of this size
   int row_wg;                // > 0: one work-group of this size per collapsed iteration (a row kernel)
@@ -107,6 +112,25 @@ void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *out);
 //   nc_splitk_sum(P, C, long MN, int splits, int beta, long oc): C[oc + q*MN + i] (+)= sum over s of
 //     P[(q*splits + s)*MN + i]; global (MN rounded up, batch).
 void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *out);
+// With kn->tc_wg > 0 (codegen/ocl_gemm.c): the same three kernels, the GEMM being
+//   nc_gemm_wgmma(same arguments as nc_gemm_bf16p): 2 * tc_bm work-items (tc_bm/64 warpgroups),
+//   global (Np/tc_bn * 2*tc_bm, Mp/tc_bm, batch * splits); wgmma.mma_async m64n<tc_bn>k16 from
+//   128/64/32-byte-swizzled shared memory (tc_bk 64/32/16). Its Hopper-only instructions are
+//   wrapped in NC_WGI(): compiled with -DNC_WG_HIDE they become PTX comments marked "//NCWG "
+//   (nc_ocl_ptx_unhide turns them back on in the program's PTX, for drivers whose OpenCL
+//   compiler will not target sm_90a). gemm_tc = 2 emulates it with scalar fmas (any device).
+void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *out);
+// The wgmma kernel's knob check (tc_bm a multiple of 64 up to 256, tc_bn a multiple of 8 up to 256,
+// tc_bk 16/32/64, tc_stages 2..8 (3..8 with tc_wg 2), the ring at most NC_OCL_WGMMA_MAX_RING bytes).
+#define NC_OCL_WGMMA_MAX_RING (224 * 1024)
+// The wgmma kernel's defaults over *k (the fastest of the sweeps on the H100, docs/performance.md):
+// 128 x 128 blocks, k-step 64 (128-byte swizzle), 3 slots (96 KiB), each k-step's wgmma waited for.
+void nc_ocl_wgmma_default(nc_ocl_knobs *k);
+nc_status nc_ocl_wgmma_check(const nc_ocl_knobs *k);
+// PTX text of a program built with -DNC_WG_HIDE -> the same with the hidden instructions
+// restored, `.target sm_90` -> `sm_90a` and `.version` at least 8.0. Returns a malloc'd
+// NUL-terminated string (NULL: out of memory); *changed says whether anything was hidden.
+char *nc_ocl_ptx_unhide(const char *ptx, size_t len, bool *changed);
 const char *nc_ocl_gemm_name(int variant);
 
 // Kernel k as an OpenCL kernel called fname: arguments are the buffers in

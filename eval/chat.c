@@ -371,7 +371,10 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
     }
     double t0 = nc_chat_now();
     if (mc) {
-      if (!f) st = nc_evalfwd_open(o->ckpt, o->step, o->tokenizer, &o->device, &f);
+      if (!f) {
+        st = nc_evalfwd_open(o->ckpt, o->step, o->tokenizer, &o->device, &f);
+        if (!st && o->precision) st = nc_evalfwd_set_precision(f, o->precision);
+      }
       nc_mc_item *items = NULL;
       int64_t n = 0;
       if (!st) st = nc_chat_mc_load(task, path, o->max_per_task, &items, &n);
@@ -396,6 +399,7 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
         eo.tokenizer = o->tokenizer;
         eo.device = o->device;
         eo.slots = o->num_samples > 1 ? o->num_samples : 1;
+        eo.precision = o->precision;
         st = nc_engine_open(&eo, &eng);
       }
       json_t **rows = NULL;

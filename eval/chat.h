@@ -38,6 +38,7 @@ typedef struct {
   const char *words;       // SpellingBee word list (NULL: /usr/share/dict/words)
   bool progress;
   int rank, world;         // problems i with i % world == rank (nanochat's striding); world <= 1: all
+  const char *precision;   // "fp32" | "bf16" (--precision): overrides the checkpoint's <precision>; NULL: keep it
 } nc_chat_eval_opts;
 void nc_chat_eval_opts_default(nc_chat_eval_opts *o);
 

@@ -57,6 +57,17 @@ nc_status nc_evalfwd_open(const char *ckpt, int64_t step, const char *tok_path, 
   return NC_OK;
 }
 
+nc_status nc_evalfwd_set_precision(nc_evalfwd *f, const char *precision) {
+  if (f->ex || f->gx || f->inf) return nc_errorf(NC_E_INTERNAL, "eval: --precision after the first forward pass");
+  NC_TRY(nc_spec_set_precision(&f->spec, precision, "--precision"));
+  nc_graph *g = NULL;
+  nc_gpt_opts o = {.with_logits = true};
+  NC_TRY(nc_gpt_build(&f->spec, &o, &g));
+  nc_graph_free(f->g);
+  f->g = g;
+  return NC_OK;
+}
+
 void nc_evalfwd_free(nc_evalfwd *f) {
   if (!f) return;
   nc_exec_free(f->ex);
@@ -164,8 +175,11 @@ static nc_status nc_evalfwd_gather_build(nc_evalfwd *f) {
   nc_graph *g;
   NC_TRY(nc_gpt_build(&f->spec, &o, &g));
   nc_id w = nc_graph_find_leaf(g, NC_OP_PARAM, "lm_head.weight"), x = NC_NONE;
-  for (nc_id i = 0; w != NC_NONE && i < nc_graph_nnodes(g); i++)
-    if (nc_graph_node(g, i)->op == NC_OP_MATMUL && nc_graph_input_of(g, i, 1) == w) x = nc_graph_input_of(g, i, 0);
+  for (nc_id i = 0; w != NC_NONE && i < nc_graph_nnodes(g); i++) {  // lm_head's matmul (bf16: of the weight cast to bf16)
+    if (nc_graph_node(g, i)->op != NC_OP_MATMUL) continue;
+    nc_id b = nc_graph_input_of(g, i, 1);
+    if (b == w || (nc_graph_node(g, b)->op == NC_OP_CAST && nc_graph_input_of(g, b, 0) == w)) x = nc_graph_input_of(g, i, 0), w = b;
+  }
   nc_status st = x == NC_NONE ? nc_errorf(NC_E_INTERNAL, "eval forward: no lm_head matmul in the model graph") : NC_OK;
   int kp = 0;
   if (!st) st = nc_graph_sym(g, "P", &kp);
@@ -176,7 +190,7 @@ static nc_status nc_evalfwd_gather_build(nc_evalfwd *f) {
     flat[1] = tx.dim[2];
     nc_id pos = nc_leaf(g, NC_OP_INPUT, "positions", nc_type_make(NC_I32, 1, dp));
     nc_id xs = nc_op2(g, NC_OP_GATHER, nc_b_reshape_dims(g, x, 2, flat), pos);  // (P,C)
-    nc_id lg = nc_b_matmul(g, xs, w, false, true);                             // (P,V)
+    nc_id lg = nc_b_cast(g, nc_b_matmul(g, xs, w, false, true), NC_F32);      // (P,V)
     double cap = f->spec.softcap;
     if (cap > 0) lg = nc_b_scale(g, nc_op1(g, NC_OP_TANH, nc_op2(g, NC_OP_DIV, lg, nc_b_const_like(g, lg, cap))), cap);
     if (!(st = nc_graph_take_error(g))) st = nc_graph_set_output(g, "logits", lg);

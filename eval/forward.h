@@ -18,6 +18,9 @@ typedef struct nc_evalfwd nc_evalfwd;
 // <ckpt>/tokenizer.tiktoken) and compiles the logits graph for dev.
 nc_status nc_evalfwd_open(const char *ckpt, int64_t step, const char *tok_path, const nc_device *dev, nc_evalfwd **out);
 void nc_evalfwd_free(nc_evalfwd *f);
+// --precision: "fp32" | "bf16" overrides the checkpoint's <precision>
+// (rebuilds the graph; before the first forward pass only).
+nc_status nc_evalfwd_set_precision(nc_evalfwd *f, const char *precision);
 const nc_tok *nc_evalfwd_tok(const nc_evalfwd *f);
 const nc_model_spec *nc_evalfwd_spec(const nc_evalfwd *f);
 double nc_evalfwd_compile_seconds(const nc_evalfwd *f);

@@ -84,7 +84,14 @@ enum { NC_KSCHED_PARALLEL = 1, NC_KSCHED_VECTORIZE = 2, NC_KSCHED_UNROLL = 4 };
 // Backends choose the algorithm per call from the bound sizes: the CPU GEMM
 // (codegen/gemm.c) takes an unpacked "skinny" path for M <= 16 without ta
 // (decode), the packed Goto/BLIS nest otherwise; same results up to rounding.
-typedef enum { NC_KT_MATMUL, NC_KT_COUNT } nc_ktemplate;
+// NC_KT_ATTENTION (flash attention; only the OpenCL backend has it: the lowering
+// emits it with nc_lower_opts.flash_attention, codegen/ocl_attn.h): args (B, Tq,
+// Tk, Hq, Hkv, D, Dv, causal, window, mask, scale): scale an f32 constant, the
+// rest i64. q (B,Tq,Hq,D), k (B,Tk,Hkv,D), v (B,Tk,Hkv,Dv), no kvlen (query i
+// sits at position Tk - Tq + i). mask 0: forward, bufs (Q, K, V, O), O
+// (B,Tq,Hq,Dv). mask > 0: backward, bufs (Q, K, V, dO) then the gradients the
+// mask names, in this order: 1 dQ, 2 dK, 4 dV (shaped like q, k, v).
+typedef enum { NC_KT_MATMUL, NC_KT_ATTENTION, NC_KT_COUNT } nc_ktemplate;
 
 #define NC_KCALL_MAX_ARGS 16
 #define NC_KCALL_MAX_BUFS 8

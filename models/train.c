@@ -8,6 +8,7 @@
 
 #include "ir/build.h"
 #include "passes/autodiff.h"
+#include "passes/pass.h"
 
 const double nc_polar_express_coeffs[5][3] = {
     {8.156554524902461, -22.48329292557795, 15.878769915207462},
@@ -35,6 +36,9 @@ void nc_optim_defaults(nc_optim_cfg *c) {
   c->normuon = true;
   c->normuon_beta2 = 0.9;
   c->cautious_wd = true;
+  const char *off = getenv("NC_PATTERNS_OFF");  // the runtime's switch of the named patterns
+  c->polar_gram = !(off && (strtoul(off, NULL, 0) & NC_PATTERN_POLAR_GRAM));
+  c->muon_stack = !(off && (strtoul(off, NULL, 0) & NC_PATTERN_MUON_STACK));
 }
 
 typedef struct {
@@ -100,10 +104,62 @@ static void nc_tb_adamw(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id grad) {
   nc_tb_output(t, name, v1);
 }
 
-// Frobenius norm of a matrix as a (1,1) node, broadcast back to x's type.
+// Frobenius norm of a matrix (of each matrix of a stack (G, r, c)) over the
+// last two axes, broadcast back to x's type.
 static nc_id nc_fro_like(nc_graph *g, nc_id x) {
-  nc_id ss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op1(g, NC_OP_SQUARE, x), 3, true);
+  int r = nc_type_of(g, x).rank;
+  int64_t axes = (INT64_C(1) << (r - 1)) | (INT64_C(1) << (r - 2));
+  nc_id ss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op1(g, NC_OP_SQUARE, x), axes, true);
   return bc(g, nc_op1(g, NC_OP_SQRT, ss), x);
+}
+
+// a b of matrices, or of stacks of them (rank 3: one batched GEMM)
+static nc_id mm(nc_graph *g, nc_id a, nc_id b, bool ta, bool tb) {
+  return nc_type_of(g, a).rank == 3 ? nc_b_bmm(g, a, b, ta, tb) : nc_b_matmul(g, a, b, ta, tb);
+}
+
+// The Gram form of iterations first.. of the loop below (NC_PATTERN_POLAR_GRAM)
+// for a non-square x, (m, n) with m < n (wide; tall: x^T): with A0 = X0 X0^T
+// (m, m) every B_i = a_i I + b_i A_i + c_i A_i^2 is a polynomial of A0, so
+// X_{i+1} = B_i X_i = Q_{i+1} X0 with Q_{i+1} = B_i Q_i and
+// A_{i+1} = X_{i+1} X_{i+1}^T = B_i A_i B_i. The loop runs on (m, m) matrices
+// and X0 is multiplied once at the end. All products are of polynomials of
+// A0 (symmetric, commuting: the lowering's symmetric hint, passes/lower.c).
+// Precision: Q maps a tiny singular value s to ~(prod a_i) s, so |Q| ~ prod
+// a_i while its action on the large ones is ~1, and fp32 rounding in Q costs
+// ~eps prod a_i relative per row of the result (NorMuon then normalizes the
+// rows). Over all 5 Polar Express steps prod a_i ~ 950 and the tiny-model
+// fixtures of tests/test_model_parity.c move from 1e-5 to 7e-3; from the
+// third step (prod 30) they stay at the X form's 1e-5..1e-4. So the first
+// NC_POLAR_GRAM_FROM steps run in the X form: for n = 4m (the MLP matrices)
+// 72 % of the X form's FLOPs (23.5 vs 32.5 m^3 with symmetric products).
+#define NC_POLAR_GRAM_FROM 2
+static nc_id nc_tb_polar_gram(nc_tb *t, nc_id x0, bool tall, int first) {
+  nc_graph *g = t->g;
+  nc_id a = tall ? mm(g, x0, x0, true, false) : mm(g, x0, x0, false, true);  // (m, m), or (G, m, m) stacked
+  nc_type at = nc_type_of(g, a);
+  nc_node_desc d;
+  nc_id io[2];
+  for (int ax = 0; ax < 2; ax++) {
+    nc_node_desc_init(&d, NC_OP_IOTA);
+    d.type = at;
+    d.type.dtype = NC_I32;
+    d.ia[0] = at.rank - 2 + ax;
+    io[ax] = nc_build(g, &d);
+  }
+  nc_id eye = nc_b_cast(g, nc_op2(g, NC_OP_EQ, io[0], io[1]), NC_F32);  // I (m, m)
+  nc_id q = NC_NONE;
+  for (int i = first; i < t->oc->ns_steps; i++) {
+    const double *abc = t->oc->polar_express ? nc_polar_express_coeffs[i < 5 ? i : 4] : nc_quintic_ns;
+    // B' = b A + c A A; B = a I + B'
+    nc_id bp = add(g, nc_b_scale(g, a, abc[1]), nc_b_scale(g, mm(g, a, a, false, false), abc[2]));
+    q = q == NC_NONE ? add(g, nc_b_scale(g, eye, abc[0]), bp)                 // Q1 = B0
+                     : add(g, nc_b_scale(g, q, abc[0]), mm(g, bp, q, false, false));  // B Q
+    if (i + 1 == t->oc->ns_steps) break;
+    nc_id c = add(g, nc_b_scale(g, a, abc[0]), mm(g, bp, a, false, false));  // B A
+    a = add(g, nc_b_scale(g, c, abc[0]), mm(g, c, bp, false, false));        // B A B
+  }
+  return tall ? mm(g, x0, q, false, false) : mm(g, q, x0, false, false);
 }
 
 // Orthogonalization: X / (|X|_F * 1.01 + 1e-6), then ns_steps iterations of
@@ -113,10 +169,11 @@ static nc_id nc_tb_orthogonalize(nc_tb *t, nc_id gmat, int64_t rows, int64_t col
   nc_id x = dvd(g, gmat, add(g, nc_b_scale(g, nc_fro_like(g, gmat), 1.01), nc_b_const_like(g, gmat, 1e-6)));
   bool tall = rows > cols;
   for (int i = 0; i < t->oc->ns_steps; i++) {
+    if (i == NC_POLAR_GRAM_FROM && rows != cols && t->oc->polar_gram) return nc_tb_polar_gram(t, x, tall, i);
     const double *abc = t->oc->polar_express ? nc_polar_express_coeffs[i < 5 ? i : 4] : nc_quintic_ns;
-    nc_id a = tall ? nc_b_matmul(g, x, x, true, false) : nc_b_matmul(g, x, x, false, true);
-    nc_id bmat = add(g, nc_b_scale(g, a, abc[1]), nc_b_scale(g, nc_b_matmul(g, a, a, false, false), abc[2]));
-    nc_id xb = tall ? nc_b_matmul(g, x, bmat, false, false) : nc_b_matmul(g, bmat, x, false, false);
+    nc_id a = tall ? mm(g, x, x, true, false) : mm(g, x, x, false, true);
+    nc_id bmat = add(g, nc_b_scale(g, a, abc[1]), nc_b_scale(g, mm(g, a, a, false, false), abc[2]));
+    nc_id xb = tall ? mm(g, x, bmat, false, false) : mm(g, bmat, x, false, false);
     x = add(g, nc_b_scale(g, x, abc[0]), xb);
   }
   return x;
@@ -124,17 +181,67 @@ static nc_id nc_tb_orthogonalize(nc_tb *t, nc_id gmat, int64_t rows, int64_t col
 
 // Muon (nanochat HEAD): Nesterov momentum, orthogonalization, optional
 // NorMuon, update with aspect-ratio LR scaling and (cautious) weight decay.
-static void nc_tb_muon(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id grad) {
+// Its momentum: returns the Nesterov gradient to orthogonalize, *buf_out the
+// new momentum buffer.
+static nc_id nc_tb_muon_momentum(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id grad, nc_id *buf_out) {
   nc_graph *g = t->g;
-  int64_t rows = d->shape[0], cols = d->shape[1];
   nc_type pt = nc_type_of(g, p);
   nc_id mu = bc(g, nc_tb_scalar(t, "momentum", "muon"), p);
   nc_id one = nc_b_const_like(g, p, 1.0);
   nc_id buf = nc_tb_state(t, d->name, "muon.momentum", pt);
   // buf = lerp(buf, g, 1 - mu); g = lerp(g, buf, mu)
   nc_id buf1 = add(g, buf, mul(g, sub(g, one, mu), sub(g, grad, buf)));
-  nc_id gn = add(g, grad, mul(g, mu, sub(g, buf1, grad)));
-  nc_id u = nc_tb_orthogonalize(t, gn, rows, cols);
+  *buf_out = buf1;
+  return add(g, grad, mul(g, mu, sub(g, buf1, grad)));
+}
+
+// Orthogonalizes the Nesterov gradients gn[k] of the Muon params ps[idx[k]],
+// k < n, into u[k]. With muon_stack (NC_PATTERN_MUON_STACK), same-shaped
+// ones (two or more) are stacked into one (G, rows, cols) tensor and run
+// through the iteration together (every product one batched GEMM: the
+// threads split whole matrices, one launch per product for the group, as
+// nanochat stacks them); u[k] are slices of the result.
+// At most this many matrices a stack: the concat's kernel reads up to three
+// buffers per member (gradient, momentum, accumulator; NC_KERNEL_MAX_BUFS 32).
+#define NC_MUON_STACK_MAX 8
+static void nc_tb_orthogonalize_all(nc_tb *t, const nc_param_desc *ps, const int *idx, const nc_id *gn, int n, nc_id *u) {
+  nc_graph *g = t->g;
+  unsigned char *done = calloc((size_t)n + 1, 1);
+  nc_id *parts = malloc(((size_t)n + 1) * sizeof *parts);
+  int *mem = malloc(((size_t)n + 1) * sizeof *mem);
+  if (!done || !parts || !mem) {
+    if (!t->st) t->st = nc_errorf(NC_E_NOMEM, "out of memory");
+    free(done), free(parts), free(mem);
+    return;
+  }
+  for (int k = 0; k < n; k++) {
+    if (done[k]) continue;
+    int64_t rows = ps[idx[k]].shape[0], cols = ps[idx[k]].shape[1];
+    int nm = 0;
+    for (int j = k; j < n && t->oc->muon_stack && nm < NC_MUON_STACK_MAX; j++)
+      if (!done[j] && ps[idx[j]].shape[0] == rows && ps[idx[j]].shape[1] == cols) mem[nm++] = j;
+    if (nm < 2) {
+      u[k] = nc_tb_orthogonalize(t, gn[k], rows, cols);
+      done[k] = 1;
+      continue;
+    }
+    nc_dim d3[3] = {nc_dim_const(1), nc_dim_const(rows), nc_dim_const(cols)};
+    for (int m = 0; m < nm; m++) parts[m] = nc_b_reshape_dims(g, gn[mem[m]], 3, d3);
+    nc_id us = nc_tb_orthogonalize(t, nc_b_concat(g, parts, nm, 0), rows, cols);  // (G, rows, cols)
+    nc_dim d2[2] = {nc_dim_const(rows), nc_dim_const(cols)};
+    for (int m = 0; m < nm; m++) {
+      u[mem[m]] = nc_b_reshape_dims(g, nc_b_slice(g, us, 0, m, m + 1), 2, d2);
+      done[mem[m]] = 1;
+    }
+  }
+  free(done), free(parts), free(mem);
+}
+
+// The rest of Muon's update of param d from its orthogonalized u.
+static void nc_tb_muon_finish(nc_tb *t, const nc_param_desc *d, nc_id p, nc_id u, nc_id buf1) {
+  nc_graph *g = t->g;
+  int64_t rows = d->shape[0], cols = d->shape[1];
+  nc_type pt = nc_type_of(g, p);
   char name[180];
   if (t->oc->normuon) {
     // factored second moment over the longer side: per row if rows >= cols
@@ -223,6 +330,12 @@ nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const n
     if ((t.st = nc_autodiff(g, loss, NC_NONE, pid, np, grads))) goto done;
   }
   nc_id gscale = o->kind != NC_TRAIN_ACCUMULATE ? nc_leaf(g, NC_OP_INPUT, "grad_scale", nc_type_make(NC_F32, 0, NULL)) : NC_NONE;
+  // Muon's params: momentum, then all orthogonalizations (same shapes
+  // stacked), then the updates; outputs in param order as ever
+  nc_id *gn = malloc(((size_t)np + 1) * sizeof *gn), *buf1 = malloc(((size_t)np + 1) * sizeof *buf1);
+  nc_id *u = malloc(((size_t)np + 1) * sizeof *u);
+  int *midx = malloc(((size_t)np + 1) * sizeof *midx), nmuon = 0;
+  if (!gn || !buf1 || !u || !midx) t.st = nc_errorf(NC_E_NOMEM, "out of memory");
   for (int i = 0; i < np && !t.st; i++) {
     nc_id p = pid[i], gr = grads[i];
     if (o->kind == NC_TRAIN_ACCUMULATE || (o->kind == NC_TRAIN_STEP && o->with_acc)) {
@@ -234,10 +347,23 @@ nc_status nc_train_build(const nc_model_spec *s, const nc_optim_cfg *oc, const n
         continue;
       }
     }
-    gr = mul(g, gr, bc(g, gscale, gr));
-    if (ps[i].group == NC_GROUP_MUON) nc_tb_muon(&t, &ps[i], p, gr);
-    else nc_tb_adamw(&t, &ps[i], p, gr);
+    grads[i] = gr = mul(g, gr, bc(g, gscale, gr));
+    if (ps[i].group == NC_GROUP_MUON) {
+      gn[nmuon] = nc_tb_muon_momentum(&t, &ps[i], p, gr, &buf1[nmuon]);
+      midx[nmuon++] = i;
+    }
   }
+  if (!t.st && o->kind != NC_TRAIN_ACCUMULATE) {
+    nc_tb_orthogonalize_all(&t, ps, midx, gn, nmuon, u);
+    for (int i = 0, k = 0; i < np && !t.st; i++) {
+      if (ps[i].group != NC_GROUP_MUON) nc_tb_adamw(&t, &ps[i], pid[i], grads[i]);
+      else {
+        nc_tb_muon_finish(&t, &ps[i], pid[i], u[k], buf1[k]);
+        k++;
+      }
+    }
+  }
+  free(gn), free(buf1), free(u), free(midx);
   if (!t.st && nc_graph_error(g)) t.st = nc_graph_take_error(g);
 done:
   free(pid);

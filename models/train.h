@@ -36,10 +36,15 @@ typedef struct {
   bool normuon;                        // NorMuon factored second moment
   double normuon_beta2;                // 0.9 in nanochat HEAD
   bool cautious_wd;                    // decay only where update and param agree in sign
+  bool polar_gram;                     // non-square matrices' Polar Express in Gram form
+                                       // (NC_PATTERN_POLAR_GRAM; same math, fewer FLOPs)
+  bool muon_stack;                     // same-shaped Muon matrices orthogonalized as one
+                                       // stack: batched GEMMs (NC_PATTERN_MUON_STACK)
 } nc_optim_cfg;
 
 // nanochat HEAD's settings: betas/eps per group, Polar Express, NorMuon and
-// cautious weight decay on.
+// cautious weight decay on; polar_gram and muon_stack on unless NC_PATTERNS_OFF
+// has bit 1024 or 16384.
 void nc_optim_defaults(nc_optim_cfg *c);
 
 // APPLY: the optimizer update alone, for gradients computed elsewhere (data

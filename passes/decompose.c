@@ -268,6 +268,17 @@ static bool dc_half(const nc_graph *g, const nc_node *nd, const nc_id *in) {
   return false;
 }
 
+// NC_PATTERN_FLASH_ATTENTION's shapes: no kvlen, rank-4 q/k/v with constant head
+// counts (Hq % Hkv == 0) and head dims <= 128 (the template's limit).
+static bool dc_flash_shape(const nc_graph *g, const nc_node *nd, const nc_id *in) {
+  if (nd->nin != (nd->op == NC_OP_ATTENTION ? 3 : 4)) return false;
+  nc_type qt = nc_type_of(g, in[0]), kt = nc_type_of(g, in[1]), vt = nc_type_of(g, in[2]);
+  if (qt.rank != 4 || kt.rank != 4 || vt.rank != 4) return false;
+  for (int d = 2; d < 4; d++)
+    if (!nc_dim_is_const(qt.dim[d]) || !nc_dim_is_const(kt.dim[d]) || !nc_dim_is_const(vt.dim[d])) return false;
+  return kt.dim[2].c > 0 && qt.dim[2].c % kt.dim[2].c == 0 && qt.dim[3].c <= 128 && vt.dim[3].c <= 128;
+}
+
 nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
   const nc_graph *src = *gp;
   uint32_t n = nc_graph_nnodes(src);
@@ -282,6 +293,7 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
   bool ce_rows = ctx && !(ctx->patterns_off & NC_PATTERN_CROSS_ENTROPY);
   bool attn = ctx && !(ctx->patterns_off & NC_PATTERN_ATTENTION);
   bool force_attn = ctx && (ctx->patterns_force & NC_PATTERN_ATTENTION);
+  bool flash = attn && (ctx->patterns_force & NC_PATTERN_FLASH_ATTENTION) && !(ctx->patterns_off & NC_PATTERN_FLASH_ATTENTION);
   bool bf16_gemm = !ctx || !(ctx->patterns_off & NC_PATTERN_BF16_GEMM);
   for (nc_id i = 0; i < n && !st; i++) {
     const nc_node *nd = nc_graph_node(src, i);
@@ -300,7 +312,8 @@ nc_status nc_pass_decompose(nc_graph **gp, nc_pass_ctx *ctx) {
       case NC_OP_ROPE: r = dc_rope(g, in[0], nd->nin > 1 ? in[1] : NC_NONE, nd->fa[0], nd->ia[0]); break;
       case NC_OP_ATTENTION:
       case NC_OP_ATTENTION_GRAD:
-        if (attn && (force_attn || (nc_dim_is_const(nc_type_of(g, in[0]).dim[1]) && nc_type_of(g, in[0]).dim[1].c <= NC_ATTN_LOOP_MAX_TQ)) &&
+        if (attn && (force_attn || (flash && dc_flash_shape(g, nd, in)) ||
+                     (nc_dim_is_const(nc_type_of(g, in[0]).dim[1]) && nc_type_of(g, in[0]).dim[1].c <= NC_ATTN_LOOP_MAX_TQ)) &&
             (half || nd->type.dtype == NC_F32) && nc_type_of(g, in[0]).dtype == NC_F32 && nc_type_of(g, in[1]).dtype == NC_F32 &&
             nc_type_of(g, in[2]).dtype == NC_F32 && (nd->op == NC_OP_ATTENTION || nc_type_of(g, in[3]).dtype == NC_F32)) {
           nc_node_desc d;  // kept for the online-softmax loop nests (NC_PATTERN_ATTENTION)

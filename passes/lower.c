@@ -290,6 +290,87 @@ static bool nc_lw_symmetric(const nc_graph *g, nc_id n, int depth) {
   return true;
 }
 
+// The node whose buffer holds reshape (chain) n's elements in its order.
+static nc_id nc_lw_reshape_base(const nc_graph *g, nc_id n) {
+  while (nc_graph_node(g, n)->op == NC_OP_RESHAPE) n = nc_graph_input_of(g, n, 0);
+  return n;
+}
+
+// A splat operand: a constant, or an expand of a single element.
+static bool nc_lw_splat(const nc_graph *g, nc_id n) {
+  const nc_node *nd = nc_graph_node(g, n);
+  if (nd->op == NC_OP_CONST) return true;
+  if (nd->op != NC_OP_EXPAND) return false;
+  nc_type it = nc_type_of(g, nc_graph_input_of(g, n, 0));
+  for (int i = 0; i < it.rank; i++)
+    if (!nc_dim_eq(it.dim[i], nc_dim_const(1))) return false;
+  return true;
+}
+
+// Matrices known to be polynomials of one Gram matrix G = X X^T or X^T X
+// (NC_PATTERN_POLAR_GRAM's products: passes/pass.h): G itself, the identity
+// cast(iota(r-2) == iota(r-1)) (a polynomial of every G), sums, differences
+// and constant multiples of polynomials of G, and products of two of them.
+// Such matrices are symmetric and commute, so their products are symmetric.
+// memo per node: 0 unknown, 1 none, 2 the identity (times c), 3 + G.
+static uint32_t nc_lw_polybase(const nc_graph *g, nc_id n, uint32_t *memo) {
+  if (memo[n]) return memo[n];
+  memo[n] = 1;
+  const nc_node *nd = nc_graph_node(g, n);
+  nc_type t = nd->type;
+  int r = t.rank;
+  if (r < 2 || !nc_dim_eq(t.dim[r - 1], t.dim[r - 2])) return 1;
+  uint32_t res = 1, pa, pb;
+  nc_id a = nd->nin > 0 ? nc_graph_input_of(g, n, 0) : NC_NONE, b = nd->nin > 1 ? nc_graph_input_of(g, n, 1) : NC_NONE;
+  switch (nd->op) {
+    case NC_OP_CAST: {  // cast(eq(iota(r-2), iota(r-1))): the identity
+      const nc_node *e = nc_graph_node(g, a);
+      if (e->op != NC_OP_EQ) break;
+      const nc_node *i0 = nc_graph_node(g, nc_graph_input_of(g, a, 0)), *i1 = nc_graph_node(g, nc_graph_input_of(g, a, 1));
+      if (i0->op == NC_OP_IOTA && i1->op == NC_OP_IOTA && i0->type.rank == r && i1->type.rank == r &&
+          ((i0->ia[0] == r - 2 && i1->ia[0] == r - 1) || (i0->ia[0] == r - 1 && i1->ia[0] == r - 2)))
+        res = 2;
+      break;
+    }
+    case NC_OP_MATMUL:
+    case NC_OP_BMM:
+      if (nc_type_of(g, a).rank != r || nc_type_of(g, b).rank != r) break;  // no folded batch dims
+      if (a == b && nd->ia[0] != nd->ia[1]) {
+        res = 3 + n;  // a Gram matrix
+        break;
+      }
+      // transposes do not matter: polynomials of G are symmetric
+      pa = nc_lw_polybase(g, a, memo), pb = nc_lw_polybase(g, b, memo);
+      if (pa > 1 && pb > 1 && (pa == pb || pa == 2 || pb == 2)) res = pa == 2 ? pb : pa;
+      break;
+    case NC_OP_ADD:
+    case NC_OP_SUB:
+      pa = nc_lw_polybase(g, a, memo), pb = nc_lw_polybase(g, b, memo);
+      if (pa > 1 && pb > 1 && (pa == pb || pa == 2 || pb == 2)) res = pa == 2 ? pb : pa;
+      break;
+    case NC_OP_NEG: res = nc_lw_polybase(g, a, memo); break;
+    case NC_OP_MUL:
+      if (nc_lw_splat(g, b)) res = nc_lw_polybase(g, a, memo);
+      else if (nc_lw_splat(g, a)) res = nc_lw_polybase(g, b, memo);
+      break;
+    case NC_OP_DIV:
+      if (nc_lw_splat(g, b)) res = nc_lw_polybase(g, a, memo);
+      break;
+    default: break;
+  }
+  return memo[n] = res;
+}
+
+// True when n is a product or combination of polynomials of one Gram matrix.
+static bool nc_lw_poly_symmetric(const nc_graph *g, nc_id n) {
+  uint32_t nn = nc_graph_nnodes(g);
+  uint32_t *memo = calloc(nn ? nn : 1, sizeof *memo);
+  if (!memo) return false;  // no hint: the full product, still correct
+  bool r = nc_lw_polybase(g, n, memo) > 1;
+  free(memo);
+  return r;
+}
+
 // The GEMM addend of a kernel (NC_PATTERN_GEMM_ADD): the kernel's node
 // root = alpha * n + beta * e.
 typedef struct {
@@ -307,7 +388,9 @@ static nc_status nc_lw_matmul(nc_lw *w, nc_id n, nc_id relu2, bool single, const
   nc_type at = nc_type_of(w->g, a), bt = nc_type_of(w->g, b), yt = nd->type;
   bool ta = nd->ia[0], tb = nd->ia[1];
   nc_id out = add ? add->root : single ? relu2 : n;
-  int bufs[4] = {nc_lw_buf(w, a, false), nc_lw_buf(w, b, false), nc_lw_buf(w, out, true), 0};
+  // an unmaterialized reshape operand: its input's buffer (NC_PATTERN_RESHAPE_VIEW)
+  nc_id av = w->p->materialized[a] ? a : nc_lw_reshape_base(w->g, a), bv = w->p->materialized[b] ? b : nc_lw_reshape_base(w->g, b);
+  int bufs[4] = {nc_lw_buf(w, av, false), nc_lw_buf(w, bv, false), nc_lw_buf(w, out, true), 0};
   int nbufs = 3;
   if (relu2 != NC_NONE && !single) bufs[nbufs++] = nc_lw_buf(w, relu2, true);
   if (add) bufs[nbufs++] = nc_lw_buf(w, add->e, false);
@@ -328,7 +411,8 @@ static nc_status nc_lw_matmul(nc_lw *w, nc_id n, nc_id relu2, bool single, const
   (void)bt;
   // a symmetric result (Muon's X X^T and A A) gets the hint arg 9: the
   // GEMM may compute the lower triangle and mirror it
-  bool sym = relu2 == NC_NONE && w->sym_ok && yt.dtype == NC_F32 && nc_lw_symmetric(w->g, out, 0);
+  bool sym = relu2 == NC_NONE && w->sym_ok && yt.dtype == NC_F32 &&
+             (nc_lw_symmetric(w->g, out, 0) || nc_lw_poly_symmetric(w->g, out));
   nc_kx args[13] = {batch, M, N, K, nc_kx_idx(k, ta), nc_kx_idx(k, tb), sa, sb, nc_kx_idx(k, 0), nc_kx_idx(k, sym),
                     nc_kx_idx(k, add ? 2 : 1), NC_KX_NONE, NC_KX_NONE};
   if (add) args[11] = nc_kx_const_f(k, NC_F32, add->alpha), args[12] = nc_kx_const_f(k, NC_F32, add->beta);
@@ -404,6 +488,34 @@ static nc_status nc_lw_cross_entropy(nc_lw *w, nc_id n, bool grad, nc_id epi) {
   nc_kx row = nc_kx_binary(k, NC_KOP_MUL, tt.rank ? nc_lw_flatten(w, &tt, idx) : nc_kx_idx(k, 0), V);
   // row values as f32, the loss's dtype
   #define XV(var) nc_kx_cast(k, nc_lw_ce_logit(w, lg, idx, tt.rank, nc_kx_var(k, var)), NC_F32)
+  nc_id fw = grad && w->p->extra_read ? w->p->extra_read[n] : NC_NONE;
+  if (fw != NC_NONE) {  // NC_PATTERN_CE_LSE: lse = loss + the target's logit, one sweep
+    nc_kx t = nc_kx_cast(k, nc_lw_emit(w, tg, idx, false), NC_I64);
+    nc_kx valid = nc_kx_binary(k, NC_KOP_NE, t, nc_kx_idx(k, ignore));
+    nc_kx tc = nc_lw_clamp(w, t, 0, nc_kx_binary(k, NC_KOP_SUB, V, nc_kx_idx(k, 1)));
+    nc_kx zero = nc_kx_const_f(k, NC_F32, 0);
+    nc_kx picked = nc_kx_cast(k, nc_lw_ce_logit(w, lg, idx, tt.rank, tc), NC_F32);
+    nc_kx loss = nc_kx_load(k, nc_lw_buf(w, fw, false), tt.rank ? nc_lw_flatten(w, &tt, idx) : nc_kx_idx(k, 0));
+    nc_kx lse = nc_kx_binary(k, NC_KOP_ADD, nc_kx_cast(k, loss, NC_F32), picked);
+    nc_kx dlv = nc_kx_select(k, valid, nc_kx_cast(k, nc_lw_emit(w, nc_graph_input_of(w->g, n, 2), idx, false), NC_F32), zero);
+    int v3 = nc_kernel_var(k);
+    nc_ks l3 = nc_ks_for(k, &tail, v3, nc_kx_idx(k, 0), V);
+    k->s[l3].sched |= NC_KSCHED_VECTORIZE, k->s[l3].vec = 16;
+    nc_ks *b3 = nc_ks_body_slot(k, l3);
+    nc_kx p = nc_kx_binary(k, NC_KOP_MUL, nc_kx_unary(k, NC_KOP_EXP, nc_kx_binary(k, NC_KOP_SUB, XV(v3), lse)), dlv);
+    nc_kx hot = nc_kx_binary(k, NC_KOP_EQ, nc_kx_var(k, v3), t);
+    nc_kx gval = nc_kx_cast(k, nc_kx_select(k, hot, nc_kx_binary(k, NC_KOP_SUB, p, dlv), p), ot.dtype);
+    if (epi != NC_NONE) {
+      nc_id top = epi;
+      while (nc_graph_node(w->g, top)->op == NC_OP_RESHAPE) top = nc_graph_input_of(w->g, top, 0);
+      idx[tt.rank] = nc_kx_var(k, v3);
+      w->sub_node = n, w->sub_val = gval;
+      gval = nc_lw_emit(w, top, idx, top == epi);
+      w->sub_node = NC_NONE;
+    }
+    nc_ks_store(k, &b3, ob, nc_kx_binary(k, NC_KOP_ADD, row, nc_kx_var(k, v3)), gval);
+    return NC_OK;
+  }
   int am = nc_kernel_acc(k, NC_F32), as = nc_kernel_acc(k, NC_F32);
   nc_ks_acc_init(k, &tail, am, nc_kx_const_f(k, NC_F32, -INFINITY));
   int v1 = nc_kernel_var(k);
@@ -623,6 +735,75 @@ static void nc_at_prob(nc_at *a, nc_ks **tail, nc_kx b, nc_kx i, nc_kx h, nc_kx 
   nc_ks_acc_init(k, tail, a->dp, AT_MUL(AT_MUL(nc_kx_acc(k, a->p), AT_SUB(nc_kx_acc(k, a->dp), nc_kx_acc(k, a->di))), a->scale));
 }
 
+// ---- flash attention (nc_lower_opts.flash_attention, OpenCL) ----------------------
+// An f32 attention / attention_grad without kvlen whose head dims are constants
+// <= NC_FLASH_MAX_D becomes one NC_KT_ATTENTION call (ir/kir.h).
+static bool nc_lw_flash_ok(const nc_graph *g, nc_id n) {
+  const nc_node *nd = nc_graph_node(g, n);
+  if (!(nd->op == NC_OP_ATTENTION && nd->nin == 3) && !(nd->op == NC_OP_ATTENTION_GRAD && nd->nin == 4)) return false;
+  if (nd->type.dtype != NC_F32) return false;
+  for (int q = 0; q < nd->nin; q++)
+    if (nc_type_of(g, nc_graph_input_of(g, n, q)).dtype != NC_F32) return false;
+  nc_type qt = nc_type_of(g, nc_graph_input_of(g, n, 0)), kt = nc_type_of(g, nc_graph_input_of(g, n, 1));
+  nc_type vt = nc_type_of(g, nc_graph_input_of(g, n, 2));
+  if (qt.rank != 4 || kt.rank != 4 || vt.rank != 4) return false;
+  for (int d = 2; d < 4; d++)
+    if (!nc_dim_is_const(qt.dim[d]) || !nc_dim_is_const(kt.dim[d]) || !nc_dim_is_const(vt.dim[d])) return false;
+  if (kt.dim[2].c <= 0 || qt.dim[2].c % kt.dim[2].c || qt.dim[3].c > NC_FLASH_MAX_D || vt.dim[3].c > NC_FLASH_MAX_D) return false;
+  return true;
+}
+
+// The attention_grad nodes of one attention (same inputs and attributes, wrt q,
+// k, v) are computed by one call: the first one's kernel stores the others.
+static void nc_lw_flash_group(const nc_graph *g, nc_plan *p) {
+  uint32_t nn = nc_graph_nnodes(g);
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *a = nc_graph_node(g, i);
+    if (a->op != NC_OP_ATTENTION_GRAD || p->stored_by[i] != NC_NONE || !nc_lw_flash_ok(g, i)) continue;
+    unsigned have = 1u << a->ia[0];
+    for (nc_id j = i + 1; j < nn && have != 7; j++) {
+      const nc_node *b = nc_graph_node(g, j);
+      if (b->op != NC_OP_ATTENTION_GRAD || p->stored_by[j] != NC_NONE || (have & (1u << b->ia[0])) || b->ia[1] != a->ia[1] ||
+          b->ia[2] != a->ia[2] || b->fa[0] != a->fa[0] || !nc_lw_flash_ok(g, j))
+        continue;
+      bool same = true;
+      for (int q = 0; q < 4; q++) same &= nc_graph_input_of(g, i, q) == nc_graph_input_of(g, j, q);
+      if (!same) continue;
+      p->stored_by[j] = i;
+      have |= 1u << b->ia[0];
+    }
+  }
+}
+
+static nc_status nc_lw_flash(nc_lw *w, nc_id n) {
+  nc_kernel *k = w->k;
+  const nc_graph *g = w->g;
+  const nc_node *nd = nc_graph_node(g, n);
+  bool grad = nd->op == NC_OP_ATTENTION_GRAD;
+  nc_id qn = nc_graph_input_of(g, n, 0), kn = nc_graph_input_of(g, n, 1), vn = nc_graph_input_of(g, n, 2);
+  nc_type qt = nc_type_of(g, qn), kt = nc_type_of(g, kn), vt = nc_type_of(g, vn);
+  int bufs[7] = {nc_lw_buf(w, qn, false), nc_lw_buf(w, kn, false), nc_lw_buf(w, vn, false), 0, 0, 0, 0}, nb = 3;
+  int64_t mask = 0;
+  if (!grad) {
+    bufs[nb++] = nc_lw_buf(w, n, true);
+  } else {
+    bufs[nb++] = nc_lw_buf(w, nc_graph_input_of(g, n, 3), false);
+    nc_id by[3] = {NC_NONE, NC_NONE, NC_NONE};  // the group's nodes by wrt
+    by[nd->ia[0]] = n;
+    for (nc_id j = n + 1; j < w->p->nnodes; j++)
+      if (w->p->stored_by[j] == n && nc_graph_node(g, j)->op == NC_OP_ATTENTION_GRAD) by[nc_graph_node(g, j)->ia[0]] = j;
+    for (int r = 0; r < 3; r++)
+      if (by[r] != NC_NONE) bufs[nb++] = nc_lw_buf(w, by[r], true), mask |= 1 << r;
+  }
+  int64_t causal = grad ? nd->ia[1] : nd->ia[0], window = grad ? nd->ia[2] : nd->ia[1];
+  nc_kx args[11] = {nc_lw_dim(w, qt.dim[0]), nc_lw_dim(w, qt.dim[1]), nc_lw_dim(w, kt.dim[1]), nc_lw_dim(w, qt.dim[2]),
+                    nc_lw_dim(w, kt.dim[2]), nc_lw_dim(w, qt.dim[3]), nc_lw_dim(w, vt.dim[3]), nc_kx_idx(k, causal),
+                    nc_kx_idx(k, window), nc_kx_idx(k, mask), nc_kx_const_f(k, NC_F32, nd->fa[0])};
+  nc_ks *tail = &k->body;
+  nc_ks_call(k, &tail, NC_KT_ATTENTION, args, 11, bufs, nb);
+  return NC_OK;
+}
+
 static nc_status nc_lw_attention(nc_lw *w, nc_id n) {
   nc_kernel *k = w->k;
   const nc_node *nd = nc_graph_node(w->g, n);
@@ -798,6 +979,36 @@ static void nc_lw_novec(nc_kernel *k) {
     if (k->s[s].kind == NC_KS_FOR) k->s[s].sched &= ~(unsigned)NC_KSCHED_VECTORIZE;
 }
 
+static nc_status nc_lw_elementwise(nc_lw *w, nc_id n);
+
+// A materialized concat (NC_PATTERN_CONCAT_NESTS): one parallel loop nest per
+// input over the input's shape, storing its (inlined) values at the output
+// index shifted along the axis. Falls back to the select chain when row
+// reductions are fused in.
+static nc_status nc_lw_concat(nc_lw *w, nc_id n) {
+  nc_kernel *k = w->k;
+  const nc_node *nd = nc_graph_node(w->g, n);
+  nc_type t = nd->type;
+  if (nc_lw_row_deps(w, n, (nc_id[NC_KERNEL_MAX_ACCS]){0}, NC_KERNEL_MAX_ACCS) != 0 || t.rank == 0) return nc_lw_elementwise(w, n);
+  int axis = (int)nd->ia[0];
+  int ob = nc_lw_buf(w, n, true);
+  int64_t off = 0;
+  for (int q = 0; q < nd->nin && !w->st; q++) {
+    nc_id in = nc_graph_input_of(w->g, n, q);
+    nc_type it = nc_type_of(w->g, in);
+    nc_kx idx[NC_MAX_RANK], oidx[NC_MAX_RANK];
+    nc_ks *tail = &k->body;
+    while (*tail != NC_KS_NONE) tail = &nc_ks_get(k, *tail)->next;
+    tail = nc_lw_loops(w, tail, &it, (1ull << it.rank) - 1, idx, true);
+    memcpy(oidx, idx, sizeof(nc_kx) * (size_t)t.rank);
+    oidx[axis] = nc_kx_binary(k, NC_KOP_ADD, idx[axis], nc_kx_idx(k, off));
+    nc_kx v = nc_lw_emit(w, in, idx, false);
+    nc_ks_store(k, &tail, ob, nc_lw_flatten(w, &t, oidx), v);
+    off += it.dim[axis].c;
+  }
+  return NC_OK;
+}
+
 static nc_status nc_lw_elementwise(nc_lw *w, nc_id n) {
   nc_kernel *k = w->k;
   nc_type t = nc_type_of(w->g, n);
@@ -832,6 +1043,7 @@ void nc_plan_free(nc_plan *p) {
   free(p->kernels);
   free(p->materialized);
   free(p->stored_by);
+  free(p->extra_read);
   free(p);
 }
 
@@ -1254,6 +1466,7 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
   for (nc_id i = 0; i < nn; i++) p->stored_by[i] = NC_NONE;
+  bool view = (!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_RESHAPE_VIEW));
   for (nc_id i = 0; i < nn; i++) {
     const nc_node *nd = nc_graph_node(g, i);
     if (nc_lw_opaque_unsupported(nd->op)) {
@@ -1266,8 +1479,10 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
       nc_id in = nc_graph_input_of(g, i, q);
       uses[in]++;
       // contractions and scatter_add read whole buffers; the cross-entropy row
-      // kernel reads the logits' buffer
-      if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD ||
+      // kernel reads the logits' buffer. A GEMM reads a reshape's input buffer
+      // (NC_PATTERN_RESHAPE_VIEW): the reshape is not copied.
+      if ((nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) && view) p->materialized[nc_lw_reshape_base(g, in)] = 1;
+      else if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD ||
           ((nd->op == NC_OP_CROSS_ENTROPY || nd->op == NC_OP_CROSS_ENTROPY_GRAD) && q == 0) ||
           ((nd->op == NC_OP_ATTENTION && q < 3) || (nd->op == NC_OP_ATTENTION_GRAD && q < 4)))
         p->materialized[in] = 1;
@@ -1298,12 +1513,38 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     if (p->materialized[i]) cheap[i] = 0;
   }
   free(cheap);
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_CE_LSE))) {  // cross_entropy_grad -> its forward
+    for (nc_id i = 0; i < nn; i++) {
+      const nc_node *nd = nc_graph_node(g, i);
+      if (nd->op != NC_OP_CROSS_ENTROPY_GRAD || nd->ia[1] != 0) continue;
+      for (nc_id f = 0; f < i; f++) {
+        const nc_node *fd = nc_graph_node(g, f);
+        if (fd->op != NC_OP_CROSS_ENTROPY || !p->materialized[f] || fd->ia[0] != nd->ia[0] || fd->ia[1] != 0 ||
+            fd->type.dtype != NC_F32 || nc_graph_input_of(g, f, 0) != nc_graph_input_of(g, i, 0) ||
+            nc_graph_input_of(g, f, 1) != nc_graph_input_of(g, i, 1))
+          continue;
+        if (!p->extra_read) {
+          if (!(p->extra_read = malloc(nn * sizeof *p->extra_read))) {
+            free(uses);
+            nc_plan_free(p);
+            return nc_errorf(NC_E_NOMEM, "out of memory");
+          }
+          for (nc_id q = 0; q < nn; q++) p->extra_read[q] = NC_NONE;
+        }
+        p->extra_read[i] = f;
+        break;
+      }
+    }
+  }
   nc_id *epi = NULL;
   if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_SOFTCAP_CE)) && !(epi = nc_lw_softcap_ce(g, p, uses))) {
     free(uses);
     nc_plan_free(p);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
+  if (epi && p->extra_read)  // a gradient computed in its epilogue's kernel reads the loss rows there
+    for (nc_id i = 0; i < nn; i++)
+      if (epi[i] != NC_NONE && p->extra_read[epi[i]] != NC_NONE) p->extra_read[i] = p->extra_read[epi[i]];
   unsigned char *rowfused = NULL;
   if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_NORM_ROPE)) && !(rowfused = nc_lw_rowfuse(g, p, o && (o->patterns_force & NC_PATTERN_NORM_ROPE)))) {
     free(epi);
@@ -1336,6 +1577,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
   free(uses);
+  bool flash = o && o->flash_attention;
+  if (flash) nc_lw_flash_group(g, p);
   unsigned char *hosts = calloc(nn ? nn : 1, 1);  // per node: its kernel stores other nodes too
   if (!hosts) {
     free(epi);
@@ -1353,7 +1596,9 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     if (!p->materialized[i] || nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM || p->stored_by[i] != NC_NONE) continue;
     nc_plan_kernel *pk = &p->kernels[p->nkernels++];
     char name[64];
-    if (epi && epi[i] != NC_NONE) snprintf(name, sizeof name, "k%u_ce_grad_epilogue", i);
+    bool fl = flash && (nd->op == NC_OP_ATTENTION || nd->op == NC_OP_ATTENTION_GRAD) && nc_lw_flash_ok(g, i);
+    if (fl) snprintf(name, sizeof name, "k%u_flash_%s", i, nc_op_get(nd->op)->name);
+    else if (epi && epi[i] != NC_NONE) snprintf(name, sizeof name, "k%u_ce_grad_epilogue", i);
     else if (relu2 && relu2[i] != NC_NONE) snprintf(name, sizeof name, "k%u_matmul_relu2", i);
     else if (gadd && gadd[i].root == i) snprintf(name, sizeof name, "k%u_matmul_add", i);
     else if (hosts && hosts[i]) snprintf(name, sizeof name, "k%u_update_group", i);
@@ -1363,7 +1608,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     for (int b = 0; b < NC_KERNEL_MAX_BUFS; b++) pk->buf_node[b] = NC_NONE;
     nc_lw w = {g, p, pk, &pk->k, 0, NC_OK, NC_NONE, NC_KX_NONE, rowfused, !(o && (o->patterns_off & NC_PATTERN_SYMMETRIC_GEMM)),
                hosts[i], 0, {0}, {0}};
-    if (relu2 && relu2[i] != NC_NONE && nd->op == NC_OP_SQUARE) st = nc_lw_matmul(&w, relu2[i], i, true, NULL);
+    if (fl) st = nc_lw_flash(&w, i);
+    else if (relu2 && relu2[i] != NC_NONE && nd->op == NC_OP_SQUARE) st = nc_lw_matmul(&w, relu2[i], i, true, NULL);
     else if (gadd && gadd[i].root == i) st = nc_lw_matmul(&w, gadd[i].m, NC_NONE, false, &gadd[i]);
     else if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) st = nc_lw_matmul(&w, i, relu2 ? relu2[i] : NC_NONE, false, NULL);
     else if (nd->op == NC_OP_SCATTER_ADD) st = nc_lw_scatter_add(&w, i);
@@ -1372,6 +1618,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     else if (nd->op == NC_OP_CROSS_ENTROPY_GRAD) st = nc_lw_cross_entropy(&w, i, true, NC_NONE);
     else if (nd->op == NC_OP_ATTENTION || nd->op == NC_OP_ATTENTION_GRAD) st = nc_lw_attention(&w, i);
     else if (nc_op_get(nd->op)->kind == NC_KIND_REDUCE) st = nc_lw_reduce(&w, i);
+    else if (nd->op == NC_OP_CONCAT && !hosts[i] && (!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_CONCAT_NESTS)))
+      st = nc_lw_concat(&w, i);
     else st = nc_lw_elementwise(&w, i);
     if (!st) st = w.st;
     if (!st) st = nc_kernel_verify(&pk->k);
@@ -1417,6 +1665,7 @@ nc_status nc_plan_memplan(const nc_graph *g, const nc_plan *p, const int64_t *sy
   mo.syms = syms;
   mo.nsyms = NC_MAX_SYMS;
   mo.materialized = mat;
+  mo.extra_read = p->extra_read;
   nc_id *exec = NULL;
   bool grouped = false;
   for (nc_id i = 0; i < nn && p->stored_by && !grouped; i++) grouped = p->stored_by[i] != NC_NONE;

@@ -37,13 +37,22 @@ typedef struct {
   // several outputs: NC_PATTERN_UPDATE_GROUP), or NC_NONE (its own kernel)
   nc_id *stored_by;
   uint32_t nnodes;
+  // per node id (NULL: none): a materialized node its kernel reads beyond its
+  // graph inputs (NC_PATTERN_CE_LSE: the gradient reads the forward's loss
+  // rows), or NC_NONE; the memory plan keeps it alive until then
+  nc_id *extra_read;
 } nc_plan;
 
 typedef struct {
   bool fuse;  // false: materialize every node (one kernel per node; for tests)
   unsigned patterns_off;    // NC_PATTERN_* bits (passes/pass.h) of lowering-time patterns switched off
   unsigned patterns_force;  // NC_PATTERN_* bits applied beyond their cost rule (NORM_ROPE: the rotation too)
+  // OpenCL only (runtime/exec.c): f32 attention / attention_grad without kvlen, head dims
+  // <= NC_FLASH_MAX_D, become NC_KT_ATTENTION template calls (codegen/ocl_attn.h); the
+  // attention_grad nodes of one attention (wrt q, k, v) share one call (stored_by)
+  bool flash_attention;
 } nc_lower_opts;
+#define NC_FLASH_MAX_D 128
 
 nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out);
 // NC_PATTERN_UPDATE_BATCH (passes/batch.c; nc_plan_build runs it unless the

@@ -255,6 +255,13 @@ nc_status nc_memplan_build(const nc_graph *g, const nc_memplan_opts *opts, nc_me
   nc_live L = {g, mat, seen_same, seen_other, stack, last, in0_other, opts->exec_at};
   for (nc_id c = 0; c < n; c++)
     if (mat[c]) nc_live_consumer(&L, c);
+  for (nc_id c = 0; opts->extra_read && c < n; c++) {  // reads the graph does not show
+    nc_id v = opts->extra_read[c];
+    if (v == NC_NONE || v >= n || !mat[v]) continue;
+    uint32_t at = opts->exec_at ? opts->exec_at[c] : c;
+    if (at > last[v]) last[v] = at;
+    in0_other[c] = true;  // never in place: c reads v at other indices
+  }
   if (opts->exec_at)  // hosts of other nodes' computations: no in place (flagged like other-index reads)
     for (nc_id c = 0; c < n; c++)
       if (opts->exec_at[c] != c && opts->exec_at[c] < n) in0_other[opts->exec_at[c]] = true;

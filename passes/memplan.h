@@ -53,6 +53,8 @@ typedef struct {
                               // kernel); NULL = each its own. Reads count at that position, and
                               // such kernels never write in place.
   int64_t align;              // offset alignment, a power of two (default 64)
+  const nc_id *extra_read;    // per node id: a materialized node its kernel also reads beyond
+                              // its graph inputs (NC_PATTERN_CE_LSE), or NC_NONE; NULL = none
 } nc_memplan_opts;
 
 void nc_memplan_opts_init(nc_memplan_opts *o);

@@ -84,6 +84,45 @@ enum {
   NC_PATTERN_UPDATE_BATCH = 128,
   NC_PATTERN_BF16_GEMM = 256,
   NC_PATTERN_GEMM_ADD = 512,
+  // POLAR_GRAM (graph building, models/train.c: nc_optim_cfg.polar_gram, read
+  // from NC_PATTERNS_OFF by nc_optim_defaults): from its third step on, Polar
+  // Express of a non-square (m x n, m < n) Muon matrix runs on the m x m Gram
+  // matrix A = X X^T: Q <- (aI + bA + cA^2) Q and A <- B A B (every factor a
+  // polynomial of that A, so all symmetric and commuting), X = Q X once at
+  // the end: the same iteration in exact arithmetic, 72 % of the FLOPs for
+  // n = 4m (the first two steps stay in X form for fp32 precision). With
+  // SYMMETRIC_GEMM the lowering knows products of polynomials of one Gram
+  // matrix are symmetric (passes/lower.c nc_lw_polybase).
+  NC_PATTERN_POLAR_GRAM = 1024,
+  // RESHAPE_VIEW (lowering): a matmul/bmm operand that is a reshape (chain)
+  // of a node is read from that node's buffer (a reshape keeps the row-major
+  // order): the reshape gets no copy kernel of its own.
+  NC_PATTERN_RESHAPE_VIEW = 2048,
+  // CONCAT_NESTS (lowering): a materialized concat is one kernel with a
+  // parallel loop nest per input, each storing its input's (inlined) values
+  // into its slab, instead of a select chain that evaluates every input at
+  // every element (rope's halves; Muon's stacked matrices, MUON_STACK).
+  NC_PATTERN_CONCAT_NESTS = 8192,
+  // MUON_STACK (graph building, models/train.c: nc_optim_cfg.muon_stack, read
+  // from NC_PATTERNS_OFF by nc_optim_defaults): same-shaped Muon matrices are
+  // stacked (concat of their Nesterov gradients, G x rows x cols) and
+  // orthogonalized together: each Polar Express product is one batched GEMM
+  // (threads split whole matrices), the per-matrix norms one reduction
+  // parallel over the stack; each update reads its slice of the result.
+  NC_PATTERN_MUON_STACK = 16384,
+  // CE_LSE (lowering): cross_entropy_grad whose forward cross_entropy (same
+  // logits, targets, ignore index) is materialized takes each row's
+  // logsumexp as loss + the target's logit from the forward's output instead
+  // of recomputing it: one sweep over the row (exp(x - lse) - onehot) instead
+  // of three (max, sum of exp, gradient). nc_plan.extra_read keeps the loss
+  // rows alive until the gradient's kernel.
+  NC_PATTERN_CE_LSE = 32768,
+  // FLASH_ATTENTION (decompose + lowering; force-only: applied only with the bit in
+  // patterns_force, which the OpenCL device sets): f32 attention / attention_grad
+  // without kvlen and with head dims <= 128 stay whole at any length and lower to
+  // the flash-attention template (nc_lower_opts.flash_attention, codegen/ocl_attn.h);
+  // nothing (Tq,Tk)-sized is materialized. NC_PATTERNS_OFF=4096 (or 2) switches it off.
+  NC_PATTERN_FLASH_ATTENTION = 4096,
 };
 typedef nc_status (*nc_pass_fn)(nc_graph **g, nc_pass_ctx *ctx);
 

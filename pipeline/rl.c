@@ -222,6 +222,7 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   if (o->dist) NC_TRY(nc_dist_barrier(o->dist));  // every rank has looked before rank 0 writes
   if (!(r->sess = nc_session_new())) return nc_errorf(NC_E_NOMEM, "out of memory");
   NC_TRY(nc_model_ckpt_load(o->init_dir, -1, &r->spec, r->sess, NULL, NULL));
+  if (o->precision) NC_TRY(nc_spec_set_precision(&r->spec, o->precision, "--precision"));
   char tokpath[4096];
   snprintf(tokpath, sizeof tokpath, "%s/tokenizer.tiktoken", o->init_dir);
   NC_TRY(nc_tok_load(o->tokenizer_path ? o->tokenizer_path : tokpath, &r->tok));
@@ -231,6 +232,7 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   eo.tokenizer = o->tokenizer_path;
   eo.device = r->dev;
   eo.slots = o->samples > o->eval_k ? o->samples : o->eval_k;
+  eo.precision = o->precision;
   NC_TRY(nc_engine_open(&eo, &r->eng));
   nc_sft_source *src = calloc((size_t)o->ntrain + (size_t)o->nval, sizeof *src);
   if (!src) return nc_errorf(NC_E_NOMEM, "out of memory");

@@ -41,6 +41,7 @@ typedef struct {
   uint64_t seed;
   bool overwrite;
   bool quiet;
+  const char *precision;       // "fp32" | "bf16" (--precision): overrides the checkpoint's <precision>; NULL: keep it
 } nc_rl_opts;
 void nc_rl_opts_default(nc_rl_opts *o);
 

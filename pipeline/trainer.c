@@ -36,7 +36,12 @@ struct nc_trainer {
   nc_tr_bucket *buckets;
   int nbuckets;
   nc_dist_reqs *reqs;    // dp: one slot per bucket, and one for the loss sums
-  float *flat;           // dp: every gradient (then every updated param), bucket by bucket
+  float *flat;           // dp: every gradient, bucket by bucket (from nc_exec_host_alloc: pinned on OpenCL); this
+                         // rank's grad.<param> are views of it (the reductions land where the optimizer reads)
+  float *pflat;          // the params, laid out as flat (pinned on OpenCL, where the session's params are views of
+                         // it: broadcasts land in them, uploads and reads run at full speed); NULL: not pinned
+  size_t total;          // elements of flat
+  void **dst;            // dp overlap: per output of the accumulate graph, where the hook's read puts it
   nc_param_desc *state;  // dp: the optimizer state this rank holds
   int nstate;
   nc_trainer_dp_stats stats;  // dp
@@ -115,8 +120,7 @@ static nc_status nc_tr_plan(nc_trainer *t) {
                        (long long)t->numel[i]);
   }
   NC_TRY(nc_dist_partition(t->numel, n, W, NC_TR_SMALL, t->owner));
-  if (!(t->flat = malloc(sizeof(float) * (size_t)(total > 0 ? total : 1))))
-    return nc_errorf(NC_E_NOMEM, "trainer: out of memory for %lld gradient elements", (long long)total);
+  t->total = (size_t)total;
   return NC_OK;
 }
 
@@ -201,6 +205,87 @@ static nc_status nc_tr_buckets(nc_trainer *t) {
   return st;
 }
 
+// The host buffers of the transfers, from the accumulate graph's device
+// (nc_exec_host_alloc: pinned on OpenCL). Data parallel: flat, with this
+// rank's grad.<param> as views of it. OpenCL (data parallel or with
+// accumulation): pflat, with the session's params as views of it, so reads
+// and uploads of params run from pinned memory and (data parallel) the
+// broadcasts land in the params themselves. nc_trainer_free gives the
+// session its own copies back.
+static nc_status nc_tr_buffers(nc_trainer *t) {
+  int n = t->nparams;
+  bool pin = t->x_acc && nc_exec_keeps(t->x_acc);
+  for (int i = 0; i < n && pin; i++) {
+    const nc_tensor *x = nc_session_get(t->sess, t->params[i].name);
+    pin = x && x->data && x->dtype == NC_F32;
+  }
+  if (!t->dp && !pin) return NC_OK;
+  if (!t->dp) {  // one param after the other
+    if (!(t->poff = malloc(sizeof(size_t) * (size_t)(n > 0 ? n : 1)))) return nc_errorf(NC_E_NOMEM, "trainer: out of memory");
+    size_t off = 0;
+    for (int i = 0; i < n; i++) t->poff[i] = off, off += (size_t)nc_tensor_numel(nc_session_get(t->sess, t->params[i].name));
+    t->total = off;
+  }
+  size_t bytes = sizeof(float) * (t->total > 0 ? t->total : 1);
+  void *mem = NULL;
+  char name[160];
+  if (t->dp) {
+    NC_TRY(nc_exec_host_alloc(t->x_acc, bytes, &mem));
+    t->flat = mem;
+    for (int i = 0; i < n; i++) {  // this rank's gradients: where its reductions land
+      if (!nc_tr_mine(&t->params[i], t)) continue;
+      snprintf(name, sizeof name, "grad.%s", t->params[i].name);
+      const nc_tensor *g = nc_session_get(t->sess, name);
+      if (!g || nc_tensor_numel(g) != t->numel[i]) return nc_errorf(NC_E_INTERNAL, "trainer: '%s' is missing", name);
+      nc_tensor w = nc_tensor_wrap(t->flat + t->poff[i], NC_F32, g->rank, g->shape);
+      NC_TRY(nc_session_put(t->sess, name, &w));
+    }
+    const nc_graph *ga = nc_exec_graph(t->x_acc);
+    int nout = nc_graph_noutputs(ga);
+    if (!(t->dst = calloc((size_t)(nout > 0 ? nout : 1), sizeof *t->dst))) return nc_errorf(NC_E_NOMEM, "trainer: out of memory");
+    for (int k = 0; k < nout; k++)
+      if (t->acc_out[k] >= 0) t->dst[k] = t->flat + t->poff[t->acc_out[k]];
+  }
+  if (pin) {
+    NC_TRY(nc_exec_host_alloc(t->x_acc, bytes, &mem));
+    t->pflat = mem;
+    for (int i = 0; i < n; i++) {
+      const nc_tensor *x = nc_session_get(t->sess, t->params[i].name);
+      memcpy(t->pflat + t->poff[i], x->data, nc_tensor_nbytes(x));
+      nc_tensor w = nc_tensor_wrap(t->pflat + t->poff[i], NC_F32, x->rank, x->shape);
+      NC_TRY(nc_session_put(t->sess, t->params[i].name, &w));
+    }
+  }
+  return NC_OK;
+}
+
+// Before the buffers go: every session tensor that is a view of them gets
+// its own copy of its current value.
+static void nc_tr_unpin(nc_trainer *t) {
+  char name[160];
+  for (int i = 0; i < t->nparams && (t->flat || t->pflat); i++)
+    for (int g = 0; g < 2; g++) {
+      snprintf(name, sizeof name, "%s%s", g ? "grad." : "", t->params[i].name);
+      const nc_tensor *x = nc_session_get(t->sess, name);
+      if (!x || !x->data || x->owned) continue;
+      const float *d = x->data;
+      bool in = (t->flat && d >= t->flat && d < t->flat + t->total) || (t->pflat && d >= t->pflat && d < t->pflat + t->total);
+      if (!in) continue;
+      nc_status st = nc_session_put_copy(t->sess, name, x);
+      if (st) {
+        fprintf(stderr, "trainer: keeping '%s': %s\n", name, nc_status_msg(st));
+        nc_status_free(st);
+      }
+    }
+  if (t->x_acc) {
+    if (t->flat) nc_exec_host_free(t->x_acc, t->flat);
+    if (t->pflat) nc_exec_host_free(t->x_acc, t->pflat);
+  } else {
+    free(t->flat);
+  }
+  t->flat = t->pflat = NULL;
+}
+
 nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer **out) {
   if (o->B < 1 || o->T < 1 || o->grad_accum < 1)
     return nc_errorf(NC_E_INVALID, "trainer: batch %lld x %lld with %lld micro-steps", (long long)o->B, (long long)o->T,
@@ -249,6 +334,7 @@ nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer
   }
   if (!st && t->dp) st = nc_tr_buckets(t);  // in the order backward finishes the gradients
   if (!st && t->dp) t->overlap = !o->no_overlap && nc_exec_output_kernel(t->x_acc, 0) != -2;
+  if (!st) st = nc_tr_buffers(t);
   nc_gpt_opts lo = {.with_loss = true};
   if (!st) st = nc_gpt_build(o->spec, &lo, &t->g_loss);
   if (!st) st = nc_exec_new(t->g_loss, &o->device, &t->x_loss);
@@ -267,10 +353,11 @@ nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer
 
 void nc_trainer_free(nc_trainer *t) {
   if (!t) return;
+  nc_tr_unpin(t);
   nc_exec_free(t->x_step), nc_exec_free(t->x_acc), nc_exec_free(t->x_loss), nc_exec_free(t->x_logits);
   nc_graph_free(t->g_step), nc_graph_free(t->g_acc), nc_graph_free(t->g_loss), nc_graph_free(t->g_logits);
   free(t->params);
-  free(t->flat);
+  free(t->dst);
   free(t->owner), free(t->order), free(t->buckets), free(t->state);
   free(t->numel), free(t->poff), free(t->pbucket), free(t->acc_out), free(t->left);
   nc_dist_reqs_free(t->reqs);
@@ -287,8 +374,9 @@ static float nc_tr_scalar(const nc_session *s, const char *name) {
 }
 
 // Copies tensor <prefix><param> of every param of bucket b to (to_flat) or
-// from flat.
-static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *prefix, bool to_flat) {
+// from base (flat or pflat), in flat's layout; nothing to copy where the
+// tensor is a view of base there.
+static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *prefix, bool to_flat, float *base) {
   double t0 = nc_tr_now();
   char name[160];
   size_t off = b->off;
@@ -298,8 +386,12 @@ static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *pr
     const nc_tensor *x = nc_session_get(t->sess, name);
     if (!x || !x->data || x->dtype != NC_F32) return nc_errorf(NC_E_INTERNAL, "data parallel: tensor '%s' is missing", name);
     size_t n = (size_t)nc_tensor_numel(x);
-    if (to_flat) memcpy(t->flat + off, x->data, n * sizeof(float));
-    else memcpy(x->data, t->flat + off, n * sizeof(float));
+    if (x->data == (void *)(base + off)) {
+    } else if (to_flat) {
+      memcpy(base + off, x->data, n * sizeof(float));
+    } else {
+      memcpy(x->data, base + off, n * sizeof(float));
+    }
     off += n;
     NC_TRY(nc_dist_progress(t->reqs, NULL));  // the collectives in flight move between copies (and device reads)
   }
@@ -336,7 +428,7 @@ static nc_status nc_tr_hook(void *ctx, int k, const nc_tensor *v) {
   double t0 = nc_tr_now();
   if (!v->data || v->dtype != NC_F32 || nc_tensor_numel(v) != t->numel[i])
     return nc_errorf(NC_E_INTERNAL, "data parallel: gradient of '%s' has the wrong shape", t->params[i].name);
-  memcpy(t->flat + t->poff[i], v->data, sizeof(float) * (size_t)t->numel[i]);
+  if (v->data != (void *)(t->flat + t->poff[i])) memcpy(t->flat + t->poff[i], v->data, sizeof(float) * (size_t)t->numel[i]);
   t->left[t->pbucket[i]]--;
   nc_status st = NC_OK;
   while (!st && t->issued < t->nbuckets && t->left[t->issued] == 0) {
@@ -368,7 +460,7 @@ static nc_status nc_tr_dp_finish(nc_trainer *t, double sums[2], double gscale, c
     if (k < 0) return nc_errorf(NC_E_INTERNAL, "data parallel: %d reductions never completed", need);
     bool mine = k == t->nbuckets || t->buckets[k].root < 0 || t->buckets[k].root == d->rank;
     need -= mine;
-    if (mine && k < t->nbuckets) NC_TRY(nc_tr_pack(t, &t->buckets[k], "grad.", false));
+    if (mine && k < t->nbuckets) NC_TRY(nc_tr_pack(t, &t->buckets[k], "grad.", false, t->flat));
   }
   // this rank's optimizer graph: its own params and the replicated ones
   if (t->x_step) {
@@ -384,18 +476,27 @@ static nc_status nc_tr_dp_finish(nc_trainer *t, double sums[2], double gscale, c
     NC_TRY(nc_dist_waitall(t->reqs));
     t->stats.wait_s += nc_tr_now() - tw;
   }
-  // every owner broadcasts its updated params, bucket by bucket
+  // every owner broadcasts its updated params, bucket by bucket: with pflat
+  // straight from and into the params' own memory (the receivers' host
+  // copies made current first, so that no later read from a device
+  // overwrites what arrives)
+  float *pbuf = t->pflat ? t->pflat : t->flat;
+  for (int b = 0; b < t->nbuckets && t->pflat; b++) {
+    const nc_tr_bucket *bk = &t->buckets[b];
+    for (int j = bk->first; bk->root >= 0 && bk->root != d->rank && j < bk->first + bk->count; j++)
+      if (!nc_session_get(t->sess, t->params[t->order[j]].name)) return nc_errorf(NC_E_INTERNAL, "data parallel: param '%s' is missing", t->params[t->order[j]].name);
+  }
   for (int b = 0; b < t->nbuckets; b++) {
     const nc_tr_bucket *bk = &t->buckets[b];
     if (bk->root < 0) continue;
-    if (bk->root == d->rank) NC_TRY(nc_tr_pack(t, bk, "", true));
-    NC_TRY(nc_dist_ibcast_f32(d, t->flat + bk->off, bk->n, bk->root, t->reqs, b));
+    if (bk->root == d->rank) NC_TRY(nc_tr_pack(t, bk, "", true, pbuf));
+    NC_TRY(nc_dist_ibcast_f32(d, pbuf + bk->off, bk->n, bk->root, t->reqs, b));
     t->stats.collectives++;
   }
   for (int k;;) {
     NC_TRY(nc_tr_wait(t, &k));
     if (k < 0) break;
-    if (t->buckets[k].root != d->rank) NC_TRY(nc_tr_pack(t, &t->buckets[k], "", false));
+    if (t->buckets[k].root != d->rank) NC_TRY(nc_tr_pack(t, &t->buckets[k], "", false, pbuf));
   }
   return NC_OK;
 }
@@ -405,9 +506,9 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
   const nc_dist *d = t->o.dist;
   int64_t K = t->o.grad_accum, M = K * d->world, last = (K - 1) * d->world + d->rank;  // this rank's last micro-batch
   char name[160];
-  for (int i = 0; i < t->nparams; i++) {
+  for (int i = 0; i < t->nparams; i++) {  // where the accumulators are (on the device after an overlapped step)
     snprintf(name, sizeof name, "acc.%s", t->params[i].name);
-    NC_TRY(nc_tr_zero(t->sess, name, &t->params[i], false));
+    NC_TRY(nc_session_zero(t->sess, name));
   }
   t->issued = 0;
   for (int b = 0; b < t->nbuckets; b++) t->left[b] = t->buckets[b].count;
@@ -418,9 +519,9 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     NC_TRY(nc_tr_put_i32(t->sess, "tokens", t->in, t->o.B, t->o.T));
     NC_TRY(nc_tr_put_i32(t->sess, "targets", t->tg, t->o.B, t->o.T));
     bool hook = t->overlap && m == last;  // 1. gradients: reduced while backward still runs
-    if (hook) NC_TRY(nc_exec_set_hook(t->x_acc, nc_tr_hook, t));
+    if (hook) NC_TRY(nc_exec_set_hook_into(t->x_acc, nc_tr_hook, t, t->dst));  // gradients land in flat
     nc_status st = nc_session_run_exec(t->sess, t->x_acc);
-    if (hook) nc_status_free(nc_exec_set_hook(t->x_acc, NULL, NULL));
+    if (hook) nc_status_free(nc_exec_set_hook_into(t->x_acc, NULL, NULL, NULL));
     NC_TRY(st);
     sums[0] += nc_tr_scalar(t->sess, "loss"), sums[1] += 1;
   }
@@ -429,7 +530,7 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
   // without the hook (or for gradients it did not see): each bucket packed
   // and issued in turn, the next one packed while the last one travels
   for (; t->issued < t->nbuckets; t->issued++) {
-    NC_TRY(nc_tr_pack(t, &t->buckets[t->issued], "acc.", true));
+    NC_TRY(nc_tr_pack(t, &t->buckets[t->issued], "acc.", true, t->flat));
     NC_TRY(nc_tr_issue(t, t->issued));
   }
   NC_TRY(nc_tr_dp_finish(t, sums, 1.0 / (double)M, lr, wd, momentum, step));

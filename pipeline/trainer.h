@@ -31,12 +31,16 @@ typedef struct {
   int64_t bucket_elems;       // data parallel: most gradient/param elements per collective (a larger
                               // tensor goes alone); 0: 1/16 of all params, within 4K..4M
   bool no_overlap;            // data parallel: reduce the gradients only after the backward pass (default:
-                              // each bucket as soon as backward has finished it, on devices with run hooks)
+                              // each bucket as soon as backward has finished it: cpu, eval and opencl)
 } nc_trainer_opts;
 
 typedef struct nc_trainer nc_trainer;
 // sess (borrowed) must hold the params; missing optimizer state is created
-// zero-filled.
+// zero-filled. On OpenCL with accumulation or data parallel, the session's
+// params (and, data parallel, this rank's grad.<param>) become views of the
+// trainer's pinned host buffers (nc_exec_host_alloc) until nc_trainer_free,
+// which gives the session its own copies back: free the trainer before the
+// session.
 nc_status nc_trainer_open(const nc_trainer_opts *o, nc_session *sess, nc_trainer **out);
 void nc_trainer_free(nc_trainer *t);
 double nc_trainer_compile_seconds(const nc_trainer *t);

@@ -18,12 +18,17 @@
 // on OpenCL until it is added here.
 #define NC_OCL_PATTERNS_OK                                                                                       \
   (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
-   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP)
+   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION)
 
 unsigned nc_device_patterns_off(const nc_device *d) {
   const char *off = getenv("NC_PATTERNS_OFF");
   unsigned bits = off ? (unsigned)strtoul(off, NULL, 0) : 0;
   return d->kind == NC_DEV_OPENCL ? bits | ~(unsigned)NC_OCL_PATTERNS_OK : bits;
+}
+
+unsigned nc_device_patterns_force(const nc_device *d) {
+  unsigned off = nc_device_patterns_off(d);
+  return d->kind == NC_DEV_OPENCL && !(off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION)) ? NC_PATTERN_FLASH_ATTENTION : 0;
 }
 
 struct nc_exec {
@@ -36,6 +41,9 @@ struct nc_exec {
   nc_plan_mem *mem;
   double compile_s;
   nc_plan_hook hook;  // cpu, eval: nc_exec_set_hook
+  nc_exec_hook ufn;   // nc_exec_set_hook_into: the caller's hook, its context and destinations
+  void *uctx;
+  void **dst;
   int *out_kernel;    // per output: the kernel after which it is final (lazily)
   bool keep;              // opencl: device residency on (NC_OCL_RESIDENT != 0)
   struct nc_session *sess;  // the session whose tensors this exec holds on its device
@@ -111,6 +119,7 @@ void nc_exec_free(nc_exec *e) {
   nc_cpu_free(e->cpu);
   nc_plan_mem_free(e->mem);
   free(e->out_kernel);
+  free(e->dst);
   nc_plan_free(e->plan);
   nc_graph_free(e->lowered);
   nc_graph_free(e->g);
@@ -144,9 +153,12 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     // OpenCL: only the patterns its emitter is known to lower stay on (a new
     // pattern with its own template stays off until codegen/ocl_emit.c has it)
     if (d->kind == NC_DEV_OPENCL) ctx.patterns_off |= ~(unsigned)NC_OCL_PATTERNS_OK;
+    // OpenCL: attention through the flash template (codegen/ocl_attn.h) unless switched off
+    bool flash = d->kind == NC_DEV_OPENCL && !(ctx.patterns_off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION));
+    if (flash) ctx.patterns_force |= NC_PATTERN_FLASH_ATTENTION;
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
-    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off};
+    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = flash};
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
     if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");
     if (!st && d->kind == NC_DEV_CPU) {
@@ -232,14 +244,64 @@ void nc_exec_set_session(nc_exec *e, struct nc_session *s) { e->sess = s; }
 const nc_graph *nc_exec_graph(const nc_exec *e) { return e->g; }
 
 nc_status nc_exec_set_hook(nc_exec *e, nc_exec_hook hook, void *ctx) {
+  if (hook && e->dev.kind == NC_DEV_OPENCL)
+    return nc_errorf(NC_E_UNSUPPORTED, "run hooks on %s need destinations for the outputs (nc_exec_set_hook_into)", nc_device_name(&e->dev));
   if (hook && e->dev.kind != NC_DEV_CPU && e->dev.kind != NC_DEV_EVAL)
-    return nc_errorf(NC_E_UNSUPPORTED, "run hooks need the cpu or eval device (this is %s)", nc_device_name(&e->dev));
+    return nc_errorf(NC_E_UNSUPPORTED, "run hooks need the cpu, eval or opencl device (this is %s)", nc_device_name(&e->dev));
+  free(e->dst);
+  e->dst = NULL, e->ufn = NULL, e->uctx = NULL;
   e->hook.fn = hook, e->hook.ctx = hook ? ctx : NULL;
   return NC_OK;
 }
 
+// cpu, eval: output k copied to its destination, then the caller's hook on that copy.
+static nc_status nc_exec_hook_copy(void *ctx, int k, const nc_tensor *v) {
+  nc_exec *e = ctx;
+  if (k < 0) return e->ufn(e->uctx, -1, NULL);
+  if (!e->dst[k]) return NC_OK;
+  memcpy(e->dst[k], v->data, nc_tensor_nbytes(v));
+  nc_tensor w = nc_tensor_wrap(e->dst[k], v->dtype, v->rank, v->shape);
+  return e->ufn(e->uctx, k, &w);
+}
+
+nc_status nc_exec_set_hook_into(nc_exec *e, nc_exec_hook hook, void *ctx, void *const *dst) {
+  if (hook && e->dev.kind != NC_DEV_CPU && e->dev.kind != NC_DEV_EVAL && e->dev.kind != NC_DEV_OPENCL)
+    return nc_errorf(NC_E_UNSUPPORTED, "run hooks need the cpu, eval or opencl device (this is %s)", nc_device_name(&e->dev));
+  int nout = nc_graph_noutputs(e->g);
+  if (e->ocl) return nc_ocl_set_readback(e->ocl, hook, ctx, dst, nout);
+  NC_TRY(nc_exec_set_hook(e, NULL, NULL));
+  if (!hook) return NC_OK;
+  if (!(e->dst = calloc((size_t)(nout > 0 ? nout : 1), sizeof *e->dst))) return nc_errorf(NC_E_NOMEM, "out of memory");
+  for (int k = 0; k < nout; k++) e->dst[k] = dst ? dst[k] : NULL;
+  e->ufn = hook, e->uctx = ctx;
+  e->hook.fn = nc_exec_hook_copy, e->hook.ctx = e;
+  return NC_OK;
+}
+
+nc_status nc_exec_host_alloc(nc_exec *e, size_t bytes, void **out) {
+  if (e->ocl) {
+    NC_TRY(nc_ocl_host_alloc(e->ocl, bytes, out));
+    memset(*out, 0, bytes);
+    return NC_OK;
+  }
+  if (!(*out = calloc(bytes ? bytes : 1, 1))) return nc_errorf(NC_E_NOMEM, "out of memory for %zu bytes of host memory", bytes);
+  return NC_OK;
+}
+
+void nc_exec_host_free(nc_exec *e, void *p) {
+  if (e->ocl) nc_ocl_host_free(e->ocl, p);
+  else free(p);
+}
+
+nc_status nc_exec_zero_kept(nc_exec *e, const char *name) {
+  nc_id id = e->lowered ? nc_graph_find_leaf(e->lowered, NC_OP_PARAM, name) : NC_NONE;
+  if (id == NC_NONE && e->lowered) id = nc_graph_find_leaf(e->lowered, NC_OP_INPUT, name);
+  if (id == NC_NONE || !e->ocl) return nc_errorf(NC_E_INTERNAL, "tensor '%s' is not held on device %s", name, nc_device_name(&e->dev));
+  return nc_ocl_zero_leaf(e->ocl, id);
+}
+
 int nc_exec_output_kernel(nc_exec *e, int k) {
-  if ((e->dev.kind != NC_DEV_CPU && e->dev.kind != NC_DEV_EVAL) || !e->plan) return -2;
+  if ((e->dev.kind != NC_DEV_CPU && e->dev.kind != NC_DEV_EVAL && e->dev.kind != NC_DEV_OPENCL) || !e->plan) return -2;
   if (k < 0 || k >= nc_graph_noutputs(e->lowered)) return -1;
   if (!e->out_kernel) {  // computed once: the plan never changes
     if (!(e->out_kernel = malloc(sizeof(int) * (size_t)nc_graph_noutputs(e->lowered)))) return -1;

@@ -37,6 +37,9 @@ nc_status nc_device_set_precision(nc_device *d, const char *s);
 // The fusion patterns (passes/pass.h NC_PATTERN_*) switched off when
 // compiling for d: NC_PATTERNS_OFF, plus those the OpenCL emitter lacks.
 unsigned nc_device_patterns_off(const nc_device *d);
+// The patterns forced when compiling for d (NC_PATTERN_FLASH_ATTENTION on OpenCL
+// unless switched off); nc_lower_opts.flash_attention is on exactly when that bit is.
+unsigned nc_device_patterns_force(const nc_device *d);
 
 typedef struct nc_exec nc_exec;
 
@@ -54,9 +57,29 @@ const nc_graph *nc_exec_graph(const nc_exec *e);  // the graph as given (outputs
 // hook stops the run. hook NULL removes it. Other devices: NC_E_UNSUPPORTED.
 typedef nc_status (*nc_exec_hook)(void *ctx, int output, const nc_tensor *value);
 nc_status nc_exec_set_hook(nc_exec *e, nc_exec_hook hook, void *ctx);
+// As nc_exec_set_hook, and on OpenCL too, with destinations: dst (one
+// pointer per output, copied; NULL entries: not reported) receives output k
+// as soon as it is final, then hook(ctx, k, view of dst[k]) is called. cpu,
+// eval: copied right after the kernel that finishes it, ticks after every
+// kernel. opencl: a non-blocking read on a second queue enqueued right after
+// that kernel (dst from nc_exec_host_alloc is pinned: the copy runs under
+// the following kernels at full speed); once every kernel is enqueued the
+// run reports each read as it lands and ticks (hook(ctx, -1, NULL)) between
+// polls of the device, so communication progresses while it computes;
+// outputs no kernel writes are not reported there. hook NULL removes it.
+// The data-parallel overlap (pipeline/trainer.c, docs/distributed.md).
+nc_status nc_exec_set_hook_into(nc_exec *e, nc_exec_hook hook, void *ctx, void *const *dst);
 // The kernel after which output k is final (0-based, in run order; -1: no
-// kernel writes it); -2 on devices without hooks.
+// kernel writes it); -2 on devices without plans (interp).
 int nc_exec_output_kernel(nc_exec *e, int k);
+// Host memory for transfers with e's device: page-locked on OpenCL (a mapped
+// CL_MEM_ALLOC_HOST_PTR buffer of e's context), plain elsewhere; zeroed.
+// Give it back with nc_exec_host_free before freeing e.
+nc_status nc_exec_host_alloc(nc_exec *e, size_t bytes, void **out);
+void nc_exec_host_free(nc_exec *e, void *p);
+// Zeroes the device copy of leaf `name` that e keeps (nc_exec_keeps), on
+// the device (before e's next run).
+nc_status nc_exec_zero_kept(nc_exec *e, const char *name);
 // The graph whose inputs/params nc_exec_run binds (passes may have dropped
 // unused ones): feed exactly the leaves of this graph.
 const nc_graph *nc_exec_feed_graph(const nc_exec *e);

@@ -8,10 +8,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "codegen/ocl_attn.h"
 #include "passes/memplan.h"
 #include "runtime/kir_eval.h"
 #include "runtime/ocl_cache.h"
 #include "runtime/ocl_tune.h"
+#include "runtime/plan_run.h"
 
 // ---- discovery and selection ---------------------------------------------------
 
@@ -179,6 +181,15 @@ struct nc_ocl {
   cl_kernel pack_k, pack_t, gemm_p, splitk_sum;
   cl_mem packed, partial;
   size_t packed_bytes, partial_bytes;
+  // flash attention (codegen/ocl_attn.h): kernels per padded head-dim pair, the mode
+  // (0 fp32, 1 mma.sync, 2 emulated bf16) and the backward's (lse, Di) scratch
+  struct { int dp, dvp; cl_kernel fwd, dq, dkdv; } attn[4];
+  int nattn, attn_tc;
+  cl_mem attn_st;
+  size_t attn_st_bytes;
+  cl_kernel attn_pack;     // bf16 modes: q, k, v, dO packed to padded bf16 rows first
+  cl_mem attn_pk;
+  size_t attn_pk_bytes;
   int ncu;                 // compute units (split-K aims at 2 work-groups per unit)
   int splitk_force;        // NC_OCL_SPLITK: > 0 forces that many splits (1: none)
   bool profile, verbose, cache_hit;
@@ -207,7 +218,13 @@ struct nc_ocl {
   double last_run_s;
   cl_event *ev;            // per plan kernel, last run
   cl_event *ev0;           // per plan kernel: the first of several commands (packed GEMM), last run
+  // readback during a run (nc_ocl_set_readback), pinned host memory (nc_ocl_host_alloc)
+  struct nc_oc_rb *rb;
 };
+
+static nc_status nc_oc_rb_after(nc_ocl *c, const nc_graph *g, const nc_plan *p, int q, const int64_t *syms, const nc_tensor **fed);
+static nc_status nc_oc_rb_wait(nc_ocl *c);
+static void nc_oc_rb_free(nc_ocl *c);
 
 static double nc_oc_now(void) {
   struct timespec ts;
@@ -218,6 +235,7 @@ static double nc_oc_now(void) {
 void nc_ocl_free(nc_ocl *c) {
   if (!c) return;
   if (c->q) clFinish(c->q);
+  nc_oc_rb_free(c);  // before the context: pinned buffers, the read queue
   if (c->mem)
     for (uint32_t i = 0; i < c->nnodes; i++)
       if (c->mem[i]) clReleaseMemObject(c->mem[i]);
@@ -239,6 +257,14 @@ void nc_ocl_free(nc_ocl *c) {
     if (pks[v]) clReleaseKernel(pks[v]);
   if (c->packed) clReleaseMemObject(c->packed);
   if (c->partial) clReleaseMemObject(c->partial);
+  for (int i = 0; i < c->nattn; i++) {
+    cl_kernel ak[3] = {c->attn[i].fwd, c->attn[i].dq, c->attn[i].dkdv};
+    for (int v = 0; v < 3; v++)
+      if (ak[v]) clReleaseKernel(ak[v]);
+  }
+  if (c->attn_st) clReleaseMemObject(c->attn_st);
+  if (c->attn_pack) clReleaseKernel(c->attn_pack);
+  if (c->attn_pk) clReleaseMemObject(c->attn_pk);
   if (c->prog) clReleaseProgram(c->prog);
   if (c->q) clReleaseCommandQueue(c->q);
   if (c->ctx) clReleaseContext(c->ctx);
@@ -274,6 +300,50 @@ static nc_status nc_oc_build_log(nc_ocl *c, cl_program prog, cl_int err) {
   return st;
 }
 
+// The wgmma GEMM's route to sm_90a: NVIDIA's OpenCL compiler targets plain sm_90 (ptxas
+// refuses wgmma there, also with -cl-nv-arch sm_90a), so the program is built with those
+// instructions hidden in PTX comments (-DNC_WG_HIDE), and its PTX (the program binary on
+// NVIDIA) is patched (instructions restored, .target sm_90a: nc_ocl_ptx_unhide) and
+// built again from that binary. *p is replaced by the patched program.
+static nc_status nc_oc_ptx_unhide(nc_ocl *c, cl_program *p, const char *opts) {
+  size_t sz = 0;
+  cl_int err = clGetProgramInfo(*p, CL_PROGRAM_BINARY_SIZES, sizeof sz, &sz, NULL);
+  unsigned char *b = err == CL_SUCCESS && sz ? calloc(sz + 1, 1) : NULL;
+  if (!b || clGetProgramInfo(*p, CL_PROGRAM_BINARIES, sizeof b, &b, NULL) != CL_SUCCESS) {
+    free(b);
+    clReleaseProgram(*p);
+    return nc_errorf(NC_E_UNSUPPORTED, "OpenCL wgmma GEMM on %s: the driver gives no program binary (PTX) to patch", c->dev.d.name);
+  }
+  bool changed = false;
+  char *ptx = nc_ocl_ptx_unhide((const char *)b, strnlen((const char *)b, sz), &changed);
+  free(b);
+  clReleaseProgram(*p);
+  *p = NULL;
+  if (!ptx) return nc_errorf(NC_E_NOMEM, "out of memory");
+  if (!changed || !strstr(ptx, ".target sm_90a")) {
+    free(ptx);
+    return nc_errorf(NC_E_UNSUPPORTED, "OpenCL wgmma GEMM on %s: the program binary is not PTX for sm_90 with the hidden wgmma instructions", c->dev.d.name);
+  }
+  size_t len = strlen(ptx) + 1;
+  const unsigned char *bp = (const unsigned char *)ptx;
+  cl_int bst = CL_SUCCESS;
+  cl_program q = clCreateProgramWithBinary(c->ctx, 1, &c->dev.dev, &len, &bp, &bst, &err);
+  free(ptx);
+  if (!q || err != CL_SUCCESS || bst != CL_SUCCESS) {
+    if (q) clReleaseProgram(q);
+    return nc_errorf(NC_E_UNSUPPORTED, "OpenCL wgmma GEMM on %s: clCreateProgramWithBinary of the patched PTX failed (%s, binary status %d)", c->dev.d.name,
+                     nc_oc_errname(err), (int)bst);
+  }
+  err = clBuildProgram(q, 1, &c->dev.dev, opts, NULL, NULL);
+  if (err != CL_SUCCESS) {
+    nc_status st = nc_oc_build_log(c, q, err);
+    clReleaseProgram(q);
+    return st;
+  }
+  *p = q;
+  return NC_OK;
+}
+
 // Builds from the cached binary (when valid) or from source (then caches it).
 static nc_status nc_oc_program(nc_ocl *c, const char *src, const char *opts) {
   const char *parts[] = {src, opts, c->dev.d.platform, c->dev.d.platform_version, c->dev.d.name, c->dev.d.version, c->dev.d.driver};
@@ -304,6 +374,7 @@ static nc_status nc_oc_program(nc_ocl *c, const char *src, const char *opts) {
     clReleaseProgram(p);
     return st;
   }
+  if (strstr(opts, "-DNC_WG_HIDE")) NC_TRY(nc_oc_ptx_unhide(c, &p, opts));  // the wgmma GEMM (codegen/ocl_gemm.c)
   c->prog = p;
   size_t sz = 0;
   if (clGetProgramInfo(p, CL_PROGRAM_BINARY_SIZES, sizeof sz, &sz, NULL) == CL_SUCCESS && sz > 0) {
@@ -340,6 +411,29 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     st = nc_errorf(NC_E_UNSUPPORTED, "OpenCL knob gemm_tc=1 (mma.sync tensor cores) needs an NVIDIA device, not %s | %s (use 2 to emulate)",
                    c->dev.d.platform, c->dev.d.name);
     goto fail;
+  }
+  // Hopper (compute capability 9.x): the wgmma GEMM by default (nc_ocl_wgmma_default;
+  // NC_OCL_WGMMA=0 keeps mma.sync); the mma.sync defaults again if it does not build.
+  bool wg_auto = false;
+  nc_ocl_knobs mma_knobs = c->knobs;  // what the mma.sync fallback uses
+  const char *wge = getenv("NC_OCL_WGMMA");
+  if (wge && *wge && strcmp(wge, "0") && strcmp(wge, "1")) {
+    st = nc_errorf(NC_E_INVALID, "NC_OCL_WGMMA='%s': want 0 (mma.sync) or 1 (wgmma where the device has it)", wge);
+    goto fail;
+  }
+  if (c->knobs.gemm_tc == 1 && c->knobs.tc_stages > 0) {
+    cl_uint ccmaj = 0;
+    if (clGetDeviceInfo(c->dev.dev, 0x4000 /* CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV */, sizeof ccmaj, &ccmaj, NULL) != CL_SUCCESS) ccmaj = 0;
+    if (c->knobs.tc_wg && ccmaj != 9) {
+      st = nc_errorf(NC_E_UNSUPPORTED, "OpenCL knob tc_wg=%d (wgmma) needs an NVIDIA compute capability 9.x device, not %s (%u.x; use gemm_tc 2 to emulate)",
+                     c->knobs.tc_wg, c->dev.d.name, ccmaj);
+      goto fail;
+    }
+    if (!(o && o->knobs) && ccmaj == 9 && !(wge && !strcmp(wge, "0"))) {
+      nc_ocl_knobs w = c->knobs;
+      nc_ocl_wgmma_default(&w);
+      if (!nc_ocl_tc_check(&w)) mma_knobs = c->knobs, c->knobs = w, wg_auto = true;
+    }
   }
   cl_int err;
   cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)c->dev.plat, 0};
@@ -396,6 +490,19 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       need_gemm[c->launch[q].gemm_variant] = true;
       continue;
     }
+    if (c->launch[q].attn) {  // flash attention: one kernel set per padded head-dim pair
+      c->uniq[q] = -1;
+      int a = 0;
+      while (a < c->nattn && (c->attn[a].dp != c->launch[q].attn_dp || c->attn[a].dvp != c->launch[q].attn_dvp)) a++;
+      if (a == c->nattn) {
+        if (a == 4) {
+          st = nc_errorf(NC_E_UNSUPPORTED, "kernel %s: more than 4 attention head-dim pairs in one plan", pk->k.name);
+          break;
+        }
+        c->attn[a].dp = c->launch[q].attn_dp, c->attn[a].dvp = c->launch[q].attn_dvp, c->nattn++;
+      }
+      continue;
+    }
     // the first line names the IR kernel: hash the code only
     const char *code = tmp.data ? strchr(tmp.data, '\n') : NULL;
     uint64_t h = code ? nc_hash_bytes(NC_HASH_SEED, code, strlen(code)) : 0;
@@ -421,7 +528,14 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     else c->ntuned = nc_ocl_tuned_collect(&c->dev.d, &c->knobs, need_gemm, c->tuned, NC_OCL_MAX_TUNED);
     if (!st) st = nc_ocl_tuned_emit(c->tuned, c->ntuned, &src);
   }
+  size_t gemm_at = src.len;  // where the GEMM kernels start (re-emitted if the wgmma ones do not build)
   if (!st && packed && any_gemm) nc_ocl_emit_gemm_packed(&c->knobs, &src);
+  if (!(packed && any_gemm)) c->knobs.tc_wg = 0, wg_auto = false;
+  if (!st && c->nattn) {  // flash attention: tensor cores with the bf16 GEMM on NVIDIA (gemm_tc 1), emulated with 2, else fp32
+    c->attn_tc = c->knobs.gemm_tc;
+    nc_ocl_emit_attn_common(c->attn_tc, &src);
+    for (int a = 0; a < c->nattn; a++) nc_ocl_emit_attn(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &src);
+  }
   {
     cl_uint cu = 0;
     clGetDeviceInfo(c->dev.dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
@@ -444,7 +558,18 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       if (strlen(xo) > 250 || strpbrk(xo, "\n\r")) st = nc_errorf(NC_E_INVALID, "NC_OCL_BUILD_OPTS: over 250 characters or a line break");
       else snprintf(bo + strlen(bo), sizeof bo - strlen(bo), " %s", xo);
     }
+    if (!st && c->knobs.tc_wg && c->knobs.gemm_tc == 1) snprintf(bo + strlen(bo), sizeof bo - strlen(bo), " -DNC_WG_HIDE");
     if (!st) st = nc_oc_program(c, src.data ? src.data : "", bo);
+    if (st && wg_auto) {  // the driver refused the wgmma route: the mma.sync kernel instead
+      if (c->verbose) fprintf(stderr, "// OpenCL: the wgmma GEMM did not build (%s); using mma.sync\n", nc_status_msg(st));
+      nc_status_free(st);
+      c->knobs = mma_knobs, wg_auto = false;
+      src.len = gemm_at;
+      nc_ocl_emit_gemm_packed(&c->knobs, &src);
+      char *hide = strstr(bo, " -DNC_WG_HIDE");
+      if (hide) *hide = 0;
+      st = src.oom ? nc_errorf(NC_E_NOMEM, "out of memory emitting OpenCL C") : nc_oc_program(c, src.data ? src.data : "", bo);
+    }
     if (!st && getenv("NC_OCL_BUILD_LOG") && !c->cache_hit) {  // the driver's log of a successful build (-cl-nv-verbose: registers, spills)
       size_t n = 0;
       clGetProgramBuildInfo(c->prog, c->dev.dev, CL_PROGRAM_BUILD_LOG, 0, NULL, &n);
@@ -474,12 +599,26 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     if (!c->tuned_kern[i] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(tuned gemm)");
   }
   if (!st && packed && any_gemm) {
-    const char *names[4] = {"nc_pack_k", "nc_pack_t", "nc_gemm_bf16p", "nc_splitk_sum"};
+    const char *names[4] = {"nc_pack_k", "nc_pack_t", c->knobs.tc_wg ? "nc_gemm_wgmma" : "nc_gemm_bf16p", "nc_splitk_sum"};
     cl_kernel *ks[4] = {&c->pack_k, &c->pack_t, &c->gemm_p, &c->splitk_sum};
     for (int v = 0; v < 4 && !st; v++) {
       *ks[v] = clCreateKernel(c->prog, names[v], &err);
       if (!*ks[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, names[v]);
     }
+  }
+  for (int a = 0; a < c->nattn && !st; a++) {
+    char nm[64];
+    const char *what[3] = {"fwd", "dq", "dkdv"};
+    cl_kernel *ks[3] = {&c->attn[a].fwd, &c->attn[a].dq, &c->attn[a].dkdv};
+    for (int v = 0; v < 3 && !st; v++) {
+      nc_ocl_attn_name(what[v], c->attn[a].dp, c->attn[a].dvp, nm, sizeof nm);
+      *ks[v] = clCreateKernel(c->prog, nm, &err);
+      if (!*ks[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
+    }
+  }
+  if (!st && c->nattn && c->attn_tc) {
+    c->attn_pack = clCreateKernel(c->prog, "nc_fa_pack", &err);
+    if (!c->attn_pack || err != CL_SUCCESS) st = NC_CL_ERR(err, "nc_fa_pack");
   }
 fail_bufs:
   free(uhash);
@@ -578,7 +717,8 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
   const nc_ocl_knobs *kn = &c->knobs;
   int64_t batch = v[0], M = v[1], N = v[2], K = v[3], sa = v[6], sb = v[7];
   bool ta = variant & 2, tb = variant & 1;
-  int64_t Mp = nc_oc_up(M, kn->tc_bm), Np = nc_oc_up(N, kn->tc_bn), Kp = nc_oc_up(K > 0 ? K : 1, kn->tc_bk);
+  // Kp: a multiple of the k-step and of nc_pack_t's 32-wide tiles (the wgmma kernel's k-step may be 16)
+  int64_t Mp = nc_oc_up(M, kn->tc_bm), Np = nc_oc_up(N, kn->tc_bn), Kp = nc_oc_up(K > 0 ? K : 1, kn->tc_bk > 32 ? kn->tc_bk : 32);
   int64_t ba = sa ? batch : 1, bb = sb ? batch : 1, pa = ba * Mp * Kp, pb = bb * Np * Kp;
   NC_TRY(nc_oc_scratch(c, &c->packed, &c->packed_bytes, (size_t)(pa + pb) * 2, "packed bf16 GEMM operands"));
   int64_t tiles = (Mp / kn->tc_bm) * (Np / kn->tc_bn) * batch, nkt = Kp / kn->tc_bk, splits = 1;
@@ -640,7 +780,7 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
   err |= clSetKernelArg(kk, a++, sizeof ktp, &ktp);
   err |= clSetKernelArg(kk, a++, sizeof spl, &spl);
   if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(gemm_bf16p)");
-  size_t lx = (size_t)(32 * (kn->tc_bm / kn->tc_wm) * (kn->tc_bn / kn->tc_wn));
+  size_t lx = kn->tc_wg ? (size_t)(2 * kn->tc_bm) : (size_t)(32 * (kn->tc_bm / kn->tc_wm) * (kn->tc_bn / kn->tc_wn));
   size_t gws[3] = {(size_t)(Np / kn->tc_bn) * lx, (size_t)(Mp / kn->tc_bm), (size_t)(batch * splits)}, lws[3] = {lx, 1, 1};
   err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, gws, lws, 0, NULL, evp && splits == 1 ? evp : NULL);
   if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(gemm_bf16p)");
@@ -662,11 +802,144 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
   return NC_OK;
 }
 
+// Flash attention (NC_KT_ATTENTION, codegen/ocl_attn.h): the forward kernel, or
+// the backward: statistics (lse, Di) into the scratch, then dQ and dK/dV.
+static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp) {
+  const nc_kernel *k = &pk->k;
+  const nc_kstmt *s = &k->s[k->body];
+  const nc_ocl_launch *L = &c->launch[q];
+  int64_t v[10];
+  for (int i = 0; i < 10; i++) v[i] = nc_kernel_eval_index(k, s->args[i], args);
+  cl_long B = v[0], Tq = v[1], Tk = v[2], Hq = v[3], Hkv = v[4], D = v[5], Dv = v[6], win = v[8];
+  cl_int causal = v[7] != 0, mask = (cl_int)v[9];
+  cl_float scale = (cl_float)k->x[s->args[10]].fval;
+  if (B <= 0 || Tq <= 0 || Hq <= 0 || Hkv <= 0 || Hq % Hkv) return NC_OK;
+  int a = 0;
+  while (a < c->nattn && (c->attn[a].dp != L->attn_dp || c->attn[a].dvp != L->attn_dvp)) a++;
+  if (a == c->nattn) return nc_errorf(NC_E_INTERNAL, "kernel %s: no attention kernels for head dims %d/%d", k->name, L->attn_dp, L->attn_dvp);
+  nc_ocl_attn_blocks bl;
+  nc_ocl_attn_blocks_of(c->attn_tc, &bl);
+  cl_mem mb[7];
+  cl_long mo[7];
+  for (int i = 0; i < s->ncbufs && i < 7; i++) mb[i] = c->view[pk->buf_node[s->cbufs[i]]], mo[i] = c->off[pk->buf_node[s->cbufs[i]]];
+  cl_long NR = B * Hq * Tq, zero = 0;
+  // the bf16 modes read q, k, v (and dO) packed to bf16 rows of the padded head dims
+  cl_mem tb[4] = {mb[0], mb[1], mb[2], mb[3]};  // what the kernels read as Q, K, V, dO tiles
+  cl_long to[4] = {mo[0], mo[1], mo[2], mo[3]};
+  bool first_cmd = true;
+  if (c->attn_tc) {
+    cl_long rows[4] = {B * Tq * Hq, B * Tk * Hkv, B * Tk * Hkv, B * Tq * Hq}, dm[4] = {D, D, Dv, Dv};
+    cl_int dpad[4] = {L->attn_dp, L->attn_dp, L->attn_dvp, L->attn_dvp};
+    int npk = mask ? 4 : 3;
+    cl_long at[4], tot = 0;
+    for (int i = 0; i < npk; i++) at[i] = tot, tot += (rows[i] * dpad[i] + 7) / 8 * 8;
+    NC_TRY(nc_oc_scratch(c, &c->attn_pk, &c->attn_pk_bytes, (size_t)tot * 2, "bf16 attention operands"));
+    for (int i = 0; i < npk; i++) {
+      cl_int err0 = CL_SUCCESS;
+      cl_uint ai = 0;
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_mem), &mb[i]);
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_long), &mo[i]);
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_mem), &c->attn_pk);
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_long), &at[i]);
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_long), &rows[i]);
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_long), &dm[i]);
+      err0 |= clSetKernelArg(c->attn_pack, ai++, sizeof(cl_int), &dpad[i]);
+      if (err0 != CL_SUCCESS) return NC_CL_ERR(err0, "clSetKernelArg(nc_fa_pack)");
+      size_t gp = (size_t)((rows[i] * dpad[i] + 255) / 256 * 256), lp = 256;
+      err0 = clEnqueueNDRangeKernel(c->q, c->attn_pack, 1, NULL, &gp, &lp, 0, NULL, evp && first_cmd ? &c->ev0[q] : NULL);
+      if (err0 != CL_SUCCESS) return NC_CL_ERR(err0, "clEnqueueNDRangeKernel(nc_fa_pack)");
+      first_cmd = false;
+      tb[i] = c->attn_pk, to[i] = at[i];
+    }
+  }
+  // FA2's count: 4 B H Tq Tk D (forward), 2.5x that (backward), halved when causal
+  c->kflop[q] = (mask ? 10.0 : 4.0) * (double)B * (double)Hq * (double)Tq * (double)Tk * (double)D * (causal ? 0.5 : 1.0);
+  cl_int err = CL_SUCCESS;
+  size_t l1 = (size_t)bl.bm * 2, g1[3] = {(size_t)((Tq + bl.bm - 1) / bl.bm) * l1, (size_t)Hq, (size_t)B}, lw1[3] = {l1, 1, 1};
+  cl_kernel kk = c->attn[a].fwd;
+  cl_int mode = mask ? 1 : 0;
+  if (mask) NC_TRY(nc_oc_scratch(c, &c->attn_st, &c->attn_st_bytes, (size_t)(2 * NR) * sizeof(float), "attention statistics"));
+  cl_mem stb = mask ? c->attn_st : mb[0], O = mask ? mb[0] : mb[3], dO = mask ? mb[3] : mb[0];
+  cl_long oO = mask ? mo[0] : mo[3], odO = mask ? mo[3] : mo[0];
+  {
+    cl_uint ai = 0;
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[0]);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[1]);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[2]);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &O);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &stb);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &dO);
+    cl_long la[6] = {Tq, Tk, Hq, Hkv, D, Dv};
+    for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &la[i]);
+    err |= clSetKernelArg(kk, ai++, sizeof causal, &causal);
+    err |= clSetKernelArg(kk, ai++, sizeof win, &win);
+    err |= clSetKernelArg(kk, ai++, sizeof scale, &scale);
+    err |= clSetKernelArg(kk, ai++, sizeof mode, &mode);
+    err |= clSetKernelArg(kk, ai++, sizeof NR, &NR);
+    cl_long lo[6] = {to[0], to[1], to[2], oO, odO, zero};
+    for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &lo[i]);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(flash attention forward)");
+    err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, g1, lw1, 0, NULL, evp ? (!mask ? evp : first_cmd ? &c->ev0[q] : NULL) : NULL);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(flash attention forward)");
+  }
+  if (!mask) return NC_OK;
+  int nb = 4;
+  cl_mem gq = mb[0], gk = mb[0], gv = mb[0];
+  cl_long oq = 0, ok = 0, ov = 0;
+  if (mask & 1) gq = mb[nb], oq = mo[nb], nb++;
+  if (mask & 2) gk = mb[nb], ok = mo[nb], nb++;
+  if (mask & 4) gv = mb[nb], ov = mo[nb], nb++;
+  cl_long la[6] = {Tq, Tk, Hq, Hkv, D, Dv};
+  bool dkv = mask & 6;
+  if (mask & 1) {
+    kk = c->attn[a].dq;
+    cl_uint ai = 0;
+    for (int i = 0; i < 4; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[i]);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gq);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &c->attn_st);
+    for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &la[i]);
+    err |= clSetKernelArg(kk, ai++, sizeof causal, &causal);
+    err |= clSetKernelArg(kk, ai++, sizeof win, &win);
+    err |= clSetKernelArg(kk, ai++, sizeof scale, &scale);
+    err |= clSetKernelArg(kk, ai++, sizeof NR, &NR);
+    cl_long lo[6] = {to[0], to[1], to[2], to[3], oq, zero};
+    for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &lo[i]);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(flash attention dq)");
+    size_t l2 = (size_t)bl.bmq * 2, g2[3] = {(size_t)((Tq + bl.bmq - 1) / bl.bmq) * l2, (size_t)Hq, (size_t)B}, lw2[3] = {l2, 1, 1};
+    err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, g2, lw2, 0, NULL, evp && !dkv ? evp : NULL);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(flash attention dq)");
+  }
+  if (dkv) {
+    kk = c->attn[a].dkdv;
+    cl_int wdk = (mask & 2) != 0, wdv = (mask & 4) != 0;
+    cl_uint ai = 0;
+    for (int i = 0; i < 4; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[i]);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gk);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gv);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &c->attn_st);
+    for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &la[i]);
+    err |= clSetKernelArg(kk, ai++, sizeof causal, &causal);
+    err |= clSetKernelArg(kk, ai++, sizeof win, &win);
+    err |= clSetKernelArg(kk, ai++, sizeof scale, &scale);
+    err |= clSetKernelArg(kk, ai++, sizeof NR, &NR);
+    err |= clSetKernelArg(kk, ai++, sizeof wdk, &wdk);
+    err |= clSetKernelArg(kk, ai++, sizeof wdv, &wdv);
+    cl_long lo[7] = {to[0], to[1], to[2], to[3], ok, ov, zero};
+    for (int i = 0; i < 7; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &lo[i]);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(flash attention dkdv)");
+    size_t l3 = (size_t)bl.km * 2, g3[3] = {(size_t)((Tk + bl.km - 1) / bl.km) * l3, (size_t)Hkv, (size_t)B}, lw3[3] = {l3, 1, 1};
+    err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, g3, lw3, 0, NULL, evp);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(flash attention dkdv)");
+  }
+  return NC_OK;
+}
+
 static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args) {
   const nc_kernel *k = &pk->k;
   const nc_ocl_launch *L = &c->launch[q];
   cl_event *evp = c->profile ? &c->ev[q] : NULL;
   cl_int err = CL_SUCCESS;
+  if (L->attn) return nc_oc_launch_attn(c, q, pk, args, evp);
   if (L->gemm) {
     const nc_kstmt *s = &k->s[k->body];
     int64_t v[9];
@@ -806,6 +1079,7 @@ nc_status nc_ocl_run_kept(nc_ocl *c, const nc_graph *g, const nc_plan *p, const 
       args[a] = s >= 0 ? syms[s] : 0;
     }
     st = nc_oc_launch(c, q, pk, args);
+    if (!st && c->rb) st = nc_oc_rb_after(c, g, p, q, syms, fed);  // reads of the outputs this kernel finished
     if (st) st = nc_status_prefix(st, "kernel %s: ", pk->k.name);
   }
   // fed outputs whose current value is on the device, then the kept outputs' copies
@@ -833,6 +1107,11 @@ nc_status nc_ocl_run_kept(nc_ocl *c, const nc_graph *g, const nc_plan *p, const 
       if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clEnqueueCopyBuffer(kept output)");
     }
     c->kept[leaf] = 1;
+  }
+  if (c->rb) {  // report the reads as they land (always waits for all of them)
+    nc_status rs = nc_oc_rb_wait(c);
+    if (!st) st = rs;
+    else nc_status_free(rs);
   }
   cl_int ferr = clFinish(c->q);
   if (!st && ferr != CL_SUCCESS) st = NC_CL_ERR(ferr, "clFinish (a kernel failed)");
@@ -925,6 +1204,9 @@ void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f) {
     if (c->launch[q].gemm)
       snprintf(what, sizeof what, "gemm %s%s, %.1f GFLOP/s", nc_ocl_gemm_name(c->launch[q].gemm_variant) + 8, c->knobs.gemm_tc ? " bf16" : "",
                c->ksec[q] > 0 ? c->kflops_sum[q] / c->ksec[q] * 1e-9 : 0.0);
+    else if (c->launch[q].attn)  // FA2's flop count (nc_oc_launch_attn)
+      snprintf(what, sizeof what, "flash attention %s, %.1f GFLOP/s", c->attn_tc == 1 ? "mma.sync" : c->attn_tc ? "bf16 emulated" : "fp32",
+               c->ksec[q] > 0 ? c->kflops_sum[q] / c->ksec[q] * 1e-9 : 0.0);
     else
       snprintf(what, sizeof what, c->launch[q].row_wg ? "%lld rows" : "%lld work-items", (long long)c->kitems[q]);
     fprintf(f, "  %8.3f ms %5.1f%%  %6lld calls  %s (%s)\n", c->ksec[q] * 1e3, total > 0 ? 100 * c->ksec[q] / total : 0,
@@ -943,4 +1225,216 @@ bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t 
     }
   *out = c->knobs;
   return false;
+}
+
+// ---- readback during a run, pinned host memory, fills (the data-parallel overlap) --------
+
+typedef struct {
+  cl_mem buf;
+  void *ptr;
+} nc_oc_pinned;
+
+struct nc_oc_rb {
+  nc_status (*fn)(void *ctx, int output, const nc_tensor *value);  // NULL: no readback
+  void *ctx;
+  void **dst;            // per output: where its value goes (NULL: nowhere)
+  int nout;
+  int *when;             // per output: the plan kernel after which it is final (computed at the first run)
+  cl_event *ev;          // per output: its read in flight this run
+  int *order;            // outputs whose reads are in flight, in enqueue order
+  int n;
+  const nc_graph *g;     // the graph of the run in progress
+  int64_t syms[NC_MAX_SYMS];
+  cl_command_queue q2;   // the reads
+  nc_oc_pinned *pinned;
+  int npinned, cappinned;
+};
+
+static nc_status nc_oc_rb_get(nc_ocl *c) {
+  if (!c->rb && !(c->rb = calloc(1, sizeof *c->rb))) return nc_errorf(NC_E_NOMEM, "out of memory");
+  return NC_OK;
+}
+
+static void nc_oc_rb_clear(struct nc_oc_rb *r) {
+  free(r->dst), free(r->when), free(r->ev), free(r->order);
+  r->dst = NULL, r->when = NULL, r->ev = NULL, r->order = NULL;
+  r->fn = NULL, r->ctx = NULL, r->nout = 0, r->n = 0;
+}
+
+nc_status nc_ocl_set_readback(nc_ocl *c, nc_status (*fn)(void *ctx, int output, const nc_tensor *value), void *ctx,
+                              void *const *dst, int nout) {
+  if (!fn) {
+    if (c->rb) nc_oc_rb_clear(c->rb);
+    return NC_OK;
+  }
+  NC_TRY(nc_oc_rb_get(c));
+  struct nc_oc_rb *r = c->rb;
+  nc_oc_rb_clear(r);
+  size_t n1 = (size_t)(nout > 0 ? nout : 1);
+  r->dst = calloc(n1, sizeof *r->dst);
+  r->ev = calloc(n1, sizeof *r->ev);
+  r->order = calloc(n1, sizeof *r->order);
+  if (!r->dst || !r->ev || !r->order) {
+    nc_oc_rb_clear(r);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
+  for (int k = 0; k < nout; k++) r->dst[k] = dst ? dst[k] : NULL;
+  if (!r->q2) {
+    cl_int err = CL_SUCCESS;
+    r->q2 = clCreateCommandQueue(c->ctx, c->dev.dev, 0, &err);
+    if (!r->q2 || err != CL_SUCCESS) {
+      r->q2 = NULL;
+      nc_oc_rb_clear(r);
+      return NC_CL_ERR(err, "clCreateCommandQueue(readback)");
+    }
+  }
+  r->fn = fn, r->ctx = ctx, r->nout = nout;
+  return NC_OK;
+}
+
+// After kernel q is enqueued: the outputs it finishes are read into their
+// destinations on the second queue, once the kernels so far have run.
+static nc_status nc_oc_rb_after(nc_ocl *c, const nc_graph *g, const nc_plan *p, int q, const int64_t *syms, const nc_tensor **fed) {
+  struct nc_oc_rb *r = c->rb;
+  if (!r->fn) return NC_OK;
+  int nout = nc_graph_noutputs(g);
+  if (nout != r->nout) return nc_errorf(NC_E_INTERNAL, "OpenCL readback set for %d outputs, the graph has %d", r->nout, nout);
+  if (q == 0) {  // a new run
+    r->n = 0, r->g = g;
+    memcpy(r->syms, syms, sizeof r->syms);
+    if (!r->when) {
+      if (!(r->when = malloc(sizeof(int) * (size_t)(nout > 0 ? nout : 1)))) return nc_errorf(NC_E_NOMEM, "out of memory");
+      nc_plan_output_kernels(g, p, r->when);
+    }
+  }
+  cl_event mark = NULL;
+  nc_status st = NC_OK;
+  for (int k = 0; k < nout && !st; k++) {
+    if (r->when[k] != q || !r->dst[k]) continue;
+    nc_id id = nc_graph_output(g, k);
+    if (fed[id] || !c->view[id]) continue;  // a leaf, or nothing on the device: not reported
+    const nc_node *nd = nc_graph_node(g, id);
+    size_t es = nc_dtype_size(nd->type.dtype), bytes = es;
+    for (int d = 0; d < nd->type.rank; d++) bytes *= (size_t)nc_dim_eval(nd->type.dim[d], syms);
+    if (!bytes) continue;
+    cl_int err = CL_SUCCESS;
+    if (!mark) {
+      err = clEnqueueMarkerWithWaitList(c->q, 0, NULL, &mark);
+      if (err == CL_SUCCESS) err = clFlush(c->q);  // the marker must reach the device for the other queue to wait on it
+      if (err != CL_SUCCESS) {
+        st = NC_CL_ERR(err, "clEnqueueMarkerWithWaitList(readback)");
+        break;
+      }
+    }
+    err = clEnqueueReadBuffer(r->q2, c->view[id], CL_FALSE, (size_t)c->off[id] * es, bytes, r->dst[k], 1, &mark, &r->ev[k]);
+    if (err != CL_SUCCESS) {
+      st = NC_CL_ERR(err, "clEnqueueReadBuffer(readback)");
+      break;
+    }
+    r->order[r->n++] = k;
+  }
+  if (mark) {
+    cl_int err = clFlush(r->q2);
+    if (!st && err != CL_SUCCESS) st = NC_CL_ERR(err, "clFlush(readback)");
+    clReleaseEvent(mark);
+  }
+  return st;
+}
+
+// After the last kernel: reports each read as it lands, ticks between polls;
+// every read in flight has finished when it returns.
+static nc_status nc_oc_rb_wait(nc_ocl *c) {
+  struct nc_oc_rb *r = c->rb;
+  if (!r->fn || !r->n) return NC_OK;
+  nc_status st = NC_OK;
+  cl_int err = clFlush(c->q);
+  if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clFlush");
+  for (int i = 0; i < r->n;) {
+    int k = r->order[i];
+    cl_int s = CL_COMPLETE;
+    if (!st) {
+      err = clGetEventInfo(r->ev[k], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof s, &s, NULL);
+      if (err != CL_SUCCESS) st = NC_CL_ERR(err, "clGetEventInfo(readback)");
+      else if (s < 0) st = nc_errorf(NC_E_INTERNAL, "OpenCL readback of output '%s' failed (%d)", nc_graph_output_name(r->g, k), (int)s);
+    }
+    if (st) {  // stop reporting; still wait for every read in flight
+      clWaitForEvents(1, &r->ev[k]);
+      s = CL_COMPLETE;
+    }
+    if (s != CL_COMPLETE) {
+      st = r->fn(r->ctx, -1, NULL);  // the device is still busy: the caller's communication moves
+      continue;
+    }
+    clReleaseEvent(r->ev[k]);
+    r->ev[k] = NULL;
+    i++;
+    if (st) continue;
+    const nc_node *nd = nc_graph_node(r->g, nc_graph_output(r->g, k));
+    int64_t shape[NC_MAX_RANK];
+    for (int d = 0; d < nd->type.rank; d++) shape[d] = nc_dim_eval(nd->type.dim[d], r->syms);
+    nc_tensor v = nc_tensor_wrap(r->dst[k], nd->type.dtype, nd->type.rank, shape);
+    st = r->fn(r->ctx, k, &v);
+  }
+  r->n = 0;
+  return st;
+}
+
+nc_status nc_ocl_host_alloc(nc_ocl *c, size_t bytes, void **out) {
+  *out = NULL;
+  NC_TRY(nc_oc_rb_get(c));
+  struct nc_oc_rb *r = c->rb;
+  if (r->npinned == r->cappinned) {
+    int cap = r->cappinned ? 2 * r->cappinned : 4;
+    nc_oc_pinned *pn = realloc(r->pinned, sizeof *pn * (size_t)cap);
+    if (!pn) return nc_errorf(NC_E_NOMEM, "out of memory");
+    r->pinned = pn, r->cappinned = cap;
+  }
+  cl_int err = CL_SUCCESS;
+  cl_mem b = clCreateBuffer(c->ctx, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, bytes ? bytes : 4, NULL, &err);
+  if (!b || err != CL_SUCCESS) return nc_errorf(NC_E_NOMEM, "OpenCL: no %zu bytes of pinned host memory on %s: %s (%d)", bytes, c->dev.d.name, nc_oc_errname(err), (int)err);
+  void *ptr = clEnqueueMapBuffer(c->q, b, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, bytes ? bytes : 4, 0, NULL, NULL, &err);
+  if (!ptr || err != CL_SUCCESS) {
+    clReleaseMemObject(b);
+    return NC_CL_ERR(err, "clEnqueueMapBuffer(pinned)");
+  }
+  r->pinned[r->npinned++] = (nc_oc_pinned){b, ptr};
+  *out = ptr;
+  return NC_OK;
+}
+
+void nc_ocl_host_free(nc_ocl *c, void *p) {
+  struct nc_oc_rb *r = c->rb;
+  for (int i = 0; r && p && i < r->npinned; i++) {
+    if (r->pinned[i].ptr != p) continue;
+    clEnqueueUnmapMemObject(c->q, r->pinned[i].buf, p, 0, NULL, NULL);
+    clFinish(c->q);
+    clReleaseMemObject(r->pinned[i].buf);
+    r->pinned[i] = r->pinned[--r->npinned];
+    return;
+  }
+}
+
+nc_status nc_ocl_zero_leaf(nc_ocl *c, uint32_t id) {
+  if (id >= c->nnodes || !c->mem[id] || !c->kept[id])
+    return nc_errorf(NC_E_INTERNAL, "OpenCL: node %%%u holds no kept value on %s to zero", id, c->dev.d.name);
+  unsigned char zero = 0;
+  cl_int err = clEnqueueFillBuffer(c->q, c->mem[id], &zero, 1, 0, c->memsz[id], 0, NULL, NULL);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueFillBuffer(zero)");
+  return NC_OK;
+}
+
+static void nc_oc_rb_free(nc_ocl *c) {
+  struct nc_oc_rb *r = c->rb;
+  if (!r) return;
+  if (r->q2) clFinish(r->q2);
+  for (int i = 0; i < r->npinned; i++) {
+    clEnqueueUnmapMemObject(c->q, r->pinned[i].buf, r->pinned[i].ptr, 0, NULL, NULL);
+    clFinish(c->q);
+    clReleaseMemObject(r->pinned[i].buf);
+  }
+  free(r->pinned);
+  if (r->q2) clReleaseCommandQueue(r->q2);
+  nc_oc_rb_clear(r);
+  free(r);
+  c->rb = NULL;
 }

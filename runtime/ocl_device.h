@@ -81,4 +81,25 @@ const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c);
 int nc_ocl_tuned_count(const nc_ocl *c);
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);
 
+// ---- readback during a run, pinned host memory, fills (the data-parallel overlap) ----
+// Output k with dst[k] != NULL (dst: nout pointers, copied; NULL turns it
+// off) is read into dst[k] during the following runs by a non-blocking read
+// on a second queue, enqueued right after the last kernel that writes it and
+// waiting for that kernel (an event marker), so the copy runs under the
+// kernels that follow. Once every kernel is enqueued the run polls the reads
+// in order: fn(ctx, k, view of dst[k]) as soon as output k's read has
+// completed, fn(ctx, -1, NULL) between polls (the caller's communication
+// progresses while the device computes). Outputs no kernel writes (fed
+// leaves) are not reported. An error from fn is returned after the reads in
+// flight have finished.
+nc_status nc_ocl_set_readback(nc_ocl *c, nc_status (*fn)(void *ctx, int output, const nc_tensor *value), void *ctx,
+                              void *const *dst, int nout);
+// Page-locked host memory of this device's context (a CL_MEM_ALLOC_HOST_PTR
+// buffer, mapped): reads and writes between it and the device run at full
+// speed and asynchronously. Valid until nc_ocl_host_free or nc_ocl_free.
+nc_status nc_ocl_host_alloc(nc_ocl *c, size_t bytes, void **out);
+void nc_ocl_host_free(nc_ocl *c, void *p);
+// Zeroes leaf node id's kept device copy (non-blocking, before the next run).
+nc_status nc_ocl_zero_leaf(nc_ocl *c, uint32_t id);
+
 #endif

@@ -124,6 +124,14 @@ nc_status nc_session_sync(nc_session *s) {
   return NC_OK;
 }
 
+nc_status nc_session_zero(nc_session *s, const char *name) {
+  int k = nc_sess_find(s, name);
+  if (k < 0) return nc_errorf(NC_E_INVALID, "session: no tensor '%s' to zero", name);
+  if (s->e[k].dev) return nc_exec_zero_kept(s->e[k].dev, name);
+  if (s->e[k].t.data) memset(s->e[k].t.data, 0, nc_tensor_nbytes(&s->e[k].t));
+  return NC_OK;
+}
+
 int nc_session_on_device(const nc_session *s) {
   int n = 0;
   for (int k = 0; k < s->n; k++) n += s->e[k].dev != NULL;

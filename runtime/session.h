@@ -38,6 +38,9 @@ nc_status nc_session_run_exec(nc_session *s, struct nc_exec *e);
 void nc_session_detach(nc_session *s, struct nc_exec *e);
 // Reads back every tensor held on any device: afterwards every host copy is current.
 nc_status nc_session_sync(nc_session *s);
+// Zeroes tensor name where its current value lives: on the device that
+// holds it (nc_exec_zero_kept; no transfer either way), else on the host.
+nc_status nc_session_zero(nc_session *s, const char *name);
 // How many tensors are held on a device now (tests, diagnostics).
 int nc_session_on_device(const nc_session *s);
 

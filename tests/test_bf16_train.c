@@ -639,7 +639,8 @@ Test(bf16, precision_flag_on_every_model_command_checks_its_value, .timeout = 12
   static char out[1 << 16];
   static const char *const cmds[] = {
       "bench train --spec models/specs/tiny.xml --precision fp8", "base-train --precision fp8", "mid-train --precision fp8",
-      "sft --precision fp8", "forward --precision fp8", "chat --precision fp8", "serve --precision fp8"};
+      "sft --precision fp8", "forward --precision fp8", "chat --precision fp8", "serve --precision fp8",
+      "eval base --ckpt x --precision fp8", "eval chat --ckpt x --precision fp8", "rl --data x --precision fp8"};
   for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++) {
     int rc = run_cli(cmds[i], out, sizeof out);
     cr_expect_eq(rc, 2, "%s: rc %d: %s", cmds[i], rc, out);

@@ -18,9 +18,10 @@
 #include "runtime/kir_eval.h"
 #include "runtime/plan_run.h"
 #include "models/init.h"
+#include "models/train.h"
 #include "tests/support/model_util.h"
 
-#define FZ_MAX_FEEDS 16
+#define FZ_MAX_FEEDS 40
 
 typedef struct {
   nc_feed f[FZ_MAX_FEEDS];
@@ -627,3 +628,270 @@ static void gemm_add_case(int64_t B, uint64_t seed) {
 
 Test(fusion, gemm_addend_packed) { gemm_add_case(3, 71); }
 Test(fusion, gemm_addend_skinny) { gemm_add_case(1, 72); }
+
+// ---- Polar Express in Gram form (Muon's non-square matrices) ------------------------
+// The Muon update of three non-square params of the tiny spec (c_fc 128x32
+// tall, mlp.c_proj 32x128 wide, c_k 16x32 wide: GQA) built by nc_train_build
+// with polar_gram on and off. The Gram graph runs on the evaluator and the
+// CPU (1, 2 threads) against the interpreter, with the symmetric hint on and
+// off; its interpreted outputs match the X form's (the oracle: the plain
+// iteration) within fp32 reassociation; and its plan's Gram-side products
+// (polynomials of one Gram matrix) carry the symmetric hint.
+static bool pg_pick(const nc_param_desc *p, void *ctx) {
+  (void)ctx;
+  return !strcmp(p->name, "transformer.h.0.mlp.c_fc.weight") || !strcmp(p->name, "transformer.h.0.mlp.c_proj.weight") ||
+         !strcmp(p->name, "transformer.h.0.attn.c_k.weight");
+}
+
+static nc_graph *pg_graph(bool gram) {
+  char path[1024];
+  nc_model_spec s;
+  nc_status st = nc_spec_load(nc_test_path(path, sizeof path, "models/specs/tiny.xml"), &s);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  nc_optim_cfg oc;
+  nc_optim_defaults(&oc);
+  oc.polar_gram = gram;
+  nc_train_opts to = {.kind = NC_TRAIN_APPLY, .only = pg_pick};
+  nc_graph *g;
+  st = nc_train_build(&s, &oc, &to, &g);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  return g;
+}
+
+static void pg_count(const nc_graph *g, unsigned off, int *mm, int *sym) {
+  nc_graph *h;
+  nc_plan *p = fz_lower(g, off, &h);
+  *mm = *sym = 0;
+  for (int q = 0; q < p->nkernels; q++) {
+    const nc_kernel *k = &p->kernels[q].k;
+    if (!nc_kernel_is_template(k)) continue;
+    const nc_kstmt *s = nc_ks_get(k, k->body);
+    (*mm)++;
+    *sym += s->nargs > 9 && nc_kernel_eval_index(k, s->args[9], NULL) == 1;
+  }
+  nc_plan_free(p);
+  nc_graph_free(h);
+}
+
+Test(fusion, polar_express_gram_form) {
+  nc_graph *gg = pg_graph(true), *gx = pg_graph(false);
+  int64_t syms[NC_MAX_SYMS] = {0};
+  fz_feeds fs;
+  fz_feed_random(gg, syms, 81, 1, &fs);
+  fz_check(gg, &fs, NC_PATTERN_SYMMETRIC_GEMM, NULL, 2e-5);
+  int nout = nc_graph_noutputs(gg);
+  cr_assert_eq(nout, nc_graph_noutputs(gx));
+  nc_tensor a[16], b[16];
+  cr_assert_leq(nout, 16);
+  nc_status st = nc_interp_run(gg, fs.f, fs.n, a);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  st = nc_interp_run(gx, fs.f, fs.n, b);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  for (int k = 0; k < nout; k++) {
+    cr_assert_str_eq(nc_graph_output_name(gg, k), nc_graph_output_name(gx, k));
+    double e = nc_test_rel_err(&a[k], &b[k]);
+    cr_expect_lt(e, 2e-5, "%s: Gram form vs X form rel err %g", nc_graph_output_name(gg, k), e);
+    nc_tensor_free(&a[k]);
+    nc_tensor_free(&b[k]);
+  }
+  // per non-square matrix, 5 steps: X form 3 products a step (X X^T and A A
+  // symmetric): 15, 10 symmetric. Gram form from step 2: 6 (4) + A (1) + step
+  // 2: A A, B A, B A B (3) + step 3: A A, B Q, B A, B A B (4) + step 4: A A,
+  // B Q (2) + Q X (not symmetric): 17, 14 symmetric
+  int mm, sym;
+  pg_count(gx, 0, &mm, &sym);
+  cr_expect(mm == 45 && sym == 30, "X form: %d matmuls, %d symmetric", mm, sym);
+  pg_count(gg, 0, &mm, &sym);
+  cr_expect(mm == 51 && sym == 42, "Gram form: %d matmuls, %d symmetric", mm, sym);
+  pg_count(gg, NC_PATTERN_SYMMETRIC_GEMM, &mm, &sym);
+  cr_expect(mm == 51 && sym == 0, "Gram form, symmetric hint off: %d matmuls, %d symmetric", mm, sym);
+  fz_free_feeds(&fs);
+  nc_graph_free(gg);
+  nc_graph_free(gx);
+}
+
+Test(fusion, graph_pattern_switches) {  // NC_PATTERNS_OFF's bits 1024 and 16384 reach nc_optim_defaults
+  nc_optim_cfg oc;
+  cr_assert_eq(setenv("NC_PATTERNS_OFF", "1024", 1), 0);
+  nc_optim_defaults(&oc);
+  cr_expect(!oc.polar_gram);
+  cr_expect(oc.muon_stack);
+  cr_assert_eq(setenv("NC_PATTERNS_OFF", "16896", 1), 0);  // 16384 + 512
+  nc_optim_defaults(&oc);
+  cr_expect(oc.polar_gram && !oc.muon_stack);
+  cr_assert_eq(unsetenv("NC_PATTERNS_OFF"), 0);
+  nc_optim_defaults(&oc);
+  cr_expect(oc.polar_gram && oc.muon_stack);
+}
+
+// ---- concat as one loop nest per input -------------------------------------------------
+// c = concat(x, exp(y), 2 x) along axis 1 (B, 3+2+3, 5) and d = concat along
+// the last axis (rope's halves): on, each concat kernel has one parallel loop
+// nest per input; off, one nest with a select chain.
+static nc_graph *concat_graph(void) {
+  nc_graph *g = nc_graph_new("concat");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dx[3] = {nc_dim_sym(B), nc_dim_const(3), nc_dim_const(5)}, dy[3] = {nc_dim_sym(B), nc_dim_const(2), nc_dim_const(5)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 3, dx));
+  nc_id y = nc_leaf(g, NC_OP_PARAM, "y", nc_type_make(NC_F32, 3, dy));
+  nc_id parts[3] = {x, nc_op1(g, NC_OP_EXP, y), nc_b_scale(g, x, 2.0)};
+  nc_id c = nc_b_concat(g, parts, 3, 1);
+  nc_id halves[2] = {nc_op1(g, NC_OP_NEG, x), nc_op2(g, NC_OP_MUL, x, x)};
+  nc_id d = nc_b_concat(g, halves, 2, 2);
+  cr_assert_null(nc_graph_set_output(g, "c", c));
+  cr_assert_null(nc_graph_set_output(g, "d", d));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+
+Test(fusion, concat_one_nest_per_input) {
+  nc_graph *g = concat_graph();
+  int64_t syms[NC_MAX_SYMS] = {3};
+  fz_feeds fs;
+  fz_feed_random(g, syms, 91, 1, &fs);
+  fz_check(g, &fs, NC_PATTERN_CONCAT_NESTS, NULL, 1e-6);
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_CONCAT_NESTS : 0, &h);
+    int seen = 0;
+    for (int q = 0; q < p->nkernels; q++) {
+      const nc_kernel *k = &p->kernels[q].k;
+      if (!strstr(k->name, "_concat")) continue;
+      int nest = 0;
+      for (nc_ks st = k->body; st != NC_KS_NONE; st = nc_ks_get(k, st)->next) nest++;
+      int want = off ? 1 : nc_graph_node(h, p->kernels[q].node)->nin;
+      cr_expect_eq(nest, want, "%s: %d loop nests, want %d", k->name, nest, want);
+      seen++;
+    }
+    cr_expect_eq(seen, 2);
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+// ---- Muon's same-shaped matrices stacked (batched GEMMs) ------------------------------
+// The Muon update of five params of the tiny spec: c_q of both layers (32x32,
+// a stack of 2) and c_k, c_v of layer 0 and c_k of layer 1 (16x32, a stack of
+// 3 in Gram form), built with muon_stack on and off. The stacked graph
+// matches the unstacked one on the interpreter and runs on the evaluator
+// and the CPU (1, 2 threads, concat nests on and off) like the interpreter;
+// its plan has batched GEMMs (batch 2 and 3) and no per-matrix ones.
+static bool st_pick(const nc_param_desc *p, void *ctx) {
+  (void)ctx;
+  return strstr(p->name, "attn.c_q.weight") || strstr(p->name, "attn.c_k.weight") || !strcmp(p->name, "transformer.h.0.attn.c_v.weight");
+}
+
+static nc_graph *st_graph(bool stack) {
+  char path[1024];
+  nc_model_spec s;
+  nc_status st = nc_spec_load(nc_test_path(path, sizeof path, "models/specs/tiny.xml"), &s);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  nc_optim_cfg oc;
+  nc_optim_defaults(&oc);
+  oc.muon_stack = stack;
+  oc.polar_gram = true;
+  nc_train_opts to = {.kind = NC_TRAIN_APPLY, .only = st_pick};
+  nc_graph *g;
+  st = nc_train_build(&s, &oc, &to, &g);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  return g;
+}
+
+Test(fusion, muon_stack_batched_gemms) {
+  nc_graph *gs = st_graph(true), *gu = st_graph(false);
+  int64_t syms[NC_MAX_SYMS] = {0};
+  fz_feeds fs;
+  fz_feed_random(gs, syms, 93, 1, &fs);
+  fz_check(gs, &fs, NC_PATTERN_CONCAT_NESTS, NULL, 2e-5);
+  int nout = nc_graph_noutputs(gs);
+  cr_assert_eq(nout, nc_graph_noutputs(gu));
+  nc_tensor *a = calloc((size_t)nout, sizeof *a), *b = calloc((size_t)nout, sizeof *b);
+  nc_status st = nc_interp_run(gs, fs.f, fs.n, a);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  st = nc_interp_run(gu, fs.f, fs.n, b);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  for (int k = 0; k < nout; k++) {
+    cr_assert_str_eq(nc_graph_output_name(gs, k), nc_graph_output_name(gu, k));
+    double e = nc_test_rel_err(&a[k], &b[k]);
+    cr_expect_lt(e, 2e-5, "%s: stacked vs per matrix rel err %g", nc_graph_output_name(gs, k), e);
+    nc_tensor_free(&a[k]);
+    nc_tensor_free(&b[k]);
+  }
+  free(a), free(b);
+  for (int v = 0; v < 2; v++) {  // stacked: every GEMM batched over 2 or 3 matrices; unstacked: batch 1
+    nc_graph *h;
+    nc_plan *p = fz_lower(v ? gu : gs, 0, &h);
+    int b1 = 0, b2 = 0, b3 = 0;
+    for (int q = 0; q < p->nkernels; q++) {
+      const nc_kernel *k = &p->kernels[q].k;
+      if (!nc_kernel_is_template(k)) continue;
+      int64_t batch = nc_kernel_eval_index(k, nc_ks_get(k, k->body)->args[0], NULL);
+      b1 += batch == 1, b2 += batch == 2, b3 += batch == 3;
+    }
+    // square (X form): 15 products; 16x32 (Gram form from step 2): 17
+    if (v) cr_expect(b1 == 2 * 15 + 3 * 17 && b2 == 0 && b3 == 0, "unstacked: %d/%d/%d GEMMs of batch 1/2/3", b1, b2, b3);
+    else cr_expect(b1 == 0 && b2 == 15 && b3 == 17, "stacked: %d/%d/%d GEMMs of batch 1/2/3", b1, b2, b3);
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(gs);
+  nc_graph_free(gu);
+}
+
+// ---- cross-entropy gradient from the forward's logsumexp -----------------------------
+// The softcap + cross-entropy graph above with NC_PATTERN_CE_LSE on and off
+// (SOFTCAP_CE on; its own test runs LSE with SOFTCAP off): on, the gradient's
+// kernel reads the forward's per-row loss buffer and makes one sweep over
+// each row (no accumulators), and the memory plan keeps the loss rows alive
+// until that kernel; off, three sweeps.
+static void ce_lse_case(double cap, int64_t V, uint64_t seed) {
+  nc_graph *g = ce_graph(cap, V);
+  int64_t syms[NC_MAX_SYMS] = {3};
+  fz_feeds fs;
+  fz_feed_random(g, syms, seed, (int)V, &fs);
+  for (int i = 0; i < fs.n; i++)  // two ignored positions
+    if (!strcmp(fs.f[i].name, "t")) ((int32_t *)fs.t[i].data)[2] = ((int32_t *)fs.t[i].data)[9] = -1;
+  fz_check(g, &fs, NC_PATTERN_CE_LSE, NULL, 1e-5);
+  for (int off = 0; off < 2; off++) {
+    nc_graph *h;
+    nc_plan *p = fz_lower(g, off ? NC_PATTERN_CE_LSE : 0, &h);
+    int found = 0;
+    for (int q = 0; q < p->nkernels; q++) {
+      const nc_plan_kernel *pk = &p->kernels[q];
+      if (!strstr(pk->k.name, "_ce_grad_epilogue")) continue;
+      found++;
+      nc_id gn = NC_NONE;  // the cross_entropy_grad node this kernel computes
+      for (nc_id i = 0; i < nc_graph_nnodes(h); i++)
+        if (nc_graph_node(h, i)->op == NC_OP_CROSS_ENTROPY_GRAD) gn = i;
+      cr_assert_neq(gn, NC_NONE);
+      nc_id fw = p->extra_read ? p->extra_read[gn] : NC_NONE;
+      if (off) {
+        cr_expect(fw == NC_NONE && pk->k.naccs == 2, "off: extra read %u, %d accumulators", fw, pk->k.naccs);
+        continue;
+      }
+      cr_assert(fw != NC_NONE && nc_graph_node(h, fw)->op == NC_OP_CROSS_ENTROPY, "on: no forward loss read");
+      cr_expect_eq(pk->k.naccs, 0, "on: %d accumulators (want one sweep)", pk->k.naccs);
+      bool reads = false;
+      for (int b = 0; b < pk->k.nbufs; b++) reads |= pk->buf_node[b] == fw && !pk->k.bufs[b].written;
+      cr_expect(reads, "on: the gradient kernel does not read the loss rows");
+      nc_memplan *mp;
+      cr_assert_null(nc_plan_memplan(h, p, syms, &mp));
+      const nc_membuf *mb = nc_memplan_find(mp, fw);
+      cr_assert_not_null(mb);
+      cr_expect_geq(mb->last, pk->node, "loss rows live to %u, read at %u", mb->last, pk->node);
+      nc_memplan_free(mp);
+    }
+    cr_expect_eq(found, 1);
+    nc_plan_free(p);
+    nc_graph_free(h);
+  }
+  fz_free_feeds(&fs);
+  nc_graph_free(g);
+}
+
+Test(fusion, cross_entropy_grad_from_forward_lse) { ce_lse_case(3.0, 37, 13); }
+Test(fusion, cross_entropy_grad_from_forward_lse_wide_rows) { ce_lse_case(15.0, 130, 14); }

@@ -464,11 +464,11 @@ Test(mpi, apply_graph_of_a_param_subset) {
 // default) and after it (NC_DP_OVERLAP=0): identical buckets and
 // collectives, so identical weights, and the overlapped run did issue
 // buckets while backward ran.
-Test(mpi, overlapped_reductions_equal_the_plain_ones) {
-  if (!have_mpi()) return;
+static void overlap_equals_plain(const char *more, const char *ovl, const char *pln) {
   make_data();
-  char c[4096], e[4200];
-  train_cmd(c, sizeof c, 2, "ovl", 4, "--total-batch-size 256");  // 2 micro-steps per rank: the hook runs on the second
+  char c[4096], e[4200], opts[512], path[600];
+  snprintf(opts, sizeof opts, "--total-batch-size 256 %s", more);  // 2 micro-steps per rank: the hook runs on the second
+  train_cmd(c, sizeof c, 2, ovl, 4, opts);
   cr_assert_eq(sh(c), 0, "%s", out);
   const char *st = strstr(out, "gradient buckets issued during backward");
   cr_assert(st, "%s", out);
@@ -476,14 +476,32 @@ Test(mpi, overlapped_reductions_equal_the_plain_ones) {
   while (p > out && p[-1] != ',') p--;  // "..., N gradient buckets issued during backward"
   cr_assert_gt(atol(p + 1), 0, "no bucket was issued during backward: %s", out);
   snprintf(e, sizeof e, "NC_DP_OVERLAP=0 %s", c);
-  char *run = strstr(e, "--out ") + 6;
-  cr_assert(run);
-  char *slash = strstr(run, "/ovl");
-  memcpy(slash, "/pln", 4);  // the same command into tmp/pln
+  snprintf(path, sizeof path, "/%s ", ovl);
+  char *slash = strstr(e, path);
+  cr_assert(slash);
+  memcpy(slash + 1, pln, strlen(pln));  // the same command into tmp/<pln> (same length)
   cr_assert_eq(sh(e), 0, "%s", out);
   cr_assert(strstr(out, ", 0 gradient buckets issued during backward"), "%s", out);
-  same_losses("ovl", "pln", 4, 4);
-  same_model("ovl", "pln", 4, 1e-7);
+  same_losses(ovl, pln, 4, 4);
+  same_model(ovl, pln, 4, 1e-7);
+}
+
+Test(mpi, overlapped_reductions_equal_the_plain_ones) {
+  if (!have_mpi()) return;
+  overlap_equals_plain("", "ovl", "pln");
+}
+
+// The same on OpenCL (PoCL here, the GPU of each rank elsewhere): the hook's
+// reads of finished gradients into the pinned bucket buffer, the reductions
+// started as the reads land, the accumulators zeroed on the device, the
+// params broadcast into their pinned host memory.
+Test(mpi, overlapped_reductions_on_opencl_equal_the_plain_ones) {
+  if (!have_mpi()) return;
+  if (!nc_ocl_available()) {
+    cr_log_warn("no OpenCL device: skipped");
+    return;
+  }
+  overlap_equals_plain("--device opencl", "ocl_ovl", "ocl_pln");
 }
 
 // ---- rl over ranks ----------------------------------------------------------------
@@ -572,6 +590,38 @@ Test(mpi, rl_two_ranks_equal_one_rank) {
   nc_tensor_list_free(&a), nc_tensor_list_free(&b);
 }
 
+// `rl --precision bf16` (one process): the sampling engine and the training
+// graphs run nanochat's bf16 model, and the checkpoint's spec says so; fp32
+// keeps the base model's fp32.
+Test(mpi, rl_precision_flag_reaches_the_checkpoint) {
+  make_data();
+  char c[4096], path[600];
+  train_cmd(c, sizeof c, 1, "base", 2, "");
+  cr_assert_eq(sh(c), 0, "%s", out);
+  snprintf(path, sizeof path, "%s/q.jsonl", tmp);
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  for (int i = 0; i < 8; i++)
+    fprintf(f, "{\"messages\": [{\"role\": \"user\", \"content\": \"q%d\"}, {\"role\": \"assistant\", \"content\": \"#### %d\"}]}\n", i, 1 + i % 2);
+  fclose(f);
+  const char *prec[2] = {"bf16", "fp32"};
+  for (int k = 0; k < 2; k++) {
+    snprintf(c, sizeof c,
+             "%s/cli/nanochat rl --data %s/q.jsonl --from %s/base/base_checkpoints/t --out %s/rl_%s --model-tag t --num-iterations 1 "
+             "--examples-per-step 2 --samples 2 --max-new-tokens 4 --eval-every 0 --eval-examples 1 --eval-k 1 --threads 1 --precision %s",
+             getenv("NC_BUILD_DIR"), tmp, tmp, tmp, prec[k], prec[k]);
+    cr_assert_eq(sh(c), 0, "%s", out);
+    snprintf(path, sizeof path, "%s/rl_%s/chatrl_checkpoints/t/meta_000001.json", tmp, prec[k]);
+    json_t *m = json_load_file(path, 0, NULL);
+    cr_assert(m, "%s", path);
+    char *txt = json_dumps(m, 0);
+    bool bf16 = strstr(txt, "compute=\\\"bf16\\\"") != NULL;
+    cr_assert_eq(bf16, k == 0, "rl --precision %s: checkpoint spec %s bf16: %.400s", prec[k], bf16 ? "says" : "does not say", txt);
+    free(txt);
+    json_decref(m);
+  }
+}
+
 // ---- eval over ranks ----------------------------------------------------------------
 
 // `eval base` over 2 ranks (CORE's examples strided, the counts summed)
@@ -623,6 +673,19 @@ Test(mpi, eval_base_two_ranks_equal_one_rank) {
            getenv("NC_BUILD_DIR"), d, tmp, bundle);
   cr_assert_neq(sh(c), 0, "%s", out);
   cr_assert(strstr(out, "under mpirun"), "%s", out);
+  // --precision bf16 (one rank): the checkpoint's fp32 model computed in bf16, the same examples scored
+  snprintf(c, sizeof c,
+           "mkdir -p %s/evb && %s/cli/nanochat eval base --ckpt %s --tokenizer %s/tok/t.tiktoken --bundle %s "
+           "--tasks copa,winograd,lambada_openai --max-per-task 7 --device interp --precision bf16 --out %s/evb",
+           tmp, getenv("NC_BUILD_DIR"), d, tmp, bundle, tmp);
+  cr_assert_eq(sh(c), 0, "%s", out);
+  cr_assert(strstr(out, ", bf16) on interp"), "%s", out);
+  char jp[1100];
+  snprintf(jp, sizeof jp, "%s/evb/eval_base.json", tmp);
+  json_t *jb = json_load_file(jp, 0, NULL);
+  cr_assert(jb, "%s", jp);
+  json_object_foreach(json_object_get(jb, "tasks"), label, v) cr_assert_eq(json_integer_value(json_object_get(v, "n")), 7, "bf16: %s", label);
+  json_decref(jb);
 }
 
 // `eval chat` over 2 ranks (problems strided, counts summed) writes the same

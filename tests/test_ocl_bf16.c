@@ -338,7 +338,7 @@ Test(ocl_bf16, bad_tensor_core_knobs_name_the_knob) {
              {"128,128,64,12,32", "tc_wn=12"}, {"128,128,64,32,24", "tc_bk=24"}, {"96,128,64,32,32", "tc_bm=96"},  {"128,128,128,128,32", "over 32"},
              {"256,256,16,8,16", "over 1024"}, {"128,x,64,32,32", "item 2"},   {"16,8,16,8,64,2,1", "tc_stages=1"},    {"48,8,16,8,16", "split evenly"},
              {"128,128,64,32,32,1,5", "tc_stages=5"}, {"128,128,64,32,16,1,2", "tc_bk=16"}, {"128,96,64,24,32,1,2", "multiple of 16"},
-             {"128,256,64,64,64,1,2", "over 49152"}, {"128,128,64,32,32,1,3,9", "want 5 to 7"}};
+             {"128,256,64,64,64,1,2", "over 49152"}, {"128,128,64,32,32,1,3,1,5", "want 5 to 8"}};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     nc_status st = nc_ocl_tc_parse(bad[i].s, &k);
     cr_expect_not_null(st, "tc knobs '%s' accepted", bad[i].s);
@@ -398,4 +398,117 @@ Test(ocl_bf16, emitter_writes_the_mma_or_its_emulation) {
       cr_expect(strstr(b.data, "nc_f2bf(ra[r])") && strstr(b.data, "reqd_work_group_size(256, 1, 1)"), "mode %d variant %d", mode, v);
       nc_buf_free(&b);
     }
+}
+
+// ---- the wgmma kernel (8th knob, tc_wg; codegen/ocl_gemm.c) ----
+
+// Emulated anywhere (gemm_tc 2): the packing, the swizzled ring in wgmma's
+// 32/64/128-byte layouts, the warpgroup fragments, the tile order, the float2
+// store and split-K, at K = 200 (several k-steps, edges in M, N and K).
+Test(ocl_bf16, wgmma_kernel_emulated_matches_the_bf16_reference) {
+  NEED_OPENCL();
+  // BM,BN,-,-,BK,MODE,STAGES,WG: k-steps 16/32/64, one and two warpgroups, waiting (1) or one group
+  // in flight (2), and B slices that do not split evenly over the work-items (64 x 8)
+  const char *tcs[] = {"64,32,0,0,16,2,2,1", "64,64,0,0,32,2,3,2", "128,64,0,0,64,2,2,1", "64,8,0,0,16,2,4,2"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++)
+    cr_expect_gt(run_and_check_k(tcs[i], true, 200), 1000, "%s: no element shows bf16 rounding", tcs[i]);
+  setenv("NC_OCL_SPLITK", "3", 1);
+  cr_expect_gt(run_and_check_k("64,32,0,0,32,2,3,1", true, 200), 1000, "split-K 3");
+  unsetenv("NC_OCL_SPLITK");
+  cr_expect_gt(run_and_check_k("64,32,0,0,32,2,3,1", true, 45), 1000, "one k-step");
+}
+
+// On an NVIDIA compute capability 9.x device: the real kernel (wgmma.mma_async
+// through the patched PTX) under several tilings, split-K, the bit-exact
+// identity, and the default (NC_OCL_MATMUL=bf16 picks it on Hopper).
+Test(ocl_bf16, wgmma_kernel_on_hopper_matches_the_bf16_reference) {
+  NEED_OPENCL();
+  if (!device_is_nvidia()) cr_skip_test("the default OpenCL device is not NVIDIA: wgmma needs a Hopper GPU (the emulated form is tested above)");
+  nc_graph *g = gemm_graph(4, 4, 4);
+  setenv("NC_OCL_TC", "128,128,0,0,32,1,3,1", 1);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_exec *ex;
+  nc_status st = nc_exec_new(g, &d, &ex);
+  unsetenv("NC_OCL_TC");
+  nc_graph_free(g);
+  if (st && strstr(nc_status_msg(st), "compute capability 9")) {
+    nc_status_free(st);
+    cr_skip_test("the NVIDIA device is not a Hopper (compute capability 9.x)");
+  }
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  nc_exec_free(ex);
+  const char *tcs[] = {"128,128,0,0,32,1,3,1", "128,128,0,0,64,1,3,1", "64,128,0,0,64,1,2,1", "128,256,0,0,32,1,4,2", "256,128,0,0,16,1,4,1",
+                       "128,64,0,0,64,1,4,2"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) cr_expect_gt(run_packed(tcs[i], NULL), 1000, "%s: no element shows bf16 rounding", tcs[i]);
+  cr_expect_gt(run_packed("128,128,0,0,32,1,3,1", "3"), 1000, "split-K 3");
+  setenv("NC_OCL_MATMUL", "bf16", 1);
+  cr_expect_gt(run_and_check_k(NULL, true, 200), 1000, "the default on Hopper");
+  unsetenv("NC_OCL_MATMUL");
+}
+
+Test(ocl_bf16, wgmma_knobs_emitter_and_ptx_patch) {
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  struct {
+    const char *s, *want;
+  } bad[] = {{"96,128,0,0,32,1,3,1", "tc_bm=96"},   {"128,100,0,0,32,1,3,1", "tc_bn=100"},     {"128,128,0,0,48,1,3,1", "tc_bk=48"},
+             {"128,128,0,0,32,1,2,2", "tc_stages=2"}, {"128,128,0,0,32,1,9,1", "tc_stages=9"}, {"256,256,0,0,64,1,4,1", "over 229376"},
+             {"128,128,0,0,32,1,3,3", "tc_wg=3"},   {"128,264,0,0,32,1,3,1", "tc_bn=264"}};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    nc_status st = nc_ocl_tc_parse(bad[i].s, &k);
+    cr_expect_not_null(st, "tc knobs '%s' accepted", bad[i].s);
+    if (st) cr_expect(strstr(nc_status_msg(st), bad[i].want), "'%s': %s", bad[i].s, nc_status_msg(st));
+    nc_status_free(st);
+  }
+  cr_assert_null(nc_ocl_tc_parse("128,128,0,0,32,1,3,1", &k));
+  cr_expect_eq(k.tc_wg, 1);
+  for (int mode = 1; mode <= 2; mode++) {
+    k.gemm_tc = mode;
+    nc_buf b;
+    nc_buf_init(&b);
+    nc_ocl_emit_gemm_packed(&k, &b);
+    cr_assert(b.data && strstr(b.data, "nc_gemm_wgmma") && !strstr(b.data, "nc_gemm_bf16p") && strstr(b.data, "nc_pack_k"));
+    const char *ptx[] = {"wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", "wgmma.fence.sync.aligned", "wgmma.commit_group",
+                         "wgmma.wait_group.sync.aligned 0", "fence.proxy.async.shared::cta", "cp.async.wait_group 1;"};
+    for (int i = 0; i < 6; i++) cr_expect_eq(strstr(b.data, ptx[i]) != NULL, mode == 1, "mode %d: %s", mode, ptx[i]);
+    cr_expect(strstr(b.data, "__local uint4 sm[3072] __attribute__((aligned(1024)))"), "3 slots of (128 + 128) rows x 4 pieces");
+    cr_expect(strstr(b.data, "reqd_work_group_size(256, 1, 1)"), "two warpgroups");
+    nc_buf_free(&b);
+  }
+  // the PTX patch: markers removed, sm_90 -> sm_90a, an old .version raised to 8.0
+  const char *ptx = "//\n.version 7.8\n.target sm_90, texmode_independent\n.address_size 64\n\t// begin inline asm\n\t//NCWG wgmma.fence.sync.aligned;\n";
+  bool changed = false;
+  char *out = nc_ocl_ptx_unhide(ptx, strlen(ptx), &changed);
+  cr_assert_not_null(out);
+  cr_expect(changed);
+  cr_expect_str_eq(out, "//\n.version 8.0\n.target sm_90a, texmode_independent\n.address_size 64\n\t// begin inline asm\n\twgmma.fence.sync.aligned;\n");
+  free(out);
+  const char *plain = ".version 9.0\n.target sm_90a\n// nothing hidden\n";
+  out = nc_ocl_ptx_unhide(plain, strlen(plain), &changed);
+  cr_assert_not_null(out);
+  cr_expect(!changed);
+  cr_expect_str_eq(out, plain);
+  free(out);
+  // NC_OCL_WGMMA is checked; tc_wg with real wgmma off NVIDIA is refused naming the device
+  if (!nc_ocl_available()) return;
+  nc_graph *g = gemm_graph(4, 4, 4);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_exec *ex;
+  setenv("NC_OCL_WGMMA", "yes", 1);
+  nc_status st = nc_exec_new(g, &d, &ex);
+  unsetenv("NC_OCL_WGMMA");
+  cr_assert_not_null(st, "NC_OCL_WGMMA=yes accepted");
+  cr_expect(strstr(nc_status_msg(st), "NC_OCL_WGMMA='yes'"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  if (!device_is_nvidia()) {
+    setenv("NC_OCL_TC", "128,128,0,0,32,1,3,1", 1);
+    st = nc_exec_new(g, &d, &ex);
+    unsetenv("NC_OCL_TC");
+    cr_assert_not_null(st, "wgmma accepted on a non-NVIDIA device");
+    cr_expect(strstr(nc_status_msg(st), "NVIDIA"), "%s", nc_status_msg(st));
+    nc_status_free(st);
+  }
+  nc_graph_free(g);
 }

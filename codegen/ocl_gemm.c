@@ -1,0 +1,226 @@
+// The Hopper (sm_90a) bf16 GEMM for OpenCL: wgmma.mma_async through inline PTX
+// over the packed operands of the pipelined GEMM (see codegen/ocl_emit.h,
+// nc_ocl_emit_gemm_wgmma, and docs/opencl.md "The wgmma kernel").
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen/ocl_emit.h"
+
+#define NC_OG_GROUP 8  // block rows per group of the tile order (L2 reuse: docs/opencl.md)
+
+void nc_ocl_wgmma_default(nc_ocl_knobs *k) { k->tc_bm = 128, k->tc_bn = 128, k->tc_bk = 64, k->tc_stages = 3, k->tc_wg = 1; }
+
+nc_status nc_ocl_wgmma_check(const nc_ocl_knobs *k) {
+  if (k->tc_wg < 0 || k->tc_wg > 2) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_wg=%d: must be 0 (mma.sync), 1 or 2 (wgmma)", k->tc_wg);
+  if (k->tc_bm < 64 || k->tc_bm > 256 || k->tc_bm % 64)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bm=%d: must be 64, 128, 192 or 256 with tc_wg=%d (one warpgroup per 64 rows)", k->tc_bm, k->tc_wg);
+  if (k->tc_bn < 8 || k->tc_bn > 256 || k->tc_bn % 8)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bn=%d: must be a multiple of 8 in 8..256 with tc_wg=%d (wgmma's n)", k->tc_bn, k->tc_wg);
+  if (k->tc_bk != 16 && k->tc_bk != 32 && k->tc_bk != 64)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_bk=%d: must be 16, 32 or 64 with tc_wg=%d (32-, 64-, 128-byte swizzle)", k->tc_bk, k->tc_wg);
+  int smin = k->tc_wg == 2 ? 3 : 2;
+  if (k->tc_stages < smin || k->tc_stages > 8)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob tc_stages=%d: must be in %d..8 with tc_wg=%d", k->tc_stages, smin, k->tc_wg);
+  // NVIDIA's OpenCL reports 48 KiB of local memory but builds and runs kernels with more static
+  // __local (measured on the H100: docs/opencl.md); sm_90 gives a work-group up to 227 KiB.
+  int ring = k->tc_stages * (k->tc_bm + k->tc_bn) * k->tc_bk * 2;
+  if (ring > NC_OCL_WGMMA_MAX_RING)
+    return nc_errorf(NC_E_INVALID, "OpenCL wgmma knobs: a ring of %d x (%d + %d) x %d bf16 is %d bytes of local memory (over %d)", k->tc_stages,
+                     k->tc_bm, k->tc_bn, k->tc_bk, ring, NC_OCL_WGMMA_MAX_RING);
+  return NC_OK;
+}
+
+// The copy of k-tile lkt (of this split) into ring slot lslot: the BM rows of A,
+// then the BN rows of B, as 16-byte pieces at their swizzled places (cp.async,
+// or plain copies when emulated), spread over the NTH work-items.
+static void nc_og_load_both(nc_buf *o, bool emu, int BM, int BN, int NTH, int CPR, int STG, int BK) {
+  const char *put = emu ? "sm[d] = *src;"
+                        : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");";
+  for (int ab = 0; ab < 2; ab++) {
+    int total = (ab ? BN : BM) * CPR, per = (total + NTH - 1) / NTH;
+    char guard[64] = "";
+    if (total % NTH) snprintf(guard, sizeof guard, "        if (e >= %d) break;\n", total);
+    nc_buf_printf(o,
+                  "#pragma unroll\n"
+                  "      for (int r = 0; r < %d; r++) {\n"
+                  "        const int e = tid + r * %d;\n"
+                  "%s"
+                  "        const int row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n"
+                  "        __global const uint4 *src = (__global const uint4 *)(%s + row * Kp + (kt0 + lkt) * %d + c * 8);\n"
+                  "        %s\n"
+                  "      }\n",
+                  per, NTH, guard, CPR, CPR, STG, ab ? BM * CPR : 0, CPR, ab ? "B" : "A", BK, put);
+  }
+}
+
+// The wgmma GEMM (see ocl_emit.h). A work-group of BM/64 warpgroups computes a
+// BM x BN tile of C; warpgroup w owns rows 64w..64w+63, its accumulators are
+// the m64nBN fragment (thread (warp v, lane l): rows 16v + l/4 (+8), columns
+// 8j + 2(l%4) (+1), register 4j + 2*(row half) + column parity), BN/2 floats.
+// Each k-step's BK-wide slices of A and B sit in one slot of a tc_stages ring,
+// rows of 2*BK bytes with the 16-byte pieces XOR-swizzled as wgmma's 32/64/128-
+// byte swizzle modes expect (piece c of row r at c ^ ((r * CPR / 8) % CPR), the
+// slots 1024-byte aligned); the shared-memory matrix descriptors point at the
+// warpgroup's 64 rows of A and the BN rows of B, advanced by 32 bytes per k16.
+// Slices are copied by every work-item with cp.async; each k-step waits for
+// its slice, makes the copies visible to the tensor cores
+// (fence.proxy.async.shared::cta), synchronizes the work-group, starts the copy
+// of a later slice into the slot freed by a finished wgmma, then issues
+// BK/16 wgmmas (one commit group) and waits for all (tc_wg 1) or all but the
+// newest (tc_wg 2) of its groups.
+void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
+  int BM = kn->tc_bm, BN = kn->tc_bn, BK = kn->tc_bk, S = kn->tc_stages, W = kn->tc_wg == 2 ? 1 : 0;
+  int NTH = 2 * BM, CPR = BK / 8, STG = (BM + BN) * CPR, NACC = BN / 2, LA = W ? S - 2 : S - 1;
+  int RB = BK * 2, SWZ = RB == 128 ? 1 : RB == 64 ? 2 : 3, SBO = 8 * RB;
+  bool emu = kn->gemm_tc == 2;
+  nc_buf_printf(o,
+                "// C (+)= A @ B^T over packed bf16 operands (%s): %dx%d block, %d warpgroups, k-step %d (%d-byte swizzle),\n"
+                "// %d-slot ring, %s\n"
+                "#ifdef NC_WG_HIDE\n#define NC_WGI(s) \"//NCWG \" s\n#else\n#define NC_WGI(s) s\n#endif\n"
+                "#define NC_SWZ(r, c) ((c) ^ (((r) * %d / 8) %% %d))\n"
+                "#define NC_DESC(a) ((ulong)(((a) & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)%d << 32) | ((ulong)%d << 62))\n"
+                "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
+                "void nc_gemm_wgmma(__global const ushort *A, __global const ushort *B, __global float *C, long M, long N, long Kp,\n"
+                "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits) {\n"
+                "  __local uint4 sm[%d] __attribute__((aligned(1024)));\n"
+                "  const int tid = get_local_id(0), lane = tid & 31, wg = tid >> 7, g = lane >> 2, t = lane & 3;\n"
+                "  const int wr = wg * 64 + ((tid >> 5) & 3) * 16 + g;\n"
+                "  // tiles in groups of %d block rows, column by column, so the tiles in flight share operands in L2\n"
+                "  const int gx = get_num_groups(0), gy = get_num_groups(1), lin = get_group_id(1) * gx + get_group_id(0);\n"
+                "  const int first = lin / (%d * gx) * %d, gsz = min(gy - first, %d), rem = lin - first * gx;\n"
+                "  const long n0 = (long)(rem / gsz) * %d, m0 = (long)(first + rem %% gsz) * %d, z = get_global_id(2);\n"
+                "  const long q = z / splits, sp = z %% splits;\n"
+                "  A += oa + q * sa + m0 * Kp; B += ob + q * sb + n0 * Kp;\n"
+                "  if (splits > 1) { C += oc + z * M * N; beta = 0; } else C += oc + q * M * N;\n"
+                "  const long kt0 = sp * kt_per, nkt_all = Kp / %d;\n"
+                "  const int nk = (int)(kt0 + kt_per < nkt_all ? kt_per : nkt_all - kt0);\n"
+                "  float acc[%d];\n"
+                "#pragma unroll\n"
+                "  for (int i = 0; i < %d; i++) acc[i] = 0.0f;\n",
+                emu ? "scalar emulation" : "cp.async ring, wgmma.mma_async", BM, BN, BM / 64, BK, RB, S,
+                W ? "one wgmma group in flight" : "each wgmma group waited for", CPR, CPR, SBO >> 4, SWZ, NTH, S * STG, NC_OG_GROUP, NC_OG_GROUP,
+                NC_OG_GROUP, NC_OG_GROUP, BN, BM, BK,
+                NACC, NACC);
+  if (!emu)
+    nc_buf_puts(o,
+                "  const uint sbase = (uint)(ulong)sm;\n"
+                "  if (sbase & 1023u) { if (tid == 0) C[0] = NAN; return; }  // the swizzle needs 1024-byte aligned slots\n"
+                "  const int one = 1;\n");
+  const char *commit = emu ? "" : "asm volatile(\"cp.async.commit_group;\" ::: \"memory\");";
+  char wait[160] = "";
+  if (!emu)
+    snprintf(wait, sizeof wait,
+             "asm volatile(\"cp.async.wait_group %d;\" ::: \"memory\");\n"
+             "    asm volatile(NC_WGI(\"fence.proxy.async.shared::cta;\") ::: \"memory\");",
+             LA - 1);
+  nc_buf_printf(o, "  for (int s = 0; s < %d; s++) {\n    if (s < nk) {\n      const int lkt = s, lslot = s;\n", LA);
+  nc_og_load_both(o, emu, BM, BN, NTH, CPR, STG, BK);
+  nc_buf_printf(o,
+                "    }\n    %s\n  }\n"
+                "  for (int kt = 0; kt < nk; kt++) {\n"
+                "    %s\n"
+                "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+                "    if (kt + %d < nk) {\n      const int lkt = kt + %d, lslot = (kt + %d) %% %d;\n",
+                commit, wait, LA, LA, LA, S);
+  nc_og_load_both(o, emu, BM, BN, NTH, CPR, STG, BK);
+  nc_buf_printf(o, "    }\n    %s\n    const int slot = kt %% %d;\n", commit, S);
+  if (!emu) {
+    nc_buf_printf(o,
+                  "    const uint aa = sbase + (uint)(slot * %d + wg * %d) * 16u, ba = sbase + (uint)(slot * %d + %d) * 16u;\n"
+                  "    asm volatile(NC_WGI(\"wgmma.fence.sync.aligned;\") ::: \"memory\");\n"
+                  "#pragma unroll\n"
+                  "    for (int kk = 0; kk < %d; kk++) {\n"
+                  "      const ulong da = NC_DESC(aa + (uint)kk * 32u), db = NC_DESC(ba + (uint)kk * 32u);\n"
+                  "      asm volatile(NC_WGI(\"{.reg .pred p; setp.ne.b32 p, %%%d, 0; wgmma.mma_async.sync.aligned.m64n%dk16.f32.bf16.bf16 {",
+                  STG, 64 * CPR, STG, BM * CPR, BK / 16, NACC + 2, BN);
+    for (int i = 0; i < NACC; i++) nc_buf_printf(o, "%s%%%d", i ? "," : "", i);
+    nc_buf_printf(o, "}, %%%d, %%%d, p, 1, 1, 0, 0;}\")\n                   : ", NACC, NACC + 1);
+    for (int i = 0; i < NACC; i++) nc_buf_printf(o, "%s\"+f\"(acc[%d])%s", i ? ", " : "", i, i % 8 == 7 && i + 1 < NACC ? "\n                     " : "");
+    nc_buf_printf(o,
+                  "\n                   : \"l\"(da), \"l\"(db), \"r\"(one) : \"memory\");\n"
+                  "    }\n"
+                  "    asm volatile(NC_WGI(\"wgmma.commit_group.sync.aligned;\") ::: \"memory\");\n"
+                  "    asm volatile(NC_WGI(\"wgmma.wait_group.sync.aligned %d;\") ::: \"memory\");\n"
+                  "  }\n",
+                  W);
+    if (W) nc_buf_puts(o, "  asm volatile(NC_WGI(\"wgmma.wait_group.sync.aligned 0;\") ::: \"memory\");\n");
+  } else {
+    // element (row, k) of a slot's A (or B, rows after BM) slice: piece NC_SWZ(row, k / 8), half k % 8
+    nc_buf_printf(o,
+                  "    __local const ushort *h = (__local const ushort *)sm;\n"
+                  "    for (int j = 0; j < %d; j++)\n"
+                  "      for (int hh = 0; hh < 4; hh++) {\n"
+                  "        const int mr = wr + (hh >> 1) * 8, nr = j * 8 + 2 * t + (hh & 1);\n"
+                  "        float s = acc[j * 4 + hh];\n"
+                  "        for (int kq = 0; kq < %d; kq++) {\n"
+                  "          float a = nc_bf2f(h[(slot * %d + mr * %d + NC_SWZ(mr, kq / 8)) * 8 + kq %% 8]);\n"
+                  "          float b = nc_bf2f(h[(slot * %d + %d + nr * %d + NC_SWZ(nr, kq / 8)) * 8 + kq %% 8]);\n"
+                  "          s = fma(a, b, s);\n"
+                  "        }\n"
+                  "        acc[j * 4 + hh] = s;\n"
+                  "      }\n"
+                  "  }\n",
+                  BN / 8, BK, STG, CPR, STG, BM * CPR, CPR);
+  }
+  // the store: two adjacent columns per row half, as one float2 when C's layout allows
+  nc_buf_printf(o,
+                "  const bool v2 = ((N | oc) & 1) == 0;\n"
+                "#pragma unroll\n"
+                "  for (int j = 0; j < %d; j++)\n"
+                "#pragma unroll\n"
+                "    for (int hr = 0; hr < 2; hr++) {\n"
+                "      const long m = m0 + wr + hr * 8, n = n0 + j * 8 + 2 * t;\n"
+                "      if (m >= M || n >= N) continue;\n"
+                "      const float x0 = acc[j * 4 + hr * 2], x1 = acc[j * 4 + hr * 2 + 1];\n"
+                "      __global float *cp = C + m * N + n;\n"
+                "      if (v2 && n + 1 < N) {\n"
+                "        float2 c2 = (float2)(x0, x1);\n"
+                "        if (beta) c2 += *(__global float2 *)cp;\n"
+                "        *(__global float2 *)cp = c2;\n"
+                "      } else {\n"
+                "        cp[0] = beta ? cp[0] + x0 : x0;\n"
+                "        if (n + 1 < N) cp[1] = beta ? cp[1] + x1 : x1;\n"
+                "      }\n"
+                "    }\n"
+                "}\n"
+                "#undef NC_SWZ\n#undef NC_DESC\n#undef NC_WGI\n\n",
+                BN / 8);
+}
+
+// ".version X.Y" below 8.0 (wgmma's PTX ISA) -> 8.0; ".target sm_90" -> sm_90a;
+// "//NCWG " markers removed.
+char *nc_ocl_ptx_unhide(const char *ptx, size_t len, bool *changed) {
+  static const char mark[] = "//NCWG ";
+  *changed = false;
+  char *out = malloc(len + 64);
+  if (!out) return NULL;
+  size_t o = 0, ml = sizeof mark - 1;
+  bool target_done = false, version_done = false;
+  for (size_t i = 0; i < len;) {
+    if (i + ml <= len && memcmp(ptx + i, mark, ml) == 0) {
+      *changed = true;
+      i += ml;
+      continue;
+    }
+    bool bol = i == 0 || ptx[i - 1] == '\n';
+    if (bol && !target_done && i + 13 <= len && memcmp(ptx + i, ".target sm_90", 13) == 0 && (i + 13 == len || ptx[i + 13] != 'a')) {
+      memcpy(out + o, ".target sm_90a", 14);
+      o += 14, i += 13, target_done = true;
+      continue;
+    }
+    if (bol && !version_done && i + 9 <= len && memcmp(ptx + i, ".version ", 9) == 0) {
+      version_done = true;
+      int maj = atoi(ptx + i + 9);
+      if (maj < 8) {
+        memcpy(out + o, ".version 8.0", 12);
+        o += 12, i += 9;
+        while (i < len && ptx[i] != '\n') i++;
+        continue;
+      }
+    }
+    out[o++] = ptx[i++];
+  }
+  out[o] = 0;
+  return out;
+}
