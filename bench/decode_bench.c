@@ -8,7 +8,10 @@
 // --steps B: instead, time decode steps of the model alone (engine/infer.h,
 // no engine thread, no sampling) with B rows after a 16-token prompt: mean
 // and best wall time per step and the process's CPU time per step (all
-// threads), which a shared machine distorts less than wall time.
+// threads), which a shared machine distorts less than wall time; --top N
+// then prints the decode plan's N slowest kernels (kernel time over all steps).
+// --profile (engine mode): the plans' slowest kernels and where the engine
+// worker's time went (nc_engine_profile_print).
 
 #include <pthread.h>
 #include <stdio.h>
@@ -102,7 +105,7 @@ static int fail(nc_status st) {
 }
 
 // --steps: decode steps of B rows through nc_infer directly.
-static int steps_main(const char *ckpt, int threads, int rows, int nsteps) {
+static int steps_main(const char *ckpt, int threads, int rows, int nsteps, int profile) {
   nc_model_spec s;
   nc_session *params = nc_session_new();
   if (!params) return fail(nc_errorf(NC_E_NOMEM, "out of memory"));
@@ -133,6 +136,7 @@ static int steps_main(const char *ckpt, int threads, int rows, int nsteps) {
          "CPU %.3f ms per step\n",
          s.name, rows, threads > 0 ? threads : nc_pool_default_threads(), nsteps, 1e3 * wall, 1 / wall, rows / wall,
          1e3 * best, 1e3 * cpu);
+  if (profile) nc_exec_profile_print(nc_infer_exec(m, 1), profile > 1 ? profile : 25);
   free(logits);
   nc_infer_free(m);
   nc_session_free(params);
@@ -149,9 +153,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) ntok = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) np = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--profile")) profile = 1;
+    else if (!strcmp(argv[i], "--top") && i + 1 < argc) profile = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
     else {
-      fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N] [--prompt N] [--profile] [--steps ROWS]\n");
+      fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N] [--prompt N] [--profile] [--steps ROWS [--top N]]\n");
       return 2;
     }
   }
@@ -160,7 +165,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "decode_bench: --steps %d: rows must be 1..64\n", steps);
       return 2;
     }
-    return steps_main(ckpt, threads, steps, ntok);
+    return steps_main(ckpt, threads, steps, ntok, profile);
   }
   if (!ckpt || !tok || ntok < 2 || np < 1 || np > 512) {
     fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N>=2] [--prompt 1..512]\n");
@@ -226,18 +231,22 @@ int main(int argc, char **argv) {
   for (int i = 0; i < 3; i++) {
     int c = conc[i];
     // best of two runs (a shared machine's load comes and goes)
-    double wall = 1e30, agg = 0;
+    double wall = 1e30, agg = 0, cpu = 1e30;
     int64_t tot = 0;
     for (int rep = 0; rep < 2; rep++) {
+      double c0 = cpu_s();
       double w = run(e, c, prompt, np, ntok, &b);
+      double cw = cpu_s() - c0;
       int64_t n = 0;
       for (int k = 0; k < c; k++) n += b.tokens[k];
       if ((double)n / w > agg) agg = (double)n / w, wall = w, tot = n;
+      if (n > 0 && cw / (double)n < cpu) cpu = cw / (double)n;
     }
     if (c == 1) agg1 = agg;
     aggs[i] = agg;
-    printf("  %2d concurrent: aggregate %8.1f tok/s (%.2fx of 1)  %lld tokens in %.2f s\n", c, agg, agg / agg1,
-           (long long)tot, wall);
+    // process CPU time per token (all threads, spinning included): less distorted by a shared machine
+    printf("  %2d concurrent: aggregate %8.1f tok/s (%.2fx of 1)  %lld tokens in %.2f s  CPU %.3f ms/token\n", c, agg,
+           agg / agg1, (long long)tot, wall, 1e3 * cpu);
   }
   // one row of the table (bench/decode_bench.sh collects them)
   printf("| %s | %.1fM | %d | %.1f tok/s | %.1f ms | %.1f tok/s | %.1f tok/s (%.2fx) | %.1f tok/s (%.2fx) |\n", s->name,

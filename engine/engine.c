@@ -45,6 +45,14 @@ const char *nc_finish_name(nc_finish f) {
 
 typedef struct nc_req nc_req;
 
+#define NC_ENGINE_PROF_B 16  // step profile buckets: 1..16 rows, then one for more
+
+static double nc_eng_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 typedef struct {
   nc_req *req;
   int index;          // sample number
@@ -106,6 +114,13 @@ struct nc_engine {
   int32_t *toks;        // (slots)
   int32_t *scratch_idx;
   float *scratch_p;
+  // where the worker's time goes (nc_engine_profile_print), by rows in the step (the last bucket: more)
+  struct {
+    int64_t steps;
+    double decode_s, rows_s, sweep_s;  // nc_infer_decode; sampling, tokens, events; dropping finished rows
+  } prof[NC_ENGINE_PROF_B + 1];
+  double admit_s;  // prefills and first tokens
+  int64_t admits, admit_runs;  // requests admitted, prefill runs (several requests per run)
 };
 
 const nc_tok *nc_engine_tok(const nc_engine *e) { return e->tok; }
@@ -349,28 +364,45 @@ static void nc_sweep(nc_engine *e) {
   nc_stats_rows(e);
 }
 
-// Admits request r: prefill, first tokens, rows (under mu).
-static void nc_admit(nc_engine *e, nc_req *r) {
-  r->next = e->active;
-  e->active = r;
-  int n = r->o.n;
-  nc_status st = nc_infer_prefill(e->m, r->prompt, (int64_t)r->nprompt, n, e->logits);
-  int base = nc_infer_rows(e->m) - n;
-  for (int k = 0; k < n; k++) {
-    nc_sample *s = &r->s[k];
-    if (st) {
-      s->row = -1;
-      nc_sample_finish(e, s, NC_FINISH_ERROR, nc_status_msg(st));
-      continue;
+// Admits requests rs[0..k) together (under mu): one prefill run for all
+// their prompts (nc_infer_prefill_batch), then each sample's first token.
+#define NC_ENGINE_ADMIT_MAX 16        // requests per prefill run
+#define NC_ENGINE_ADMIT_TOKENS 2048  // padded prompt tokens per prefill run (requests x longest prompt)
+static void nc_admit_group(nc_engine *e, nc_req **rs, int k) {
+  const int32_t *pr[NC_ENGINE_ADMIT_MAX];
+  int64_t len[NC_ENGINE_ADMIT_MAX];
+  int cp[NC_ENGINE_ADMIT_MAX], rows = 0;
+  for (int i = 0; i < k; i++) {
+    nc_req *r = rs[i];
+    r->next = e->active;
+    e->active = r;
+    pr[i] = r->prompt, len[i] = (int64_t)r->nprompt, cp[i] = r->o.n, rows += r->o.n;
+  }
+  nc_status st = nc_infer_prefill_batch(e->m, k, pr, len, cp, e->logits);  // logits: k rows
+  int64_t V = e->spec.vocab_size;
+  int row = nc_infer_rows(e->m) - rows;
+  for (int i = 0; i < k; i++) {
+    nc_req *r = rs[i];
+    for (int j = 0; j < r->o.n; j++) {
+      nc_sample *s = &r->s[j];
+      if (st) {
+        s->row = -1;
+        nc_sample_finish(e, s, NC_FINISH_ERROR, nc_status_msg(st));
+        continue;
+      }
+      s->row = row;
+      e->rowsamp[row++] = s;
+      // every sample draws its own first token from its request's logits; with
+      // n > 1 each draws from a copy in row k (free: k requests < rows <= slots)
+      float *lg = e->logits + (size_t)i * (size_t)V;
+      if (r->o.n > 1) {
+        memcpy(e->logits + (size_t)k * (size_t)V, lg, (size_t)V * sizeof(float));
+        lg = e->logits + (size_t)k * (size_t)V;
+      }
+      bool forced;
+      int32_t t = nc_sample_next(e, s, lg, &forced);
+      nc_sample_token(e, s, t, forced);
     }
-    s->row = base + k;
-    e->rowsamp[base + k] = s;
-    // every sample draws its own first token from the one prefill
-    float *lg = e->logits + (size_t)(k ? 1 : 0) * (size_t)e->spec.vocab_size;
-    if (k) memcpy(lg, e->logits, (size_t)e->spec.vocab_size * sizeof(float));
-    bool forced;
-    int32_t t = nc_sample_next(e, s, lg, &forced);
-    nc_sample_token(e, s, t, forced);
   }
   nc_status_free(st);
 }
@@ -379,8 +411,13 @@ static void nc_admit(nc_engine *e, nc_req *r) {
 static void nc_step(nc_engine *e) {
   int B = nc_infer_rows(e->m);
   if (!B) return;
+  double t0 = nc_eng_now();
   for (int r = 0; r < B; r++) e->toks[r] = e->rowsamp[r]->next;
   nc_status st = nc_infer_decode(e->m, e->toks, e->logits);
+  double t1 = nc_eng_now();
+  int pb = B > NC_ENGINE_PROF_B ? 0 : B;
+  e->prof[pb].steps++;
+  e->prof[pb].decode_s += t1 - t0;
   if (st) {
     for (int r = 0; r < B; r++) nc_sample_finish(e, e->rowsamp[r], NC_FINISH_ERROR, nc_status_msg(st));
     nc_status_free(st);
@@ -394,6 +431,7 @@ static void nc_step(nc_engine *e) {
     int32_t t = nc_sample_next(e, s, e->logits + (size_t)r * (size_t)V, &forced);
     nc_sample_token(e, s, t, forced);
   }
+  e->prof[pb].rows_s += nc_eng_now() - t1;
 }
 
 static void *nc_worker(void *arg) {
@@ -405,25 +443,38 @@ static void *nc_worker(void *arg) {
     pthread_mutex_unlock(&e->qmu);
     if (closing) break;
     pthread_mutex_lock(&e->mu);
-    // admit queued requests (in order) while their samples fit the free rows
+    // admit queued requests (in order) while their samples fit the free rows,
+    // up to NC_ENGINE_ADMIT_MAX of them (and NC_ENGINE_ADMIT_TOKENS padded
+    // prompt tokens) per prefill run
     for (;;) {
+      nc_req *rs[NC_ENGINE_ADMIT_MAX];
+      int k = 0, rows = 0;
+      size_t longest = 0;
       pthread_mutex_lock(&e->qmu);
-      nc_req *r = e->qhead;
-      if (r && r->o.n <= e->slots - nc_infer_rows(e->m)) {
+      for (nc_req *r = e->qhead; r && k < NC_ENGINE_ADMIT_MAX; r = e->qhead) {
+        size_t lg = r->nprompt > longest ? r->nprompt : longest;
+        if (r->o.n > e->slots - nc_infer_rows(e->m) - rows) break;
+        if (k && (size_t)(k + 1) * lg > NC_ENGINE_ADMIT_TOKENS) break;
         e->qhead = r->next;
         if (!e->qhead) e->qtail = NULL;
         e->nqueued--;
         r->next = NULL;
-      } else {
-        r = NULL;
+        rs[k++] = r, rows += r->o.n, longest = lg;
       }
       pthread_mutex_unlock(&e->qmu);
-      if (!r) break;
-      nc_admit(e, r);
+      if (!k) break;
+      double t0 = nc_eng_now();
+      nc_admit_group(e, rs, k);
       nc_sweep(e);
+      e->admit_s += nc_eng_now() - t0;
+      e->admits += k;
+      e->admit_runs++;
     }
+    int B = nc_infer_rows(e->m);
     nc_step(e);
+    double t0 = nc_eng_now();
     nc_sweep(e);
+    if (B) e->prof[B > NC_ENGINE_PROF_B ? 0 : B].sweep_s += nc_eng_now() - t0;
     pthread_mutex_unlock(&e->mu);
   }
   return NULL;
@@ -742,6 +793,17 @@ void nc_engine_profile_print(nc_engine *e, int top) {
   if (nc_infer_exec(e->m, 2)) {
     fprintf(stderr, "decode plan (1 row):\n");
     nc_exec_profile_print(nc_infer_exec(e->m, 2), top);
+  }
+  fprintf(stderr, "engine worker: %lld requests admitted in %lld prefill runs (prefill, first tokens): %.3f ms per run\n",
+          (long long)e->admits, (long long)e->admit_runs, e->admit_runs ? 1e3 * e->admit_s / (double)e->admit_runs : 0.0);
+  fprintf(stderr, "  rows   steps   decode ms/step   rows ms/step (sample, tokens, events)   sweep ms/step\n");
+  for (int b = 1; b <= NC_ENGINE_PROF_B + 1; b++) {
+    int i = b > NC_ENGINE_PROF_B ? 0 : b;
+    double n = (double)e->prof[i].steps;
+    if (n == 0) continue;
+    fprintf(stderr, "  %s%-3d %7lld %16.3f %40.3f %15.3f\n", i ? " " : ">", i ? b : NC_ENGINE_PROF_B,
+            (long long)e->prof[i].steps, 1e3 * e->prof[i].decode_s / n, 1e3 * e->prof[i].rows_s / n,
+            1e3 * e->prof[i].sweep_s / n);
   }
   pthread_mutex_unlock(&e->mu);
 }

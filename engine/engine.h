@@ -125,7 +125,10 @@ nc_status nc_engine_generate_stream(nc_engine *e, const int32_t *prompt, size_t 
                                     void *user, nc_gen_result *out);
 
 // cpu device: prints the kernels of the prefill and decode plans that took
-// the most time so far (to stderr; nc_exec_profile_print).
+// the most time so far (to stderr; nc_exec_profile_print), then where the
+// worker's time went: admissions (prefill and first tokens) and, by rows in
+// the step, the decode step (nc_infer_decode), the per-row work after it
+// (sampling, tokens, stop strings, events) and dropping finished rows.
 void nc_engine_profile_print(nc_engine *e, int top);
 
 #endif

@@ -61,6 +61,8 @@ struct nc_infer {
   float **mask;       // per window: (rows_max, tcap_alloc)
   float *cosb, *sinb; // (rows_max, D/2)
   double *inv_freq;   // (D/2)
+  float *rope;        // (rope_n, 2, D/2): cos, sin of pos * inv_freq[j] (computed in double) by position
+  int64_t rope_n;     // positions in rope (grown geometrically as rows get longer)
   int32_t *tok;       // (rows_max)
 };
 
@@ -104,6 +106,7 @@ void nc_infer_free(nc_infer *m) {
   free(m->cosb);
   free(m->sinb);
   free(m->inv_freq);
+  free(m->rope);
   free(m->tok);
   free(m);
 }
@@ -283,6 +286,26 @@ static nc_status nc_infer_set_tcap(nc_infer *m, int64_t cap) {
   return NC_OK;
 }
 
+// The rotary tables of positions 0..need-1: a decode step copies a row's
+// (cos, sin) instead of 2 * D/2 calls of cos and sin per row.
+static nc_status nc_infer_rope_ensure(nc_infer *m, int64_t need) {
+  if (need <= m->rope_n) return NC_OK;
+  int64_t n = m->rope_n ? 2 * m->rope_n : 64, half = m->D / 2;
+  if (n < need) n = need;
+  if (n > m->max_seq) n = m->max_seq;
+  float *q = realloc(m->rope, (size_t)n * 2 * (size_t)half * sizeof *q + 1);
+  if (!q) return nc_errorf(NC_E_NOMEM, "out of memory for the rotary tables of %lld positions", (long long)n);
+  m->rope = q;
+  for (int64_t pos = m->rope_n; pos < n; pos++)
+    for (int64_t j = 0; j < half; j++) {
+      double a = (double)pos * m->inv_freq[j];
+      q[(pos * 2) * half + j] = (float)cos(a);
+      q[(pos * 2 + 1) * half + j] = (float)sin(a);
+    }
+  m->rope_n = n;
+  return NC_OK;
+}
+
 static int64_t nc_infer_tcap_for(const nc_infer *m, int64_t need) {
   int64_t chunk = need <= 128 ? NC_INFER_TCHUNK_MIN : need <= 512 ? 2 * NC_INFER_TCHUNK_MIN : 4 * NC_INFER_TCHUNK_MIN;
   int64_t c = (need + chunk - 1) / chunk * chunk;
@@ -318,56 +341,85 @@ static nc_status nc_infer_run(nc_infer *m, nc_infer_plan *p, int64_t B, int64_t 
 }
 
 nc_status nc_infer_prefill(nc_infer *m, const int32_t *tokens, int64_t n, int ncopies, float *logits) {
-  if (n < 1 || n > m->max_seq)
-    return nc_errorf(NC_E_INVALID, "prompt of %lld tokens: the cache holds 1..%lld", (long long)n, (long long)m->max_seq);
-  if (ncopies < 1 || m->nrows + ncopies > m->rows_max)
-    return nc_errorf(NC_E_INVALID, "%d rows wanted, %d of %d free", ncopies, m->rows_max - m->nrows, m->rows_max);
-  for (int64_t i = 0; i < n; i++)
-    if (tokens[i] < 0 || tokens[i] >= m->V)
-      return nc_errorf(NC_E_INVALID, "prompt token %lld: id %d is outside the vocabulary 0..%d", (long long)i,
-                       tokens[i], m->V - 1);
-  int64_t need = nc_infer_tcap_for(m, n + 1);
+  return nc_infer_prefill_batch(m, 1, &tokens, &n, &ncopies, logits);
+}
+
+nc_status nc_infer_prefill_batch(nc_infer *m, int count, const int32_t *const *prompts, const int64_t *lens,
+                                 const int *ncopies, float *logits) {
+  if (count < 1 || count > m->rows_max) return nc_errorf(NC_E_INVALID, "%d prompts: 1..%d at once", count, m->rows_max);
+  int64_t T = 0;
+  int rows = 0;
+  for (int i = 0; i < count; i++) {
+    int64_t n = lens[i];
+    if (n < 1 || n > m->max_seq)
+      return nc_errorf(NC_E_INVALID, "prompt of %lld tokens: the cache holds 1..%lld", (long long)n, (long long)m->max_seq);
+    if (ncopies[i] < 1) return nc_errorf(NC_E_INVALID, "prompt %d: %d copies (at least 1)", i, ncopies[i]);
+    for (int64_t t = 0; t < n; t++)
+      if (prompts[i][t] < 0 || prompts[i][t] >= m->V)
+        return nc_errorf(NC_E_INVALID, "prompt token %lld: id %d is outside the vocabulary 0..%d", (long long)t,
+                         prompts[i][t], m->V - 1);
+    if (n > T) T = n;
+    rows += ncopies[i];
+  }
+  if (rows > m->rows_max - m->nrows)
+    return nc_errorf(NC_E_INVALID, "%d rows wanted, %d of %d free", rows, m->rows_max - m->nrows, m->rows_max);
+  int64_t need = nc_infer_tcap_for(m, T + 1);
   if (need > m->tcap) NC_TRY(nc_infer_set_tcap(m, need));
-  // the prompt is wrapped in place (plans never write their inputs)
+  // (count, T): shorter prompts padded at the end with token 0 (causal: the
+  // padding changes nothing before it, and its keys are never copied)
+  const int32_t *tok = prompts[0];
+  int32_t *padded = NULL, *last = malloc((size_t)count * sizeof *last);
+  if (!last) return nc_errorf(NC_E_NOMEM, "out of memory");
+  if (count > 1) {
+    if (!(padded = calloc((size_t)count * (size_t)T, sizeof *padded))) {
+      free(last);
+      return nc_errorf(NC_E_NOMEM, "out of memory for %d prompts of up to %lld tokens", count, (long long)T);
+    }
+    for (int i = 0; i < count; i++) memcpy(padded + (size_t)i * (size_t)T, prompts[i], (size_t)lens[i] * sizeof *padded);
+    tok = padded;
+  }
+  for (int i = 0; i < count; i++) last[i] = (int32_t)((int64_t)i * T + lens[i] - 1);  // flat row of (count*T, C)
   nc_infer_plan *p = &m->pre;
-  int32_t last[1] = {(int32_t)(n - 1)};
   nc_status st = NC_OK;
-  {
-    for (int k = 0; k < nc_graph_noutputs(nc_exec_graph(p->e)); k++) nc_tensor_free(&p->outs[k]);
-    for (int i = 0; i < p->nleaves; i++) {
-      const nc_leaf_bind *b = &p->leaves[i];
-      nc_tensor *v = &p->vals[i];
-      if (b->kind == NC_LEAF_PARAM) {
-        p->feeds[i] = (nc_feed){b->name, b->param};
-        continue;
-      }
-      if (b->kind == NC_LEAF_TOKENS) *v = nc_tensor_wrap((void *)tokens, NC_I32, 2, (int64_t[]){1, n});
-      else if (b->kind == NC_LEAF_LAST) *v = nc_tensor_wrap(last, NC_I32, 2, (int64_t[]){1, 1});
-      else {
-        st = nc_errorf(NC_E_INTERNAL, "prefill graph input '%s' unexpected", b->name);
-        break;
-      }
-      p->feeds[i] = (nc_feed){b->name, v};
+  for (int k = 0; k < nc_graph_noutputs(nc_exec_graph(p->e)); k++) nc_tensor_free(&p->outs[k]);
+  for (int i = 0; i < p->nleaves; i++) {
+    const nc_leaf_bind *b = &p->leaves[i];
+    nc_tensor *v = &p->vals[i];
+    if (b->kind == NC_LEAF_PARAM) {
+      p->feeds[i] = (nc_feed){b->name, b->param};
+      continue;
     }
-    if (!st) st = nc_exec_run(p->e, p->feeds, p->nleaves, p->outs);
+    // the prompts are wrapped in place (plans never write their inputs)
+    if (b->kind == NC_LEAF_TOKENS) *v = nc_tensor_wrap((void *)tok, NC_I32, 2, (int64_t[]){count, T});
+    else if (b->kind == NC_LEAF_LAST) *v = nc_tensor_wrap(last, NC_I32, 2, (int64_t[]){count, 1});
+    else {
+      st = nc_errorf(NC_E_INTERNAL, "prefill graph input '%s' unexpected", b->name);
+      break;
+    }
+    p->feeds[i] = (nc_feed){b->name, v};
   }
+  if (!st) st = nc_exec_run(p->e, p->feeds, p->nleaves, p->outs);
+  free(padded);
+  free(last);
   if (st) return nc_status_prefix(st, "prefill: ");
-  memcpy(logits, p->outs[p->out_logits].data, (size_t)m->V * sizeof(float));
-  size_t D = (size_t)m->D, Hkv = (size_t)m->Hkv, tc = (size_t)m->tcap;
-  for (int c = 0; c < ncopies; c++) {
-    size_t r = (size_t)m->nrows + (size_t)c;
-    for (int l = 0; l < m->L; l++) {
-      const float *kk = p->outs[p->out_k[l]].data, *vv = p->outs[p->out_v[l]].data;  // (1,n,Hkv,D)
-      for (size_t h = 0; h < Hkv; h++)
-        for (size_t t = 0; t < (size_t)n; t++) {
-          memcpy(m->kc[l] + ((r * Hkv + h) * tc + t) * D, kk + (t * Hkv + h) * D, D * sizeof(float));
-          memcpy(m->vc[l] + ((r * Hkv + h) * tc + t) * D, vv + (t * Hkv + h) * D, D * sizeof(float));
-        }
+  memcpy(logits, p->outs[p->out_logits].data, (size_t)count * (size_t)m->V * sizeof(float));
+  size_t D = (size_t)m->D, Hkv = (size_t)m->Hkv, tc = (size_t)m->tcap, r = (size_t)m->nrows;
+  for (int i = 0; i < count; i++)
+    for (int c = 0; c < ncopies[i]; c++, r++) {
+      for (int l = 0; l < m->L; l++) {
+        const float *kk = p->outs[p->out_k[l]].data, *vv = p->outs[p->out_v[l]].data;  // (count,T,Hkv,D)
+        for (size_t h = 0; h < Hkv; h++)
+          for (size_t t = 0; t < (size_t)lens[i]; t++) {
+            size_t src = (((size_t)i * (size_t)T + t) * Hkv + h) * D;
+            memcpy(m->kc[l] + ((r * Hkv + h) * tc + t) * D, kk + src, D * sizeof(float));
+            memcpy(m->vc[l] + ((r * Hkv + h) * tc + t) * D, vv + src, D * sizeof(float));
+          }
+      }
+      memcpy(m->prev_emb + r * (size_t)m->C, (const float *)p->outs[p->out_emb].data + (size_t)i * (size_t)m->C,
+             (size_t)m->C * sizeof(float));
+      m->len[r] = lens[i];
     }
-    memcpy(m->prev_emb + r * (size_t)m->C, p->outs[p->out_emb].data, (size_t)m->C * sizeof(float));
-    m->len[r] = n;
-  }
-  m->nrows += ncopies;
+  m->nrows += rows;
   return NC_OK;
 }
 
@@ -382,17 +434,15 @@ nc_status nc_infer_decode(nc_infer *m, const int32_t *tokens, float *logits) {
       return nc_errorf(NC_E_INVALID, "decode: row %d token %d is outside the vocabulary 0..%d", r, tokens[r], m->V - 1);
     if (m->len[r] > maxlen) maxlen = m->len[r];
   }
+  NC_TRY(nc_infer_rope_ensure(m, maxlen + 1));
   int64_t want = nc_infer_tcap_for(m, maxlen + 1);
   if (want > m->tcap || want * 2 <= m->tcap) NC_TRY(nc_infer_set_tcap(m, want));
   int64_t half = m->D / 2, tc = m->tcap;
   for (int r = 0; r < B; r++) {
     m->tok[r] = tokens[r];
-    double pos = (double)m->len[r];
-    for (int64_t j = 0; j < half; j++) {
-      double a = pos * m->inv_freq[j];
-      m->cosb[r * half + j] = (float)cos(a);
-      m->sinb[r * half + j] = (float)sin(a);
-    }
+    const float *cs = m->rope + (size_t)m->len[r] * 2 * (size_t)half;  // len < max_seq (checked above)
+    memcpy(m->cosb + r * half, cs, (size_t)half * sizeof(float));
+    memcpy(m->sinb + r * half, cs + half, (size_t)half * sizeof(float));
     for (int w = 0; w < m->nwin; w++) {
       float *mk = m->mask[w] + (size_t)r * (size_t)tc;
       int64_t lo = m->win[w] > 0 ? m->len[r] - m->win[w] + 1 : 0;  // visible: lo <= j < len

@@ -36,6 +36,13 @@ int64_t nc_infer_tcap(const nc_infer *m);     // positions per row the cache hol
 // batch-1 prefill cloned into n samples). logits (V floats) receives the
 // last position's logits.
 nc_status nc_infer_prefill(nc_infer *m, const int32_t *tokens, int64_t n, int ncopies, float *logits);
+// Several prompts in one prefill run (a batch of count rows, the shorter ones
+// padded at the end): prompt i (lens[i] tokens) gets ncopies[i] new rows, in
+// order after the existing ones; logits receives count x V floats (row i:
+// the last position of prompt i). The rows hold what nc_infer_prefill of each
+// prompt alone gives, up to float reassociation in the batched kernels.
+nc_status nc_infer_prefill_batch(nc_infer *m, int count, const int32_t *const *prompts, const int64_t *lens,
+                                 const int *ncopies, float *logits);
 // One decode step: tokens[r] goes at position row_len(r) of every active row
 // (each row_len must be < max_seq); logits receives nrows x V floats.
 nc_status nc_infer_decode(nc_infer *m, const int32_t *tokens, float *logits);

@@ -3,7 +3,8 @@
 // reference interpreter, at every position, with rows at different
 // positions in one decode batch, rows leaving (the last row moves), the
 // cache growing (by chunks of 16 positions up to 128) and shrinking again; tiny (plain) and
-// tiny-all (sliding windows, value embeddings, smear, backout, lambdas).
+// tiny-all (sliding windows, value embeddings, smear, backout, lambdas);
+// prompts of different lengths prefilled together (nc_infer_prefill_batch).
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -94,8 +95,10 @@ typedef struct {
 // together; the first leaves early (the last row moves into its place).
 static char tcaps[256];  // the cache lengths the last scenario went through
 
-static void scenario(const char *name, int seqlen, const char *device, int64_t n0, int64_t n1, int64_t n2,
-                     int64_t prompt0, double tol) {
+// batched: the three prompts go through one nc_infer_prefill_batch (padded
+// to the longest) instead of three nc_infer_prefill calls.
+static void scenario_ex(const char *name, int seqlen, const char *device, int64_t n0, int64_t n1, int64_t n2,
+                        int64_t prompt0, double tol, bool batched) {
   nc_model_spec s = spec(name, seqlen);
   nc_session *p = params(&s);
   nc_device d;
@@ -118,11 +121,20 @@ static void scenario(const char *name, int seqlen, const char *device, int64_t n
   }
   float *lg = malloc((size_t)(4 * V) * sizeof(float));
   int rowseq[4];  // row -> sequence
-  for (int i = 0; i < 3; i++) {
-    st = nc_infer_prefill(m, q[i].tok, q[i].prompt, 1, lg);
+  if (batched) {
+    const int32_t *pr[3] = {q[0].tok, q[1].tok, q[2].tok};
+    int64_t pl[3] = {q[0].prompt, q[1].prompt, q[2].prompt};
+    int cp[3] = {1, 1, 1};
+    st = nc_infer_prefill_batch(m, 3, pr, pl, cp, lg);
     cr_assert_null(st, "%s", nc_status_msg(st));
-    double e = err_at(lg, &q[i].full, q[i].prompt - 1, V);
-    cr_assert(e < tol, "%s/%s: prefill of sequence %d: rel err %g", name, device, i, e);
+  }
+  for (int i = 0; i < 3; i++) {
+    if (!batched) {
+      st = nc_infer_prefill(m, q[i].tok, q[i].prompt, 1, lg);
+      cr_assert_null(st, "%s", nc_status_msg(st));
+    }
+    double e = err_at(lg + (batched ? i * V : 0), &q[i].full, q[i].prompt - 1, V);
+    cr_assert(e < tol, "%s/%s: prefill of sequence %d%s: rel err %g", name, device, i, batched ? " (batched)" : "", e);
     q[i].pos = q[i].prompt;
     q[i].live = true;
     rowseq[i] = i;
@@ -172,6 +184,11 @@ static void scenario(const char *name, int seqlen, const char *device, int64_t n
   nc_session_free(p);
 }
 
+static void scenario(const char *name, int seqlen, const char *device, int64_t n0, int64_t n1, int64_t n2,
+                     int64_t prompt0, double tol) {
+  scenario_ex(name, seqlen, device, n0, n1, n2, prompt0, tol, false);
+}
+
 Test(engine_infer, tiny_interp_matches_full_forward) { scenario("tiny", 0, "interp", 16, 12, 16, 3, 1e-4); }
 
 Test(engine_infer, tiny_all_interp_matches_full_forward) { scenario("tiny-all", 0, "interp", 16, 9, 14, 3, 1e-4); }
@@ -187,6 +204,61 @@ Test(engine_infer, tiny_all_cache_growth_interp) {
 }
 
 Test(engine_infer, tiny_all_cpu_matches_full_forward) { scenario("tiny-all", 80, "cpu", 80, 20, 70, 3, 2e-4); }
+
+// Prompts of 11, 1 and 5 tokens in one prefill (padded to 11), then decoded
+// together: every prefill row and every later step against the full forward.
+Test(engine_infer, batched_prefill_matches_full_forward) {
+  scenario_ex("tiny-all", 0, "interp", 16, 9, 14, 11, 1e-4, true);
+  scenario_ex("tiny-all", 80, "cpu", 60, 20, 70, 11, 2e-4, true);
+}
+
+Test(engine_infer, batched_prefill_bad_inputs_are_errors) {
+  nc_model_spec s = spec("tiny", 0);
+  nc_session *p = params(&s);
+  nc_device d;
+  cr_assert_null(nc_device_parse("interp", &d));
+  nc_infer *m;
+  cr_assert_null(nc_infer_new(&s, p, &d, 3, 0, &m));
+  float lg[64 * 3];
+  int32_t a[4] = {1, 2, 3, 4}, b[2] = {5, 99};  // 99: outside the vocabulary (64)
+  const int32_t *pr[2] = {a, b};
+  int64_t n[2] = {4, 2};
+  int cp[2] = {1, 1};
+  nc_status st = nc_infer_prefill_batch(m, 0, pr, n, cp, lg);
+  cr_assert(st && strstr(nc_status_msg(st), "0 prompts"), "%s", st ? nc_status_msg(st) : "no error");
+  nc_status_free(st);
+  st = nc_infer_prefill_batch(m, 2, pr, n, cp, lg);
+  cr_assert(st && strstr(nc_status_msg(st), "vocabulary"), "%s", st ? nc_status_msg(st) : "no error");
+  nc_status_free(st);
+  b[1] = 6;
+  cp[1] = 0;
+  st = nc_infer_prefill_batch(m, 2, pr, n, cp, lg);
+  cr_assert(st && strstr(nc_status_msg(st), "copies"), "%s", st ? nc_status_msg(st) : "no error");
+  nc_status_free(st);
+  cp[1] = 3;  // 4 rows, 3 free
+  st = nc_infer_prefill_batch(m, 2, pr, n, cp, lg);
+  cr_assert(st && strstr(nc_status_msg(st), "4 rows wanted"), "%s", st ? nc_status_msg(st) : "no error");
+  nc_status_free(st);
+  n[0] = 17;  // longer than the cache (16)
+  cp[1] = 1;
+  st = nc_infer_prefill_batch(m, 2, pr, n, cp, lg);
+  cr_assert(st && strstr(nc_status_msg(st), "1..16"), "%s", st ? nc_status_msg(st) : "no error");
+  nc_status_free(st);
+  cr_assert_eq(nc_infer_rows(m), 0, "a failed prefill adds no row");
+  n[0] = 4;
+  cp[0] = 2;  // prompt a twice, b once: rows 0, 1 (a) and 2 (b)
+  cr_assert_null(nc_infer_prefill_batch(m, 2, pr, n, cp, lg));
+  cr_assert_eq(nc_infer_rows(m), 3);
+  cr_assert_eq(nc_infer_row_len(m, 0), 4);
+  cr_assert_eq(nc_infer_row_len(m, 1), 4);
+  cr_assert_eq(nc_infer_row_len(m, 2), 2);
+  float one[64];
+  nc_infer_clear(m);
+  cr_assert_null(nc_infer_prefill(m, b, 2, 1, one));  // b alone: the same logits as its batched row
+  for (int v = 0; v < 64; v++) cr_assert_float_eq(one[v], lg[64 + v], 1e-5f * (1 + fabsf(one[v])), "id %d", v);
+  nc_infer_free(m);
+  nc_session_free(p);
+}
 
 Test(engine_infer, bad_inputs_are_errors) {
   nc_model_spec s = spec("tiny", 0);

@@ -108,3 +108,118 @@ Test(sample, seeded_streams) {
     cr_assert(u >= 0 && u < 1);
   }
 }
+
+// The whole-vocabulary draw (no top-k, no top-p) takes a vectorised path
+// (blocks of 16 ids, a polynomial exp): frequencies over 40 ids, spread
+// logits, -inf (masked) ids and a tail that is not a whole block, against
+// softmax in double.
+static void check_freq_big(const float *lg, int32_t n, double temp, uint64_t seed) {
+  enum { NMAX = 64 };
+  int32_t bidx[NMAX];
+  float bprob[NMAX], tmp[NMAX];
+  double want[NMAX], z = 0, mx = -INFINITY;
+  for (int32_t k = 0; k < n; k++) mx = fmax(mx, lg[k]);
+  for (int32_t k = 0; k < n; k++) z += (want[k] = exp((lg[k] - mx) / temp));
+  nc_srng r;
+  nc_srng_seed(&r, seed, 0);
+  int cnt[NMAX] = {0};
+  const int N = 60000;
+  nc_sample_params p = {.temperature = temp, .top_p = 1};
+  for (int i = 0; i < N; i++) {
+    memcpy(tmp, lg, (size_t)n * sizeof *tmp);
+    int32_t t = nc_sample_pick(tmp, n, NULL, &p, &r, bidx, bprob);
+    cr_assert(t >= 0 && t < n);
+    cnt[t]++;
+  }
+  for (int32_t k = 0; k < n; k++) {
+    double w = want[k] / z, sd = sqrt(N * w * (1 - w)) + 1;
+    cr_assert(fabs(cnt[k] - N * w) <= 5 * sd, "n %d T %g token %d: %d draws, expected %.1f", n, temp, k, cnt[k], N * w);
+    if (w == 0) cr_assert_eq(cnt[k], 0, "token %d has probability 0 but was drawn", k);
+  }
+}
+
+Test(sample, whole_vocabulary_path) {
+  float lg[40];
+  for (int k = 0; k < 40; k++) lg[k] = (float)((k * 7) % 11) * 0.45f - 2.0f + (k == 21 ? 1.5f : 0);
+  check_freq_big(lg, 40, 1.0, 5);
+  check_freq_big(lg, 40, 0.5, 6);
+  check_freq_big(lg, 33, 3.0, 7);  // two blocks and a tail of one
+  lg[3] = lg[17] = lg[32] = -INFINITY;  // masked ids are never drawn
+  lg[5] = -200.0f;                      // exp underflows to 0
+  check_freq_big(lg, 40, 1.0, 8);
+  // tiny temperature: one of the maxima (12, 25, 38), each with probability 1/3
+  nc_srng r;
+  nc_srng_seed(&r, 9, 0);
+  nc_sample_params tiny = {.temperature = 1e-300, .top_p = 1};
+  float big[40];
+  for (int k = 0; k < 40; k++) big[k] = (float)(k % 13);
+  int32_t bidx[40];
+  float bprob[40];
+  int seen[3] = {0};
+  for (int i = 0; i < 60; i++) {
+    float tmp[40];
+    memcpy(tmp, big, sizeof tmp);
+    int32_t t = nc_sample_pick(tmp, 40, NULL, &tiny, &r, bidx, bprob);
+    cr_assert(t == 12 || t == 25 || t == 38, "tiny temperature drew %d", t);
+    seen[(t - 12) / 13]++;
+  }
+  cr_assert(seen[0] && seen[1] && seen[2], "every maximum is drawn");
+}
+
+// Draws near the boundaries: every id of a uniform distribution over 4096
+// ids is reachable and the counts stay within 5 sigma of uniform per block.
+Test(sample, whole_vocabulary_uniform_4096) {
+  enum { N = 4096 };
+  static float lg[N], tmp[N], bprob[N];
+  static int32_t bidx[N];
+  static int cnt[N];
+  for (int k = 0; k < N; k++) lg[k] = 0.25f;
+  nc_srng r;
+  nc_srng_seed(&r, 11, 0);
+  nc_sample_params p = {.temperature = 0.7, .top_p = 1};
+  const int D = 40000;
+  for (int i = 0; i < D; i++) {
+    memcpy(tmp, lg, sizeof tmp);
+    int32_t t = nc_sample_pick(tmp, N, NULL, &p, &r, bidx, bprob);
+    cr_assert(t >= 0 && t < N);
+    cnt[t]++;
+  }
+  for (int b = 0; b < N; b += 256) {  // 16 groups of 256 ids
+    int c = 0;
+    for (int k = b; k < b + 256; k++) c += cnt[k];
+    double w = 256.0 / N, sd = sqrt(D * w * (1 - w));
+    cr_assert(fabs(c - D * w) <= 5 * sd, "ids %d..%d: %d draws, expected %.0f", b, b + 255, c, D * w);
+  }
+}
+
+// Draw by draw against softmax in double with the same uniform number (a copy
+// of the generator): the vectorised exp is accurate to ~1e-7, so the token
+// differs only when the uniform falls within that of a boundary (never, in
+// practice); an exp off by 1e-3 would differ in ~1% of the draws.
+Test(sample, whole_vocabulary_matches_double_draws) {
+  enum { N = 53 };
+  float lg[N], tmp[N], bprob[N];
+  int32_t bidx[N];
+  for (int k = 0; k < N; k++) lg[k] = (float)((k * 37) % 23) * 0.37f - 4.0f;
+  nc_srng r;
+  nc_srng_seed(&r, 21, 0);
+  int differ = 0;
+  for (int i = 0; i < 20000; i++) {
+    double temp = 0.3 + (i % 7) * 0.4;
+    nc_srng copy = r;
+    double u = nc_srng_uniform(&copy), z = 0, mx = -INFINITY, w[N];
+    for (int k = 0; k < N; k++) mx = fmax(mx, lg[k]);
+    for (int k = 0; k < N; k++) z += (w[k] = exp(((double)lg[k] - mx) / temp));
+    int32_t want = N - 1;
+    double acc = 0;
+    for (int k = 0; k < N; k++)
+      if (u * z < (acc += w[k])) {
+        want = k;
+        break;
+      }
+    memcpy(tmp, lg, sizeof tmp);
+    nc_sample_params p = {.temperature = temp, .top_p = 1};
+    differ += nc_sample_pick(tmp, N, NULL, &p, &r, bidx, bprob) != want;
+  }
+  cr_assert(differ <= 2, "%d of 20000 draws differ from the double-precision draw", differ);
+}
