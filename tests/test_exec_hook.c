@@ -56,24 +56,37 @@ static nc_graph *graph(void) {
   return g;
 }
 
-static void check_device(const char *name) {
+// An exec of g on device `name` (1 thread), or NULL after a warning when the
+// device is unavailable here (cpu without LLVM, no OpenCL device): g is then freed.
+static nc_exec *exec_or_skip(const char *name, nc_graph *g) {
   nc_device dev;
   cr_assert_null(nc_device_parse(name, &dev));
   dev.threads = 1;
-  nc_graph *g = graph();
   nc_exec *e = NULL;
   nc_status st = nc_exec_new(g, &dev, &e);
-  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {  // cpu without LLVM
+  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {
     cr_log_warn("%s: %s", name, nc_status_msg(st));
     nc_status_free(st);
     nc_graph_free(g);
-    return;
+    return NULL;
   }
   cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
+  return e;
+}
+
+// The (2,3) input x of graph(): 0.25, 0.5, ... 1.5.
+static void input_x(nc_tensor *x) {
   int64_t shape[2] = {2, 3};
+  cr_assert_null(nc_tensor_alloc(x, NC_F32, 2, shape));
+  for (int i = 0; i < 6; i++) ((float *)x->data)[i] = 0.25f * (float)(i + 1);
+}
+
+static void check_device(const char *name) {
+  nc_graph *g = graph();
+  nc_exec *e = exec_or_skip(name, g);
+  if (!e) return;
   nc_tensor x;
-  cr_assert_null(nc_tensor_alloc(&x, NC_F32, 2, shape));
-  for (int i = 0; i < 6; i++) ((float *)x.data)[i] = 0.25f * (float)(i + 1);
+  input_x(&x);
   nc_feed f = {"x", &x};
   rec r = {.fail_at = -1};
   cr_assert_null(nc_exec_set_hook(e, hook, &r));
@@ -94,7 +107,7 @@ static void check_device(const char *name) {
   // an error from the hook stops the run and comes back
   rec stop = {.fail_at = 0};
   cr_assert_null(nc_exec_set_hook(e, hook, &stop));
-  st = nc_exec_run(e, &f, 1, outs);
+  nc_status st = nc_exec_run(e, &f, 1, outs);
   cr_assert(st && strstr(nc_status_msg(st), "hook says stop"), "%s", st ? nc_status_msg(st) : "ok");
   nc_status_free(st);
   cr_assert_eq(stop.ticks, 1, "the run went on after the hook's error");
@@ -157,23 +170,11 @@ static nc_status into_hook(void *ctx, int k, const nc_tensor *v) {
 // kernels finishing them, with views of their destinations holding the
 // final values; r is not reported; an error from the hook comes back.
 static void check_into(const char *name) {
-  nc_device dev;
-  cr_assert_null(nc_device_parse(name, &dev));
-  dev.threads = 1;
   nc_graph *g = graph();
-  nc_exec *e = NULL;
-  nc_status st = nc_exec_new(g, &dev, &e);
-  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {  // cpu without LLVM, no OpenCL device
-    cr_log_warn("%s: %s", name, nc_status_msg(st));
-    nc_status_free(st);
-    nc_graph_free(g);
-    return;
-  }
-  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
-  int64_t shape[2] = {2, 3};
+  nc_exec *e = exec_or_skip(name, g);
+  if (!e) return;
   nc_tensor x;
-  cr_assert_null(nc_tensor_alloc(&x, NC_F32, 2, shape));
-  for (int i = 0; i < 6; i++) ((float *)x.data)[i] = 0.25f * (float)(i + 1);
+  input_x(&x);
   nc_feed f = {"x", &x};
   into_rec r = {.fail_at_report = -1};
   cr_assert_null(nc_exec_host_alloc(e, 6 * sizeof(float), &r.dst[0]));
@@ -198,7 +199,7 @@ static void check_into(const char *name) {
   // an error from the hook comes back (after the reads in flight)
   into_rec stop = {.fail_at_report = 0, .dst = {r.dst[0], NULL, r.dst[2]}};
   cr_assert_null(nc_exec_set_hook_into(e, into_hook, &stop, stop.dst));
-  st = nc_exec_run(e, &f, 1, outs);
+  nc_status st = nc_exec_run(e, &f, 1, outs);
   cr_assert(st && strstr(nc_status_msg(st), "hook says stop"), "%s: %s", name, st ? nc_status_msg(st) : "ok");
   nc_status_free(st);
   cr_assert_eq(stop.reports, 1, "%s: reports went on after the hook's error", name);
@@ -245,23 +246,13 @@ Test(exec_hook, opencl_needs_destinations) {
 // that keeps it (no transfer: it stays there), else on the host. acc' = acc + x
 // run twice, zeroed, once more: x, not 3x.
 static void check_zero(const char *name) {
-  nc_device dev;
-  cr_assert_null(nc_device_parse(name, &dev));
-  dev.threads = 1;
   nc_graph *g = nc_graph_new("acc");
   nc_dim d[1] = {nc_dim_const(5)};
   nc_id x = nc_leaf(g, NC_OP_INPUT, "x", nc_type_make(NC_F32, 1, d));
   nc_id acc = nc_leaf(g, NC_OP_INPUT, "acc", nc_type_make(NC_F32, 1, d));
   cr_assert_null(nc_graph_set_output(g, "new.acc", nc_op2(g, NC_OP_ADD, acc, x)));
-  nc_exec *e = NULL;
-  nc_status st = nc_exec_new(g, &dev, &e);
-  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {
-    cr_log_warn("%s: %s", name, nc_status_msg(st));
-    nc_status_free(st);
-    nc_graph_free(g);
-    return;
-  }
-  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
+  nc_exec *e = exec_or_skip(name, g);
+  if (!e) return;
   nc_session *s = nc_session_new();
   nc_tensor t;
   int64_t n = 5;
@@ -279,7 +270,7 @@ static void check_zero(const char *name) {
   cr_assert_null(nc_session_run_exec(s, e));
   const nc_tensor *a = nc_session_get(s, "acc");
   for (int i = 0; i < 5; i++) cr_assert_eq(((float *)a->data)[i], (float)i + 0.5f, "%s: acc[%d] = %g", name, i, ((float *)a->data)[i]);
-  st = nc_session_zero(s, "nope");
+  nc_status st = nc_session_zero(s, "nope");
   cr_assert(st && strstr(nc_status_msg(st), "'nope'"), "%s", st ? nc_status_msg(st) : "ok");
   nc_status_free(st);
   nc_exec_free(e);
