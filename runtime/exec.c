@@ -147,18 +147,13 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     if (!e->lowered) st = nc_errorf(NC_E_NOMEM, "out of memory");
     nc_pass_ctx ctx;
     nc_pass_ctx_init(&ctx);
-    // NC_PATTERNS_OFF=1 switches the cross-entropy pattern off (bit values of NC_PATTERN_*)
-    const char *off = getenv("NC_PATTERNS_OFF");
-    if (off) ctx.patterns_off = (unsigned)strtoul(off, NULL, 0);
-    // OpenCL: only the patterns its emitter is known to lower stay on (a new
-    // pattern with its own template stays off until codegen/ocl_emit.c has it)
-    if (d->kind == NC_DEV_OPENCL) ctx.patterns_off |= ~(unsigned)NC_OCL_PATTERNS_OK;
-    // OpenCL: attention through the flash template (codegen/ocl_attn.h) unless switched off
-    bool flash = d->kind == NC_DEV_OPENCL && !(ctx.patterns_off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION));
-    if (flash) ctx.patterns_force |= NC_PATTERN_FLASH_ATTENTION;
+    // NC_PATTERNS_OFF (bit values of NC_PATTERN_*); on OpenCL only the patterns its
+    // emitter lowers, and attention through the flash template unless switched off
+    ctx.patterns_off = nc_device_patterns_off(d);
+    ctx.patterns_force |= nc_device_patterns_force(d);
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
-    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = flash};
+    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0};
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
     if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");
     if (!st && d->kind == NC_DEV_CPU) {
