@@ -2,6 +2,7 @@
 // exact bytes back; every subcommand has --help; errors exit 1..127 with a
 // message on stderr, never a crash.
 #include <criterion/criterion.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,17 +29,46 @@ static void teardown(void) {
 
 TestSuite(tok_cli, .init = setup, .fini = teardown);
 
-// Runs a shell command; returns its exit status (or 128+signal).
+// Runs a shell command; returns its exit status (or 128+signal). Whatever the
+// command leaves on stderr (unless it redirects it itself) is kept in
+// last_err, so a failed assertion shows why the command failed.
+static char last_err[4096];
+
 static int sh(const char *fmt, ...) {
-  char cmd[16384];
+  char cmd[16384], wrapped[20000], errpath[2200];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(cmd, sizeof cmd, fmt, ap);
   va_end(ap);
-  int rc = system(cmd);
+  snprintf(errpath, sizeof errpath, "%s/sh_stderr.txt", dir);
+  snprintf(wrapped, sizeof wrapped, "{ %s ; } 2> '%s'", cmd, errpath);
+  int rc = system(wrapped);
+  last_err[0] = 0;
+  FILE *f = fopen(errpath, "rb");
+  if (f) {
+    size_t n = fread(last_err, 1, sizeof last_err - 1, f);
+    last_err[n] = 0;
+    fclose(f);
+  }
   if (rc == -1) return -1;
   if (WIFSIGNALED(rc)) return 128 + WTERMSIG(rc);
   return WEXITSTATUS(rc);
+}
+
+// The cases below send the command's stderr to dir/err.txt; this reads it
+// back for assertion messages.
+static const char *case_err(void) {
+  static char buf[4096];
+  char path[2200];
+  snprintf(path, sizeof path, "%s/err.txt", dir);
+  buf[0] = 0;
+  FILE *f = fopen(path, "rb");
+  if (f) {
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = 0;
+    fclose(f);
+  }
+  return buf;
 }
 
 static void need_binary(void) {
@@ -51,23 +81,23 @@ Test(tok_cli, train_encode_decode_round_trip) {
   int rc = sh("cd '%s/tests/data/tok' && cat *.txt > '%s/corpus.txt' && "
               "for f in *.txt; do printf '{\"text\": \"%%s\"}\\n' \"$(head -n 1 $f | tr -d '\\n\\\\\"\\t\\r')\"; done"
               " | gzip > '%s/docs.jsonl.gz'", nc_tok_test_source_dir(), dir, dir);
-  cr_assert_eq(rc, 0);
+  cr_assert_eq(rc, 0, "making the corpus: %s", last_err);
   rc = sh("'%s' tok train --input '%s/corpus.txt' '%s/docs.jsonl.gz' --vocab-size 700 -o '%s/t.tiktoken' -q",
           nc_bin, dir, dir, dir);
-  cr_assert_eq(rc, 0, "train exited %d", rc);
+  cr_assert_eq(rc, 0, "train exited %d: %s", rc, last_err);
   // Bytes including invalid UTF-8 and NULs round-trip through encode | decode.
   rc = sh("cat '%s/corpus.txt' > '%s/in.bin' && printf '\\377\\376 \\303 x\\000y\\n' >> '%s/in.bin' && "
           "'%s' tok encode -t '%s/t.tiktoken' '%s/in.bin' > '%s/ids.txt' && "
           "'%s' tok decode -t '%s/t.tiktoken' '%s/ids.txt' > '%s/out.bin' && cmp -s '%s/in.bin' '%s/out.bin'",
           dir, dir, dir, nc_bin, dir, dir, dir, nc_bin, dir, dir, dir, dir, dir);
-  cr_assert_eq(rc, 0, "encode | decode did not round-trip (%d)", rc);
+  cr_assert_eq(rc, 0, "encode | decode did not round-trip (%d): %s", rc, last_err);
   // One line of ids separated by single spaces.
   rc = sh("test $(wc -l < '%s/ids.txt') -eq 1 && ! grep -q '  ' '%s/ids.txt' && grep -qE '^[0-9]+( [0-9]+)*$' "
           "'%s/ids.txt'", dir, dir, dir);
   cr_assert_eq(rc, 0, "ids file format");
   // stdin works too, and specials are only special when allowed.
   rc = sh("printf '<|bos|>' | '%s' tok encode -t '%s/t.tiktoken' --allow-special | grep -qx 691", nc_bin, dir);
-  cr_assert_eq(rc, 0, "allowed special");
+  cr_assert_eq(rc, 0, "allowed special: %s", last_err);
   rc = sh("printf '<|bos|>' | '%s' tok encode -t '%s/t.tiktoken' | grep -qx 691", nc_bin, dir);
   cr_assert_neq(rc, 0, "special from ordinary text");
 }
@@ -76,7 +106,7 @@ Test(tok_cli, help_and_errors) {
   need_binary();
   const char *subs[] = {"", "train ", "encode ", "decode ", "eval "};
   for (int i = 0; i < 5; i++)
-    cr_assert_eq(sh("'%s' tok %s--help > /dev/null", nc_bin, subs[i]), 0, "tok %s--help", subs[i]);
+    cr_assert_eq(sh("'%s' tok %s--help > /dev/null", nc_bin, subs[i]), 0, "tok %s--help: %s", subs[i], last_err);
   struct {
     const char *args, *msg;
   } cases[] = {
@@ -93,9 +123,9 @@ Test(tok_cli, help_and_errors) {
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     int rc = sh("'%s' %s < /dev/null > /dev/null 2> '%s/err.txt'", nc_bin, cases[i].args, dir);
-    cr_assert(rc >= 1 && rc < 128, "'%s' exited %d", cases[i].args, rc);
-    cr_assert_eq(sh("grep -qF -- '%s' '%s/err.txt'", cases[i].msg, dir), 0, "'%s': stderr lacks '%s'", cases[i].args,
-                 cases[i].msg);
+    cr_assert(rc >= 1 && rc < 128, "'%s' exited %d: %s", cases[i].args, rc, case_err());
+    cr_assert_eq(sh("grep -qF -- '%s' '%s/err.txt'", cases[i].msg, dir), 0, "'%s': stderr lacks '%s': %s", cases[i].args,
+                 cases[i].msg, case_err());
   }
   // Bad ids and a malformed rank file.
   cr_assert_eq(sh("printf 'YQ== 0\\n' > '%s/bad.tiktoken'", dir), 0);
