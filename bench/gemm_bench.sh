@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 build=${1:-build-bench}
 shift || true
 
-# libopenblas-dev (cblas.h + libopenblas) if missing.
-if ! [[ -f /usr/include/x86_64-linux-gnu/cblas.h || -f /usr/include/cblas.h ]]; then
+# libopenblas-dev (cblas.h + libopenblas.so) if missing (a cblas.h alone may
+# come from the reference BLAS).
+if ! dpkg-query -W -f='${Status}' libopenblas-dev 2>/dev/null | grep -q "install ok installed"; then
   apt_get="apt-get"
   [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && apt_get="sudo apt-get"
   DEBIAN_FRONTEND=noninteractive $apt_get install -y libopenblas-dev >/dev/null

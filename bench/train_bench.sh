@@ -40,9 +40,11 @@ fi
 
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1)
 cores=$(nproc)
+isa=AVX2
+grep -m1 -qw avx512f /proc/cpuinfo && isa=AVX-512
 date_utc=$(date -u +%FT%TZ)
 torch_ver=$("$py" -c 'import torch; print(torch.__version__)')
-echo "machine: $cores cores, $cpu, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $date_utc"
+echo "machine: $cores cores, $cpu ($isa), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $date_utc"
 echo "nanochat-c $rev ($nanochat); torch $torch_ver ($py), eager fp32; batch $batch x seq $seq, 1 warm-up + $steps timed steps, $threads threads"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -60,10 +62,12 @@ for spec in $specs; do
   echo "\$ ${cmd_ours[*]}"
   out_ours=$("${cmd_ours[@]}" 2>/dev/null)
   echo "$out_ours"
+  # MFU on both sides against the peak our bench measured just now
+  peak=$(json_field peak_gflops "$(tail -n1 <<<"$out_ours")")
   sleep 1  # a pause between the two sides (they never overlap)
   echo "== $spec: PyTorch"
   cmd_torch=(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=PASSIVE "$py" tools/torch_train_bench.py
-             --spec "$sf" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads")
+             --spec "$sf" --batch "$batch" --seq "$seq" --steps "$steps" --threads "$threads" ${peak:+--peak "$peak"})
   echo "\$ ${cmd_torch[*]}"
   out_torch=$("${cmd_torch[@]}" 2>/dev/null)
   echo "$out_torch"
@@ -93,5 +97,5 @@ for r in "${rows[@]}"; do
 done
 echo
 joined=$(IFS=,; echo "${jrows[*]}")
-printf '{"bench":"train_vs_torch","machine":"%s","cores":%s,"date":"%s","nanochat":"%s","torch":"%s","batch":%s,"seq":%s,"steps":%s,"threads":%s,"results":[%s]}\n' \
-  "$cpu" "$cores" "$date_utc" "$rev" "$torch_ver" "$batch" "$seq" "$steps" "$threads" "$joined"
+printf '{"bench":"train_vs_torch","machine":"%s","isa":"%s","peak_gflops":%s,"cores":%s,"date":"%s","nanochat":"%s","torch":"%s","batch":%s,"seq":%s,"steps":%s,"threads":%s,"results":[%s]}\n' \
+  "$cpu" "$isa" "${peak:-0}" "$cores" "$date_utc" "$rev" "$torch_ver" "$batch" "$seq" "$steps" "$threads" "$joined"

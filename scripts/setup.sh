@@ -2,7 +2,10 @@
 # Installs every system package nanochat-c needs on Debian 12 (bookworm).
 # Idempotent and non-interactive: packages already present are skipped.
 #   scripts/setup.sh          build + test dependencies
-#   scripts/setup.sh --dev    also tools for regenerating fixtures (python3-torch)
+#   scripts/setup.sh --dev    also tools for regenerating fixtures and for the
+#                             PyTorch baselines in bench/ (python3-torch with
+#                             OpenBLAS: without it torch falls back to the
+#                             reference BLAS, ~40x slower)
 set -euo pipefail
 
 pkgs=(
@@ -19,7 +22,7 @@ pkgs=(
   chromium chromium-driver                                        # tests: headless browser for the web UI test
   bible-kjv bible-kjv-text dict-gcide dict-jargon fortunes wamerican  # default pretraining corpus (nanochat data corpus; `bible` prints the KJV)
 )
-if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy); fi
+if [[ "${1:-}" == "--dev" ]]; then pkgs+=(python3-torch python3-numpy libopenblas0-pthread); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -112,12 +112,20 @@ Test(cli, bench_trace_is_chrome_json) {
   cr_assert(!strncmp(buf, "{\"traceEvents\":[", 16), "starts as a Chrome trace");
   cr_assert(strstr(buf, "\"ph\":\"X\"") && strstr(buf, "\"name\":\"k"), "has complete events");
   cr_assert(strstr(buf, "\"displayTimeUnit\":\"ms\"}"), "is closed");
+  // No --peak on the cpu device: MFU against the FMA peak measured at start.
+  const char *pk = strstr(out, "\"peak_gflops\":");
+  cr_assert(pk && strstr(out, "(measured peak)"), "%s", out);
+  double peak = strtod(pk + 14, NULL);
+  cr_assert(peak > 1 && peak < 1e6, "a plausible measured peak: %g", peak);
 }
 #endif
 
 Test(cli, bench_train_runs_on_the_interpreter) {
   cr_assert_eq(nc("bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 2 --device interp"), 0, "%s", out);
   cr_assert(strstr(out, "\"bench\":\"train\"") && strstr(out, "tokens_per_s"), "ends with the JSON line: %s", out);
+  cr_assert(strstr(out, "MFU --") && strstr(out, "\"peak_gflops\":0.0"), "no peak on the interpreter: %s", out);
+  cr_assert_eq(nc("bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 1 --device interp --peak 100"), 0, "%s", out);
+  cr_assert(strstr(out, "of 100 GFLOP/s (given peak)") && strstr(out, "\"peak_gflops\":100.0"), "%s", out);
 }
 
 Test(cli, graph_on_specs_and_bad_files) {
