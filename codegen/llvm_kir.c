@@ -281,6 +281,14 @@ static LLVMValueRef nc_lk_gep(nc_lk *e, int buf, LLVMValueRef idx) {
 
 static LLVMValueRef nc_lk_load(nc_lk *e, int buf, LLVMValueRef idx) {
   nc_dtype t = e->k->bufs[buf].dtype;
+  if (t == NC_BF16 && !e->bf16hw) {
+    // its 16 bits as the top half of an fp32, by integer ops: an fpext from
+    // bfloat lets InstCombine narrow max/select chains into bfloat ops whose
+    // legalization calls __truncsfbf2, which the JIT cannot resolve
+    LLVMValueRef h = LLVMBuildLoad2(e->b, e->i16, nc_lk_gep(e, buf, idx), "");
+    LLVMValueRef w = LLVMBuildShl(e->b, LLVMBuildZExt(e->b, h, e->i32, ""), LLVMConstInt(e->i32, 16, 0), "");
+    return LLVMBuildBitCast(e->b, w, e->f32, "");
+  }
   LLVMValueRef v = LLVMBuildLoad2(e->b, nc_lk_mem(e, t), nc_lk_gep(e, buf, idx), "");
   if (t == NC_BF16 || t == NC_F16) return LLVMBuildFPExt(e->b, v, e->f32, "");
   if (t == NC_BOOL) return LLVMBuildICmp(e->b, LLVMIntNE, v, LLVMConstInt(e->i8, 0, 0), "");

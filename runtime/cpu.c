@@ -13,12 +13,14 @@
 #include "runtime/cpu_impl.h"
 #include "runtime/kcache.h"    // NC_KCACHE_FORMAT (a constant only)
 #include "runtime/kir_eval.h"
+#include "ir/dtype.h"       // nc_f32_to_bf16 for bf16 matmuls without AVX512_BF16
 #include "runtime/threadpool.h"
 
 // Bumped whenever the emitted machine code changes for the same plan and knobs
 // (2-9: the GEMM's skinny small-M path; 9: its prefetch; 10: bf16 rounding without AVX512_BF16
-// by integer ops in codegen/llvm_kir.c), so that cached objects are rebuilt.
-#define NC_CPU_CODEGEN_REV 10
+// by integer ops in codegen/llvm_kir.c; 11: the skinny path's 4 x 3 block on AVX2; 12: bf16
+// loads widened by integer ops too without AVX512_BF16), so that cached objects are rebuilt.
+#define NC_CPU_CODEGEN_REV 12
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
@@ -50,6 +52,10 @@ struct nc_cpu {
   int ntrace, captrace;
   bool tracing;
   double trace_origin;
+  // bf16 matmuls without AVX512_BF16: fp32 copies of A, B and C (grown as needed)
+  bool bf16_fallback;
+  float *bf_scratch;
+  size_t bf_cap;  // floats
 };
 
 static double nc_now(void) {
@@ -66,6 +72,7 @@ void nc_cpu_free(nc_cpu *c) {
   free(c->tuned);
   free(c->tuned_fn);
   free(c->work);
+  free(c->bf_scratch);
   free(c->ktime);
   free(c->kcalls);
   free(c->trace);
@@ -130,6 +137,7 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
     nc_cpu_layout_free(L);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
+  L->bf16_fallback = avx2_only || !strstr(features, "+avx512bf16");  // (the features are in the key)
   // everything that decides the machine code goes into the key
   uint64_t key = nc_hash_u64(NC_HASH_SEED, NC_KCACHE_FORMAT);
   key = nc_hash_u64(key, NC_CPU_CODEGEN_REV);
@@ -259,6 +267,7 @@ nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_g
   nc_cpu *c = NULL;
   NC_TRY(nc_cpu_new_exec(p, o, &c));
   nc_status st = nc_cpu_set_knobs(c, knobs);
+  c->bf16_fallback = L->bf16_fallback;
   if (!st) st = nc_cpu_resolve(c, p, L, resolve, ctx);
   if (st) {
     nc_cpu_free(c);
@@ -372,6 +381,34 @@ static double nc_cpu_work(const nc_kernel *k, nc_ks s, const int64_t *args, int 
   return w;
 }
 
+// A bf16 GEMM on a CPU without AVX512_BF16 (t->fn is then the fp32 GEMM):
+// A and B widened exactly to fp32 copies (C too when accumulated into), the
+// fp32 GEMM, C rounded back to bf16 as nc_f32_to_bf16. The same products as
+// the bf16 GEMM (bf16 x bf16 is exact in fp32); only the summation order differs.
+static nc_status nc_cpu_gemm_bf16_widened(nc_cpu *c, nc_gemm_task *t) {
+  nc_gemm_args *a = &t->a;
+  size_t na = (size_t)((a->batch - 1) * a->stride_a + a->m * a->k);
+  size_t nb = (size_t)((a->batch - 1) * a->stride_b + a->k * a->n);
+  size_t nc = (size_t)(a->batch * a->m * a->n);
+  size_t need = na + nb + nc;
+  if (need > c->bf_cap) {
+    float *s = realloc(c->bf_scratch, need * sizeof *s);
+    if (!s) return nc_errorf(NC_E_NOMEM, "out of memory widening a bf16 matmul (%zu floats)", need);
+    c->bf_scratch = s, c->bf_cap = need;
+  }
+  float *wa = c->bf_scratch, *wb = wa + na, *wc = wb + nb;
+  const uint16_t *ha = (const uint16_t *)a->a, *hb = (const uint16_t *)a->b;
+  uint16_t *hc = (uint16_t *)a->c;
+  for (size_t i = 0; i < na; i++) wa[i] = nc_bf16_to_f32(ha[i]);
+  for (size_t i = 0; i < nb; i++) wb[i] = nc_bf16_to_f32(hb[i]);
+  if (a->beta != 0.0f)
+    for (size_t i = 0; i < nc; i++) wc[i] = nc_bf16_to_f32(hc[i]);
+  a->a = wa, a->b = wb, a->c = wc;
+  nc_status st = nc_pool_run(c->pool, t->nthreads, nc_gemm_task_run, t);
+  for (size_t i = 0; i < nc && !st; i++) hc[i] = nc_f32_to_bf16(wc[i]);
+  return st;
+}
+
 static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   if (nc_kernel_is_template(k)) {
     const nc_kstmt *s = nc_ks_get(k, k->body);
@@ -416,6 +453,7 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     // can be cut finer than one task per thread: when a worker comes late the
     // caller claims more of the pieces (runtime/threadpool.h).
     if (t.nthreads > 1 && !bf && !ta && !sym && v[1] <= 16) t.nthreads *= 2;
+    if (bf && c->bf16_fallback) return nc_cpu_gemm_bf16_widened(c, &t);
     return nc_pool_run(c->pool, t.nthreads, nc_gemm_task_run, &t);
   }
   // A kernel without a parallel loop (a reduction to a scalar, say) runs on

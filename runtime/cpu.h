@@ -42,6 +42,8 @@ typedef struct {
                                     // (bf16: codegen/gemm_bf16.c over bf16 buffers, nc_gemmbf_<ta><tb>)
   uint64_t key;
   int nunique;
+  bool bf16_fallback;  // no AVX512_BF16 (or avx2_only): bf16 matmuls run the fp32 GEMM
+                       // on widened copies, C rounded back to bf16 (nc_f32_to_bf16)
 } nc_cpu_layout;
 nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const char *cpu, const char *features,
                               bool avx2_only, const nc_gemm_knobs *knobs, nc_cpu_layout *L);
