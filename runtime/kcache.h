@@ -1,4 +1,5 @@
-// The on-disk cache of compiled plans: one object file per plan, keyed by a
+// The on-disk cache of compiled plans: object files (the CPU device stores a
+// plan as 4 parts, runtime/cpu_jit.c, each under its own key), keyed by a
 // hash of everything that determines the code (the kernels, the GEMM knobs,
 // the target CPU and its features, LLVM's version, this cache's format).
 // Entries carry a header with the key and a checksum of the payload; a
