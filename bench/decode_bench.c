@@ -12,6 +12,13 @@
 // then prints the decode plan's N slowest kernels (kernel time over all steps).
 // --profile (engine mode): the plans' slowest kernels and where the engine
 // worker's time went (nc_engine_profile_print).
+// --membw: no checkpoint; the memory read bandwidth of 1..threads threads (a
+// 1 GiB buffer summed through the pool, best and mean of 8), i.e. the bound
+// of batch-1 decode: bytes of weights per token / bandwidth.
+// --gemm: no checkpoint; the fp32 GEMM of the linear layers (x W^T, W
+// (N,K) rotated over >= 256 MB so it comes from DRAM) at decode's M = 1, 4
+// and 16 (the skinny path) on d8's and d12's shapes: GB/s of weights and
+// GFLOP/s, best and mean.
 
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +29,8 @@
 #include <unistd.h>
 
 #include "chat/model_io.h"
+#include "codegen/gemm.h"
+#include "codegen/jit.h"
 #include "engine/engine.h"
 #include "engine/infer.h"
 #include "runtime/threadpool.h"  // nc_pool_default_threads: what threads 0 means
@@ -143,9 +152,135 @@ static int steps_main(const char *ckpt, int threads, int rows, int nsteps, int p
   return 0;
 }
 
+// ---- --membw ------------------------------------------------------------------
+typedef struct {
+  const uint64_t *p;
+  size_t n;  // words
+  int parts;
+  uint64_t sum[64];
+} membw_job;
+
+// 16-byte vectors (GCC/Clang vector extension; SSE2 on any x86-64), 8
+// independent sums: one 64-byte line per 2 iterations, far below what a core
+// can load, so the loop measures memory.
+typedef uint64_t membw_v2 __attribute__((vector_size(16)));
+
+static void membw_task(void *ctx, int t, int thread) {
+  (void)thread;
+  membw_job *j = ctx;
+  size_t lo = j->n * (size_t)t / (size_t)j->parts / 16 * 16, hi = j->n * (size_t)(t + 1) / (size_t)j->parts / 16 * 16;
+  const membw_v2 *v = (const membw_v2 *)j->p;  // 64-byte aligned
+  membw_v2 s0 = {0}, s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;  // (-O2 does not unroll)
+  for (size_t i = lo / 2; i + 8 <= hi / 2; i += 8) {
+    s0 += v[i], s1 += v[i + 1], s2 += v[i + 2], s3 += v[i + 3];
+    s4 += v[i + 4], s5 += v[i + 5], s6 += v[i + 6], s7 += v[i + 7];
+  }
+  membw_v2 x = s0 ^ s1 ^ s2 ^ s3 ^ s4 ^ s5 ^ s6 ^ s7;
+  j->sum[t] = x[0] ^ x[1];
+}
+
+static int membw_main(int threads) {
+  int T = threads > 0 ? threads : nc_pool_default_threads();
+  if (T > 64) T = 64;
+  nc_pool *pool;
+  nc_status st = nc_pool_new(T, &pool);
+  if (st) return fail(st);
+  size_t bytes = (size_t)1 << 30, n = bytes / sizeof(uint64_t);
+  uint64_t *p = aligned_alloc(64, bytes);
+  if (!p) return fail(nc_errorf(NC_E_NOMEM, "out of memory for the 1 GiB buffer"));
+  for (size_t i = 0; i < n; i++) p[i] = i;
+  for (int th = 1; th <= T; th++) {
+    double best = 1e30, tot = 0;
+    for (int r = 0; r < 8; r++) {
+      membw_job j = {.p = p, .n = n, .parts = th};
+      double t0 = now();
+      if ((st = nc_pool_run(pool, th, membw_task, &j))) return fail(st);
+      t0 = now() - t0;
+      tot += t0;
+      if (t0 < best) best = t0;
+    }
+    printf("memory read bandwidth, %d thread%s: best %.1f GB/s, mean %.1f GB/s\n", th, th > 1 ? "s" : "",
+           (double)bytes / best / 1e9, 8.0 * (double)bytes / tot / 1e9);
+  }
+  free(p);
+  nc_pool_free(pool);
+  return 0;
+}
+
+// ---- --gemm -------------------------------------------------------------------
+typedef struct {
+  nc_gemm_fn fn;
+  nc_gemm_args a;
+  int n;
+} gemm_job;
+
+static void gemm_task(void *ctx, int t, int thread) {
+  (void)thread;
+  gemm_job *j = ctx;
+  j->fn(&j->a, t, j->n);
+}
+
+static int gemm_main(int threads) {
+  int T = threads > 0 ? threads : nc_pool_default_threads();
+  nc_pool *pool;
+  nc_jit *jit;
+  nc_status st = nc_pool_new(T, &pool);
+  if (!st) st = nc_jit_create(NULL, &jit);
+  if (st) return fail(st);
+  nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_spec spec = {.name = "bench_gemm_tb", .tb = true, .knobs = kn};
+  nc_gemm_fn fn;
+  if ((st = nc_gemm_compile(jit, &spec, &fn))) return fail(st);
+  printf("GEMM x W^T, skinny path (vw %d), %d threads (%d tasks, as runtime/cpu.c), weights from DRAM\n", kn.vw, T,
+         T > 1 ? 2 * T : 1);
+  static const struct {
+    const char *name;
+    int n, k;
+  } shapes[] = {{"d8 attn 512x512", 512, 512},      {"d8 fc 2048x512", 2048, 512},    {"d8 proj 512x2048", 512, 2048},
+                {"d8 lm_head 8192x512", 8192, 512}, {"d12 fc 3072x768", 3072, 768},   {"d12 proj 768x3072", 768, 3072},
+                {"d12 lm_head 32768x768", 32768, 768}};
+  float *A = aligned_alloc(64, 16 * 4096 * sizeof(float)), *C = aligned_alloc(64, 16 * 32768 * sizeof(float));
+  if (!A || !C) return fail(nc_errorf(NC_E_NOMEM, "out of memory"));
+  for (int i = 0; i < 16 * 4096; i++) A[i] = (float)(i % 7) * 0.1f;
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    int N = shapes[s].n, K = shapes[s].k;
+    size_t wn = (size_t)N * (size_t)K;
+    int copies = (int)(((size_t)256 << 20) / (wn * sizeof(float))) + 1;
+    float *W = aligned_alloc(64, wn * (size_t)copies * sizeof(float));
+    if (!W) return fail(nc_errorf(NC_E_NOMEM, "out of memory for %s", shapes[s].name));
+    for (size_t i = 0; i < wn * (size_t)copies; i++) W[i] = (float)(i % 13) * 0.01f;
+    static const int ms[] = {1, 4, 16};
+    for (int mi = 0; mi < 3; mi++) {
+      int M = ms[mi], reps = copies * 3 < 30 ? 30 : copies * 3;
+      double best = 1e30, tot = 0;
+      for (int r = 0; r < reps; r++) {
+        gemm_job j = {fn,
+                      {.a = A, .b = W + (size_t)(r % copies) * wn, .c = C, .m = M, .n = N, .k = K, .lda = K, .ldb = K,
+                       .ldc = N, .batch = 1, .alpha = 1, .beta = 0},
+                      T > 1 ? 2 * T : 1};
+        double t0 = now();
+        if ((st = nc_pool_run(pool, j.n, gemm_task, &j))) return fail(st);
+        t0 = now() - t0;
+        if (r >= copies) tot += t0;  // the first pass over the copies faults the pages in
+        if (t0 < best) best = t0;
+      }
+      double mean = tot / (reps - copies), fl = 2.0 * M * (double)wn;
+      printf("  %-22s M=%2d: best %7.3f ms (%5.1f GB/s, %6.1f GFLOP/s), mean %7.3f ms (%5.1f GB/s, %6.1f GFLOP/s)\n",
+             shapes[s].name, M, 1e3 * best, (double)wn * 4 / best / 1e9, fl / best / 1e9, 1e3 * mean,
+             (double)wn * 4 / mean / 1e9, fl / mean / 1e9);
+    }
+    free(W);
+  }
+  free(A);
+  free(C);
+  nc_jit_free(jit);
+  nc_pool_free(pool);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   const char *ckpt = NULL, *tok = NULL;
-  int threads = 0, ntok = 128, np = 32, profile = 0, steps = 0;
+  int threads = 0, ntok = 128, np = 32, profile = 0, steps = 0, membw = 0, gemm = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--ckpt") && i + 1 < argc) ckpt = argv[++i];
     else if (!strcmp(argv[i], "--tokenizer") && i + 1 < argc) tok = argv[++i];
@@ -155,11 +290,16 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--profile")) profile = 1;
     else if (!strcmp(argv[i], "--top") && i + 1 < argc) profile = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--membw")) membw = 1;
+    else if (!strcmp(argv[i], "--gemm")) gemm = 1;
     else {
-      fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N] [--prompt N] [--profile] [--steps ROWS [--top N]]\n");
+      fprintf(stderr, "usage: decode_bench --ckpt DIR --tokenizer FILE [--threads N] [--tokens N] [--prompt N] [--profile] [--steps ROWS [--top N]]\n"
+                      "       decode_bench --membw | --gemm [--threads N]\n");
       return 2;
     }
   }
+  if (membw) return membw_main(threads);
+  if (gemm) return gemm_main(threads);
   if (ckpt && steps) {
     if (steps < 1 || steps > 64) {
       fprintf(stderr, "decode_bench: --steps %d: rows must be 1..64\n", steps);

@@ -5,7 +5,9 @@
 # engine's continuous batching (bench/decode_bench.c).
 # Usage: bench/decode_bench.sh [BUILD_DIR] [decode_bench args...]
 #   (default BUILD_DIR build-bench; e.g. --threads 1, --tokens 128, --prompt 32, --profile;
-#    --steps ROWS --tokens N times N decode steps of the model alone, no table)
+#    --steps ROWS --tokens N times N decode steps of the model alone, no table;
+#    --membw: the memory read bandwidth of 1..N threads; --gemm: the skinny GEMM at
+#    decode's shapes, M = 1, 4, 16; both once, without checkpoints)
 # Threads default to one per core (the fastest configuration). Ends with the
 # issue's table: batch-1 decode, time to first token, aggregate tokens/s with
 # 1, 4 and 16 concurrent requests (and the 4 and 16 ratios to 1).
@@ -23,6 +25,11 @@ cmake --build "$build" -j"$(nproc)" --target nanochat >/dev/null
 cc -std=c11 -O2 -D_GNU_SOURCE -I. -c bench/decode_bench.c -o "$build/decode_bench.o"
 link=$(tr ' ' '\n' < "$build/cli/CMakeFiles/nanochat.dir/link.txt" | grep -v '^CMakeFiles/.*\.o$' | tr '\n' ' ')
 (cd "$build/cli" && eval "${link/-o nanochat/-o ../decode_bench ../decode_bench.o}")
+
+if [[ " $* " == *" --membw "* || " $* " == *" --gemm "* ]]; then
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u '+%F %H:%M UTC'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  exec "$build/decode_bench" "$@"
+fi
 
 work="$build/decode_bench_ckpts"
 mkdir -p "$work"

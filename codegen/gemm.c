@@ -378,19 +378,40 @@ static void nc_store_ab(nc_gg *g, LLVMValueRef r, LLVMValueRef p, LLVMValueRef a
   if (g->s->relu2) nc_epi_store(g, p, g->epi_doff, vec);  // the skinny path has no K blocks
 }
 
-// tb: rows m..m+nrow of C, columns j0..j0+ncol (B stored (N,K)). Each x
-// vector feeds ncol FMAs and each B vector nrow; k is unrolled by two vectors
-// (two accumulators per element, >= 2*ncol independent FMA chains). One and
-// two rows sum in the same order, so a row's result does not depend on M.
+// Register block of the tb skinny path, by vector width: rows of A and
+// columns of C (rows of the stored B) per block, vector accumulators per
+// element of C, vectors of k per loop iteration. Each k vector then costs
+// rows + cols loads for rows * cols FMAs.
+// - vw 16 (AVX-512, 32 zmm): 2 x 4, two accumulators each: 16 accumulators.
+// - vw 8/4 (AVX2, 16 ymm): 4 x 3, one accumulator each: 12 accumulators +
+//   3 B vectors + 1 row vector of A = 16 registers (2 x 4 with two
+//   accumulators each needed 22 and spilled: ~24 GFLOP/s per thread at M = 16).
+#define NC_SKINNY_MAX 4  // rows and columns of a block at most; acc <= 2
+
+typedef struct {
+  int rows, cols, acc, unroll;
+} nc_skinny_shape;
+
+static nc_skinny_shape nc_skinny_shape_for(int vw) {
+  if (vw >= 16) return (nc_skinny_shape){.rows = 2, .cols = 4, .acc = 2, .unroll = 2};
+  return (nc_skinny_shape){.rows = 4, .cols = 3, .acc = 1, .unroll = 2};
+}
+
+// tb: rows m..m+nrow of C, columns j0..j0+ncol (B stored (N,K)); nrow <=
+// sh->rows, ncol <= sh->cols. Each x vector feeds ncol FMAs and each B vector
+// nrow; k runs sh->unroll vectors per iteration, vector u into accumulator
+// u % sh->acc. Every row sums in the same order whatever nrow, so a row's
+// result does not depend on M (nor on how M is cut into row groups).
 // pfd (elements, or NULL): prefetch (into L2) the line pfd past each B line
 // loaded in the main k loop, i.e. the next block's rows while this one is
-// computed: a block's 4 rows are short streams (2 KB at K = 512) that the
+// computed: a block's rows are short streams (2 KB at K = 512) that the
 // hardware prefetcher alone does not keep ahead of.
-static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVMValueRef j0, LLVMValueRef A,
-                              LLVMValueRef *brow, LLVMValueRef C, LLVMValueRef K, LLVMValueRef lda,
-                              LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta, LLVMValueRef pfd) {
-  const int VW = g->k->vw, U = 2;
-  LLVMValueRef acc[2][4][2], sacc[2][4], arow[2];
+static void nc_skinny_tb_rows(nc_gg *g, const nc_skinny_shape *sh, int ncol, int nrow, LLVMValueRef m,
+                              LLVMValueRef j0, LLVMValueRef A, LLVMValueRef *brow, LLVMValueRef C, LLVMValueRef K,
+                              LLVMValueRef lda, LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta,
+                              LLVMValueRef pfd) {
+  const int VW = g->k->vw, U = sh->acc, L = sh->unroll;
+  LLVMValueRef acc[NC_SKINNY_MAX][NC_SKINNY_MAX][2], sacc[NC_SKINNY_MAX][NC_SKINNY_MAX], arow[NC_SKINNY_MAX];
   for (int r = 0; r < nrow; r++) {
     arow[r] = nc_fptr(g, A, nc_mul(g, nc_add(g, m, c64(g, r)), lda));
     for (int c = 0; c < ncol; c++) {
@@ -399,26 +420,28 @@ static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVM
     }
   }
   LLVMValueRef kv = nc_sub(g, K, LLVMBuildSRem(g->b, K, c64(g, VW), ""));
-  LLVMValueRef kvu = nc_sub(g, K, LLVMBuildSRem(g->b, K, c64(g, U * VW), ""));
+  LLVMValueRef kvu = nc_sub(g, K, LLVMBuildSRem(g->b, K, c64(g, L * VW), ""));
   nc_loop Lk;
-  for (int pass = 0; pass < (U > 1 ? 2 : 1); pass++) {
-    // pass 0: steps of U vectors up to kvu; pass 1 (U == 2): the last single vector
-    int uu = pass ? 1 : U;
+  for (int pass = 0; pass < (L > 1 ? 2 : 1); pass++) {
+    // pass 0: steps of L vectors up to kvu; pass 1 (L > 1): single vectors up to kv
+    int uu = pass ? 1 : L;
     LLVMValueRef k = pass ? nc_loop_begin(g, &Lk, "sk1", kvu, kv, c64(g, VW))
-                          : nc_loop_begin(g, &Lk, "sk", c64(g, 0), kvu, c64(g, U * VW));
+                          : nc_loop_begin(g, &Lk, "sk", c64(g, 0), kvu, c64(g, L * VW));
     for (int u = 0; u < uu; u++) {
       LLVMValueRef ku = nc_add(g, k, c64(g, u * VW));
-      LLVMValueRef x[2];
-      for (int r = 0; r < nrow; r++) x[r] = nc_loadv(g, nc_fptr(g, arow[r], ku));
+      LLVMValueRef w[NC_SKINNY_MAX];
       for (int c = 0; c < ncol; c++) {
-        LLVMValueRef w = nc_loadv(g, nc_fptr(g, brow[c], ku));
-        if (pfd && !pass) {
+        w[c] = nc_loadv(g, nc_fptr(g, brow[c], ku));
+        if (pfd && !pass && (u * VW * 4) % 64 == 0) {  // one prefetch per 64-byte line
           LLVMValueRef pa[4] = {nc_fptr(g, brow[c], nc_add(g, ku, pfd)), c32(g, 0), c32(g, 2), c32(g, 1)};
           LLVMBuildCall2(g->b, g->pf_ty, g->prefetch, pa, 4, "");
         }
-        for (int r = 0; r < nrow; r++) {
-          LLVMValueRef p = acc[r][c][u];
-          LLVMBuildStore(g->b, nc_fmav(g, x[r], w, LLVMBuildLoad2(g->b, g->vec, p, "")), p);
+      }
+      for (int r = 0; r < nrow; r++) {
+        LLVMValueRef x = nc_loadv(g, nc_fptr(g, arow[r], ku));
+        for (int c = 0; c < ncol; c++) {
+          LLVMValueRef p = acc[r][c][u % U];
+          LLVMBuildStore(g->b, nc_fmav(g, x, w[c], LLVMBuildLoad2(g->b, g->vec, p, "")), p);
         }
       }
     }
@@ -427,7 +450,7 @@ static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVM
   for (int r = 0; r < nrow; r++)
     for (int c = 0; c < ncol; c++) {
       LLVMValueRef v = LLVMBuildLoad2(g->b, g->vec, acc[r][c][0], "");
-      if (U > 1) v = LLVMBuildFAdd(g->b, v, LLVMBuildLoad2(g->b, g->vec, acc[r][c][1], ""), "");
+      for (int u = 1; u < U; u++) v = LLVMBuildFAdd(g->b, v, LLVMBuildLoad2(g->b, g->vec, acc[r][c][u], ""), "");
       LLVMBuildStore(g->b, nc_hsum(g, v), sacc[r][c]);
     }
   LLVMValueRef k = nc_loop_begin(g, &Lk, "skt", kv, K, c64(g, 1));
@@ -444,25 +467,32 @@ static void nc_skinny_tb_rows(nc_gg *g, int ncol, int nrow, LLVMValueRef m, LLVM
   }
 }
 
-// tb: columns j0..j0+ncol of C for all M rows, two rows at a time.
-static void nc_skinny_tb_block(nc_gg *g, int ncol, LLVMValueRef j0, LLVMValueRef A, LLVMValueRef B, LLVMValueRef C,
-                               LLVMValueRef M, LLVMValueRef K, LLVMValueRef lda, LLVMValueRef ldb, LLVMValueRef ldc,
-                               LLVMValueRef alpha, LLVMValueRef beta) {
-  LLVMValueRef brow[4];
+// tb: columns j0..j0+ncol of C for all M rows, sh->rows rows at a time, then
+// the 1..sh->rows-1 rows left in one group.
+static void nc_skinny_tb_block(nc_gg *g, const nc_skinny_shape *sh, int ncol, LLVMValueRef j0, LLVMValueRef A,
+                               LLVMValueRef B, LLVMValueRef C, LLVMValueRef M, LLVMValueRef K, LLVMValueRef lda,
+                               LLVMValueRef ldb, LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta) {
+  const int R = sh->rows;
+  LLVMValueRef brow[NC_SKINNY_MAX];
   for (int c = 0; c < ncol; c++) brow[c] = nc_fptr(g, B, nc_mul(g, nc_add(g, j0, c64(g, c)), ldb));
-  LLVMValueRef m2 = nc_sub(g, M, LLVMBuildSRem(g->b, M, c64(g, 2), ""));
-  // full 4-column blocks prefetch the next block (ncol rows on) while rows 0(/1)
-  // run; later rows find this block in cache and prefetch in place (a no-op)
+  LLVMValueRef mfull = nc_sub(g, M, LLVMBuildSRem(g->b, M, c64(g, R), ""));
+  // full blocks prefetch the next block (ncol rows on) while the first row
+  // group runs; later groups find this block in cache and prefetch in place (a no-op)
   LLVMValueRef pfn = ncol > 1 ? nc_mul(g, c64(g, ncol), ldb) : NULL;
   nc_loop Lm;
-  LLVMValueRef m = nc_loop_begin(g, &Lm, "sm2", c64(g, 0), m2, c64(g, 2));
+  LLVMValueRef m = nc_loop_begin(g, &Lm, "smr", c64(g, 0), mfull, c64(g, R));
   LLVMValueRef pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, m, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
-  nc_skinny_tb_rows(g, ncol, 2, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
+  nc_skinny_tb_rows(g, sh, ncol, R, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
   nc_loop_end(g, &Lm);
-  m = nc_loop_begin(g, &Lm, "sm", m2, M, c64(g, 1));
-  pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, m, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
-  nc_skinny_tb_rows(g, ncol, 1, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
-  nc_loop_end(g, &Lm);
+  LLVMValueRef rem = nc_sub(g, M, mfull);
+  pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mfull, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
+  for (int r = 1; r < R; r++) {
+    nc_if f;
+    nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntEQ, rem, c64(g, r), ""));
+    nc_skinny_tb_rows(g, sh, ncol, r, mfull, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
+    nc_if_else(g, &f);
+    nc_if_end(g, &f);
+  }
 }
 
 // !tb: columns j0..j0+nv*VW (nv > 0), or the single column j0 (nv == 0), B stored (K,N).
@@ -496,8 +526,10 @@ static void nc_skinny_nn_block(nc_gg *g, int nv, LLVMValueRef j0, LLVMValueRef A
   nc_loop_end(g, &Lm);
 }
 
-#define NC_GEMM_SKINNY_COLS 4  // tb: columns of C per block
-#define NC_GEMM_SKINNY_NV 2    // !tb: vectors of columns per block
+// !tb: columns of C per block, 32 (2 vectors on AVX-512, 4 on AVX2): one
+// independent FMA chain per vector, k by k (4 chains hide the FMA latency
+// better than AVX2's former 2).
+#define NC_GEMM_SKINNY_NN_COLS 32
 
 static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
   LLVMTypeRef ps[18] = {g->ptr, g->ptr, g->ptr};
@@ -511,7 +543,9 @@ static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
   g->epi_doff = np > 17 ? P[17] : NULL;
   LLVMValueRef A = P[0], B = P[1], C = P[2], M = P[3], N = P[4], K = P[5], lda = P[6], ldb = P[7], ldc = P[8];
   LLVMValueRef batch = P[9], sa = P[10], sb = P[11], sc = P[12], alpha = P[13], beta = P[14], t = P[15], T = P[16];
-  const int unit = g->s->tb ? NC_GEMM_SKINNY_COLS : NC_GEMM_SKINNY_NV * g->k->vw;
+  const nc_skinny_shape sh = nc_skinny_shape_for(g->k->vw);
+  const int nnv = NC_GEMM_SKINNY_NN_COLS / g->k->vw > 0 ? NC_GEMM_SKINNY_NN_COLS / g->k->vw : 1;
+  const int unit = g->s->tb ? sh.cols : nnv * g->k->vw;
   LLVMValueRef bsplit = LLVMBuildICmp(g->b, LLVMIntSGE, batch, T, "");
   LLVMValueRef b0, b1, n0, n1, zero = c64(g, 0);
   nc_split(g, batch, 1, t, T, &b0, &b1);
@@ -527,11 +561,11 @@ static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
   LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
   LLVMValueRef Cb = nc_fptr(g, C, nc_mul(g, bi, sc));
   LLVMValueRef j = nc_loop_begin(g, &Lj, "sj", n0, nfull, c64(g, unit));
-  if (g->s->tb) nc_skinny_tb_block(g, NC_GEMM_SKINNY_COLS, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
-  else nc_skinny_nn_block(g, NC_GEMM_SKINNY_NV, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  if (g->s->tb) nc_skinny_tb_block(g, &sh, sh.cols, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  else nc_skinny_nn_block(g, nnv, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
   nc_loop_end(g, &Lj);
   j = nc_loop_begin(g, &Lj, "sjt", nfull, n1, c64(g, 1));
-  if (g->s->tb) nc_skinny_tb_block(g, 1, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  if (g->s->tb) nc_skinny_tb_block(g, &sh, 1, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
   else nc_skinny_nn_block(g, 0, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
   nc_loop_end(g, &Lj);
   nc_loop_end(g, &Lb);

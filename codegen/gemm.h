@@ -16,8 +16,10 @@
 //
 // Small M (decode): with M <= 16 and no ta the function takes a "skinny" path
 // instead (decided per call from the run-time M): no packing and no workspace;
-// blocks of 4 columns of C (tb; 2 vectors without tb) against every row of A,
-// two rows at a time, vectorised along K, so each element of B is read from
+// blocks of columns of C (tb: 3 rows of the stored B against 4 rows of A at
+// a time with AVX2's vw 8, 4 against 2 with AVX-512's vw 16, so the block's
+// accumulators fit the 16 or 32 vector registers; !tb: 32 columns) against
+// every row of A, vectorised along K, so each element of B is read from
 // memory once. Threads split columns (or whole batch items when batch >=
 // nthreads). A row's result is bit-identical for every M <= 16.
 //
