@@ -119,6 +119,8 @@ static const shape shapes[] = {
     {"d4 dW attn", 256, 2048, 256, 1, 0},
     {"d4 dW mlp up", 1024, 2048, 256, 1, 0},
     {"d4 dW mlp down", 256, 2048, 1024, 1, 0},
+    {"d4 dX lm_head", 2048, 8192, 256, 0, 0},
+    {"d4 dW lm_head", 8192, 2048, 256, 1, 0},
     {"d8 attn", 2048, 512, 512, 0, 1},
     {"d8 mlp up", 2048, 512, 2048, 0, 1},
     {"d8 mlp down", 2048, 2048, 512, 0, 1},
@@ -127,6 +129,8 @@ static const shape shapes[] = {
     {"d8 dW attn", 512, 2048, 512, 1, 0},
     {"d8 dW mlp up", 2048, 2048, 512, 1, 0},
     {"d8 dW mlp down", 512, 2048, 2048, 1, 0},
+    {"d8 dX lm_head", 2048, 8192, 512, 0, 0},
+    {"d8 dW lm_head", 8192, 2048, 512, 1, 0},
 };
 #define NSHAPES ((int)(sizeof shapes / sizeof *shapes))
 
