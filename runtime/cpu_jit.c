@@ -46,6 +46,7 @@ typedef struct {
   int gpart[NC_CPU_GEMM_VARIANTS];  // per GEMM variant: its part, -1 when unused
   int tpart;                        // the part holding the tuned GEMMs (-1: none)
   int nitems[NC_CPU_PARTS];
+  int order[NC_CPU_PARTS];  // parts by decreasing estimated cost: the compile threads take them in this order
 } nc_cpu_parts;
 
 static void nc_cpu_parts_free(nc_cpu_parts *P) { free(P->kpart); }
@@ -96,6 +97,13 @@ static nc_status nc_cpu_parts_build(const nc_plan *p, const nc_cpu_layout *L, in
     load[q] += k->nx + k->ns;
     P->nitems[q]++;
   }
+  for (int i = 0; i < NC_CPU_PARTS; i++) P->order[i] = i;
+  for (int i = 1; i < NC_CPU_PARTS; i++)  // insertion sort, largest first
+    for (int j = i; j > 0 && load[P->order[j]] > load[P->order[j - 1]]; j--) {
+      int t = P->order[j];
+      P->order[j] = P->order[j - 1];
+      P->order[j - 1] = t;
+    }
   return NC_OK;
 }
 
@@ -191,8 +199,10 @@ static nc_status nc_cpu_compile_part(nc_cpu_cjob *j, int i) {
 
 static void *nc_cpu_compile_worker(void *arg) {
   nc_cpu_cjob *j = arg;
-  for (int i; (i = atomic_fetch_add(&j->next, 1)) < NC_CPU_PARTS;)
+  for (int n; (n = atomic_fetch_add(&j->next, 1)) < NC_CPU_PARTS;) {
+    int i = j->P->order[n];
     if (j->todo[i]) j->st[i] = nc_cpu_compile_part(j, i);
+  }
   return NULL;
 }
 
