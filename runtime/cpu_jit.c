@@ -176,7 +176,7 @@ typedef struct {
   const nc_cpu_tuned_gemm *tuned;
   int ntuned;
   bool avx2_only;
-  bool todo[NC_CPU_PARTS];
+  bool pending[NC_CPU_PARTS];
   atomic_int next;
   void *obj[NC_CPU_PARTS];
   size_t size[NC_CPU_PARTS];
@@ -201,15 +201,15 @@ static void *nc_cpu_compile_worker(void *arg) {
   nc_cpu_cjob *j = arg;
   for (int n; (n = atomic_fetch_add(&j->next, 1)) < NC_CPU_PARTS;) {
     int i = j->P->order[n];
-    if (j->todo[i]) j->st[i] = nc_cpu_compile_part(j, i);
+    if (j->pending[i]) j->st[i] = nc_cpu_compile_part(j, i);
   }
   return NULL;
 }
 
-// Compiles the parts marked todo on up to nthreads threads (this one included).
+// Compiles the parts marked pending on up to nthreads threads (this one included).
 static nc_status nc_cpu_compile_parts(nc_cpu_cjob *j, int nthreads) {
   int ntodo = 0;
-  for (int i = 0; i < NC_CPU_PARTS; i++) ntodo += j->todo[i];
+  for (int i = 0; i < NC_CPU_PARTS; i++) ntodo += j->pending[i];
   int nt = nthreads < ntodo ? nthreads : ntodo;
   pthread_t tids[NC_CPU_PARTS];
   int started = 0;
@@ -256,7 +256,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   for (int i = 0; i < NC_CPU_PARTS && !st; i++) {
     if (!P.nitems[i]) continue;
     st = nc_kcache_get(nc_cpu_part_key(L.key, i), &job.obj[i], &job.size[i]);
-    if (!st && !job.obj[i]) job.todo[i] = true, hit = false;
+    if (!st && !job.obj[i]) job.pending[i] = true, hit = false;
   }
   for (int i = 0; i < NC_CPU_PARTS && !st; i++) {
     if (!job.obj[i]) continue;
@@ -270,7 +270,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
     for (int q = 0; q < NC_CPU_PARTS; q++) {
       free(job.obj[q]);
       job.obj[q] = NULL;
-      job.todo[q] = P.nitems[q] > 0;
+      job.pending[q] = P.nitems[q] > 0;
     }
     hit = false;
     break;
@@ -279,7 +279,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
     int nthreads = o && o->threads > 0 ? o->threads : nc_pool_default_threads();
     st = nc_cpu_compile_parts(&job, nthreads);
     for (int i = 0; i < NC_CPU_PARTS && !st; i++) {
-      if (!job.todo[i]) continue;
+      if (!job.pending[i]) continue;
       st = nc_jit_add_object(jit, job.obj[i], job.size[i], "plan part");
       if (!st) nc_status_free(nc_kcache_put(nc_cpu_part_key(L.key, i), job.obj[i], job.size[i]));  // an unwritable cache is not an error
     }

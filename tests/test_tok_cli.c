@@ -34,6 +34,16 @@ TestSuite(tok_cli, .init = setup, .fini = teardown);
 // last_err, so a failed assertion shows why the command failed.
 static char last_err[4096];
 
+// The first n-1 bytes of a file as a string ("" when it cannot be read).
+static void read_text(const char *path, char *buf, size_t n) {
+  buf[0] = 0;
+  FILE *f = fopen(path, "rb");
+  if (!f) return;
+  size_t got = fread(buf, 1, n - 1, f);
+  buf[got] = 0;
+  fclose(f);
+}
+
 static int sh(const char *fmt, ...) {
   char cmd[16384], wrapped[20000], errpath[2200];
   va_list ap;
@@ -43,13 +53,7 @@ static int sh(const char *fmt, ...) {
   snprintf(errpath, sizeof errpath, "%s/sh_stderr.txt", dir);
   snprintf(wrapped, sizeof wrapped, "{ %s ; } 2> '%s'", cmd, errpath);
   int rc = system(wrapped);
-  last_err[0] = 0;
-  FILE *f = fopen(errpath, "rb");
-  if (f) {
-    size_t n = fread(last_err, 1, sizeof last_err - 1, f);
-    last_err[n] = 0;
-    fclose(f);
-  }
+  read_text(errpath, last_err, sizeof last_err);
   if (rc == -1) return -1;
   if (WIFSIGNALED(rc)) return 128 + WTERMSIG(rc);
   return WEXITSTATUS(rc);
@@ -61,13 +65,7 @@ static const char *case_err(void) {
   static char buf[4096];
   char path[2200];
   snprintf(path, sizeof path, "%s/err.txt", dir);
-  buf[0] = 0;
-  FILE *f = fopen(path, "rb");
-  if (f) {
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-  }
+  read_text(path, buf, sizeof buf);
   return buf;
 }
 
