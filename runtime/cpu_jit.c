@@ -51,6 +51,12 @@ typedef struct {
 
 static void nc_cpu_parts_free(nc_cpu_parts *P) { free(P->kpart); }
 
+// Kernel i gets code of its own: the first of its identical kernels, not a
+// GEMM template (those run the GEMM variants).
+static bool nc_cpu_owns_code(const nc_plan *p, const nc_cpu_layout *L, int i) {
+  return L->same_as[i] == i && !nc_kernel_is_template(&p->kernels[i].k);
+}
+
 static int nc_cpu_part_least(const double *load) {
   int best = 0;
   for (int i = 1; i < NC_CPU_PARTS; i++)
@@ -69,7 +75,7 @@ static nc_status nc_cpu_parts_build(const nc_plan *p, const nc_cpu_layout *L, in
   for (int i = 0; i < p->nkernels; i++) {
     const nc_kernel *k = &p->kernels[i].k;
     P->kpart[i] = -1;
-    if (L->same_as[i] != i || nc_kernel_is_template(k)) continue;
+    if (!nc_cpu_owns_code(p, L, i)) continue;
     total += k->nx + k->ns;
     nk++;
   }
@@ -91,7 +97,7 @@ static nc_status nc_cpu_parts_build(const nc_plan *p, const nc_cpu_layout *L, in
   }
   for (int i = 0; i < p->nkernels; i++) {
     const nc_kernel *k = &p->kernels[i].k;
-    if (L->same_as[i] != i || nc_kernel_is_template(k)) continue;
+    if (!nc_cpu_owns_code(p, L, i)) continue;
     int q = nc_cpu_part_least(load);
     P->kpart[i] = q;
     load[q] += k->nx + k->ns;
@@ -110,7 +116,7 @@ static nc_status nc_cpu_parts_build(const nc_plan *p, const nc_cpu_layout *L, in
 static void nc_cpu_print_kernels(const nc_plan *p, const nc_cpu_layout *L) {
   for (int i = 0; i < p->nkernels; i++) {
     const nc_kernel *k = &p->kernels[i].k;
-    if (L->same_as[i] != i || nc_kernel_is_template(k)) continue;
+    if (!nc_cpu_owns_code(p, L, i)) continue;
     nc_buf b;
     nc_buf_init(&b);
     nc_kernel_print(k, &b);
@@ -128,7 +134,7 @@ static nc_status nc_cpu_build_module(nc_jit *jit, const nc_plan *p, const nc_cpu
   nc_status st = NC_OK;
   for (int i = 0; i < p->nkernels && !st; i++) {
     const nc_kernel *k = &p->kernels[i].k;
-    if (L->same_as[i] != i || nc_kernel_is_template(k)) continue;
+    if (!nc_cpu_owns_code(p, L, i)) continue;
     if (P && P->kpart[i] != part) continue;
     st = nc_llvm_emit_kernel(jit, m, k, L->names[i]);
   }
@@ -208,9 +214,9 @@ static void *nc_cpu_compile_worker(void *arg) {
 
 // Compiles the parts marked pending on up to nthreads threads (this one included).
 static nc_status nc_cpu_compile_parts(nc_cpu_cjob *j, int nthreads) {
-  int ntodo = 0;
-  for (int i = 0; i < NC_CPU_PARTS; i++) ntodo += j->pending[i];
-  int nt = nthreads < ntodo ? nthreads : ntodo;
+  int npending = 0;
+  for (int i = 0; i < NC_CPU_PARTS; i++) npending += j->pending[i];
+  int nt = nthreads < npending ? nthreads : npending;
   pthread_t tids[NC_CPU_PARTS];
   int started = 0;
   for (int t = 1; t < nt; t++, started++)

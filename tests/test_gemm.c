@@ -490,6 +490,30 @@ Test(gemm, skinny_small_m) {
   nc_jit_free(jit);
 }
 
+// Every row of an M-row product (M = 1..mmax, 1..3 threads) equals the same
+// row computed alone, bit for bit. a is (mmax, k), b is (n, k) (tb).
+static void expect_rows_independent(nc_gemm_fn fn, const float *a, const float *b, int n, int k, int mmax, float *work,
+                                    int vw) {
+  float *c1 = malloc((size_t)n * sizeof *c1), *cm = malloc((size_t)mmax * n * sizeof *cm);
+  cr_assert(c1 && cm);
+  for (int m = 1; m <= mmax; m++) {
+    nc_gemm_args args = {.a = a, .b = b, .c = cm, .m = m, .n = n, .k = k, .lda = k, .ldb = k, .ldc = n,
+                         .batch = 1, .alpha = 1, .beta = 0, .work = work};
+    run_threads(fn, &args, 1 + m % 3);
+    for (int r = 0; r < m; r++) {
+      nc_gemm_args one = args;
+      one.a = a + (size_t)r * k;
+      one.c = c1;
+      one.m = 1;
+      run_threads(fn, &one, 1);
+      cr_assert(!memcmp(c1, cm + (size_t)r * n, (size_t)n * sizeof *c1), "vw %d M=%d: row %d differs from the same row alone",
+                vw, m, r);
+    }
+  }
+  free(c1);
+  free(cm);
+}
+
 // The skinny path sums every row in the same order whatever M (1..16) and the
 // thread count: decode logits of a row do not depend on the batch beside it.
 Test(gemm, skinny_rows_do_not_depend_on_m) {
@@ -500,24 +524,12 @@ Test(gemm, skinny_rows_do_not_depend_on_m) {
   nc_gemm_fn fn;
   OK(nc_gemm_compile(jit, &spec, &fn));
   enum { N = 37, K = 203, MMAX = 16 };
-  static float a[MMAX * K], b[N * K], c1[N], cm[MMAX * N];
+  static float a[MMAX * K], b[N * K];
   uint64_t rng = 5;
   for (int i = 0; i < MMAX * K; i++) a[i] = rng_float(&rng);
   for (int i = 0; i < N * K; i++) b[i] = rng_float(&rng);
   float *work = aligned_alloc(64, (nc_gemm_workspace_size(&kn, 3) + 63) / 64 * 64);
-  for (int m = 1; m <= MMAX; m++) {
-    nc_gemm_args args = {.a = a, .b = b, .c = cm, .m = m, .n = N, .k = K, .lda = K, .ldb = K, .ldc = N,
-                         .batch = 1, .alpha = 1, .beta = 0, .work = work};
-    run_threads(fn, &args, 1 + m % 3);
-    for (int r = 0; r < m; r++) {
-      nc_gemm_args one = args;
-      one.a = a + r * K;
-      one.c = c1;
-      one.m = 1;
-      run_threads(fn, &one, 1);
-      cr_assert(!memcmp(c1, cm + r * N, sizeof c1), "M=%d: row %d differs from the same row computed alone", m, r);
-    }
-  }
+  expect_rows_independent(fn, a, b, N, K, MMAX, work, kn.vw);
   free(work);
   nc_jit_free(jit);
 }
@@ -612,7 +624,7 @@ Test(gemm, skinny_rows_do_not_depend_on_m_any_block) {
   nc_jit *jit;
   OK(nc_jit_create(NULL, &jit));
   enum { N = 41, K = 77, MMAX = 16 };
-  static float a[MMAX * K], b[N * K], c1[N], cm[MMAX * N];
+  static float a[MMAX * K], b[N * K];
   uint64_t rng = 9;
   for (int i = 0; i < MMAX * K; i++) a[i] = rng_float(&rng);
   for (int i = 0; i < N * K; i++) b[i] = rng_float(&rng);
@@ -623,20 +635,7 @@ Test(gemm, skinny_rows_do_not_depend_on_m_any_block) {
     nc_gemm_spec spec = {.name = name, .tb = true, .knobs = kn};
     nc_gemm_fn fn;
     OK(nc_gemm_compile(jit, &spec, &fn));
-    for (int m = 1; m <= MMAX; m++) {
-      nc_gemm_args args = {.a = a, .b = b, .c = cm, .m = m, .n = N, .k = K, .lda = K, .ldb = K, .ldc = N,
-                           .batch = 1, .alpha = 1, .beta = 0};
-      run_threads(fn, &args, 1 + m % 3);
-      for (int r = 0; r < m; r++) {
-        nc_gemm_args one = args;
-        one.a = a + r * K;
-        one.c = c1;
-        one.m = 1;
-        run_threads(fn, &one, 1);
-        cr_assert(!memcmp(c1, cm + r * N, sizeof c1), "vw %d M=%d: row %d differs from the same row alone", kn.vw, m,
-                  r);
-      }
-    }
+    expect_rows_independent(fn, a, b, N, K, MMAX, NULL, kn.vw);
   }
   nc_jit_free(jit);
 }
