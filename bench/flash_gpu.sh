@@ -7,7 +7,12 @@
 # against the PyTorch reference. Runs on the GPU machine from the repository root:
 #   bench/flash_gpu.sh [PACK]   PACK (default build-flash-gpu/pack): what bench/gpu_pack.sh
 #                               assembles (bench/gpu_pack.sh build-flash-gpu)
-# Env: FLASH_PARTS="tests attn train ref ocl" (which parts run), FLASH_STEPS=4.
+# Env: FLASH_PARTS="tests attn train ref ocl" (which parts run; also "fa": the block-size /
+#      stage variants of FLASH_FA timed one by one, the fastest exported as NC_OCL_FA, and
+#      "t32": d12 at 32 x 2048 with NC_PROFILE=40, first as before 2026-11-27 (statistics pass,
+#      one stage, loop-nest scatter_add), then as now), FLASH_STEPS=4,
+#      FLASH_FA="BM,BMQ,BN,KM,QN,ST ..." (NC_OCL_FA values the "fa" part tries),
+#      FLASH_BEFORE="VAR=VALUE ..." (the "t32" part's first run; default: the code before 2026-11-27).
 set -u
 P=${1:-build-flash-gpu/pack}
 export LD_LIBRARY_PATH=$PWD/$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -32,6 +37,39 @@ if has attn; then
   NC_OCL_BUILD_LOG=1 NC_OCL_BUILD_OPTS=-cl-nv-verbose GPU_BENCH_ATTN_OLD=0 timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 1 \
     attn:1:256:6:128 > "$OUT/attn_ptxas.txt" 2>&1
   grep -A4 -E "Compiling entry function 'nc_fa|Function properties for nc_fa" "$OUT/attn_ptxas.txt" | grep -E "nc_fa|registers|spill" | head -12
+fi
+if has fa; then
+  echo "== flash attention block sizes and stages (NC_OCL_FA=BM,BMQ,BN,KM,QN,ST), fwd+bwd, d12 heads (B=8, T=2048)"
+  echo "   first: before 2026-11-27 (statistics pass: NC_OCL_FA_STATS=1, one stage)"
+  NC_OCL_FA_STATS=1 NC_OCL_FA=64,32,32,32,32,1 GPU_BENCH_ATTN_OLD=0 timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 attn:8:2048:6:128 2>&1 | tail -1
+  best=""; bestt=1e9
+  for fa in ${FLASH_FA:-64,32,32,32,32,1 64,32,32,32,32,2 64,64,32,64,32,2 128,64,32,64,32,2 64,64,32,128,32,2 64,32,32,64,32,2 64,64,64,64,32,2 128,128,32,128,32,2}; do
+    r=$(NC_OCL_FA=$fa GPU_BENCH_ATTN_OLD=0 timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 attn:8:2048:6:128 2>&1)
+    echo "$fa  $(echo "$r" | tail -1)"
+    t=$(echo "$r" | awk '/^ours attention/ {for (i = 1; i <= NF; i++) if ($i == "ms") print $(i - 1)}' | tail -1)
+    if [ -n "$t" ] && awk "BEGIN {exit !($t < $bestt)}"; then best=$fa; bestt=$t; fi
+  done
+  echo "fastest: NC_OCL_FA=$best ($bestt ms)"
+  [ -n "$best" ] && export NC_OCL_FA=$best
+  echo "== the fastest against the decomposition (values) and its ptxas report"
+  timeout 90 $P/gpu_bench --device gpu --precision bf16 --reps 3 attn:8:2048:6:128 2>&1 | tail -6
+  NC_OCL_BUILD_LOG=1 NC_OCL_BUILD_OPTS=-cl-nv-verbose GPU_BENCH_ATTN_OLD=0 timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 1 \
+    attn:1:256:6:128 > "$OUT/attn_ptxas.txt" 2>&1
+  grep -A4 -E "Compiling entry function 'nc_fa|Function properties for nc_fa" "$OUT/attn_ptxas.txt" | grep -E "nc_fa|registers|spill|smem" | head -16
+  timeout 60 python3 tools/torch_gpu_bench.py --reps 20 attn:8:2048:6:128 2>&1 | tail -2
+fi
+if has t32; then
+  echo "== d12 32 x 2048, fp32 graph + TC GEMMs, NC_PROFILE=40: before (statistics pass, one stage, loop-nest scatter_add), then now"
+  env ${FLASH_BEFORE:-NC_OCL_FA_STATS=1 NC_OCL_FA=64,32,32,32,32,1 NC_OCL_SCATTER=0} NC_OCL_MATMUL=bf16 NC_PROFILE=40 timeout 150 /tmp/fg/cli/nanochat bench train \
+    --spec models/specs/d12.xml --device opencl:gpu --batch 32 --seq 2048 --steps $STEPS > "$OUT/d12_32_before.txt" 2>&1
+  echo "before (${FLASH_BEFORE:-NC_OCL_FA_STATS=1 NC_OCL_FA=64,32,32,32,32,1 NC_OCL_SCATTER=0}) rc $?: $(grep -E '^step [0-9.]* s median' "$OUT/d12_32_before.txt" | head -1)"
+  NC_OCL_MATMUL=bf16 NC_PROFILE=40 timeout 150 /tmp/fg/cli/nanochat bench train --spec models/specs/d12.xml --device opencl:gpu --batch 32 \
+    --seq 2048 --steps $STEPS > "$OUT/d12_32_now.txt" 2>&1
+  echo "now (NC_OCL_FA=${NC_OCL_FA:-default}) rc $?: $(grep -E '^step [0-9.]* s median' "$OUT/d12_32_now.txt" | head -1)"
+  grep -E "rror|out of|loss" "$OUT/d12_32_now.txt" | head -4
+  grep -E "^  |profile" "$OUT/d12_32_now.txt" | head -30
+  echo "-- before, top 12"
+  grep -E "^  " "$OUT/d12_32_before.txt" | head -12
 fi
 if has train; then
   echo "== d12 training step, 16 x 2048, fp32 graph + tensor-core GEMMs (the earlier GPU path): flash attention vs the decomposition"

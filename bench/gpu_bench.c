@@ -4,10 +4,15 @@
 //                              NVIDIA), device time from profiling events, median
 //                              of --reps runs; 64 sampled outputs checked against
 //                              a CPU reference (bf16-rounded operands for bf16).
+//                              --operands fp32 (the default): f32 A, B, C in memory
+//                              (the fp32 graph's GEMMs: operands packed to bf16 per
+//                              call); bf16: bf16 A, B, C in memory, as torch.matmul's
+//                              bf16 tensors and the bf16 model's matmuls (read in
+//                              place where k is contiguous).
 //   attn B T H D            -- causal attention forward + the three gradients
 //                              (fp32), total device time of the plan's kernels.
-// Prints one line per case: "ours gemm <label> M N K ta tb: X ms, Y TFLOP/s, max rel err Z".
-// Usage: gpu_bench [--device SEL] [--precision bf16|fp32] [--reps N] CASE... where CASE
+// Prints one line per case: "ours gemm <label> M N K ta tb <precision> <operands>-operands: X ms, Y TFLOP/s, max rel err Z".
+// Usage: gpu_bench [--device SEL] [--precision bf16|fp32] [--operands fp32|bf16] [--reps N] CASE... where CASE
 // is "gemm:LABEL:M:N:K:TA:TB" or "attn:B:T:H:D".
 #include <math.h>
 #include <stdint.h>
@@ -50,7 +55,7 @@ static int bench_cmp(const void *a, const void *b) {
 // uses (runtime/exec.c keeps only the patterns its emitter lowers).
 #define BENCH_OCL_PATTERNS_OK                                                                                    \
   (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
-   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION)
+   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_BF16_GEMM)
 static nc_status bench_run(nc_graph **g, const char *sel, bool bf16, unsigned patterns_off, const nc_feed *f, int nf, int reps, double *med,
                            nc_tensor *out, int nout, int *tc) {
   nc_pass_ctx ctx;
@@ -94,14 +99,30 @@ static nc_status bench_run(nc_graph **g, const char *sel, bool bf16, unsigned pa
   return st;
 }
 
-static nc_status bench_gemm(const char *label, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const char *sel, bool bf16, int reps) {
+// The bf16 (ushort) copy of an f32 tensor, rounded to nearest even.
+static nc_status bench_to_bf16(const nc_tensor *f, nc_tensor *h) {
+  NC_TRY(nc_tensor_alloc(h, NC_BF16, f->rank, f->shape));
+  const float *p = f->data;
+  uint16_t *q = h->data;
+  for (int64_t i = 0; i < nc_tensor_numel(f); i++) {
+    float r = bench_bf16(p[i]);
+    uint32_t u;
+    memcpy(&u, &r, 4);
+    q[i] = (uint16_t)(u >> 16);
+  }
+  return NC_OK;
+}
+
+static nc_status bench_gemm(const char *label, int64_t M, int64_t N, int64_t K, bool ta, bool tb, const char *sel, bool bf16, bool bf_ops,
+                            int reps) {
   nc_graph *g = nc_graph_new("gpu_bench_gemm");
   nc_dim da[2] = {nc_dim_const(ta ? K : M), nc_dim_const(ta ? M : K)}, db[2] = {nc_dim_const(tb ? N : K), nc_dim_const(tb ? K : N)};
-  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(NC_F32, 2, da));
-  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(NC_F32, 2, db));
+  nc_dtype odt = bf_ops ? NC_BF16 : NC_F32;
+  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(odt, 2, da));
+  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(odt, 2, db));
   nc_status st = nc_graph_set_output(g, "c", nc_b_matmul(g, a, b, ta, tb));
   if (!st && nc_graph_error(g)) st = nc_errorf(NC_E_INVALID, "%s", nc_status_msg(nc_graph_error(g)));
-  nc_tensor A = {0}, B = {0}, C = {0};
+  nc_tensor A = {0}, B = {0}, C = {0}, Ah = {0}, Bh = {0};
   int64_t sa[2] = {ta ? K : M, ta ? M : K}, sb[2] = {tb ? N : K, tb ? K : N};
   if (!st) st = nc_tensor_alloc(&A, NC_F32, 2, sa);
   if (!st) st = nc_tensor_alloc(&B, NC_F32, 2, sb);
@@ -109,12 +130,16 @@ static nc_status bench_gemm(const char *label, int64_t M, int64_t N, int64_t K, 
   int tc = 0;
   if (!st) {
     bench_fill(&A, 1, 1.0f), bench_fill(&B, 2, 1.0f);
-    nc_feed f[2] = {{"a", &A}, {"b", &B}};
-    st = bench_run(&g, sel, bf16, 0, f, 2, reps, &med, &C, 1, &tc);
-    bf16 = tc != 0;  // bf16 asked off NVIDIA runs (and is checked as) the fp32 GEMM
+    if (bf_ops) st = bench_to_bf16(&A, &Ah);
+    if (!st && bf_ops) st = bench_to_bf16(&B, &Bh);
   }
   if (!st) {
-    const float *pa = A.data, *pb = B.data, *pc = C.data;
+    nc_feed f[2] = {{"a", bf_ops ? &Ah : &A}, {"b", bf_ops ? &Bh : &B}};
+    st = bench_run(&g, sel, bf16, 0, f, 2, reps, &med, &C, 1, &tc);
+    bf16 = tc != 0 || bf_ops;  // bf16 asked off NVIDIA runs (and is checked as) the fp32 GEMM; bf16 operands are bf16
+  }
+  if (!st) {
+    const float *pa = A.data, *pb = B.data;
     double worst = 0;
     for (int s = 0; s < 64; s++) {
       int64_t m = (int64_t)((uint64_t)s * 2654435761u % (uint64_t)M), n = (int64_t)((uint64_t)s * 40503u % (uint64_t)N);
@@ -125,15 +150,26 @@ static nc_status bench_gemm(const char *label, int64_t M, int64_t N, int64_t K, 
         if (bf16) x = bench_bf16(x), y = bench_bf16(y);
         ref += (double)x * y, mag += fabs((double)x * y);
       }
-      worst = fmax(worst, fabs(pc[m * N + n] - ref) / mag);
+      double got;
+      if (bf_ops) {  // a bf16 C: the product rounded once (half an ulp, 1/512 of it, is not an error)
+        uint32_t u = (uint32_t)((const uint16_t *)C.data)[m * N + n] << 16;
+        float x;
+        memcpy(&x, &u, 4);
+        got = x;
+        worst = fmax(worst, fmax(fabs(got - ref) - fabs(ref) / 256, 0.0) / mag);
+      } else {
+        got = ((const float *)C.data)[m * N + n];
+        worst = fmax(worst, fabs(got - ref) / mag);
+      }
     }
     double tf = 2.0 * (double)M * (double)N * (double)K / med * 1e-12;
-    printf("ours gemm %-12s %6lld %6lld %6lld %s%s %s: %8.3f ms %7.1f TFLOP/s  max |err|/sum|ab| %.2g%s\n", label, (long long)M, (long long)N,
-           (long long)K, ta ? "t" : "n", tb ? "t" : "n", tc == 1 ? "bf16" : tc == 2 ? "bf16-emulated" : "fp32", med * 1e3, tf, worst, worst > 1e-5 ? "  WRONG" : "");
+    printf("ours gemm %-12s %6lld %6lld %6lld %s%s %s %s-operands: %8.3f ms %7.1f TFLOP/s  max |err|/sum|ab| %.2g%s\n", label, (long long)M,
+           (long long)N, (long long)K, ta ? "t" : "n", tb ? "t" : "n", tc == 1 ? "bf16" : tc == 2 ? "bf16-emulated" : "fp32", bf_ops ? "bf16" : "fp32",
+           med * 1e3, tf, worst, worst > 1e-5 ? "  WRONG" : "");
     fflush(stdout);
     nc_tensor_free(&C);
   }
-  nc_tensor_free(&A), nc_tensor_free(&B);
+  nc_tensor_free(&A), nc_tensor_free(&B), nc_tensor_free(&Ah), nc_tensor_free(&Bh);
   nc_graph_free(g);
   return st;
 }
@@ -203,7 +239,7 @@ static nc_status bench_attn(int64_t B, int64_t T, int64_t H, int64_t D, const ch
 
 int main(int argc, char **argv) {
   const char *sel = "gpu";
-  bool bf16 = true;
+  bool bf16 = true, bf_ops = false;
   int reps = 10, rc = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--device") && i + 1 < argc) sel = argv[++i];
@@ -214,6 +250,13 @@ int main(int argc, char **argv) {
         return 2;
       }
       bf16 = !strcmp(p, "bf16");
+    } else if (!strcmp(argv[i], "--operands") && i + 1 < argc) {
+      const char *p = argv[++i];
+      if (strcmp(p, "bf16") && strcmp(p, "fp32")) {
+        fprintf(stderr, "gpu_bench: --operands %s: want bf16 or fp32\n", p);
+        return 2;
+      }
+      bf_ops = !strcmp(p, "bf16");
     } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     else if (!strncmp(argv[i], "gemm:", 5)) {
       char label[32];
@@ -223,7 +266,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "gpu_bench: bad case '%s' (want gemm:LABEL:M:N:K:TA:TB)\n", argv[i]);
         return 2;
       }
-      nc_status st = bench_gemm(label, m, n, k, ta, tb, sel, bf16, reps);
+      nc_status st = bench_gemm(label, m, n, k, ta, tb, sel, bf16, bf_ops, reps);
       if (st) fprintf(stderr, "gpu_bench: %s: %s\n", argv[i], nc_status_msg(st)), nc_status_free(st), rc = 1;
     } else if (!strncmp(argv[i], "attn:", 5)) {
       long long b, t, h, d;

@@ -9,13 +9,17 @@
 #                               gpu_bench, test_ocl_bf16 and lib/ (shared libraries
 #                               the GPU machine lacks), built with -DNC_WITH_LLVM=OFF
 #                               (bench/gpu_pack.sh assembles it).
-# Env: GPU_BENCH_TRAIN="d12:32,16:2048 d20:8,4:2048" (spec:batches:seq: ours tries the batches
+# Env: GPU_BENCH_PREC="fp32" (training: the graph's precision, each run with bf16 matmuls: fp32 = the fp32
+#      graph with NC_OCL_MATMUL=bf16, bf16 = the bf16 model of --precision bf16; "fp32 bf16" runs both),
+#      GPU_BENCH_TRAIN="d12:32,16:2048 d20:8,4:2048" (spec:batches:seq: ours tries the batches
 #      in turn until one fits; torch runs the same batch; with flash attention d12 fits at 32 x 2048,
 #      arena 71 GB; d20 does not at 16 x 2048, 83 GB; docs/performance.md), GPU_BENCH_STEPS=5, GPU_BENCH_TORCH=0 (skip torch),
 #      GPU_BENCH_PARTS="tests gemm attn sweep train" (which parts run), GPU_BENCH_TC="BM,BN,WM,WN,BK[,MODE[,STAGES[,WG]]] ..."
 #      (tensor-core knob sets the sweep tries, WG 1/2 the wgmma kernel, else mma.sync; the fastest on d12's
 #      fc + dW_fc is used for training; without the sweep the default is the wgmma kernel on Hopper),
-#      GPU_BENCH_RESIDENT_OFF=0 (skip the d12 run with NC_OCL_RESIDENT=0),
+#      GPU_BENCH_TORCH_TRAIN=0 (skip torch's training runs only),
+#      GPU_BENCH_RESIDENT_OFF=0 (skip the d12 run with NC_OCL_RESIDENT=0), GPU_BENCH_GEMM_EXTRA=0 (skip the
+#      mma.sync and fp32 GEMM rows),
 #      GPU_BENCH_TUNE=SECONDS (last, run `nanochat tune` on d12 into its own database when the binary has it).
 set -u
 P=${1:-build-ocl-gpu/pack}
@@ -30,7 +34,11 @@ PARTS=" ${GPU_BENCH_PARTS:-tests gemm attn sweep train} "
 has() { [[ "$PARTS" == *" $1 "* ]]; }
 if has tests; then
   echo "== correctness: test_ocl_bf16 (wgmma, mma.sync and their emulations vs a CPU bf16 reference)"
-  timeout 120 $P/test_ocl_bf16 --jobs 1 --verbose 2>&1 | tee "$OUT/test_ocl_bf16.txt" | grep -E "Passing|Failing|FAIL|SKIP|worst|Synthesis" | grep -v "is disabled"
+  timeout 240 $P/test_ocl_bf16 --jobs 1 --verbose 2>&1 | tee "$OUT/test_ocl_bf16.txt" | grep -E "Passing|Failing|FAIL|SKIP|worst|Synthesis" | grep -v "is disabled"
+  if [ -x $P/test_bf16_train ]; then
+    echo "== correctness: test_bf16_train on OpenCL (every op and the tiny-all step of the bf16 model vs the interpreter)"
+    timeout 150 $P/test_bf16_train --jobs 1 --verbose --filter '*opencl*' 2>&1 | tee "$OUT/test_bf16_train.txt" | grep -E "FAIL|zoo|step|Synthesis"
+  fi
   if [ -x $P/test_ocl_resident ]; then
     echo "== correctness: test_ocl_resident (params and optimizer state kept on the device vs uploaded every step)"
     timeout 120 $P/test_ocl_resident --jobs 1 2>&1 | tail -3
@@ -45,17 +53,22 @@ for mc in d12:768 d20:1280; do m=${mc%%:*}; C=${mc##*:}
 done
 CASES="$CASES gemm:square:8192:8192:8192:0:0"
 if has gemm; then
-  echo "== bf16 GEMM: ours (OpenCL, the default: wgmma on Hopper; packing included) then torch.matmul"
-  timeout 120 $P/gpu_bench --device gpu --precision bf16 --reps 5 $CASES | tee "$OUT/gemm_ours.txt"
+  echo "== bf16 GEMM through the runtime (the default: wgmma on Hopper), two rows per shape: fp32 operands in memory"
+  echo "   (the fp32 graph's GEMMs: packed to bf16 on every call) and bf16 operands in memory (as torch.matmul's, the"
+  echo "   bf16 model's: read in place where k is contiguous, else packed bf16->bf16); then torch.matmul (bf16 operands)"
+  timeout 120 $P/gpu_bench --device gpu --precision bf16 --operands fp32 --reps 5 $CASES | tee "$OUT/gemm_ours.txt"
+  timeout 120 $P/gpu_bench --device gpu --precision bf16 --operands bf16 --reps 5 $CASES | tee "$OUT/gemm_ours_bf16.txt"
   [ "${GPU_BENCH_TORCH:-1}" = 1 ] && timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES | tee "$OUT/gemm_torch.txt"
   echo "== ours / torch.matmul"
-  awk 'NR == FNR { if ($1 == "torch") tf[$3] = $(NF - 1); next } $1 == "ours" && tf[$3] { printf "%-12s ours %7.1f  torch %7.1f TFLOP/s  %5.1f%%\n", $3, $(NF - 4), tf[$3], 100 * $(NF - 4) / tf[$3] }' \
-    "$OUT/gemm_torch.txt" "$OUT/gemm_ours.txt" 2>/dev/null
+  awk 'NR == FNR { if ($1 == "torch") tf[$3] = $(NF - 1); next } $1 == "ours" && tf[$3] { printf "%-12s %-15s ours %7.1f  torch %7.1f TFLOP/s  %5.1f%%\n", $3, $9, $12, tf[$3], 100 * $12 / tf[$3] }' \
+    "$OUT/gemm_torch.txt" "$OUT/gemm_ours.txt" "$OUT/gemm_ours_bf16.txt" 2>/dev/null
+  [ "${GPU_BENCH_GEMM_EXTRA:-1}" = 1 ] && {
   echo "== the mma.sync kernel (NC_OCL_WGMMA=0) for scale"
   NC_OCL_WGMMA=0 timeout 60 $P/gpu_bench --device gpu --precision bf16 --reps 5 gemm:d12.fc:$BT:3072:768:0:1 gemm:d12.dW_fc:3072:768:$BT:1:0 \
     gemm:square:8192:8192:8192:0:0
   echo "== fp32 GEMM (ours, the portable path) for scale"
   timeout 60 $P/gpu_bench --device gpu --precision fp32 --reps 3 gemm:d12.fc:$BT:3072:768:0:1
+  }
 fi
 if has attn; then
   echo "== attention forward + backward, d12 heads (B=8, T=2048, H=6, D=128)"
@@ -76,16 +89,19 @@ fi
 has train || exit 0
 echo "== training (ours: OpenCL, bf16 matmuls, params and optimizer state on the device; torch: reference model, bf16 autocast + torch.compile, SDPA)"
 for run in ${GPU_BENCH_TRAIN:-d12:32,16:2048 d20:8,4:2048}; do IFS=: read -r spec bs t <<< "$run"
-  for b in ${bs//,/ }; do
-    NC_OCL_MATMUL=bf16 NC_PROFILE=40 timeout 150 /tmp/gb/cli/nanochat bench train --spec models/specs/$spec.xml --batch $b --seq $t \
-      --steps $STEPS --device opencl:gpu > "$OUT/ours_${spec}_${b}x$t.txt" 2>&1
-    rc=$?
-    echo "ours $spec ${b}x$t rc $rc: $(grep -E '^step [0-9.]* s median' "$OUT/ours_${spec}_${b}x$t.txt" | head -1)"
-    grep -E "opencl profile|rror|out of" "$OUT/ours_${spec}_${b}x$t.txt" | head -3
-    if [ $rc = 0 ]; then break; fi
+  for prec in ${GPU_BENCH_PREC:-fp32}; do
+    for b in ${bs//,/ }; do
+      o="$OUT/ours_${spec}_${b}x${t}_$prec.txt"
+      NC_OCL_MATMUL=bf16 NC_PROFILE=40 timeout 150 /tmp/gb/cli/nanochat bench train --spec models/specs/$spec.xml --batch $b --seq $t \
+        --steps $STEPS --device opencl:gpu --precision $prec > "$o" 2>&1
+      rc=$?
+      echo "ours $spec ${b}x$t --precision $prec rc $rc: $(grep -E '^step [0-9.]* s median' "$o" | head -1)"
+      grep -E "opencl profile|rror|out of" "$o" | head -3
+      if [ $rc = 0 ]; then break; fi
+    done
+    grep -E "^  " "$o" | head -20
   done
-  grep -E "^  " "$OUT/ours_${spec}_${b}x$t.txt" | head -20
-  [ "${GPU_BENCH_TORCH:-1}" = 1 ] || continue
+  [ "${GPU_BENCH_TORCH_TRAIN:-${GPU_BENCH_TORCH:-1}}" = 1 ] || continue
   timeout 150 python3 tools/torch_gpu_bench.py --steps $STEPS train:models/specs/$spec.xml:$b:$t > "$OUT/torch_${spec}_${b}x$t.txt" 2>&1
   echo "torch rc $?"; grep -E "^torch" "$OUT/torch_${spec}_${b}x$t.txt" || tail -5 "$OUT/torch_${spec}_${b}x$t.txt"
 done

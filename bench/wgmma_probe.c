@@ -209,7 +209,11 @@ static double run_gemm(variant *v, long M, long N, long K, int reps, bool full, 
   clSetKernelArg(k, a++, sizeof ob, &ob);
   clSetKernelArg(k, a++, sizeof oc, &oc);
   clSetKernelArg(k, a++, sizeof ktp, &ktp);
-  err = clSetKernelArg(k, a++, sizeof splits, &splits);
+  clSetKernelArg(k, a++, sizeof splits, &splits);
+  cl_long lda = Kp, ldb = Kp, Kv = Kp;  // packed operands (rows of Kp, zero-padded); C f32
+  clSetKernelArg(k, a++, sizeof lda, &lda);
+  clSetKernelArg(k, a++, sizeof ldb, &ldb);
+  err = clSetKernelArg(k, a++, sizeof Kv, &Kv);
   size_t lx = v->kn.tc_wg ? (size_t)(2 * BM) : (size_t)(32 * (BM / v->kn.tc_wm) * (BN / v->kn.tc_wn));
   size_t gws[3] = {(size_t)(Np / BN) * lx, (size_t)(Mp / BM), 1}, lws[3] = {lx, 1, 1};
   double t[64];
@@ -307,7 +311,7 @@ int main(int argc, char **argv) {
   nc_buf src;
   nc_buf_init(&src);
   nc_ocl_emit_prelude(&src);
-  nc_ocl_emit_gemm_wgmma(&kt, &src);
+  nc_ocl_emit_gemm_wgmma(&kt, 0, &src);
   save("wgmma_tiny.cl", src.data, src.len);
   int route = emu ? 3 : force_route;  // 1: -cl-nv-arch sm_90a, 2: patched PTX, 3: emulated
   cl_program pa = emu || force_route ? NULL : build_src(src.data, "-cl-std=CL1.2 -cl-nv-arch sm_90a", &err, "route A: -cl-nv-arch sm_90a");
@@ -355,7 +359,7 @@ int main(int argc, char **argv) {
     snprintf(v->name, sizeof v->name, "%s", vs[i]);
     nc_buf_init(&src);
     nc_ocl_emit_prelude(&src);
-    if (wg) nc_ocl_emit_gemm_wgmma(&v->kn, &src);
+    if (wg) nc_ocl_emit_gemm_wgmma(&v->kn, 0, &src);
     else nc_ocl_emit_gemm_packed(&v->kn, &src);
     if (emu) v->prog = build_src(src.data, "-cl-std=CL1.2", &err, v->name);
     else if (!wg || route == 1) v->prog = build_src(src.data, wg ? "-cl-std=CL1.2 -cl-nv-arch sm_90a -cl-nv-verbose" : "-cl-std=CL1.2 -cl-nv-verbose", &err, v->name);

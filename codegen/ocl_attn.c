@@ -2,13 +2,44 @@
 #include "codegen/ocl_attn.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void nc_ocl_attn_blocks_of(int tc, nc_ocl_attn_blocks *out) {
   // fp32 tiles take twice the local memory: smaller blocks keep every kernel
   // under NVIDIA's 48 KiB per work-group at head dim 128
-  if (tc == 0) *out = (nc_ocl_attn_blocks){.bm = 32, .bmq = 16, .bn = 16, .km = 16, .qn = 16};
-  else *out = (nc_ocl_attn_blocks){.bm = 64, .bmq = 32, .bn = 32, .km = 32, .qn = 32};
+  if (tc == 0) *out = (nc_ocl_attn_blocks){.bm = 32, .bmq = 16, .bn = 16, .km = 16, .qn = 16, .st = 1};
+  // bf16: 4 warps everywhere, the next K/V or Q/dO block copied during this one (cp.async): the
+  // fastest of eight block/stage sets on the H100 (docs/performance.md, 2026-11-27)
+  else *out = (nc_ocl_attn_blocks){.bm = 64, .bmq = 64, .bn = 32, .km = 64, .qn = 32, .st = 2};
+}
+
+nc_status nc_ocl_attn_blocks_parse(const char *spec, int tc, nc_ocl_attn_blocks *out) {
+  int v[6] = {0, 0, 0, 0, 0, 1}, n = 0;
+  const char *p = spec;
+  char *e;
+  bool more = true;  // a value must follow the start and every comma
+  while (more && n < 6) {
+    long x = strtol(p, &e, 10);
+    if (e == p) break;
+    v[n++] = (int)x;
+    p = e;
+    more = *p == ',';
+    if (more) p++;
+  }
+  if (n < 5 || more || *p) return nc_errorf(NC_E_INVALID, "NC_OCL_FA='%s': want BM,BMQ,BN,KM,QN[,STAGES] (five or six integers)", spec);
+  if (v[5] < 1 || v[5] > 2) return nc_errorf(NC_E_INVALID, "NC_OCL_FA='%s': STAGES = %d must be 1 or 2", spec, v[5]);
+  const char *name[5] = {"BM", "BMQ", "BN", "KM", "QN"};
+  for (int i = 0; i < 5; i++) {
+    // rows per work-group (BM, BMQ, KM): one warp per 16, at most 8 warps; keys / queries per step (BN, QN): 16..64
+    int hi = i == 2 || i == 4 ? 64 : 128;
+    if (v[i] < 16 || v[i] > hi || v[i] % 16)
+      return nc_errorf(NC_E_INVALID, "NC_OCL_FA='%s': %s = %d must be a multiple of 16 in 16..%d", spec, name[i], v[i], hi);
+  }
+  if (tc == 0 && (v[2] > 32 || v[4] > 32))
+    return nc_errorf(NC_E_INVALID, "NC_OCL_FA='%s': the fp32 tiles take BN, QN <= 32", spec);
+  *out = (nc_ocl_attn_blocks){.bm = v[0], .bmq = v[1], .bn = v[2], .km = v[3], .qn = v[4], .st = v[5]};
+  return NC_OK;
 }
 
 int nc_ocl_attn_pad(long d) { return (int)((d + 15) / 16 * 16); }
@@ -151,6 +182,46 @@ static const char nc_fa_common[] =
     "  }\n"
     "#endif\n"
     "}\n"
+    "// fa_load, asynchronous where the device can (FA_TC 1: cp.async, 16 bytes per copy, zero-filled past T;\n"
+    "// FA_COMMIT then FA_WAIT0 complete it for the calling work-item, a barrier for the group)\n"
+    "inline void fa_issue(__local fa_t *dst, int ld, __global const FA_G *src, long b, long r0, int n, long T, long H, long h,\n"
+    "                     long Dm, int dp, int tid, int nt) {\n"
+    "#if FA_TC == 0\n"
+    "  fa_load(dst, ld, src, b, r0, n, T, H, h, Dm, dp, tid, nt);\n"
+    "#else\n"
+    "  const int q8 = dp / 8;\n"
+    "  for (int e = tid; e < n * q8; e += nt) {\n"
+    "    const int r = e / q8, d = (e % q8) * 8;\n"
+    "    const long i = r0 + r;\n"
+    "    __global const FA_G *sp = src + ((b * T + (i < T ? i : 0)) * H + h) * dp + d;\n"
+    "#if FA_TC == 1\n"
+    "    asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"((uint)(ulong)(dst + r * ld + d)), \"l\"((ulong)sp),\n"
+    "                 \"r\"(i < T ? 16 : 0) : \"memory\");\n"
+    "#else\n"
+    "    *(__local uint4 *)(dst + r * ld + d) = i < T ? *(__global const uint4 *)sp : (uint4)(0);\n"
+    "#endif\n"
+    "  }\n"
+    "#endif\n"
+    "}\n"
+    "#if FA_TC == 1\n"
+    "#define FA_COMMIT() asm volatile(\"cp.async.commit_group;\" ::: \"memory\")\n"
+    "#define FA_WAIT0() asm volatile(\"cp.async.wait_group 0;\" ::: \"memory\")\n"
+    "#else\n"
+    "#define FA_COMMIT()\n"
+    "#define FA_WAIT0()\n"
+    "#endif\n"
+    "// the dK/dV kernel's query step: Q and dO rows [i0, i0 + FA_QN) of query head hq, their lse and Di\n"
+    "inline void fa_qstep(__local fa_t *Qd, __local fa_t *dOd, __local float *Ld, __local float *Dd, __global const FA_G *Q,\n"
+    "                     __global const FA_G *dO, __global const float *st, long b, long hq, long i0, long Tq, long Hq, long D,\n"
+    "                     long Dv, long NR, int dp, int dvp, int tid, int nt) {\n"
+    "  fa_issue(Qd, dp + FA_PAD, Q, b, i0, FA_QN, Tq, Hq, hq, D, dp, tid, nt);\n"
+    "  fa_issue(dOd, dvp + FA_PAD, dO, b, i0, FA_QN, Tq, Hq, hq, Dv, dvp, tid, nt);\n"
+    "  for (int r = tid; r < FA_QN; r += nt) {\n"
+    "    const long i = i0 + r, q = (b * Hq + hq) * Tq + i;\n"
+    "    Ld[r] = i < Tq ? st[q] : 0.0f;\n"
+    "    Dd[r] = i < Tq ? st[NR + q] : 0.0f;\n"
+    "  }\n"
+    "}\n"
     "#if FA_TC != 0\n"
     "// dst[odst + r*dp + d] = bf16(src[osrc + r*Dm + d]) (0 for d >= Dm), r < rows\n"
     "__kernel void nc_fa_pack(__global const float *src, long osrc, __global ushort *dst, long odst, long rows, long Dm, int dp) {\n"
@@ -160,7 +231,29 @@ static const char nc_fa_common[] =
     "  const int d = (int)(e - r * dp);\n"
     "  dst[odst + e] = d < Dm ? nc_f2bf(src[osrc + r * Dm + d]) : (ushort)0;\n"
     "}\n"
-    "#endif\n\n";
+    "#endif\n"
+    "// Di = rowsum(dO * O) of each (B,Tq,Hq,Dv) row R = (b*Tq + i)*Hq + h into st[NR + (b*Hq + h)*Tq + i]:\n"
+    "// 16 rows per work-group of 256, 16 work-items per row\n"
+    "__kernel __attribute__((reqd_work_group_size(256, 1, 1)))\n"
+    "void nc_fa_di(__global const float *O, long oo, __global const float *dO, long odo, __global float *st, long NR, long Tq,\n"
+    "              long Hq, long Dv) {\n"
+    "  __local float red[256];\n"
+    "  const int l = get_local_id(0), lr = l & 15;\n"
+    "  const long R = (long)get_group_id(0) * 16 + (l >> 4);\n"
+    "  float acc = 0.0f;\n"
+    "  if (R < NR)\n"
+    "    for (long d = lr; d < Dv; d += 16) acc = fma(dO[odo + R * Dv + d], O[oo + R * Dv + d], acc);\n"
+    "  red[l] = acc;\n"
+    "  barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "  for (int w = 8; w > 0; w >>= 1) {\n"
+    "    if (lr < w) red[l] += red[l + w];\n"
+    "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "  }\n"
+    "  if (lr == 0 && R < NR) {\n"
+    "    const long h = R % Hq, i = (R / Hq) % Tq, b = R / (Hq * Tq);\n"
+    "    st[NR + (b * Hq + h) * Tq + i] = red[l];\n"
+    "  }\n"
+    "}\n\n";
 
 static const char nc_fa_kernels[] =
     "__kernel __attribute__((reqd_work_group_size(FA_BM * 2, 1, 1)))\n"
@@ -169,8 +262,8 @@ static const char nc_fa_kernels[] =
     "                     int causal, long window, float scale, int mode, long NR, long oq, long ok, long ov, long oo, long odo,\n"
     "                     long ost) {\n"
     "  __local fa_t Qs[FA_BM * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local fa_t Ks[FA_BN * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local fa_t Vs[FA_BN * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
+    "  __local fa_t Ks[FA_ST * FA_BN * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
+    "  __local fa_t Vs[FA_ST * FA_BN * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local fa_t Ps[FA_BM * (FA_BN + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local float red[FA_BM * 2];\n"
     "  const int tid = get_local_id(0), warp = tid >> 5, g = (tid & 31) >> 2, t = tid & 3, NT = FA_BM * 2;\n"
@@ -186,16 +279,39 @@ static const char nc_fa_kernels[] =
     "  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;\n"
     "  float oacc[FA_DVP / 8][4];\n"
     "  FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++) oacc[jd][0] = oacc[jd][1] = oacc[jd][2] = oacc[jd][3] = 0.0f;\n"
-    "  for (long j0 = jlo; j0 < jhi; j0 += FA_BN) {\n"
+    "  // key blocks through FA_ST stages: with 2 the next block is copied while this one is used\n"
+    "  const int nst = jhi > jlo ? (int)((jhi - jlo + FA_BN - 1) / FA_BN) : 0;\n"
+    "#if FA_ST == 2\n"
+    "  if (nst > 0) {\n"
+    "    fa_issue(Ks, LQ, K, b, jlo, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
+    "    fa_issue(Vs, LV, V, b, jlo, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "  }\n"
+    "  FA_COMMIT();\n"
+    "#endif\n"
+    "  for (int it = 0; it < nst; it++) {\n"
+    "    const long j0 = jlo + (long)it * FA_BN;\n"
+    "    __local fa_t *Kc = Ks + (it % FA_ST) * (FA_BN * LQ), *Vc = Vs + (it % FA_ST) * (FA_BN * LV);\n"
+    "#if FA_ST == 2\n"
+    "    FA_WAIT0();\n"
     "    barrier(CLK_LOCAL_MEM_FENCE);\n"
-    "    fa_load(Ks, LQ, K, b, j0, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
-    "    fa_load(Vs, LV, V, b, j0, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "    if (it + 1 < nst) {\n"
+    "      fa_issue(Ks + ((it + 1) % 2) * (FA_BN * LQ), LQ, K, b, j0 + FA_BN, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
+    "      fa_issue(Vs + ((it + 1) % 2) * (FA_BN * LV), LV, V, b, j0 + FA_BN, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "    }\n"
+    "    FA_COMMIT();\n"
+    "#else\n"
     "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "    fa_issue(Kc, LQ, K, b, j0, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
+    "    fa_issue(Vc, LV, V, b, j0, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "    FA_COMMIT();\n"
+    "    FA_WAIT0();\n"
+    "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "#endif\n"
     "    float s[FA_BN / 8][4];\n"
     "    FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) s[jn][0] = s[jn][1] = s[jn][2] = s[jn][3] = 0.0f;\n"
     "    FA_UNROLL for (int kk = 0; kk < FA_DP / 16; kk++) {\n"
     "      FA_LDA(af, Qs + warp * 16 * LQ + kk * 16, LQ)\n"
-    "      FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) FA_MMAB(s[jn], af, Ks + jn * 8 * LQ + kk * 16, LQ, 0);\n"
+    "      FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) FA_MMAB(s[jn], af, Kc + jn * 8 * LQ + kk * 16, LQ, 0);\n"
     "    }\n"
     "    float mx0 = -INFINITY, mx1 = -INFINITY;\n"
     "    FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++)\n"
@@ -224,17 +340,21 @@ static const char nc_fa_kernels[] =
     "    barrier(CLK_LOCAL_MEM_FENCE);\n"
     "    FA_UNROLL for (int kk = 0; kk < FA_BN / 16; kk++) {\n"
     "      FA_LDA(af, Ps + warp * 16 * LP + kk * 16, LP)\n"
-    "      FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++) FA_MMAB(oacc[jd], af, Vs + kk * 16 * LV + jd * 8, LV, 1);\n"
+    "      FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++) FA_MMAB(oacc[jd], af, Vc + kk * 16 * LV + jd * 8, LV, 1);\n"
     "    }\n"
     "  }\n"
     "  const float iv0 = l0 > 0.0f ? 1.0f / l0 : 0.0f, iv1 = l1 > 0.0f ? 1.0f / l1 : 0.0f;\n"
-    "  if (mode == 0) {\n"
+    "  if (mode != 1) {  // O; mode 2 also the rows' logsumexp for the backward\n"
     "    FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++)\n"
     "      FA_UNROLL for (int e = 0; e < 4; e++) {\n"
     "        const long r = e < 2 ? r0 : r1;\n"
     "        const int d = jd * 8 + 2 * t + (e & 1);\n"
     "        if (r < Tq && d < Dv) O[((b * Tq + r) * Hq + h) * Dv + d] = oacc[jd][e] * (e < 2 ? iv0 : iv1);\n"
     "      }\n"
+    "    if (mode == 2 && t == 0) {\n"
+    "      if (r0 < Tq) st[(b * Hq + h) * Tq + r0] = m0 + log(l0);\n"
+    "      if (r1 < Tq) st[(b * Hq + h) * Tq + r1] = m1 + log(l1);\n"
+    "    }\n"
     "    return;\n"
     "  }\n"
     "  float di0 = 0.0f, di1 = 0.0f;\n"
@@ -260,8 +380,8 @@ static const char nc_fa_kernels[] =
     "                    int causal, long window, float scale, long NR, long oq, long ok, long ov, long odo, long odq, long ost) {\n"
     "  __local fa_t Qs[FA_BMQ * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local fa_t dOs[FA_BMQ * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local fa_t Ks[FA_BN * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local fa_t Vs[FA_BN * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
+    "  __local fa_t Ks[FA_ST * FA_BN * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
+    "  __local fa_t Vs[FA_ST * FA_BN * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local fa_t Ss[FA_BMQ * (FA_BN + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local float red[FA_BMQ * 2];\n"
     "  const int tid = get_local_id(0), warp = tid >> 5, g = (tid & 31) >> 2, t = tid & 3, NT = FA_BMQ * 2;\n"
@@ -280,11 +400,34 @@ static const char nc_fa_kernels[] =
     "  const float di0 = r0 < Tq ? st[NR + q0] : 0.0f, di1 = r1 < Tq ? st[NR + q1] : 0.0f;\n"
     "  float dq[FA_DP / 8][4];\n"
     "  FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++) dq[jd][0] = dq[jd][1] = dq[jd][2] = dq[jd][3] = 0.0f;\n"
-    "  for (long j0 = jlo; j0 < jhi; j0 += FA_BN) {\n"
+    "  // key blocks through FA_ST stages: with 2 the next block is copied while this one is used\n"
+    "  const int nst = jhi > jlo ? (int)((jhi - jlo + FA_BN - 1) / FA_BN) : 0;\n"
+    "#if FA_ST == 2\n"
+    "  if (nst > 0) {\n"
+    "    fa_issue(Ks, LQ, K, b, jlo, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
+    "    fa_issue(Vs, LV, V, b, jlo, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "  }\n"
+    "  FA_COMMIT();\n"
+    "#endif\n"
+    "  for (int it = 0; it < nst; it++) {\n"
+    "    const long j0 = jlo + (long)it * FA_BN;\n"
+    "    __local fa_t *Kc = Ks + (it % FA_ST) * (FA_BN * LQ), *Vc = Vs + (it % FA_ST) * (FA_BN * LV);\n"
+    "#if FA_ST == 2\n"
+    "    FA_WAIT0();\n"
     "    barrier(CLK_LOCAL_MEM_FENCE);\n"
-    "    fa_load(Ks, LQ, K, b, j0, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
-    "    fa_load(Vs, LV, V, b, j0, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "    if (it + 1 < nst) {\n"
+    "      fa_issue(Ks + ((it + 1) % 2) * (FA_BN * LQ), LQ, K, b, j0 + FA_BN, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
+    "      fa_issue(Vs + ((it + 1) % 2) * (FA_BN * LV), LV, V, b, j0 + FA_BN, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "    }\n"
+    "    FA_COMMIT();\n"
+    "#else\n"
     "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "    fa_issue(Kc, LQ, K, b, j0, FA_BN, Tk, Hkv, hk, D, FA_DP, tid, NT);\n"
+    "    fa_issue(Vc, LV, V, b, j0, FA_BN, Tk, Hkv, hk, Dv, FA_DVP, tid, NT);\n"
+    "    FA_COMMIT();\n"
+    "    FA_WAIT0();\n"
+    "    barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "#endif\n"
     "    float s[FA_BN / 8][4], dp[FA_BN / 8][4];\n"
     "    FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) {\n"
     "      s[jn][0] = s[jn][1] = s[jn][2] = s[jn][3] = 0.0f;\n"
@@ -292,11 +435,11 @@ static const char nc_fa_kernels[] =
     "    }\n"
     "    FA_UNROLL for (int kk = 0; kk < FA_DP / 16; kk++) {\n"
     "      FA_LDA(af, Qs + warp * 16 * LQ + kk * 16, LQ)\n"
-    "      FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) FA_MMAB(s[jn], af, Ks + jn * 8 * LQ + kk * 16, LQ, 0);\n"
+    "      FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) FA_MMAB(s[jn], af, Kc + jn * 8 * LQ + kk * 16, LQ, 0);\n"
     "    }\n"
     "    FA_UNROLL for (int kk = 0; kk < FA_DVP / 16; kk++) {\n"
     "      FA_LDA(af, dOs + warp * 16 * LV + kk * 16, LV)\n"
-    "      FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) FA_MMAB(dp[jn], af, Vs + jn * 8 * LV + kk * 16, LV, 0);\n"
+    "      FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++) FA_MMAB(dp[jn], af, Vc + jn * 8 * LV + kk * 16, LV, 0);\n"
     "    }\n"
     "    FA_UNROLL for (int jn = 0; jn < FA_BN / 8; jn++)\n"
     "      FA_UNROLL for (int e = 0; e < 4; e++) {\n"
@@ -308,7 +451,7 @@ static const char nc_fa_kernels[] =
     "    barrier(CLK_LOCAL_MEM_FENCE);\n"
     "    FA_UNROLL for (int kk = 0; kk < FA_BN / 16; kk++) {\n"
     "      FA_LDA(af, Ss + warp * 16 * LP + kk * 16, LP)\n"
-    "      FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++) FA_MMAB(dq[jd], af, Ks + kk * 16 * LQ + jd * 8, LQ, 1);\n"
+    "      FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++) FA_MMAB(dq[jd], af, Kc + kk * 16 * LQ + jd * 8, LQ, 1);\n"
     "    }\n"
     "  }\n"
     "  FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++)\n"
@@ -325,11 +468,11 @@ static const char nc_fa_kernels[] =
     "                      long ov, long odo, long odk, long odv, long ost) {\n"
     "  __local fa_t Ks[FA_KM * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local fa_t Vs[FA_KM * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local fa_t Qs[FA_QN * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local fa_t dOs[FA_QN * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
+    "  __local fa_t Qs[FA_ST * FA_QN * (FA_DP + FA_PAD)] __attribute__((aligned(16)));\n"
+    "  __local fa_t dOs[FA_ST * FA_QN * (FA_DVP + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local fa_t Ps[FA_KM * (FA_QN + FA_PAD)] __attribute__((aligned(16)));\n"
     "  __local fa_t Ss[FA_KM * (FA_QN + FA_PAD)] __attribute__((aligned(16)));\n"
-    "  __local float Ls[FA_QN], Ds[FA_QN];\n"
+    "  __local float Ls[FA_ST * FA_QN], Ds[FA_ST * FA_QN];\n"
     "  const int tid = get_local_id(0), warp = tid >> 5, g = (tid & 31) >> 2, t = tid & 3, NT = FA_KM * 2;\n"
     "  const int LQ = FA_DP + FA_PAD, LV = FA_DVP + FA_PAD, LP = FA_QN + FA_PAD;\n"
     "  const long j0 = (long)get_group_id(0) * FA_KM, hk = get_group_id(1), b = get_group_id(2), G = Hq / Hkv;\n"
@@ -344,17 +487,33 @@ static const char nc_fa_kernels[] =
     "  float dk[FA_DP / 8][4], dv[FA_DVP / 8][4];\n"
     "  FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++) dk[jd][0] = dk[jd][1] = dk[jd][2] = dk[jd][3] = 0.0f;\n"
     "  FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++) dv[jd][0] = dv[jd][1] = dv[jd][2] = dv[jd][3] = 0.0f;\n"
-    "  for (long hq = hk * G; hq < hk * G + G; hq++)\n"
-    "    for (long i0 = ilo; i0 < ihi; i0 += FA_QN) {\n"
+    "  // steps over (query head hk*G + it / nq, query block ilo + (it % nq) * FA_QN), through FA_ST stages\n"
+    "  const int nq = ihi > ilo ? (int)((ihi - ilo + FA_QN - 1) / FA_QN) : 0, nst = nq * (int)G;\n"
+    "#if FA_ST == 2\n"
+    "  if (nst > 0) fa_qstep(Qs, dOs, Ls, Ds, Q, dO, st, b, hk * G, ilo, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, tid, NT);\n"
+    "  FA_COMMIT();\n"
+    "#endif\n"
+    "    for (int it = 0; it < nst; it++) {\n"
+    "      const long i0 = ilo + (long)(it % nq) * FA_QN;\n"
+    "      const int cs = it % FA_ST;\n"
+    "      __local fa_t *Qc = Qs + cs * (FA_QN * LQ), *dOc = dOs + cs * (FA_QN * LV);\n"
+    "      __local float *Lc = Ls + cs * FA_QN, *Dc = Ds + cs * FA_QN;\n"
+    "#if FA_ST == 2\n"
+    "      FA_WAIT0();\n"
     "      barrier(CLK_LOCAL_MEM_FENCE);\n"
-    "      fa_load(Qs, LQ, Q, b, i0, FA_QN, Tq, Hq, hq, D, FA_DP, tid, NT);\n"
-    "      fa_load(dOs, LV, dO, b, i0, FA_QN, Tq, Hq, hq, Dv, FA_DVP, tid, NT);\n"
-    "      for (int r = tid; r < FA_QN; r += NT) {\n"
-    "        const long i = i0 + r, q = (b * Hq + hq) * Tq + i;\n"
-    "        Ls[r] = i < Tq ? st[q] : 0.0f;\n"
-    "        Ds[r] = i < Tq ? st[NR + q] : 0.0f;\n"
+    "      if (it + 1 < nst) {\n"
+    "        const int ns = (it + 1) % 2;\n"
+    "        fa_qstep(Qs + ns * (FA_QN * LQ), dOs + ns * (FA_QN * LV), Ls + ns * FA_QN, Ds + ns * FA_QN, Q, dO, st, b,\n"
+    "                 hk * G + (it + 1) / nq, ilo + (long)((it + 1) % nq) * FA_QN, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, tid, NT);\n"
     "      }\n"
+    "      FA_COMMIT();\n"
+    "#else\n"
     "      barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "      fa_qstep(Qc, dOc, Lc, Dc, Q, dO, st, b, hk * G + it / nq, i0, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, tid, NT);\n"
+    "      FA_COMMIT();\n"
+    "      FA_WAIT0();\n"
+    "      barrier(CLK_LOCAL_MEM_FENCE);\n"
+    "#endif\n"
     "      float s[FA_QN / 8][4], dp[FA_QN / 8][4];\n"
     "      FA_UNROLL for (int jn = 0; jn < FA_QN / 8; jn++) {\n"
     "        s[jn][0] = s[jn][1] = s[jn][2] = s[jn][3] = 0.0f;\n"
@@ -362,19 +521,19 @@ static const char nc_fa_kernels[] =
     "      }\n"
     "      FA_UNROLL for (int kk = 0; kk < FA_DP / 16; kk++) {\n"
     "        FA_LDA(af, Ks + warp * 16 * LQ + kk * 16, LQ)\n"
-    "        FA_UNROLL for (int jn = 0; jn < FA_QN / 8; jn++) FA_MMAB(s[jn], af, Qs + jn * 8 * LQ + kk * 16, LQ, 0);\n"
+    "        FA_UNROLL for (int jn = 0; jn < FA_QN / 8; jn++) FA_MMAB(s[jn], af, Qc + jn * 8 * LQ + kk * 16, LQ, 0);\n"
     "      }\n"
     "      FA_UNROLL for (int kk = 0; kk < FA_DVP / 16; kk++) {\n"
     "        FA_LDA(af, Vs + warp * 16 * LV + kk * 16, LV)\n"
-    "        FA_UNROLL for (int jn = 0; jn < FA_QN / 8; jn++) FA_MMAB(dp[jn], af, dOs + jn * 8 * LV + kk * 16, LV, 0);\n"
+    "        FA_UNROLL for (int jn = 0; jn < FA_QN / 8; jn++) FA_MMAB(dp[jn], af, dOc + jn * 8 * LV + kk * 16, LV, 0);\n"
     "      }\n"
     "      FA_UNROLL for (int jn = 0; jn < FA_QN / 8; jn++)\n"
     "        FA_UNROLL for (int e = 0; e < 4; e++) {\n"
     "          const int c = jn * 8 + 2 * t + (e & 1);\n"
     "          const long i = i0 + c;\n"
     "          const int ok_ = i < Tq && fa_vis((int)(e < 2 ? k0 : k1), (int)(off + i), (int)Tk, causal, (int)window);\n"
-    "          const float pv = ok_ ? FA_EXP(s[jn][e] * scale - Ls[c]) : 0.0f;\n"
-    "          const float ds = pv * (dp[jn][e] - Ds[c]) * scale;\n"
+    "          const float pv = ok_ ? FA_EXP(s[jn][e] * scale - Lc[c]) : 0.0f;\n"
+    "          const float ds = pv * (dp[jn][e] - Dc[c]) * scale;\n"
     "          const int at = (warp * 16 + g + (e >> 1) * 8) * LP + c;\n"
     "          Ps[at] = FA_TO(pv);\n"
     "          Ss[at] = FA_TO(ds);\n"
@@ -382,11 +541,11 @@ static const char nc_fa_kernels[] =
     "      barrier(CLK_LOCAL_MEM_FENCE);\n"
     "      FA_UNROLL for (int kk = 0; kk < FA_QN / 16; kk++) {\n"
     "        FA_LDA(af, Ps + warp * 16 * LP + kk * 16, LP)\n"
-    "        FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++) FA_MMAB(dv[jd], af, dOs + kk * 16 * LV + jd * 8, LV, 1);\n"
+    "        FA_UNROLL for (int jd = 0; jd < FA_DVP / 8; jd++) FA_MMAB(dv[jd], af, dOc + kk * 16 * LV + jd * 8, LV, 1);\n"
     "      }\n"
     "      FA_UNROLL for (int kk = 0; kk < FA_QN / 16; kk++) {\n"
     "        FA_LDA(af, Ss + warp * 16 * LP + kk * 16, LP)\n"
-    "        FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++) FA_MMAB(dk[jd], af, Qs + kk * 16 * LQ + jd * 8, LQ, 1);\n"
+    "        FA_UNROLL for (int jd = 0; jd < FA_DP / 8; jd++) FA_MMAB(dk[jd], af, Qc + kk * 16 * LQ + jd * 8, LQ, 1);\n"
     "      }\n"
     "    }\n"
     "  FA_UNROLL for (int e = 0; e < 4; e++) {\n"
@@ -407,11 +566,9 @@ static const char nc_fa_kernels[] =
     "  }\n"
     "}\n\n";
 
-void nc_ocl_emit_attn_common(int tc, nc_buf *out) {
-  nc_ocl_attn_blocks bl;
-  nc_ocl_attn_blocks_of(tc, &bl);
-  nc_buf_printf(out, "#define FA_TC %d\n#define FA_BM %d\n#define FA_BMQ %d\n#define FA_BN %d\n#define FA_KM %d\n#define FA_QN %d\n", tc,
-                bl.bm, bl.bmq, bl.bn, bl.km, bl.qn);
+void nc_ocl_emit_attn_common(int tc, const nc_ocl_attn_blocks *bl, nc_buf *out) {
+  nc_buf_printf(out, "#define FA_TC %d\n#define FA_BM %d\n#define FA_BMQ %d\n#define FA_BN %d\n#define FA_KM %d\n#define FA_QN %d\n#define FA_ST %d\n",
+                tc, bl->bm, bl->bmq, bl->bn, bl->km, bl->qn, bl->st);
   nc_buf_puts(out, nc_fa_common);
 }
 

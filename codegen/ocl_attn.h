@@ -41,20 +41,28 @@
 #include <stdbool.h>
 
 #include "support/buf.h"
+#include "support/status.h"
 
 // Block sizes of a mode: rows per forward work-group (BM), per dQ work-group
 // (BMQ), keys per step (BN), keys per dK/dV work-group (KM), queries per dK/dV
-// step (QN). Work-groups are 2 * rows work-items (one warp per 16 rows).
+// step (QN). Work-groups are 2 * rows work-items (one warp per 16 rows). st:
+// stages of the streamed tiles (K, V in the forward and dQ; Q, dO in dK/dV):
+// 1 = load, barrier, use; 2 = the next block is copied (cp.async on NVIDIA)
+// while this one is used.
 typedef struct {
-  int bm, bmq, bn, km, qn;
+  int bm, bmq, bn, km, qn, st;
 } nc_ocl_attn_blocks;
 void nc_ocl_attn_blocks_of(int tc, nc_ocl_attn_blocks *out);
+// "BM,BMQ,BN,KM,QN[,STAGES]" (NC_OCL_FA): multiples of 16, rows 16..128, BN and
+// QN 16..64 (32 with fp32 tiles), STAGES 1 or 2 (default 1); an error names the
+// value that is off.
+nc_status nc_ocl_attn_blocks_parse(const char *spec, int tc, nc_ocl_attn_blocks *out);
 
 // Head dim padded as the kernels expect it.
 int nc_ocl_attn_pad(long d);
 
 // The mode's shared helpers (once per program, after nc_ocl_emit_prelude).
-void nc_ocl_emit_attn_common(int tc, nc_buf *out);
+void nc_ocl_emit_attn_common(int tc, const nc_ocl_attn_blocks *bl, nc_buf *out);
 // The three kernels for padded head dims (dp, dvp) (once per pair, same tc).
 void nc_ocl_emit_attn(int tc, int dp, int dvp, nc_buf *out);
 // "nc_fa_<what>_<dp>_<dvp>" into buf (what: fwd, dq, dkdv).

@@ -120,8 +120,15 @@ void nc_ocl_emit_prelude(nc_buf *out) {
 }
 
 const char *nc_ocl_gemm_name(int variant) {
-  static const char *const names[4] = {"nc_gemm_nn", "nc_gemm_nt", "nc_gemm_tn", "nc_gemm_tt"};
-  return names[variant & 3];
+  static const char *const names[8] = {"nc_gemm_nn", "nc_gemm_nt", "nc_gemm_tn", "nc_gemm_tt", "nc_gemm_nn_h", "nc_gemm_nt_h", "nc_gemm_tn_h", "nc_gemm_tt_h"};
+  return names[variant & 7];
+}
+
+// The element access macros of a GEMM variant over f32 or bf16 (NC_OCL_GEMM_BF16) buffers:
+// NC_GL(x) widens an element read to float, NC_GS(v) narrows a float to the element type.
+static void nc_oe_gemm_access(nc_buf *o, bool bf) {
+  if (bf) nc_buf_puts(o, "#define NC_GL(x) nc_bf2f(x)\n#define NC_GS(v) nc_f2bf(v)\n");
+  else nc_buf_puts(o, "#define NC_GL(x) (x)\n#define NC_GS(v) (v)\n");
 }
 
 // The bf16 tensor-core GEMM (kn->gemm_tc 1: mma.sync through inline PTX, NVIDIA
@@ -137,11 +144,13 @@ const char *nc_ocl_gemm_name(int variant) {
 static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
   int BM = kn->tc_bm, BN = kn->tc_bn, WM = kn->tc_wm, WN = kn->tc_wn, BK = kn->tc_bk, LDS = BK + 8;
   int WX = BN / WN, NTH = 32 * (BM / WM) * WX, MT = WM / 16, NT = WN / 8, RA = BM * BK / NTH, RB = BN * BK / NTH;
-  bool ta = variant & 2, tb = variant & 1, emu = kn->gemm_tc == 2;
+  bool ta = variant & 2, tb = variant & 1, emu = kn->gemm_tc == 2, bf = variant & NC_OCL_GEMM_BF16;
+  const char *ty = bf ? "ushort" : "float";
+  nc_oe_gemm_access(o, bf);
   nc_buf_printf(o,
-                "// C (+)= op(A) @ op(B) in bf16 with fp32 accumulation (%s): %dx%d block, %dx%d per warp, k-step %d (ta=%d tb=%d)\n"
+                "// C (+)= op(A) @ op(B) in bf16 with fp32 accumulation (%s): %dx%d block, %dx%d per warp, k-step %d (ta=%d tb=%d), %s buffers\n"
                 "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
-                "void %s(__global const float *A, __global const float *B, __global float *C, long M, long N, long K,\n"
+                "void %s(__global const %s *A, __global const %s *B, __global %s *C, long M, long N, long K,\n"
                 "        long sa, long sb, int beta, long oa, long ob, long oc) {\n"
                 "  __local ushort As[%d] __attribute__((aligned(16)));\n"
                 "  __local ushort Bs[%d] __attribute__((aligned(16)));\n"
@@ -155,14 +164,14 @@ static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
                 "#pragma unroll\n"
                 "    for (int j = 0; j < %d; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;\n"
                 "  float ra[%d], rb[%d];\n",
-                emu ? "scalar emulation of mma.sync" : "mma.sync m16n8k16 tensor cores", BM, BN, WM, WN, BK, ta, tb, NTH,
-                nc_ocl_gemm_name(variant), BM * LDS, BN * LDS, WX, WM, WX, WN, BN, BM, MT, NT, MT, NT, RA, RB);
+                emu ? "scalar emulation of mma.sync" : "mma.sync m16n8k16 tensor cores", BM, BN, WM, WN, BK, ta, tb, bf ? "bf16" : "f32", NTH,
+                nc_ocl_gemm_name(variant), ty, ty, ty, BM * LDS, BN * LDS, WX, WM, WX, WN, BN, BM, MT, NT, MT, NT, RA, RB);
   // staging element e = tid + r * NTH of the slice starting at k0: (row, kk) and its global address
   char la[256], lb[256];
-  if (!ta) snprintf(la, sizeof la, "int kk = e %% %d, mm = e / %d; long gm = m0 + mm, gk = k0 + kk; ra[r] = gm < M && gk < K ? A[gm * K + gk] : 0.0f;", BK, BK);
-  else snprintf(la, sizeof la, "int mm = e %% %d, kk = e / %d; long gm = m0 + mm, gk = k0 + kk; ra[r] = gm < M && gk < K ? A[gk * M + gm] : 0.0f;", BM, BM);
-  if (tb) snprintf(lb, sizeof lb, "int kk = e %% %d, nn = e / %d; long gn = n0 + nn, gk = k0 + kk; rb[r] = gn < N && gk < K ? B[gn * K + gk] : 0.0f;", BK, BK);
-  else snprintf(lb, sizeof lb, "int nn = e %% %d, kk = e / %d; long gn = n0 + nn, gk = k0 + kk; rb[r] = gn < N && gk < K ? B[gk * N + gn] : 0.0f;", BN, BN);
+  if (!ta) snprintf(la, sizeof la, "int kk = e %% %d, mm = e / %d; long gm = m0 + mm, gk = k0 + kk; ra[r] = gm < M && gk < K ? NC_GL(A[gm * K + gk]) : 0.0f;", BK, BK);
+  else snprintf(la, sizeof la, "int mm = e %% %d, kk = e / %d; long gm = m0 + mm, gk = k0 + kk; ra[r] = gm < M && gk < K ? NC_GL(A[gk * M + gm]) : 0.0f;", BM, BM);
+  if (tb) snprintf(lb, sizeof lb, "int kk = e %% %d, nn = e / %d; long gn = n0 + nn, gk = k0 + kk; rb[r] = gn < N && gk < K ? NC_GL(B[gn * K + gk]) : 0.0f;", BK, BK);
+  else snprintf(lb, sizeof lb, "int nn = e %% %d, kk = e / %d; long gn = n0 + nn, gk = k0 + kk; rb[r] = gn < N && gk < K ? NC_GL(B[gk * N + gn]) : 0.0f;", BN, BN);
   char sa_[160], sb_[160];
   if (!ta) snprintf(sa_, sizeof sa_, "int kk = e %% %d, mm = e / %d; As[mm * %d + kk] = nc_f2bf(ra[r]);", BK, BK, LDS);
   else snprintf(sa_, sizeof sa_, "int mm = e %% %d, kk = e / %d; As[mm * %d + kk] = nc_f2bf(ra[r]);", BM, BM, LDS);
@@ -171,7 +180,7 @@ static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
   // the four loops (load A, load B into registers; store A, B into local memory); a
   // k-contiguous operand (A not transposed, B transposed) moves 4 elements at a time
   // (vload4, two packed bf16 pairs per store) when K is a multiple of 4 (vk, uniform)
-  bool va = !ta && (BM * BK / 4) % NTH == 0, vb = tb && (BN * BK / 4) % NTH == 0;
+  bool va = !bf && !ta && (BM * BK / 4) % NTH == 0, vb = !bf && tb && (BN * BK / 4) % NTH == 0;
   char LA[1024], LB[1024], SA[1024], SB[1024];
   const char *pk = "(uint2)(nc_f2bf(%s[4 * r]) | ((uint)nc_f2bf(%s[4 * r + 1]) << 16), nc_f2bf(%s[4 * r + 2]) | ((uint)nc_f2bf(%s[4 * r + 3]) << 16))";
   char pka[256], pkb[256];
@@ -272,26 +281,45 @@ static void nc_oe_gemm_tc(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
                 "#pragma unroll\n"
                 "      for (int h = 0; h < 4; h++) {\n"
                 "        long m = m0 + wm0 + i * 16 + g + (h >> 1) * 8, n = n0 + wn0 + j * 8 + 2 * t + (h & 1);\n"
-                "        if (m < M && n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j][h] : acc[i][j][h];\n"
+                "        if (m < M && n < N) C[m * N + n] = NC_GS(beta ? NC_GL(C[m * N + n]) + acc[i][j][h] : acc[i][j][h]);\n"
                 "      }\n"
-                "}\n\n",
+                "}\n#undef NC_GL\n#undef NC_GS\n\n",
                 MT, NT);
 }
 
 // The copy of k-tile lkt (of this split) into ring slot lslot: 16-byte pieces
 // of the A rows, then of the B rows (cp.async, or plain copies when emulated).
-static void nc_oe_tc_load(nc_buf *o, bool emu, int BK, int CA, int CB, int NTH, int CPR, int STG, int BM) {
-  const char *put = emu ? "sm[d] = *src;"
-                        : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");";
-  for (int ab = 0; ab < 2; ab++)
+static void nc_oe_tc_load(nc_buf *o, bool emu, bool zf, int BK, int CA, int CB, int NTH, int CPR, int STG, int BM) {
+  for (int ab = 0; ab < 2; ab++) {
     nc_buf_printf(o,
                   "#pragma unroll\n"
                   "      for (int r = 0; r < %d; r++) {\n"
-                  "        const int e = tid + r * %d, row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n"
-                  "        __global const uint4 *src = (__global const uint4 *)(%s + row * Kp + (kt0 + lkt) * %d + c * 8);\n"
-                  "        %s\n"
-                  "      }\n",
-                  ab ? CB : CA, NTH, CPR, CPR, STG, ab ? BM * CPR : 0, CPR, ab ? "B" : "A", BK, put);
+                  "        const int e = tid + r * %d, row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n",
+                  ab ? CB : CA, NTH, CPR, CPR, STG, ab ? BM * CPR : 0, CPR);
+    nc_ocl_gemm_copy(o, emu, zf, ab, BK);
+    nc_buf_puts(o, "      }\n");
+  }
+}
+
+void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK) {
+  if (!zf) {  // every row and piece exists (packed and padded, or in place with whole tiles)
+    nc_buf_printf(o,
+                  "        __global const uint4 *src = (__global const uint4 *)(%s + row * %s + (kt0 + lkt) * %d + c * 8);\n"
+                  "        %s\n",
+                  ab ? "B" : "A", ab ? "ldb" : "lda", BK,
+                  emu ? "sm[d] = *src;"
+                      : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");");
+    return;
+  }
+  nc_buf_printf(o,
+                "        const long gk = (kt0 + lkt) * %d + c * 8;\n"
+                "        const bool ok = %s + row < %s && gk < Kv;\n"
+                "        __global const uint4 *src = (__global const uint4 *)(ok ? %s + row * %s + gk : %s);\n"
+                "        %s\n",
+                BK, ab ? "n0" : "m0", ab ? "N" : "M", ab ? "B" : "A", ab ? "ldb" : "lda", ab ? "B" : "A",
+                emu ? "sm[d] = ok ? *src : (uint4)(0u);"
+                    : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src), "
+                      "\"r\"(ok ? 16 : 0) : \"memory\");");
 }
 
 // The pipelined bf16 GEMM (kn->tc_stages > 0; see ocl_emit.h): both operands
@@ -307,12 +335,19 @@ static void nc_oe_tc_load(nc_buf *o, bool emu, int BK, int CA, int CB, int NTH, 
 // ldmatrix.x4 (A: one 16x16 tile; B: two 8-column tiles), then mma.sync
 // m16n8k16. gemm_tc = 2 runs the same kernel with plain 16-byte copies and
 // scalar fmas over the same swizzled slots (any device).
+static void nc_oe_gemm_bf16p(const nc_ocl_knobs *kn, int flags, nc_buf *o);
+
+void nc_ocl_gemm_packed_name(const nc_ocl_knobs *kn, int flags, char *buf, size_t n) {
+  snprintf(buf, n, "%s%s%s", kn->tc_wg ? "nc_gemm_wgmma" : "nc_gemm_bf16p", flags & NC_OCL_GEMMP_ZFILL ? "_z" : "",
+           flags & NC_OCL_GEMMP_CBF16 ? "_h" : "");
+}
+
+void nc_ocl_emit_gemm_packed_kernel(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
+  if (kn->tc_wg) nc_ocl_emit_gemm_wgmma(kn, flags, o);  // the Hopper kernel (codegen/ocl_gemm.c)
+  else nc_oe_gemm_bf16p(kn, flags, o);
+}
+
 void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
-  int BM = kn->tc_bm, BN = kn->tc_bn, BK = kn->tc_bk, S = kn->tc_stages;
-  int WM = kn->tc_wm > 0 ? kn->tc_wm : 16, WN = kn->tc_wn > 0 ? kn->tc_wn : 8;  // (unused by the wgmma kernel: may be 0)
-  int WX = BN / WN, NTH = 32 * (BM / WM) * WX, MT = WM / 16, NT = WN / 8, CPR = BK / 8, STG = (BM + BN) * CPR;
-  int CA = BM * CPR / NTH, CB = BN * CPR / NTH;
-  bool emu = kn->gemm_tc == 2;
   nc_buf_puts(o,
               "// op(X) -> bf16 P[q][r][k], k contiguous, zero-padded to Rp x Kp (X k-contiguous: X[r*Kd + k])\n"
               "__kernel void nc_pack_k(__global const float *X, long ox, long sx, long R, long Kd, __global ushort *P, long op, long Rp, long Kp) {\n"
@@ -341,18 +376,54 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
               "  barrier(CLK_LOCAL_MEM_FENCE);\n"
               "  for (int j = ty; j < 32; j += 8) { long r = r0 + j, k = k0 + tx; if (r < Rp && k < Kp) P[op + (q * Rp + r) * Kp + k] = nc_f2bf(tile[tx][j]); }\n"
               "}\n\n"
-              "// split-K: C (+)= the sum of the splits' partial products\n"
-              "__kernel void nc_splitk_sum(__global const float *P, __global float *C, long MN, int splits, int beta, long oc) {\n"
+              "// nc_pack_k and nc_pack_t from a bf16 (ushort) X: copies, no rounding\n"
+              "__kernel void nc_pack_kh(__global const ushort *X, long ox, long sx, long R, long Kd, __global ushort *P, long op, long Rp, long Kp) {\n"
+              "  const long k8 = get_global_id(0) * 8, r = get_global_id(1), q = get_global_id(2);\n"
+              "  if (k8 >= Kp || r >= Rp) return;\n"
+              "  X += ox + q * sx + r * Kd + k8;\n"
+              "  ushort8 v;\n"
+              "  if (r < R && k8 + 8 <= Kd) {\n"
+              "    v = vload8(0, X);\n"
+              "  } else {\n"
+              "    ushort w[8];\n"
+              "    for (int j = 0; j < 8; j++) w[j] = r < R && k8 + j < Kd ? X[j] : (ushort)0;\n"
+              "    v = vload8(0, w);\n"
+              "  }\n"
+              "  vstore8(v, 0, P + op + (q * Rp + r) * Kp + k8);\n"
+              "}\n\n"
+              "__kernel __attribute__((reqd_work_group_size(32, 8, 1)))\n"
+              "void nc_pack_th(__global const ushort *X, long ox, long sx, long R, long Kd, __global ushort *P, long op, long Rp, long Kp) {\n"
+              "  __local ushort tile[32][34];\n"
+              "  const int tx = get_local_id(0), ty = get_local_id(1);\n"
+              "  const long r0 = (long)get_group_id(0) * 32, k0 = (long)get_group_id(1) * 32, q = get_global_id(2);\n"
+              "  X += ox + q * sx;\n"
+              "  for (int j = ty; j < 32; j += 8) { long k = k0 + j, r = r0 + tx; tile[j][tx] = r < R && k < Kd ? X[k * R + r] : (ushort)0; }\n"
+              "  barrier(CLK_LOCAL_MEM_FENCE);\n"
+              "  for (int j = ty; j < 32; j += 8) { long r = r0 + j, k = k0 + tx; if (r < Rp && k < Kp) P[op + (q * Rp + r) * Kp + k] = tile[tx][j]; }\n"
+              "}\n\n"
+              "// split-K: C (+)= the sum of the splits' partial products (C f32, or bf16 with cbf)\n"
+              "__kernel void nc_splitk_sum(__global const float *P, __global float *C, long MN, int splits, int beta, long oc, int cbf) {\n"
               "  const long i = get_global_id(0), q = get_global_id(1);\n"
               "  if (i >= MN) return;\n"
-              "  float s = beta ? C[oc + q * MN + i] : 0.0f;\n"
+              "  __global ushort *Ch = (__global ushort *)C;\n"
+              "  const long ci = oc + q * MN + i;\n"
+              "  float s = beta ? (cbf ? nc_bf2f(Ch[ci]) : C[ci]) : 0.0f;\n"
               "  for (int k = 0; k < splits; k++) s += P[(q * splits + k) * MN + i];\n"
-              "  C[oc + q * MN + i] = s;\n"
+              "  if (cbf) Ch[ci] = nc_f2bf(s);\n"
+              "  else C[ci] = s;\n"
               "}\n\n");
-  if (kn->tc_wg) {  // the Hopper kernel over the same packed operands (codegen/ocl_gemm.c)
-    nc_ocl_emit_gemm_wgmma(kn, o);
-    return;
-  }
+  nc_ocl_emit_gemm_packed_kernel(kn, 0, o);
+}
+
+// The pipelined mma.sync GEMM kernel (flags: NC_OCL_GEMMP_*).
+static void nc_oe_gemm_bf16p(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
+  int BM = kn->tc_bm, BN = kn->tc_bn, BK = kn->tc_bk, S = kn->tc_stages;
+  int WM = kn->tc_wm > 0 ? kn->tc_wm : 16, WN = kn->tc_wn > 0 ? kn->tc_wn : 8;
+  int WX = BN / WN, NTH = 32 * (BM / WM) * WX, MT = WM / 16, NT = WN / 8, CPR = BK / 8, STG = (BM + BN) * CPR;
+  int CA = BM * CPR / NTH, CB = BN * CPR / NTH;
+  bool emu = kn->gemm_tc == 2, zf = flags & NC_OCL_GEMMP_ZFILL, cbf = flags & NC_OCL_GEMMP_CBF16;
+  char name[40];
+  nc_ocl_gemm_packed_name(kn, flags, name, sizeof name);
   nc_buf_printf(o,
                 "// C (+)= A @ B^T over packed bf16 operands (%s): %dx%d block, %dx%d per warp, k-step %d, %d-slot ring\n"
                 "// (the mma's asm qualifier and ldmatrix's clobbers: volatile and memory unless the build options say\n"
@@ -361,14 +432,14 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
                 "#ifndef NC_LDM_CLOBBER\n#define NC_LDM_CLOBBER : \"memory\"\n#endif\n"
                 "#define NC_SWZ(r, c) ((c) ^ (((r) * %d / 8) %% %d))\n"
                 "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
-                "void nc_gemm_bf16p(__global const ushort *A, __global const ushort *B, __global float *C, long M, long N, long Kp,\n"
-                "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits) {\n"
+                "void %s(__global const ushort *A, __global const ushort *B, __global %s *C, long M, long N, long Kp,\n"
+                "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits, long lda, long ldb, long Kv) {\n"
                 "  __local uint4 sm[%d];\n"
                 "  const int tid = get_local_id(0), lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;\n"
                 "  const int wm0 = (warp / %d) * %d, wn0 = (warp %% %d) * %d;\n"
                 "  const long n0 = (long)get_group_id(0) * %d, m0 = (long)get_group_id(1) * %d, z = get_global_id(2);\n"
                 "  const long q = z / splits, sp = z %% splits;\n"
-                "  A += oa + q * sa + m0 * Kp; B += ob + q * sb + n0 * Kp;\n"
+                "  A += oa + q * sa + m0 * lda; B += ob + q * sb + n0 * ldb;\n"
                 "  if (splits > 1) { C += oc + z * M * N; beta = 0; } else C += oc + q * M * N;\n"
                 "  const long kt0 = sp * kt_per, nkt_all = Kp / %d;\n"
                 "  const int nk = (int)(kt0 + kt_per < nkt_all ? kt_per : nkt_all - kt0);\n"
@@ -377,14 +448,15 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
                 "  for (int i = 0; i < %d; i++)\n"
                 "#pragma unroll\n"
                 "    for (int j = 0; j < %d; j++) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;\n",
-                emu ? "scalar emulation" : "cp.async ring, ldmatrix, mma.sync m16n8k16", BM, BN, WM, WN, BK, S, CPR, CPR, NTH, S * STG, WX,
+                emu ? "scalar emulation" : "cp.async ring, ldmatrix, mma.sync m16n8k16", BM, BN, WM, WN, BK, S, CPR, CPR, NTH, name,
+                cbf ? "ushort" : "float", S * STG, WX,
                 WM, WX, WN, BN, BM, BK, MT, NT, MT, NT);
   if (!emu) nc_buf_puts(o, "  const uint sbase = (uint)(ulong)sm;\n");
   const char *commit = emu ? "" : "asm volatile(\"cp.async.commit_group;\" ::: \"memory\");";
   char wait[96] = "";
   if (!emu) snprintf(wait, sizeof wait, "asm volatile(\"cp.async.wait_group %d;\" ::: \"memory\");", S - 2);
   nc_buf_printf(o, "  for (int s = 0; s < %d; s++) {\n    if (s < nk) {\n      const int lkt = s, lslot = s;\n", S - 1);
-  nc_oe_tc_load(o, emu, BK, CA, CB, NTH, CPR, STG, BM);
+  nc_oe_tc_load(o, emu, zf, BK, CA, CB, NTH, CPR, STG, BM);
   nc_buf_printf(o,
                 "    }\n    %s\n  }\n"
                 "  for (int kt = 0; kt < nk; kt++) {\n"
@@ -392,7 +464,7 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
                 "    barrier(CLK_LOCAL_MEM_FENCE);\n"
                 "    if (kt + %d < nk) {\n      const int lkt = kt + %d, lslot = (kt + %d) %% %d;\n",
                 commit, wait, S - 1, S - 1, S - 1, S);
-  nc_oe_tc_load(o, emu, BK, CA, CB, NTH, CPR, STG, BM);
+  nc_oe_tc_load(o, emu, zf, BK, CA, CB, NTH, CPR, STG, BM);
   nc_buf_printf(o,
                 "    }\n"
                 "    %s\n"
@@ -457,11 +529,11 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *o) {
                 "#pragma unroll\n"
                 "      for (int hh = 0; hh < 4; hh++) {\n"
                 "        long m = m0 + wm0 + i * 16 + g + (hh >> 1) * 8, n = n0 + wn0 + j * 8 + 2 * t + (hh & 1);\n"
-                "        if (m < M && n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j][hh] : acc[i][j][hh];\n"
+                "        if (m < M && n < N) C[m * N + n] = %s;\n"
                 "      }\n"
                 "}\n"
                 "#undef NC_SWZ\n\n",
-                MT, NT);
+                MT, NT, cbf ? "nc_f2bf(beta ? nc_bf2f(C[m * N + n]) + acc[i][j][hh] : acc[i][j][hh])" : "beta ? C[m * N + n] + acc[i][j][hh] : acc[i][j][hh]");
 }
 
 void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
@@ -471,13 +543,14 @@ void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
   }
   int TM = kn->gemm_tm, TN = kn->gemm_tn, TK = kn->gemm_tk, WM = kn->gemm_wm, WN = kn->gemm_wn;
   int LX = TN / WN, LY = TM / WM, NT = LX * LY;
-  bool ta = variant & 2, tb = variant & 1;
-  const char *nm = nc_ocl_gemm_name(variant);
+  bool ta = variant & 2, tb = variant & 1, bf = variant & NC_OCL_GEMM_BF16;
+  const char *nm = nc_ocl_gemm_name(variant), *ty = bf ? "ushort" : "float";
+  nc_oe_gemm_access(o, bf);
   // A(m, k) = ta ? A[k*M + m] : A[m*K + k]; B(k, n) = tb ? B[n*K + k] : B[k*N + n]
   nc_buf_printf(o,
-                "// C (+)= op(A) @ op(B): %dx%d tiles, depth %d, %dx%d per work-item (ta=%d tb=%d)\n"
+                "// C (+)= op(A) @ op(B): %dx%d tiles, depth %d, %dx%d per work-item (ta=%d tb=%d), %s buffers\n"
                 "__kernel __attribute__((reqd_work_group_size(%d, %d, 1)))\n"
-                "void %s(__global const float *A, __global const float *B, __global float *C, long M, long N, long K,\n"
+                "void %s(__global const %s *A, __global const %s *B, __global %s *C, long M, long N, long K,\n"
                 "        long sa, long sb, int beta, long oa, long ob, long oc) {\n"
                 "  __local float As[%d][%d];\n"
                 "  __local float Bs[%d][%d];\n"
@@ -487,27 +560,27 @@ void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
                 "  float acc[%d][%d];\n"
                 "  for (int i = 0; i < %d; i++) for (int j = 0; j < %d; j++) acc[i][j] = 0.0f;\n"
                 "  for (long k0 = 0; k0 < K; k0 += %d) {\n",
-                TM, TN, TK, WM, WN, ta, tb, LX, LY, nm, TK, TM + 1, TK, TN + 1, LX, TN, TM, WM, WN, WM, WN, TK);
+                TM, TN, TK, WM, WN, ta, tb, bf ? "bf16" : "f32", LX, LY, nm, ty, ty, ty, TK, TM + 1, TK, TN + 1, LX, TN, TM, WM, WN, WM, WN, TK);
   // tile loads: consecutive work-items read consecutive addresses
   if (!ta)
     nc_buf_printf(o,
                   "    for (int e = tid; e < %d; e += %d) { int kk = e %% %d, mm = e / %d; long gm = m0 + mm, gk = k0 + kk;\n"
-                  "      As[kk][mm] = gm < M && gk < K ? A[gm * K + gk] : 0.0f; }\n",
+                  "      As[kk][mm] = gm < M && gk < K ? NC_GL(A[gm * K + gk]) : 0.0f; }\n",
                   TM * TK, NT, TK, TK);
   else
     nc_buf_printf(o,
                   "    for (int e = tid; e < %d; e += %d) { int mm = e %% %d, kk = e / %d; long gm = m0 + mm, gk = k0 + kk;\n"
-                  "      As[kk][mm] = gm < M && gk < K ? A[gk * M + gm] : 0.0f; }\n",
+                  "      As[kk][mm] = gm < M && gk < K ? NC_GL(A[gk * M + gm]) : 0.0f; }\n",
                   TM * TK, NT, TM, TM);
   if (!tb)
     nc_buf_printf(o,
                   "    for (int e = tid; e < %d; e += %d) { int nn = e %% %d, kk = e / %d; long gn = n0 + nn, gk = k0 + kk;\n"
-                  "      Bs[kk][nn] = gn < N && gk < K ? B[gk * N + gn] : 0.0f; }\n",
+                  "      Bs[kk][nn] = gn < N && gk < K ? NC_GL(B[gk * N + gn]) : 0.0f; }\n",
                   TN * TK, NT, TN, TN);
   else
     nc_buf_printf(o,
                   "    for (int e = tid; e < %d; e += %d) { int kk = e %% %d, nn = e / %d; long gn = n0 + nn, gk = k0 + kk;\n"
-                  "      Bs[kk][nn] = gn < N && gk < K ? B[gn * K + gk] : 0.0f; }\n",
+                  "      Bs[kk][nn] = gn < N && gk < K ? NC_GL(B[gn * K + gk]) : 0.0f; }\n",
                   TN * TK, NT, TK, TK);
   nc_buf_printf(o,
                 "    barrier(CLK_LOCAL_MEM_FENCE);\n"
@@ -524,10 +597,10 @@ void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *o) {
                 "    if (m >= M) break;\n"
                 "    for (int j = 0; j < %d; j++) {\n"
                 "      long n = n0 + tx + j * %d;\n"
-                "      if (n < N) C[m * N + n] = beta ? C[m * N + n] + acc[i][j] : acc[i][j];\n"
+                "      if (n < N) C[m * N + n] = NC_GS(beta ? NC_GL(C[m * N + n]) + acc[i][j] : acc[i][j]);\n"
                 "    }\n"
                 "  }\n"
-                "}\n\n",
+                "}\n#undef NC_GL\n#undef NC_GS\n\n",
                 TK, WM, WN, WM, LY, WN, LX, WM, WN, WM, LY, WN, LX);
 }
 
@@ -1231,7 +1304,7 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
     const nc_kstmt *c = &k->s[k->body];
     if (c->tmpl == NC_KT_ATTENTION) {  // flash attention (codegen/ocl_attn.h): head dims must be constants
       const nc_kexpr *dx = &k->x[c->args[5]], *dvx = &k->x[c->args[6]];
-      if (c->nargs != 11 || c->ncbufs < 4 || dx->kind != NC_KX_CONST || dvx->kind != NC_KX_CONST || dx->ival < 1 || dvx->ival < 1 ||
+      if (c->nargs < 11 || c->nargs > 12 || c->ncbufs < 4 || dx->kind != NC_KX_CONST || dvx->kind != NC_KX_CONST || dx->ival < 1 || dvx->ival < 1 ||
           dx->ival > 128 || dvx->ival > 128)
         return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: attention call needs constant head dims in 1..128", k->name);
       for (int i = 0; i < c->ncbufs; i++)
@@ -1243,20 +1316,31 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
       L->attn_dvp = (int)((dvx->ival + 15) / 16 * 16);
       return NC_OK;
     }
+    if (c->tmpl == NC_KT_SCATTER_ADD) {  // codegen/ocl_scatter.h
+      if (c->nargs != 3 || c->ncbufs != 3) return nc_errorf(NC_E_INTERNAL, "kernel %s: scatter_add call with %d args, %d buffers", k->name, c->nargs, c->ncbufs);
+      nc_dtype it = k->bufs[c->cbufs[0]].dtype;
+      if ((it != NC_I32 && it != NC_I64) || k->bufs[c->cbufs[1]].dtype != NC_F32 || k->bufs[c->cbufs[2]].dtype != NC_F32)
+        return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: scatter_add call needs i32/i64 ids and f32 values", k->name);
+      L->scatter = true;
+      L->scatter_i64 = it == NC_I64;
+      return NC_OK;
+    }
     if (c->tmpl != NC_KT_MATMUL)
       return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: template %s has no OpenCL lowering yet (switch its fusion pattern off)",
                        k->name, nc_ktemplate_name(c->tmpl));
     // arg 9 (optional) is the symmetric-result hint: ignoring it is always correct
     if (c->nargs < 9 || c->nargs > 10 || c->ncbufs != 3) return nc_errorf(NC_E_INTERNAL, "kernel %s: matmul call with %d args, %d buffers", k->name, c->nargs, c->ncbufs);
+    // f32 A, B, C, or bf16 A, B, C (the bf16 model's matmuls, NC_PATTERN_BF16_GEMM: fp32 accumulation, C rounded once)
+    nc_dtype gdt = k->bufs[c->cbufs[0]].dtype;
     for (int i = 0; i < 3; i++)
-      if (k->bufs[c->cbufs[i]].dtype != NC_F32)
-        return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: matmul on %s buffer '%s': the OpenCL GEMM is f32 only", k->name,
-                         nc_dtype_name(k->bufs[c->cbufs[i]].dtype), k->bufs[c->cbufs[i]].name);
+      if ((gdt != NC_F32 && gdt != NC_BF16) || k->bufs[c->cbufs[i]].dtype != gdt)
+        return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: matmul on %s buffer '%s': the OpenCL GEMM takes f32 only or bf16 only A, B and C",
+                         k->name, nc_dtype_name(k->bufs[c->cbufs[i]].dtype), k->bufs[c->cbufs[i]].name);
     const nc_kexpr *ta = &k->x[c->args[4]], *tb = &k->x[c->args[5]];
     if (ta->kind != NC_KX_CONST || tb->kind != NC_KX_CONST)
       return nc_errorf(NC_E_UNSUPPORTED, "kernel %s: matmul transposes must be constants", k->name);
     L->gemm = true;
-    L->gemm_variant = (ta->ival ? 2 : 0) + (tb->ival ? 1 : 0);
+    L->gemm_variant = (ta->ival ? 2 : 0) + (tb->ival ? 1 : 0) + (gdt == NC_BF16 ? NC_OCL_GEMM_BF16 : 0);
     return NC_OK;
   }
   for (int b = 0; b < k->nbufs; b++)
@@ -1294,12 +1378,16 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
     if (rows) {
       L->row_wg = RW;
       nc_buf_puts(out, "  long nc_gid = get_group_id(0);\n  const int nc_lid = get_local_id(0);\n");
+      nc_buf_puts(out, "  const bool nc_small = nc_total <= 0xffffffffL;\n");
       if (needf) nc_buf_printf(out, "  __local float nc_rf[%d];\n", RW);
       if (needl) nc_buf_printf(out, "  __local long nc_rl[%d];\n", RW);
     } else {
       nc_buf_puts(out, "  long nc_gid = get_global_id(0);\n  if (nc_gid >= nc_total) return;\n");
+      nc_buf_puts(out, "  const bool nc_small = nc_total <= 0xffffffffL;\n");
     }
-    // the chain's loops, innermost first: i = begin + gid % extent
+    // the chain's loops, innermost first: i = begin + gid % extent, in 32-bit arithmetic when
+    // every index fits (64-bit division is several times slower on GPUs; -DNC_IDX64 in
+    // NC_OCL_BUILD_OPTS keeps the 64-bit form)
     nc_ks chain[NC_OCL_MAX_COLLAPSE];
     int n = 0;
     for (nc_ks s = k->body; n < L->ncollapse; s = k->s[s].body) chain[n++] = s;
@@ -1311,7 +1399,13 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
       nc_oe_indent(&e);
       nc_buf_printf(out, "{ long ext = "), nc_oe_ref(&e, t->end), nc_buf_puts(out, " - "), nc_oe_ref(&e, t->begin);
       nc_buf_printf(out, "; i%d = ", t->var), nc_oe_ref(&e, t->begin);
-      nc_buf_printf(out, " + nc_gid %% ext; nc_gid /= ext; }\n");
+      nc_buf_printf(out, ";\n#ifndef NC_IDX64\n");
+      nc_oe_indent(&e);
+      nc_buf_printf(out, "  if (nc_small) { const uint g_ = (uint)nc_gid, e_ = (uint)ext; i%d += (long)(g_ %% e_); nc_gid = (long)(g_ / e_); } else\n",
+                    t->var);
+      nc_buf_puts(out, "#endif\n");
+      nc_oe_indent(&e);
+      nc_buf_printf(out, "  { i%d += nc_gid %% ext; nc_gid /= ext; } }\n", t->var);
     }
     nc_oe_close(&e);
     if (rows) nc_oe_emit_group(&e, k->s[last].body, RW);

@@ -28,8 +28,9 @@
 // (ta, tb); with the gemm_tc knob (bf16 matmul precision on NVIDIA) the
 // variant is a tensor-core kernel (mma.sync m16n8k16 bf16 through inline PTX,
 // operands rounded to bf16 while staged, fp32 accumulation), or its scalar
-// emulation (gemm_tc = 2, any device). Anything the emitter cannot express (another template kind, a
-// call inside a loop nest, a non-f32 GEMM) is an NC_E_UNSUPPORTED error
+// emulation (gemm_tc = 2, any device). A, B and C are all f32 or all bf16 (ushort: the bf16 model's
+// matmuls, the variants' NC_OCL_GEMM_BF16 bit). Anything the emitter cannot express (another template
+// kind, a call inside a loop nest, a GEMM over mixed dtypes) is an NC_E_UNSUPPORTED error
 // naming the kernel: the OpenCL device never guesses.
 #ifndef NC_CODEGEN_OCL_EMIT_H
 #define NC_CODEGEN_OCL_EMIT_H
@@ -80,9 +81,11 @@ nc_status nc_ocl_knobs_parse(const char *s, nc_ocl_knobs *k);
 // How a kernel is launched.
 typedef struct {
   bool gemm;                 // template: the tiled GEMM
-  int gemm_variant;          // ta * 2 + tb
+  int gemm_variant;          // ta * 2 + tb, + NC_OCL_GEMM_BF16 for bf16 buffers
   bool attn;                 // template: flash attention (codegen/ocl_attn.h)
   int attn_dp, attn_dvp;     // its head dims padded to multiples of 16
+  bool scatter;              // template: scatter_add with float atomics (codegen/ocl_scatter.h)
+  bool scatter_i64;          // its ids are i64 (else i32)
   int ncollapse;             // loops folded into the global id (0: one work-item)
   int reduce_wg;             // > 0: a whole-buffer reduction run by one work-group of this size
   int row_wg;                // > 0: one work-group of this size per collapsed iteration (a row kernel)
@@ -104,13 +107,17 @@ void nc_ocl_emit_gemm(const nc_ocl_knobs *kn, int variant, nc_buf *out);
 //     Rp x Kp per q, zero-padded) = X[ox + q*sx + r*Kd + k]; global (Kp/8, Rp, batch), any local size;
 //   nc_pack_t(same): = X[ox + q*sx + k*R + r] (a tiled transpose); global (ceil(Rp/32)*32, Kp/32*8, batch),
 //     local (32, 8, 1);
-//   nc_gemm_bf16p(A, B, C, M, N, Kp, sa, sb, beta, oa, ob, oc, long kt_per, int splits): C (+)= A @ B^T
-//     over the packed bf16 operands (A: Mp x Kp, B: Np x Kp at element offsets oa/ob of their
-//     ushort buffers, batch strides sa/sb), global (Np/tc_bn * WG, Mp/tc_bm, batch * splits); with
-//     splits > 1 split s of batch q covers k-tiles [s*kt_per, (s+1)*kt_per) and writes its partial
-//     sum to C + oc + (q*splits + s)*M*N (no beta);
-//   nc_splitk_sum(P, C, long MN, int splits, int beta, long oc): C[oc + q*MN + i] (+)= sum over s of
-//     P[(q*splits + s)*MN + i]; global (MN rounded up, batch).
+//   nc_pack_kh, nc_pack_th(same, X bf16): the same from a bf16 (ushort) X, copied;
+//   nc_gemm_bf16p(A, B, C, M, N, Kp, sa, sb, beta, oa, ob, oc, long kt_per, int splits, long lda, long ldb,
+//     long Kv): C (+)= A @ B^T over bf16 operands, k contiguous (A: rows of lda, B: rows of ldb at
+//     element offsets oa/ob of their ushort buffers, batch strides sa/sb: packed, lda = ldb = Kp, or
+//     a bf16 operand read in place, rows of K), Kp / tc_bk k-steps, global (Np/tc_bn * WG, Mp/tc_bm,
+//     batch * splits); with splits > 1 split s of batch q covers k-tiles [s*kt_per, (s+1)*kt_per)
+//     and writes its partial sum to C + oc + (q*splits + s)*M*N (no beta). Its variants
+//     (nc_ocl_emit_gemm_packed_kernel, below): _z zero-fills rows >= M (N) and pieces >= Kv, _h
+//     stores a bf16 C;
+//   nc_splitk_sum(P, C, long MN, int splits, int beta, long oc, int cbf): C[oc + q*MN + i] (+)= sum
+//     over s of P[(q*splits + s)*MN + i] (C bf16 with cbf); global (MN rounded up, batch).
 void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *out);
 // With kn->tc_wg > 0 (codegen/ocl_gemm.c): the same three kernels, the GEMM being
 //   nc_gemm_wgmma(same arguments as nc_gemm_bf16p): 2 * tc_bm work-items (tc_bm/64 warpgroups),
@@ -119,7 +126,7 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *out);
 //   wrapped in NC_WGI(): compiled with -DNC_WG_HIDE they become PTX comments marked "//NCWG "
 //   (nc_ocl_ptx_unhide turns them back on in the program's PTX, for drivers whose OpenCL
 //   compiler will not target sm_90a). gemm_tc = 2 emulates it with scalar fmas (any device).
-void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *out);
+void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *out);
 // The wgmma kernel's knob check (tc_bm a multiple of 64 up to 256, tc_bn a multiple of 8 up to 256,
 // tc_bk 16/32/64, tc_stages 2..8 (3..8 with tc_wg 2), the ring at most NC_OCL_WGMMA_MAX_RING bytes).
 #define NC_OCL_WGMMA_MAX_RING (224 * 1024)
@@ -131,7 +138,22 @@ nc_status nc_ocl_wgmma_check(const nc_ocl_knobs *k);
 // restored, `.target sm_90` -> `sm_90a` and `.version` at least 8.0. Returns a malloc'd
 // NUL-terminated string (NULL: out of memory); *changed says whether anything was hidden.
 char *nc_ocl_ptx_unhide(const char *ptx, size_t len, bool *changed);
+// The GEMM variant bit for bf16 A, B and C buffers (the bf16 model's matmuls: NC_PATTERN_BF16_GEMM).
+#define NC_OCL_GEMM_BF16 4
+// Kernel names by variant (ta * 2 + tb, + NC_OCL_GEMM_BF16): nc_gemm_nn ... nc_gemm_tt, nc_gemm_nn_h ... nc_gemm_tt_h.
 const char *nc_ocl_gemm_name(int variant);
+// The pipelined and wgmma kernels' copy of one 16-byte piece (row `row`, piece c of k-tile lkt) of A (ab 0)
+// or B (ab 1) into ring piece d, for a k-step of BK: zero-filled for a row at or past M (N) or a piece at or
+// past Kv (cp.async's src-size operand 0; plain copies when emulated). Shared by codegen/ocl_gemm.c.
+// zf false: no bounds (every row and piece exists: packed and padded, or in place over whole tiles).
+void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK);
+// Variants of the pipelined / wgmma GEMM kernel (flags): ZFILL zero-fills rows past M (N) and pieces past
+// Kv (an operand read in place over partial tiles); CBF16 stores a bf16 (ushort) C, rounded once.
+enum { NC_OCL_GEMMP_ZFILL = 1, NC_OCL_GEMMP_CBF16 = 2 };
+// Its kernel name: nc_gemm_bf16p or nc_gemm_wgmma (tc_wg), + "_z" (ZFILL), + "_h" (CBF16).
+void nc_ocl_gemm_packed_name(const nc_ocl_knobs *kn, int flags, char *buf, size_t n);
+// The GEMM kernel alone in variant flags (nc_ocl_emit_gemm_packed emits the packing kernels and flags 0).
+void nc_ocl_emit_gemm_packed_kernel(const nc_ocl_knobs *kn, int flags, nc_buf *out);
 
 // Kernel k as an OpenCL kernel called fname: arguments are the buffers in
 // order (b0, b1, ...), then the symbol sizes (long a0, a1, ...), then

@@ -34,9 +34,7 @@ nc_status nc_ocl_wgmma_check(const nc_ocl_knobs *k) {
 // The copy of k-tile lkt (of this split) into ring slot lslot: the BM rows of A,
 // then the BN rows of B, as 16-byte pieces at their swizzled places (cp.async,
 // or plain copies when emulated), spread over the NTH work-items.
-static void nc_og_load_both(nc_buf *o, bool emu, int BM, int BN, int NTH, int CPR, int STG, int BK) {
-  const char *put = emu ? "sm[d] = *src;"
-                        : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");";
+static void nc_og_load_both(nc_buf *o, bool emu, bool zf, int BM, int BN, int NTH, int CPR, int STG, int BK) {
   for (int ab = 0; ab < 2; ab++) {
     int total = (ab ? BN : BM) * CPR, per = (total + NTH - 1) / NTH;
     char guard[64] = "";
@@ -46,11 +44,10 @@ static void nc_og_load_both(nc_buf *o, bool emu, int BM, int BN, int NTH, int CP
                   "      for (int r = 0; r < %d; r++) {\n"
                   "        const int e = tid + r * %d;\n"
                   "%s"
-                  "        const int row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n"
-                  "        __global const uint4 *src = (__global const uint4 *)(%s + row * Kp + (kt0 + lkt) * %d + c * 8);\n"
-                  "        %s\n"
-                  "      }\n",
-                  per, NTH, guard, CPR, CPR, STG, ab ? BM * CPR : 0, CPR, ab ? "B" : "A", BK, put);
+                  "        const int row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n",
+                  per, NTH, guard, CPR, CPR, STG, ab ? BM * CPR : 0, CPR);
+    nc_ocl_gemm_copy(o, emu, zf, ab, BK);
+    nc_buf_puts(o, "      }\n");
   }
 }
 
@@ -69,11 +66,13 @@ static void nc_og_load_both(nc_buf *o, bool emu, int BM, int BN, int NTH, int CP
 // of a later slice into the slot freed by a finished wgmma, then issues
 // BK/16 wgmmas (one commit group) and waits for all (tc_wg 1) or all but the
 // newest (tc_wg 2) of its groups.
-void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
+void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
   int BM = kn->tc_bm, BN = kn->tc_bn, BK = kn->tc_bk, S = kn->tc_stages, W = kn->tc_wg == 2 ? 1 : 0;
   int NTH = 2 * BM, CPR = BK / 8, STG = (BM + BN) * CPR, NACC = BN / 2, LA = W ? S - 2 : S - 1;
   int RB = BK * 2, SWZ = RB == 128 ? 1 : RB == 64 ? 2 : 3, SBO = 8 * RB;
-  bool emu = kn->gemm_tc == 2;
+  bool emu = kn->gemm_tc == 2, zf = flags & NC_OCL_GEMMP_ZFILL, cbf = flags & NC_OCL_GEMMP_CBF16;
+  char name[40];
+  nc_ocl_gemm_packed_name(kn, flags, name, sizeof name);
   nc_buf_printf(o,
                 "// C (+)= A @ B^T over packed bf16 operands (%s): %dx%d block, %d warpgroups, k-step %d (%d-byte swizzle),\n"
                 "// %d-slot ring, %s\n"
@@ -81,8 +80,8 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
                 "#define NC_SWZ(r, c) ((c) ^ (((r) * %d / 8) %% %d))\n"
                 "#define NC_DESC(a) ((ulong)(((a) & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)%d << 32) | ((ulong)%d << 62))\n"
                 "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
-                "void nc_gemm_wgmma(__global const ushort *A, __global const ushort *B, __global float *C, long M, long N, long Kp,\n"
-                "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits) {\n"
+                "void %s(__global const ushort *A, __global const ushort *B, __global %s *C, long M, long N, long Kp,\n"
+                "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits, long lda, long ldb, long Kv) {\n"
                 "  __local uint4 sm[%d] __attribute__((aligned(1024)));\n"
                 "  const int tid = get_local_id(0), lane = tid & 31, wg = tid >> 7, g = lane >> 2, t = lane & 3;\n"
                 "  const int wr = wg * 64 + ((tid >> 5) & 3) * 16 + g;\n"
@@ -91,7 +90,7 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
                 "  const int first = lin / (%d * gx) * %d, gsz = min(gy - first, %d), rem = lin - first * gx;\n"
                 "  const long n0 = (long)(rem / gsz) * %d, m0 = (long)(first + rem %% gsz) * %d, z = get_global_id(2);\n"
                 "  const long q = z / splits, sp = z %% splits;\n"
-                "  A += oa + q * sa + m0 * Kp; B += ob + q * sb + n0 * Kp;\n"
+                "  A += oa + q * sa + m0 * lda; B += ob + q * sb + n0 * ldb;\n"
                 "  if (splits > 1) { C += oc + z * M * N; beta = 0; } else C += oc + q * M * N;\n"
                 "  const long kt0 = sp * kt_per, nkt_all = Kp / %d;\n"
                 "  const int nk = (int)(kt0 + kt_per < nkt_all ? kt_per : nkt_all - kt0);\n"
@@ -99,14 +98,14 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
                 "#pragma unroll\n"
                 "  for (int i = 0; i < %d; i++) acc[i] = 0.0f;\n",
                 emu ? "scalar emulation" : "cp.async ring, wgmma.mma_async", BM, BN, BM / 64, BK, RB, S,
-                W ? "one wgmma group in flight" : "each wgmma group waited for", CPR, CPR, SBO >> 4, SWZ, NTH, S * STG, NC_OG_GROUP, NC_OG_GROUP,
+                W ? "one wgmma group in flight" : "each wgmma group waited for", CPR, CPR, SBO >> 4, SWZ, NTH, name, cbf ? "ushort" : "float", S * STG, NC_OG_GROUP, NC_OG_GROUP,
                 NC_OG_GROUP, NC_OG_GROUP, BN, BM, BK,
                 NACC, NACC);
   if (!emu)
-    nc_buf_puts(o,
+    nc_buf_printf(o,
                 "  const uint sbase = (uint)(ulong)sm;\n"
-                "  if (sbase & 1023u) { if (tid == 0) C[0] = NAN; return; }  // the swizzle needs 1024-byte aligned slots\n"
-                "  const int one = 1;\n");
+                "  if (sbase & 1023u) { if (tid == 0) C[0] = %s; return; }  // the swizzle needs 1024-byte aligned slots\n"
+                "  const int one = 1;\n", cbf ? "(ushort)0x7fc0u" : "NAN");
   const char *commit = emu ? "" : "asm volatile(\"cp.async.commit_group;\" ::: \"memory\");";
   char wait[160] = "";
   if (!emu)
@@ -115,7 +114,7 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
              "    asm volatile(NC_WGI(\"fence.proxy.async.shared::cta;\") ::: \"memory\");",
              LA - 1);
   nc_buf_printf(o, "  for (int s = 0; s < %d; s++) {\n    if (s < nk) {\n      const int lkt = s, lslot = s;\n", LA);
-  nc_og_load_both(o, emu, BM, BN, NTH, CPR, STG, BK);
+  nc_og_load_both(o, emu, zf, BM, BN, NTH, CPR, STG, BK);
   nc_buf_printf(o,
                 "    }\n    %s\n  }\n"
                 "  for (int kt = 0; kt < nk; kt++) {\n"
@@ -123,7 +122,7 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
                 "    barrier(CLK_LOCAL_MEM_FENCE);\n"
                 "    if (kt + %d < nk) {\n      const int lkt = kt + %d, lslot = (kt + %d) %% %d;\n",
                 commit, wait, LA, LA, LA, S);
-  nc_og_load_both(o, emu, BM, BN, NTH, CPR, STG, BK);
+  nc_og_load_both(o, emu, zf, BM, BN, NTH, CPR, STG, BK);
   nc_buf_printf(o, "    }\n    %s\n    const int slot = kt %% %d;\n", commit, S);
   if (!emu) {
     nc_buf_printf(o,
@@ -163,16 +162,25 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
                   "  }\n",
                   BN / 8, BK, STG, CPR, STG, BM * CPR, CPR);
   }
-  // the store: two adjacent columns per row half, as one float2 when C's layout allows
+  // the store: two adjacent columns per row half, as one float2 (bf16 C: one 32-bit word) when C's layout allows
   nc_buf_printf(o,
-                "  const bool v2 = ((N | oc) & 1) == 0;\n"
+                "  const bool v2 = (N & 1) == 0 && ((ulong)C & %d) == 0;  // C (offset to this tile's batch) 2-element aligned\n"
                 "#pragma unroll\n"
                 "  for (int j = 0; j < %d; j++)\n"
                 "#pragma unroll\n"
                 "    for (int hr = 0; hr < 2; hr++) {\n"
                 "      const long m = m0 + wr + hr * 8, n = n0 + j * 8 + 2 * t;\n"
                 "      if (m >= M || n >= N) continue;\n"
-                "      const float x0 = acc[j * 4 + hr * 2], x1 = acc[j * 4 + hr * 2 + 1];\n"
+                "      float x0 = acc[j * 4 + hr * 2], x1 = acc[j * 4 + hr * 2 + 1];\n",
+                cbf ? 3 : 7, BN / 8);
+  if (cbf)
+    nc_buf_puts(o,
+                "      __global ushort *ch = C + m * N + n;  // rounded once\n"
+                "      if (beta) x0 += nc_bf2f(ch[0]), x1 += n + 1 < N ? nc_bf2f(ch[1]) : 0.0f;\n"
+                "      if (v2 && n + 1 < N) *(__global uint *)ch = (uint)nc_f2bf(x0) | ((uint)nc_f2bf(x1) << 16);\n"
+                "      else { ch[0] = nc_f2bf(x0); if (n + 1 < N) ch[1] = nc_f2bf(x1); }\n");
+  else
+    nc_buf_puts(o,
                 "      __global float *cp = C + m * N + n;\n"
                 "      if (v2 && n + 1 < N) {\n"
                 "        float2 c2 = (float2)(x0, x1);\n"
@@ -181,11 +189,11 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, nc_buf *o) {
                 "      } else {\n"
                 "        cp[0] = beta ? cp[0] + x0 : x0;\n"
                 "        if (n + 1 < N) cp[1] = beta ? cp[1] + x1 : x1;\n"
-                "      }\n"
-                "    }\n"
-                "}\n"
-                "#undef NC_SWZ\n#undef NC_DESC\n#undef NC_WGI\n\n",
-                BN / 8);
+                "      }\n");
+  nc_buf_puts(o,
+              "    }\n"
+              "}\n"
+              "#undef NC_SWZ\n#undef NC_DESC\n#undef NC_WGI\n\n");
 }
 
 // ".version X.Y" below 8.0 (wgmma's PTX ISA) -> 8.0; ".target sm_90" -> sm_90a;

@@ -18,7 +18,7 @@ static const int nc_kop_arities[] = {
 
 const char *nc_kop_name(nc_kop op) { return (unsigned)op < NC_KOP_COUNT ? nc_kop_names[op] : "?"; }
 int nc_kop_arity(nc_kop op) { return (unsigned)op < NC_KOP_COUNT ? nc_kop_arities[op] : 0; }
-const char *nc_ktemplate_name(nc_ktemplate t) { return t == NC_KT_MATMUL ? "matmul" : t == NC_KT_ATTENTION ? "attention" : "?"; }
+const char *nc_ktemplate_name(nc_ktemplate t) { return t == NC_KT_MATMUL ? "matmul" : t == NC_KT_ATTENTION ? "attention" : t == NC_KT_SCATTER_ADD ? "scatter_add" : "?"; }
 
 bool nc_kernel_is_template(const nc_kernel *k) {
   return k->body != NC_KS_NONE && k->s[k->body].kind == NC_KS_CALL && k->s[k->body].next == NC_KS_NONE;

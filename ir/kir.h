@@ -90,8 +90,14 @@ enum { NC_KSCHED_PARALLEL = 1, NC_KSCHED_VECTORIZE = 2, NC_KSCHED_UNROLL = 4 };
 // rest i64. q (B,Tq,Hq,D), k (B,Tk,Hkv,D), v (B,Tk,Hkv,Dv), no kvlen (query i
 // sits at position Tk - Tq + i). mask 0: forward, bufs (Q, K, V, O), O
 // (B,Tq,Hq,Dv). mask > 0: backward, bufs (Q, K, V, dO) then the gradients the
-// mask names, in this order: 1 dQ, 2 dK, 4 dV (shaped like q, k, v).
-typedef enum { NC_KT_MATMUL, NC_KT_ATTENTION, NC_KT_COUNT } nc_ktemplate;
+// mask names, in this order: 1 dQ, 2 dK, 4 dV (shaped like q, k, v). Optional
+// arg 11 (link): forward: 1 = also keep the rows' logsumexp for a backward;
+// backward: the forward's node + 1; the last buffer holds that forward's output O
+// (or a reshape of it), its statistics come from the forward (no statistics pass).
+// NC_KT_SCATTER_ADD (only the OpenCL backend has it: nc_lower_opts.scatter_atomic,
+// codegen/ocl_scatter.h): args (N, V, C), bufs (ids (N), src (N,C), out (V,C)): out
+// = 0, then out[clamp(ids[i], 0, V-1), c] += src[i, c]; ids i32 or i64, f32 else.
+typedef enum { NC_KT_MATMUL, NC_KT_ATTENTION, NC_KT_SCATTER_ADD, NC_KT_COUNT } nc_ktemplate;
 
 #define NC_KCALL_MAX_ARGS 16
 #define NC_KCALL_MAX_BUFS 8

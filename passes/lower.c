@@ -438,6 +438,27 @@ static nc_status nc_lw_scatter_add(nc_lw *w, nc_id n) {
   return NC_OK;
 }
 
+// scatter_add as one NC_KT_SCATTER_ADD call (nc_lower_opts.scatter_atomic): f32
+// src and out, i32 or i64 ids; false: the loop nest above.
+static bool nc_lw_scatter_call_ok(const nc_graph *g, nc_id n) {
+  nc_dtype it = nc_type_of(g, nc_graph_input_of(g, n, 0)).dtype;
+  return nc_graph_node(g, n)->type.dtype == NC_F32 && nc_type_of(g, nc_graph_input_of(g, n, 1)).dtype == NC_F32 &&
+         (it == NC_I32 || it == NC_I64) && nc_graph_node(g, n)->type.rank == 2;
+}
+
+static nc_status nc_lw_scatter_call(nc_lw *w, nc_id n) {
+  nc_kernel *k = w->k;
+  nc_id ids = nc_graph_input_of(w->g, n, 0), src = nc_graph_input_of(w->g, n, 1);
+  nc_type ot = nc_type_of(w->g, n), it = nc_type_of(w->g, ids);
+  int bufs[3] = {nc_lw_buf(w, ids, false), nc_lw_buf(w, src, false), nc_lw_buf(w, n, true)};
+  nc_kx N = nc_kx_idx(k, 1);
+  for (int d = 0; d < it.rank; d++) N = nc_kx_binary(k, NC_KOP_MUL, N, nc_lw_dim(w, it.dim[d]));
+  nc_kx args[3] = {N, nc_lw_dim(w, ot.dim[0]), nc_lw_dim(w, ot.dim[1])};
+  nc_ks *tail = &k->body;
+  nc_ks_call(k, &tail, NC_KT_SCATTER_ADD, args, 3, bufs, 3);
+  return NC_OK;
+}
+
 // The logit at (row idx[0..rank), v): a buffer load, or the inlined chain.
 static nc_kx nc_lw_ce_logit(nc_lw *w, nc_id lg, const nc_kx *idx, int rank, nc_kx v) {
   nc_kx li[NC_MAX_RANK + 1];
@@ -1272,6 +1293,14 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
   free(uses);
   bool flash = o && o->flash_attention;
   if (flash) nc_lw_flash_group(g, p);
+  if (flash && !nc_lw_flash_link(g, p)) {
+    free(epi);
+    free(rowfused);
+    free(relu2);
+    free(gadd);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
   unsigned char *hosts = calloc(nn ? nn : 1, 1);  // per node: its kernel stores other nodes too
   if (!hosts) {
     free(epi);
@@ -1305,6 +1334,7 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     else if (relu2 && relu2[i] != NC_NONE && nd->op == NC_OP_SQUARE) st = nc_lw_matmul(&w, relu2[i], i, true, NULL);
     else if (gadd && gadd[i].root == i) st = nc_lw_matmul(&w, gadd[i].m, NC_NONE, false, &gadd[i]);
     else if (nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM) st = nc_lw_matmul(&w, i, relu2 ? relu2[i] : NC_NONE, false, NULL);
+    else if (nd->op == NC_OP_SCATTER_ADD && o && o->scatter_atomic && nc_lw_scatter_call_ok(g, i)) st = nc_lw_scatter_call(&w, i);
     else if (nd->op == NC_OP_SCATTER_ADD) st = nc_lw_scatter_add(&w, i);
     else if (epi && epi[i] != NC_NONE) st = nc_lw_cross_entropy(&w, epi[i], true, i);
     else if (nd->op == NC_OP_CROSS_ENTROPY) st = nc_lw_cross_entropy(&w, i, false, NC_NONE);

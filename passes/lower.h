@@ -51,6 +51,9 @@ typedef struct {
   // <= NC_FLASH_MAX_D, become NC_KT_ATTENTION template calls (codegen/ocl_attn.h); the
   // attention_grad nodes of one attention (wrt q, k, v) share one call (stored_by)
   bool flash_attention;
+  // OpenCL only: scatter_add with f32 src and out and i32/i64 ids becomes one
+  // NC_KT_SCATTER_ADD call (float atomics, codegen/ocl_scatter.h)
+  bool scatter_atomic;
 } nc_lower_opts;
 #define NC_FLASH_MAX_D 128
 

@@ -164,6 +164,52 @@ void nc_lw_flash_group(const nc_graph *g, nc_plan *p) {
   }
 }
 
+bool nc_lw_flash_link(const nc_graph *g, nc_plan *p) {
+  uint32_t nn = nc_graph_nnodes(g);
+  for (nc_id i = 0; i < nn; i++) {
+    const nc_node *a = nc_graph_node(g, i);
+    if (a->op != NC_OP_ATTENTION_GRAD || p->stored_by[i] != NC_NONE || !p->materialized[i] || !nc_lw_flash_ok(g, i)) continue;
+    if (p->extra_read && p->extra_read[i] != NC_NONE) continue;
+    for (nc_id f = 0; f < i; f++) {
+      const nc_node *fd = nc_graph_node(g, f);
+      if (fd->op != NC_OP_ATTENTION || !p->materialized[f] || !nc_lw_flash_ok(g, f) || fd->fa[0] != a->fa[0] ||
+          fd->ia[0] != a->ia[1] || fd->ia[1] != a->ia[2])
+        continue;
+      bool same = true;
+      for (int q = 0; q < 3; q++) same &= nc_graph_input_of(g, f, q) == nc_graph_input_of(g, i, q);
+      if (!same) continue;
+      if (!p->extra_read) {
+        if (!(p->extra_read = malloc((nn ? nn : 1) * sizeof *p->extra_read))) return false;
+        for (nc_id q = 0; q < nn; q++) p->extra_read[q] = NC_NONE;
+      }
+      // O's values: a materialized reshape of it (the same elements in the same order,
+      // kept for the output projection's weight gradient anyway) rather than O itself,
+      // which then need not stay alive through the forward
+      nc_id src = f;
+      for (nc_id r = f + 1; r < i && src == f; r++)
+        if (nc_graph_node(g, r)->op == NC_OP_RESHAPE && p->materialized[r] && nc_graph_input_of(g, r, 0) == f) src = r;
+      p->extra_read[i] = src;
+      break;
+    }
+  }
+  return true;
+}
+
+// The flash forward whose statistics the backward host n reads (through its
+// output or a reshape of it, p->extra_read[n]), or NC_NONE.
+static nc_id nc_lw_flash_fwd_of(const nc_graph *g, const nc_plan *p, nc_id n) {
+  nc_id src = p->extra_read && nc_graph_node(g, n)->op == NC_OP_ATTENTION_GRAD ? p->extra_read[n] : NC_NONE;
+  if (src != NC_NONE && nc_graph_node(g, src)->op == NC_OP_RESHAPE) src = nc_graph_input_of(g, src, 0);
+  return src != NC_NONE && nc_graph_node(g, src)->op == NC_OP_ATTENTION ? src : NC_NONE;
+}
+
+// Whether some backward reads forward f's statistics.
+static bool nc_lw_flash_has_bwd(const nc_graph *g, const nc_plan *p, nc_id f) {
+  for (nc_id j = f + 1; p->extra_read && j < p->nnodes; j++)
+    if (nc_lw_flash_fwd_of(g, p, j) == f) return true;
+  return false;
+}
+
 nc_status nc_lw_flash(nc_lw *w, nc_id n) {
   nc_kernel *k = w->k;
   const nc_graph *g = w->g;
@@ -171,7 +217,7 @@ nc_status nc_lw_flash(nc_lw *w, nc_id n) {
   bool grad = nd->op == NC_OP_ATTENTION_GRAD;
   nc_id qn = nc_graph_input_of(g, n, 0), kn = nc_graph_input_of(g, n, 1), vn = nc_graph_input_of(g, n, 2);
   nc_type qt = nc_type_of(g, qn), kt = nc_type_of(g, kn), vt = nc_type_of(g, vn);
-  int bufs[7] = {nc_lw_buf(w, qn, false), nc_lw_buf(w, kn, false), nc_lw_buf(w, vn, false), 0, 0, 0, 0}, nb = 3;
+  int bufs[8] = {nc_lw_buf(w, qn, false), nc_lw_buf(w, kn, false), nc_lw_buf(w, vn, false), 0, 0, 0, 0}, nb = 3;
   int64_t mask = 0;
   if (!grad) {
     bufs[nb++] = nc_lw_buf(w, n, true);
@@ -184,12 +230,22 @@ nc_status nc_lw_flash(nc_lw *w, nc_id n) {
     for (int r = 0; r < 3; r++)
       if (by[r] != NC_NONE) bufs[nb++] = nc_lw_buf(w, by[r], true), mask |= 1 << r;
   }
+  // arg 11 (link): forward: 1 = also store the rows' logsumexp for a backward that
+  // reads it; backward: the forward's node + 1, whose statistics the forward stored
+  // (no statistics pass), and the last buffer holds its output O (or a reshape of it)
+  int64_t link = 0;
+  if (!grad) {
+    link = nc_lw_flash_has_bwd(g, w->p, n);
+  } else {
+    nc_id f = nc_lw_flash_fwd_of(g, w->p, n);
+    if (f != NC_NONE) bufs[nb++] = nc_lw_buf(w, w->p->extra_read[n], false), link = (int64_t)f + 1;
+  }
   int64_t causal = grad ? nd->ia[1] : nd->ia[0], window = grad ? nd->ia[2] : nd->ia[1];
-  nc_kx args[11] = {nc_lw_dim(w, qt.dim[0]), nc_lw_dim(w, qt.dim[1]), nc_lw_dim(w, kt.dim[1]), nc_lw_dim(w, qt.dim[2]),
+  nc_kx args[12] = {nc_lw_dim(w, qt.dim[0]), nc_lw_dim(w, qt.dim[1]), nc_lw_dim(w, kt.dim[1]), nc_lw_dim(w, qt.dim[2]),
                     nc_lw_dim(w, kt.dim[2]), nc_lw_dim(w, qt.dim[3]), nc_lw_dim(w, vt.dim[3]), nc_kx_idx(k, causal),
-                    nc_kx_idx(k, window), nc_kx_idx(k, mask), nc_kx_const_f(k, NC_F32, nd->fa[0])};
+                    nc_kx_idx(k, window), nc_kx_idx(k, mask), nc_kx_const_f(k, NC_F32, nd->fa[0]), nc_kx_idx(k, link)};
   nc_ks *tail = &k->body;
-  nc_ks_call(k, &tail, NC_KT_ATTENTION, args, 11, bufs, nb);
+  nc_ks_call(k, &tail, NC_KT_ATTENTION, args, 12, bufs, nb);
   return NC_OK;
 }
 

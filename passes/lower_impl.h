@@ -37,6 +37,10 @@ nc_status nc_lw_attention(nc_lw *w, nc_id n);
 // the grouping of one attention's gradients into one call, and the call.
 bool nc_lw_flash_ok(const nc_graph *g, nc_id n);
 void nc_lw_flash_group(const nc_graph *g, nc_plan *p);
+// Each flash backward call whose forward (same q, k, v, scale, causal, window) is a
+// flash call of the plan reads that forward's output and softmax statistics:
+// p->extra_read[grad host] = the forward (kept alive until then). false: out of memory.
+bool nc_lw_flash_link(const nc_graph *g, nc_plan *p);
 nc_status nc_lw_flash(nc_lw *w, nc_id n);
 
 #endif

@@ -18,7 +18,7 @@
 // on OpenCL until it is added here.
 #define NC_OCL_PATTERNS_OK                                                                                       \
   (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
-   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION)
+   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_BF16_GEMM)
 
 unsigned nc_device_patterns_off(const nc_device *d) {
   const char *off = getenv("NC_PATTERNS_OFF");
@@ -29,6 +29,11 @@ unsigned nc_device_patterns_off(const nc_device *d) {
 unsigned nc_device_patterns_force(const nc_device *d) {
   unsigned off = nc_device_patterns_off(d);
   return d->kind == NC_DEV_OPENCL && !(off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION)) ? NC_PATTERN_FLASH_ATTENTION : 0;
+}
+
+bool nc_device_scatter_atomic(const nc_device *d) {
+  const char *e = getenv("NC_OCL_SCATTER");
+  return d->kind == NC_DEV_OPENCL && !(e && !strcmp(e, "0"));
 }
 
 struct nc_exec {
@@ -153,7 +158,8 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     ctx.patterns_force |= nc_device_patterns_force(d);
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
-    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0};
+    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
+                        .scatter_atomic = nc_device_scatter_atomic(d)};
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
     if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");
     if (!st && d->kind == NC_DEV_CPU) {

@@ -40,6 +40,9 @@ unsigned nc_device_patterns_off(const nc_device *d);
 // The patterns forced when compiling for d (NC_PATTERN_FLASH_ATTENTION on OpenCL
 // unless switched off); nc_lower_opts.flash_attention is on exactly when that bit is.
 unsigned nc_device_patterns_force(const nc_device *d);
+// Whether scatter_add lowers to the float-atomic template call for d
+// (nc_lower_opts.scatter_atomic): on OpenCL unless NC_OCL_SCATTER=0.
+bool nc_device_scatter_atomic(const nc_device *d);
 
 typedef struct nc_exec nc_exec;
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "codegen/ocl_attn.h"
+#include "codegen/ocl_scatter.h"
 #include "passes/memplan.h"
 #include "runtime/kir_eval.h"
 #include "runtime/ocl_cache.h"
@@ -172,13 +173,15 @@ struct nc_ocl {
   nc_ocl_launch *launch;   // per plan kernel
   int nuniq;
   cl_kernel *kern;         // per unique kernel
-  cl_kernel gemm[4];
+  cl_kernel gemm[8];       // the portable and register-staged GEMMs by variant (ta*2 + tb, + NC_OCL_GEMM_BF16)
   nc_ocl_tuned_gemm *tuned;  // per-shape GEMMs from the tuning database (runtime/ocl_tune.h)
   cl_kernel *tuned_kern;
   int ntuned;
   // the pipelined bf16 GEMM (knobs.tc_stages > 0): pack kernels, the GEMM, the split-K sum,
   // and their scratch buffers (grown on demand)
-  cl_kernel pack_k, pack_t, gemm_p, splitk_sum;
+  cl_kernel pack_k, pack_t, pack_kh, pack_th, gemm_p, splitk_sum;
+  cl_kernel gemm_pv[4];    // the GEMM kernel by variant flags (NC_OCL_GEMMP_*; [0] is gemm_p; the others only with bf16 GEMMs)
+  bool direct_off;         // NC_OCL_GEMM_DIRECT=0: bf16 operands are packed even where the kernel could read them in place
   cl_mem packed, partial;
   size_t packed_bytes, partial_bytes;
   // flash attention (codegen/ocl_attn.h): kernels per padded head-dim pair, the mode
@@ -187,6 +190,16 @@ struct nc_ocl {
   int nattn, attn_tc;
   cl_mem attn_st;
   size_t attn_st_bytes;
+  nc_ocl_attn_blocks attn_bl;  // block sizes (NC_OCL_FA overrides the mode's defaults)
+  // per forward call whose backward reads its statistics (call arg 11): the rows'
+  // logsumexp, then room for the backward's Di, (2, B*Hq*Tq) f32, keyed by the
+  // forward's node (the backward's last buffer is that node's output O)
+  struct nc_oc_lse { nc_id node; cl_mem buf; size_t bytes; } *attn_lse;
+  int nattn_lse;
+  bool attn_stats_force;   // NC_OCL_FA_STATS=1: the backward recomputes the statistics anyway
+  cl_kernel attn_di;       // Di = rowsum(dO * O) into a backward's statistics
+  bool any_scatter;        // scatter_add calls (codegen/ocl_scatter.h): their kernels by ids type
+  cl_kernel scatter[2];    // i32, i64
   cl_kernel attn_pack;     // bf16 modes: q, k, v, dO packed to padded bf16 rows first
   cl_mem attn_pk;
   size_t attn_pk_bytes;
@@ -213,7 +226,7 @@ struct nc_ocl {
   double *ksec;            // per plan kernel: device seconds over all runs
   int64_t *kcalls;
   double *kflop;           // per plan kernel (GEMM): flops of its last launch
-  int64_t *kitems;         // per plan kernel (loops): work-items of its last launch
+  int64_t *kitems;         // per plan kernel (loops): work-items of its last launch (packed GEMMs: operands read in place, 1 A, 2 B)
   double *kflops_sum;      // per plan kernel: flops of the timed calls
   double last_run_s;
   cl_event *ev;            // per plan kernel, last run
@@ -246,15 +259,16 @@ void nc_ocl_free(nc_ocl *c) {
   if (c->kern)
     for (int i = 0; i < c->nuniq; i++)
       if (c->kern[i]) clReleaseKernel(c->kern[i]);
-  for (int v = 0; v < 4; v++)
+  for (int v = 0; v < 8; v++)
     if (c->gemm[v]) clReleaseKernel(c->gemm[v]);
   for (int i = 0; c->tuned_kern && i < c->ntuned; i++)
     if (c->tuned_kern[i]) clReleaseKernel(c->tuned_kern[i]);
   free(c->tuned_kern);
   free(c->tuned);
-  cl_kernel pks[4] = {c->pack_k, c->pack_t, c->gemm_p, c->splitk_sum};
-  for (int v = 0; v < 4; v++)
+  cl_kernel pks[8] = {c->pack_k, c->pack_t, c->pack_kh, c->pack_th, c->gemm_p, c->splitk_sum, c->gemm_pv[1], c->gemm_pv[2]};
+  for (int v = 0; v < 8; v++)
     if (pks[v]) clReleaseKernel(pks[v]);
+  if (c->gemm_pv[3]) clReleaseKernel(c->gemm_pv[3]);
   if (c->packed) clReleaseMemObject(c->packed);
   if (c->partial) clReleaseMemObject(c->partial);
   for (int i = 0; i < c->nattn; i++) {
@@ -263,6 +277,12 @@ void nc_ocl_free(nc_ocl *c) {
       if (ak[v]) clReleaseKernel(ak[v]);
   }
   if (c->attn_st) clReleaseMemObject(c->attn_st);
+  for (int i = 0; i < c->nattn_lse; i++)
+    if (c->attn_lse[i].buf) clReleaseMemObject(c->attn_lse[i].buf);
+  free(c->attn_lse);
+  if (c->attn_di) clReleaseKernel(c->attn_di);
+  for (int v = 0; v < 2; v++)
+    if (c->scatter[v]) clReleaseKernel(c->scatter[v]);
   if (c->attn_pack) clReleaseKernel(c->attn_pack);
   if (c->attn_pk) clReleaseMemObject(c->attn_pk);
   if (c->prog) clReleaseProgram(c->prog);
@@ -476,7 +496,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     goto fail_bufs;
   }
   nc_ocl_emit_prelude(&src);
-  bool need_gemm[4] = {false, false, false, false};
+  bool need_gemm[8] = {false};
   // one OpenCL kernel per distinct code: kernels that differ only in their buffers share it
   for (int q = 0; q < c->nk && !st; q++) {
     const nc_plan_kernel *pk = &p->kernels[q];
@@ -488,6 +508,11 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     if (c->launch[q].gemm) {
       c->uniq[q] = -1;
       need_gemm[c->launch[q].gemm_variant] = true;
+      continue;
+    }
+    if (c->launch[q].scatter) {  // scatter_add: the two kernels of codegen/ocl_scatter.h
+      c->uniq[q] = -1;
+      c->any_scatter = true;
       continue;
     }
     if (c->launch[q].attn) {  // flash attention: one kernel set per padded head-dim pair
@@ -519,7 +544,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     c->uniq[q] = u;
   }
   bool packed = c->knobs.gemm_tc && c->knobs.tc_stages > 0, any_gemm = false;
-  for (int v = 0; v < 4 && !st; v++) {
+  for (int v = 0; v < 8 && !st; v++) {
     any_gemm |= need_gemm[v];
     if (need_gemm[v] && !packed) nc_ocl_emit_gemm(&c->knobs, v, &src);
   }
@@ -528,20 +553,37 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     else c->ntuned = nc_ocl_tuned_collect(&c->dev.d, &c->knobs, need_gemm, c->tuned, NC_OCL_MAX_TUNED);
     if (!st) st = nc_ocl_tuned_emit(c->tuned, c->ntuned, &src);
   }
-  size_t gemm_at = src.len;  // where the GEMM kernels start (re-emitted if the wgmma ones do not build)
-  if (!st && packed && any_gemm) nc_ocl_emit_gemm_packed(&c->knobs, &src);
-  if (!(packed && any_gemm)) c->knobs.tc_wg = 0, wg_auto = false;
   if (!st && c->nattn) {  // flash attention: tensor cores with the bf16 GEMM on NVIDIA (gemm_tc 1), emulated with 2, else fp32
+    // (before gemm_at: kept when the wgmma GEMM is re-emitted as mma.sync below)
     c->attn_tc = c->knobs.gemm_tc;
-    nc_ocl_emit_attn_common(c->attn_tc, &src);
-    for (int a = 0; a < c->nattn; a++) nc_ocl_emit_attn(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &src);
+    nc_ocl_attn_blocks_of(c->attn_tc, &c->attn_bl);
+    const char *fe = getenv("NC_OCL_FA");
+    if (fe && *fe) st = nc_ocl_attn_blocks_parse(fe, c->attn_tc, &c->attn_bl);
+    const char *fs = getenv("NC_OCL_FA_STATS");
+    c->attn_stats_force = fs && !strcmp(fs, "1");
+    if (!st) {
+      nc_ocl_emit_attn_common(c->attn_tc, &c->attn_bl, &src);
+      for (int a = 0; a < c->nattn; a++) nc_ocl_emit_attn(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &src);
+    }
   }
+  if (!st && c->any_scatter) nc_ocl_emit_scatter(nvidia, &src);
+  size_t gemm_at = src.len;  // where the GEMM kernels start (re-emitted if the wgmma ones do not build)
+  // bf16 GEMMs: also the variants with zero-filled copies (operands in place over partial tiles) and bf16 C
+  bool any_bf = need_gemm[4] || need_gemm[5] || need_gemm[6] || need_gemm[7];
+  if (!st && packed && any_gemm) {
+    nc_ocl_emit_gemm_packed(&c->knobs, &src);
+    for (int f = 1; f < 4 && any_bf; f++) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
+  }
+  if (!(packed && any_gemm)) c->knobs.tc_wg = 0, wg_auto = false;
   {
     cl_uint cu = 0;
     clGetDeviceInfo(c->dev.dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
     c->ncu = cu > 0 ? (int)cu : 1;
+    const char *gd = getenv("NC_OCL_GEMM_DIRECT");
+    if (!st && gd && *gd && strcmp(gd, "0") && strcmp(gd, "1")) st = nc_errorf(NC_E_INVALID, "NC_OCL_GEMM_DIRECT='%s': want 1 (bf16 operands read in place where possible, the default) or 0 (always packed)", gd);
+    c->direct_off = gd && !strcmp(gd, "0");
     const char *sk = getenv("NC_OCL_SPLITK");
-    if (sk && *sk) {
+    if (!st && sk && *sk) {
       char *end;
       long v = strtol(sk, &end, 10);
       if (*end || v < 1 || v > 64) st = nc_errorf(NC_E_INVALID, "NC_OCL_SPLITK='%s': want a number of K splits in 1..64", sk);
@@ -566,6 +608,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       c->knobs = mma_knobs, wg_auto = false;
       src.len = gemm_at;
       nc_ocl_emit_gemm_packed(&c->knobs, &src);
+      for (int f = 1; f < 4 && any_bf; f++) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
       char *hide = strstr(bo, " -DNC_WG_HIDE");
       if (hide) *hide = 0;
       st = src.oom ? nc_errorf(NC_E_NOMEM, "out of memory emitting OpenCL C") : nc_oc_program(c, src.data ? src.data : "", bo);
@@ -588,7 +631,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     c->kern[u] = clCreateKernel(c->prog, name, &err);
     if (!c->kern[u] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel");
   }
-  for (int v = 0; v < 4 && !st && !packed; v++)
+  for (int v = 0; v < 8 && !st && !packed; v++)
     if (need_gemm[v]) {
       c->gemm[v] = clCreateKernel(c->prog, nc_ocl_gemm_name(v), &err);
       if (!c->gemm[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(gemm)");
@@ -599,11 +642,18 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     if (!c->tuned_kern[i] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(tuned gemm)");
   }
   if (!st && packed && any_gemm) {
-    const char *names[4] = {"nc_pack_k", "nc_pack_t", c->knobs.tc_wg ? "nc_gemm_wgmma" : "nc_gemm_bf16p", "nc_splitk_sum"};
-    cl_kernel *ks[4] = {&c->pack_k, &c->pack_t, &c->gemm_p, &c->splitk_sum};
-    for (int v = 0; v < 4 && !st; v++) {
+    const char *names[6] = {"nc_pack_k", "nc_pack_t", c->knobs.tc_wg ? "nc_gemm_wgmma" : "nc_gemm_bf16p", "nc_splitk_sum", "nc_pack_kh", "nc_pack_th"};
+    cl_kernel *ks[6] = {&c->pack_k, &c->pack_t, &c->gemm_p, &c->splitk_sum, &c->pack_kh, &c->pack_th};
+    for (int v = 0; v < 6 && !st; v++) {
       *ks[v] = clCreateKernel(c->prog, names[v], &err);
       if (!*ks[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, names[v]);
+    }
+    c->gemm_pv[0] = c->gemm_p;
+    for (int f = 1; f < 4 && any_bf && !st; f++) {
+      char nm[40];
+      nc_ocl_gemm_packed_name(&c->knobs, f, nm, sizeof nm);
+      c->gemm_pv[f] = clCreateKernel(c->prog, nm, &err);
+      if (!c->gemm_pv[f] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
     }
   }
   for (int a = 0; a < c->nattn && !st; a++) {
@@ -619,6 +669,15 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   if (!st && c->nattn && c->attn_tc) {
     c->attn_pack = clCreateKernel(c->prog, "nc_fa_pack", &err);
     if (!c->attn_pack || err != CL_SUCCESS) st = NC_CL_ERR(err, "nc_fa_pack");
+  }
+  for (int v = 0; v < 2 && !st && c->any_scatter; v++) {
+    const char *nm = v ? "nc_scatter_add_i64" : "nc_scatter_add_i32";
+    c->scatter[v] = clCreateKernel(c->prog, nm, &err);
+    if (!c->scatter[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
+  }
+  if (!st && c->nattn) {
+    c->attn_di = clCreateKernel(c->prog, "nc_fa_di", &err);
+    if (!c->attn_di || err != CL_SUCCESS) st = NC_CL_ERR(err, "nc_fa_di");
   }
 fail_bufs:
   free(uhash);
@@ -708,19 +767,30 @@ static nc_status nc_oc_scratch(nc_ocl *c, cl_mem *buf, size_t *have, size_t byte
 
 static int64_t nc_oc_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
-// The pipelined bf16 GEMM: pack op(A) (M x K) and op(B)^T (N x K) to bf16,
-// k contiguous and padded (codegen/ocl_emit.h), then the GEMM, split over K
-// when the tiles alone would leave compute units idle (then the split sum).
+// The pipelined bf16 GEMM: op(A) (M x K) and op(B)^T (N x K) as bf16, k contiguous,
+// then the GEMM (codegen/ocl_emit.h), split over K when the tiles alone would leave
+// compute units idle (then the split sum). An operand over a bf16 buffer whose k is
+// contiguous (A not transposed, B transposed) and whose rows are 16-byte aligned is
+// read in place (rows past M or N and k past K zero-filled by the GEMM's copies);
+// any other is packed first (nc_pack_k / nc_pack_t from f32, rounding; nc_pack_kh /
+// nc_pack_th from bf16, copying), zero-padded to the block tile and k-step.
 // v: batch, M, N, K, ta, tb, sa, sb, beta (the call's arguments).
 static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *v, int variant, cl_event *evp) {
   const nc_kstmt *s = &pk->k.s[pk->k.body];
   const nc_ocl_knobs *kn = &c->knobs;
   int64_t batch = v[0], M = v[1], N = v[2], K = v[3], sa = v[6], sb = v[7];
-  bool ta = variant & 2, tb = variant & 1;
+  bool ta = variant & 2, tb = variant & 1, bf = variant & NC_OCL_GEMM_BF16;
   // Kp: a multiple of the k-step and of nc_pack_t's 32-wide tiles (the wgmma kernel's k-step may be 16)
   int64_t Mp = nc_oc_up(M, kn->tc_bm), Np = nc_oc_up(N, kn->tc_bn), Kp = nc_oc_up(K > 0 ? K : 1, kn->tc_bk > 32 ? kn->tc_bk : 32);
-  int64_t ba = sa ? batch : 1, bb = sb ? batch : 1, pa = ba * Mp * Kp, pb = bb * Np * Kp;
-  NC_TRY(nc_oc_scratch(c, &c->packed, &c->packed_bytes, (size_t)(pa + pb) * 2, "packed bf16 GEMM operands"));
+  cl_mem bufA = c->view[pk->buf_node[s->cbufs[0]]], bufB = c->view[pk->buf_node[s->cbufs[1]]], bufC = c->view[pk->buf_node[s->cbufs[2]]];
+  cl_long offA = c->off[pk->buf_node[s->cbufs[0]]], offB = c->off[pk->buf_node[s->cbufs[1]]];
+  cl_long offC = c->off[pk->buf_node[s->cbufs[2]]];
+  // in place: bf16, k contiguous, every row start 16-byte aligned (offset, K and the batch stride multiples of 8)
+  bool al = bf && !c->direct_off && K % 8 == 0;
+  bool dA = al && !ta && offA % 8 == 0 && sa % 8 == 0, dB = al && tb && offB % 8 == 0 && sb % 8 == 0;
+  int64_t ba = sa ? batch : 1, bb = sb ? batch : 1, pa = dA ? 0 : ba * Mp * Kp, pb = dB ? 0 : bb * Np * Kp;
+  c->kitems[q] = (dA ? 1 : 0) | (dB ? 2 : 0);
+  if (pa + pb) NC_TRY(nc_oc_scratch(c, &c->packed, &c->packed_bytes, (size_t)(pa + pb) * 2, "packed bf16 GEMM operands"));
   int64_t tiles = (Mp / kn->tc_bm) * (Np / kn->tc_bn) * batch, nkt = Kp / kn->tc_bk, splits = 1;
   if (c->splitk_force) splits = c->splitk_force;
   else if (tiles < 2 * c->ncu && nkt >= 8) {
@@ -733,14 +803,12 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
   int64_t kt_per = (nkt + splits - 1) / splits;
   splits = (nkt + kt_per - 1) / kt_per;  // no empty split
   if (splits > 1) NC_TRY(nc_oc_scratch(c, &c->partial, &c->partial_bytes, (size_t)(splits * batch * M * N) * 4, "split-K partial sums"));
-  cl_mem bufA = c->view[pk->buf_node[s->cbufs[0]]], bufB = c->view[pk->buf_node[s->cbufs[1]]], bufC = c->view[pk->buf_node[s->cbufs[2]]];
-  cl_long offA = c->off[pk->buf_node[s->cbufs[0]]], offB = c->off[pk->buf_node[s->cbufs[1]]];
-  cl_long offC = c->off[pk->buf_node[s->cbufs[2]]];
   cl_int err = CL_SUCCESS;
   bool first = true;
   for (int opd = 0; opd < 2; opd++) {  // op(A) as M x K, op(B)^T as N x K
+    if (opd ? dB : dA) continue;
     bool kc = opd ? tb : !ta;          // k contiguous in the source
-    cl_kernel kk = kc ? c->pack_k : c->pack_t;
+    cl_kernel kk = kc ? (bf ? c->pack_kh : c->pack_k) : (bf ? c->pack_th : c->pack_t);
     cl_mem X = opd ? bufB : bufA;
     cl_long ox = opd ? offB : offA, sx = opd ? (sb ? sb : 0) : (sa ? sa : 0), R = opd ? N : M, Kd = K, op = opd ? pa : 0;
     cl_long Rp = opd ? Np : Mp, Kpl = Kp;
@@ -763,13 +831,21 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
     if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(pack)");
     first = false;
   }
-  cl_long Ml = M, Nl = N, Kl = Kp, sal = sa ? Mp * Kp : 0, sbl = sb ? Np * Kp : 0, oal = 0, obl = pa, ocl = splits > 1 ? 0 : offC, ktp = kt_per;
+  // the operands as the GEMM reads them: in place (the call's buffer, offset, stride; rows of K) or packed (rows of Kp)
+  cl_mem opA = dA ? bufA : c->packed, opB = dB ? bufB : c->packed;
+  cl_long Ml = M, Nl = N, Kl = Kp, sal = dA ? sa : sa ? Mp * Kp : 0, sbl = dB ? sb : sb ? Np * Kp : 0;
+  cl_long oal = dA ? offA : 0, obl = dB ? offB : pa, ocl = splits > 1 ? 0 : offC, ktp = kt_per;
+  cl_long lda = dA ? K : Kp, ldb = dB ? K : Kp, Kv = K;
   cl_int beta = v[8] != 0, spl = (cl_int)splits;
   cl_mem Cout = splits > 1 ? c->partial : bufC;
-  cl_kernel kk = c->gemm_p;
+  // the kernel variant: zero-filled copies when an operand read in place has a partial tile (rows or k),
+  // a bf16 C unless the splits' f32 partial sums are written
+  bool zf = (dA && (M % kn->tc_bm || K != Kp)) || (dB && (N % kn->tc_bn || K != Kp));
+  cl_kernel kk = c->gemm_pv[(zf ? NC_OCL_GEMMP_ZFILL : 0) | (bf && splits == 1 ? NC_OCL_GEMMP_CBF16 : 0)];
+  if (!kk) return nc_errorf(NC_E_INTERNAL, "kernel %s: GEMM kernel variant missing", pk->k.name);
   cl_uint a = 0;
-  err |= clSetKernelArg(kk, a++, sizeof c->packed, &c->packed);
-  err |= clSetKernelArg(kk, a++, sizeof c->packed, &c->packed);
+  err |= clSetKernelArg(kk, a++, sizeof opA, &opA);
+  err |= clSetKernelArg(kk, a++, sizeof opB, &opB);
   err |= clSetKernelArg(kk, a++, sizeof Cout, &Cout);
   cl_long la[5] = {Ml, Nl, Kl, sal, sbl};
   for (int i = 0; i < 5; i++) err |= clSetKernelArg(kk, a++, sizeof(cl_long), &la[i]);
@@ -779,13 +855,18 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
   err |= clSetKernelArg(kk, a++, sizeof ocl, &ocl);
   err |= clSetKernelArg(kk, a++, sizeof ktp, &ktp);
   err |= clSetKernelArg(kk, a++, sizeof spl, &spl);
+  err |= clSetKernelArg(kk, a++, sizeof lda, &lda);
+  err |= clSetKernelArg(kk, a++, sizeof ldb, &ldb);
+  err |= clSetKernelArg(kk, a++, sizeof Kv, &Kv);
   if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(gemm_bf16p)");
   size_t lx = kn->tc_wg ? (size_t)(2 * kn->tc_bm) : (size_t)(32 * (kn->tc_bm / kn->tc_wm) * (kn->tc_bn / kn->tc_wn));
   size_t gws[3] = {(size_t)(Np / kn->tc_bn) * lx, (size_t)(Mp / kn->tc_bm), (size_t)(batch * splits)}, lws[3] = {lx, 1, 1};
-  err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, gws, lws, 0, NULL, evp && splits == 1 ? evp : NULL);
+  cl_event *ge = !evp ? NULL : splits == 1 ? evp : first ? &c->ev0[q] : NULL;
+  err = clEnqueueNDRangeKernel(c->q, kk, 3, NULL, gws, lws, 0, NULL, ge);
   if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(gemm_bf16p)");
   if (splits > 1) {
     cl_long MN = M * N;
+    cl_int cb = bf;
     kk = c->splitk_sum;
     a = 0;
     err |= clSetKernelArg(kk, a++, sizeof c->partial, &c->partial);
@@ -794,6 +875,7 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
     err |= clSetKernelArg(kk, a++, sizeof spl, &spl);
     err |= clSetKernelArg(kk, a++, sizeof beta, &beta);
     err |= clSetKernelArg(kk, a++, sizeof offC, &offC);
+    err |= clSetKernelArg(kk, a++, sizeof cb, &cb);
     if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(splitk_sum)");
     size_t g2[2] = {(size_t)nc_oc_up(MN, 256), (size_t)batch}, l2[2] = {256, 1};
     err = clEnqueueNDRangeKernel(c->q, kk, 2, NULL, g2, l2, 0, NULL, evp);
@@ -802,8 +884,61 @@ static nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk,
   return NC_OK;
 }
 
+// scatter_add (NC_KT_SCATTER_ADD, codegen/ocl_scatter.h): zero out, then one
+// work-item per (token, channel) adds its value with a float atomic.
+static nc_status nc_oc_launch_scatter(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp) {
+  const nc_kernel *k = &pk->k;
+  const nc_kstmt *s = &k->s[k->body];
+  cl_long N = nc_kernel_eval_index(k, s->args[0], args), V = nc_kernel_eval_index(k, s->args[1], args),
+          C = nc_kernel_eval_index(k, s->args[2], args);
+  if (V <= 0 || C <= 0) return NC_OK;
+  cl_mem mb[3];
+  cl_long mo[3];
+  for (int i = 0; i < 3; i++) mb[i] = c->view[pk->buf_node[s->cbufs[i]]], mo[i] = c->off[pk->buf_node[s->cbufs[i]]];
+  cl_float zero = 0.0f;
+  cl_int err = clEnqueueFillBuffer(c->q, mb[2], &zero, sizeof zero, (size_t)mo[2] * sizeof(float), (size_t)(V * C) * sizeof(float), 0,
+                                   NULL, evp && N > 0 ? &c->ev0[q] : evp);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueFillBuffer(scatter_add)");
+  if (N <= 0) return NC_OK;
+  cl_kernel kk = c->scatter[c->launch[q].scatter_i64 ? 1 : 0];
+  cl_uint ai = 0;
+  for (int i = 0; i < 3; i++) {
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &mb[i]);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &mo[i]);
+  }
+  err |= clSetKernelArg(kk, ai++, sizeof N, &N);
+  err |= clSetKernelArg(kk, ai++, sizeof V, &V);
+  err |= clSetKernelArg(kk, ai++, sizeof C, &C);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(scatter_add)");
+  size_t g = (size_t)nc_oc_up(N * C, 256), l = 256;
+  err = clEnqueueNDRangeKernel(c->q, kk, 1, NULL, &g, &l, 0, NULL, evp);
+  if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(scatter_add)");
+  c->kitems[q] = N * C;
+  return NC_OK;
+}
+
+// The statistics buffer of the forward call that computes node, or NULL; with
+// bytes > 0 it is made (or grown) to hold that many.
+static nc_status nc_oc_attn_lse(nc_ocl *c, nc_id node, size_t bytes, cl_mem *out) {
+  *out = NULL;
+  int i = 0;
+  while (i < c->nattn_lse && c->attn_lse[i].node != node) i++;
+  if (i == c->nattn_lse) {
+    if (!bytes) return NC_OK;
+    void *na = realloc(c->attn_lse, (size_t)(c->nattn_lse + 1) * sizeof *c->attn_lse);
+    if (!na) return nc_errorf(NC_E_NOMEM, "out of memory");
+    c->attn_lse = na;
+    c->attn_lse[c->nattn_lse++] = (struct nc_oc_lse){.node = node};
+  }
+  if (bytes) NC_TRY(nc_oc_scratch(c, &c->attn_lse[i].buf, &c->attn_lse[i].bytes, bytes, "attention statistics"));
+  *out = c->attn_lse[i].buf;
+  return NC_OK;
+}
+
 // Flash attention (NC_KT_ATTENTION, codegen/ocl_attn.h): the forward kernel, or
-// the backward: statistics (lse, Di) into the scratch, then dQ and dK/dV.
+// the backward: statistics (lse, Di) into the scratch (or, when the forward of
+// the same inputs stored its logsumexp, only Di = rowsum(dO * O) next to it),
+// then dQ and dK/dV.
 static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp) {
   const nc_kernel *k = &pk->k;
   const nc_kstmt *s = &k->s[k->body];
@@ -813,16 +948,28 @@ static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, c
   cl_long B = v[0], Tq = v[1], Tk = v[2], Hq = v[3], Hkv = v[4], D = v[5], Dv = v[6], win = v[8];
   cl_int causal = v[7] != 0, mask = (cl_int)v[9];
   cl_float scale = (cl_float)k->x[s->args[10]].fval;
+  // arg 11: a forward keeps its logsumexp (1); a backward reads the one forward node link - 1 kept
+  int64_t link = s->nargs > 11 ? nc_kernel_eval_index(k, s->args[11], args) : 0;
   if (B <= 0 || Tq <= 0 || Hq <= 0 || Hkv <= 0 || Hq % Hkv) return NC_OK;
   int a = 0;
   while (a < c->nattn && (c->attn[a].dp != L->attn_dp || c->attn[a].dvp != L->attn_dvp)) a++;
   if (a == c->nattn) return nc_errorf(NC_E_INTERNAL, "kernel %s: no attention kernels for head dims %d/%d", k->name, L->attn_dp, L->attn_dvp);
-  nc_ocl_attn_blocks bl;
-  nc_ocl_attn_blocks_of(c->attn_tc, &bl);
-  cl_mem mb[7];
-  cl_long mo[7];
-  for (int i = 0; i < s->ncbufs && i < 7; i++) mb[i] = c->view[pk->buf_node[s->cbufs[i]]], mo[i] = c->off[pk->buf_node[s->cbufs[i]]];
+  const nc_ocl_attn_blocks bl = c->attn_bl;
+  cl_mem mb[8];
+  cl_long mo[8];
+  for (int i = 0; i < s->ncbufs && i < 8; i++) mb[i] = c->view[pk->buf_node[s->cbufs[i]]], mo[i] = c->off[pk->buf_node[s->cbufs[i]]];
   cl_long NR = B * Hq * Tq, zero = 0;
+  // the statistics: a forward with link stores its rows' logsumexp for the backward;
+  // a backward with link finds them there (its last buffer is the forward's O)
+  cl_mem lse = NULL;
+  if (link && !mask) NC_TRY(nc_oc_attn_lse(c, pk->node, (size_t)(2 * NR) * sizeof(float), &lse));
+  if (link && mask && !c->attn_stats_force) {
+    NC_TRY(nc_oc_attn_lse(c, (nc_id)(link - 1), 0, &lse));
+    size_t have = 0;
+    if (lse) clGetMemObjectInfo(lse, CL_MEM_SIZE, sizeof have, &have, NULL);
+    if (have < (size_t)(2 * NR) * sizeof(float)) lse = NULL;  // not stored at these sizes: recompute
+  }
+  bool stats = mask && !lse;  // the backward's statistics pass (a second forward)
   // the bf16 modes read q, k, v (and dO) packed to bf16 rows of the padded head dims
   cl_mem tb[4] = {mb[0], mb[1], mb[2], mb[3]};  // what the kernels read as Q, K, V, dO tiles
   cl_long to[4] = {mo[0], mo[1], mo[2], mo[3]};
@@ -830,7 +977,7 @@ static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, c
   if (c->attn_tc) {
     cl_long rows[4] = {B * Tq * Hq, B * Tk * Hkv, B * Tk * Hkv, B * Tq * Hq}, dm[4] = {D, D, Dv, Dv};
     cl_int dpad[4] = {L->attn_dp, L->attn_dp, L->attn_dvp, L->attn_dvp};
-    int npk = mask ? 4 : 3;
+    int npk = mask ? 4 : 3;  // (the statistics pass and dQ, dK/dV read dO packed too)
     cl_long at[4], tot = 0;
     for (int i = 0; i < npk; i++) at[i] = tot, tot += (rows[i] * dpad[i] + 7) / 8 * 8;
     NC_TRY(nc_oc_scratch(c, &c->attn_pk, &c->attn_pk_bytes, (size_t)tot * 2, "bf16 attention operands"));
@@ -857,11 +1004,31 @@ static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, c
   cl_int err = CL_SUCCESS;
   size_t l1 = (size_t)bl.bm * 2, g1[3] = {(size_t)((Tq + bl.bm - 1) / bl.bm) * l1, (size_t)Hq, (size_t)B}, lw1[3] = {l1, 1, 1};
   cl_kernel kk = c->attn[a].fwd;
-  cl_int mode = mask ? 1 : 0;
-  if (mask) NC_TRY(nc_oc_scratch(c, &c->attn_st, &c->attn_st_bytes, (size_t)(2 * NR) * sizeof(float), "attention statistics"));
-  cl_mem stb = mask ? c->attn_st : mb[0], O = mask ? mb[0] : mb[3], dO = mask ? mb[3] : mb[0];
+  cl_int mode = mask ? 1 : lse ? 2 : 0;
+  if (stats) NC_TRY(nc_oc_scratch(c, &c->attn_st, &c->attn_st_bytes, (size_t)(2 * NR) * sizeof(float), "attention statistics"));
+  cl_mem stb = mask ? c->attn_st : lse ? lse : mb[0], O = mask ? mb[0] : mb[3], dO = mask ? mb[3] : mb[0];
   cl_long oO = mask ? mo[0] : mo[3], odO = mask ? mo[3] : mo[0];
-  {
+  if (mask && !stats) {  // Di = rowsum(dO * O) next to the forward's logsumexp
+    cl_mem Ob = mb[s->ncbufs - 1];
+    cl_long oOb = mo[s->ncbufs - 1];
+    cl_uint ai = 0;
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_mem), &Ob);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_long), &oOb);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_mem), &mb[3]);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_long), &mo[3]);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_mem), &lse);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof NR, &NR);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_long), &Tq);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_long), &Hq);
+    err |= clSetKernelArg(c->attn_di, ai++, sizeof(cl_long), &Dv);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg(nc_fa_di)");
+    size_t gd = (size_t)((NR + 15) / 16) * 256, ld = 256;
+    err = clEnqueueNDRangeKernel(c->q, c->attn_di, 1, NULL, &gd, &ld, 0, NULL, evp && first_cmd ? &c->ev0[q] : NULL);
+    if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(nc_fa_di)");
+    first_cmd = false;
+  }
+  cl_mem stu = stats ? c->attn_st : lse;  // what dQ and dK/dV read
+  if (!mask || stats) {
     cl_uint ai = 0;
     err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[0]);
     err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[1]);
@@ -896,7 +1063,7 @@ static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, c
     cl_uint ai = 0;
     for (int i = 0; i < 4; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[i]);
     err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gq);
-    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &c->attn_st);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &stu);
     for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &la[i]);
     err |= clSetKernelArg(kk, ai++, sizeof causal, &causal);
     err |= clSetKernelArg(kk, ai++, sizeof win, &win);
@@ -916,7 +1083,7 @@ static nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, c
     for (int i = 0; i < 4; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[i]);
     err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gk);
     err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gv);
-    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &c->attn_st);
+    err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &stu);
     for (int i = 0; i < 6; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_long), &la[i]);
     err |= clSetKernelArg(kk, ai++, sizeof causal, &causal);
     err |= clSetKernelArg(kk, ai++, sizeof win, &win);
@@ -940,6 +1107,7 @@ static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   cl_event *evp = c->profile ? &c->ev[q] : NULL;
   cl_int err = CL_SUCCESS;
   if (L->attn) return nc_oc_launch_attn(c, q, pk, args, evp);
+  if (L->scatter) return nc_oc_launch_scatter(c, q, pk, args, evp);
   if (L->gemm) {
     const nc_kstmt *s = &k->s[k->body];
     int64_t v[9];
@@ -1171,8 +1339,9 @@ bool nc_ocl_cache_hit(const nc_ocl *c) { return c->cache_hit; }
 uint64_t nc_ocl_program_key(const nc_ocl *c) { return c->key; }
 int nc_ocl_unique_kernels(const nc_ocl *c) {
   int n = c->nuniq;
-  for (int v = 0; v < 4; v++) n += c->gemm[v] != NULL;
-  return n + (c->gemm_p != NULL);
+  for (int v = 0; v < 8; v++) n += c->gemm[v] != NULL;
+  for (int f = 0; f < 4; f++) n += c->gemm_pv[f] != NULL;
+  return n;
 }
 double nc_ocl_last_run_seconds(const nc_ocl *c) { return c->last_run_s; }
 const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c) { return &c->knobs; }
@@ -1202,8 +1371,9 @@ void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f) {
     if (c->kcalls[q] == 0) break;
     char what[64];
     if (c->launch[q].gemm)
-      snprintf(what, sizeof what, "gemm %s%s, %.1f GFLOP/s", nc_ocl_gemm_name(c->launch[q].gemm_variant) + 8, c->knobs.gemm_tc ? " bf16" : "",
-               c->ksec[q] > 0 ? c->kflops_sum[q] / c->ksec[q] * 1e-9 : 0.0);
+      snprintf(what, sizeof what, "gemm %s%s, %.1f GFLOP/s%s", nc_ocl_gemm_name(c->launch[q].gemm_variant) + 8, c->knobs.gemm_tc ? " bf16" : "",
+               c->ksec[q] > 0 ? c->kflops_sum[q] / c->ksec[q] * 1e-9 : 0.0,
+               c->kitems[q] == 3 ? ", A B in place" : c->kitems[q] == 1 ? ", A in place" : c->kitems[q] == 2 ? ", B in place" : "");
     else if (c->launch[q].attn)  // FA2's flop count (nc_oc_launch_attn)
       snprintf(what, sizeof what, "flash attention %s, %.1f GFLOP/s", c->attn_tc == 1 ? "mma.sync" : c->attn_tc ? "bf16 emulated" : "fp32",
                c->ksec[q] > 0 ? c->kflops_sum[q] / c->ksec[q] * 1e-9 : 0.0);

@@ -38,6 +38,7 @@ nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t
       args[a] = s >= 0 ? syms[s] : 0;
     }
     const nc_kstmt *s = nc_ks_get(k, k->body);
+    if (s->tmpl != NC_KT_MATMUL) continue;  // flash attention, scatter_add: not GEMMs
     int64_t x[11] = {0};
     for (int a = 0; a < s->nargs && a < 11; a++) x[a] = nc_kernel_eval_index(k, s->args[a], args);
     // the plain fp32 GEMM only: bf16 buffers and the epilogues (ReLU^2, addend) are not tuned yet

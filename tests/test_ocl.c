@@ -207,6 +207,58 @@ Test(ocl, every_op_family_matches_the_interpreter_for_two_batch_sizes) {
   nc_graph_free(g);
 }
 
+// scatter_add (the embedding gradient) as one template call with float atomics
+// (codegen/ocl_scatter.h): i32 and i64 ids with many tokens per row (colliding
+// atomics), against the interpreter. The adds' order varies from run to run, so
+// the rounding may too: the tolerance is a few fp32 ulps of the sums, not 0.
+Test(ocl, scatter_add_with_colliding_ids_matches_the_interpreter) {
+  NEED_OPENCL();
+  nc_graph *g = nc_graph_new("scatter");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  const int64_t T = 37, Cn = 70, V = 9;
+  nc_dim di[2] = {nc_dim_sym(B), C(T)}, ds[3] = {nc_dim_sym(B), C(T), C(Cn)}, dw[2] = {C(V), C(Cn)};
+  nc_id i32 = nc_leaf(g, NC_OP_INPUT, "ids32", nc_type_make(NC_I32, 2, di));
+  nc_id i64 = nc_leaf(g, NC_OP_INPUT, "ids64", nc_type_make(NC_I64, 2, di));
+  nc_id src = nc_leaf(g, NC_OP_INPUT, "src", nc_type_make(NC_F32, 3, ds));
+  nc_id two = nc_op2(g, NC_OP_MUL, src, nc_b_const_like(g, src, 2.0));  // a computed (materialized) source
+  cr_assert_null(nc_graph_set_output(g, "dw32", nc_b_scatter_add(g, i32, src, nc_type_make(NC_F32, 2, dw))));
+  cr_assert_null(nc_graph_set_output(g, "dw64", nc_b_scatter_add(g, i64, two, nc_type_make(NC_F32, 2, dw))));
+  cr_assert_null(nc_graph_error(g));
+  nc_lower_opts lo = {.fuse = true, .scatter_atomic = true};
+  for (int on = 0; on < 2; on++) {  // the plan: two template calls with the option, none without
+    lo.scatter_atomic = on;
+    nc_plan *p;
+    cr_assert_null(nc_plan_build(g, &lo, &p));
+    int calls = 0;
+    for (int i = 0; i < p->nkernels; i++)
+      calls += nc_kernel_is_template(&p->kernels[i].k) && p->kernels[i].k.s[p->kernels[i].k.body].tmpl == NC_KT_SCATTER_ADD;
+    cr_expect_eq(calls, on ? 2 : 0, "scatter_add template calls with scatter_atomic=%d: %d", on, calls);
+    nc_plan_free(p);
+  }
+  nc_exec *ex = exec_on(g, "opencl");
+  for (int64_t b = 1; b <= 3; b += 2) {
+    nc_session *s = nc_session_new();
+    int64_t sh[3] = {b, T, Cn};
+    nc_tensor a, c;
+    cr_assert_null(nc_tensor_alloc(&a, NC_I32, 2, sh));
+    cr_assert_null(nc_tensor_alloc(&c, NC_I64, 2, sh));
+    for (int64_t j = 0; j < b * T; j++) {  // row 2 takes a third of the tokens; row 8 none
+      ((int32_t *)a.data)[j] = j % 3 == 0 ? 2 : (int32_t)((j * 5) % 8);
+      ((int64_t *)c.data)[j] = (int64_t)((j * 7) % 3);
+    }
+    cr_assert_null(nc_session_put(s, "ids32", &a));
+    cr_assert_null(nc_session_put(s, "ids64", &c));
+    int64_t syms[NC_MAX_SYMS] = {b};
+    fill(s, g, syms, (int)V, 70 + (uint64_t)b, false);
+    double worst = compare_on(ex, g, s, 1e-5);
+    cr_log_info("scatter_add B=%lld: worst rel err %.3g", (long long)b, worst);
+    nc_session_free(s);
+  }
+  nc_exec_free(ex);
+  nc_graph_free(g);
+}
+
 // The GEMM template across tile edges (sizes not multiples of any tile), every
 // transpose, batched and shared-weight forms, with the default and other knobs.
 static nc_graph *gemm_graph(int64_t M, int64_t N, int64_t K) {

@@ -21,6 +21,7 @@
 #include "passes/memplan.h"
 #include "passes/pass.h"
 #include "runtime/exec.h"
+#include "runtime/kir_eval.h"
 #include "runtime/ocl_device.h"
 #include "runtime/session.h"
 #include "tests/support/cli_util.h"
@@ -236,6 +237,115 @@ Test(ocl_attn, plan_has_one_call_per_attention_and_no_tt_buffers) {
   nc_plan_free(p);
   nc_graph_free(g);
   nc_graph_free(g0);
+}
+
+// The flash calls of p: the forward's and the backward's kernels (the last of each).
+static void at_calls(const nc_plan *p, const nc_kernel **fwd, const nc_kernel **bwd, nc_id *fwd_node) {
+  *fwd = *bwd = NULL;
+  for (int i = 0; i < p->nkernels; i++) {
+    const nc_kernel *k = &p->kernels[i].k;
+    if (!nc_kernel_is_template(k) || k->s[k->body].tmpl != NC_KT_ATTENTION) continue;
+    const nc_kstmt *c = &k->s[k->body];
+    if (nc_kernel_eval_index(k, c->args[9], NULL) == 0) *fwd = k, *fwd_node = p->kernels[i].node;
+    else *bwd = k;
+  }
+}
+
+// Graph of case c's three gradients only (no forward: nothing to take the statistics from).
+static nc_graph *at_grad_graph(const at_case *c) {
+  nc_graph *g = at_graph(c), *h = nc_graph_new("attn_grads");
+  int B, T;
+  cr_assert_null(nc_graph_sym(h, "B", &B));
+  cr_assert_null(nc_graph_sym(h, "T", &T));
+  nc_graph_free(g);
+  nc_dim dq[4] = {nc_dim_sym(B), nc_dim_sym(T), C(c->hq), C(c->d)}, dk[4] = {nc_dim_sym(B), nc_dim_sym(T), C(c->hkv), C(c->d)};
+  nc_dim dv[4] = {nc_dim_sym(B), nc_dim_sym(T), C(c->hkv), C(c->dv)}, dout[4] = {nc_dim_sym(B), nc_dim_sym(T), C(c->hq), C(c->dv)};
+  nc_id q = nc_leaf(h, NC_OP_INPUT, "q0", nc_type_make(NC_F32, 4, dq));
+  nc_id k = nc_leaf(h, NC_OP_INPUT, "k0", nc_type_make(NC_F32, 4, dk));
+  nc_id v = nc_leaf(h, NC_OP_INPUT, "v0", nc_type_make(NC_F32, 4, dv));
+  nc_id d = nc_leaf(h, NC_OP_INPUT, "dout0", nc_type_make(NC_F32, 4, dout));
+  const char *names[3] = {"dq0", "dk0", "dv0"};
+  for (int w = 0; w < 3; w++)
+    cr_assert_null(nc_graph_set_output(h, names[w], nc_b_attention_grad(h, q, k, v, d, NC_NONE, w, c->causal, c->window, c->scale)));
+  cr_assert_null(nc_graph_error(h));
+  return h;
+}
+
+// The backward takes the rows' logsumexp from its forward (call arg 11, the
+// forward's O as its last buffer) instead of a statistics pass; without a
+// forward in the graph, or with NC_OCL_FA_STATS=1, it recomputes them. All
+// three agree with the interpreter.
+Test(ocl_attn, backward_reads_the_forwards_statistics_or_recomputes_them, .timeout = 300) {
+  const at_case *c = &at_cases[1];
+  nc_graph *g0 = at_graph(c), *g;
+  nc_plan *p = at_plan(g0, &g);
+  const nc_kernel *fk, *bk;
+  nc_id fnode = NC_NONE;
+  at_calls(p, &fk, &bk, &fnode);
+  cr_assert(fk && bk, "a forward and a backward flash call");
+  const nc_kstmt *fc = &fk->s[fk->body], *bc = &bk->s[bk->body];
+  cr_assert_eq(fc->nargs, 12);
+  cr_assert_eq(bc->nargs, 12);
+  cr_expect_eq(nc_kernel_eval_index(fk, fc->args[11], NULL), 1, "the forward keeps its logsumexp");
+  cr_expect_eq(nc_kernel_eval_index(bk, bc->args[11], NULL), (int64_t)fnode + 1, "the backward names its forward");
+  cr_expect_eq(bc->ncbufs, 8, "q, k, v, dO, dq, dk, dv and the forward's O");
+  cr_expect_not_null(p->extra_read, "the memory plan keeps O alive for the backward");
+  nc_plan_free(p);
+  nc_graph_free(g);
+  nc_graph *h0 = at_grad_graph(c);
+  p = at_plan(h0, &g);
+  at_calls(p, &fk, &bk, &fnode);
+  cr_assert(!fk && bk);
+  cr_expect_eq(nc_kernel_eval_index(bk, bk->s[bk->body].args[11], NULL), 0, "no forward: the statistics pass");
+  nc_plan_free(p);
+  nc_graph_free(g);
+  NEED_OPENCL();
+  nc_exec *ex = at_exec(h0);
+  double w = at_compare(ex, h0, c, 1, 2, 37, 1e-4, 31);
+  cr_log_info("gradients alone (statistics pass): worst rel err %.3g", w);
+  nc_exec_free(ex);
+  setenv("NC_OCL_FA_STATS", "1", 1);
+  ex = at_exec(g0);
+  unsetenv("NC_OCL_FA_STATS");
+  w = at_compare(ex, g0, c, 1, 1, 70, 1e-4, 37);
+  cr_log_info("NC_OCL_FA_STATS=1: worst rel err %.3g", w);
+  nc_exec_free(ex);
+  nc_graph_free(h0);
+  nc_graph_free(g0);
+}
+
+// NC_OCL_FA sets the block sizes: wrong ones are named; larger blocks than the
+// defaults (8 warps, 64-wide key and query steps) still match, on the bf16 tiles
+// (emulated on PoCL, mma.sync on NVIDIA).
+Test(ocl_attn, block_sizes_from_nc_ocl_fa, .timeout = 300) {
+  nc_ocl_attn_blocks bl;
+  const char *bad[] = {"64,32,32", "64,32,32,32,24", "64,32,32,32,80", "256,32,32,32,32", "64,32,x,32,32", "64,32,32,32,32,", "64,32,32,32,32,3", "64,32,32,32,32,2,1"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    nc_status st = nc_ocl_attn_blocks_parse(bad[i], 1, &bl);
+    cr_assert_not_null(st, "NC_OCL_FA='%s' must be refused", bad[i]);
+    cr_expect(strstr(nc_status_msg(st), "NC_OCL_FA") != NULL, "%s", nc_status_msg(st));
+    nc_status_free(st);
+  }
+  nc_status st = nc_ocl_attn_blocks_parse("32,16,64,16,16", 0, &bl);
+  cr_assert_not_null(st, "fp32 tiles with BN 64");
+  nc_status_free(st);
+  cr_assert_null(nc_ocl_attn_blocks_parse("128,64,64,128,64", 1, &bl));
+  cr_expect(bl.bm == 128 && bl.bmq == 64 && bl.bn == 64 && bl.km == 128 && bl.qn == 64);
+  NEED_OPENCL();
+  nc_ocl_device_desc dd;
+  cr_assert_null(nc_ocl_select("", &dd));
+  bool nvidia = strstr(dd.vendor, "NVIDIA") || strstr(dd.platform_vendor, "NVIDIA");
+  const at_case cs[2] = {at_cases[1], at_cases[3]};
+  setenv("NC_OCL_TC", nvidia ? "32,32,16,16,16,1" : "32,32,16,16,16,2", 1);
+  setenv("NC_OCL_FA", "128,64,64,128,64,2", 1);
+  nc_graph *g = at_graph_n(cs, 2);
+  nc_exec *ex = at_exec(g);
+  unsetenv("NC_OCL_FA");
+  unsetenv("NC_OCL_TC");
+  double w = at_compare(ex, g, cs, 2, 2, 150, 3e-2, 211);
+  cr_log_info("NC_OCL_FA=128,64,64,128,64,2 (%s) B=2 T=150: worst rel err %.3g", nvidia ? "mma.sync" : "emulated", w);
+  nc_exec_free(ex);
+  nc_graph_free(g);
 }
 
 // Outside the template's reach the old paths stay: head dims over 128 and kvlen

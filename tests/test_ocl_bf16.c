@@ -512,3 +512,244 @@ Test(ocl_bf16, wgmma_knobs_emitter_and_ptx_patch) {
   }
   nc_graph_free(g);
 }
+
+// ---- bf16 operands in memory (the bf16 model's matmuls: NC_PATTERN_BF16_GEMM on OpenCL) ----
+
+static uint16_t to_bf16_bits(float f) {
+  float r = ref_bf16(f);
+  uint32_t u;
+  memcpy(&u, &r, 4);
+  return (uint16_t)(u >> 16);
+}
+
+static float bf16_bits_to_f(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+// The same five products as gemm_graph over bf16 inputs, bf16 outputs, plus the
+// shared weight transposed (linear_t: the nt form of nn.Linear, read in place).
+static nc_graph *gemm_graph_bf16(int64_t M, int64_t N, int64_t K) {
+  nc_graph *g = nc_graph_new("gemm_bf16_operands");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim da[3] = {nc_dim_sym(B), C(M), C(K)}, dat[3] = {nc_dim_sym(B), C(K), C(M)};
+  nc_dim db[3] = {nc_dim_sym(B), C(K), C(N)}, dbt[3] = {nc_dim_sym(B), C(N), C(K)};
+  nc_dim dw[2] = {C(K), C(N)}, dwt[2] = {C(N), C(K)};
+  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(NC_BF16, 3, da));
+  nc_id at = nc_leaf(g, NC_OP_INPUT, "at", nc_type_make(NC_BF16, 3, dat));
+  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(NC_BF16, 3, db));
+  nc_id bt = nc_leaf(g, NC_OP_INPUT, "bt", nc_type_make(NC_BF16, 3, dbt));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_BF16, 2, dw));
+  nc_id wt = nc_leaf(g, NC_OP_PARAM, "wt", nc_type_make(NC_BF16, 2, dwt));
+  cr_assert_null(nc_graph_set_output(g, "nn", nc_b_bmm(g, a, b, false, false)));
+  cr_assert_null(nc_graph_set_output(g, "nt", nc_b_bmm(g, a, bt, false, true)));
+  cr_assert_null(nc_graph_set_output(g, "tn", nc_b_bmm(g, at, b, true, false)));
+  cr_assert_null(nc_graph_set_output(g, "tt", nc_b_bmm(g, at, bt, true, true)));
+  cr_assert_null(nc_graph_set_output(g, "linear", nc_b_matmul(g, a, w, false, false)));
+  cr_assert_null(nc_graph_set_output(g, "linear_t", nc_b_matmul(g, a, wt, false, true)));
+  cr_assert_null(nc_graph_error(g));
+  return g;
+}
+
+static void to_bf16_tensor(const nc_tensor *f, nc_tensor *h) {
+  cr_assert_null(nc_tensor_alloc(h, NC_BF16, f->rank, f->shape));
+  const float *p = f->data;
+  uint16_t *q = h->data;
+  for (int64_t i = 0; i < nc_tensor_numel(f); i++) q[i] = to_bf16_bits(p[i]);
+}
+
+// Runs gemm_graph_bf16 at B x 70 x 37 x K on OpenCL (NC_OCL_TC=tc when given)
+// against a double reference over the bf16 operands: every element within
+// half a bf16 ulp of the exact product plus fp32 accumulation (2e-6 x sum|a*b|);
+// returns how many elements are bit-identical to the exact product rounded once.
+static int64_t run_bf16_operands(const char *tc, int64_t K, int64_t *total) {
+  const int64_t B = 2, M = 70, N = 37;
+  nc_graph *g = gemm_graph_bf16(M, N, K);
+  if (tc) setenv("NC_OCL_TC", tc, 1);
+  nc_device dev;
+  cr_assert_null(nc_device_parse("opencl", &dev));
+  nc_exec *ex;
+  nc_status st = nc_exec_new(g, &dev, &ex);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  unsetenv("NC_OCL_TC");
+  gemm_data d;
+  data_make(&d, B, M, N, K);
+  // the bf16 operands (d's f32 tensors rounded: ref_at with round = true is their exact product)
+  nc_tensor wt32, h[6];
+  int64_t swt[2] = {N, K};
+  cr_assert_null(nc_tensor_alloc(&wt32, NC_F32, 2, swt));
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t k = 0; k < K; k++) ((float *)wt32.data)[n * K + k] = ((const float *)d.w.data)[k * N + n];
+  to_bf16_tensor(&d.a, &h[0]), to_bf16_tensor(&d.at, &h[1]), to_bf16_tensor(&d.b, &h[2]), to_bf16_tensor(&d.bt, &h[3]);
+  to_bf16_tensor(&d.w, &h[4]), to_bf16_tensor(&wt32, &h[5]);
+  nc_feed f[6] = {{"a", &h[0]}, {"at", &h[1]}, {"b", &h[2]}, {"bt", &h[3]}, {"w", &h[4]}, {"wt", &h[5]}};
+  nc_tensor out[6];
+  st = nc_exec_run(ex, f, 6, out);
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  int64_t same = 0;
+  double worst = 0;
+  for (int o = 0; o < 6; o++) {
+    cr_assert_eq(out[o].dtype, NC_BF16, "output %d is not bf16", o);
+    cr_assert_eq(nc_tensor_numel(&out[o]), B * M * N);
+    const uint16_t *c = out[o].data;
+    for (int64_t q = 0; q < B; q++)
+      for (int64_t m = 0; m < M; m++)
+        for (int64_t n = 0; n < N; n++) {
+          double mag;
+          double want = ref_at(&d, o == 5 ? 4 : o, q, m, n, true, &mag);
+          uint16_t gb = c[(q * M + m) * N + n];
+          double got = bf16_bits_to_f(gb), tol = fabs(want) / 256 + 2e-6 * mag + 1e-30;
+          worst = fmax(worst, fabs(got - want) / (fabs(want) + mag * 1e-3 + 1e-30));
+          if (!(fabs(got - want) <= tol))
+            cr_assert_fail("%s K=%lld output %d [%lld,%lld,%lld]: got %.9g want %.9g (|a.b| %.3g)", tc ? tc : "default", (long long)K, o,
+                           (long long)q, (long long)m, (long long)n, got, want, mag);
+          same += gb == to_bf16_bits((float)want);
+        }
+    nc_tensor_free(&out[o]);
+  }
+  *total = 6 * B * M * N;
+  cr_log_info("bf16 operands NC_OCL_TC=%s K=%lld: %lld of %lld elements are the exact product rounded once; worst rel. %.3g", tc ? tc : "-",
+              (long long)K, (long long)same, (long long)*total, worst);
+  for (int i = 0; i < 6; i++) nc_tensor_free(&h[i]);
+  nc_tensor_free(&wt32);
+  data_free(&d);
+  nc_exec_free(ex);
+  nc_graph_free(g);
+  return same;
+}
+
+// K = 45: no operand can be read in place (rows not 16-byte aligned: packed from bf16); 48 and 200
+// (several k-steps): the k-contiguous ones (nt's A and B, nn's A, linear_t's) in place, the rest packed.
+static void check_bf16_operands(const char *tc) {
+  const int64_t ks[3] = {45, 48, 200};
+  for (int i = 0; i < 3; i++) {
+    int64_t total = 0, same = run_bf16_operands(tc, ks[i], &total);
+    // fp32 accumulation in another order may flip a rounding now and then, never often
+    cr_expect_geq(same * 100, total * 97, "%s K=%lld: only %lld of %lld elements are the product rounded once", tc ? tc : "default", (long long)ks[i],
+                  (long long)same, (long long)total);
+  }
+}
+
+Test(ocl_bf16, bf16_operands_every_kernel_and_transpose_match_the_reference, .timeout = 600) {
+  NEED_OPENCL();
+  // the portable GEMM (the default off NVIDIA), the register-staged, pipelined (mma.sync) and wgmma kernels emulated
+  const char *tcs[] = {NULL, "32,32,16,16,16,2", "32,32,16,16,32,2,3", "64,32,0,0,32,2,3,1", "64,64,0,0,64,2,2,1"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) check_bf16_operands(tcs[i]);
+}
+
+Test(ocl_bf16, bf16_operands_packed_and_split_k_match_the_reference, .timeout = 600) {
+  NEED_OPENCL();
+  // every operand packed (NC_OCL_GEMM_DIRECT=0: nc_pack_kh / nc_pack_th), then split-K (partial sums, bf16 C in the sum)
+  setenv("NC_OCL_GEMM_DIRECT", "0", 1);
+  check_bf16_operands("64,32,0,0,32,2,3,1");
+  check_bf16_operands("32,32,16,16,32,2,2");
+  unsetenv("NC_OCL_GEMM_DIRECT");
+  setenv("NC_OCL_SPLITK", "3", 1);
+  check_bf16_operands("64,32,0,0,32,2,3,1");
+  check_bf16_operands("32,32,16,16,32,2,2");
+  unsetenv("NC_OCL_SPLITK");
+  // a bad value is named
+  setenv("NC_OCL_GEMM_DIRECT", "yes", 1);
+  nc_graph *g = gemm_graph_bf16(4, 4, 8);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_exec *ex;
+  setenv("NC_OCL_TC", "64,32,0,0,32,2,3,1", 1);
+  nc_status st = nc_exec_new(g, &d, &ex);
+  unsetenv("NC_OCL_TC");
+  unsetenv("NC_OCL_GEMM_DIRECT");
+  cr_assert_not_null(st, "NC_OCL_GEMM_DIRECT=yes accepted");
+  cr_expect(strstr(nc_status_msg(st), "NC_OCL_GEMM_DIRECT='yes'"), "%s", nc_status_msg(st));
+  nc_status_free(st);
+  nc_graph_free(g);
+}
+
+// On a Hopper GPU: the real wgmma kernel (and mma.sync) reading bf16 operands in place (cp.async with
+// src-size zero-fill at the edges), packed from bf16, with split-K, and the default through the precision switch.
+Test(ocl_bf16, bf16_operands_on_nvidia_match_the_reference, .timeout = 600) {
+  NEED_OPENCL();
+  if (!device_is_nvidia()) cr_skip_test("the default OpenCL device is not NVIDIA (the emulated forms are tested above)");
+  check_bf16_operands("128,128,64,32,32,1,3");
+  check_bf16_operands("128,128,64,32,32,1");
+  check_bf16_operands(NULL);  // the default: gemm_tc 0 (no bf16 asked), the portable GEMM over bf16 buffers
+  setenv("NC_OCL_MATMUL", "bf16", 1);
+  check_bf16_operands(NULL);  // wgmma on Hopper, else mma.sync
+  setenv("NC_OCL_SPLITK", "3", 1);
+  check_bf16_operands(NULL);
+  unsetenv("NC_OCL_SPLITK");
+  setenv("NC_OCL_GEMM_DIRECT", "0", 1);
+  check_bf16_operands(NULL);
+  unsetenv("NC_OCL_GEMM_DIRECT");
+  unsetenv("NC_OCL_MATMUL");
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  nc_ocl_wgmma_default(&k);
+  char tc[64];
+  snprintf(tc, sizeof tc, "%d,%d,0,0,%d,1,%d,1", k.tc_bm, k.tc_bn, k.tc_bk, k.tc_stages);
+  nc_graph *g = gemm_graph(4, 4, 4);
+  setenv("NC_OCL_TC", tc, 1);
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_exec *ex;
+  nc_status st = nc_exec_new(g, &d, &ex);
+  unsetenv("NC_OCL_TC");
+  nc_graph_free(g);
+  if (st) {  // not a Hopper
+    nc_status_free(st);
+    return;
+  }
+  nc_exec_free(ex);
+  check_bf16_operands(tc);
+  check_bf16_operands("128,256,0,0,32,1,4,2");
+}
+
+// The emitter: bf16 variants of the portable and register-staged GEMMs; the pipelined and wgmma
+// kernels copy with cp.async's src-size (zero-fill), have the bf16 pack kernels and a bf16 store.
+Test(ocl_bf16, emitter_writes_bf16_operand_variants) {
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  for (int tc = 0; tc <= 2; tc++)
+    for (int v = 0; v < 4; v++) {
+      k.gemm_tc = tc;
+      nc_buf b;
+      nc_buf_init(&b);
+      nc_ocl_emit_gemm(&k, v | NC_OCL_GEMM_BF16, &b);
+      cr_assert(b.data && strstr(b.data, nc_ocl_gemm_name(v | NC_OCL_GEMM_BF16)) && strstr(b.data, "_h("), "tc %d variant %d", tc, v);
+      cr_expect(strstr(b.data, "__global const ushort *A, __global const ushort *B, __global ushort *C"), "tc %d variant %d", tc, v);
+      cr_expect(strstr(b.data, "#define NC_GL(x) nc_bf2f(x)") && !strstr(b.data, "vload4"), "tc %d variant %d", tc, v);
+      nc_buf_free(&b);
+    }
+  nc_ocl_wgmma_default(&k);
+  for (int wg = 0; wg <= 1; wg++)
+    for (int mode = 1; mode <= 2; mode++) {
+      nc_ocl_knobs kk = k;
+      kk.gemm_tc = mode;
+      if (!wg) kk.tc_wg = 0, kk.tc_bk = 32, kk.tc_wm = 64, kk.tc_wn = 32;
+      nc_buf b;
+      nc_buf_init(&b);
+      nc_ocl_emit_gemm_packed(&kk, &b);
+      cr_assert(b.data && strstr(b.data, "nc_pack_kh") && strstr(b.data, "nc_pack_th") && strstr(b.data, "long lda, long ldb, long Kv"));
+      // the plain kernel (f32 C, no bounds: packed operands or whole tiles) as before
+      cr_expect(!strstr(b.data, "16, %2;") && !strstr(b.data, "(uint4)(0u)") && !strstr(b.data, "_z(") && !strstr(b.data, "ushort *C, long M"),
+                "wg %d mode %d: the plain kernel has bounds or a bf16 C", wg, mode);
+      nc_buf_free(&b);
+      for (int f = 1; f < 4; f++) {  // the zero-fill and bf16-C variants
+        char nm[40];
+        nc_ocl_gemm_packed_name(&kk, f, nm, sizeof nm);
+        char want[40];
+        snprintf(want, sizeof want, "nc_gemm_%s%s%s", wg ? "wgmma" : "bf16p", f & 1 ? "_z" : "", f & 2 ? "_h" : "");
+        cr_expect_str_eq(nm, want);
+        nc_buf_init(&b);
+        nc_ocl_emit_gemm_packed_kernel(&kk, f, &b);
+        cr_assert(b.data && strstr(b.data, nm));
+        bool zf = f & NC_OCL_GEMMP_ZFILL, h = f & NC_OCL_GEMMP_CBF16;
+        cr_expect_eq(strstr(b.data, "cp.async.cg.shared.global [%0], [%1], 16, %2;") != NULL, zf && mode == 1, "wg %d mode %d f %d", wg, mode, f);
+        cr_expect_eq(strstr(b.data, "ok ? *src : (uint4)(0u)") != NULL, zf && mode == 2, "wg %d mode %d f %d", wg, mode, f);
+        cr_expect_eq(strstr(b.data, "ushort *C, long M") != NULL, h, "wg %d mode %d f %d: bf16 C", wg, mode, f);
+        nc_buf_free(&b);
+      }
+    }
+}
