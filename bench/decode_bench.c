@@ -33,6 +33,7 @@
 #include "codegen/jit.h"
 #include "engine/engine.h"
 #include "engine/infer.h"
+#include "runtime/session.h"
 #include "runtime/threadpool.h"  // nc_pool_default_threads: what threads 0 means
 
 static double now(void) {
@@ -119,6 +120,7 @@ static int steps_main(const char *ckpt, int threads, int rows, int nsteps, int p
   nc_session *params = nc_session_new();
   if (!params) return fail(nc_errorf(NC_E_NOMEM, "out of memory"));
   nc_status st = nc_model_ckpt_load(ckpt, -1, &s, params, NULL, NULL);
+  if (!st) st = nc_session_pack(params);  // the weights in huge pages, as the engine keeps them
   if (st) return fail(st);
   nc_device d;
   memset(&d, 0, sizeof d);

@@ -45,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "support/buf.h"
 #include "ir/rules.h"
 #include "runtime/interp_impl.h"
 
@@ -213,15 +214,66 @@ static void nc_binding_str(const nc_interp_state *s, char *buf, size_t n) {
   if (o && o < n) snprintf(buf + o, n - o, ")");
 }
 
+// The graph's inputs and params by name (open addressing; an input wins over a
+// param of the same name, as the lookup order of nc_graph_find_leaf), so that
+// binding the ~100 feeds of a decode step costs no scan of the graph per feed.
+typedef struct {
+  uint32_t mask;  // capacity - 1 (a power of two), 0: no index (few feeds: nc_graph_find_leaf)
+  nc_id *slot;    // NC_NONE: empty
+} nc_leaf_index;
+
+static uint32_t nc_leaf_hash(const char *name) { return (uint32_t)nc_hash_bytes(NC_HASH_SEED, name, strlen(name)); }
+
+static nc_status nc_leaf_index_build(const nc_graph *g, uint32_t nn, nc_leaf_index *x) {
+  uint32_t nl = 0, cap = 16;
+  for (uint32_t i = 0; i < nn; i++) {
+    nc_op op = nc_graph_node(g, i)->op;
+    nl += op == NC_OP_INPUT || op == NC_OP_PARAM;
+  }
+  while (cap < 2 * nl + 2) cap *= 2;
+  x->slot = malloc(cap * sizeof *x->slot);
+  if (!x->slot) return nc_errorf(NC_E_NOMEM, "out of memory");
+  for (uint32_t i = 0; i < cap; i++) x->slot[i] = NC_NONE;
+  x->mask = cap - 1;
+  for (uint32_t i = 0; i < nn; i++) {
+    nc_op op = nc_graph_node(g, i)->op;
+    if (op != NC_OP_INPUT && op != NC_OP_PARAM) continue;
+    const char *name = nc_node_name(g, i);
+    uint32_t h = nc_leaf_hash(name) & x->mask;
+    while (x->slot[h] != NC_NONE && strcmp(nc_node_name(g, x->slot[h]), name)) h = (h + 1) & x->mask;
+    if (x->slot[h] == NC_NONE || (op == NC_OP_INPUT && nc_graph_node(g, x->slot[h])->op == NC_OP_PARAM)) x->slot[h] = i;
+  }
+  return NC_OK;
+}
+
+static nc_id nc_leaf_index_find(const nc_graph *g, const nc_leaf_index *x, const char *name) {
+  if (!x->mask) {
+    nc_id id = nc_graph_find_leaf(g, NC_OP_INPUT, name);
+    return id != NC_NONE ? id : nc_graph_find_leaf(g, NC_OP_PARAM, name);
+  }
+  for (uint32_t h = nc_leaf_hash(name) & x->mask; x->slot[h] != NC_NONE; h = (h + 1) & x->mask)
+    if (!strcmp(nc_node_name(g, x->slot[h]), name)) return x->slot[h];
+  return NC_NONE;
+}
+
+static nc_status nc_interp_bind_feeds(nc_interp_state *s, const nc_feed *feeds, int nfeeds, const nc_leaf_index *x);
+
 static nc_status nc_interp_bind(nc_interp_state *s, const nc_feed *feeds, int nfeeds) {
+  nc_leaf_index x = {0};
+  if (nfeeds > 8) NC_TRY(nc_leaf_index_build(s->g, s->nn, &x));
+  nc_status st = nc_interp_bind_feeds(s, feeds, nfeeds, &x);
+  free(x.slot);
+  return st;
+}
+
+static nc_status nc_interp_bind_feeds(nc_interp_state *s, const nc_feed *feeds, int nfeeds, const nc_leaf_index *x) {
   const nc_graph *g = s->g;
   for (int f = 0; f < nfeeds; f++) {
     const char *name = feeds[f].name;
     if (!name) return nc_errorf(NC_E_INVALID, "feed %d has no name", f);
     const nc_tensor *v = feeds[f].value;
     if (!v || !v->data) return nc_errorf(NC_E_INVALID, "feed '%s' has no value", name);
-    nc_id id = nc_graph_find_leaf(g, NC_OP_INPUT, name);
-    if (id == NC_NONE) id = nc_graph_find_leaf(g, NC_OP_PARAM, name);
+    nc_id id = nc_leaf_index_find(g, x, name);
     if (id == NC_NONE)
       return nc_errorf(NC_E_INVALID, "feed '%s' names no input or param of graph '%s'", name, nc_graph_name(g));
     if (s->feed[id]) return nc_errorf(NC_E_INVALID, "feed '%s' is given twice", name);

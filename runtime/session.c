@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 typedef struct {
   char *name;
@@ -17,6 +20,7 @@ struct nc_session {
   int n, cap;
   nc_exec **bound;  // execs that keep tensors and ran on this session (their nc_exec_session is this one)
   int nbound, capbound;
+  void *arena;  // nc_session_pack: the tensors' buffer (they wrap it), freed with the session
 };
 
 nc_session *nc_session_new(void) { return calloc(1, sizeof(nc_session)); }
@@ -30,6 +34,7 @@ void nc_session_free(nc_session *s) {
     nc_tensor_free(&s->e[i].t);
   }
   free(s->e);
+  free(s->arena);
   free(s);
 }
 
@@ -129,6 +134,35 @@ nc_status nc_session_zero(nc_session *s, const char *name) {
   if (k < 0) return nc_errorf(NC_E_INVALID, "session: no tensor '%s' to zero", name);
   if (s->e[k].dev) return nc_exec_zero_kept(s->e[k].dev, name);
   if (s->e[k].t.data) memset(s->e[k].t.data, 0, nc_tensor_nbytes(&s->e[k].t));
+  return NC_OK;
+}
+
+// 2 MiB: the x86-64 huge page. Every tensor starts on a 64-byte line.
+#define NC_SESS_HUGE ((size_t)2 << 20)
+
+nc_status nc_session_pack(nc_session *s) {
+  NC_TRY(nc_session_sync(s));  // every host copy current (nothing left on a device)
+  size_t total = 0;
+  for (int k = 0; k < s->n; k++) total += (nc_tensor_nbytes(&s->e[k].t) + 63) / 64 * 64;
+  size_t bytes = (total + NC_SESS_HUGE - 1) / NC_SESS_HUGE * NC_SESS_HUGE;
+  if (!bytes) return NC_OK;
+  char *a = aligned_alloc(NC_SESS_HUGE, bytes);
+  if (!a) return nc_errorf(NC_E_NOMEM, "out of memory packing the session's %zu bytes", total);
+#ifdef MADV_HUGEPAGE
+  madvise(a, bytes, MADV_HUGEPAGE);  // advice only: without transparent huge pages the copy still works
+#endif
+  size_t off = 0;
+  for (int k = 0; k < s->n; k++) {
+    nc_tensor *t = &s->e[k].t;
+    size_t nb = nc_tensor_nbytes(t);
+    if (nb) memcpy(a + off, t->data, nb);
+    nc_tensor w = nc_tensor_wrap(a + off, t->dtype, t->rank, t->shape);
+    nc_tensor_free(t);  // its own buffer, or (wrapping the previous arena) nothing
+    *t = w;
+    off += (nb + 63) / 64 * 64;
+  }
+  free(s->arena);
+  s->arena = a;
   return NC_OK;
 }
 

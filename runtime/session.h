@@ -41,6 +41,15 @@ nc_status nc_session_sync(nc_session *s);
 // Zeroes tensor name where its current value lives: on the device that
 // holds it (nc_exec_zero_kept; no transfer either way), else on the host.
 nc_status nc_session_zero(nc_session *s, const char *name);
+// Moves every tensor into one buffer that the session owns, 2 MiB aligned and
+// backed by transparent huge pages where the OS allows it (Linux: madvise
+// MADV_HUGEPAGE; only advice). Values, names and shapes are unchanged; the
+// data pointers change (get them again). Decode streams every weight once per
+// token: with 4 KiB pages each page costs a TLB miss and the prefetchers stop
+// at its end; with 2 MiB pages the d8 step read its weights ~15-20 % faster on
+// the Zen 3 VM (docs/performance.md). Reads back tensors held on a device first.
+// Tensors put later have their own buffers as usual.
+nc_status nc_session_pack(nc_session *s);
 // How many tensors are held on a device now (tests, diagnostics).
 int nc_session_on_device(const nc_session *s);
 
