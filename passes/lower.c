@@ -1293,16 +1293,8 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
   free(uses);
   bool flash = o && o->flash_attention;
   if (flash) nc_lw_flash_group(g, p);
-  if (flash && !nc_lw_flash_link(g, p)) {
-    free(epi);
-    free(rowfused);
-    free(relu2);
-    free(gadd);
-    nc_plan_free(p);
-    return nc_errorf(NC_E_NOMEM, "out of memory");
-  }
-  unsigned char *hosts = calloc(nn ? nn : 1, 1);  // per node: its kernel stores other nodes too
-  if (!hosts) {
+  unsigned char *hosts = NULL;  // per node: its kernel stores other nodes too
+  if ((flash && !nc_lw_flash_link(g, p)) || !(hosts = calloc(nn ? nn : 1, 1))) {
     free(epi);
     free(rowfused);
     free(relu2);

@@ -37,27 +37,35 @@ static float ref_bf16(float f) {
   return f;
 }
 
-// nn, nt, tn, tt over batched operands and a shared weight (linear): (B, M, K) x (B, K, N)
-static nc_graph *gemm_graph(int64_t M, int64_t N, int64_t K) {
-  nc_graph *g = nc_graph_new("gemm_bf16");
+// nn, nt, tn, tt over batched operands and a shared weight (linear): (B, M, K) x (B, K, N),
+// all of dtype t; with_wt adds the shared weight transposed (linear_t: the nt form of
+// nn.Linear, which the bf16 path reads in place).
+static nc_graph *gemm_graph_of(int64_t M, int64_t N, int64_t K, nc_dtype t, bool with_wt) {
+  nc_graph *g = nc_graph_new(t == NC_BF16 ? "gemm_bf16_operands" : "gemm_bf16");
   int B;
   cr_assert_null(nc_graph_sym(g, "B", &B));
   nc_dim da[3] = {nc_dim_sym(B), C(M), C(K)}, dat[3] = {nc_dim_sym(B), C(K), C(M)};
   nc_dim db[3] = {nc_dim_sym(B), C(K), C(N)}, dbt[3] = {nc_dim_sym(B), C(N), C(K)};
-  nc_dim dw[2] = {C(K), C(N)};
-  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(NC_F32, 3, da));
-  nc_id at = nc_leaf(g, NC_OP_INPUT, "at", nc_type_make(NC_F32, 3, dat));
-  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(NC_F32, 3, db));
-  nc_id bt = nc_leaf(g, NC_OP_INPUT, "bt", nc_type_make(NC_F32, 3, dbt));
-  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  nc_dim dw[2] = {C(K), C(N)}, dwt[2] = {C(N), C(K)};
+  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(t, 3, da));
+  nc_id at = nc_leaf(g, NC_OP_INPUT, "at", nc_type_make(t, 3, dat));
+  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(t, 3, db));
+  nc_id bt = nc_leaf(g, NC_OP_INPUT, "bt", nc_type_make(t, 3, dbt));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(t, 2, dw));
   cr_assert_null(nc_graph_set_output(g, "nn", nc_b_bmm(g, a, b, false, false)));
   cr_assert_null(nc_graph_set_output(g, "nt", nc_b_bmm(g, a, bt, false, true)));
   cr_assert_null(nc_graph_set_output(g, "tn", nc_b_bmm(g, at, b, true, false)));
   cr_assert_null(nc_graph_set_output(g, "tt", nc_b_bmm(g, at, bt, true, true)));
   cr_assert_null(nc_graph_set_output(g, "linear", nc_b_matmul(g, a, w, false, false)));
+  if (with_wt) {
+    nc_id wt = nc_leaf(g, NC_OP_PARAM, "wt", nc_type_make(t, 2, dwt));
+    cr_assert_null(nc_graph_set_output(g, "linear_t", nc_b_matmul(g, a, wt, false, true)));
+  }
   cr_assert_null(nc_graph_error(g));
   return g;
 }
+
+static nc_graph *gemm_graph(int64_t M, int64_t N, int64_t K) { return gemm_graph_of(M, N, K, NC_F32, false); }
 
 typedef struct {
   int64_t B, M, N, K;
@@ -531,28 +539,7 @@ static float bf16_bits_to_f(uint16_t h) {
 
 // The same five products as gemm_graph over bf16 inputs, bf16 outputs, plus the
 // shared weight transposed (linear_t: the nt form of nn.Linear, read in place).
-static nc_graph *gemm_graph_bf16(int64_t M, int64_t N, int64_t K) {
-  nc_graph *g = nc_graph_new("gemm_bf16_operands");
-  int B;
-  cr_assert_null(nc_graph_sym(g, "B", &B));
-  nc_dim da[3] = {nc_dim_sym(B), C(M), C(K)}, dat[3] = {nc_dim_sym(B), C(K), C(M)};
-  nc_dim db[3] = {nc_dim_sym(B), C(K), C(N)}, dbt[3] = {nc_dim_sym(B), C(N), C(K)};
-  nc_dim dw[2] = {C(K), C(N)}, dwt[2] = {C(N), C(K)};
-  nc_id a = nc_leaf(g, NC_OP_INPUT, "a", nc_type_make(NC_BF16, 3, da));
-  nc_id at = nc_leaf(g, NC_OP_INPUT, "at", nc_type_make(NC_BF16, 3, dat));
-  nc_id b = nc_leaf(g, NC_OP_INPUT, "b", nc_type_make(NC_BF16, 3, db));
-  nc_id bt = nc_leaf(g, NC_OP_INPUT, "bt", nc_type_make(NC_BF16, 3, dbt));
-  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_BF16, 2, dw));
-  nc_id wt = nc_leaf(g, NC_OP_PARAM, "wt", nc_type_make(NC_BF16, 2, dwt));
-  cr_assert_null(nc_graph_set_output(g, "nn", nc_b_bmm(g, a, b, false, false)));
-  cr_assert_null(nc_graph_set_output(g, "nt", nc_b_bmm(g, a, bt, false, true)));
-  cr_assert_null(nc_graph_set_output(g, "tn", nc_b_bmm(g, at, b, true, false)));
-  cr_assert_null(nc_graph_set_output(g, "tt", nc_b_bmm(g, at, bt, true, true)));
-  cr_assert_null(nc_graph_set_output(g, "linear", nc_b_matmul(g, a, w, false, false)));
-  cr_assert_null(nc_graph_set_output(g, "linear_t", nc_b_matmul(g, a, wt, false, true)));
-  cr_assert_null(nc_graph_error(g));
-  return g;
-}
+static nc_graph *gemm_graph_bf16(int64_t M, int64_t N, int64_t K) { return gemm_graph_of(M, N, K, NC_BF16, true); }
 
 static void to_bf16_tensor(const nc_tensor *f, nc_tensor *h) {
   cr_assert_null(nc_tensor_alloc(h, NC_BF16, f->rank, f->shape));
