@@ -49,18 +49,18 @@ static void nc_epi_store(nc_gg *g, LLVMValueRef p, LLVMValueRef doff, bool vec) 
 }
 
 // ---- micro-kernel -----------------------------------------------------------
-// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta [, epi, doff]):
-//   C[0:mr, 0:nr] = alpha * Ap(MR x kc) · Bp(kc x NR) + beta * C   (beta == 0: C not read)
-// relu2 specs: when epi != 0 (the last K block) also C[i,j + doff] = relu(C[i,j])^2.
+// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta, epi, doff, loff):
+//   C[0:mr, 0:nr] = alpha * Ap(MR x kc) · Bp(kc x NR) + beta * C[. + loff]   (beta == 0: not read)
+// (loff: E - C on the first K block of an addend GEMM, else 0); when epi != 0
+// (the last K block of a relu2 GEMM) also C[i,j + doff] = relu(C[i,j])^2.
 // Ap is one packed A panel: k-major (Ap[k*MR + i]) when ta, else row-major
 // (Ap[i*kc + k]) — whichever layout packing can produce by plain copies.
 static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
   const nc_gemm_knobs *k = g->k;
   const int MR = k->mr, NV = k->nr / k->vw, VW = k->vw;
-  LLVMTypeRef ps[] = {g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i64, g->f32, g->f32, g->i64, g->i64};
-  LLVMValueRef fn = nc_begin_fn(g, name, ps, g->s->relu2 ? 11 : g->s->addend ? 10 : 9, true);
-  // addend: the old value of C[i] is read at C[i + loff] (E on the first K block)
-  LLVMValueRef loff = g->s->addend ? LLVMGetParam(fn, 9) : NULL;
+  LLVMTypeRef ps[] = {g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i64, g->f32, g->f32, g->i64, g->i64, g->i64};
+  LLVMValueRef fn = nc_begin_fn(g, name, ps, 12, true);
+  LLVMValueRef loff = LLVMGetParam(fn, 11);
   LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
   LLVMValueRef cp = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4), mr = LLVMGetParam(fn, 5);
   LLVMValueRef nr = LLVMGetParam(fn, 6), alpha = LLVMGetParam(fn, 7), beta = LLVMGetParam(fn, 8);
@@ -105,7 +105,7 @@ static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
   nc_loop_end(g, &L);
   kk = nc_loop_begin(g, &L, "krem", kmain, kc, c64(g, 1));
   NC_KSTEP(kk);
-  nc_loop_end(g, &L);
+  nc_loop_end_cold(g, &L);
 #undef NC_KSTEP
 
   LLVMValueRef valpha = nc_splat(g, alpha), vbeta = nc_splat(g, beta);
@@ -128,11 +128,11 @@ static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
       for (int v = 0; v < NV; v++) {
         LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
         LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
-        LLVMValueRef old = loff ? nc_loadv(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, "")) : nc_loadv(g, p);
+        LLVMValueRef old = nc_loadv(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, ""));
         nc_storev(g, nc_fmav(g, old, vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
       }
     nc_if_end(g, &bi);
-    if (g->s->relu2) {  // the last K block: relu(C)^2 at C + doff
+    {  // relu2's last K block: relu(C)^2 at C + doff
       nc_if fe;
       nc_if_begin(g, &fe, LLVMBuildICmp(g->b, LLVMIntNE, LLVMGetParam(fn, 9), c64(g, 0), ""));
       for (int i = 0; i < MR; i++)
@@ -159,18 +159,18 @@ static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
     nc_if_begin(g, &bi, beta0);
     LLVMBuildStore(g->b, r, p);
     nc_if_else(g, &bi);
-    LLVMValueRef old = loff ? nc_loadf(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, "")) : nc_loadf(g, p);
+    LLVMValueRef old = nc_loadf(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, ""));
     LLVMBuildStore(g->b, nc_fmaf(g, old, beta, r), p);
     nc_if_end(g, &bi);
-    if (g->s->relu2) {
+    {
       nc_if fe;
       nc_if_begin(g, &fe, LLVMBuildICmp(g->b, LLVMIntNE, LLVMGetParam(fn, 9), c64(g, 0), ""));
       nc_epi_store(g, p, LLVMGetParam(fn, 10), false);
       nc_if_else(g, &fe);
       nc_if_end(g, &fe);
     }
-    nc_loop_end(g, &Lj);
-    nc_loop_end(g, &Li);
+    nc_loop_end_cold(g, &Lj);
+    nc_loop_end_cold(g, &Li);
   }
   nc_if_end(g, &fi);
   LLVMBuildRetVoid(g->b);
@@ -193,20 +193,17 @@ static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
   LLVMValueRef rows = nc_min(g, c64(g, MR), nc_sub(g, mc, ir));
   LLVMValueRef row0 = nc_add(g, ic, ir);
   if (!g->s->ta) {
-    // A (M,K): panel row i = A[row0+i, pc:pc+kc], contiguous; zero rows past `rows`.
+    // A (M,K): panel row i = A[row0+i, pc:pc+kc], contiguous: a memcpy (a
+    // memset for the zero rows past `rows`), no loop for the backend to compile.
+    LLVMValueRef bytes = nc_mul(g, kc, c64(g, 4));
     for (int i = 0; i < MR; i++) {
       LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, c64(g, i), kc));
       nc_if f;
       nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntSLT, c64(g, i), rows, ""));
       LLVMValueRef src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, row0, c64(g, i)), lda), pc));
-      nc_loop Lk;
-      LLVMValueRef kk = nc_loop_begin(g, &Lk, "k", c64(g, 0), kc, c64(g, 1));
-      LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, src, kk)), nc_fptr(g, dst, kk));
-      nc_loop_end(g, &Lk);
+      LLVMBuildMemCpy(g->b, dst, 4, src, 4, bytes);
       nc_if_else(g, &f);
-      kk = nc_loop_begin(g, &Lk, "z", c64(g, 0), kc, c64(g, 1));
-      LLVMBuildStore(g->b, cf(g, 0.0), nc_fptr(g, dst, kk));
-      nc_loop_end(g, &Lk);
+      LLVMBuildMemSet(g->b, dst, LLVMConstInt(LLVMInt8TypeInContext(g->ctx), 0, 0), bytes, 4);
       nc_if_end(g, &f);
     }
   } else {
@@ -233,7 +230,7 @@ static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
       LLVMBuildStore(g->b, cf(g, 0.0), nc_fptr(g, dst, c64(g, i)));
       nc_if_end(g, &e);
     }
-    nc_loop_end(g, &Lk);
+    nc_loop_end_cold(g, &Lk);
     nc_if_end(g, &f);
   }
   nc_loop_end(g, &Lr);
@@ -315,8 +312,8 @@ static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
     LLVMValueRef j = nc_loop_begin(g, &Lt, "jt", c64(g, 0), c64(g, NR), c64(g, 1));
     LLVMValueRef x = nc_loadf(g, nc_fptr(g, b, nc_add(g, nc_mul(g, nc_add(g, col0, j), ldb), nc_add(g, pc, kk))));
     LLVMBuildStore(g->b, x, nc_fptr(g, panel, nc_add(g, nc_mul(g, kk, c64(g, NR)), j)));
-    nc_loop_end(g, &Lt);
-    nc_loop_end(g, &Lk);
+    nc_loop_end_cold(g, &Lt);
+    nc_loop_end_cold(g, &Lk);
   }
   nc_if_else(g, &f);
   {  // edge panel: scalar, zero past cols
@@ -332,8 +329,8 @@ static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
     nc_if_else(g, &e);
     LLVMBuildStore(g->b, cf(g, 0.0), dst);
     nc_if_end(g, &e);
-    nc_loop_end(g, &Lc);
-    nc_loop_end(g, &Lk);
+    nc_loop_end_cold(g, &Lc);
+    nc_loop_end_cold(g, &Lk);
   }
   nc_if_end(g, &f);
   nc_loop_end(g, &Lj);
@@ -342,7 +339,7 @@ static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
 }
 
 // ---- skinny path (small M: decode) ------------------------------------------------
-// skinny(A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T):
+// skinny(A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T, eoff, doff, relu2):
 // the whole product without packing, for M <= NC_GEMM_SKINNY_M and !ta. Every
 // weight element is read from memory once: columns of op(B) go in blocks
 // (tb: 4 rows of the stored B, each K contiguous; else 2 vectors of a stored
@@ -361,7 +358,8 @@ static LLVMValueRef nc_hsum(nc_gg *g, LLVMValueRef v) {
   return LLVMBuildExtractElement(g->b, v, c32(g, 0), "");
 }
 
-// C[i] = alpha * r + beta * C[i] (C not read when beta == 0)
+// C[i] = alpha * r + beta * E[i] (E = C without an addend; not read when beta == 0),
+// then relu(C[i])^2 at D[i] when relu2 (branch-free: otherwise C[i] is stored again)
 static void nc_store_ab(nc_gg *g, LLVMValueRef r, LLVMValueRef p, LLVMValueRef alpha, LLVMValueRef beta, bool vec) {
   LLVMValueRef beta0 = LLVMBuildFCmp(g->b, LLVMRealOEQ, beta, cf(g, 0.0), "");
   LLVMValueRef a = vec ? nc_splat(g, alpha) : alpha;
@@ -371,11 +369,17 @@ static void nc_store_ab(nc_gg *g, LLVMValueRef r, LLVMValueRef p, LLVMValueRef a
   if (vec) nc_storev(g, x, p);
   else LLVMBuildStore(g->b, x, p);
   nc_if_else(g, &f);
-  LLVMValueRef src = g->s->addend ? LLVMBuildGEP2(g->b, g->f32, p, &g->epi_doff, 1, "") : p;  // addend: E
+  LLVMValueRef src = LLVMBuildGEP2(g->b, g->f32, p, &g->epi_eoff, 1, "");  // E
   if (vec) nc_storev(g, nc_fmav(g, nc_loadv(g, src), nc_splat(g, beta), x), p);
   else LLVMBuildStore(g->b, nc_fmaf(g, nc_loadf(g, src), beta, x), p);
   nc_if_end(g, &f);
-  if (g->s->relu2) nc_epi_store(g, p, g->epi_doff, vec);  // the skinny path has no K blocks
+  // the skinny path has no K blocks: the epilogue follows every store
+  LLVMValueRef c = vec ? nc_loadv(g, p) : nc_loadf(g, p);
+  LLVMValueRef off = LLVMBuildSelect(g->b, g->epi_relu2, g->epi_doff, c64(g, 0), "");
+  LLVMValueRef val = LLVMBuildSelect(g->b, g->epi_relu2, nc_relu2(g, c), c, "");
+  LLVMValueRef q = LLVMBuildGEP2(g->b, g->f32, p, &off, 1, "");
+  if (vec) nc_storev(g, val, q);
+  else LLVMBuildStore(g->b, val, q);
 }
 
 // Register block of the tb skinny path, by vector width: rows of A and
@@ -532,15 +536,17 @@ static void nc_skinny_nn_block(nc_gg *g, int nv, LLVMValueRef j0, LLVMValueRef A
 #define NC_GEMM_SKINNY_NN_COLS 32
 
 static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
-  LLVMTypeRef ps[18] = {g->ptr, g->ptr, g->ptr};
+  LLVMTypeRef ps[20] = {g->ptr, g->ptr, g->ptr};
   for (int i = 3; i < 13; i++) ps[i] = g->i64;
   ps[13] = ps[14] = g->f32;
-  ps[15] = ps[16] = ps[17] = g->i64;
-  const int np = g->s->relu2 || g->s->addend ? 18 : 17;  // relu2: P[17] = D - C; addend: E - C
+  for (int i = 15; i < 20; i++) ps[i] = g->i64;  // t, T, E - C, D - C, relu2
+  const int np = 20;
   LLVMValueRef fn = nc_begin_fn(g, name, ps, (unsigned)np, true);
-  LLVMValueRef P[18];
+  LLVMValueRef P[20];
   for (int i = 0; i < np; i++) P[i] = LLVMGetParam(fn, (unsigned)i);
-  g->epi_doff = np > 17 ? P[17] : NULL;
+  g->epi_eoff = P[17];
+  g->epi_doff = P[18];
+  g->epi_relu2 = LLVMBuildICmp(g->b, LLVMIntNE, P[19], c64(g, 0), "");
   LLVMValueRef A = P[0], B = P[1], C = P[2], M = P[3], N = P[4], K = P[5], lda = P[6], ldb = P[7], ldc = P[8];
   LLVMValueRef batch = P[9], sa = P[10], sb = P[11], sc = P[12], alpha = P[13], beta = P[14], t = P[15], T = P[16];
   const nc_skinny_shape sh = nc_skinny_shape_for(g->k->vw);
@@ -561,8 +567,23 @@ static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
   LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
   LLVMValueRef Cb = nc_fptr(g, C, nc_mul(g, bi, sc));
   LLVMValueRef j = nc_loop_begin(g, &Lj, "sj", n0, nfull, c64(g, unit));
-  if (g->s->tb) nc_skinny_tb_block(g, &sh, sh.cols, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
-  else nc_skinny_nn_block(g, nnv, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  if (g->s->tb) {
+    // M = 1 (batch-1 decode): the block's weight rows one after another, so
+    // each thread reads one sequential stream (its rows are contiguous) and
+    // issues no software prefetch; rows read side by side are several short
+    // streams. With the weights in huge pages (nc_session_pack) the d8 step
+    // took 10-13 % less time on the Zen 3 VM (docs/performance.md). Each row
+    // sums in the same order as in a block, so results are bit-identical.
+    nc_if f1;
+    nc_if_begin(g, &f1, LLVMBuildICmp(g->b, LLVMIntEQ, M, c64(g, 1), ""));
+    for (int c = 0; c < sh.cols; c++)
+      nc_skinny_tb_block(g, &sh, 1, nc_add(g, j, c64(g, c)), Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+    nc_if_else(g, &f1);
+    nc_skinny_tb_block(g, &sh, sh.cols, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+    nc_if_end(g, &f1);
+  } else {
+    nc_skinny_nn_block(g, nnv, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
+  }
   nc_loop_end(g, &Lj);
   j = nc_loop_begin(g, &Lj, "sjt", nfull, n1, c64(g, 1));
   if (g->s->tb) nc_skinny_tb_block(g, &sh, 1, j, Ab, Bb, Cb, M, K, lda, ldb, ldc, alpha, beta);
@@ -588,25 +609,20 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef batch = NC_F(batch, g->i64), sa = NC_F(stride_a, g->i64);
   LLVMValueRef sb = NC_F(stride_b, g->i64), sc = NC_F(stride_c, g->i64);
   LLVMValueRef alpha = NC_F(alpha, g->f32), beta = NC_F(beta, g->f32), work = NC_F(work, g->ptr);
-  // relu2: D - C in elements (0 when d is NULL: relu(C)^2 over C)
-  LLVMValueRef doff = c64(g, 0);
-  if (g->s->relu2) {
-    LLVMValueRef D = NC_F(d, g->ptr);
-    LLVMValueRef diff = LLVMBuildPtrDiff2(g->b, g->f32, D, C, "");
-    doff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, D, ""), c64(g, 0), diff, "");
-  }
-  if (g->s->addend) {  // E - C in elements (0 when e is NULL: the plain GEMM)
-    LLVMValueRef E = NC_F(e, g->ptr);
-    LLVMValueRef diff = LLVMBuildPtrDiff2(g->b, g->f32, E, C, "");
-    doff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, E, ""), c64(g, 0), diff, "");
-  }
+  // The run-time switches (gemm.h): sym, relu2 (D - C in elements, 0 when d is
+  // NULL: relu(C)^2 over C) and the addend (E - C, 0 when e is NULL: the plain GEMM).
+  LLVMValueRef sym = LLVMBuildICmp(g->b, LLVMIntNE, NC_F(sym, g->i32), c32(g, 0), "sym");
+  LLVMValueRef relu2 = LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntNE, NC_F(relu2, g->i32), c32(g, 0), ""), g->i64, "relu2");
+  LLVMValueRef D = NC_F(d, g->ptr), E = NC_F(e, g->ptr);
+  LLVMValueRef doff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, D, ""), c64(g, 0), LLVMBuildPtrDiff2(g->b, g->f32, D, C, ""), "");
+  LLVMValueRef eoff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, E, ""), c64(g, 0), LLVMBuildPtrDiff2(g->b, g->f32, E, C, ""), "");
 #undef NC_F
   // Small M (decode): the skinny path, no packing (sk is NULL with ta).
   nc_if fsk = {0};
   if (sk) {
     nc_if_begin(g, &fsk, LLVMBuildICmp(g->b, LLVMIntSLE, M, c64(g, NC_GEMM_SKINNY_M), ""));
-    LLVMValueRef skargs[18] = {A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T, doff};
-    nc_call(g, sk, skargs, g->s->relu2 || g->s->addend ? 18 : 17);
+    LLVMValueRef skargs[20] = {A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, t, T, eoff, doff, relu2};
+    nc_call(g, sk, skargs, 20);
     nc_if_else(g, &fsk);
   }
   LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, (int64_t)(nc_gemm_workspace_size(k, 1) / sizeof(float)))));
@@ -626,7 +642,7 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef use_n = LLVMBuildAnd(g->b, nb, LLVMBuildNot(g->b, msplit, ""), "");
   b0 = LLVMBuildSelect(g->b, bsplit, b0, zero, "");
   b1 = LLVMBuildSelect(g->b, bsplit, b1, batch, "");
-  if (g->s->sym) {  // rows of a lower triangle: thread t gets [M sqrt(t/T), M sqrt((t+1)/T)) in MR units
+  {  // sym: rows of a lower triangle: thread t gets [M sqrt(t/T), M sqrt((t+1)/T)) in MR units
     LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
     unsigned sq = LLVMLookupIntrinsicID("llvm.sqrt", 9);
     LLVMValueRef sqf = LLVMGetIntrinsicDeclaration(g->mod, sq, &f64, 1);
@@ -640,8 +656,9 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
       LLVMValueRef u = LLVMBuildFPToSI(g->b, LLVMBuildFMul(g->b, fu, r, ""), g->i64, "");
       bound[e] = nc_min(g, nc_mul(g, nc_min(g, u, units), c64(g, k->mr)), M);
     }
-    m0 = bound[0];
-    m1 = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, nc_add(g, t, c64(g, 1)), T, ""), M, bound[1], "");
+    m0 = LLVMBuildSelect(g->b, sym, bound[0], m0, "");
+    bound[1] = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, nc_add(g, t, c64(g, 1)), T, ""), M, bound[1], "");
+    m1 = LLVMBuildSelect(g->b, sym, bound[1], m1, "");
   }
   m0 = LLVMBuildSelect(g->b, use_m, m0, zero, "");
   m1 = LLVMBuildSelect(g->b, use_m, m1, M, "");
@@ -659,12 +676,10 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   // sym: a tile is skipped when its first column >= its first row + MR (all
   // of it strictly above the diagonal); row tiles are MR-aligned, column
   // tiles NR-aligned from 0, so the mirror below knows exactly which.
-  LLVMValueRef mr_c = c64(g, k->mr);
-  nc_if fjc = {0}, fic = {0}, ftile = {0};
-  if (g->s->sym) {
-    LLVMValueRef m1r = nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, m1, c64(g, k->mr - 1)), mr_c, ""), mr_c);
-    nc_if_begin(g, &fjc, LLVMBuildICmp(g->b, LLVMIntSLT, jc, m1r, ""));
-  }
+  LLVMValueRef mr_c = c64(g, k->mr), nsym = LLVMBuildNot(g->b, sym, "");
+  nc_if fjc, fic, ftile;
+  LLVMValueRef m1r = nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, m1, c64(g, k->mr - 1)), mr_c, ""), mr_c);
+  nc_if_begin(g, &fjc, LLVMBuildOr(g->b, nsym, LLVMBuildICmp(g->b, LLVMIntSLT, jc, m1r, ""), ""));
   LLVMValueRef ncur = nc_min(g, c64(g, k->nc), nc_sub(g, n1, jc));
   LLVMValueRef pc = nc_loop_begin(g, &Lpc, "pc", zero, kend, c64(g, k->kc));
   LLVMValueRef kc = nc_min(g, c64(g, k->kc), nc_sub(g, K, pc));
@@ -674,10 +689,8 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   nc_call(g, pb, pbargs, 7);
   LLVMValueRef ic = nc_loop_begin(g, &Lic, "ic", m0, m1, c64(g, k->mc));
   LLVMValueRef mcur = nc_min(g, c64(g, k->mc), nc_sub(g, m1, ic));
-  if (g->s->sym) {
-    LLVMValueRef rend = nc_add(g, ic, nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, mcur, c64(g, k->mr - 1)), mr_c, ""), mr_c));
-    nc_if_begin(g, &fic, LLVMBuildICmp(g->b, LLVMIntSLT, jc, rend, ""));
-  }
+  LLVMValueRef rend = nc_add(g, ic, nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, mcur, c64(g, k->mr - 1)), mr_c, ""), mr_c));
+  nc_if_begin(g, &fic, LLVMBuildOr(g->b, nsym, LLVMBuildICmp(g->b, LLVMIntSLT, jc, rend, ""), ""));
   LLVMValueRef paargs[] = {Ap, Ab, lda, ic, mcur, pc, kc};
   nc_call(g, pa, paargs, 7);
   LLVMValueRef ir, jr;
@@ -698,21 +711,22 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
                            nc_min(g, c64(g, k->nr), nc_sub(g, ncur, jr)),
                            alpha,
                            beff,
-                           LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, nc_add(g, pc, kc), K, ""), g->i64, ""),
-                           doff};
-  if (g->s->sym)
-    nc_if_begin(g, &ftile, LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, jc, jr), nc_add(g, nc_add(g, ic, ir), mr_c), ""));
-  if (g->s->addend) ukargs[9] = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), doff, zero, "");
-  nc_call(g, uk, ukargs, g->s->relu2 ? 11 : g->s->addend ? 10 : 9);
-  if (g->s->sym) nc_if_else(g, &ftile), nc_if_end(g, &ftile);
+                           LLVMBuildAnd(g->b, relu2, LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, nc_add(g, pc, kc), K, ""), g->i64, ""), ""),
+                           doff,
+                           LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), eoff, zero, "")};
+  nc_if_begin(g, &ftile, LLVMBuildOr(g->b, nsym, LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, jc, jr), nc_add(g, nc_add(g, ic, ir), mr_c), ""), ""));
+  nc_call(g, uk, ukargs, 12);
+  nc_if_else(g, &ftile), nc_if_end(g, &ftile);
   nc_loop_end(g, &Li);
   nc_loop_end(g, &Lo);
-  if (g->s->sym) nc_if_else(g, &fic), nc_if_end(g, &fic);
+  nc_if_else(g, &fic), nc_if_end(g, &fic);
   nc_loop_end(g, &Lic);
   nc_loop_end(g, &Lpc);
-  if (g->s->sym) nc_if_else(g, &fjc), nc_if_end(g, &fjc);
+  nc_if_else(g, &fjc), nc_if_end(g, &fjc);
   nc_loop_end(g, &Ljc);
-  if (g->s->sym) {  // mirror: C[j][i] = C[i][j] for the skipped tiles, by the owner of row i
+  {  // sym: mirror C[j][i] = C[i][j] for the skipped tiles, by the owner of row i
+    nc_if fm;
+    nc_if_begin(g, &fm, sym);
     nc_loop Lmi, Lmj;
     LLVMValueRef i = nc_loop_begin(g, &Lmi, "mi", m0, m1, c64(g, 1));
     LLVMValueRef cs = nc_mul(g, LLVMBuildSDiv(g->b, i, c64(g, k->nr), ""), c64(g, k->nr));
@@ -720,8 +734,10 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
     LLVMValueRef j = nc_loop_begin(g, &Lmj, "mj", zero, jmax, c64(g, 1));
     LLVMValueRef v = nc_loadf(g, nc_fptr(g, Cb, nc_add(g, nc_mul(g, i, ldc), j)));
     LLVMBuildStore(g->b, v, nc_fptr(g, Cb, nc_add(g, nc_mul(g, j, ldc), i)));
-    nc_loop_end(g, &Lmj);
-    nc_loop_end(g, &Lmi);
+    nc_loop_end_cold(g, &Lmj);
+    nc_loop_end_cold(g, &Lmi);
+    nc_if_else(g, &fm);
+    nc_if_end(g, &fm);
   }
   nc_loop_end(g, &Lb);
   if (sk) nc_if_end(g, &fsk);
@@ -732,8 +748,6 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   if (!spec || !spec->name || !spec->name[0])
     return nc_errorf(NC_E_INVALID, "nc_gemm_emit: spec needs a function name");
   NC_TRY(nc_status_prefix(nc_gemm_knobs_check(&spec->knobs), "gemm '%s': ", spec->name));
-  if (spec->relu2 && (spec->sym || spec->addend))
-    return nc_errorf(NC_E_INVALID, "gemm '%s': the relu2 epilogue cannot be combined with sym or addend", spec->name);
   if (LLVMGetNamedFunction(m, spec->name))
     return nc_errorf(NC_E_INVALID, "nc_gemm_emit: module already has a function '%s'", spec->name);
   nc_gg g = {0};
@@ -758,19 +772,22 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   g.prefetch = LLVMGetIntrinsicDeclaration(m, pf_id, &g.ptr, 1);
   g.pf_ty = LLVMIntrinsicGetType(g.ctx, pf_id, &g.ptr, 1);
 
-  char name[256];
-  snprintf(name, sizeof name, "%s.ukernel", spec->name);
-  LLVMValueRef uk = nc_emit_ukernel(&g, name);
-  snprintf(name, sizeof name, "%s.pack_a", spec->name);
-  LLVMValueRef pa = nc_emit_pack_a(&g, name);
-  snprintf(name, sizeof name, "%s.pack_b", spec->name);
-  LLVMValueRef pb = nc_emit_pack_b(&g, name);
-  LLVMValueRef sk = NULL;
-  if (!spec->ta) {
-    snprintf(name, sizeof name, "%s.skinny", spec->name);
-    sk = nc_emit_skinny(&g, name);
+  // The helpers depend on ta or tb and the knobs only: named after those, each
+  // is emitted once per module and shared by the GEMMs that need it.
+  const nc_gemm_knobs *k = &spec->knobs;
+  char kn[96], name[160];
+  snprintf(kn, sizeof kn, "v%d.%dx%d.k%d.m%d.n%d.u%d.o%d.p%d", k->vw, k->mr, k->nr, k->kc, k->mc, k->nc, k->ku, k->order,
+           k->prefetch_b);
+  LLVMValueRef (*emit[4])(nc_gg *, const char *) = {nc_emit_ukernel, nc_emit_pack_a, nc_emit_pack_b, nc_emit_skinny};
+  static const char *const what[4] = {"ukernel.a", "pack_a.a", "pack_b.b", "skinny.b"};
+  LLVMValueRef fns[4] = {NULL, NULL, NULL, NULL};
+  for (int h = 0; h < 4; h++) {
+    if (h == 3 && spec->ta) continue;  // the skinny path is for !ta only
+    snprintf(name, sizeof name, "nc_gemm.%s%d.%s", what[h], h < 2 ? spec->ta : spec->tb, kn);
+    fns[h] = LLVMGetNamedFunction(m, name);
+    if (!fns[h]) fns[h] = emit[h](&g, name);
   }
-  nc_emit_driver(&g, uk, pa, pb, sk);
+  nc_emit_driver(&g, fns[0], fns[1], fns[2], fns[3]);
   LLVMDisposeBuilder(g.b);
   return NC_OK;
 }

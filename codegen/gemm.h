@@ -56,30 +56,20 @@ typedef struct {
   int prefetch_b;  // prefetch packed B this many k steps ahead (0 = off)
 } nc_gemm_knobs;
 
+// One function per (ta, tb, knobs): the symmetric product, the ReLU^2
+// epilogue and the addend are switched per call by the argument block
+// (nc_gemm_args.sym, .relu2, .e), so a plan compiles at most 4 fp32 GEMM
+// functions. Their internal helpers (micro-kernel, packing, skinny path) are
+// named after what they depend on (ta or tb and the knobs) and emitted once per
+// module: GEMMs of one module with the same knobs share them.
 typedef struct {
   const char *name;  // symbol of the emitted function (unique per module/JIT)
   bool ta, tb;
   nc_gemm_knobs knobs;
-  // sym: C is known to be symmetric (M == N: X X^T, A A with A symmetric).
-  // Only the MR x NR tiles not strictly above the diagonal are computed
-  // (about half the FLOPs, syrk-style), the rest mirrored from below; rows
-  // are split over threads by area (M sqrt(t/T)). With beta != 0 the old C
-  // must be symmetric too.
-  bool sym;
   // bf16_io (codegen/gemm_bf16.c only): A, B and C hold bf16 in memory (the
   // args' pointers are uint16_t *), C is rounded to bf16 (nearest even) on
   // store; accumulation stays fp32. Ignored (must be false) by gemm.c.
   bool bf16_io;
-  // relu2 (gemm.c; not with sym): the ReLU^2 epilogue (the MLP's c_fc).
-  // After the last K block, where C holds the product p (alpha, beta
-  // applied), the function also stores relu(p)^2: into args.d (same layout
-  // as C) when d != NULL, else over C itself (C then holds relu(p)^2 only).
-  bool relu2;
-  // addend (gemm.c; not with relu2): C = alpha * op(A) op(B) + beta * E, E =
-  // args.e (same layout as C; NULL: E is C itself, the plain GEMM). E is read
-  // where C would be on the first K block (never when beta == 0); with sym, E
-  // must be symmetric too. Fuses Muon's Polar Express sums into the GEMMs.
-  bool addend;
 } nc_gemm_spec;
 
 // Argument block of the emitted function (the IR reads it by offsetof).
@@ -90,10 +80,26 @@ typedef struct {
   int64_t lda, ldb, ldc;                 // in elements, of the stored layout
   int64_t batch;                         // >= 1
   int64_t stride_a, stride_b, stride_c;  // elements between batch items (0 = shared)
-  float alpha, beta;                     // beta == 0: C is not read (may hold NaN)
+  float alpha, beta;                     // beta == 0: C (or E) is not read (may hold NaN)
   float *work;  // >= nc_gemm_workspace_size(knobs, nthreads) bytes, 64-byte aligned
-  float *d;     // spec.relu2 only: where relu(C)^2 goes (same ldc/stride_c as C), or NULL: over C
-  const float *e;  // spec.addend only: the addend E (same ldc/stride_c as C), or NULL: C
+  // relu2 != 0: the ReLU^2 epilogue (the MLP's c_fc). After the last K block,
+  // where C holds the product p (alpha, beta applied), the function also stores
+  // relu(p)^2: into d (same ldc/stride_c as C) when d != NULL, else over C
+  // itself (C then holds relu(p)^2 only). Not with sym. gemm.c only.
+  float *d;
+  // The addend: C = alpha * op(A) op(B) + beta * E, E = e (same ldc/stride_c
+  // as C), read where C would be on the first K block (never when beta == 0);
+  // NULL: E is C itself, the plain GEMM. With sym, E must be symmetric too.
+  // Fuses Muon's Polar Express sums and the residual adds into the GEMMs.
+  const float *e;
+  // sym != 0: C is known to be symmetric (M == N: X X^T, A A with A
+  // symmetric). Only the MR x NR tiles not strictly above the diagonal are
+  // computed (about half the FLOPs, syrk-style), the rest mirrored from below;
+  // rows are split over threads by area (M sqrt(t/T)). With beta != 0 the old
+  // C (or E) must be symmetric too. Ignored by the skinny path (M <= 16) and
+  // by gemm_bf16.c.
+  int32_t sym;
+  int32_t relu2;
 } nc_gemm_args;
 
 // void name(const nc_gemm_args *args, int32_t thread, int32_t nthreads)

@@ -7,6 +7,7 @@
 
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
+#include <llvm-c/DebugInfo.h>  // LLVMTemporaryMDNode, LLVMMetadataReplaceAllUsesWith
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,7 +28,9 @@ typedef struct {
   LLVMValueRef fma, fmav, dp, prefetch;  // llvm.fma.f32, llvm.fma.vNf32, dpbf16ps, llvm.prefetch
   const nc_gemm_spec *s;
   const nc_gemm_knobs *k;
-  LLVMValueRef epi_doff;  // fp32 GEMM with the relu2 epilogue: D - C in elements, in the function being built
+  // fp32 GEMM's skinny path, in the function being built: E - C and D - C in
+  // elements (0 without an addend / D) and the relu2 switch (i1)
+  LLVMValueRef epi_eoff, epi_doff, epi_relu2;
 } nc_gemm_ir;
 
 typedef struct {
@@ -85,6 +88,27 @@ static inline void nc_loop_end(nc_gemm_ir *g, nc_loop *L) {
   LLVMBuildStore(g->b, LLVMBuildNSWAdd(g->b, i, L->step, ""), L->var);
   LLVMBuildBr(g->b, L->cond);
   LLVMPositionBuilderAtEnd(g->b, L->exit);
+}
+
+// nc_loop_end for a cold loop (edge tiles, tails, the mirror of a symmetric
+// product): marked llvm.loop.vectorize.enable false + llvm.loop.unroll.disable,
+// so O3 keeps it one scalar loop. Vectorized and unrolled, such loops were most
+// of the code the backend (loop strength reduction above all) had to compile.
+static inline void nc_loop_end_cold(nc_gemm_ir *g, nc_loop *L) {
+  LLVMValueRef i = LLVMBuildLoad2(g->b, g->i64, L->var, "");
+  LLVMBuildStore(g->b, LLVMBuildNSWAdd(g->b, i, L->step, ""), L->var);
+  LLVMValueRef br = LLVMBuildBr(g->b, L->cond);
+  LLVMPositionBuilderAtEnd(g->b, L->exit);
+  // A loop id must be its own first operand (else LLVM ignores it): built
+  // around a temporary node that is then replaced by the id itself.
+  LLVMMetadataRef self = LLVMTemporaryMDNode(g->ctx, NULL, 0);
+  LLVMMetadataRef vec[2] = {LLVMMDStringInContext2(g->ctx, "llvm.loop.vectorize.enable", 26),
+                            LLVMValueAsMetadata(LLVMConstInt(g->i1, 0, 0))};
+  LLVMMetadataRef unr = LLVMMDStringInContext2(g->ctx, "llvm.loop.unroll.disable", 24);
+  LLVMMetadataRef ops[3] = {self, LLVMMDNodeInContext2(g->ctx, vec, 2), LLVMMDNodeInContext2(g->ctx, &unr, 1)};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(g->ctx, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(self, id);  // also frees the temporary
+  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(g->ctx, "llvm.loop", 9), LLVMMetadataAsValue(g->ctx, id));
 }
 
 static inline void nc_if_begin(nc_gemm_ir *g, nc_if *f, LLVMValueRef c) {

@@ -69,7 +69,7 @@ static void nc_aot_each_symbol(const nc_plan *p, const nc_cpu_layout *L, void (*
   for (int i = 0; i < p->nkernels; i++)
     if (!nc_kernel_is_template(&p->kernels[i].k) && L->same_as[i] == i) f(ctx, L->names[i], false);
   for (int v = 0; v < NC_CPU_GEMM_VARIANTS; v++) {
-    if (!L->need[v]) continue;
+    if (!L->code[v]) continue;
     char name[32];
     nc_cpu_gemm_symbol(v, name);
     f(ctx, name, true);

@@ -19,8 +19,10 @@
 // Bumped whenever the emitted machine code changes for the same plan and knobs
 // (2-9: the GEMM's skinny small-M path; 9: its prefetch; 10: bf16 rounding without AVX512_BF16
 // by integer ops in codegen/llvm_kir.c; 11: the skinny path's 4 x 3 block on AVX2; 12: bf16
-// loads widened by integer ops too without AVX512_BF16), so that cached objects are rebuilt.
-#define NC_CPU_CODEGEN_REV 12
+// loads widened by integer ops too without AVX512_BF16; 13: one fp32 GEMM per (ta, tb) with
+// sym, ReLU^2 and the addend switched at run time; 14: the skinny path's M = 1 rows one at a
+// time), so that cached objects are rebuilt.
+#define NC_CPU_CODEGEN_REV 14
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
@@ -33,7 +35,7 @@ struct nc_cpu {
   int64_t serial_work;  // launches with less estimated work run on the caller alone (0: never)
   int nkernels;
   nc_kernel_fn *fns;   // per plan kernel (NULL for templates)
-  nc_gemm_fn gemm[NC_CPU_GEMM_VARIANTS];  // by bf16*8 + sym*4 + ta*2 + tb
+  nc_gemm_fn gemm[NC_CPU_GEMM_VARIANTS];  // by variant (cpu.h): nc_cpu_gemm_code's function
   nc_gemm_knobs knobs;
   nc_cpu_tuned_gemm *tuned;  // per-shape fp32 GEMMs from the tuning database
   nc_gemm_fn *tuned_fn;
@@ -43,6 +45,12 @@ struct nc_cpu {
   bool cache_hit;
   int nunique;         // kernels actually compiled (after deduplication)
   double *ktime;       // per kernel: seconds spent, summed over runs
+  // per loop kernel: its thread count for the arguments of its last launch
+  // (a decode step launches ~200 kernels with the same symbol sizes each time)
+  struct nc_cpu_split {
+    int64_t args[4];
+    int n;  // 0: not known yet
+  } *split;
   int64_t *kcalls;
   // trace of launches since nc_cpu_trace_start (Chrome trace events)
   struct nc_trace_ev {
@@ -74,6 +82,7 @@ void nc_cpu_free(nc_cpu *c) {
   free(c->work);
   free(c->bf_scratch);
   free(c->ktime);
+  free(c->split);
   free(c->kcalls);
   free(c->trace);
   free(c);
@@ -177,19 +186,18 @@ nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const 
       L->nunique++;
     }
   }
-  for (int v = 0; v < 8; v++) key = nc_hash_u64(key, L->need[v]);
-  for (int v = 8; v < NC_CPU_GEMM_VARIANTS; v++)  // bf16 variants (only hashed when used: fp32 keys unchanged)
-    if (L->need[v]) key = nc_hash_u64(key, 0xbf16u + (uint64_t)v);
+  for (int v = 0; v < NC_CPU_GEMM_VARIANTS; v++)
+    if (L->need[v]) L->code[nc_cpu_gemm_code(v)] = true;
+  for (int v = 0; v < NC_CPU_GEMM_VARIANTS; v++)
+    if (L->code[v]) key = nc_hash_u64(key, 0x9e33u + (uint64_t)v);
   L->key = key;
   free(keys);
   return NC_OK;
 }
 
 void nc_cpu_gemm_symbol(int v, char out[32]) {
-  if (v >= 20) snprintf(out, 32, "nc_gemm_%d%d%sa", (v / 2) % 2, v % 2, v >= 24 ? "s" : "");
-  else if (v >= 16) snprintf(out, 32, "nc_gemm_%d%dr", (v / 2) % 2, v % 2);
-  else if (v >= 8) snprintf(out, 32, "nc_gemmbf_%d%d", (v / 2) % 2, v % 2);
-  else snprintf(out, 32, "nc_gemm_%d%d%s", (v / 2) % 2, v % 2, v >= 4 ? "s" : "");
+  v = nc_cpu_gemm_code(v);
+  snprintf(out, 32, "nc_gemm%s_%d%d", v >= 8 ? "bf" : "", (v / 2) % 2, v % 2);
 }
 
 // ---- the executor: thread pool, workspace, function pointers --------------------------
@@ -220,7 +228,8 @@ static nc_status nc_cpu_new_exec(const nc_plan *p, const nc_cpu_opts *o, nc_cpu 
   c->fns = calloc((size_t)p->nkernels + 1, sizeof *c->fns);
   c->ktime = calloc((size_t)p->nkernels + 1, sizeof *c->ktime);
   c->kcalls = calloc((size_t)p->nkernels + 1, sizeof *c->kcalls);
-  if (!c->fns || !c->ktime || !c->kcalls) {
+  c->split = calloc((size_t)p->nkernels + 1, sizeof *c->split);
+  if (!c->fns || !c->ktime || !c->kcalls || !c->split) {
     nc_cpu_free(c);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
@@ -419,7 +428,9 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     nc_gemm_task t;
     memset(&t, 0, sizeof t);
     t.fn = c->gemm[bf ? 8 + ta * 2 + tb : v[10] == 1 ? 16 + ta * 2 + tb : v[10] == 2 ? 20 + sym * 4 + ta * 2 + tb : sym * 4 + ta * 2 + tb];
-    if (v[10] == 1 && s->ncbufs > 3) t.a.d = bufs[s->cbufs[3]];  // relu2 into D (else over C)
+    t.a.relu2 = !bf && v[10] == 1;
+    t.a.sym = !bf && !t.a.relu2 && sym;  // (the relu2 variants were never symmetric)
+    if (t.a.relu2 && s->ncbufs > 3) t.a.d = bufs[s->cbufs[3]];  // relu2 into D (else over C)
     for (int i = 0; i < c->ntuned && !bf && v[10] == 0; i++)  // a plain fp32 GEMM tuned for exactly this shape
       if (c->tuned[i].variant == sym * 4 + ta * 2 + tb && c->tuned[i].batch == v[0] && c->tuned[i].m == v[1] && c->tuned[i].n == v[2] &&
           c->tuned[i].k == v[3]) {
@@ -459,10 +470,17 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
   // A kernel without a parallel loop (a reduction to a scalar, say) runs on
   // one thread: every thread would otherwise run all of it, racing on its
   // output (fatally when the output sits in place over an input).
-  bool parallel = false;
-  for (nc_ks s = k->body; s != NC_KS_NONE && !parallel; s = k->s[s].next)
-    parallel = k->s[s].kind == NC_KS_FOR && (k->s[s].sched & NC_KSCHED_PARALLEL);
-  int n = parallel && c->nthreads > 1 && nc_cpu_work(k, k->body, args, 0) >= (double)c->serial_work ? c->nthreads : 1;
+  // The decision depends on the kernel and its arguments only: kept per kernel.
+  struct nc_cpu_split *sp = &c->split[ki];
+  int na = k->nargs < 4 ? k->nargs : 4;
+  if (k->nargs > 4 || !sp->n || memcmp(sp->args, args, (size_t)na * sizeof *args)) {
+    bool parallel = false;
+    for (nc_ks s = k->body; s != NC_KS_NONE && !parallel; s = k->s[s].next)
+      parallel = k->s[s].kind == NC_KS_FOR && (k->s[s].sched & NC_KSCHED_PARALLEL);
+    sp->n = parallel && c->nthreads > 1 && nc_cpu_work(k, k->body, args, 0) >= (double)c->serial_work ? c->nthreads : 1;
+    memcpy(sp->args, args, (size_t)na * sizeof *args);
+  }
+  int n = sp->n;
   nc_cpu_task t = {c->fns[ki], bufs, args, n};
   return nc_pool_run(c->pool, n, nc_cpu_task_run, &t);
 }

@@ -28,9 +28,14 @@ typedef struct {
 // Compiles every kernel of p (JIT, through the on-disk kernel cache).
 nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out);
 
-// 16..19: fp32 with the ReLU^2 epilogue (16 + ta*2 + tb, nc_gemm_<ta><tb>r); 20..27: fp32 with
-// an addend (20 + sym*4 + ta*2 + tb, nc_gemm_<ta><tb>[s]a)
+// GEMM variants (the kinds of GEMM launch of a plan): 0..7 fp32 (sym*4 + ta*2 + tb), 8..11
+// bf16 buffers (8 + ta*2 + tb), 16..19 fp32 with the ReLU^2 epilogue (16 + ta*2 + tb), 20..27
+// fp32 with an addend (20 + sym*4 + ta*2 + tb). Every fp32 variant of one (ta, tb) runs the
+// same function, nc_gemm_<ta><tb> (sym, ReLU^2 and the addend are switches of its argument
+// block: codegen/gemm.h), so a plan compiles at most 4 fp32 GEMMs; bf16 ones nc_gemmbf_<ta><tb>.
 #define NC_CPU_GEMM_VARIANTS 28
+// The variant whose function runs variant v: ta*2 + tb for fp32, v itself for bf16.
+static inline int nc_cpu_gemm_code(int v) { return v >= 8 && v < 16 ? v : v % 4; }
 
 // Which kernels share code and the symbol of each (nck<i>_<name>; GEMMs are
 // nc_gemm_<ta><tb>), plus the plan's cache key. Deterministic for a plan,
@@ -38,8 +43,8 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out);
 typedef struct {
   int *same_as;        // per kernel: the kernel whose code it runs
   char (*names)[96];   // per kernel: its function's symbol
-  bool need[NC_CPU_GEMM_VARIANTS];  // GEMM variants used, by bf16*8 + sym*4 + ta*2 + tb
-                                    // (bf16: codegen/gemm_bf16.c over bf16 buffers, nc_gemmbf_<ta><tb>)
+  bool need[NC_CPU_GEMM_VARIANTS];  // GEMM variants used (see NC_CPU_GEMM_VARIANTS)
+  bool code[NC_CPU_GEMM_VARIANTS];  // GEMM functions compiled: nc_cpu_gemm_code of the variants used
   uint64_t key;
   int nunique;
   bool bf16_fallback;  // no AVX512_BF16 (or avx2_only): bf16 matmuls run the fp32 GEMM
@@ -48,7 +53,7 @@ typedef struct {
 nc_status nc_cpu_layout_build(const nc_plan *p, const char *llvm_version, const char *cpu, const char *features,
                               bool avx2_only, const nc_gemm_knobs *knobs, nc_cpu_layout *L);
 void nc_cpu_layout_free(nc_cpu_layout *L);
-void nc_cpu_gemm_symbol(int variant, char out[32]);
+void nc_cpu_gemm_symbol(int variant, char out[32]);  // the function of variant (nc_cpu_gemm_code)
 
 // AOT: writes p's code as a relocatable object file at path (same pipeline as
 // the JIT) and fills the layout and the GEMM knobs it was built with.

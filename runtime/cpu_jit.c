@@ -37,9 +37,14 @@ static double nc_now(void) {
 // is fixed, not the thread count, so the kernel cache's entries (one per part)
 // are the same whatever --threads a later run uses.
 #define NC_CPU_PARTS 4
-// A GEMM variant (micro-kernel + packing + driver) costs about as much to
-// compile as ten average kernels (9 variants ~4.2 s, 103 kernels ~4.6 s).
-#define NC_CPU_GEMM_COST 10
+// What a GEMM function (driver + micro-kernel + packing + skinny path) costs
+// to compile, in average kernels (d4's training step on a Zen 3 VM: 103
+// kernels ~3.5 s of CPU; nc_gemm_00 0.25 s, _01 0.5 s (the tb skinny path's
+// blocks), _10 0.17 s, no skinny path with ta).
+static double nc_cpu_gemm_cost(int v) {
+  if (v >= 8 && v < 16) return 10;  // bf16
+  return v & 2 ? 5 : v & 1 ? 15 : 7;
+}
 
 typedef struct {
   int *kpart;                       // per kernel: its part, -1 when not compiled here
@@ -64,7 +69,7 @@ static int nc_cpu_part_least(const double *load) {
   return best;
 }
 
-// Greedy largest-first: GEMM variants, the tuned GEMMs, then the kernels in
+// Greedy largest-first: GEMM functions, the tuned GEMMs, then the kernels in
 // plan order, each to the least loaded part. Deterministic for a plan.
 static nc_status nc_cpu_parts_build(const nc_plan *p, const nc_cpu_layout *L, int ntuned, nc_cpu_parts *P) {
   memset(P, 0, sizeof *P);
@@ -79,20 +84,20 @@ static nc_status nc_cpu_parts_build(const nc_plan *p, const nc_cpu_layout *L, in
     total += k->nx + k->ns;
     nk++;
   }
-  double gcost = NC_CPU_GEMM_COST * (nk ? total / nk : 100.0);
+  double avg = nk ? total / nk : 100.0;
   for (int v = 0; v < NC_CPU_GEMM_VARIANTS; v++) {
     P->gpart[v] = -1;
-    if (!L->need[v]) continue;
+    if (!L->code[v]) continue;
     int q = nc_cpu_part_least(load);
     P->gpart[v] = q;
-    load[q] += gcost;
+    load[q] += nc_cpu_gemm_cost(v) * avg;
     P->nitems[q]++;
   }
   P->tpart = -1;
   if (ntuned > 0) {
     int q = nc_cpu_part_least(load);
     P->tpart = q;
-    load[q] += gcost * ntuned;
+    load[q] += 10 * avg * ntuned;
     P->nitems[q]++;
   }
   for (int i = 0; i < p->nkernels; i++) {
@@ -139,30 +144,18 @@ static nc_status nc_cpu_build_module(nc_jit *jit, const nc_plan *p, const nc_cpu
     st = nc_llvm_emit_kernel(jit, m, k, L->names[i]);
   }
   for (int v = 0; v < NC_CPU_GEMM_VARIANTS && !st; v++) {
-    if (!L->need[v] || (P && P->gpart[v] != part)) continue;
+    if (!L->code[v] || (P && P->gpart[v] != part)) continue;
     char name[32];
     nc_cpu_gemm_symbol(v, name);
-    if (v >= 20) {  // fp32 with an addend
-      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, v >= 24, false, false, true};
-      st = nc_gemm_emit(m, &gs);
-      continue;
-    }
-    if (v >= 16) {  // fp32 with the ReLU^2 epilogue
-      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, false, false, true, false};
-      st = nc_gemm_emit(m, &gs);
-      continue;
-    }
-    if (v >= 8 && L->bf16_fallback) {  // no AVX512_BF16: the fp32 GEMM on widened copies (runtime/cpu.c)
-      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, false, false, false, false};
-      st = nc_gemm_emit(m, &gs);
-      continue;
-    }
-    if (v >= 8) {  // bf16 buffers: codegen/gemm_bf16.c with bf16 memory (needs AVX512_BF16)
-      nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, nc_gemm_bf16_knobs_default(nc_jit_cpu(jit)), false, true, false, false};
+    if (v >= 8 && !L->bf16_fallback) {  // bf16 buffers: codegen/gemm_bf16.c with bf16 memory (needs AVX512_BF16)
+      nc_gemm_spec gs = {.name = name, .ta = (v / 2) % 2, .tb = v % 2, .knobs = nc_gemm_bf16_knobs_default(nc_jit_cpu(jit)),
+                         .bf16_io = true};
       st = nc_status_prefix(nc_gemm_bf16_emit(m, nc_jit_cpu(jit), &gs), "bf16 matmuls (precision bf16) on the cpu device: ");
       continue;
     }
-    nc_gemm_spec gs = {name, (v / 2) % 2, v % 2, *knobs, v >= 4, false, false, false};
+    // fp32 (every sym/ReLU^2/addend variant of this ta, tb), or bf16 without
+    // AVX512_BF16: the fp32 GEMM on widened copies (runtime/cpu.c)
+    nc_gemm_spec gs = {.name = name, .ta = (v / 2) % 2, .tb = v % 2, .knobs = *knobs};
     st = nc_gemm_emit(m, &gs);
   }
   if (st) {

@@ -115,8 +115,7 @@ nc_status nc_cpu_tuned_emit(LLVMModuleRef m, const nc_cpu_tuned_gemm *t, int n) 
     bool first = true;
     for (int j = 0; j < i && first; j++) first = strcmp(t[j].symbol, t[i].symbol) != 0;
     if (!first) continue;
-    nc_gemm_spec gs = {.name = t[i].symbol, .ta = (t[i].variant >> 1) & 1, .tb = t[i].variant & 1, .knobs = t[i].knobs,
-                       .sym = (t[i].variant >> 2) & 1};
+    nc_gemm_spec gs = {.name = t[i].symbol, .ta = (t[i].variant >> 1) & 1, .tb = t[i].variant & 1, .knobs = t[i].knobs};
     NC_TRY(nc_gemm_emit(m, &gs));
   }
   return NC_OK;

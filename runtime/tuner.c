@@ -418,7 +418,7 @@ static nc_status nc_tu_cpu_fn(nc_tu_cpu *x, int variant, const nc_gemm_knobs *kn
   }
   char name[48];
   snprintf(name, sizeof name, "nc_tune_gemm_%d", x->nfns);
-  nc_gemm_spec gs = {.name = name, .ta = (variant >> 1) & 1, .tb = variant & 1, .knobs = *kn, .sym = (variant >> 2) & 1};
+  nc_gemm_spec gs = {.name = name, .ta = (variant >> 1) & 1, .tb = variant & 1, .knobs = *kn};
   NC_TRY(nc_gemm_compile(x->jit, &gs, out));
   x->fns[x->nfns++] = (struct nc_tu_cfn){variant, *kn, *out};
   return NC_OK;
@@ -446,7 +446,8 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
   t.nthreads = work < (double)NC_CPU_SERIAL_WORK_DEFAULT ? 1 : x->nthreads;
   t.a = (nc_gemm_args){.a = x->a, .b = x->b, .c = x->c, .m = s->m, .n = s->n, .k = s->k, .lda = ta ? s->m : s->k,
                        .ldb = tb ? s->k : s->n, .ldc = s->n, .batch = s->batch, .stride_a = s->m * s->k,
-                       .stride_b = s->k * s->n, .stride_c = s->m * s->n, .alpha = 1.0f, .beta = 0.0f, .work = x->work};
+                       .stride_b = s->k * s->n, .stride_c = s->m * s->n, .alpha = 1.0f, .beta = 0.0f, .work = x->work,
+                       .sym = (s->variant >> 2) & 1};
   memset(x->c, 0xff, x->nc * sizeof *x->c);  // NaN: a candidate that skips part of C cannot pass on an earlier result
   double best = INFINITY;
   for (int r = 0; r <= reps; r++) {

@@ -360,7 +360,7 @@ Test(gemm, verify_failure_is_an_error) {
   nc_jit_free(jit);
 }
 
-// The symmetric variant (spec.sym: lower-triangle tiles computed, the rest
+// The symmetric product (args.sym: lower-triangle tiles computed, the rest
 // mirrored): C = X X^T (ta 0, tb 1, B = A) and C = A A with A symmetric
 // (ta = tb = 0), against the double reference, on edge sizes, several K
 // blocks, batches and 1..3 threads; the result must be exactly symmetric.
@@ -369,7 +369,7 @@ static void sym_suite(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, int
   for (int v = 0; v < 2; v++) {
     char name[64];
     snprintf(name, sizeof name, "gemm_sym_%s_%d", tag, v);
-    nc_gemm_spec spec = {.name = name, .ta = false, .tb = v == 0, .knobs = *kn, .sym = true};
+    nc_gemm_spec spec = {.name = name, .ta = false, .tb = v == 0, .knobs = *kn};
     OK(nc_gemm_compile(jit, &spec, &fn[v]));
   }
   uint64_t rng = seed;
@@ -395,7 +395,7 @@ static void sym_suite(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, int
     float *work = aligned_alloc(64, (wsz + 63) / 64 * 64);
     nc_gemm_args args = {.a = a, .b = a, .c = c, .m = n, .n = n, .k = k, .lda = k, .ldb = v ? n : k, .ldc = n,
                          .batch = batch, .stride_a = sa, .stride_b = sa, .stride_c = sc, .alpha = 1.0f, .beta = beta,
-                         .work = work};
+                         .work = work, .sym = 1};
     run_threads(fn[v], &args, threads);
     double worst = 0;
     bool exact = true;
@@ -561,7 +561,7 @@ static void skinny_epi_case(nc_gemm_fn fn, int epi, bool tb, int m, int n, int k
   float alpha = epi == 3 ? 0.5f : 1.0f, beta = epi == 3 ? -2.0f : epi == 0 ? 0.25f : 0.0f;
   nc_gemm_args args = {.a = a, .b = b, .c = c, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
                        .batch = 1, .alpha = alpha, .beta = beta, .work = NULL,
-                       .d = epi == 1 ? d : NULL, .e = epi == 3 ? e : NULL};
+                       .d = epi == 1 ? d : NULL, .e = epi == 3 ? e : NULL, .relu2 = epi == 1 || epi == 2};
   run_threads(fn, &args, threads);
   for (int i = 0; i < m; i++)
     for (int j = 0; j < ldc; j++) {
@@ -601,19 +601,19 @@ Test(gemm, skinny_blocks_and_epilogues) {
   uint64_t rng = 77;
   for (int vi = 0; vi < 2; vi++) {
     nc_gemm_knobs kn = knobs_vw(vi ? 16 : 8);
-    for (int epi = 0; epi < 4; epi++)
-      for (int tb = 0; tb < 2; tb++) {
-        char name[64];
-        snprintf(name, sizeof name, "gemm_skepi_%d_%d_%d", kn.vw, epi, tb);
-        nc_gemm_spec spec = {.name = name, .tb = tb, .knobs = kn, .relu2 = epi == 1 || epi == 2, .addend = epi == 3};
-        nc_gemm_fn fn;
-        OK(nc_gemm_compile(jit, &spec, &fn));
+    for (int tb = 0; tb < 2; tb++) {
+      char name[64];
+      snprintf(name, sizeof name, "gemm_skepi_%d_%d", kn.vw, tb);
+      nc_gemm_spec spec = {.name = name, .tb = tb, .knobs = kn};
+      nc_gemm_fn fn;  // one function: the epilogue is a switch of the arguments
+      OK(nc_gemm_compile(jit, &spec, &fn));
+      for (int epi = 0; epi < 4; epi++)
         for (int m = 1; m <= 16; m++) {
           int n = ns[rng_int(&rng, 0, 7)], k = ks[rng_int(&rng, 0, 6)];
           if (m == 1 || m == 3 || m == 16) n = tb ? 131 : 100, k = 203;  // odd N and K at the decode sizes
           skinny_epi_case(fn, epi, tb, m, n, k, 1 + m % 3, &rng);
         }
-      }
+    }
   }
   nc_jit_free(jit);
 }
@@ -636,6 +636,101 @@ Test(gemm, skinny_rows_do_not_depend_on_m_any_block) {
     nc_gemm_fn fn;
     OK(nc_gemm_compile(jit, &spec, &fn));
     expect_rows_independent(fn, a, b, N, K, MMAX, NULL, kn.vw);
+  }
+  nc_jit_free(jit);
+}
+
+// The run-time switches of one function (ta, tb fixed): plain with beta, ReLU^2
+// into D or over C, the addend E, and sym with an addend, on the packed path
+// (several K blocks with tiny knobs: E is read on the first only, ReLU^2 on the
+// last) and on the skinny one (M <= 16), batches, 1..3 threads, calls of every
+// kind interleaved on the same function, against a double reference.
+// epi 0: plain, 1: relu2 into D, 2: relu2 over C, 3: addend, 4: sym + addend
+// (C = X X^T or X^T X with a symmetric E: needs ta != tb, M == N).
+static void switch_case(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, bool tb, int epi, int m, int n, int k, int batch,
+                        int threads, uint64_t *rng) {
+  if (epi == 4) n = m;
+  int64_t lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 3;
+  if (epi == 4) ldb = lda;  // B = A
+  int64_t sa = (ta ? k : m) * lda, sb = epi == 4 ? sa : (tb ? n : k) * ldb, sc = m * ldc;
+  size_t na = (size_t)(sa * batch), nb = (size_t)(sb * batch), ncn = (size_t)(sc * batch);
+  float *a = malloc(na * sizeof(float)), *b = epi == 4 ? a : malloc(nb * sizeof(float));
+  float *c = malloc(ncn * sizeof(float)), *c0 = malloc(ncn * sizeof(float));
+  float *d = malloc(ncn * sizeof(float)), *e = malloc(ncn * sizeof(float));
+  for (size_t i = 0; i < na; i++) a[i] = rng_float(rng);
+  if (epi != 4)
+    for (size_t i = 0; i < nb; i++) b[i] = rng_float(rng);
+  for (size_t i = 0; i < ncn; i++) c0[i] = epi >= 1 && epi <= 3 ? NAN : rng_float(rng), e[i] = rng_float(rng), d[i] = 7.0f;
+  if (epi == 4)  // E symmetric
+    for (int bi = 0; bi < batch; bi++)
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < i; j++) e[bi * sc + j * ldc + i] = e[bi * sc + i * ldc + j];
+  memcpy(c, c0, ncn * sizeof(float));
+  float alpha = epi >= 3 ? 0.5f : 1.0f, beta = epi >= 3 ? -2.0f : epi == 0 ? 0.25f : 0.0f;
+  size_t wsz = nc_gemm_workspace_size(kn, threads);
+  float *work = aligned_alloc(64, (wsz + 63) / 64 * 64);
+  nc_gemm_args args = {.a = a, .b = b, .c = c, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+                       .batch = batch, .stride_a = sa, .stride_b = sb, .stride_c = sc, .alpha = alpha, .beta = beta,
+                       .work = work, .d = epi == 1 ? d : NULL, .e = epi >= 3 ? e : NULL, .relu2 = epi == 1 || epi == 2,
+                       .sym = epi == 4};
+  run_threads(fn, &args, threads);
+  for (int bi = 0; bi < batch; bi++)
+    for (int i = 0; i < m; i++)
+      for (int j = 0; j < ldc; j++) {
+        int64_t o = bi * sc + i * ldc + j;
+        if (j >= n) {  // padding of C (and D) untouched
+          cr_assert(!memcmp(&c[o], &c0[o], sizeof(float)) && d[o] == 7.0f, "epi %d: padding written", epi);
+          continue;
+        }
+        double acc = 0, mag = 1e-30;
+        for (int q = 0; q < k; q++) {
+          double x = ta ? a[bi * sa + q * lda + i] : a[bi * sa + i * lda + q];
+          double y = tb ? b[bi * sb + j * ldb + q] : b[bi * sb + q * ldb + j];
+          acc += x * y;
+          mag += fabs(x * y);
+        }
+        double old = epi >= 3 ? e[o] : c0[o];
+        double p = alpha * acc + (beta != 0.0f ? beta * old : 0.0);
+        mag = fabs(alpha) * mag + (beta != 0.0f ? fabs(beta * old) : 0.0);
+        double want = epi == 2 ? (p > 0 ? p * p : 0) : p, tol = tol_for(k) * (epi == 2 ? mag * (2 * fabs(p) + mag) : mag);
+        cr_assert(fabs(c[o] - want) <= tol, "epi %d ta %d tb %d M=%d N=%d K=%d batch %d threads %d: C[%d][%d,%d] = %g, want %g",
+                  epi, ta, tb, m, n, k, batch, threads, bi, i, j, c[o], want);
+        if (epi == 1) {
+          double r = p > 0 ? p * p : 0;
+          cr_assert(fabs(d[o] - r) <= tol * (2 * fabs(p) + mag), "epi 1 M=%d N=%d K=%d: D[%d,%d] = %g, want %g", m, n, k, i, j,
+                    d[o], r);
+        } else {
+          cr_assert(d[o] == 7.0f, "epi %d: D written", epi);
+        }
+        if (epi == 4) cr_assert(!memcmp(&c[o], &c[bi * sc + j * ldc + i], sizeof(float)), "sym: C not exactly symmetric");
+      }
+  free(a), free(c), free(c0), free(d), free(e), free(work);
+  if (epi != 4) free(b);
+}
+
+Test(gemm, run_time_switches) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  uint64_t rng = 4242;
+  for (int kset = 0; kset < 3; kset++) {  // the host's knobs, tiny blocks, the other vector width (AVX-512 / AVX2)
+    nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+    if (kset == 1) kn = tiny_blocks(kn, 13);
+    if (kset == 2) kn = knobs_vw(kn.vw == 16 ? 8 : 16);
+    for (int v = 0; v < 4; v++) {
+      bool ta = v & 2, tb = v & 1;
+      char name[64];
+      snprintf(name, sizeof name, "gemm_switch_%d_%d", kset, v);
+      nc_gemm_spec spec = {.name = name, .ta = ta, .tb = tb, .knobs = kn};
+      nc_gemm_fn fn;
+      OK(nc_gemm_compile(jit, &spec, &fn));
+      for (int it = 0; it < 20; it++) {
+        int epi = it % 5;
+        if (epi == 4 && ta == tb) epi = it % 4;
+        int m = it % 3 == 0 ? rng_int(&rng, 1, 16) : rng_int(&rng, 17, 90);
+        int n = rng_int(&rng, 1, 90), k = rng_int(&rng, 1, 70);
+        switch_case(fn, &kn, ta, tb, epi, m, n, k, rng_int(&rng, 1, 2), rng_int(&rng, 1, 3), &rng);
+      }
+    }
   }
   nc_jit_free(jit);
 }
