@@ -327,6 +327,17 @@ static nc_status nc_oc_program(nc_ocl *c, const char *src, const char *opts) {
   return NC_OK;
 }
 
+// An on/off switch from the environment: unset or empty gives dflt, "0" false, "1"
+// true; anything else is an error naming the variable and what 0 and 1 mean.
+static nc_status nc_oc_env_switch(const char *name, bool dflt, const char *means, bool *out) {
+  const char *e = getenv(name);
+  *out = dflt;
+  if (!e || !*e) return NC_OK;
+  if (strcmp(e, "0") && strcmp(e, "1")) return nc_errorf(NC_E_INVALID, "%s='%s': want %s", name, e, means);
+  *out = e[0] == '1';
+  return NC_OK;
+}
+
 nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   *out = NULL;
   double t0 = nc_oc_now();
@@ -355,11 +366,10 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   // NC_OCL_WGMMA=0 keeps mma.sync); the mma.sync defaults again if it does not build.
   bool wg_auto = false;
   nc_ocl_knobs mma_knobs = c->knobs;  // what the mma.sync fallback uses
-  const char *wge = getenv("NC_OCL_WGMMA");
-  if (wge && *wge && strcmp(wge, "0") && strcmp(wge, "1")) {
-    st = nc_errorf(NC_E_INVALID, "NC_OCL_WGMMA='%s': want 0 (mma.sync) or 1 (wgmma where the device has it)", wge);
-    goto fail;
-  }
+  bool wgmma_on, scatter_on;
+  if ((st = nc_oc_env_switch("NC_OCL_WGMMA", true, "0 (mma.sync) or 1 (wgmma where the device has it)", &wgmma_on)) ||
+      (st = nc_oc_env_switch("NC_OCL_SCATTER", true, "0 (scatter_add as a loop kernel) or 1 (float atomics, the default)", &scatter_on)))
+    goto fail;  // (NC_OCL_SCATTER itself is read by the lowering: nc_device_scatter_atomic)
   if (c->knobs.gemm_tc == 1 && c->knobs.tc_stages > 0) {
     cl_uint ccmaj = 0;
     if (clGetDeviceInfo(c->dev.dev, 0x4000 /* CL_DEVICE_COMPUTE_CAPABILITY_MAJOR_NV */, sizeof ccmaj, &ccmaj, NULL) != CL_SUCCESS) ccmaj = 0;
@@ -368,7 +378,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
                      c->knobs.tc_wg, c->dev.d.name, ccmaj);
       goto fail;
     }
-    if (!(o && o->knobs) && ccmaj == 9 && !(wge && !strcmp(wge, "0"))) {
+    if (!(o && o->knobs) && ccmaj == 9 && wgmma_on) {
       nc_ocl_knobs w = c->knobs;
       nc_ocl_wgmma_default(&w);
       if (!nc_ocl_tc_check(&w)) mma_knobs = c->knobs, c->knobs = w, wg_auto = true;
@@ -478,8 +488,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     nc_ocl_attn_blocks_of(c->attn_tc, &c->attn_bl);
     const char *fe = getenv("NC_OCL_FA");
     if (fe && *fe) st = nc_ocl_attn_blocks_parse(fe, c->attn_tc, &c->attn_bl);
-    const char *fs = getenv("NC_OCL_FA_STATS");
-    c->attn_stats_force = fs && !strcmp(fs, "1");
+    if (!st) st = nc_oc_env_switch("NC_OCL_FA_STATS", false, "1 (the backward recomputes the statistics) or 0 (it reads the forward's)", &c->attn_stats_force);
     if (!st) {
       nc_ocl_emit_attn_common(c->attn_tc, &c->attn_bl, &src);
       for (int a = 0; a < c->nattn; a++) nc_ocl_emit_attn(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &src);
@@ -498,9 +507,9 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     cl_uint cu = 0;
     clGetDeviceInfo(c->dev.dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
     c->ncu = cu > 0 ? (int)cu : 1;
-    const char *gd = getenv("NC_OCL_GEMM_DIRECT");
-    if (!st && gd && *gd && strcmp(gd, "0") && strcmp(gd, "1")) st = nc_errorf(NC_E_INVALID, "NC_OCL_GEMM_DIRECT='%s': want 1 (bf16 operands read in place where possible, the default) or 0 (always packed)", gd);
-    c->direct_off = gd && !strcmp(gd, "0");
+    bool direct = true;
+    if (!st) st = nc_oc_env_switch("NC_OCL_GEMM_DIRECT", true, "1 (bf16 operands read in place where possible, the default) or 0 (always packed)", &direct);
+    c->direct_off = !direct;
     const char *sk = getenv("NC_OCL_SPLITK");
     if (!st && sk && *sk) {
       char *end;

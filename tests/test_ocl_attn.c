@@ -310,6 +310,15 @@ Test(ocl_attn, backward_reads_the_forwards_statistics_or_recomputes_them, .timeo
   w = at_compare(ex, g0, c, 1, 1, 70, 1e-4, 37);
   cr_log_info("NC_OCL_FA_STATS=1: worst rel err %.3g", w);
   nc_exec_free(ex);
+  // a value other than 0 or 1 is named
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  setenv("NC_OCL_FA_STATS", "yes", 1);
+  nc_status st = nc_exec_new(g0, &d, &ex);
+  unsetenv("NC_OCL_FA_STATS");
+  cr_assert_not_null(st, "NC_OCL_FA_STATS=yes accepted");
+  cr_expect(strstr(nc_status_msg(st), "NC_OCL_FA_STATS='yes'"), "%s", nc_status_msg(st));
+  nc_status_free(st);
   nc_graph_free(h0);
   nc_graph_free(g0);
 }

@@ -638,19 +638,24 @@ Test(ocl_bf16, bf16_operands_packed_and_split_k_match_the_reference, .timeout = 
   check_bf16_operands("64,32,0,0,32,2,3,1");
   check_bf16_operands("32,32,16,16,32,2,2");
   unsetenv("NC_OCL_SPLITK");
-  // a bad value is named
-  setenv("NC_OCL_GEMM_DIRECT", "yes", 1);
+  // a bad value of any of the device's on/off switches is named
   nc_graph *g = gemm_graph_bf16(4, 4, 8);
   nc_device d;
   cr_assert_null(nc_device_parse("opencl", &d));
-  nc_exec *ex;
-  setenv("NC_OCL_TC", "64,32,0,0,32,2,3,1", 1);
-  nc_status st = nc_exec_new(g, &d, &ex);
-  unsetenv("NC_OCL_TC");
-  unsetenv("NC_OCL_GEMM_DIRECT");
-  cr_assert_not_null(st, "NC_OCL_GEMM_DIRECT=yes accepted");
-  cr_expect(strstr(nc_status_msg(st), "NC_OCL_GEMM_DIRECT='yes'"), "%s", nc_status_msg(st));
-  nc_status_free(st);
+  const char *sw[] = {"NC_OCL_GEMM_DIRECT", "NC_OCL_WGMMA", "NC_OCL_SCATTER"};
+  for (size_t i = 0; i < sizeof sw / sizeof *sw; i++) {
+    nc_exec *ex;
+    char want[64];
+    snprintf(want, sizeof want, "%s='yes'", sw[i]);
+    setenv(sw[i], "yes", 1);
+    setenv("NC_OCL_TC", "64,32,0,0,32,2,3,1", 1);
+    nc_status st = nc_exec_new(g, &d, &ex);
+    unsetenv("NC_OCL_TC");
+    unsetenv(sw[i]);
+    cr_assert_not_null(st, "%s accepted", want);
+    cr_expect(strstr(nc_status_msg(st), want), "%s", nc_status_msg(st));
+    nc_status_free(st);
+  }
   nc_graph_free(g);
 }
 
