@@ -8,102 +8,17 @@
 //                   [--obj PATH]   (also write the bf16 nn+nt GEMMs as an object, for objdump)
 // Ends with one JSON line.
 #include <math.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "codegen/gemm.h"
 #include "codegen/gemm_bf16.h"
 #include "codegen/jit.h"
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-// ---- a minimal spinning pool (bench only; runtime/threadpool is the real one)
-typedef struct {
-  pthread_t th[8];
-  int n;
-  atomic_int gen, done, quit;
-  nc_gemm_fn fn;
-  const nc_gemm_args *args;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-} pool;
-
-typedef struct {
-  pool *p;
-  int t;
-} pool_arg;
-static pool_arg pool_args[8];
-
-// Workers spin briefly for the next run, then sleep: a spinning worker would
-// steal the core OpenBLAS's own threads need while it is being timed.
-static void *pool_main(void *v) {
-  pool_arg *a = v;
-  pool *p = a->p;
-  int seen = 0;
-  for (;;) {
-    int g = seen;
-    for (long spin = 0; spin < 200000 && (g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen; spin++) {
-    }
-    if (g == seen) {
-      pthread_mutex_lock(&p->mu);
-      while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
-      pthread_mutex_unlock(&p->mu);
-    }
-    if (atomic_load(&p->quit)) return NULL;
-    seen = g;
-    p->fn(p->args, a->t, p->n);
-    atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
-  }
-}
-
-static void pool_start(pool *p, int n) {
-  memset(p, 0, sizeof *p);
-  p->n = n;
-  pthread_mutex_init(&p->mu, NULL);
-  pthread_cond_init(&p->cv, NULL);
-  for (int t = 1; t < n; t++) {
-    pool_args[t] = (pool_arg){p, t};
-    pthread_create(&p->th[t], NULL, pool_main, &pool_args[t]);
-  }
-}
-static void pool_run(pool *p, nc_gemm_fn fn, const nc_gemm_args *args) {
-  p->fn = fn;
-  p->args = args;
-  atomic_store(&p->done, 0);
-  pthread_mutex_lock(&p->mu);
-  atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
-  pthread_cond_broadcast(&p->cv);
-  pthread_mutex_unlock(&p->mu);
-  fn(args, 0, p->n);
-  while (atomic_load_explicit(&p->done, memory_order_acquire) != p->n - 1) {
-  }
-}
-static void pool_stop(pool *p) {
-  pthread_mutex_lock(&p->mu);
-  atomic_store(&p->quit, 1);
-  pthread_cond_broadcast(&p->cv);
-  pthread_mutex_unlock(&p->mu);
-  for (int t = 1; t < p->n; t++) pthread_join(p->th[t], NULL);
-  pthread_mutex_destroy(&p->mu);
-  pthread_cond_destroy(&p->cv);
-}
+#include "bench/gemm_harness.h"
 
 // ---- shapes -------------------------------------------------------------------
-typedef struct {
-  const char *what;
-  int m, k, n;
-  bool ta, tb;
-} shape;
-
 static const shape shapes[] = {
     {"d4 qkvo x W^T", 2048, 256, 256, 0, 1},
     {"d4 qkv fused", 2048, 256, 768, 0, 1},
@@ -134,15 +49,6 @@ static const shape shapes[] = {
     {"muon 2048 A B", 2048, 2048, 2048, 0, 0},
 };
 #define NSHAPES ((int)(sizeof shapes / sizeof *shapes))
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void die(nc_status st) {
   if (st) {
