@@ -12,7 +12,9 @@
 #      "t32": d12 at 32 x 2048 with NC_PROFILE=40, first as before 2026-11-27 (statistics pass,
 #      one stage, loop-nest scatter_add), then as now), FLASH_STEPS=4,
 #      FLASH_FA="BM,BMQ,BN,KM,QN,ST ..." (NC_OCL_FA values the "fa" part tries),
-#      FLASH_BEFORE="VAR=VALUE ..." (the "t32" part's first run; default: the code before 2026-11-27).
+#      FLASH_BEFORE="VAR=VALUE ..." (the "t32" part's first run; default: the code before 2026-11-27),
+#      "b32": the bf16 model (--precision bf16) at 32 x 2048 with NC_PROFILE=40, first with the
+#      binaries in PACK/base/ when present (a pack of the code before, for side-by-side figures), then now.
 set -u
 P=${1:-build-flash-gpu/pack}
 export LD_LIBRARY_PATH=$PWD/$P/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -31,6 +33,10 @@ fi
 if has attn; then
   echo "== attention forward + backward, d12 heads (B=8, T=2048, H=6, D=128, causal)"
   timeout 120 $P/gpu_bench --device gpu --precision bf16 --reps 5 attn:8:2048:6:128 2>&1 | tee "$OUT/attn_ours.txt"
+  if [ -x $P/base/gpu_bench ]; then
+    echo "-- the code before (PACK/base)"
+    GPU_BENCH_ATTN_OLD=0 timeout 60 $P/base/gpu_bench --device gpu --precision bf16 --reps 5 attn:8:2048:6:128 2>&1 | tail -1
+  fi
   GPU_BENCH_ATTN_OLD=0 timeout 60 $P/gpu_bench --device gpu --precision fp32 --reps 3 attn:8:2048:6:128 2>&1 | tee -a "$OUT/attn_ours.txt"
   timeout 60 python3 tools/torch_gpu_bench.py --reps 20 attn:8:2048:6:128 2>&1 | tee "$OUT/attn_torch.txt"
   echo "== ptxas report of the flash kernels (registers, spills, shared memory)"
@@ -70,6 +76,18 @@ if has t32; then
   grep -E "^  |profile" "$OUT/d12_32_now.txt" | head -30
   echo "-- before, top 12"
   grep -E "^  " "$OUT/d12_32_before.txt" | head -12
+fi
+if has b32; then
+  echo "== d12 32 x 2048, the bf16 model (--precision bf16), NC_PROFILE=40: the code before (PACK/base), then now"
+  for w in base now; do
+    bin=/tmp/fg/cli/nanochat
+    if [ $w = base ]; then [ -x $P/base/nanochat ] || continue; mkdir -p /tmp/fgb/cli && cp $P/base/nanochat /tmp/fgb/cli/ && bin=/tmp/fgb/cli/nanochat; fi
+    NC_PROFILE=40 timeout 150 $bin bench train --spec models/specs/d12.xml --device opencl:gpu --precision bf16 --batch 32 --seq 2048 \
+      --steps $STEPS > "$OUT/d12_32_bf16_$w.txt" 2>&1
+    echo "$w rc $?: $(grep -E '^step [0-9.]* s median' "$OUT/d12_32_bf16_$w.txt" | head -1)"
+    grep -E "rror|out of|loss" "$OUT/d12_32_bf16_$w.txt" | head -3
+    grep -E "^  |profile" "$OUT/d12_32_bf16_$w.txt" | head -24
+  done
 fi
 if has train; then
   echo "== d12 training step, 16 x 2048, fp32 graph + tensor-core GEMMs (the earlier GPU path): flash attention vs the decomposition"

@@ -151,7 +151,7 @@ static int nc_graph_dump(int argc, char **argv) {
     const char *lp[] = {"decompose", "dce"};
     st = nc_pass_run_pipeline(&g, lp, 2, &lc);
     nc_plan *plan = NULL;
-    nc_lower_opts lo = {.fuse = true, .patterns_off = lc.patterns_off,
+    nc_lower_opts lo = {.fuse = true, .patterns_off = lc.patterns_off, .patterns_force = lc.patterns_force & NC_PATTERN_SOFTCAP_CE,
                         .flash_attention = (lc.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0, .scatter_atomic = scatter};
     if (!st) st = nc_plan_build(g, &lo, &plan);
     if (!st && !strcmp(special, "lower")) nc_plan_print(g, plan, &b);

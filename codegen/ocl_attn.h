@@ -35,6 +35,7 @@
 //       window, scale, NR, int wdk, int wdv, oq, ok, ov, odo, odk, odv, ost):
 //       global (ceil(Tk/KM) * 2*KM, Hkv, B); the G = Hq/Hkv query heads of a kv
 //       head are summed inside (no atomics).
+// Tiles that every row of a warp sees whole (fa_full) skip the mask.
 #ifndef NC_CODEGEN_OCL_ATTN_H
 #define NC_CODEGEN_OCL_ATTN_H
 

@@ -766,7 +766,10 @@ void nc_plan_free(nc_plan *p) {
 // 1. the cheap tail of the elementwise chain that computes the logits of a
 //    row cross-entropy (softcap * tanh(x / softcap): the multiply) is not
 //    materialized: the row kernels recompute it in each pass (the tanh is
-//    materialized: recomputing it five times costs more than reading it);
+//    materialized: recomputing it five times costs more than reading it,
+//    on the CPU; with transc (SOFTCAP_CE in patterns_force: the OpenCL device,
+//    bound by the logits' bytes) the tanh is recomputed too, so the row
+//    kernels read the lm_head's output itself);
 // 2. a cross_entropy_grad whose single consumer starts an elementwise chain of
 //    its shape (the softcap's backward, then reshapes) is computed inside the
 //    kernel of that chain's materialized end: the full softmax is never
@@ -779,7 +782,7 @@ static bool nc_lw_same_dims(const nc_type *a, const nc_type *b) {
   return true;
 }
 
-static nc_id *nc_lw_softcap_ce(const nc_graph *g, nc_plan *p, const uint32_t *uses) {
+static nc_id *nc_lw_softcap_ce(const nc_graph *g, nc_plan *p, const uint32_t *uses, bool transc) {
   uint32_t nn = nc_graph_nnodes(g);
   nc_id *epi = malloc((nn ? nn : 1) * sizeof *epi), *cons = malloc((nn ? nn : 1) * sizeof *cons);
   unsigned char *forced = calloc(nn ? nn : 1, 1);
@@ -817,7 +820,8 @@ static nc_id *nc_lw_softcap_ce(const nc_graph *g, nc_plan *p, const uint32_t *us
       // once and read back is cheaper here than recomputed in 5 sweeps
       bool cheap = an->op == NC_OP_NEG || an->op == NC_OP_ABS || an->op == NC_OP_ADD || an->op == NC_OP_SUB ||
                    an->op == NC_OP_MUL || an->op == NC_OP_MAX || an->op == NC_OP_MIN || an->op == NC_OP_CAST ||
-                   an->op == NC_OP_WHERE || an->op == NC_OP_SQUARE || an->op == NC_OP_RELU;
+                   an->op == NC_OP_WHERE || an->op == NC_OP_SQUARE || an->op == NC_OP_RELU ||
+                   (transc && (an->op == NC_OP_DIV || an->op == NC_OP_TANH));
       if (!cheap) continue;
       p->materialized[a] = 0;
       for (int q = 0; q < an->nin && sp < 16; q++) stack[sp++] = nc_graph_input_of(g, a, q);
@@ -1251,7 +1255,7 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     }
   }
   nc_id *epi = NULL;
-  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_SOFTCAP_CE)) && !(epi = nc_lw_softcap_ce(g, p, uses))) {
+  if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_SOFTCAP_CE)) && !(epi = nc_lw_softcap_ce(g, p, uses, o && (o->patterns_force & NC_PATTERN_SOFTCAP_CE)))) {
     free(uses);
     nc_plan_free(p);
     return nc_errorf(NC_E_NOMEM, "out of memory");

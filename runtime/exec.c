@@ -26,9 +26,13 @@ unsigned nc_device_patterns_off(const nc_device *d) {
   return d->kind == NC_DEV_OPENCL ? bits | ~(unsigned)NC_OCL_PATTERNS_OK : bits;
 }
 
+// OpenCL: flash attention, and the softcap's tanh recomputed in the cross-entropy
+// row kernels (SOFTCAP_CE forced: a GPU is bound by the logits' bytes, not the tanh)
 unsigned nc_device_patterns_force(const nc_device *d) {
   unsigned off = nc_device_patterns_off(d);
-  return d->kind == NC_DEV_OPENCL && !(off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION)) ? NC_PATTERN_FLASH_ATTENTION : 0;
+  if (d->kind != NC_DEV_OPENCL) return 0;
+  unsigned f = !(off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION)) ? NC_PATTERN_FLASH_ATTENTION : 0;
+  return f | (off & NC_PATTERN_SOFTCAP_CE ? 0 : NC_PATTERN_SOFTCAP_CE);
 }
 
 bool nc_device_scatter_atomic(const nc_device *d) {
@@ -158,7 +162,8 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     ctx.patterns_force |= nc_device_patterns_force(d);
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
-    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
+    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .patterns_force = nc_device_patterns_force(d) & NC_PATTERN_SOFTCAP_CE,
+                        .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
                         .scatter_atomic = nc_device_scatter_atomic(d)};
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
     if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");

@@ -385,6 +385,71 @@ Test(ocl, cross_entropy_pattern_on_and_off) {
   }
 }
 
+// The softcap + cross-entropy pattern on OpenCL recomputes the tanh inside the
+// loss kernels (SOFTCAP_CE in the device's patterns_force): no kernel stores the
+// tanh, and the loss and the logits' gradient match the interpreter; with the
+// pattern off (NC_PATTERNS_OFF=4) the tanh is a kernel of its own again.
+static bool plan_stores_tanh(const nc_graph *g0) {
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_graph *g = nc_graph_new_like(g0);
+  for (nc_id i = 0; i < nc_graph_nnodes(g0); i++) {
+    nc_node_desc nd;
+    nc_node_desc_from(g0, i, &nd);
+    nc_id id;
+    cr_assert_null(nc_graph_add(g, &nd, &id));
+  }
+  for (int k = 0; k < nc_graph_noutputs(g0); k++) cr_assert_null(nc_graph_set_output(g, nc_graph_output_name(g0, k), nc_graph_output(g0, k)));
+  nc_pass_ctx ctx;
+  nc_pass_ctx_init(&ctx);
+  ctx.patterns_off = nc_device_patterns_off(&d);
+  ctx.patterns_force = nc_device_patterns_force(&d);
+  const char *passes[] = {"decompose", "dce"};
+  cr_assert_null(nc_pass_run_pipeline(&g, passes, 2, &ctx));
+  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .patterns_force = ctx.patterns_force & NC_PATTERN_SOFTCAP_CE};
+  nc_plan *p;
+  cr_assert_null(nc_plan_build(g, &lo, &p));
+  bool tanh = false;
+  for (int k = 0; k < p->nkernels; k++) tanh |= nc_graph_node(g, p->kernels[k].node)->op == NC_OP_TANH;
+  nc_plan_free(p);
+  nc_graph_free(g);
+  return tanh;
+}
+
+Test(ocl, softcap_tanh_is_recomputed_in_the_loss_kernels) {
+  nc_graph *g = nc_graph_new("softcap_ce");
+  int B;
+  cr_assert_null(nc_graph_sym(g, "B", &B));
+  nc_dim dl[3] = {nc_dim_sym(B), C(5), C(37)}, dt[2] = {nc_dim_sym(B), C(5)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 3, dl));
+  nc_id t = nc_leaf(g, NC_OP_INPUT, "t", nc_type_make(NC_I32, 2, dt));
+  nc_id l = nc_b_scale(g, nc_op1(g, NC_OP_TANH, nc_op2(g, NC_OP_DIV, x, nc_b_const_like(g, x, 3.0))), 3.0);
+  nc_id loss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_b_cross_entropy(g, l, t, -1, 0), 3, false);
+  cr_assert_null(nc_graph_set_output(g, "loss", loss));
+  nc_id gx;
+  cr_assert_null(nc_autodiff(g, loss, NC_NONE, &x, 1, &gx));
+  cr_assert_null(nc_graph_set_output(g, "dx", gx));
+  cr_assert_null(nc_graph_error(g));
+  cr_expect(!plan_stores_tanh(g), "the OpenCL plan recomputes the tanh in the loss kernels");
+  setenv("NC_PATTERNS_OFF", "4", 1);
+  cr_expect(plan_stores_tanh(g), "NC_PATTERNS_OFF=4: the tanh has its own kernel");
+  unsetenv("NC_PATTERNS_OFF");
+  NEED_OPENCL();
+  for (int off = 0; off < 2; off++) {
+    if (off) setenv("NC_PATTERNS_OFF", "4", 1);
+    nc_exec *ex = exec_on(g, "opencl");
+    unsetenv("NC_PATTERNS_OFF");
+    nc_session *s = nc_session_new();
+    int64_t syms[NC_MAX_SYMS] = {3};
+    fill(s, g, syms, 37, 13, true);
+    double worst = compare_on(ex, g, s, 1e-5);
+    cr_log_info("softcap + cross-entropy, pattern %s: %d kernels, worst rel err %.3g", off ? "off" : "on", nc_exec_nkernels(ex), worst);
+    nc_session_free(s);
+    nc_exec_free(ex);
+  }
+  nc_graph_free(g);
+}
+
 // ---- the program-binary cache -----------------------------------------------------
 
 static nc_plan *plan_of(nc_graph **g) {
