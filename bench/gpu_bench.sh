@@ -55,7 +55,7 @@ CASES="$CASES gemm:square:8192:8192:8192:0:0"
 if has gemm; then
   echo "== bf16 GEMM through the runtime (the default: wgmma on Hopper), two rows per shape: fp32 operands in memory"
   echo "   (the fp32 graph's GEMMs: packed to bf16 on every call) and bf16 operands in memory (as torch.matmul's, the"
-  echo "   bf16 model's: read in place where k is contiguous, else packed bf16->bf16); then torch.matmul (bf16 operands)"
+  echo "   bf16 model's: read in place, k-contiguous ones and on wgmma m/n-contiguous ones too); then torch.matmul (bf16 operands)"
   timeout 120 $P/gpu_bench --device gpu --precision bf16 --operands fp32 --reps 5 $CASES | tee "$OUT/gemm_ours.txt"
   timeout 120 $P/gpu_bench --device gpu --precision bf16 --operands bf16 --reps 5 $CASES | tee "$OUT/gemm_ours_bf16.txt"
   [ "${GPU_BENCH_TORCH:-1}" = 1 ] && timeout 90 python3 tools/torch_gpu_bench.py --reps 20 $CASES | tee "$OUT/gemm_torch.txt"

@@ -338,8 +338,8 @@ void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK) {
 static void nc_oe_gemm_bf16p(const nc_ocl_knobs *kn, int flags, nc_buf *o);
 
 void nc_ocl_gemm_packed_name(const nc_ocl_knobs *kn, int flags, char *buf, size_t n) {
-  snprintf(buf, n, "%s%s%s", kn->tc_wg ? "nc_gemm_wgmma" : "nc_gemm_bf16p", flags & NC_OCL_GEMMP_ZFILL ? "_z" : "",
-           flags & NC_OCL_GEMMP_CBF16 ? "_h" : "");
+  snprintf(buf, n, "%s%s%s%s%s", kn->tc_wg ? "nc_gemm_wgmma" : "nc_gemm_bf16p", flags & NC_OCL_GEMMP_ZFILL ? "_z" : "",
+           flags & NC_OCL_GEMMP_CBF16 ? "_h" : "", flags & NC_OCL_GEMMP_AMN ? "_ta" : "", flags & NC_OCL_GEMMP_BMN ? "_tb" : "");
 }
 
 void nc_ocl_emit_gemm_packed_kernel(const nc_ocl_knobs *kn, int flags, nc_buf *o) {

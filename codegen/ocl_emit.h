@@ -126,6 +126,7 @@ void nc_ocl_emit_gemm_packed(const nc_ocl_knobs *kn, nc_buf *out);
 //   wrapped in NC_WGI(): compiled with -DNC_WG_HIDE they become PTX comments marked "//NCWG "
 //   (nc_ocl_ptx_unhide turns them back on in the program's PTX, for drivers whose OpenCL
 //   compiler will not target sm_90a). gemm_tc = 2 emulates it with scalar fmas (any device).
+//   Flags NC_OCL_GEMMP_AMN / BMN (below): A / B read in place MN-major (lda / ldb = M / N).
 void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *out);
 // The wgmma kernel's knob check (tc_bm a multiple of 64 up to 256, tc_bn a multiple of 8 up to 256,
 // tc_bk 16/32/64, tc_stages 2..8 (3..8 with tc_wg 2), the ring at most NC_OCL_WGMMA_MAX_RING bytes).
@@ -148,10 +149,15 @@ const char *nc_ocl_gemm_name(int variant);
 // zf false: no bounds (every row and piece exists: packed and padded, or in place over whole tiles).
 void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK);
 // Variants of the pipelined / wgmma GEMM kernel (flags): ZFILL zero-fills rows past M (N) and pieces past
-// Kv (an operand read in place over partial tiles); CBF16 stores a bf16 (ushort) C, rounded once.
-enum { NC_OCL_GEMMP_ZFILL = 1, NC_OCL_GEMMP_CBF16 = 2 };
-// Its kernel name: nc_gemm_bf16p or nc_gemm_wgmma (tc_wg), + "_z" (ZFILL), + "_h" (CBF16).
+// Kv (an operand read in place over partial tiles); CBF16 stores a bf16 (ushort) C, rounded once; the
+// wgmma kernel only: AMN / BMN read A / B MN-major in place (A (K, M): element (m, k) at A[k*lda + m]; B
+// (K, N): (n, k) at B[k*ldb + n]; the tn weight gradients' operands, the nn form's B), copied into
+// 128-byte-swizzled MN-major slots and multiplied with wgmma's transpose bit (tc_bn a multiple of 64 for BMN).
+enum { NC_OCL_GEMMP_ZFILL = 1, NC_OCL_GEMMP_CBF16 = 2, NC_OCL_GEMMP_AMN = 4, NC_OCL_GEMMP_BMN = 8, NC_OCL_GEMMP_NVAR = 16 };
+// Its kernel name: nc_gemm_bf16p or nc_gemm_wgmma (tc_wg), + "_z" (ZFILL), + "_h" (CBF16), + "_ta" (AMN), + "_tb" (BMN).
 void nc_ocl_gemm_packed_name(const nc_ocl_knobs *kn, int flags, char *buf, size_t n);
+// Whether the kernel of knobs k has variant flags (AMN / BMN: the wgmma kernel only; BMN needs tc_bn % 64 == 0).
+bool nc_ocl_gemm_variant_ok(const nc_ocl_knobs *k, int flags);
 // The GEMM kernel alone in variant flags (nc_ocl_emit_gemm_packed emits the packing kernels and flags 0).
 void nc_ocl_emit_gemm_packed_kernel(const nc_ocl_knobs *kn, int flags, nc_buf *out);
 

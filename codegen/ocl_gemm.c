@@ -31,22 +31,63 @@ nc_status nc_ocl_wgmma_check(const nc_ocl_knobs *k) {
   return NC_OK;
 }
 
+bool nc_ocl_gemm_variant_ok(const nc_ocl_knobs *k, int flags) {
+  if (!(flags & (NC_OCL_GEMMP_AMN | NC_OCL_GEMMP_BMN))) return true;
+  return k->tc_wg && (!(flags & NC_OCL_GEMMP_BMN) || k->tc_bn % 64 == 0);
+}
+
+// One 16-byte piece of an MN-major operand (A (K, M) or B (K, N), rows of lda / ldb over k): piece c
+// of k row kr of k-tile lkt, i.e. elements m0 + 8c .. m0 + 8c + 7 (n0 + ...) at k = (kt0 + lkt) * BK + kr,
+// into ring piece d; zero-filled (zf) for pieces at or past M (N) or k at or past Kv.
+static void nc_og_copy_mn(nc_buf *o, bool emu, bool zf, int ab, int BK) {
+  const char *X = ab ? "B" : "A", *ld = ab ? "ldb" : "lda";
+  if (!zf) {
+    nc_buf_printf(o,
+                  "        __global const uint4 *src = (__global const uint4 *)(%s + ((kt0 + lkt) * %d + kr) * %s + c * 8);\n"
+                  "        %s\n",
+                  X, BK, ld,
+                  emu ? "sm[d] = *src;"
+                      : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");");
+    return;
+  }
+  nc_buf_printf(o,
+                "        const long gk = (kt0 + lkt) * %d + kr;\n"
+                "        const bool ok = %s + c * 8 < %s && gk < Kv;\n"
+                "        __global const uint4 *src = (__global const uint4 *)(ok ? %s + gk * %s + c * 8 : %s);\n"
+                "        %s\n",
+                BK, ab ? "n0" : "m0", ab ? "N" : "M", X, ld, X,
+                emu ? "sm[d] = ok ? *src : (uint4)(0u);"
+                    : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src), "
+                      "\"r\"(ok ? 16 : 0) : \"memory\");");
+}
+
 // The copy of k-tile lkt (of this split) into ring slot lslot: the BM rows of A,
 // then the BN rows of B, as 16-byte pieces at their swizzled places (cp.async,
-// or plain copies when emulated), spread over the NTH work-items.
-static void nc_og_load_both(nc_buf *o, bool emu, bool zf, int BM, int BN, int NTH, int CPR, int STG, int BK) {
+// or plain copies when emulated), spread over the NTH work-items. A K-major
+// operand: piece c of row r at NC_SWZ(r, c) in rows of CPR pieces; an MN-major
+// one (mn bit ab): 64-wide blocks of BK rows of 128 bytes (one k each), piece c
+// of k row kr in block c / 8 at (c % 8) ^ (kr % 8) (the 128-byte swizzle).
+static void nc_og_load_both(nc_buf *o, bool emu, bool zf, int mn, int BM, int BN, int NTH, int CPR, int STG, int BK) {
   for (int ab = 0; ab < 2; ab++) {
-    int total = (ab ? BN : BM) * CPR, per = (total + NTH - 1) / NTH;
+    bool t = mn & (1 << ab);
+    int R = ab ? BN : BM, total = R * CPR, per = (total + NTH - 1) / NTH;
     char guard[64] = "";
     if (total % NTH) snprintf(guard, sizeof guard, "        if (e >= %d) break;\n", total);
     nc_buf_printf(o,
                   "#pragma unroll\n"
                   "      for (int r = 0; r < %d; r++) {\n"
                   "        const int e = tid + r * %d;\n"
-                  "%s"
-                  "        const int row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n",
-                  per, NTH, guard, CPR, CPR, STG, ab ? BM * CPR : 0, CPR);
-    nc_ocl_gemm_copy(o, emu, zf, ab, BK);
+                  "%s",
+                  per, NTH, guard);
+    if (t) {
+      nc_buf_printf(o, "        const int kr = e / %d, c = e %% %d, d = lslot * %d + %d + (c >> 3) * %d + kr * 8 + ((c & 7) ^ (kr & 7));\n", R / 8, R / 8,
+                    STG, ab ? BM * CPR : 0, BK * 8);
+      nc_og_copy_mn(o, emu, zf, ab, BK);
+    } else {
+      nc_buf_printf(o, "        const int row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n", CPR, CPR, STG,
+                    ab ? BM * CPR : 0, CPR);
+      nc_ocl_gemm_copy(o, emu, zf, ab, BK);
+    }
     nc_buf_puts(o, "      }\n");
   }
 }
@@ -65,20 +106,28 @@ static void nc_og_load_both(nc_buf *o, bool emu, bool zf, int BM, int BN, int NT
 // (fence.proxy.async.shared::cta), synchronizes the work-group, starts the copy
 // of a later slice into the slot freed by a finished wgmma, then issues
 // BK/16 wgmmas (one commit group) and waits for all (tc_wg 1) or all but the
-// newest (tc_wg 2) of its groups.
+// newest (tc_wg 2) of its groups. With NC_OCL_GEMMP_AMN (BMN) A (B) is read in
+// place MN-major: its slice is copied from k rows into 64-wide blocks of
+// 128-byte k rows (the 128-byte swizzle), its descriptor (NC_DESCT) has the
+// next block as leading and the next 8 k rows as stride byte offset and is
+// advanced by 16 k rows (2048 bytes) per k16, and the wgmma's transpose bit is set.
 void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
   int BM = kn->tc_bm, BN = kn->tc_bn, BK = kn->tc_bk, S = kn->tc_stages, W = kn->tc_wg == 2 ? 1 : 0;
   int NTH = 2 * BM, CPR = BK / 8, STG = (BM + BN) * CPR, NACC = BN / 2, LA = W ? S - 2 : S - 1;
   int RB = BK * 2, SWZ = RB == 128 ? 1 : RB == 64 ? 2 : 3, SBO = 8 * RB;
   bool emu = kn->gemm_tc == 2, zf = flags & NC_OCL_GEMMP_ZFILL, cbf = flags & NC_OCL_GEMMP_CBF16;
-  char name[40];
+  bool ta = flags & NC_OCL_GEMMP_AMN, tb = flags & NC_OCL_GEMMP_BMN;
+  int mn = (ta ? 1 : 0) | (tb ? 2 : 0);
+  char name[48];
   nc_ocl_gemm_packed_name(kn, flags, name, sizeof name);
   nc_buf_printf(o,
-                "// C (+)= A @ B^T over packed bf16 operands (%s): %dx%d block, %d warpgroups, k-step %d (%d-byte swizzle),\n"
-                "// %d-slot ring, %s\n"
+                "// C (+)= op(A) @ op(B) over bf16 operands, A %s-major, B %s-major (%s): %dx%d block, %d warpgroups, k-step %d\n"
+                "// (%d-byte swizzle; MN-major slots 128-byte), %d-slot ring, %s\n"
                 "#ifdef NC_WG_HIDE\n#define NC_WGI(s) \"//NCWG \" s\n#else\n#define NC_WGI(s) s\n#endif\n"
                 "#define NC_SWZ(r, c) ((c) ^ (((r) * %d / 8) %% %d))\n"
                 "#define NC_DESC(a) ((ulong)(((a) & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)%d << 32) | ((ulong)%d << 62))\n"
+                "// MN-major: leading byte offset = the next 64-wide block (BK rows of 128 bytes), stride = the next 8 k rows\n"
+                "#define NC_DESCT(a) ((ulong)(((a) & 0x3FFFFu) >> 4) | ((ulong)%d << 16) | (64ul << 32) | (1ul << 62))\n"
                 "__kernel __attribute__((reqd_work_group_size(%d, 1, 1)))\n"
                 "void %s(__global const ushort *A, __global const ushort *B, __global %s *C, long M, long N, long Kp,\n"
                 "                   long sa, long sb, int beta, long oa, long ob, long oc, long kt_per, int splits, long lda, long ldb, long Kv) {\n"
@@ -90,16 +139,16 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
                 "  const int first = lin / (%d * gx) * %d, gsz = min(gy - first, %d), rem = lin - first * gx;\n"
                 "  const long n0 = (long)(rem / gsz) * %d, m0 = (long)(first + rem %% gsz) * %d, z = get_global_id(2);\n"
                 "  const long q = z / splits, sp = z %% splits;\n"
-                "  A += oa + q * sa + m0 * lda; B += ob + q * sb + n0 * ldb;\n"
+                "  A += oa + q * sa + m0%s; B += ob + q * sb + n0%s;\n"
                 "  if (splits > 1) { C += oc + z * M * N; beta = 0; } else C += oc + q * M * N;\n"
                 "  const long kt0 = sp * kt_per, nkt_all = Kp / %d;\n"
                 "  const int nk = (int)(kt0 + kt_per < nkt_all ? kt_per : nkt_all - kt0);\n"
                 "  float acc[%d];\n"
                 "#pragma unroll\n"
                 "  for (int i = 0; i < %d; i++) acc[i] = 0.0f;\n",
-                emu ? "scalar emulation" : "cp.async ring, wgmma.mma_async", BM, BN, BM / 64, BK, RB, S,
-                W ? "one wgmma group in flight" : "each wgmma group waited for", CPR, CPR, SBO >> 4, SWZ, NTH, name, cbf ? "ushort" : "float", S * STG, NC_OG_GROUP, NC_OG_GROUP,
-                NC_OG_GROUP, NC_OG_GROUP, BN, BM, BK,
+                ta ? "M" : "K", tb ? "N" : "K", emu ? "scalar emulation" : "cp.async ring, wgmma.mma_async", BM, BN, BM / 64, BK, RB, S,
+                W ? "one wgmma group in flight" : "each wgmma group waited for", CPR, CPR, SBO >> 4, SWZ, BK * 8, NTH, name, cbf ? "ushort" : "float", S * STG,
+                NC_OG_GROUP, NC_OG_GROUP, NC_OG_GROUP, NC_OG_GROUP, BN, BM, ta ? "" : " * lda", tb ? "" : " * ldb", BK,
                 NACC, NACC);
   if (!emu)
     nc_buf_printf(o,
@@ -114,7 +163,7 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
              "    asm volatile(NC_WGI(\"fence.proxy.async.shared::cta;\") ::: \"memory\");",
              LA - 1);
   nc_buf_printf(o, "  for (int s = 0; s < %d; s++) {\n    if (s < nk) {\n      const int lkt = s, lslot = s;\n", LA);
-  nc_og_load_both(o, emu, zf, BM, BN, NTH, CPR, STG, BK);
+  nc_og_load_both(o, emu, zf, mn, BM, BN, NTH, CPR, STG, BK);
   nc_buf_printf(o,
                 "    }\n    %s\n  }\n"
                 "  for (int kt = 0; kt < nk; kt++) {\n"
@@ -122,7 +171,7 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
                 "    barrier(CLK_LOCAL_MEM_FENCE);\n"
                 "    if (kt + %d < nk) {\n      const int lkt = kt + %d, lslot = (kt + %d) %% %d;\n",
                 commit, wait, LA, LA, LA, S);
-  nc_og_load_both(o, emu, zf, BM, BN, NTH, CPR, STG, BK);
+  nc_og_load_both(o, emu, zf, mn, BM, BN, NTH, CPR, STG, BK);
   nc_buf_printf(o, "    }\n    %s\n    const int slot = kt %% %d;\n", commit, S);
   if (!emu) {
     nc_buf_printf(o,
@@ -130,11 +179,12 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
                   "    asm volatile(NC_WGI(\"wgmma.fence.sync.aligned;\") ::: \"memory\");\n"
                   "#pragma unroll\n"
                   "    for (int kk = 0; kk < %d; kk++) {\n"
-                  "      const ulong da = NC_DESC(aa + (uint)kk * 32u), db = NC_DESC(ba + (uint)kk * 32u);\n"
+                  "      const ulong da = %s(aa + (uint)kk * %du), db = %s(ba + (uint)kk * %du);\n"
                   "      asm volatile(NC_WGI(\"{.reg .pred p; setp.ne.b32 p, %%%d, 0; wgmma.mma_async.sync.aligned.m64n%dk16.f32.bf16.bf16 {",
-                  STG, 64 * CPR, STG, BM * CPR, BK / 16, NACC + 2, BN);
+                  STG, 64 * CPR, STG, BM * CPR, BK / 16, ta ? "NC_DESCT" : "NC_DESC", ta ? 2048 : 32, tb ? "NC_DESCT" : "NC_DESC",
+                  tb ? 2048 : 32, NACC + 2, BN);
     for (int i = 0; i < NACC; i++) nc_buf_printf(o, "%s%%%d", i ? "," : "", i);
-    nc_buf_printf(o, "}, %%%d, %%%d, p, 1, 1, 0, 0;}\")\n                   : ", NACC, NACC + 1);
+    nc_buf_printf(o, "}, %%%d, %%%d, p, 1, 1, %d, %d;}\")\n                   : ", NACC, NACC + 1, ta, tb);
     for (int i = 0; i < NACC; i++) nc_buf_printf(o, "%s\"+f\"(acc[%d])%s", i ? ", " : "", i, i % 8 == 7 && i + 1 < NACC ? "\n                     " : "");
     nc_buf_printf(o,
                   "\n                   : \"l\"(da), \"l\"(db), \"r\"(one) : \"memory\");\n"
@@ -145,22 +195,29 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
                   W);
     if (W) nc_buf_puts(o, "  asm volatile(NC_WGI(\"wgmma.wait_group.sync.aligned 0;\") ::: \"memory\");\n");
   } else {
-    // element (row, k) of a slot's A (or B, rows after BM) slice: piece NC_SWZ(row, k / 8), half k % 8
+    // element (row, k) of a slot's A (or B, rows after BM) slice: K-major, piece NC_SWZ(row, k / 8), half k % 8;
+    // MN-major, piece (row / 64) * BK * 8 + k * 8 + ((row / 8) % 8 ^ k % 8), half row % 8
+    char ea[128], eb[128];
+    if (ta) snprintf(ea, sizeof ea, "((mr >> 6) * %d + kq * 8 + (((mr >> 3) & 7) ^ (kq & 7))) * 8 + (mr & 7)", BK * 8);
+    else snprintf(ea, sizeof ea, "(mr * %d + NC_SWZ(mr, kq / 8)) * 8 + kq %% 8", CPR);
+    if (tb) snprintf(eb, sizeof eb, "((nr >> 6) * %d + kq * 8 + (((nr >> 3) & 7) ^ (kq & 7))) * 8 + (nr & 7)", BK * 8);
+    else snprintf(eb, sizeof eb, "(nr * %d + NC_SWZ(nr, kq / 8)) * 8 + kq %% 8", CPR);
     nc_buf_printf(o,
                   "    __local const ushort *h = (__local const ushort *)sm;\n"
+                  "    __local const ushort *ha = h + slot * %d * 8, *hb = h + (slot * %d + %d) * 8;\n"
                   "    for (int j = 0; j < %d; j++)\n"
                   "      for (int hh = 0; hh < 4; hh++) {\n"
                   "        const int mr = wr + (hh >> 1) * 8, nr = j * 8 + 2 * t + (hh & 1);\n"
                   "        float s = acc[j * 4 + hh];\n"
                   "        for (int kq = 0; kq < %d; kq++) {\n"
-                  "          float a = nc_bf2f(h[(slot * %d + mr * %d + NC_SWZ(mr, kq / 8)) * 8 + kq %% 8]);\n"
-                  "          float b = nc_bf2f(h[(slot * %d + %d + nr * %d + NC_SWZ(nr, kq / 8)) * 8 + kq %% 8]);\n"
+                  "          float a = nc_bf2f(ha[%s]);\n"
+                  "          float b = nc_bf2f(hb[%s]);\n"
                   "          s = fma(a, b, s);\n"
                   "        }\n"
                   "        acc[j * 4 + hh] = s;\n"
                   "      }\n"
                   "  }\n",
-                  BN / 8, BK, STG, CPR, STG, BM * CPR, CPR);
+                  STG, STG, BM * CPR, BN / 8, BK, ea, eb);
   }
   // the store: two adjacent columns per row half, as one float2 (bf16 C: one 32-bit word) when C's layout allows
   nc_buf_printf(o,
@@ -193,7 +250,7 @@ void nc_ocl_emit_gemm_wgmma(const nc_ocl_knobs *kn, int flags, nc_buf *o) {
   nc_buf_puts(o,
               "    }\n"
               "}\n"
-              "#undef NC_SWZ\n#undef NC_DESC\n#undef NC_WGI\n\n");
+              "#undef NC_SWZ\n#undef NC_DESC\n#undef NC_DESCT\n#undef NC_WGI\n\n");
 }
 
 // ".version X.Y" below 8.0 (wgmma's PTX ISA) -> 8.0; ".target sm_90" -> sm_90a;

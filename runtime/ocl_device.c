@@ -184,10 +184,11 @@ void nc_ocl_free(nc_ocl *c) {
     if (c->tuned_kern[i]) clReleaseKernel(c->tuned_kern[i]);
   free(c->tuned_kern);
   free(c->tuned);
-  cl_kernel pks[8] = {c->pack_k, c->pack_t, c->pack_kh, c->pack_th, c->gemm_p, c->splitk_sum, c->gemm_pv[1], c->gemm_pv[2]};
-  for (int v = 0; v < 8; v++)
+  cl_kernel pks[6] = {c->pack_k, c->pack_t, c->pack_kh, c->pack_th, c->gemm_p, c->splitk_sum};
+  for (int v = 0; v < 6; v++)
     if (pks[v]) clReleaseKernel(pks[v]);
-  if (c->gemm_pv[3]) clReleaseKernel(c->gemm_pv[3]);
+  for (int f = 1; f < NC_OCL_GEMMP_NVAR; f++)
+    if (c->gemm_pv[f]) clReleaseKernel(c->gemm_pv[f]);
   if (c->packed) clReleaseMemObject(c->packed);
   if (c->partial) clReleaseMemObject(c->partial);
   for (int i = 0; i < c->nattn; i++) {
@@ -284,6 +285,17 @@ static nc_status nc_oc_ptx_unhide(nc_ocl *c, cl_program *p, const char *opts) {
 }
 
 // Builds from the cached binary (when valid) or from source (then caches it).
+// Whether the program has the GEMM kernel variant f (NC_OCL_GEMMP_*): 0 always; the others with bf16 GEMMs
+// (need_gemm: by GEMM variant, codegen/ocl_emit.h), the MN-major ones only for the forms that read such
+// an operand (nn: B; tn: A and B; tt: A) and on the wgmma kernel (nc_ocl_gemm_variant_ok).
+static bool nc_oc_pv_wanted(const nc_ocl_knobs *k, const bool *need_gemm, int f) {
+  int b = NC_OCL_GEMM_BF16, mn = f & (NC_OCL_GEMMP_AMN | NC_OCL_GEMMP_BMN);
+  if (!f) return true;
+  if (!(need_gemm[b] || need_gemm[b | 1] || need_gemm[b | 2] || need_gemm[b | 3])) return false;
+  if (!nc_ocl_gemm_variant_ok(k, f)) return false;
+  return mn == 0 || need_gemm[b | (mn == NC_OCL_GEMMP_BMN ? 0 : mn == NC_OCL_GEMMP_AMN ? 3 : 2)];
+}
+
 static nc_status nc_oc_program(nc_ocl *c, const char *src, const char *opts) {
   const char *parts[] = {src, opts, c->dev.d.platform, c->dev.d.platform_version, c->dev.d.name, c->dev.d.version, c->dev.d.driver};
   c->key = nc_ocl_cache_key(parts, 7);
@@ -497,10 +509,10 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   if (!st && c->any_scatter) nc_ocl_emit_scatter(nvidia, &src);
   size_t gemm_at = src.len;  // where the GEMM kernels start (re-emitted if the wgmma ones do not build)
   // bf16 GEMMs: also the variants with zero-filled copies (operands in place over partial tiles) and bf16 C
-  bool any_bf = need_gemm[4] || need_gemm[5] || need_gemm[6] || need_gemm[7];
   if (!st && packed && any_gemm) {
     nc_ocl_emit_gemm_packed(&c->knobs, &src);
-    for (int f = 1; f < 4 && any_bf; f++) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
+    for (int f = 1; f < NC_OCL_GEMMP_NVAR; f++)
+      if (nc_oc_pv_wanted(&c->knobs, need_gemm, f)) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
   }
   if (!(packed && any_gemm)) c->knobs.tc_wg = 0, wg_auto = false;
   {
@@ -536,7 +548,8 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       c->knobs = mma_knobs, wg_auto = false;
       src.len = gemm_at;
       nc_ocl_emit_gemm_packed(&c->knobs, &src);
-      for (int f = 1; f < 4 && any_bf; f++) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
+      for (int f = 1; f < NC_OCL_GEMMP_NVAR; f++)
+        if (nc_oc_pv_wanted(&c->knobs, need_gemm, f)) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
       char *hide = strstr(bo, " -DNC_WG_HIDE");
       if (hide) *hide = 0;
       st = src.oom ? nc_errorf(NC_E_NOMEM, "out of memory emitting OpenCL C") : nc_oc_program(c, src.data ? src.data : "", bo);
@@ -577,8 +590,9 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       if (!*ks[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, names[v]);
     }
     c->gemm_pv[0] = c->gemm_p;
-    for (int f = 1; f < 4 && any_bf && !st; f++) {
-      char nm[40];
+    for (int f = 1; f < NC_OCL_GEMMP_NVAR && !st; f++) {
+      if (!nc_oc_pv_wanted(&c->knobs, need_gemm, f)) continue;
+      char nm[48];
       nc_ocl_gemm_packed_name(&c->knobs, f, nm, sizeof nm);
       c->gemm_pv[f] = clCreateKernel(c->prog, nm, &err);
       if (!c->gemm_pv[f] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
@@ -917,7 +931,7 @@ uint64_t nc_ocl_program_key(const nc_ocl *c) { return c->key; }
 int nc_ocl_unique_kernels(const nc_ocl *c) {
   int n = c->nuniq;
   for (int v = 0; v < 8; v++) n += c->gemm[v] != NULL;
-  for (int f = 0; f < 4; f++) n += c->gemm_pv[f] != NULL;
+  for (int f = 0; f < NC_OCL_GEMMP_NVAR; f++) n += c->gemm_pv[f] != NULL;
   return n;
 }
 double nc_ocl_last_run_seconds(const nc_ocl *c) { return c->last_run_s; }

@@ -80,6 +80,12 @@ const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c);
 // and this shape runs with (true: from the database).
 int nc_ocl_tuned_count(const nc_ocl *c);
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);
+// The pipelined / wgmma GEMM's split-K count (runtime/ocl_launch.c; NC_OCL_SPLITK overrides it) for
+// `tiles` block tiles (all batches), nkt k-steps, ncu compute units, mn output elements (all batches)
+// and tile_macs = tc_bm * tc_bn * tc_bk: 1 when the tiles alone fill two work-groups per compute unit
+// or there are fewer than 8 k-steps, else the count in 1..min(16, nkt / 4) with the fewest waves of
+// k-steps (ceil(tiles * s / slots) * ceil(nkt / s)) plus the split sum's traffic.
+int64_t nc_ocl_splitk_choose(int64_t tiles, int64_t nkt, int ncu, int64_t mn, int64_t tile_macs);
 
 // ---- readback during a run, pinned host memory, fills (the data-parallel overlap) ----
 // Output k with dst[k] != NULL (dst: nout pointers, copied; NULL turns it

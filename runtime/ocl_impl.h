@@ -42,7 +42,7 @@ struct nc_ocl {
   // the pipelined bf16 GEMM (knobs.tc_stages > 0): pack kernels, the GEMM, the split-K sum,
   // and their scratch buffers (grown on demand)
   cl_kernel pack_k, pack_t, pack_kh, pack_th, gemm_p, splitk_sum;
-  cl_kernel gemm_pv[4];    // the GEMM kernel by variant flags (NC_OCL_GEMMP_*; [0] is gemm_p; the others only with bf16 GEMMs)
+  cl_kernel gemm_pv[NC_OCL_GEMMP_NVAR];  // the GEMM kernel by variant flags (NC_OCL_GEMMP_*; [0] is gemm_p; the others only with bf16 GEMMs)
   bool direct_off;         // NC_OCL_GEMM_DIRECT=0: bf16 operands are packed even where the kernel could read them in place
   cl_mem packed, partial;
   size_t packed_bytes, partial_bytes;

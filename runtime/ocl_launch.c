@@ -25,11 +25,33 @@ static nc_status nc_oc_scratch(nc_ocl *c, cl_mem *buf, size_t *have, size_t byte
 
 static int64_t nc_oc_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
+#define NC_OC_FLOP_PER_BYTE 180.0  // the split-K model's GEMM flops per byte of memory traffic (nc_ocl_splitk_choose)
+
+int64_t nc_ocl_splitk_choose(int64_t tiles, int64_t nkt, int ncu, int64_t mn, int64_t tile_macs) {
+  int64_t slots = 2 * (int64_t)(ncu > 0 ? ncu : 1);  // two work-groups per compute unit (the default rings)
+  if (tiles >= slots || nkt < 8) return 1;
+  // the split sum's traffic per split (M*N f32 written, then read) in waves of k-steps: NC_OC_FLOP_PER_BYTE
+  // flops of the GEMM take as long as one byte of memory traffic (H100: ~450 TFLOP/s over ~2.5 TB/s)
+  double wave = (double)slots * 2.0 * (double)tile_macs, per_split = (double)mn * 8.0 * NC_OC_FLOP_PER_BYTE / wave;
+  int64_t best = 1, smax = nkt / 4 < 16 ? nkt / 4 : 16;
+  double best_cost = 1e300;
+  for (int64_t s = 1; s <= smax; s++) {
+    int64_t kps = (nkt + s - 1) / s;
+    if ((s - 1) * kps >= nkt) continue;  // an empty split
+    double cost = (double)((tiles * s + slots - 1) / slots) * (double)kps + (s > 1 ? (double)s * per_split : 0.0);
+    if (cost < best_cost - 1e-9) best = s, best_cost = cost;
+  }
+  return best;
+}
+
 // The pipelined bf16 GEMM: op(A) (M x K) and op(B)^T (N x K) as bf16, k contiguous,
 // then the GEMM (codegen/ocl_emit.h), split over K when the tiles alone would leave
 // compute units idle (then the split sum). An operand over a bf16 buffer whose k is
 // contiguous (A not transposed, B transposed) and whose rows are 16-byte aligned is
-// read in place (rows past M or N and k past K zero-filled by the GEMM's copies);
+// read in place (rows past M or N and k past K zero-filled by the GEMM's copies); so is,
+// by the wgmma kernel's MN-major variants (NC_OCL_GEMMP_AMN / _BMN, where the program
+// has them), one whose m (n) is contiguous: A transposed, B not, rows of M (N) 16-byte
+// aligned (M (N), the offset and the batch stride multiples of 8, any K);
 // any other is packed first (nc_pack_k / nc_pack_t from f32, rounding; nc_pack_kh /
 // nc_pack_th from bf16, copying), zero-padded to the block tile and k-step.
 // v: batch, M, N, K, ta, tb, sa, sb, beta (the call's arguments).
@@ -46,16 +68,22 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   // in place: bf16, k contiguous, every row start 16-byte aligned (offset, K and the batch stride multiples of 8)
   bool al = bf && !c->direct_off && K % 8 == 0;
   bool dA = al && !ta && offA % 8 == 0 && sa % 8 == 0, dB = al && tb && offB % 8 == 0 && sb % 8 == 0;
+  // MN-major in place (the wgmma kernel's transposed variants): m (n) contiguous, rows of M (N) 16-byte aligned
+  bool mA = bf && !c->direct_off && ta && M % 8 == 0 && offA % 8 == 0 && sa % 8 == 0;
+  bool mB = bf && !c->direct_off && !tb && N % 8 == 0 && offB % 8 == 0 && sb % 8 == 0;
+  int mf = (mA ? NC_OCL_GEMMP_AMN : 0) | (mB ? NC_OCL_GEMMP_BMN : 0);
+  if (mf && !c->gemm_pv[mf]) {  // the program has the variants of its forms only (nn: B, tn: A and B, tt: A; wgmma)
+    if (mA && mB && c->gemm_pv[NC_OCL_GEMMP_BMN]) mA = false;
+    else if (mA && mB && c->gemm_pv[NC_OCL_GEMMP_AMN]) mB = false;
+    else mA = mB = false;
+  }
+  dA |= mA, dB |= mB;
   int64_t ba = sa ? batch : 1, bb = sb ? batch : 1, pa = dA ? 0 : ba * Mp * Kp, pb = dB ? 0 : bb * Np * Kp;
   c->kitems[q] = (dA ? 1 : 0) | (dB ? 2 : 0);
   if (pa + pb) NC_TRY(nc_oc_scratch(c, &c->packed, &c->packed_bytes, (size_t)(pa + pb) * 2, "packed bf16 GEMM operands"));
   int64_t tiles = (Mp / kn->tc_bm) * (Np / kn->tc_bn) * batch, nkt = Kp / kn->tc_bk, splits = 1;
   if (c->splitk_force) splits = c->splitk_force;
-  else if (tiles < 2 * c->ncu && nkt >= 8) {
-    splits = (2 * c->ncu + tiles - 1) / tiles;
-    if (splits > nkt / 4) splits = nkt / 4;
-    if (splits > 16) splits = 16;
-  }
+  else splits = nc_ocl_splitk_choose(tiles, nkt, c->ncu, M * N * batch, kn->tc_bm * kn->tc_bn * kn->tc_bk);
   if (splits > nkt) splits = nkt;
   if (splits < 1) splits = 1;
   int64_t kt_per = (nkt + splits - 1) / splits;
@@ -93,13 +121,14 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   cl_mem opA = dA ? bufA : c->packed, opB = dB ? bufB : c->packed;
   cl_long Ml = M, Nl = N, Kl = Kp, sal = dA ? sa : sa ? Mp * Kp : 0, sbl = dB ? sb : sb ? Np * Kp : 0;
   cl_long oal = dA ? offA : 0, obl = dB ? offB : pa, ocl = splits > 1 ? 0 : offC, ktp = kt_per;
-  cl_long lda = dA ? K : Kp, ldb = dB ? K : Kp, Kv = K;
+  cl_long lda = mA ? M : dA ? K : Kp, ldb = mB ? N : dB ? K : Kp, Kv = K;
   cl_int beta = v[8] != 0, spl = (cl_int)splits;
   cl_mem Cout = splits > 1 ? c->partial : bufC;
   // the kernel variant: zero-filled copies when an operand read in place has a partial tile (rows or k),
   // a bf16 C unless the splits' f32 partial sums are written
   bool zf = (dA && (M % kn->tc_bm || K != Kp)) || (dB && (N % kn->tc_bn || K != Kp));
-  cl_kernel kk = c->gemm_pv[(zf ? NC_OCL_GEMMP_ZFILL : 0) | (bf && splits == 1 ? NC_OCL_GEMMP_CBF16 : 0)];
+  cl_kernel kk = c->gemm_pv[(zf ? NC_OCL_GEMMP_ZFILL : 0) | (bf && splits == 1 ? NC_OCL_GEMMP_CBF16 : 0) | (mA ? NC_OCL_GEMMP_AMN : 0) |
+                            (mB ? NC_OCL_GEMMP_BMN : 0)];
   if (!kk) return nc_errorf(NC_E_INTERNAL, "kernel %s: GEMM kernel variant missing", pk->k.name);
   cl_uint a = 0;
   err |= clSetKernelArg(kk, a++, sizeof opA, &opA);

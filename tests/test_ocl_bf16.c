@@ -548,12 +548,12 @@ static void to_bf16_tensor(const nc_tensor *f, nc_tensor *h) {
   for (int64_t i = 0; i < nc_tensor_numel(f); i++) q[i] = to_bf16_bits(p[i]);
 }
 
-// Runs gemm_graph_bf16 at B x 70 x 37 x K on OpenCL (NC_OCL_TC=tc when given)
+// Runs gemm_graph_bf16 at B x M x N x K on OpenCL (NC_OCL_TC=tc when given)
 // against a double reference over the bf16 operands: every element within
 // half a bf16 ulp of the exact product plus fp32 accumulation (2e-6 x sum|a*b|);
 // returns how many elements are bit-identical to the exact product rounded once.
-static int64_t run_bf16_operands(const char *tc, int64_t K, int64_t *total) {
-  const int64_t B = 2, M = 70, N = 37;
+static int64_t run_bf16_operands_mn(const char *tc, int64_t M, int64_t N, int64_t K, int64_t *total) {
+  const int64_t B = 2;
   nc_graph *g = gemm_graph_bf16(M, N, K);
   if (tc) setenv("NC_OCL_TC", tc, 1);
   nc_device dev;
@@ -591,15 +591,16 @@ static int64_t run_bf16_operands(const char *tc, int64_t K, int64_t *total) {
           double got = bf16_bits_to_f(gb), tol = fabs(want) / 256 + 2e-6 * mag + 1e-30;
           worst = fmax(worst, fabs(got - want) / (fabs(want) + mag * 1e-3 + 1e-30));
           if (!(fabs(got - want) <= tol))
-            cr_assert_fail("%s K=%lld output %d [%lld,%lld,%lld]: got %.9g want %.9g (|a.b| %.3g)", tc ? tc : "default", (long long)K, o,
+            cr_assert_fail("%s %lldx%lldx%lld output %d [%lld,%lld,%lld]: got %.9g want %.9g (|a.b| %.3g)", tc ? tc : "default", (long long)M,
+                           (long long)N, (long long)K, o,
                            (long long)q, (long long)m, (long long)n, got, want, mag);
           same += gb == to_bf16_bits((float)want);
         }
     nc_tensor_free(&out[o]);
   }
   *total = 6 * B * M * N;
-  cr_log_info("bf16 operands NC_OCL_TC=%s K=%lld: %lld of %lld elements are the exact product rounded once; worst rel. %.3g", tc ? tc : "-",
-              (long long)K, (long long)same, (long long)*total, worst);
+  cr_log_info("bf16 operands NC_OCL_TC=%s %lldx%lldx%lld: %lld of %lld elements are the exact product rounded once; worst rel. %.3g",
+              tc ? tc : "-", (long long)M, (long long)N, (long long)K, (long long)same, (long long)*total, worst);
   for (int i = 0; i < 6; i++) nc_tensor_free(&h[i]);
   nc_tensor_free(&wt32);
   data_free(&d);
@@ -607,6 +608,8 @@ static int64_t run_bf16_operands(const char *tc, int64_t K, int64_t *total) {
   nc_graph_free(g);
   return same;
 }
+
+static int64_t run_bf16_operands(const char *tc, int64_t K, int64_t *total) { return run_bf16_operands_mn(tc, 70, 37, K, total); }
 
 // K = 45: no operand can be read in place (rows not 16-byte aligned: packed from bf16); 48 and 200
 // (several k-steps): the k-contiguous ones (nt's A and B, nn's A, linear_t's) in place, the rest packed.
@@ -659,6 +662,31 @@ Test(ocl_bf16, bf16_operands_packed_and_split_k_match_the_reference, .timeout = 
   nc_graph_free(g);
 }
 
+// The wgmma kernel's MN-major operands read in place (the tn weight gradients' A and B, the nn form's B,
+// the tt form's A: rows of M or N elements, 16-byte aligned): at 72 x 40 (partial tiles, M and N multiples
+// of 8: the zero-filling _z variants) with K = 45 (no k-contiguous row aligned: those operands packed, the
+// MN-major ones still in place, k rows past K zero-filled) and 200, and at 128 x 128 x 64 (whole tiles:
+// the plain variants; with whole), within the same tolerance and rounding as check_bf16_operands.
+static void check_bf16_operands_mn(const char *tc, bool whole) {
+  const int64_t shapes[3][3] = {{72, 40, 45}, {72, 40, 200}, {128, 128, 64}};
+  for (int i = 0; i < (whole ? 3 : 2); i++) {
+    int64_t total = 0, same = run_bf16_operands_mn(tc, shapes[i][0], shapes[i][1], shapes[i][2], &total);
+    cr_expect_geq(same * 100, total * 97, "%s %lldx%lldx%lld: only %lld of %lld elements are the product rounded once", tc ? tc : "default",
+                  (long long)shapes[i][0], (long long)shapes[i][1], (long long)shapes[i][2], (long long)same, (long long)total);
+  }
+}
+
+Test(ocl_bf16, bf16_operands_mn_major_in_place_match_the_reference, .timeout = 900) {
+  NEED_OPENCL();
+  // emulated wgmma: 128-byte (k-step 64), 32-byte (16) and 64-byte (32) K-major swizzles beside the MN-major slots, one and two
+  // warpgroups, tc_wg 1 and 2; tc_bn 32 has no MN-major B (the tn form then reads A alone MN-major: the tt form's variant)
+  const char *tcs[] = {"64,64,0,0,64,2,2,1", "64,64,0,0,16,2,3,1", "128,128,0,0,32,2,3,2", "64,32,0,0,32,2,3,1"};
+  for (size_t i = 0; i < sizeof tcs / sizeof *tcs; i++) check_bf16_operands_mn(tcs[i], i == 0);
+  setenv("NC_OCL_SPLITK", "3", 1);  // split-K over MN-major operands (f32 partials)
+  check_bf16_operands_mn("64,64,0,0,64,2,3,1", false);
+  unsetenv("NC_OCL_SPLITK");
+}
+
 // On a Hopper GPU: the real wgmma kernel (and mma.sync) reading bf16 operands in place (cp.async with
 // src-size zero-fill at the edges), packed from bf16, with split-K, and the default through the precision switch.
 Test(ocl_bf16, bf16_operands_on_nvidia_match_the_reference, .timeout = 600) {
@@ -696,6 +724,18 @@ Test(ocl_bf16, bf16_operands_on_nvidia_match_the_reference, .timeout = 600) {
   nc_exec_free(ex);
   check_bf16_operands(tc);
   check_bf16_operands("128,256,0,0,32,1,4,2");
+  // MN-major operands in place through wgmma's transpose bits (the descriptors' MN-major strides checked here only)
+  check_bf16_operands_mn(tc, true);
+  check_bf16_operands_mn("128,256,0,0,32,1,4,2", true);
+  check_bf16_operands_mn("64,64,0,0,16,1,3,1", true);
+  check_bf16_operands_mn("128,64,0,0,32,1,3,1", true);  // tc_bn 64: one MN-major block of B
+  check_bf16_operands_mn("64,32,0,0,64,1,3,1", true);   // no MN-major B: tn reads A alone in place
+  setenv("NC_OCL_MATMUL", "bf16", 1);
+  check_bf16_operands_mn(NULL, true);
+  setenv("NC_OCL_SPLITK", "3", 1);
+  check_bf16_operands_mn(NULL, true);
+  unsetenv("NC_OCL_SPLITK");
+  unsetenv("NC_OCL_MATMUL");
 }
 
 // The emitter: bf16 variants of the portable and register-staged GEMMs; the pipelined and wgmma
@@ -744,4 +784,80 @@ Test(ocl_bf16, emitter_writes_bf16_operand_variants) {
         nc_buf_free(&b);
       }
     }
+}
+
+// The wgmma kernel's MN-major variants: names, copies from k rows (base pointer not scaled by lda / ldb),
+// the MN-major descriptor and transpose bits (mode 1) or the MN-major element reads (mode 2); not
+// offered for the mma.sync kernel nor for a B block whose width is not a multiple of 64.
+Test(ocl_bf16, emitter_writes_mn_major_wgmma_variants) {
+  nc_ocl_knobs k;
+  nc_ocl_knobs_default(true, &k);
+  nc_ocl_wgmma_default(&k);
+  const int fl[3] = {NC_OCL_GEMMP_BMN, NC_OCL_GEMMP_AMN | NC_OCL_GEMMP_BMN, NC_OCL_GEMMP_AMN};
+  const char *sfx[3] = {"_tb", "_ta_tb", "_ta"}, *bits[3] = {"p, 1, 1, 0, 1;", "p, 1, 1, 1, 1;", "p, 1, 1, 1, 0;"};
+  const char *base[3] = {"A += oa + q * sa + m0 * lda; B += ob + q * sb + n0;", "A += oa + q * sa + m0; B += ob + q * sb + n0;",
+                         "A += oa + q * sa + m0; B += ob + q * sb + n0 * ldb;"};
+  for (int mode = 1; mode <= 2; mode++)
+    for (int i = 0; i < 3; i++)
+      for (int zh = 0; zh < 4; zh++) {
+        nc_ocl_knobs kk = k;
+        kk.gemm_tc = mode;
+        int f = fl[i] | zh;
+        cr_assert(nc_ocl_gemm_variant_ok(&kk, f));
+        char nm[48], want[48];
+        nc_ocl_gemm_packed_name(&kk, f, nm, sizeof nm);
+        snprintf(want, sizeof want, "nc_gemm_wgmma%s%s%s", zh & 1 ? "_z" : "", zh & 2 ? "_h" : "", sfx[i]);
+        cr_expect_str_eq(nm, want);
+        nc_buf b;
+        nc_buf_init(&b);
+        nc_ocl_emit_gemm_packed_kernel(&kk, f, &b);
+        cr_assert(b.data && strstr(b.data, nm));
+        cr_expect(strstr(b.data, base[i]), "%s: base pointers", nm);
+        cr_expect(strstr(b.data, "((c & 7) ^ (kr & 7))"), "%s: MN-major slot layout", nm);
+        cr_expect_eq(strstr(b.data, bits[i]) != NULL, mode == 1, "%s mode %d: transpose bits", nm, mode);
+        cr_expect_eq(strstr(b.data, "NC_DESCT(aa") != NULL, mode == 1 && (fl[i] & NC_OCL_GEMMP_AMN), "%s mode %d: A descriptor", nm, mode);
+        cr_expect_eq(strstr(b.data, "NC_DESCT(ba") != NULL, mode == 1 && (fl[i] & NC_OCL_GEMMP_BMN), "%s mode %d: B descriptor", nm, mode);
+        cr_expect_eq(strstr(b.data, "(nr >> 6)") != NULL, mode == 2 && (fl[i] & NC_OCL_GEMMP_BMN), "%s mode %d: B reads", nm, mode);
+        cr_expect_eq(strstr(b.data, "gk < Kv") != NULL, (zh & 1) != 0, "%s: zero-fill", nm);
+        nc_buf_free(&b);
+      }
+  // the K-major kernel keeps its descriptor and bits
+  nc_buf b;
+  nc_buf_init(&b);
+  nc_ocl_emit_gemm_packed_kernel(&k, 0, &b);
+  cr_expect(b.data && strstr(b.data, "p, 1, 1, 0, 0;") && !strstr(b.data, "NC_DESCT(aa") && !strstr(b.data, "NC_DESCT(ba"));
+  nc_buf_free(&b);
+  nc_ocl_knobs m = k;
+  m.tc_bn = 96;
+  cr_expect(!nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_BMN) && nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_AMN));
+  m.tc_wg = 0;
+  cr_expect(!nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_AMN) && nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_ZFILL));
+}
+
+// The split-K count (nc_ocl_splitk_choose, 132 compute units as on the H100, 128 x 128 x 64 tiles): none
+// when the tiles fill two work-groups per compute unit or K is short; else in 1..min(16, nkt / 4) with no
+// empty split, and on the tn weight-gradient shapes the counts that ran fastest in the H100 sweep
+// (docs/performance.md, 2026-11-27 "MN-major operands"): 7 for d12's 3072 x 768 x 32768 and for
+// 768 x 768 x 65536 and 2304 x 768 x 65536, 9 for 3072 x 768 x 65536 (the old rule, the first count
+// reaching two work-groups per unit, gave 2, 8, 3 and 2).
+Test(ocl_bf16, split_k_count_fills_whole_waves) {
+  const int64_t macs = 128 * 128 * 64;
+  cr_expect_eq(nc_ocl_splitk_choose(264, 512, 132, 4096LL * 2048, macs), 1);   // the tiles fill the device
+  cr_expect_eq(nc_ocl_splitk_choose(1536, 1024, 132, 32768LL * 768, macs), 1);  // the lm_head's weight gradient
+  cr_expect_eq(nc_ocl_splitk_choose(4, 7, 132, 256LL * 256, macs), 1);          // under 8 k-steps
+  const int64_t sh[4][3] = {{3072, 768, 32768}, {768, 768, 65536}, {2304, 768, 65536}, {3072, 768, 65536}}, want[4] = {7, 7, 7, 9};
+  for (int i = 0; i < 4; i++) {
+    int64_t tiles = (sh[i][0] / 128) * (sh[i][1] / 128), nkt = sh[i][2] / 64;
+    cr_expect_eq(nc_ocl_splitk_choose(tiles, nkt, 132, sh[i][0] * sh[i][1], macs), want[i], "%lld x %lld x %lld", (long long)sh[i][0],
+                 (long long)sh[i][1], (long long)sh[i][2]);
+  }
+  for (int64_t tiles = 1; tiles < 300; tiles += 7)
+    for (int64_t nkt = 1; nkt < 600; nkt += 13) {
+      int64_t s = nc_ocl_splitk_choose(tiles, nkt, 132, tiles * 128 * 128, macs), kps = (nkt + s - 1) / s;
+      int64_t smax = nkt / 4 < 16 ? nkt / 4 : 16;
+      cr_assert(s == 1 || (s >= 2 && s <= smax && (s - 1) * kps < nkt), "tiles %lld nkt %lld: %lld splits", (long long)tiles, (long long)nkt,
+                (long long)s);
+      if (tiles >= 264 || nkt < 8) cr_assert_eq(s, 1);
+    }
+  cr_expect_eq(nc_ocl_splitk_choose(36, 1024, 0, 768LL * 768, macs), nc_ocl_splitk_choose(36, 1024, 1, 768LL * 768, macs));  // no units reported
 }
