@@ -187,12 +187,12 @@ static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
   LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), lda = LLVMGetParam(fn, 2);
   LLVMValueRef ic = LLVMGetParam(fn, 3), mc = LLVMGetParam(fn, 4), pc = LLVMGetParam(fn, 5);
   LLVMValueRef kc = LLVMGetParam(fn, 6);
-  nc_loop Lr;
-  LLVMValueRef ir = nc_loop_begin(g, &Lr, "ir", c64(g, 0), mc, c64(g, MR));
-  LLVMValueRef panel = nc_fptr(g, ap, nc_mul(g, ir, kc));
-  LLVMValueRef rows = nc_min(g, c64(g, MR), nc_sub(g, mc, ir));
-  LLVMValueRef row0 = nc_add(g, ic, ir);
   if (!g->s->ta) {
+    nc_loop Lr;
+    LLVMValueRef ir = nc_loop_begin(g, &Lr, "ir", c64(g, 0), mc, c64(g, MR));
+    LLVMValueRef panel = nc_fptr(g, ap, nc_mul(g, ir, kc));
+    LLVMValueRef rows = nc_min(g, c64(g, MR), nc_sub(g, mc, ir));
+    LLVMValueRef row0 = nc_add(g, ic, ir);
     // A (M,K): panel row i = A[row0+i, pc:pc+kc], contiguous: a memcpy (a
     // memset for the zero rows past `rows`), no loop for the backend to compile.
     LLVMValueRef bytes = nc_mul(g, kc, c64(g, 4));
@@ -206,34 +206,45 @@ static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
       LLVMBuildMemSet(g->b, dst, LLVMConstInt(LLVMInt8TypeInContext(g->ctx), 0, 0), bytes, 4);
       nc_if_end(g, &f);
     }
+    nc_loop_end(g, &Lr);
   } else {
-    // A stored (K,M): Ap[k*MR + i] = A[(pc+k)*lda + row0 + i], a copy of MR floats per k.
-    nc_if f;
-    nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntEQ, rows, c64(g, MR), ""));
-    nc_loop Lk;
+    // A stored (K,M): Ap[panel p][k*MR + i] = A[(pc+k)*lda + ic + p*MR + i].
+    // k outer: each k reads one contiguous run of mc floats of A's row pc+k
+    // and deals it out MR at a time to the panels. (Panel by panel, the k
+    // loop read MR floats per row at a stride of lda: with lda a large power
+    // of two (the lm_head's dW, lda 8192) those rows share a few cache sets,
+    // so every panel fetched A's lines again.)
+    LLVMValueRef mfull = nc_mul(g, LLVMBuildSDiv(g->b, mc, c64(g, MR), ""), c64(g, MR));
+    nc_loop Lk, Lp;
     LLVMValueRef kk = nc_loop_begin(g, &Lk, "k", c64(g, 0), kc, c64(g, 1));
-    LLVMValueRef src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, kk), lda), row0));
-    LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, kk, c64(g, MR)));
+    LLVMValueRef src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, kk), lda), ic));
+    LLVMValueRef dk = nc_fptr(g, ap, nc_mul(g, kk, c64(g, MR)));
+    LLVMValueRef ir = nc_loop_begin(g, &Lp, "ir", c64(g, 0), mfull, c64(g, MR));
+    LLVMValueRef s = nc_fptr(g, src, ir), d = nc_fptr(g, dk, nc_mul(g, ir, kc));
     for (int i = 0; i < MR; i++)
-      LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, src, c64(g, i))), nc_fptr(g, dst, c64(g, i)));
+      LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, s, c64(g, i))), nc_fptr(g, d, c64(g, i)));
+    nc_loop_end_cold(g, &Lp);
     nc_loop_end(g, &Lk);
-    nc_if_else(g, &f);
+    // the edge panel (mc % MR rows), zero-padded
+    nc_if f;
+    nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntSLT, mfull, mc, ""));
+    LLVMValueRef rows = nc_sub(g, mc, mfull);
+    LLVMValueRef panel = nc_fptr(g, ap, nc_mul(g, mfull, kc));
     kk = nc_loop_begin(g, &Lk, "ke", c64(g, 0), kc, c64(g, 1));
-    src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, kk), lda), row0));
-    dst = nc_fptr(g, panel, nc_mul(g, kk, c64(g, MR)));
+    src = nc_fptr(g, a, nc_add(g, nc_mul(g, nc_add(g, pc, kk), lda), nc_add(g, ic, mfull)));
+    LLVMValueRef dst = nc_fptr(g, panel, nc_mul(g, kk, c64(g, MR)));
     for (int i = 0; i < MR; i++) {
-      LLVMValueRef ok = LLVMBuildICmp(g->b, LLVMIntSLT, c64(g, i), rows, "");
       nc_if e;
-      nc_if_begin(g, &e, ok);
+      nc_if_begin(g, &e, LLVMBuildICmp(g->b, LLVMIntSLT, c64(g, i), rows, ""));
       LLVMBuildStore(g->b, nc_loadf(g, nc_fptr(g, src, c64(g, i))), nc_fptr(g, dst, c64(g, i)));
       nc_if_else(g, &e);
       LLVMBuildStore(g->b, cf(g, 0.0), nc_fptr(g, dst, c64(g, i)));
       nc_if_end(g, &e);
     }
     nc_loop_end_cold(g, &Lk);
+    nc_if_else(g, &f);
     nc_if_end(g, &f);
   }
-  nc_loop_end(g, &Lr);
   LLVMBuildRetVoid(g->b);
   return fn;
 }
