@@ -417,14 +417,15 @@ static nc_skinny_shape nc_skinny_shape_for(int vw) {
 // nrow; k runs sh->unroll vectors per iteration, vector u into accumulator
 // u % sh->acc. Every row sums in the same order whatever nrow, so a row's
 // result does not depend on M (nor on how M is cut into row groups).
-// pfd (elements, or NULL): prefetch (into L2) the line pfd past each B line
-// loaded in the main k loop, i.e. the next block's rows while this one is
-// computed: a block's rows are short streams (2 KB at K = 512) that the
-// hardware prefetcher alone does not keep ahead of.
+// pfd (NULL, or one offset in elements per column): prefetch (into L2) the
+// line pfd[c] past each line of B row c loaded in the main k loop, i.e. the
+// next block's rows while this one is computed (0: the line itself, a no-op):
+// a block's rows are short streams (1-2 KB at K = 256-512) that the hardware
+// prefetcher alone does not keep ahead of.
 static void nc_skinny_tb_rows(nc_gg *g, const nc_skinny_shape *sh, int ncol, int nrow, LLVMValueRef m,
                               LLVMValueRef j0, LLVMValueRef A, LLVMValueRef *brow, LLVMValueRef C, LLVMValueRef K,
                               LLVMValueRef lda, LLVMValueRef ldc, LLVMValueRef alpha, LLVMValueRef beta,
-                              LLVMValueRef pfd) {
+                              LLVMValueRef *pfd) {
   const int VW = g->k->vw, U = sh->acc, L = sh->unroll;
   LLVMValueRef acc[NC_SKINNY_MAX][NC_SKINNY_MAX][2], sacc[NC_SKINNY_MAX][NC_SKINNY_MAX], arow[NC_SKINNY_MAX];
   for (int r = 0; r < nrow; r++) {
@@ -448,7 +449,7 @@ static void nc_skinny_tb_rows(nc_gg *g, const nc_skinny_shape *sh, int ncol, int
       for (int c = 0; c < ncol; c++) {
         w[c] = nc_loadv(g, nc_fptr(g, brow[c], ku));
         if (pfd && !pass && (u * VW * 4) % 64 == 0) {  // one prefetch per 64-byte line
-          LLVMValueRef pa[4] = {nc_fptr(g, brow[c], nc_add(g, ku, pfd)), c32(g, 0), c32(g, 2), c32(g, 1)};
+          LLVMValueRef pa[4] = {nc_fptr(g, brow[c], nc_add(g, ku, pfd[c])), c32(g, 0), c32(g, 2), c32(g, 1)};
           LLVMBuildCall2(g->b, g->pf_ty, g->prefetch, pa, 4, "");
         }
       }
@@ -490,21 +491,34 @@ static void nc_skinny_tb_block(nc_gg *g, const nc_skinny_shape *sh, int ncol, LL
   const int R = sh->rows;
   LLVMValueRef brow[NC_SKINNY_MAX];
   for (int c = 0; c < ncol; c++) brow[c] = nc_fptr(g, B, nc_mul(g, nc_add(g, j0, c64(g, c)), ldb));
-  LLVMValueRef mfull = nc_sub(g, M, LLVMBuildSRem(g->b, M, c64(g, R), ""));
-  // full blocks prefetch the next block (ncol rows on) while the first row
-  // group runs; later groups find this block in cache and prefetch in place (a no-op)
-  LLVMValueRef pfn = ncol > 1 ? nc_mul(g, c64(g, ncol), ldb) : NULL;
+  LLVMValueRef mfull = nc_sub(g, M, LLVMBuildSRem(g->b, M, c64(g, R), "")), zero = c64(g, 0);
+  // Full blocks prefetch the next block (ncol rows on), each of its rows
+  // during one row group: row c in group c % ngroups (other groups prefetch
+  // in place, a no-op). Spread so, the next block's lines are requested
+  // evenly over the block's time; all of them in the first group (before
+  // 2026-11-27) was a burst that the rest of the block left idle: the M = 16
+  // d4 lm_head with weights from DRAM ran 59 GFLOP/s instead of 86-90 (2
+  // threads, Zen 3; docs/performance.md). With no full group, the 1..R-1
+  // rows left prefetch every row.
+  LLVMValueRef pfn = ncol > 1 ? nc_mul(g, c64(g, ncol), ldb) : NULL, pf[NC_SKINNY_MAX];
+  LLVMValueRef ngr = LLVMBuildSDiv(g->b, mfull, c64(g, R), "");
+  ngr = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, ngr, zero, ""), ngr, c64(g, 1), "");  // >= 1
   nc_loop Lm;
-  LLVMValueRef m = nc_loop_begin(g, &Lm, "smr", c64(g, 0), mfull, c64(g, R));
-  LLVMValueRef pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, m, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
-  nc_skinny_tb_rows(g, sh, ncol, R, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
+  LLVMValueRef m = nc_loop_begin(g, &Lm, "smr", zero, mfull, c64(g, R));
+  LLVMValueRef grp = LLVMBuildSDiv(g->b, m, c64(g, R), "");
+  for (int c = 0; c < ncol && pfn; c++) {
+    LLVMValueRef mine = LLVMBuildICmp(g->b, LLVMIntEQ, grp, LLVMBuildSRem(g->b, c64(g, c), ngr, ""), "");
+    pf[c] = LLVMBuildSelect(g->b, mine, pfn, zero, "");
+  }
+  nc_skinny_tb_rows(g, sh, ncol, R, m, j0, A, brow, C, K, lda, ldc, alpha, beta, pfn ? pf : NULL);
   nc_loop_end(g, &Lm);
   LLVMValueRef rem = nc_sub(g, M, mfull);
-  pf0 = pfn ? LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mfull, c64(g, 0), ""), pfn, c64(g, 0), "") : NULL;
+  for (int c = 0; c < ncol && pfn; c++)
+    pf[c] = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mfull, zero, ""), pfn, zero, "");
   for (int r = 1; r < R; r++) {
     nc_if f;
     nc_if_begin(g, &f, LLVMBuildICmp(g->b, LLVMIntEQ, rem, c64(g, r), ""));
-    nc_skinny_tb_rows(g, sh, ncol, r, mfull, j0, A, brow, C, K, lda, ldc, alpha, beta, pf0);
+    nc_skinny_tb_rows(g, sh, ncol, r, mfull, j0, A, brow, C, K, lda, ldc, alpha, beta, pfn ? pf : NULL);
     nc_if_else(g, &f);
     nc_if_end(g, &f);
   }

@@ -21,8 +21,10 @@
 // by integer ops in codegen/llvm_kir.c; 11: the skinny path's 4 x 3 block on AVX2; 12: bf16
 // loads widened by integer ops too without AVX512_BF16; 13: one fp32 GEMM per (ta, tb) with
 // sym, ReLU^2 and the addend switched at run time; 14: the skinny path's M = 1 rows one at a
-// time), so that cached objects are rebuilt.
-#define NC_CPU_CODEGEN_REV 14
+// time; 15: the transposed A packed k-outer (codegen/gemm.c's pack_a); 16: the skinny
+// path's prefetch of the next block spread over its row groups), so that cached objects
+// are rebuilt.
+#define NC_CPU_CODEGEN_REV 16
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
