@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,6 +61,10 @@ static void *pool_main(void *v) {
 }
 
 static void pool_start(pool *p, int n) {
+  if (n < 1 || n > 8) {
+    fprintf(stderr, "gemm bench: %d threads (1 to 8)\n", n);
+    exit(2);
+  }
   memset(p, 0, sizeof *p);
   p->n = n;
   pthread_mutex_init(&p->mu, NULL);

@@ -31,9 +31,14 @@ nc_status nc_ocl_wgmma_check(const nc_ocl_knobs *k) {
   return NC_OK;
 }
 
+// The MN-major variants need wgmma, and slots on 1024-byte boundaries: the 128-byte swizzle
+// repeats every 1024 bytes and NC_DESCT has no base offset, so every ring slot ((BM + BN) x BK
+// bf16) must be a multiple of 1024 bytes (B's part starts BM x BK x 2 bytes in, a multiple of
+// 1024 as BM is of 64); B MN-major also needs whole 64-wide blocks (BN a multiple of 64).
 bool nc_ocl_gemm_variant_ok(const nc_ocl_knobs *k, int flags) {
   if (!(flags & (NC_OCL_GEMMP_AMN | NC_OCL_GEMMP_BMN))) return true;
-  return k->tc_wg && (!(flags & NC_OCL_GEMMP_BMN) || k->tc_bn % 64 == 0);
+  if (!k->tc_wg || (k->tc_bm + k->tc_bn) * k->tc_bk * 2 % 1024) return false;
+  return !(flags & NC_OCL_GEMMP_BMN) || k->tc_bn % 64 == 0;
 }
 
 // One 16-byte piece of an MN-major operand (A (K, M) or B (K, N), rows of lda / ldb over k): piece c

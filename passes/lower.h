@@ -46,7 +46,8 @@ typedef struct {
 typedef struct {
   bool fuse;  // false: materialize every node (one kernel per node; for tests)
   unsigned patterns_off;    // NC_PATTERN_* bits (passes/pass.h) of lowering-time patterns switched off
-  unsigned patterns_force;  // NC_PATTERN_* bits applied beyond their cost rule (NORM_ROPE: the rotation too)
+  unsigned patterns_force;  // NC_PATTERN_* bits applied beyond their cost rule (NORM_ROPE: the rotation too;
+                            // SOFTCAP_CE: the softcap's div and tanh recomputed too, set for OpenCL)
   // OpenCL only (runtime/exec.c): f32 attention / attention_grad without kvlen, head dims
   // <= NC_FLASH_MAX_D, become NC_KT_ATTENTION template calls (codegen/ocl_attn.h); the
   // attention_grad nodes of one attention (wrt q, k, v) share one call (stored_by)

@@ -29,7 +29,8 @@ typedef struct nc_pass_ctx nc_pass_ctx;
 // faster here (docs/performance.md) unless patterns_force has the bit.
 // SOFTCAP_CE (a lowering decision: nc_lower_opts.patterns_off): the cheap
 // tail of the logits' elementwise chain (softcap * tanh(x / softcap): the
-// multiply; the tanh stays materialized, computed once) is recomputed inside
+// multiply; the tanh stays materialized, computed once, unless patterns_force
+// has the bit, as on OpenCL, where the div and tanh are recomputed too) is recomputed inside
 // the cross-entropy row kernels instead of materialized, and
 // cross_entropy_grad is computed inside the kernel of its elementwise
 // consumer chain (the softcap's backward): one kernel reads the tanh and

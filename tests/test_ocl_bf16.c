@@ -830,6 +830,10 @@ Test(ocl_bf16, emitter_writes_mn_major_wgmma_variants) {
   nc_ocl_knobs m = k;
   m.tc_bn = 96;
   cr_expect(!nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_BMN) && nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_AMN));
+  // ring slots off 1024-byte boundaries ((128 + 40) x 32 x 2 = 10,752 bytes): no MN-major variant
+  m.tc_bn = 40, m.tc_bk = 32;
+  cr_expect(!nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_AMN) && !nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_BMN));
+  m.tc_bn = 96, m.tc_bk = 64;
   m.tc_wg = 0;
   cr_expect(!nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_AMN) && nc_ocl_gemm_variant_ok(&m, NC_OCL_GEMMP_ZFILL));
 }
