@@ -24,7 +24,8 @@ static void nc_tune_usage(FILE *f) {
           "  -b, --batch B       sequences per step (default 8)\n"
           "  -t, --seq T         tokens per sequence (default 256)\n"
           "      --threads N     CPU threads (default: one per core)\n"
-          "      --precision P   fp32 (default) or bf16 (opencl: the tensor-core GEMM; emulated off NVIDIA)\n"
+          "      --precision P   fp32 (default) or bf16 (opencl: the pipelined tensor-core GEMM, wgmma on Hopper;\n"
+          "                      emulated off NVIDIA)\n"
           "      --db PATH       the database (default: $NC_TUNE_DB, else the cache folder's tune.json)\n"
           "      --timer T       cpu: time a candidate by its slowest thread's CPU time (cpu, default:\n"
           "                      robust to other processes) or by the wall clock (wall)\n"
@@ -52,10 +53,13 @@ static nc_status nc_tune_spec_shapes(const char *spec_path, const nc_device *dev
   NC_TRY(nc_train_build(&s, &oc, &to, &g));
   nc_pass_ctx ctx;
   nc_pass_ctx_init(&ctx);
-  ctx.patterns_off = nc_device_patterns_off(dev);  // as runtime/exec.c compiles for dev
+  ctx.patterns_off = nc_device_patterns_off(dev);  // as runtime/exec.c compiles for dev (OpenCL: flash attention,
+  ctx.patterns_force |= nc_device_patterns_force(dev);  // so the attention's batched GEMMs are not in its step)
   const char *passes[] = {"decompose", "dce"};
   nc_status st = nc_pass_run_pipeline(&g, passes, 2, &ctx);
-  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off};
+  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .patterns_force = nc_device_patterns_force(dev) & NC_PATTERN_SOFTCAP_CE,
+                      .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
+                      .scatter_atomic = nc_device_scatter_atomic(dev)};
   if (!st) st = nc_plan_build(g, &lo, &p);
   int64_t syms[NC_MAX_SYMS] = {0};
   for (int k = 0; !st && k < nc_graph_nsyms(g); k++) {

@@ -35,6 +35,34 @@ static const nc_knob nc_ocl_tc_knobs[] = {
 
 const nc_knob_space nc_ocl_tc_knob_space = {"ocl.gemm_bf16", 5, nc_ocl_tc_knobs, sizeof(nc_ocl_knobs), nc_ocl_knobs_check_any};
 
+// The pipelined bf16 GEMM (tc_stages > 0: packed or in-place bf16 operands, a cp.async ring,
+// split-K): the mma.sync kernel (tc_wg 0: tc_wm x tc_wn per warp, fixed at the device default)
+// or the Hopper wgmma kernel (tc_wg 1/2: a warpgroup per 64 rows; nc_ocl_wgmma_check).
+static const nc_knob nc_ocl_tcp_knobs[] = {
+    {"tc_bm", NC_OK_FIELD(tc_bm), 16, 256, 4, {64, 128, 192, 256}, "rows of C per work-group"},
+    {"tc_bn", NC_OK_FIELD(tc_bn), 8, 256, 5, {64, 96, 128, 192, 256}, "columns of C per work-group"},
+    {"tc_bk", NC_OK_FIELD(tc_bk), 16, 64, 3, {16, 32, 64}, "k-step (wgmma: 16, 32 or 64; mma.sync: 32 or 64)"},
+    {"tc_stages", NC_OK_FIELD(tc_stages), 1, 8, 5, {2, 3, 4, 5, 6}, "slots of the shared-memory ring (mma.sync 2..4, wgmma 2..8)"},
+    {"tc_wg", NC_OK_FIELD(tc_wg), 0, 2, 3, {0, 1, 2}, "0 mma.sync; 1 wgmma, each k-step waited for; 2 one wgmma group in flight"},
+    {"tc_wm", NC_OK_FIELD(tc_wm), 16, 128, 0, {0}, "rows of C per warp (mma.sync; fixed)"},
+    {"tc_wn", NC_OK_FIELD(tc_wn), 8, 128, 0, {0}, "columns of C per warp (mma.sync; fixed)"},
+};
+
+static nc_status nc_ocl_tcp_check(const void *p) {
+  const nc_ocl_knobs *k = p;
+  if (k->tc_stages < 1) return nc_errorf(NC_E_INVALID, "OpenCL knob tc_stages=%d: the pipelined kernel needs a ring (tc_stages >= 2)", k->tc_stages);
+  if (!k->gemm_tc) return nc_errorf(NC_E_INVALID, "OpenCL knob gemm_tc=0: the pipelined kernel is the bf16 tensor-core GEMM (gemm_tc 1 or 2)");
+  return nc_ocl_knobs_check(k);  // nc_ocl_tc_check: the mma.sync ring's rules, or nc_ocl_wgmma_check with tc_wg
+}
+
+void nc_ocl_tcp_emulated_default(bool gpu, nc_ocl_knobs *k) {
+  nc_ocl_knobs_default(gpu, k);
+  k->gemm_tc = 2;
+  if (!k->tc_stages) k->tc_stages = 2, k->tc_bk = 32;  // the CPU defaults' blocks with a 2-slot ring (k-step 32)
+}
+
+const nc_knob_space nc_ocl_tcp_knob_space = {"ocl.gemm_bf16p", 7, nc_ocl_tcp_knobs, sizeof(nc_ocl_knobs), nc_ocl_tcp_check};
+
 void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t batch, size_t gws[3], size_t lws[3]) {
   size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);
   size_t gx = (size_t)((n + kn->gemm_tn - 1) / kn->gemm_tn) * lx;
@@ -58,6 +86,25 @@ nc_status nc_ocl_emit_gemm_named(const nc_ocl_knobs *kn, int variant, const char
   if (!at || tmp.oom) {
     nc_buf_free(&tmp);
     return nc_errorf(NC_E_INTERNAL, "OpenCL GEMM %s: kernel declaration '%s' not found in the emitted source", nc_ocl_gemm_name(variant), pat);
+  }
+  size_t pre = (size_t)(at - tmp.data);
+  nc_buf_printf(out, "%.*svoid %s(%s", (int)pre, tmp.data, name, at + strlen(pat));
+  nc_buf_free(&tmp);
+  return NC_OK;
+}
+
+nc_status nc_ocl_emit_gemm_packed_named(const nc_ocl_knobs *kn, int flags, const char *name, nc_buf *out) {
+  nc_buf tmp;
+  nc_buf_init(&tmp);
+  nc_ocl_emit_gemm_packed_kernel(kn, flags, &tmp);
+  char pat[64];
+  nc_ocl_gemm_packed_name(kn, flags, pat + 5, sizeof pat - 6);
+  memcpy(pat, "void ", 5);
+  strcat(pat, "(");
+  const char *at = tmp.data ? strstr(tmp.data, pat) : NULL;
+  if (!at || tmp.oom) {
+    nc_buf_free(&tmp);
+    return nc_errorf(NC_E_INTERNAL, "OpenCL bf16 GEMM: kernel declaration '%s' not found in the emitted source", pat);
   }
   size_t pre = (size_t)(at - tmp.data);
   nc_buf_printf(out, "%.*svoid %s(%s", (int)pre, tmp.data, name, at + strlen(pat));

@@ -3,7 +3,8 @@
 // may hold. Each template declares its table next to its defaults:
 //   nc_gemm_knob_space      the CPU GEMM (codegen/gemm.h), in codegen/gemm_knobs.c
 //   nc_ocl_gemm_knob_space  the OpenCL fp32 tiled GEMM (codegen/ocl_emit.h), codegen/ocl_knobs.c
-//   nc_ocl_tc_knob_space    the OpenCL bf16 tensor-core GEMM, codegen/ocl_knobs.c
+//   nc_ocl_tc_knob_space    the OpenCL bf16 tensor-core GEMM, register-staged (tc_stages 0), codegen/ocl_knobs.c
+//   nc_ocl_tcp_knob_space   the OpenCL bf16 tensor-core GEMM, pipelined (tc_stages > 0: mma.sync or wgmma), codegen/ocl_knobs.c
 // A knob is an int field of the template's knob struct with a valid range
 // (every database entry is checked against it) and the values the tuner
 // searches; the template's own check adds the constraints between knobs.
@@ -30,7 +31,7 @@ typedef struct {
 } nc_knob;
 
 typedef struct {
-  const char *name;  // the template: "cpu.gemm_f32", "ocl.gemm_f32", "ocl.gemm_bf16"
+  const char *name;  // the template: "cpu.gemm_f32", "ocl.gemm_f32", "ocl.gemm_bf16", "ocl.gemm_bf16p"
   int nknobs;
   const nc_knob *knobs;
   size_t size;                             // sizeof the knob struct
@@ -40,6 +41,11 @@ typedef struct {
 extern const nc_knob_space nc_gemm_knob_space;
 extern const nc_knob_space nc_ocl_gemm_knob_space;
 extern const nc_knob_space nc_ocl_tc_knob_space;
+extern const nc_knob_space nc_ocl_tcp_knob_space;
+
+// The pipelined bf16 GEMM's knobs the tuner starts from off NVIDIA (the emulation, gemm_tc 2): the
+// device defaults (nc_ocl_knobs_default) with tc_stages 2 and tc_bk 32 where they have no ring.
+void nc_ocl_tcp_emulated_default(bool gpu, nc_ocl_knobs *k);
 
 // The space named name, or NULL.
 const nc_knob_space *nc_knob_space_find(const char *name);
@@ -59,5 +65,8 @@ void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t 
 // The GEMM variant emitted under another kernel name (programs that hold
 // several knob sets of one variant): NC_E_INTERNAL if the name is not found.
 nc_status nc_ocl_emit_gemm_named(const nc_ocl_knobs *kn, int variant, const char *name, nc_buf *out);
+// The pipelined bf16 GEMM kernel of variant flags (NC_OCL_GEMMP_*) emitted under another name (a
+// per-shape tuned knob set next to the program's default one): NC_E_INTERNAL if the name is not found.
+nc_status nc_ocl_emit_gemm_packed_named(const nc_ocl_knobs *kn, int flags, const char *name, nc_buf *out);
 
 #endif

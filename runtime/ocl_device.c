@@ -8,6 +8,7 @@
 
 #include "codegen/ocl_attn.h"
 #include "codegen/ocl_scatter.h"
+#include "codegen/tune.h"
 #include "passes/memplan.h"
 #include "runtime/kir_eval.h"
 #include "runtime/ocl_cache.h"
@@ -183,6 +184,10 @@ void nc_ocl_free(nc_ocl *c) {
   for (int i = 0; c->tuned_kern && i < c->ntuned; i++)
     if (c->tuned_kern[i]) clReleaseKernel(c->tuned_kern[i]);
   free(c->tuned_kern);
+  for (int i = 0; c->tuned_pv && i < c->ntuned; i++)
+    for (int f = 0; f < NC_OCL_GEMMP_NVAR; f++)
+      if (c->tuned_pv[i][f]) clReleaseKernel(c->tuned_pv[i][f]);
+  free(c->tuned_pv);
   free(c->tuned);
   cl_kernel pks[6] = {c->pack_k, c->pack_t, c->pack_kh, c->pack_th, c->gemm_p, c->splitk_sum};
   for (int v = 0; v < 6; v++)
@@ -284,7 +289,16 @@ static nc_status nc_oc_ptx_unhide(nc_ocl *c, cl_program *p, const char *opts) {
   return NC_OK;
 }
 
-// Builds from the cached binary (when valid) or from source (then caches it).
+nc_status nc_ocl_wgmma_rebuild(cl_context ctx, cl_device_id dev, const char *devname, cl_program *p, const char *opts) {
+  nc_ocl *c = calloc(1, sizeof *c);
+  if (!c) return nc_errorf(NC_E_NOMEM, "out of memory");
+  c->ctx = ctx, c->dev.dev = dev;
+  snprintf(c->dev.d.name, sizeof c->dev.d.name, "%s", devname);
+  nc_status st = nc_oc_ptx_unhide(c, p, opts);
+  free(c);
+  return st;
+}
+
 // Whether the program has the GEMM kernel variant f (NC_OCL_GEMMP_*): 0 always; the others with bf16 GEMMs
 // (need_gemm: by GEMM variant, codegen/ocl_emit.h), the MN-major ones only for the forms that read such
 // an operand (nn: B; tn: A and B; tt: A) and on the wgmma kernel (nc_ocl_gemm_variant_ok).
@@ -296,6 +310,34 @@ static bool nc_oc_pv_wanted(const nc_ocl_knobs *k, const bool *need_gemm, int f)
   return mn == 0 || need_gemm[b | (mn == NC_OCL_GEMMP_BMN ? 0 : mn == NC_OCL_GEMMP_AMN ? 3 : 2)];
 }
 
+// The variants of the pipelined GEMM the tuned knob set of entry i needs: those of the forms (ta, tb)
+// of the entries that share its kernels, over the buffers the program has (need_gemm).
+static void nc_oc_tuned_need(const nc_ocl *c, int i, const bool *need_gemm, bool need[8]) {
+  for (int v = 0; v < 8; v++) need[v] = false;
+  for (int j = 0; j < c->ntuned; j++)
+    if (c->tuned[j].set == c->tuned[i].set) {
+      int v = c->tuned[j].variant & 3;
+      need[v] = need_gemm[v], need[v | NC_OCL_GEMM_BF16] = need_gemm[v | NC_OCL_GEMM_BF16];
+    }
+}
+
+// The tuned pipelined GEMMs (runtime/ocl_tune.h): each distinct knob set's variants as nc_gemmp_t<set>_f<flags>.
+static nc_status nc_oc_tuned_emit_packed(const nc_ocl *c, const bool *need_gemm, nc_buf *src) {
+  for (int i = 0; i < c->ntuned; i++) {
+    if (!c->tuned[i].packed || c->tuned[i].set != i) continue;
+    bool need[8];
+    nc_oc_tuned_need(c, i, need_gemm, need);
+    for (int f = 0; f < NC_OCL_GEMMP_NVAR; f++) {
+      if (!nc_oc_pv_wanted(&c->tuned[i].knobs, need, f)) continue;
+      char nm[64];
+      snprintf(nm, sizeof nm, "%s_f%d", c->tuned[i].name, f);
+      NC_TRY(nc_ocl_emit_gemm_packed_named(&c->tuned[i].knobs, f, nm, src));
+    }
+  }
+  return NC_OK;
+}
+
+// Builds from the cached binary (when valid) or from source (then caches it).
 static nc_status nc_oc_program(nc_ocl *c, const char *src, const char *opts) {
   const char *parts[] = {src, opts, c->dev.d.platform, c->dev.d.platform_version, c->dev.d.name, c->dev.d.version, c->dev.d.driver};
   c->key = nc_ocl_cache_key(parts, 7);
@@ -489,7 +531,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     any_gemm |= need_gemm[v];
     if (need_gemm[v] && !packed) nc_ocl_emit_gemm(&c->knobs, v, &src);
   }
-  if (!st && !packed && any_gemm && !(o && o->knobs)) {  // per-shape GEMMs from the tuning database (runtime/ocl_tune.h)
+  if (!st && any_gemm && (!(o && o->knobs) || o->knobs_tuned)) {  // per-shape GEMMs from the tuning database (runtime/ocl_tune.h)
     if (!(c->tuned = calloc(NC_OCL_MAX_TUNED, sizeof *c->tuned))) st = nc_errorf(NC_E_NOMEM, "out of memory");
     else c->ntuned = nc_ocl_tuned_collect(&c->dev.d, &c->knobs, need_gemm, c->tuned, NC_OCL_MAX_TUNED);
     if (!st) st = nc_ocl_tuned_emit(c->tuned, c->ntuned, &src);
@@ -513,7 +555,10 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     nc_ocl_emit_gemm_packed(&c->knobs, &src);
     for (int f = 1; f < NC_OCL_GEMMP_NVAR; f++)
       if (nc_oc_pv_wanted(&c->knobs, need_gemm, f)) nc_ocl_emit_gemm_packed_kernel(&c->knobs, f, &src);
+    st = nc_oc_tuned_emit_packed(c, need_gemm, &src);
   }
+  bool tuned_wg = false;  // a tuned pipelined GEMM on the wgmma kernel (built as the default one is)
+  for (int i = 0; packed && i < c->ntuned; i++) tuned_wg |= c->tuned[i].knobs.tc_wg != 0;
   if (!(packed && any_gemm)) c->knobs.tc_wg = 0, wg_auto = false;
   {
     cl_uint cu = 0;
@@ -540,12 +585,13 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       if (strlen(xo) > 250 || strpbrk(xo, "\n\r")) st = nc_errorf(NC_E_INVALID, "NC_OCL_BUILD_OPTS: over 250 characters or a line break");
       else snprintf(bo + strlen(bo), sizeof bo - strlen(bo), " %s", xo);
     }
-    if (!st && c->knobs.tc_wg && c->knobs.gemm_tc == 1) snprintf(bo + strlen(bo), sizeof bo - strlen(bo), " -DNC_WG_HIDE");
+    if (!st && (c->knobs.tc_wg || tuned_wg) && c->knobs.gemm_tc == 1) snprintf(bo + strlen(bo), sizeof bo - strlen(bo), " -DNC_WG_HIDE");
     if (!st) st = nc_oc_program(c, src.data ? src.data : "", bo);
     if (st && wg_auto) {  // the driver refused the wgmma route: the mma.sync kernel instead
       if (c->verbose) fprintf(stderr, "// OpenCL: the wgmma GEMM did not build (%s); using mma.sync\n", nc_status_msg(st));
       nc_status_free(st);
       c->knobs = mma_knobs, wg_auto = false;
+      c->ntuned = 0;  // (tuned on the wgmma defaults: cut with the GEMM kernels)
       src.len = gemm_at;
       nc_ocl_emit_gemm_packed(&c->knobs, &src);
       for (int f = 1; f < NC_OCL_GEMMP_NVAR; f++)
@@ -578,7 +624,19 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       if (!c->gemm[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(gemm)");
     }
   if (!st && c->ntuned && !(c->tuned_kern = calloc((size_t)c->ntuned, sizeof *c->tuned_kern))) st = nc_errorf(NC_E_NOMEM, "out of memory");
-  for (int i = 0; i < c->ntuned && !st; i++) {
+  if (!st && c->ntuned && packed && !(c->tuned_pv = calloc((size_t)c->ntuned, sizeof *c->tuned_pv))) st = nc_errorf(NC_E_NOMEM, "out of memory");
+  for (int i = 0; i < c->ntuned && !st && packed; i++) {  // the pipelined GEMM's tuned variants
+    bool need[8];
+    nc_oc_tuned_need(c, i, need_gemm, need);
+    for (int f = 0; f < NC_OCL_GEMMP_NVAR && !st; f++) {
+      if (!nc_oc_pv_wanted(&c->tuned[i].knobs, need, f)) continue;
+      char nm[64];
+      snprintf(nm, sizeof nm, "%s_f%d", c->tuned[i].name, f);
+      c->tuned_pv[i][f] = clCreateKernel(c->prog, nm, &err);
+      if (!c->tuned_pv[i][f] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
+    }
+  }
+  for (int i = 0; i < c->ntuned && !st && !packed; i++) {
     c->tuned_kern[i] = clCreateKernel(c->prog, c->tuned[i].name, &err);
     if (!c->tuned_kern[i] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel(tuned gemm)");
   }
@@ -978,9 +1036,12 @@ void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f) {
 
 int nc_ocl_tuned_count(const nc_ocl *c) { return c->ntuned; }
 
+int64_t nc_ocl_tuned_calls(const nc_ocl *c) { return c->tuned_calls; }
+
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out) {
   for (int i = 0; i < c->ntuned; i++)
-    if (c->tuned[i].variant == variant && c->tuned[i].batch == batch && c->tuned[i].m == m && c->tuned[i].n == n && c->tuned[i].k == k) {
+    if ((c->tuned[i].packed ? c->tuned[i].variant == (variant & 3) : c->tuned[i].variant == variant) && c->tuned[i].batch == batch &&
+        c->tuned[i].m == m && c->tuned[i].n == n && c->tuned[i].k == k) {
       *out = c->tuned[i].knobs;
       return true;
     }

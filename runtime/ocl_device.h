@@ -39,6 +39,8 @@ typedef struct {
   bool verbose;                // print the program source and build log to stderr
   bool profile;                // time every kernel with profiling events
   const nc_ocl_knobs *knobs;   // NULL: the device's defaults
+  bool knobs_tuned;            // with knobs: still take per-shape knobs from the tuning database (tests: the
+                               // emulated pipelined GEMM, gemm_tc 2, off NVIDIA); default false: explicit knobs only
   bool matmul_bf16;            // GEMMs in bf16 (fp32 accumulation) on tensor cores when the device is NVIDIA
                                // (knobs.gemm_tc = 1); elsewhere the fp32 GEMM. Default false: exact fp32.
 } nc_ocl_opts;
@@ -76,9 +78,12 @@ double nc_ocl_last_run_seconds(const nc_ocl *c);
 // The knobs the program was built with (gemm_tc says which GEMM runs).
 const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c);
 // GEMMs tuned for this device (the tuning database, runtime/tunedb.h): how
-// many the program holds, and the knobs a GEMM launch of variant (ta*2 + tb)
-// and this shape runs with (true: from the database).
+// many the program holds, and the knobs a GEMM launch of variant (ta*2 + tb;
+// the pipelined GEMM's entries match by form, over f32 or bf16 buffers) and
+// this shape runs with (true: from the database).
 int nc_ocl_tuned_count(const nc_ocl *c);
+// Launches so far that ran a tuned pipelined bf16 GEMM kernel (per-shape knobs from the database).
+int64_t nc_ocl_tuned_calls(const nc_ocl *c);
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);
 // The pipelined / wgmma GEMM's split-K count (runtime/ocl_launch.c; NC_OCL_SPLITK overrides it) for
 // `tiles` block tiles (all batches), nkt k-steps, ncu compute units, mn output elements (all batches)

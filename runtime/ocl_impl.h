@@ -38,7 +38,9 @@ struct nc_ocl {
   cl_kernel gemm[8];       // the portable and register-staged GEMMs by variant (ta*2 + tb, + NC_OCL_GEMM_BF16)
   nc_ocl_tuned_gemm *tuned;  // per-shape GEMMs from the tuning database (runtime/ocl_tune.h)
   cl_kernel *tuned_kern;
+  cl_kernel (*tuned_pv)[NC_OCL_GEMMP_NVAR];  // per tuned entry of the pipelined GEMM: its kernel by variant flags
   int ntuned;
+  int64_t tuned_calls;     // launches that ran a tuned pipelined GEMM (nc_ocl_tuned_calls)
   // the pipelined bf16 GEMM (knobs.tc_stages > 0): pack kernels, the GEMM, the split-K sum,
   // and their scratch buffers (grown on demand)
   cl_kernel pack_k, pack_t, pack_kh, pack_th, gemm_p, splitk_sum;
@@ -106,5 +108,10 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
 nc_status nc_oc_launch_scatter(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp);
 // Flash attention, forward or backward (codegen/ocl_attn.h); args: the kernel's arguments.
 nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp);
+
+// The wgmma GEMM's second build (runtime/ocl_device.c): *p, built from source with -DNC_WG_HIDE, is
+// replaced by the program of its patched PTX (instructions restored, sm_90a); on error *p is released
+// and NULL. For programs outside a plan (the autotuner's candidates, runtime/tuner_ocl.c).
+nc_status nc_ocl_wgmma_rebuild(cl_context ctx, cl_device_id dev, const char *devname, cl_program *p, const char *opts);
 
 #endif

@@ -59,6 +59,14 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   const nc_kstmt *s = &pk->k.s[pk->k.body];
   const nc_ocl_knobs *kn = &c->knobs;
   int64_t batch = v[0], M = v[1], N = v[2], K = v[3], sa = v[6], sb = v[7];
+  cl_kernel *pv = c->gemm_pv;  // the kernel by variant flags: the default knobs', or a tuned set's for exactly this shape
+  for (int i = 0; i < c->ntuned && c->tuned_pv; i++) {
+    const nc_ocl_tuned_gemm *t = &c->tuned[i];
+    if (t->variant == (variant & 3) && t->batch == batch && t->m == M && t->n == N && t->k == K) {
+      kn = &t->knobs, pv = c->tuned_pv[i], c->tuned_calls++;
+      break;
+    }
+  }
   bool ta = variant & 2, tb = variant & 1, bf = variant & NC_OCL_GEMM_BF16;
   // Kp: a multiple of the k-step and of nc_pack_t's 32-wide tiles (the wgmma kernel's k-step may be 16)
   int64_t Mp = nc_oc_up(M, kn->tc_bm), Np = nc_oc_up(N, kn->tc_bn), Kp = nc_oc_up(K > 0 ? K : 1, kn->tc_bk > 32 ? kn->tc_bk : 32);
@@ -72,9 +80,9 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   bool mA = bf && !c->direct_off && ta && M % 8 == 0 && offA % 8 == 0 && sa % 8 == 0;
   bool mB = bf && !c->direct_off && !tb && N % 8 == 0 && offB % 8 == 0 && sb % 8 == 0;
   int mf = (mA ? NC_OCL_GEMMP_AMN : 0) | (mB ? NC_OCL_GEMMP_BMN : 0);
-  if (mf && !c->gemm_pv[mf]) {  // the program has the variants of its forms only (nn: B, tn: A and B, tt: A; wgmma)
-    if (mA && mB && c->gemm_pv[NC_OCL_GEMMP_BMN]) mA = false;
-    else if (mA && mB && c->gemm_pv[NC_OCL_GEMMP_AMN]) mB = false;
+  if (mf && !pv[mf]) {  // the program has the variants of its forms only (nn: B, tn: A and B, tt: A; wgmma)
+    if (mA && mB && pv[NC_OCL_GEMMP_BMN]) mA = false;
+    else if (mA && mB && pv[NC_OCL_GEMMP_AMN]) mB = false;
     else mA = mB = false;
   }
   dA |= mA, dB |= mB;
@@ -127,7 +135,7 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   // the kernel variant: zero-filled copies when an operand read in place has a partial tile (rows or k),
   // a bf16 C unless the splits' f32 partial sums are written
   bool zf = (dA && (M % kn->tc_bm || K != Kp)) || (dB && (N % kn->tc_bn || K != Kp));
-  cl_kernel kk = c->gemm_pv[(zf ? NC_OCL_GEMMP_ZFILL : 0) | (bf && splits == 1 ? NC_OCL_GEMMP_CBF16 : 0) | (mA ? NC_OCL_GEMMP_AMN : 0) |
+  cl_kernel kk = pv[(zf ? NC_OCL_GEMMP_ZFILL : 0) | (bf && splits == 1 ? NC_OCL_GEMMP_CBF16 : 0) | (mA ? NC_OCL_GEMMP_AMN : 0) |
                             (mB ? NC_OCL_GEMMP_BMN : 0)];
   if (!kk) return nc_errorf(NC_E_INTERNAL, "kernel %s: GEMM kernel variant missing", pk->k.name);
   cl_uint a = 0;

@@ -8,16 +8,18 @@
 #include "codegen/tune.h"
 #include "runtime/tunedb.h"
 
-int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, const bool need[4], nc_ocl_tuned_gemm *out, int max) {
+int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, const bool need[8], nc_ocl_tuned_gemm *out, int max) {
   nc_tunedb *db = nc_tunedb_open_default();
   if (!db) return 0;
   char device[192], driver[192], kernel[128];
   nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
-  const nc_knob_space *sp = def->gemm_tc ? &nc_ocl_tc_knob_space : &nc_ocl_gemm_knob_space;
+  bool packed = def->gemm_tc && def->tc_stages > 0;  // the pipelined kernel: its own space, keyed by form (ta, tb)
+  const nc_knob_space *sp = packed ? &nc_ocl_tcp_knob_space : def->gemm_tc ? &nc_ocl_tc_knob_space : &nc_ocl_gemm_knob_space;
   int n = 0;
   for (int v = 0; v < 4; v++) {
-    if (!need[v]) continue;
-    nc_tune_ocl_kernel(v, def->gemm_tc, kernel, sizeof kernel);
+    if (!need[v] && !(packed && need[v | NC_OCL_GEMM_BF16])) continue;
+    if (packed) nc_tune_ocl_pkernel(v, def->gemm_tc, kernel, sizeof kernel);
+    else nc_tune_ocl_kernel(v, def->gemm_tc, kernel, sizeof kernel);
     const nc_tune_entry *es[NC_OCL_MAX_TUNED];
     int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_MAX_TUNED);
     for (int i = 0; i < ne && n < max; i++) {
@@ -30,6 +32,8 @@ int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, c
       }
       nc_ocl_knobs kn = *def;
       nc_status st = nc_tune_entry_apply(es[i], sp, &kn);
+      if (!st && packed && kn.tc_wg && !def->tc_wg && def->gemm_tc == 1)
+        st = nc_errorf(NC_E_UNSUPPORTED, "tc_wg=%d needs the wgmma kernel, which this compilation does not use (not Hopper, or NC_OCL_WGMMA=0)", kn.tc_wg);
       if (st) {
         nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
                        es[i]->shape, nc_status_msg(st));
@@ -38,10 +42,12 @@ int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, c
       }
       if (!memcmp(&kn, def, sizeof kn)) continue;  // the default won
       nc_ocl_tuned_gemm *t = &out[n];
-      *t = (nc_ocl_tuned_gemm){.variant = v, .batch = b, .m = m, .n = nn, .k = k, .knobs = kn};
-      int j = 0;  // equal knobs share one kernel
-      while (j < n && !(out[j].variant == v && !memcmp(&out[j].knobs, &kn, sizeof kn))) j++;
-      snprintf(t->name, sizeof t->name, "%s_t%d", nc_ocl_gemm_name(v), j);
+      *t = (nc_ocl_tuned_gemm){.variant = v, .batch = b, .m = m, .n = nn, .k = k, .knobs = kn, .packed = packed};
+      int j = 0;  // equal knobs share one kernel (the pipelined kernels: whatever the form)
+      while (j < n && !((packed || out[j].variant == v) && !memcmp(&out[j].knobs, &kn, sizeof kn))) j++;
+      if (packed) snprintf(t->name, sizeof t->name, "nc_gemmp_t%d", j < n ? out[j].set : n);
+      else snprintf(t->name, sizeof t->name, "%s_t%d", nc_ocl_gemm_name(v), j);
+      t->set = j < n ? out[j].set : n;
       n++;
     }
   }
@@ -53,6 +59,7 @@ int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, c
 
 nc_status nc_ocl_tuned_emit(const nc_ocl_tuned_gemm *t, int n, nc_buf *src) {
   for (int i = 0; i < n; i++) {
+    if (t[i].packed) continue;  // runtime/ocl_device.c emits the pipelined kernels' variants
     bool first = true;
     for (int j = 0; j < i && first; j++) first = strcmp(t[j].name, t[i].name) != 0;
     if (first) NC_TRY(nc_ocl_emit_gemm_named(&t[i].knobs, t[i].variant, t[i].name, src));

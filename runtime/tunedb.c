@@ -315,6 +315,10 @@ void nc_tune_ocl_kernel(int variant, int tc_mode, char *buf, size_t len) {
   else snprintf(buf, len, "ocl.gemm_f32 ta=%d tb=%d", (variant >> 1) & 1, variant & 1);
 }
 
+void nc_tune_ocl_pkernel(int variant, int tc_mode, char *buf, size_t len) {
+  snprintf(buf, len, "ocl.gemm_bf16p ta=%d tb=%d mode=%d", (variant >> 1) & 1, variant & 1, tc_mode);
+}
+
 void nc_tune_cpu_ids(const nc_host_cpu *hc, char *device, size_t dn, char *driver, size_t rn) {
   snprintf(device, dn, "cpu %s", hc->cpu);
   snprintf(driver, rn, "LLVM %s", hc->llvm_version);

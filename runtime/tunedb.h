@@ -91,5 +91,9 @@ void nc_tune_cpu_ids(const nc_host_cpu *hc, char *device, size_t dn, char *drive
 void nc_tune_ocl_ids(const nc_ocl_device_desc *d, char *device, size_t dn, char *driver, size_t rn);
 // "ocl.gemm_f32 ta=0 tb=1" or "ocl.gemm_bf16 ta=0 tb=1 mode=1" (mode: gemm_tc)
 void nc_tune_ocl_kernel(int variant, int tc_mode, char *buf, size_t len);
+// The pipelined bf16 GEMM's signature (tc_stages > 0, mma.sync or wgmma): "ocl.gemm_bf16p ta=0 tb=1 mode=1"
+// (mode: gemm_tc, 2 emulated). Its per-shape knobs serve the form's launches over f32 or bf16 buffers;
+// in-place, MN-major, zero-filling and bf16-C variants are chosen per launch as for the defaults.
+void nc_tune_ocl_pkernel(int variant, int tc_mode, char *buf, size_t len);
 
 #endif

@@ -68,8 +68,8 @@ static bool warned(const nc_tunedb *db, const char *needle) {
 
 // ---- knob spaces -------------------------------------------------------------------
 Test(tune, knob_spaces_are_consistent) {
-  const nc_knob_space *spaces[] = {&nc_gemm_knob_space, &nc_ocl_gemm_knob_space, &nc_ocl_tc_knob_space};
-  for (int s = 0; s < 3; s++) {
+  const nc_knob_space *spaces[] = {&nc_gemm_knob_space, &nc_ocl_gemm_knob_space, &nc_ocl_tc_knob_space, &nc_ocl_tcp_knob_space};
+  for (int s = 0; s < 4; s++) {
     const nc_knob_space *sp = spaces[s];
     cr_assert_eq(nc_knob_space_find(sp->name), sp);
     cr_assert_gt(sp->nknobs, 0);
@@ -533,6 +533,174 @@ Test(tune, ocl_tuning_run_and_compile_pick_up_entries) {
   nc_tensor_free(&in[1]);
   nc_plan_free(p);
   nc_graph_free(g);
+}
+
+// ---- the pipelined bf16 GEMM (ocl.gemm_bf16p): knobs, tuning, per-shape kernels -------------
+Test(tune, pipelined_bf16_knob_space_and_check) {
+  const nc_knob_space *sp = &nc_ocl_tcp_knob_space;
+  cr_assert_eq(nc_knob_space_find("ocl.gemm_bf16p"), sp);
+  nc_ocl_knobs k;
+  for (int gpu = 0; gpu < 2; gpu++) {  // the tuner's starting points are valid
+    nc_ocl_tcp_emulated_default(gpu, &k);
+    cr_assert_null(nc_knob_check(sp, &k));
+    nc_ocl_knobs w = k;
+    w.gemm_tc = 1;
+    nc_ocl_wgmma_default(&w);  // the Hopper default
+    cr_assert_null(nc_knob_check(sp, &w));
+  }
+  nc_ocl_tcp_emulated_default(false, &k);
+  struct {
+    const char *knob;
+    int value;
+    const char *want;
+  } bad[] = {
+      {"tc_stages", 0, "needs a ring"},     // the register-staged kernel is another space
+      {"tc_stages", 9, "outside"},          // the range
+      {"tc_wg", 3, "outside"},              // the range
+      {"tc_wg", 1, "tc_bm=32"},             // wgmma: 64 rows per warpgroup
+      {"tc_bk", 16, "tc_bk=16"},            // mma.sync ring: k-step 32 or 64
+      {"tc_bm", 256, "tiles must split"},   // the mma.sync tiling: 32x(256/16)x(32/16) work-items ...
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    nc_ocl_knobs b = k;
+    nc_knob_set(sp, &b, nc_knob_find(sp, bad[i].knob), bad[i].value);
+    nc_status st = nc_knob_check(sp, &b);
+    cr_assert_not_null(st, "%s=%d accepted", bad[i].knob, bad[i].value);
+    nc_status_free(st);
+  }
+  nc_ocl_knobs w = k;  // an emulated wgmma set: valid
+  w.tc_wg = 1, w.tc_bm = 64, w.tc_bn = 64, w.tc_bk = 32, w.tc_stages = 3;
+  cr_assert_null(nc_knob_check(sp, &w));
+  w.tc_stages = 8, w.tc_bm = 256, w.tc_bn = 256, w.tc_bk = 64;  // a ring of 512 KiB
+  nc_status st = nc_knob_check(sp, &w);
+  cr_assert(st && strstr(nc_status_msg(st), "local memory"), "%s", st ? nc_status_msg(st) : "accepted");
+  nc_status_free(st);
+  char kname[128];
+  nc_tune_ocl_pkernel(1, 2, kname, sizeof kname);
+  cr_assert_str_eq(kname, "ocl.gemm_bf16p ta=0 tb=1 mode=2");
+}
+
+// One PoCL compilation of x w^T (TM x TN x TK) with the emulated pipelined GEMM and the database at
+// db_path: how many tuned shapes it took, the knobs of TM x TN x TK's launch (*kn), how many launches
+// ran a tuned kernel, and its output against the interpreter (bf16 operands: 1e-2).
+static int bf16p_compile_and_check(const char *db_path, nc_ocl_knobs *kn, int64_t *calls) {
+  setenv("NC_TUNE_DB", db_path, 1);
+  nc_ocl_knobs def;
+  nc_ocl_tcp_emulated_default(false, &def);
+  nc_graph *g = matmul_graph(TM, TN, TK);
+  nc_plan *p = plan_of(g);
+  nc_ocl_opts oo = {.select = "", .knobs = &def, .knobs_tuned = true};
+  nc_ocl *c = NULL;
+  cr_assert_null(nc_ocl_compile(p, &oo, &c));
+  int n = nc_ocl_tuned_count(c);
+  nc_ocl_gemm_knobs_for(c, 1, 1, TM, TN, TK, kn);
+  nc_tensor in[2], got, want;
+  fill_feeds(in, TM, TN, TK);
+  nc_feed feeds[2] = {{"x", &in[0]}, {"w", &in[1]}};
+  cr_assert_null(nc_ocl_run(c, g, p, feeds, 2, &got));
+  cr_assert_null(nc_interp_run(g, feeds, 2, &want));
+  cr_assert_lt(max_rel_err(&got, &want), 1e-2);
+  *calls = nc_ocl_tuned_calls(c);
+  nc_tensor_free(&got);
+  nc_tensor_free(&want);
+  nc_tensor_free(&in[0]);
+  nc_tensor_free(&in[1]);
+  nc_ocl_free(c);
+  nc_plan_free(p);
+  nc_graph_free(g);
+  unsetenv("NC_TUNE_DB");
+  return n;
+}
+
+static void write_bf16p_entry(const char *db_path, const char *knobs) {
+  nc_ocl_device_desc d;
+  cr_assert_null(nc_ocl_select("", &d));
+  char device[192], driver[192], text[2048];
+  nc_tune_ocl_ids(&d, device, sizeof device, driver, sizeof driver);
+  snprintf(text, sizeof text,
+           GOOD_HEAD "{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"ocl.gemm_bf16p ta=0 tb=1 mode=2\", \"shape\": \"batch=1 m=%d n=%d "
+                     "k=%d\", \"knobs\": %s, \"time_us\": 1, \"default_time_us\": 2}]}",
+           device, driver, TM, TN, TK, knobs);
+  write_text(db_path, text);
+}
+
+Test(tune, ocl_pipelined_bf16_tuning_and_per_shape_kernels) {
+  NEED_OPENCL();
+  char db_path[600];
+  tpath(db_path, sizeof db_path, "bf16p.json");
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  nc_tune_shape sh = {.variant = 1, .batch = 1, .m = TM, .n = TN, .k = TK, .count = 1};
+  nc_tune_result res;
+  nc_tune_opts o = {.dev = {.kind = NC_DEV_OPENCL, .matmul_bf16 = true}, .budget_s = 4.0};
+  cr_assert_null(nc_tune_run(&sh, 1, &o, db, &res));
+  cr_assert(res.tuned);
+  cr_assert_eq(res.rejected, 0, "%d candidates rejected", res.rejected);
+  cr_assert_gt(res.tried, 1);
+  cr_assert_str_eq(res.kernel, "ocl.gemm_bf16p ta=0 tb=1 mode=2");
+  cr_assert_eq(nc_tunedb_count(db), 1);
+  cr_assert(strstr(res.knobs, "tc_stages="), "%s", res.knobs);
+  cr_assert_null(nc_tunedb_save(db, db_path));
+  {  // the recorded winner is what the next compilation launches for this shape
+    nc_ocl_knobs want, got;
+    nc_ocl_tcp_emulated_default(false, &want);
+    cr_assert_null(nc_tune_entry_apply(nc_tunedb_entry(db, 0), &nc_ocl_tcp_knob_space, &want));
+    int64_t calls;
+    int n = bf16p_compile_and_check(db_path, &got, &calls);
+    cr_assert_eq(n, res.is_default ? 0 : 1);
+    cr_assert_eq(memcmp(&got, &want, sizeof got), 0, "the launch runs the database's knobs");
+    cr_assert_eq(calls, res.is_default ? 0 : 1);
+  }
+  o.break_candidates = true;  // the test hook: every non-default candidate is wrong
+  o.budget_s = 2.5;
+  cr_assert_null(nc_tune_run(&sh, 1, &o, db, &res));
+  cr_assert_gt(res.rejected, 0);
+  cr_assert_eq(res.rejected, res.tried - 1);
+  cr_assert(res.is_default);
+  nc_tunedb_free(db);
+
+  // hand-written entries: the emulated wgmma kernel and an mma.sync ring, each emitted under its own
+  // names and launched for exactly this shape (a counter), with the interpreter's result
+  const char *sets[] = {"{\"tc_wg\": 1, \"tc_bm\": 64, \"tc_bn\": 64, \"tc_bk\": 32, \"tc_stages\": 3}",
+                        "{\"tc_bm\": 64, \"tc_bn\": 32, \"tc_bk\": 64, \"tc_stages\": 3}"};
+  for (int i = 0; i < 2; i++) {
+    write_bf16p_entry(db_path, sets[i]);
+    nc_ocl_knobs kn;
+    int64_t calls;
+    cr_assert_eq(bf16p_compile_and_check(db_path, &kn, &calls), 1, "set %d", i);
+    cr_assert_eq(kn.tc_bm, 64);
+    cr_assert_eq(kn.tc_wg, i == 0 ? 1 : 0);
+    cr_assert_eq(kn.tc_stages, 3);
+    cr_assert_eq(calls, 1, "set %d: the tuned kernel ran", i);
+  }
+  // bad entries are ignored with a warning: the template's check (wgmma needs 64-row blocks), a fixed knob
+  const char *bad[] = {"{\"tc_wg\": 1, \"tc_bm\": 32}", "{\"tc_wm\": 32}", "{\"tc_stages\": 0}"};
+  for (int i = 0; i < 3; i++) {
+    write_bf16p_entry(db_path, bad[i]);
+    nc_tunedb *d2;
+    cr_assert_null(nc_tunedb_load(db_path, false, &d2));
+    nc_tunedb_free(d2);
+    nc_ocl_knobs kn;
+    int64_t calls;
+    cr_assert_eq(bf16p_compile_and_check(db_path, &kn, &calls), 0, "bad entry %d used", i);
+    cr_assert_eq(calls, 0);
+    cr_assert_eq(kn.tc_stages, 2, "defaults");
+  }
+  // without explicit knobs_tuned, explicit knobs keep the database off
+  write_bf16p_entry(db_path, sets[0]);
+  setenv("NC_TUNE_DB", db_path, 1);
+  nc_ocl_knobs def;
+  nc_ocl_tcp_emulated_default(false, &def);
+  nc_graph *g = matmul_graph(TM, TN, TK);
+  nc_plan *p = plan_of(g);
+  nc_ocl_opts oo = {.select = "", .knobs = &def};
+  nc_ocl *c = NULL;
+  cr_assert_null(nc_ocl_compile(p, &oo, &c));
+  cr_assert_eq(nc_ocl_tuned_count(c), 0);
+  nc_ocl_free(c);
+  nc_plan_free(p);
+  nc_graph_free(g);
+  unsetenv("NC_TUNE_DB");
 }
 
 // ---- the command line ------------------------------------------------------------------
