@@ -146,7 +146,7 @@ static nc_plan *at_plan(const nc_graph *g0, nc_graph **lowered) {
   ctx.patterns_force = nc_device_patterns_force(&d);
   const char *passes[] = {"decompose", "dce"};
   cr_assert_null(nc_pass_run_pipeline(&g, passes, 2, &ctx));
-  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0};
+  nc_lower_opts lo = nc_device_lower_opts(&d, &ctx);
   nc_plan *p;
   nc_status st = nc_plan_build(g, &lo, &p);
   cr_assert_null(st, "%s", nc_status_msg(st));
@@ -354,6 +354,27 @@ Test(ocl_attn, block_sizes_from_nc_ocl_fa, .timeout = 300) {
   double w = at_compare(ex, g, cs, 2, 2, 150, 3e-2, 211);
   cr_log_info("NC_OCL_FA=128,64,64,128,64,2 (%s) B=2 T=150: worst rel err %.3g", nvidia ? "mma.sync" : "emulated", w);
   nc_exec_free(ex);
+  nc_graph_free(g);
+}
+
+// A window narrower than the sequence (80 keys at T = 200, GQA): tiles wholly inside
+// it skip the mask (fa_full's window clause true), tiles that cross its far edge
+// keep it (false); fp32 and bf16 tiles against the interpreter.
+Test(ocl_attn, window_narrower_than_the_sequence_matches_the_interpreter, .timeout = 300) {
+  NEED_OPENCL();
+  nc_ocl_device_desc dd;
+  cr_assert_null(nc_ocl_select("", &dd));
+  bool nvidia = strstr(dd.vendor, "NVIDIA") || strstr(dd.platform_vendor, "NVIDIA");
+  const at_case c = {2, 1, 16, 16, true, 80, 0.25};
+  nc_graph *g = at_graph_n(&c, 1);
+  for (int bf = 0; bf < 2; bf++) {
+    if (bf) setenv("NC_OCL_TC", nvidia ? "32,32,16,16,16,1" : "32,32,16,16,16,2", 1);
+    nc_exec *ex = at_exec(g);
+    unsetenv("NC_OCL_TC");
+    double w = at_compare(ex, g, &c, 1, 1, 200, bf ? 3e-2 : 1e-4, 401 + (uint64_t)bf);
+    cr_log_info("window 80, B=1 T=200, %s: worst rel err %.3g", bf ? (nvidia ? "bf16 mma.sync" : "bf16 emulated") : "fp32", w);
+    nc_exec_free(ex);
+  }
   nc_graph_free(g);
 }
 
