@@ -136,9 +136,8 @@ static int nc_graph_dump(int argc, char **argv) {
     // NC_PATTERNS_OFF=<bits> switches named fusion patterns off, as for the runtime (passes/pass.h)
     const char *poff = getenv("NC_PATTERNS_OFF");
     if (poff) lc.patterns_off = (unsigned)strtoul(poff, NULL, 0);
-    bool scatter = false;  // scatter_add as the OpenCL atomic template call
+    nc_device dev;
     if (device) {  // the device's pattern choice, as runtime/exec.c compiles for it
-      nc_device dev;
       st = nc_device_parse(device, &dev);
       if (st) {
         nc_graph_free(g);
@@ -146,13 +145,11 @@ static int nc_graph_dump(int argc, char **argv) {
       }
       lc.patterns_off = nc_device_patterns_off(&dev);
       lc.patterns_force = nc_device_patterns_force(&dev);
-      scatter = nc_device_scatter_atomic(&dev);
     }
     const char *lp[] = {"decompose", "dce"};
     st = nc_pass_run_pipeline(&g, lp, 2, &lc);
     nc_plan *plan = NULL;
-    nc_lower_opts lo = {.fuse = true, .patterns_off = lc.patterns_off, .patterns_force = lc.patterns_force & NC_PATTERN_SOFTCAP_CE,
-                        .flash_attention = (lc.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0, .scatter_atomic = scatter};
+    nc_lower_opts lo = nc_device_lower_opts(device ? &dev : NULL, &lc);
     if (!st) st = nc_plan_build(g, &lo, &plan);
     if (!st && !strcmp(special, "lower")) nc_plan_print(g, plan, &b);
     if (!st && !strcmp(special, "memplan")) {

@@ -40,6 +40,14 @@ bool nc_device_scatter_atomic(const nc_device *d) {
   return d->kind == NC_DEV_OPENCL && !(e && !strcmp(e, "0"));
 }
 
+nc_lower_opts nc_device_lower_opts(const nc_device *d, const nc_pass_ctx *ctx) {
+  return (nc_lower_opts){.fuse = true,
+                         .patterns_off = ctx->patterns_off,
+                         .patterns_force = ctx->patterns_force & NC_PATTERN_SOFTCAP_CE,
+                         .flash_attention = (ctx->patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
+                         .scatter_atomic = d && nc_device_scatter_atomic(d)};
+}
+
 struct nc_exec {
   nc_device dev;
   nc_graph *g;        // a copy of the caller's graph
@@ -162,9 +170,7 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     ctx.patterns_force |= nc_device_patterns_force(d);
     const char *passes[] = {"decompose", "dce"};
     if (!st) st = nc_pass_run_pipeline(&e->lowered, passes, 2, &ctx);
-    nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .patterns_force = nc_device_patterns_force(d) & NC_PATTERN_SOFTCAP_CE,
-                        .flash_attention = (ctx.patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
-                        .scatter_atomic = nc_device_scatter_atomic(d)};
+    nc_lower_opts lo = nc_device_lower_opts(d, &ctx);
     if (!st) st = nc_plan_build(e->lowered, &lo, &e->plan);
     if (!st && !(e->mem = nc_plan_mem_new())) st = nc_errorf(NC_E_NOMEM, "out of memory");
     if (!st && d->kind == NC_DEV_CPU) {

@@ -9,6 +9,8 @@
 #define NC_RUNTIME_EXEC_H
 
 #include "ir/graph.h"
+#include "passes/lower.h"
+#include "passes/pass.h"
 #include "runtime/interp.h"
 
 typedef enum { NC_DEV_INTERP, NC_DEV_CPU, NC_DEV_EVAL, NC_DEV_OPENCL } nc_device_kind;
@@ -43,6 +45,10 @@ unsigned nc_device_patterns_force(const nc_device *d);
 // Whether scatter_add lowers to the float-atomic template call for d
 // (nc_lower_opts.scatter_atomic): on OpenCL unless NC_OCL_SCATTER=0.
 bool nc_device_scatter_atomic(const nc_device *d);
+// The lowering options of a compilation for d (NULL: no device, the CPU's
+// defaults) after decompose ran with ctx: ctx's patterns off, its forced
+// SOFTCAP_CE and FLASH_ATTENTION bits, the device's scatter_add form.
+nc_lower_opts nc_device_lower_opts(const nc_device *d, const nc_pass_ctx *ctx);
 
 typedef struct nc_exec nc_exec;
 

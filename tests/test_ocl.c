@@ -406,7 +406,7 @@ static bool plan_stores_tanh(const nc_graph *g0) {
   ctx.patterns_force = nc_device_patterns_force(&d);
   const char *passes[] = {"decompose", "dce"};
   cr_assert_null(nc_pass_run_pipeline(&g, passes, 2, &ctx));
-  nc_lower_opts lo = {.fuse = true, .patterns_off = ctx.patterns_off, .patterns_force = ctx.patterns_force & NC_PATTERN_SOFTCAP_CE};
+  nc_lower_opts lo = nc_device_lower_opts(&d, &ctx);
   nc_plan *p;
   cr_assert_null(nc_plan_build(g, &lo, &p));
   bool tanh = false;
