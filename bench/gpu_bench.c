@@ -201,15 +201,8 @@ static nc_status bench_attn(int64_t B, int64_t T, int64_t H, int64_t D, const ch
   const char *old = getenv("GPU_BENCH_ATTN_OLD");  // 0: skip the decomposition
   int runs = old && !strcmp(old, "0") ? 1 : 2;
   for (int r = 0; r < runs && !st; r++) {
-    nc_graph *h = nc_graph_new_like(g);  // a fresh copy: bench_run lowers its graph in place
-    for (nc_id i = 0; h && i < nc_graph_nnodes(g); i++) {
-      nc_node_desc nd;
-      nc_node_desc_from(g, i, &nd);
-      nc_id id;
-      if (!st) st = nc_graph_add(h, &nd, &id);
-    }
-    for (int k = 0; h && k < nc_graph_noutputs(g) && !st; k++) st = nc_graph_set_output(h, nc_graph_output_name(g, k), nc_graph_output(g, k));
-    if (!h) st = nc_errorf(NC_E_NOMEM, "out of memory");
+    nc_graph *h = NULL;  // a fresh copy: bench_run lowers its graph in place
+    st = nc_graph_copy(g, &h);
     nc_feed f[4] = {{"q", &t[0]}, {"k", &t[1]}, {"v", &t[2]}, {"dout", &t[3]}};
     int tc = 0;
     if (!st) st = bench_run(&h, sel, bf16, r ? NC_PATTERN_ATTENTION | NC_PATTERN_FLASH_ATTENTION : 0, f, 4, reps, &med, out[r], 4, &tc);

@@ -704,3 +704,25 @@ nc_graph *nc_graph_new_like(const nc_graph *g) {
   }
   return h;
 }
+
+nc_status nc_graph_copy(const nc_graph *g, nc_graph **out) {
+  *out = NULL;
+  nc_graph *h = nc_graph_new_like(g);
+  if (!h) return nc_errorf(NC_E_NOMEM, "out of memory copying graph '%s'", g->name);
+  nc_status st = NC_OK;
+  for (nc_id i = 0; i < nc_graph_nnodes(g) && !st; i++) {
+    nc_node_desc d;
+    nc_node_desc_from(g, i, &d);
+    nc_id id;
+    st = nc_graph_add(h, &d, &id);
+    if (!st && id != i) st = nc_errorf(NC_E_INTERNAL, "copying graph '%s': node %%%u became %%%u", g->name, i, id);
+  }
+  for (int k = 0; k < nc_graph_noutputs(g) && !st; k++)
+    st = nc_graph_set_output(h, nc_graph_output_name(g, k), nc_graph_output(g, k));
+  if (st) {
+    nc_graph_free(h);
+    return st;
+  }
+  *out = h;
+  return NC_OK;
+}

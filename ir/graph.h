@@ -195,4 +195,7 @@ nc_type nc_type_of(const nc_graph *g, nc_id id);
 void nc_node_desc_from(const nc_graph *g, nc_id id, nc_node_desc *d);
 // Copies the graph's name, symbols (same indices) into a fresh graph.
 nc_graph *nc_graph_new_like(const nc_graph *g);
+// A full copy of g (symbols, nodes with the same ids, outputs) into *out; passes
+// replace the graph they are given, so callers that keep g lower a copy.
+nc_status nc_graph_copy(const nc_graph *g, nc_graph **out);
 #endif

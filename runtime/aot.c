@@ -23,32 +23,11 @@ struct nc_aot {
 };
 
 // ---- the plan: the same passes as runtime/exec.c ------------------------------------
-static nc_status nc_aot_graph_copy(const nc_graph *g, nc_graph **out) {
-  nc_graph *h = nc_graph_new_like(g);
-  if (!h) return nc_errorf(NC_E_NOMEM, "out of memory copying the graph");
-  nc_status st = NC_OK;
-  for (nc_id i = 0; i < nc_graph_nnodes(g) && !st; i++) {
-    nc_node_desc d;
-    nc_node_desc_from(g, i, &d);
-    nc_id id;
-    st = nc_graph_add(h, &d, &id);
-    if (!st && id != i) st = nc_errorf(NC_E_INTERNAL, "copying the graph: node %%%u became %%%u", i, id);
-  }
-  for (int k = 0; k < nc_graph_noutputs(g) && !st; k++)
-    st = nc_graph_set_output(h, nc_graph_output_name(g, k), nc_graph_output(g, k));
-  if (st) {
-    nc_graph_free(h);
-    return st;
-  }
-  *out = h;
-  return NC_OK;
-}
-
 nc_status nc_aot_plan_build(const nc_graph *g, nc_graph **lowered, nc_plan **plan) {
   *lowered = NULL;
   *plan = NULL;
   nc_graph *h;
-  NC_TRY(nc_aot_graph_copy(g, &h));
+  NC_TRY(nc_graph_copy(g, &h));
   nc_pass_ctx ctx;
   nc_pass_ctx_init(&ctx);
   const char *passes[] = {"decompose", "dce"};

@@ -103,31 +103,6 @@ const char *nc_device_name(const nc_device *d) {
   return "?";
 }
 
-static nc_graph *nc_graph_copy(const nc_graph *g) {
-  nc_graph *h = nc_graph_new_like(g);
-  if (!h) return NULL;
-  for (nc_id i = 0; i < nc_graph_nnodes(g); i++) {
-    nc_node_desc d;
-    nc_node_desc_from(g, i, &d);
-    nc_id id;
-    nc_status st = nc_graph_add(h, &d, &id);
-    if (st || id != i) {
-      nc_status_free(st);
-      nc_graph_free(h);
-      return NULL;
-    }
-  }
-  for (int k = 0; k < nc_graph_noutputs(g); k++) {
-    nc_status st = nc_graph_set_output(h, nc_graph_output_name(g, k), nc_graph_output(g, k));
-    if (st) {
-      nc_status_free(st);
-      nc_graph_free(h);
-      return NULL;
-    }
-  }
-  return h;
-}
-
 void nc_exec_free(nc_exec *e) {
   if (!e) return;
   if (e->sess) nc_session_detach(e->sess, e);  // the session gets its tensors back first
@@ -153,15 +128,16 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
   *out = NULL;
   double t0 = nc_now();
   nc_exec *e = calloc(1, sizeof *e);
-  if (!e || !(e->g = nc_graph_copy(g))) {
+  if (!e) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_status cst = nc_graph_copy(g, &e->g);
+  if (cst) {
     free(e);
-    return nc_errorf(NC_E_NOMEM, "out of memory copying the graph");
+    return cst;
   }
   e->dev = *d;
   nc_status st = NC_OK;
   if (d->kind != NC_DEV_INTERP) {
-    e->lowered = nc_graph_copy(g);
-    if (!e->lowered) st = nc_errorf(NC_E_NOMEM, "out of memory");
+    st = nc_graph_copy(g, &e->lowered);
     nc_pass_ctx ctx;
     nc_pass_ctx_init(&ctx);
     // NC_PATTERNS_OFF (bit values of NC_PATTERN_*); on OpenCL only the patterns its

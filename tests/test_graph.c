@@ -6,6 +6,8 @@
 
 #include "ir/graph.h"
 #include "ir/rules.h"
+#include "ir/text.h"
+#include "support/buf.h"
 
 static nc_graph *g;
 static int B, T;
@@ -92,6 +94,35 @@ Test(graph, hash_consing_dedups_identical_nodes) {
   cr_assert_eq(nc_leaf(g, NC_OP_INPUT, "x", ty(NC_F32, 2, SB, 8LL)), x);
   cr_assert_eq(nc_graph_nnodes(g), 5);
   cr_assert_null(nc_graph_verify(g));
+}
+
+// nc_graph_copy: the same text (symbols, names, attributes, outputs), the same
+// node ids, and a copy that changes without touching the original.
+Test(graph, copy_is_identical_and_independent) {
+  nc_id x = nc_leaf(g, NC_OP_INPUT, "x", ty(NC_F32, 2, SB, ST));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", ty(NC_F32, 2, ST, 4LL));
+  nc_id y = nc_op1(g, NC_OP_TANH, nc_op2(g, NC_OP_MATMUL, x, w));
+  cr_assert_null(nc_graph_set_output(g, "y", y));
+  cr_assert_null(nc_graph_set_output(g, "x_again", x));
+  nc_graph *h;
+  cr_assert_null(nc_graph_copy(g, &h));
+  nc_buf a, b;
+  nc_buf_init(&a);
+  nc_buf_init(&b);
+  cr_assert_null(nc_graph_print_text(g, &a));
+  cr_assert_null(nc_graph_print_text(h, &b));
+  cr_assert_str_eq(b.data, a.data);
+  cr_assert(strstr(a.data, "\"w\""), "the dump names the param: %s", a.data);
+  cr_assert_eq(nc_graph_output(h, 0), y);
+  cr_assert_str_eq(nc_graph_output_name(h, 1), "x_again");
+  int n = nc_graph_nnodes(g);
+  cr_assert_neq(nc_op1(h, NC_OP_EXP, y), NC_NONE);
+  cr_assert_eq(nc_graph_nnodes(h), n + 1);
+  cr_assert_eq(nc_graph_nnodes(g), n, "the original is untouched");
+  cr_assert_null(nc_graph_verify(h));
+  nc_buf_free(&a);
+  nc_buf_free(&b);
+  nc_graph_free(h);
 }
 
 Test(graph, leaf_redeclared_with_other_type_is_an_error) {

@@ -99,14 +99,8 @@ static void check_graph_on(nc_graph *g, nc_session *s, bool fuse, double tol, in
   cr_assert_null(st, "interp: %s", nc_status_msg(st));
   nc_graph *h = g;
   // decompose works on a copy: the pass replaces the graph it gets
-  nc_graph *copy = nc_graph_new_like(g);
-  for (nc_id i = 0; i < nc_graph_nnodes(g); i++) {
-    nc_node_desc d;
-    nc_node_desc_from(g, i, &d);
-    nc_id id;
-    cr_assert_null(nc_graph_add(copy, &d, &id));
-  }
-  for (int k = 0; k < nout; k++) cr_assert_null(nc_graph_set_output(copy, nc_graph_output_name(g, k), nc_graph_output(g, k)));
+  nc_graph *copy;
+  cr_assert_null(nc_graph_copy(g, &copy));
   h = copy;
   nc_pass_ctx ctx;
   nc_pass_ctx_init(&ctx);

@@ -131,14 +131,8 @@ static nc_exec *at_exec(const nc_graph *g) {
 static nc_plan *at_plan(const nc_graph *g0, nc_graph **lowered) {
   nc_device d;
   cr_assert_null(nc_device_parse("opencl", &d));
-  nc_graph *g = nc_graph_new_like(g0);
-  for (nc_id i = 0; i < nc_graph_nnodes(g0); i++) {
-    nc_node_desc nd;
-    nc_node_desc_from(g0, i, &nd);
-    nc_id id;
-    cr_assert_null(nc_graph_add(g, &nd, &id));
-  }
-  for (int k = 0; k < nc_graph_noutputs(g0); k++) cr_assert_null(nc_graph_set_output(g, nc_graph_output_name(g0, k), nc_graph_output(g0, k)));
+  nc_graph *g;
+  cr_assert_null(nc_graph_copy(g0, &g));
   nc_pass_ctx ctx;
   nc_pass_ctx_init(&ctx);
   ctx.verify = true;
