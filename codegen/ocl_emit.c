@@ -296,30 +296,9 @@ static void nc_oe_tc_load(nc_buf *o, bool emu, bool zf, int BK, int CA, int CB, 
                   "      for (int r = 0; r < %d; r++) {\n"
                   "        const int e = tid + r * %d, row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n",
                   ab ? CB : CA, NTH, CPR, CPR, STG, ab ? BM * CPR : 0, CPR);
-    nc_ocl_gemm_copy(o, emu, zf, ab, BK);
+    nc_ocl_gemm_copy(o, emu, zf, ab, BK, false);
     nc_buf_puts(o, "      }\n");
   }
-}
-
-void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK) {
-  if (!zf) {  // every row and piece exists (packed and padded, or in place with whole tiles)
-    nc_buf_printf(o,
-                  "        __global const uint4 *src = (__global const uint4 *)(%s + row * %s + (kt0 + lkt) * %d + c * 8);\n"
-                  "        %s\n",
-                  ab ? "B" : "A", ab ? "ldb" : "lda", BK,
-                  emu ? "sm[d] = *src;"
-                      : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");");
-    return;
-  }
-  nc_buf_printf(o,
-                "        const long gk = (kt0 + lkt) * %d + c * 8;\n"
-                "        const bool ok = %s + row < %s && gk < Kv;\n"
-                "        __global const uint4 *src = (__global const uint4 *)(ok ? %s + row * %s + gk : %s);\n"
-                "        %s\n",
-                BK, ab ? "n0" : "m0", ab ? "N" : "M", ab ? "B" : "A", ab ? "ldb" : "lda", ab ? "B" : "A",
-                emu ? "sm[d] = ok ? *src : (uint4)(0u);"
-                    : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src), "
-                      "\"r\"(ok ? 16 : 0) : \"memory\");");
 }
 
 // The pipelined bf16 GEMM (kn->tc_stages > 0; see ocl_emit.h): both operands

@@ -143,11 +143,12 @@ char *nc_ocl_ptx_unhide(const char *ptx, size_t len, bool *changed);
 #define NC_OCL_GEMM_BF16 4
 // Kernel names by variant (ta * 2 + tb, + NC_OCL_GEMM_BF16): nc_gemm_nn ... nc_gemm_tt, nc_gemm_nn_h ... nc_gemm_tt_h.
 const char *nc_ocl_gemm_name(int variant);
-// The pipelined and wgmma kernels' copy of one 16-byte piece (row `row`, piece c of k-tile lkt) of A (ab 0)
-// or B (ab 1) into ring piece d, for a k-step of BK: zero-filled for a row at or past M (N) or a piece at or
-// past Kv (cp.async's src-size operand 0; plain copies when emulated). Shared by codegen/ocl_gemm.c.
-// zf false: no bounds (every row and piece exists: packed and padded, or in place over whole tiles).
-void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK);
+// The pipelined and wgmma kernels' copy of one 16-byte piece of A (ab 0) or B (ab 1) into ring piece d
+// for a k-step of BK (codegen/ocl_gemm.c): K-major (row `row`, piece c of k-tile lkt) or MN-major (mn:
+// k row kr, piece c along m / n); zero-filled for a row (piece) at or past M (N) or k at or past Kv
+// (cp.async's src-size operand 0; plain copies when emulated). zf false: no bounds (every row and piece
+// exists: packed and padded, or in place over whole tiles).
+void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK, bool mn);
 // Variants of the pipelined / wgmma GEMM kernel (flags): ZFILL zero-fills rows past M (N) and pieces past
 // Kv (an operand read in place over partial tiles); CBF16 stores a bf16 (ushort) C, rounded once; the
 // wgmma kernel only: AMN / BMN read A / B MN-major in place (A (K, M): element (m, k) at A[k*lda + m]; B

@@ -41,26 +41,31 @@ bool nc_ocl_gemm_variant_ok(const nc_ocl_knobs *k, int flags) {
   return !(flags & NC_OCL_GEMMP_BMN) || k->tc_bn % 64 == 0;
 }
 
-// One 16-byte piece of an MN-major operand (A (K, M) or B (K, N), rows of lda / ldb over k): piece c
-// of k row kr of k-tile lkt, i.e. elements m0 + 8c .. m0 + 8c + 7 (n0 + ...) at k = (kt0 + lkt) * BK + kr,
-// into ring piece d; zero-filled (zf) for pieces at or past M (N) or k at or past Kv.
-static void nc_og_copy_mn(nc_buf *o, bool emu, bool zf, int ab, int BK) {
+// One 16-byte piece of operand ab (0 A, 1 B) into ring piece d (cp.async, or a plain copy when
+// emulated); zero-filled (zf) for pieces at or past M (N) or k at or past Kv. K-major (rows of lda /
+// ldb over m / n): piece c of row `row`, k = (kt0 + lkt) * BK + 8c ... + 7. MN-major (mn; A (K, M) or
+// B (K, N), rows over k): piece c of k row kr, elements m0 (n0) + 8c ... + 7 at k = (kt0 + lkt) * BK + kr.
+void nc_ocl_gemm_copy(nc_buf *o, bool emu, bool zf, int ab, int BK, bool mn) {
   const char *X = ab ? "B" : "A", *ld = ab ? "ldb" : "lda";
-  if (!zf) {
+  if (!zf) {  // every row and piece exists (packed and padded, or in place with whole tiles)
+    char at[96];
+    if (mn) snprintf(at, sizeof at, "((kt0 + lkt) * %d + kr) * %s + c * 8", BK, ld);
+    else snprintf(at, sizeof at, "row * %s + (kt0 + lkt) * %d + c * 8", ld, BK);
     nc_buf_printf(o,
-                  "        __global const uint4 *src = (__global const uint4 *)(%s + ((kt0 + lkt) * %d + kr) * %s + c * 8);\n"
+                  "        __global const uint4 *src = (__global const uint4 *)(%s + %s);\n"
                   "        %s\n",
-                  X, BK, ld,
+                  X, at,
                   emu ? "sm[d] = *src;"
                       : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src) : \"memory\");");
     return;
   }
+  const char *lim = ab ? "N" : "M", *base = ab ? "n0" : "m0";
   nc_buf_printf(o,
-                "        const long gk = (kt0 + lkt) * %d + kr;\n"
-                "        const bool ok = %s + c * 8 < %s && gk < Kv;\n"
-                "        __global const uint4 *src = (__global const uint4 *)(ok ? %s + gk * %s + c * 8 : %s);\n"
+                "        const long gk = (kt0 + lkt) * %d + %s;\n"
+                "        const bool ok = %s + %s < %s && gk < Kv;\n"
+                "        __global const uint4 *src = (__global const uint4 *)(ok ? %s + %s * %s + %s : %s);\n"
                 "        %s\n",
-                BK, ab ? "n0" : "m0", ab ? "N" : "M", X, ld, X,
+                BK, mn ? "kr" : "c * 8", base, mn ? "c * 8" : "row", lim, X, mn ? "gk" : "row", ld, mn ? "c * 8" : "gk", X,
                 emu ? "sm[d] = ok ? *src : (uint4)(0u);"
                     : "asm volatile(\"cp.async.cg.shared.global [%0], [%1], 16, %2;\" :: \"r\"(sbase + (uint)d * 16u), \"l\"((ulong)src), "
                       "\"r\"(ok ? 16 : 0) : \"memory\");");
@@ -87,11 +92,11 @@ static void nc_og_load_both(nc_buf *o, bool emu, bool zf, int mn, int BM, int BN
     if (t) {
       nc_buf_printf(o, "        const int kr = e / %d, c = e %% %d, d = lslot * %d + %d + (c >> 3) * %d + kr * 8 + ((c & 7) ^ (kr & 7));\n", R / 8, R / 8,
                     STG, ab ? BM * CPR : 0, BK * 8);
-      nc_og_copy_mn(o, emu, zf, ab, BK);
+      nc_ocl_gemm_copy(o, emu, zf, ab, BK, true);
     } else {
       nc_buf_printf(o, "        const int row = e / %d, c = e %% %d, d = lslot * %d + %d + row * %d + NC_SWZ(row, c);\n", CPR, CPR, STG,
                     ab ? BM * CPR : 0, CPR);
-      nc_ocl_gemm_copy(o, emu, zf, ab, BK);
+      nc_ocl_gemm_copy(o, emu, zf, ab, BK, false);
     }
     nc_buf_puts(o, "      }\n");
   }
