@@ -11,13 +11,13 @@ set -eu
 B=${1:-build-ocl-gpu}
 P=$B/pack
 [ -f $B/CMakeCache.txt ] || cmake -S . -B $B -DNC_WITH_LLVM=OFF -DNC_BUILD_TESTS=ON > /dev/null
-cmake --build $B -j2 --target nanochat test_ocl test_ocl_bf16 test_ocl_resident test_ocl_attn test_bf16_train
+cmake --build $B -j2 --target nanochat test_ocl test_ocl_bf16 test_ocl_resident test_ocl_attn test_bf16_train test_tune_flash
 mkdir -p $P/lib $P/fallback
 gcc -std=c11 -O2 -Wall -D_GNU_SOURCE -I. bench/gpu_bench.c -o $P/gpu_bench $B/runtime/libnc_runtime.a $B/codegen/libnc_codegen.a \
   $B/passes/libnc_passes.a $B/ir/libnc_ir.a $B/support/libnc_support.a -lOpenCL -lxml2 -ljansson -lm -lpthread
 gcc -std=c11 -O2 -Wall -D_GNU_SOURCE -I. bench/wgmma_probe.c -o $P/wgmma_probe $B/codegen/libnc_codegen.a $B/ir/libnc_ir.a $B/support/libnc_support.a \
   -lOpenCL -lm
-cp $B/cli/nanochat $B/tests/test_ocl $B/tests/test_ocl_bf16 $B/tests/test_ocl_resident $B/tests/test_ocl_attn $B/tests/test_bf16_train $P/
+cp $B/cli/nanochat $B/tests/test_ocl $B/tests/test_ocl_bf16 $B/tests/test_ocl_resident $B/tests/test_ocl_attn $B/tests/test_bf16_train $B/tests/test_tune_flash $P/
 L=/lib/x86_64-linux-gnu
 for f in libcriterion.so.3 libgit2.so.1.5 libhttp_parser.so.2.9 libjansson.so.4 libmbedcrypto.so.7 libmbedtls.so.14 libmbedx509.so.1 \
   libmicrohttpd.so.12 libnanomsg.so.5 libssh2.so.1 libyaml-0.so.2; do

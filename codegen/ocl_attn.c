@@ -214,13 +214,14 @@ static const char nc_fa_common[] =
     "#define FA_COMMIT()\n"
     "#define FA_WAIT0()\n"
     "#endif\n"
-    "// the dK/dV kernel's query step: Q and dO rows [i0, i0 + FA_QN) of query head hq, their lse and Di\n"
+    "// the dK/dV kernel's query step: Q and dO rows [i0, i0 + qn) of query head hq, their lse and Di (qn: FA_QN of the\n"
+    "// calling kernel set; a program may hold several, codegen/ocl_attn.h nc_ocl_emit_attn_set)\n"
     "inline void fa_qstep(__local fa_t *Qd, __local fa_t *dOd, __local float *Ld, __local float *Dd, __global const FA_G *Q,\n"
     "                     __global const FA_G *dO, __global const float *st, long b, long hq, long i0, long Tq, long Hq, long D,\n"
-    "                     long Dv, long NR, int dp, int dvp, int tid, int nt) {\n"
-    "  fa_issue(Qd, dp + FA_PAD, Q, b, i0, FA_QN, Tq, Hq, hq, D, dp, tid, nt);\n"
-    "  fa_issue(dOd, dvp + FA_PAD, dO, b, i0, FA_QN, Tq, Hq, hq, Dv, dvp, tid, nt);\n"
-    "  for (int r = tid; r < FA_QN; r += nt) {\n"
+    "                     long Dv, long NR, int dp, int dvp, int qn, int tid, int nt) {\n"
+    "  fa_issue(Qd, dp + FA_PAD, Q, b, i0, qn, Tq, Hq, hq, D, dp, tid, nt);\n"
+    "  fa_issue(dOd, dvp + FA_PAD, dO, b, i0, qn, Tq, Hq, hq, Dv, dvp, tid, nt);\n"
+    "  for (int r = tid; r < qn; r += nt) {\n"
     "    const long i = i0 + r, q = (b * Hq + hq) * Tq + i;\n"
     "    Ld[r] = i < Tq ? st[q] : 0.0f;\n"
     "    Dd[r] = i < Tq ? st[NR + q] : 0.0f;\n"
@@ -504,7 +505,7 @@ static const char nc_fa_kernels[] =
     "  // steps over (query head hk*G + it / nq, query block ilo + (it % nq) * FA_QN), through FA_ST stages\n"
     "  const int nq = ihi > ilo ? (int)((ihi - ilo + FA_QN - 1) / FA_QN) : 0, nst = nq * (int)G;\n"
     "#if FA_ST == 2\n"
-    "  if (nst > 0) fa_qstep(Qs, dOs, Ls, Ds, Q, dO, st, b, hk * G, ilo, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, tid, NT);\n"
+    "  if (nst > 0) fa_qstep(Qs, dOs, Ls, Ds, Q, dO, st, b, hk * G, ilo, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, FA_QN, tid, NT);\n"
     "  FA_COMMIT();\n"
     "#endif\n"
     "    for (int it = 0; it < nst; it++) {\n"
@@ -518,12 +519,12 @@ static const char nc_fa_kernels[] =
     "      if (it + 1 < nst) {\n"
     "        const int ns = (it + 1) % 2;\n"
     "        fa_qstep(Qs + ns * (FA_QN * LQ), dOs + ns * (FA_QN * LV), Ls + ns * FA_QN, Ds + ns * FA_QN, Q, dO, st, b,\n"
-    "                 hk * G + (it + 1) / nq, ilo + (long)((it + 1) % nq) * FA_QN, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, tid, NT);\n"
+    "                 hk * G + (it + 1) / nq, ilo + (long)((it + 1) % nq) * FA_QN, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, FA_QN, tid, NT);\n"
     "      }\n"
     "      FA_COMMIT();\n"
     "#else\n"
     "      barrier(CLK_LOCAL_MEM_FENCE);\n"
-    "      fa_qstep(Qc, dOc, Lc, Dc, Q, dO, st, b, hk * G + it / nq, i0, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, tid, NT);\n"
+    "      fa_qstep(Qc, dOc, Lc, Dc, Q, dO, st, b, hk * G + it / nq, i0, Tq, Hq, D, Dv, NR, FA_DP, FA_DVP, FA_QN, tid, NT);\n"
     "      FA_COMMIT();\n"
     "      FA_WAIT0();\n"
     "      barrier(CLK_LOCAL_MEM_FENCE);\n"
@@ -588,8 +589,9 @@ void nc_ocl_emit_attn_common(int tc, const nc_ocl_attn_blocks *bl, nc_buf *out) 
   nc_buf_puts(out, nc_fa_common);
 }
 
-void nc_ocl_emit_attn(int tc, int dp, int dvp, nc_buf *out) {
-  nc_buf_printf(out, "#define FA_DP %d\n#define FA_DVP %d\n#define FA_N(x) x##_%d_%d\n", dp, dvp, dp, dvp);
+// The three kernels of (dp, dvp) with FA_N(x) = x_<dp>_<dvp><suffix>.
+static void nc_ocl_emit_attn_kernels(int tc, int dp, int dvp, const char *suffix, nc_buf *out) {
+  nc_buf_printf(out, "#define FA_DP %d\n#define FA_DVP %d\n#define FA_N(x) x##_%d_%d%s\n", dp, dvp, dp, dvp, suffix);
   // "FA_UNROLL for" lines: with mma.sync the loop gets its own "#pragma unroll" line (the
   // fragments stay in registers); the scalar modes keep loops (PoCL compiles them much faster)
   for (const char *l = nc_fa_kernels; *l;) {
@@ -605,4 +607,67 @@ void nc_ocl_emit_attn(int tc, int dp, int dvp, nc_buf *out) {
     l += n;
   }
   nc_buf_puts(out, "#undef FA_DP\n#undef FA_DVP\n#undef FA_N\n\n");
+}
+
+void nc_ocl_emit_attn(int tc, int dp, int dvp, nc_buf *out) { nc_ocl_emit_attn_kernels(tc, dp, dvp, "", out); }
+
+static void nc_ocl_attn_define(const nc_ocl_attn_blocks *bl, nc_buf *out) {
+  nc_buf_puts(out, "#undef FA_BM\n#undef FA_BMQ\n#undef FA_BN\n#undef FA_KM\n#undef FA_QN\n#undef FA_ST\n");
+  nc_buf_printf(out, "#define FA_BM %d\n#define FA_BMQ %d\n#define FA_BN %d\n#define FA_KM %d\n#define FA_QN %d\n#define FA_ST %d\n", bl->bm,
+                bl->bmq, bl->bn, bl->km, bl->qn, bl->st);
+}
+
+void nc_ocl_emit_attn_set(int tc, int dp, int dvp, const nc_ocl_attn_blocks *bl, const nc_ocl_attn_blocks *def, int set, nc_buf *out) {
+  char suffix[16];
+  snprintf(suffix, sizeof suffix, "_t%d", set);
+  nc_ocl_attn_define(bl, out);
+  nc_ocl_emit_attn_kernels(tc, dp, dvp, suffix, out);
+  nc_ocl_attn_define(def, out);  // the program's own blocks again
+}
+
+void nc_ocl_attn_name_set(const char *what, int dp, int dvp, int set, char *buf, int n) {
+  if (set < 0) nc_ocl_attn_name(what, dp, dvp, buf, n);
+  else snprintf(buf, (size_t)n, "nc_fa_%s_%d_%d_t%d", what, dp, dvp, set);
+}
+
+// Bytes of static local memory of each kernel (forward, dQ, dK/dV) for blocks bl at padded head dims.
+void nc_ocl_attn_local_bytes(int tc, int dp, int dvp, const nc_ocl_attn_blocks *bl, long out[3]) {
+  const long es = tc ? 2 : 4, pad = tc ? 8 : 4, lq = dp + pad, lv = dvp + pad, st = bl->st;
+  out[0] = es * (bl->bm * lq + st * bl->bn * (lq + lv) + bl->bm * (bl->bn + pad)) + 4L * 2 * bl->bm;
+  out[1] = es * (bl->bmq * (lq + lv) + st * bl->bn * (lq + lv) + bl->bmq * (bl->bn + pad)) + 4L * 2 * bl->bmq;
+  out[2] = es * (bl->km * (lq + lv) + st * bl->qn * (lq + lv) + 2L * bl->km * (bl->qn + pad)) + 4L * 2 * st * bl->qn;
+}
+
+nc_status nc_ocl_attn_blocks_check(int tc, int dp, int dvp, const nc_ocl_attn_blocks *bl) {
+  const int v[5] = {bl->bm, bl->bmq, bl->bn, bl->km, bl->qn};
+  const char *name[5] = {"bm", "bmq", "bn", "km", "qn"};
+  for (int i = 0; i < 5; i++) {
+    int hi = i == 2 || i == 4 ? 64 : 128;
+    if (v[i] < 16 || v[i] > hi || v[i] % 16)
+      return nc_errorf(NC_E_INVALID, "flash attention block %s=%d: must be a multiple of 16 in 16..%d", name[i], v[i], hi);
+  }
+  if (bl->st < 1 || bl->st > 2) return nc_errorf(NC_E_INVALID, "flash attention stages st=%d: must be 1 or 2", bl->st);
+  if (tc < 0 || tc > 2) return nc_errorf(NC_E_INVALID, "flash attention mode %d: must be 0 (fp32), 1 (mma.sync) or 2 (emulated)", tc);
+  if (tc == 0 && (bl->bn > 32 || bl->qn > 32))
+    return nc_errorf(NC_E_INVALID, "flash attention blocks bn=%d qn=%d: the fp32 tiles take bn, qn <= 32", bl->bn, bl->qn);
+  if (dp <= 0 && dvp <= 0) return NC_OK;  // no head dims given: the blocks alone
+  if (dp < 16 || dp > NC_OCL_ATTN_MAX_D || dp % 16 || dvp < 16 || dvp > NC_OCL_ATTN_MAX_D || dvp % 16)
+    return nc_errorf(NC_E_INVALID, "flash attention head dims %d/%d: must be padded to multiples of 16 in 16..%d", dp, dvp, NC_OCL_ATTN_MAX_D);
+  long lb[3];
+  nc_ocl_attn_local_bytes(tc, dp, dvp, bl, lb);
+  const long lim = tc ? NC_OCL_ATTN_LOCAL_TC : NC_OCL_ATTN_LOCAL_F32;
+  const char *kn[3] = {"forward", "dQ", "dK/dV"};
+  for (int i = 0; i < 3; i++)
+    if (lb[i] > lim)
+      return nc_errorf(NC_E_INVALID, "flash attention blocks %d,%d,%d,%d,%d,%d at head dims %d/%d: the %s kernel needs %ld bytes of local memory (limit %ld)",
+                       bl->bm, bl->bmq, bl->bn, bl->km, bl->qn, bl->st, dp, dvp, kn[i], lb[i], lim);
+  // fp32 accumulators per work-item (the registers that grow with the blocks): O and S (forward), dQ, S and dP (dQ),
+  // dK, dV, P and dP (dK/dV)
+  const int acc[3] = {dvp / 2 + bl->bn / 2, dp / 2 + bl->bn, dp / 2 + dvp / 2 + bl->qn};
+  const char *by[3] = {"bn", "bn", "qn"};
+  for (int i = 0; i < 3; i++)
+    if (acc[i] > NC_OCL_ATTN_MAX_ACC)
+      return nc_errorf(NC_E_INVALID, "flash attention block %s=%d at head dims %d/%d: the %s kernel would hold %d fp32 accumulators per work-item (limit %d)",
+                       by[i], i == 2 ? bl->qn : bl->bn, dp, dvp, kn[i], acc[i], NC_OCL_ATTN_MAX_ACC);
+  return NC_OK;
 }

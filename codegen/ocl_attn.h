@@ -59,6 +59,20 @@ void nc_ocl_attn_blocks_of(int tc, nc_ocl_attn_blocks *out);
 // value that is off.
 nc_status nc_ocl_attn_blocks_parse(const char *spec, int tc, nc_ocl_attn_blocks *out);
 
+// The template's own limits on blocks (the tuner's knob space ocl.flash, codegen/tune.h): the ranges
+// above, fp32 BN/QN <= 32, and at padded head dims (dp, dvp > 0) each kernel's static local memory
+// (NC_OCL_ATTN_LOCAL_TC for the bf16 modes: Hopper's 227 KiB per work-group, which NVIDIA's OpenCL
+// takes for static arrays; NC_OCL_ATTN_LOCAL_F32, 48 KiB, for fp32) and its fp32 accumulators per
+// work-item (NC_OCL_ATTN_MAX_ACC, a guard against register spills: the default dK/dV at 128 holds 160
+// and takes 240 of the 255 registers mma.sync code may use).
+#define NC_OCL_ATTN_MAX_D 128
+#define NC_OCL_ATTN_LOCAL_TC 232448L
+#define NC_OCL_ATTN_LOCAL_F32 49152L
+#define NC_OCL_ATTN_MAX_ACC 160
+nc_status nc_ocl_attn_blocks_check(int tc, int dp, int dvp, const nc_ocl_attn_blocks *bl);
+// Static local memory in bytes of the forward, dQ and dK/dV kernels.
+void nc_ocl_attn_local_bytes(int tc, int dp, int dvp, const nc_ocl_attn_blocks *bl, long out[3]);
+
 // Head dim padded as the kernels expect it.
 int nc_ocl_attn_pad(long d);
 
@@ -68,5 +82,12 @@ void nc_ocl_emit_attn_common(int tc, const nc_ocl_attn_blocks *bl, nc_buf *out);
 void nc_ocl_emit_attn(int tc, int dp, int dvp, nc_buf *out);
 // "nc_fa_<what>_<dp>_<dvp>" into buf (what: fwd, dq, dkdv).
 void nc_ocl_attn_name(const char *what, int dp, int dvp, char *buf, int n);
+// Another block set's three kernels for (dp, dvp) next to the program's own (per-shape tuned
+// blocks, runtime/ocl_tune.h), named "nc_fa_<what>_<dp>_<dvp>_t<set>": the block macros are
+// redefined to bl around them and set back to def (the program's blocks, which the helpers and
+// the default kernels use) after them. Emitted after nc_ocl_emit_attn_common.
+void nc_ocl_emit_attn_set(int tc, int dp, int dvp, const nc_ocl_attn_blocks *bl, const nc_ocl_attn_blocks *def, int set, nc_buf *out);
+// nc_ocl_attn_name with "_t<set>" (set < 0: the default kernels' name).
+void nc_ocl_attn_name_set(const char *what, int dp, int dvp, int set, char *buf, int n);
 
 #endif

@@ -1374,6 +1374,11 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
     for (int q = n - 1; q >= 0; q--) {
       const nc_kstmt *t = &k->s[chain[q]];
       nc_oe_x(&e, t->begin);
+      if (q == 0) {  // the outermost loop: what is left of the id (it is below nc_total), no division
+        nc_oe_indent(&e);
+        nc_buf_printf(out, "i%d = ", t->var), nc_oe_ref(&e, t->begin), nc_buf_puts(out, " + nc_gid;\n");
+        continue;
+      }
       nc_oe_x(&e, t->end);
       nc_oe_indent(&e);
       nc_buf_printf(out, "{ long ext = "), nc_oe_ref(&e, t->end), nc_buf_puts(out, " - "), nc_oe_ref(&e, t->begin);

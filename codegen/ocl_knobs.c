@@ -63,6 +63,75 @@ void nc_ocl_tcp_emulated_default(bool gpu, nc_ocl_knobs *k) {
 
 const nc_knob_space nc_ocl_tcp_knob_space = {"ocl.gemm_bf16p", 7, nc_ocl_tcp_knobs, sizeof(nc_ocl_knobs), nc_ocl_tcp_check};
 
+// Flash attention (codegen/ocl_attn.h): rows of queries per forward / dQ work-group (bm, bmq; one warp
+// per 16), keys per step (bn), keys per dK/dV work-group (km), queries per dK/dV step (qn), stages of
+// the streamed tiles (st). The check is the template's: nc_ocl_attn_blocks_check at the signature's
+// mode and padded head dims (local memory, accumulators).
+#define NC_FK_FIELD(f) offsetof(nc_ocl_flash_knobs, bl.f)
+static const nc_knob nc_ocl_flash_knobs_tab[] = {
+    {"bm", NC_FK_FIELD(bm), 16, 128, 3, {32, 64, 128}, "query rows per forward work-group (multiple of 16)"},
+    {"bmq", NC_FK_FIELD(bmq), 16, 128, 3, {32, 64, 128}, "query rows per dQ work-group (multiple of 16)"},
+    {"bn", NC_FK_FIELD(bn), 16, 64, 3, {16, 32, 64}, "keys per step of the forward and dQ (multiple of 16; fp32 <= 32)"},
+    {"km", NC_FK_FIELD(km), 16, 128, 3, {32, 64, 128}, "key rows per dK/dV work-group (multiple of 16)"},
+    {"qn", NC_FK_FIELD(qn), 16, 64, 3, {16, 32, 64}, "queries per dK/dV step (multiple of 16; fp32 <= 32)"},
+    {"st", NC_FK_FIELD(st), 1, 2, 2, {1, 2}, "stages of the streamed tiles (2: the next block copied during this one)"},
+};
+
+static nc_status nc_ocl_flash_check(const void *p) {
+  const nc_ocl_flash_knobs *k = p;
+  return nc_ocl_attn_blocks_check(k->tc, k->dp, k->dvp, &k->bl);
+}
+
+const nc_knob_space nc_ocl_flash_knob_space = {"ocl.flash", 6, nc_ocl_flash_knobs_tab, sizeof(nc_ocl_flash_knobs), nc_ocl_flash_check};
+
+void nc_ocl_flash_knobs_default(int tc, int dp, int dvp, nc_ocl_flash_knobs *k) {
+  memset(k, 0, sizeof *k);
+  nc_ocl_attn_blocks_of(tc, &k->bl);
+  k->tc = tc, k->dp = dp, k->dvp = dvp;
+}
+
+void nc_ocl_flash_signature(int tc, int dp, int dvp, char *buf, size_t n) { snprintf(buf, n, "ocl.flash mode=%d dp=%d dvp=%d", tc, dp, dvp); }
+
+void nc_ocl_flash_shape_str(const nc_ocl_flash_shape *s, char *buf, size_t n) {
+  snprintf(buf, n, "batch=%lld tq=%lld tk=%lld hq=%lld hkv=%lld causal=%d window=%lld", (long long)s->batch, (long long)s->tq,
+           (long long)s->tk, (long long)s->hq, (long long)s->hkv, s->causal, (long long)s->window);
+}
+
+bool nc_ocl_flash_shape_parse(const char *str, nc_ocl_flash_shape *out) {
+  long long b, tq, tk, hq, hkv, w;
+  int c, used = -1;
+  if (sscanf(str, "batch=%lld tq=%lld tk=%lld hq=%lld hkv=%lld causal=%d window=%lld%n", &b, &tq, &tk, &hq, &hkv, &c, &w, &used) != 7 ||
+      used < 0 || str[used] || b < 1 || tq < 1 || tk < 1 || hq < 1 || hkv < 1 || hq % hkv || (c != 0 && c != 1) || w < -1)
+    return false;
+  *out = (nc_ocl_flash_shape){.batch = b, .tq = tq, .tk = tk, .hq = hq, .hkv = hkv, .window = w, .causal = c};
+  return true;
+}
+
+// The loop kernels' work-groups: loop_wg (elementwise loop kernels, per launch) and row_wg (work-items
+// per row of a row kernel; reductions round it down to a power of two).
+static const nc_knob nc_ocl_loop_knobs[] = {
+    {"loop_wg", NC_OK_FIELD(loop_wg), 32, 1024, 6, {32, 64, 128, 256, 512, 1024}, "work-group of elementwise loop kernels"},
+    {"row_wg", NC_OK_FIELD(row_wg), 2, 1024, 6, {32, 64, 128, 256, 512, 1024}, "work-items per row of row kernels (power of two)"},
+};
+
+static nc_status nc_ocl_loop_check(const void *p) {
+  const nc_ocl_knobs *k = p;
+  if (k->row_wg & (k->row_wg - 1)) return nc_errorf(NC_E_INVALID, "OpenCL knob row_wg=%d: the tuned row work-group must be a power of two", k->row_wg);
+  return nc_ocl_knobs_check(k);
+}
+
+const nc_knob_space nc_ocl_loop_knob_space = {"ocl.loop", 2, nc_ocl_loop_knobs, sizeof(nc_ocl_knobs), nc_ocl_loop_check};
+
+void nc_ocl_loop_signature(nc_ocl_loop_class cls, char *buf, size_t n) {
+  snprintf(buf, n, "ocl.loop class=%s", cls == NC_OCL_LOOP_ROW ? "row" : "loop");
+}
+
+int nc_ocl_loop_bucket(int64_t items) {
+  int k = 0;
+  while (k < 62 && items >= (int64_t)2 << k) k++;
+  return k;
+}
+
 void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t batch, size_t gws[3], size_t lws[3]) {
   size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);
   size_t gx = (size_t)((n + kn->gemm_tn - 1) / kn->gemm_tn) * lx;

@@ -5,6 +5,8 @@
 //   nc_ocl_gemm_knob_space  the OpenCL fp32 tiled GEMM (codegen/ocl_emit.h), codegen/ocl_knobs.c
 //   nc_ocl_tc_knob_space    the OpenCL bf16 tensor-core GEMM, register-staged (tc_stages 0), codegen/ocl_knobs.c
 //   nc_ocl_tcp_knob_space   the OpenCL bf16 tensor-core GEMM, pipelined (tc_stages > 0: mma.sync or wgmma), codegen/ocl_knobs.c
+//   nc_ocl_flash_knob_space the OpenCL flash-attention blocks (codegen/ocl_attn.h), codegen/ocl_knobs.c
+//   nc_ocl_loop_knob_space  the OpenCL loop kernels' work-group sizes (loop_wg, row_wg), codegen/ocl_knobs.c
 // A knob is an int field of the template's knob struct with a valid range
 // (every database entry is checked against it) and the values the tuner
 // searches; the template's own check adds the constraints between knobs.
@@ -15,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "codegen/ocl_attn.h"
 #include "codegen/ocl_emit.h"
 #include "support/status.h"
 
@@ -42,6 +45,37 @@ extern const nc_knob_space nc_gemm_knob_space;
 extern const nc_knob_space nc_ocl_gemm_knob_space;
 extern const nc_knob_space nc_ocl_tc_knob_space;
 extern const nc_knob_space nc_ocl_tcp_knob_space;
+extern const nc_knob_space nc_ocl_flash_knob_space;
+extern const nc_knob_space nc_ocl_loop_knob_space;
+
+// The flash-attention template's knobs (space ocl.flash): the blocks of its three kernels, and the
+// context its check needs (not knobs: the kernel signature says them): the tile mode (0 fp32, 1
+// mma.sync, 2 emulated) and the padded head dims.
+typedef struct {
+  nc_ocl_attn_blocks bl;
+  int tc, dp, dvp;
+} nc_ocl_flash_knobs;
+// The mode's default blocks (nc_ocl_attn_blocks_of) with that context.
+void nc_ocl_flash_knobs_default(int tc, int dp, int dvp, nc_ocl_flash_knobs *k);
+// "ocl.flash mode=<tc> dp=<dp> dvp=<dvp>" (the database's kernel signature).
+void nc_ocl_flash_signature(int tc, int dp, int dvp, char *buf, size_t n);
+// "batch=B tq=Tq tk=Tk hq=Hq hkv=Hkv causal=C window=W" (the database's shape) and back (false: malformed).
+typedef struct {
+  int64_t batch, tq, tk, hq, hkv, window;
+  int causal;
+} nc_ocl_flash_shape;
+void nc_ocl_flash_shape_str(const nc_ocl_flash_shape *s, char *buf, size_t n);
+bool nc_ocl_flash_shape_parse(const char *str, nc_ocl_flash_shape *out);
+
+// The loop kernels' work-group sizes (space ocl.loop), keyed by kernel class and a size bucket, not
+// per kernel (a training step has hundreds of loop kernels): "ocl.loop class=loop" (one work-item
+// per element: loop_wg, chosen per launch, the source does not change) by the bucket of its
+// work-items, "items=2^k" for 2^k <= items < 2^(k+1) (k <= 40); "ocl.loop class=row" (row kernels:
+// row_wg work-items per row, in the kernel's source) by the bucket of its row length. An entry
+// stores both knobs; a class reads its own.
+typedef enum { NC_OCL_LOOP_ELEMENTWISE, NC_OCL_LOOP_ROW } nc_ocl_loop_class;
+void nc_ocl_loop_signature(nc_ocl_loop_class cls, char *buf, size_t n);
+int nc_ocl_loop_bucket(int64_t items);  // floor(log2(items)), 0 for items < 2
 
 // The pipelined bf16 GEMM's knobs the tuner starts from off NVIDIA (the emulation, gemm_tc 2): the
 // device defaults (nc_ocl_knobs_default) with tc_stages 2 and tc_bk 32 where they have no ring.

@@ -1231,6 +1231,11 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     if (p->materialized[i]) cheap[i] = 0;
   }
   free(cheap);
+  if (o && o->fuse && (o->patterns_force & NC_PATTERN_RECOMPUTE) && !(o->patterns_off & NC_PATTERN_RECOMPUTE) && !nc_lw_recompute(g, p)) {
+    free(uses);
+    nc_plan_free(p);
+    return nc_errorf(NC_E_NOMEM, "out of memory");
+  }
   if ((!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_CE_LSE))) {  // cross_entropy_grad -> its forward
     for (nc_id i = 0; i < nn; i++) {
       const nc_node *nd = nc_graph_node(g, i);

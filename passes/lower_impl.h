@@ -43,4 +43,9 @@ void nc_lw_flash_group(const nc_graph *g, nc_plan *p);
 bool nc_lw_flash_link(const nc_graph *g, nc_plan *p);
 nc_status nc_lw_flash(nc_lw *w, nc_id n);
 
+// lower_recompute.c (NC_PATTERN_RECOMPUTE): relu/neg/abs nodes of materialized
+// nodes read only by elementwise nodes lose their buffers (recomputed by each
+// reader). false: out of memory.
+bool nc_lw_recompute(const nc_graph *g, nc_plan *p);
+
 #endif

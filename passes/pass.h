@@ -124,6 +124,11 @@ enum {
   // the flash-attention template (nc_lower_opts.flash_attention, codegen/ocl_attn.h);
   // nothing (Tq,Tk)-sized is materialized. NC_PATTERNS_OFF=4096 (or 2) switches it off.
   NC_PATTERN_FLASH_ATTENTION = 4096,
+  // RECOMPUTE (lowering, force-only: applied only with the bit in patterns_force,
+  // which the OpenCL device sets): a relu/neg/abs of a materialized node whose
+  // readers are all elementwise is recomputed by each of them, not stored
+  // (passes/lower_recompute.c). NC_PATTERNS_OFF=65536 switches it off.
+  NC_PATTERN_RECOMPUTE = 65536,
 };
 typedef nc_status (*nc_pass_fn)(nc_graph **g, nc_pass_ctx *ctx);
 

@@ -18,7 +18,8 @@
 // on OpenCL until it is added here.
 #define NC_OCL_PATTERNS_OK                                                                                       \
   (NC_PATTERN_CROSS_ENTROPY | NC_PATTERN_ATTENTION | NC_PATTERN_SOFTCAP_CE | NC_PATTERN_NORM_ROPE |              \
-   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_BF16_GEMM)
+   NC_PATTERN_SYMMETRIC_GEMM | NC_PATTERN_UPDATE_GROUP | NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_BF16_GEMM |    \
+   NC_PATTERN_RESHAPE_VIEW | NC_PATTERN_RECOMPUTE)
 
 unsigned nc_device_patterns_off(const nc_device *d) {
   const char *off = getenv("NC_PATTERNS_OFF");
@@ -26,12 +27,14 @@ unsigned nc_device_patterns_off(const nc_device *d) {
   return d->kind == NC_DEV_OPENCL ? bits | ~(unsigned)NC_OCL_PATTERNS_OK : bits;
 }
 
-// OpenCL: flash attention, and the softcap's tanh recomputed in the cross-entropy
-// row kernels (SOFTCAP_CE forced: a GPU is bound by the logits' bytes, not the tanh)
+// OpenCL: flash attention, the softcap's tanh recomputed in the cross-entropy
+// row kernels (SOFTCAP_CE forced: a GPU is bound by the logits' bytes, not the tanh),
+// and relu/neg/abs recomputed by their elementwise readers (RECOMPUTE)
 unsigned nc_device_patterns_force(const nc_device *d) {
   unsigned off = nc_device_patterns_off(d);
   if (d->kind != NC_DEV_OPENCL) return 0;
   unsigned f = !(off & (NC_PATTERN_FLASH_ATTENTION | NC_PATTERN_ATTENTION)) ? NC_PATTERN_FLASH_ATTENTION : 0;
+  f |= off & NC_PATTERN_RECOMPUTE ? 0 : NC_PATTERN_RECOMPUTE;
   return f | (off & NC_PATTERN_SOFTCAP_CE ? 0 : NC_PATTERN_SOFTCAP_CE);
 }
 
@@ -43,7 +46,7 @@ bool nc_device_scatter_atomic(const nc_device *d) {
 nc_lower_opts nc_device_lower_opts(const nc_device *d, const nc_pass_ctx *ctx) {
   return (nc_lower_opts){.fuse = true,
                          .patterns_off = ctx->patterns_off,
-                         .patterns_force = ctx->patterns_force & NC_PATTERN_SOFTCAP_CE,
+                         .patterns_force = ctx->patterns_force & (NC_PATTERN_SOFTCAP_CE | NC_PATTERN_RECOMPUTE),
                          .flash_attention = (ctx->patterns_force & NC_PATTERN_FLASH_ATTENTION) != 0,
                          .scatter_atomic = d && nc_device_scatter_atomic(d)};
 }

@@ -198,8 +198,11 @@ void nc_ocl_free(nc_ocl *c) {
   if (c->partial) clReleaseMemObject(c->partial);
   for (int i = 0; i < c->nattn; i++) {
     cl_kernel ak[3] = {c->attn[i].fwd, c->attn[i].dq, c->attn[i].dkdv};
-    for (int v = 0; v < 3; v++)
+    for (int v = 0; v < 3; v++) {
       if (ak[v]) clReleaseKernel(ak[v]);
+      for (int j = 0; j < c->attn[i].nfsets; j++)
+        if (c->attn[i].tk[j][v]) clReleaseKernel(c->attn[i].tk[j][v]);
+    }
   }
   if (c->attn_st) clReleaseMemObject(c->attn_st);
   for (int i = 0; i < c->nattn_lse; i++)
@@ -225,6 +228,8 @@ void nc_ocl_free(nc_ocl *c) {
   free(c->kflop);
   free(c->kitems);
   free(c->kflops_sum);
+  free(c->kbytes);
+  free(c->kbytes_sum);
   free(c->ev);
   free(c->ev0);
   free(c);
@@ -469,12 +474,14 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   c->kflop = calloc(nk1, sizeof *c->kflop);
   c->kitems = calloc(nk1, sizeof *c->kitems);
   c->kflops_sum = calloc(nk1, sizeof *c->kflops_sum);
+  c->kbytes = calloc(nk1, sizeof *c->kbytes);
+  c->kbytes_sum = calloc(nk1, sizeof *c->kbytes_sum);
   uint64_t *uhash = calloc(nk1, sizeof *uhash);
   nc_buf src, tmp;
   nc_buf_init(&src);
   nc_buf_init(&tmp);
   if (!c->uniq || !c->launch || !c->kern || !c->used || !c->kept || !c->mem || !c->memsz || !c->ksec || !c->kcalls || !c->ev || !c->ev0 || !uhash || !c->kflop || !c->kitems || !c->view || !c->off ||
-      !c->kflops_sum) {
+      !c->kflops_sum || !c->kbytes || !c->kbytes_sum) {
     st = nc_errorf(NC_E_NOMEM, "out of memory");
     goto fail_bufs;
   }
@@ -526,6 +533,8 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     }
     c->uniq[q] = u;
   }
+  if (!st && c->nuniq && (!(o && o->knobs) || o->knobs_tuned))  // tuned loop work-groups by size bucket (runtime/ocl_tune.h)
+    nc_ocl_loop_collect(&c->dev.d, &c->knobs, c->loop_wg_tuned);
   bool packed = c->knobs.gemm_tc && c->knobs.tc_stages > 0, any_gemm = false;
   for (int v = 0; v < 8 && !st; v++) {
     any_gemm |= need_gemm[v];
@@ -541,11 +550,24 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     c->attn_tc = c->knobs.gemm_tc;
     nc_ocl_attn_blocks_of(c->attn_tc, &c->attn_bl);
     const char *fe = getenv("NC_OCL_FA");
-    if (fe && *fe) st = nc_ocl_attn_blocks_parse(fe, c->attn_tc, &c->attn_bl);
+    bool fa_given = (fe && *fe) || (o && o->attn_blocks);
+    if (o && o->attn_blocks) st = nc_ocl_attn_blocks_check(c->attn_tc, 0, 0, o->attn_blocks), c->attn_bl = *o->attn_blocks;
+    else if (fe && *fe) st = nc_ocl_attn_blocks_parse(fe, c->attn_tc, &c->attn_bl);
     if (!st) st = nc_oc_env_switch("NC_OCL_FA_STATS", false, "1 (the backward recomputes the statistics) or 0 (it reads the forward's)", &c->attn_stats_force);
     if (!st) {
       nc_ocl_emit_attn_common(c->attn_tc, &c->attn_bl, &src);
-      for (int a = 0; a < c->nattn; a++) nc_ocl_emit_attn(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &src);
+      for (int a = 0; a < c->nattn; a++) {
+        nc_ocl_emit_attn(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &src);
+        // per-shape blocks from the tuning database (runtime/ocl_tune.h; not with explicit blocks or knobs)
+        if (!fa_given && (!(o && o->knobs) || o->knobs_tuned))
+          c->attn[a].nft = nc_ocl_flash_collect(&c->dev.d, c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &c->attn_bl, c->attn[a].ft,
+                                                NC_OCL_MAX_TUNED_FLASH, &c->attn[a].nfsets);
+        for (int j = 0; j < c->attn[a].nft; j++) {  // one kernel set per distinct blocks
+          bool first = true;
+          for (int i = 0; i < j && first; i++) first = c->attn[a].ft[i].set != c->attn[a].ft[j].set;
+          if (first) nc_ocl_emit_attn_set(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, &c->attn[a].ft[j].bl, &c->attn_bl, c->attn[a].ft[j].set, &src);
+        }
+      }
     }
   }
   if (!st && c->any_scatter) nc_ocl_emit_scatter(nvidia, &src);
@@ -664,6 +686,11 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       nc_ocl_attn_name(what[v], c->attn[a].dp, c->attn[a].dvp, nm, sizeof nm);
       *ks[v] = clCreateKernel(c->prog, nm, &err);
       if (!*ks[v] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
+      for (int j = 0; j < c->attn[a].nfsets && !st; j++) {  // the tuned block sets
+        nc_ocl_attn_name_set(what[v], c->attn[a].dp, c->attn[a].dvp, j, nm, sizeof nm);
+        c->attn[a].tk[j][v] = clCreateKernel(c->prog, nm, &err);
+        if (!c->attn[a].tk[j][v] || err != CL_SUCCESS) st = NC_CL_ERR(err, nm);
+      }
     }
   }
   if (!st && c->nattn && c->attn_tc) {
@@ -810,6 +837,10 @@ static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   for (int b = 0; b < k->nbufs && err == CL_SUCCESS; b++) err = clSetKernelArg(kk, ai++, sizeof(cl_long), &c->off[pk->buf_node[b]]);
   if (err != CL_SUCCESS) return NC_CL_ERR(err, "clSetKernelArg");
   size_t wg = L->reduce_wg ? (size_t)L->reduce_wg : L->row_wg ? (size_t)L->row_wg : L->ncollapse ? (size_t)c->knobs.loop_wg : 1;
+  if (!L->reduce_wg && !L->row_wg && L->ncollapse) {  // a tuned work-group for this size bucket (ocl.loop, runtime/ocl_tune.h)
+    int bk = nc_ocl_loop_bucket(total);
+    if (bk < NC_OCL_LOOP_BUCKETS && c->loop_wg_tuned[bk]) wg = (size_t)c->loop_wg_tuned[bk], c->loop_tuned_calls++;
+  }
   size_t gws = L->reduce_wg ? wg : L->row_wg ? (size_t)total * wg : nc_oc_round_up((size_t)total, wg);
   if (L->reduce_wg) c->kitems[q] = (int64_t)wg;
   err = clEnqueueNDRangeKernel(c->q, kk, 1, NULL, &gws, &wg, 0, NULL, evp);
@@ -895,6 +926,7 @@ nc_status nc_ocl_run_kept(nc_ocl *c, const nc_graph *g, const nc_plan *p, const 
       int s = nc_graph_sym_find(g, pk->k.args[a], strlen(pk->k.args[a]));
       args[a] = s >= 0 ? syms[s] : 0;
     }
+    if (c->profile && !c->launch[q].gemm && !c->launch[q].attn) c->kbytes[q] = nc_oc_kernel_bytes(g, pk, syms);
     st = nc_oc_launch(c, q, pk, args);
     if (!st && c->rb) st = nc_oc_rb_after(c, g, p, q, syms, fed);  // reads of the outputs this kernel finished
     if (st) st = nc_status_prefix(st, "kernel %s: ", pk->k.name);
@@ -943,6 +975,7 @@ nc_status nc_ocl_run_kept(nc_ocl *c, const nc_graph *g, const nc_plan *p, const 
         c->ksec[q] += s;
         c->kcalls[q]++;
         c->kflops_sum[q] += c->kflop[q];
+        c->kbytes_sum[q] += c->kbytes[q];
         c->last_run_s += s;
       }
       clReleaseEvent(c->ev[q]);
@@ -1032,11 +1065,19 @@ void nc_ocl_profile_print(const nc_ocl *c, const nc_plan *p, int top, FILE *f) {
             (long long)c->kcalls[q], p->kernels[q].k.name, what);
   }
   free(order);
+  nc_oc_profile_by_op(c, p, top, f);
 }
 
 int nc_ocl_tuned_count(const nc_ocl *c) { return c->ntuned; }
 
 int64_t nc_ocl_tuned_calls(const nc_ocl *c) { return c->tuned_calls; }
+int64_t nc_ocl_flash_tuned_calls(const nc_ocl *c) { return c->attn_tuned_calls; }
+int64_t nc_ocl_loop_tuned_calls(const nc_ocl *c) { return c->loop_tuned_calls; }
+int nc_ocl_flash_tuned_sets(const nc_ocl *c) {
+  int n = 0;
+  for (int a = 0; a < c->nattn; a++) n += c->attn[a].nfsets;
+  return n;
+}
 
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out) {
   for (int i = 0; i < c->ntuned; i++)

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "codegen/ocl_attn.h"
 #include "codegen/ocl_emit.h"
 #include "passes/lower.h"
 #include "runtime/interp.h"
@@ -43,6 +44,8 @@ typedef struct {
                                // emulated pipelined GEMM, gemm_tc 2, off NVIDIA); default false: explicit knobs only
   bool matmul_bf16;            // GEMMs in bf16 (fp32 accumulation) on tensor cores when the device is NVIDIA
                                // (knobs.gemm_tc = 1); elsewhere the fp32 GEMM. Default false: exact fp32.
+  const nc_ocl_attn_blocks *attn_blocks;  // flash-attention blocks for every call (the tuner's candidates;
+                               // checked, tuned blocks off); NULL: the mode's defaults, NC_OCL_FA, the database
 } nc_ocl_opts;
 
 typedef struct nc_ocl nc_ocl;
@@ -84,6 +87,12 @@ const nc_ocl_knobs *nc_ocl_knobs_used(const nc_ocl *c);
 int nc_ocl_tuned_count(const nc_ocl *c);
 // Launches so far that ran a tuned pipelined bf16 GEMM kernel (per-shape knobs from the database).
 int64_t nc_ocl_tuned_calls(const nc_ocl *c);
+// Flash-attention calls that ran tuned blocks, loop-kernel launches that ran a tuned work-group
+// (space ocl.flash / ocl.loop, runtime/ocl_tune.h), since the compilation.
+int64_t nc_ocl_flash_tuned_calls(const nc_ocl *c);
+int64_t nc_ocl_loop_tuned_calls(const nc_ocl *c);
+// Tuned flash-attention block sets in the program (all head-dim pairs).
+int nc_ocl_flash_tuned_sets(const nc_ocl *c);
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);
 // The pipelined / wgmma GEMM's split-K count (runtime/ocl_launch.c; NC_OCL_SPLITK overrides it) for
 // `tiles` block tiles (all batches), nkt k-steps, ncu compute units, mn output elements (all batches)

@@ -50,7 +50,16 @@ struct nc_ocl {
   size_t packed_bytes, partial_bytes;
   // flash attention (codegen/ocl_attn.h): kernels per padded head-dim pair, the mode
   // (0 fp32, 1 mma.sync, 2 emulated bf16) and the backward's (lse, Di) scratch
-  struct { int dp, dvp; cl_kernel fwd, dq, dkdv; } attn[4];
+  struct {
+    int dp, dvp;
+    cl_kernel fwd, dq, dkdv;
+    nc_ocl_tuned_flash ft[NC_OCL_MAX_TUNED_FLASH];  // per-shape tuned blocks (runtime/ocl_tune.h) and their kernels by set
+    int nft, nfsets;
+    cl_kernel tk[NC_OCL_MAX_TUNED_FLASH][3];  // fwd, dq, dkdv of set j
+  } attn[4];
+  int64_t attn_tuned_calls;  // attention calls that ran tuned blocks (nc_ocl_flash_tuned_calls)
+  int loop_wg_tuned[NC_OCL_LOOP_BUCKETS];  // > 0: the tuned work-group of elementwise loop kernels by size bucket
+  int64_t loop_tuned_calls;  // loop-kernel launches that ran a tuned work-group (nc_ocl_loop_tuned_calls)
   int nattn, attn_tc;
   cl_mem attn_st;
   size_t attn_st_bytes;
@@ -92,6 +101,8 @@ struct nc_ocl {
   double *kflop;           // per plan kernel (GEMM): flops of its last launch
   int64_t *kitems;         // per plan kernel (loops): work-items of its last launch (packed GEMMs: operands read in place, 1 A, 2 B)
   double *kflops_sum;      // per plan kernel: flops of the timed calls
+  double *kbytes;          // per plan kernel (loops): bytes of the buffers it reads or writes, at its last launch
+  double *kbytes_sum;      // per plan kernel: kbytes of the timed calls
   double last_run_s;
   cl_event *ev;            // per plan kernel, last run
   cl_event *ev0;           // per plan kernel: the first of several commands (packed GEMM), last run
@@ -108,6 +119,13 @@ nc_status nc_oc_launch_packed(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
 nc_status nc_oc_launch_scatter(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp);
 // Flash attention, forward or backward (codegen/ocl_attn.h); args: the kernel's arguments.
 nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const int64_t *args, cl_event *evp);
+
+// Profiling (runtime/ocl_profile.c): the bytes of the buffers plan kernel pk reads or
+// writes, each counted once at its whole size under syms (an upper bound of its traffic);
+// and the profile summed by op (the kernel name without its "k<N>_" prefix), the top
+// rows with their share, calls, bytes and GB/s, after nc_ocl_profile_print's kernels.
+double nc_oc_kernel_bytes(const nc_graph *g, const nc_plan_kernel *pk, const int64_t *syms);
+void nc_oc_profile_by_op(const nc_ocl *c, const nc_plan *p, int top, FILE *f);
 
 // The wgmma GEMM's second build (runtime/ocl_device.c): *p, built from source with -DNC_WG_HIDE, is
 // replaced by the program of its patched PTX (instructions restored, sm_90a); on error *p is released

@@ -249,7 +249,16 @@ nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const in
   int a = 0;
   while (a < c->nattn && (c->attn[a].dp != L->attn_dp || c->attn[a].dvp != L->attn_dvp)) a++;
   if (a == c->nattn) return nc_errorf(NC_E_INTERNAL, "kernel %s: no attention kernels for head dims %d/%d", k->name, L->attn_dp, L->attn_dvp);
-  const nc_ocl_attn_blocks bl = c->attn_bl;
+  nc_ocl_attn_blocks bl = c->attn_bl;
+  cl_kernel kf = c->attn[a].fwd, kq = c->attn[a].dq, kd = c->attn[a].dkdv;
+  for (int j = 0; j < c->attn[a].nft; j++) {  // tuned blocks for exactly this shape (runtime/ocl_tune.h)
+    const nc_ocl_flash_shape *fs = &c->attn[a].ft[j].shape;
+    if (fs->batch != B || fs->tq != Tq || fs->tk != Tk || fs->hq != Hq || fs->hkv != Hkv || fs->causal != causal || fs->window != win) continue;
+    int set = c->attn[a].ft[j].set;
+    bl = c->attn[a].ft[j].bl, kf = c->attn[a].tk[set][0], kq = c->attn[a].tk[set][1], kd = c->attn[a].tk[set][2];
+    c->attn_tuned_calls++;
+    break;
+  }
   cl_mem mb[8];
   cl_long mo[8];
   for (int i = 0; i < s->ncbufs && i < 8; i++) mb[i] = c->view[pk->buf_node[s->cbufs[i]]], mo[i] = c->off[pk->buf_node[s->cbufs[i]]];
@@ -298,7 +307,7 @@ nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const in
   c->kflop[q] = (mask ? 10.0 : 4.0) * (double)B * (double)Hq * (double)Tq * (double)Tk * (double)D * (causal ? 0.5 : 1.0);
   cl_int err = CL_SUCCESS;
   size_t l1 = (size_t)bl.bm * 2, g1[3] = {(size_t)((Tq + bl.bm - 1) / bl.bm) * l1, (size_t)Hq, (size_t)B}, lw1[3] = {l1, 1, 1};
-  cl_kernel kk = c->attn[a].fwd;
+  cl_kernel kk = kf;
   cl_int mode = mask ? 1 : lse ? 2 : 0;
   if (stats) NC_TRY(nc_oc_scratch(c, &c->attn_st, &c->attn_st_bytes, (size_t)(2 * NR) * sizeof(float), "attention statistics"));
   cl_mem stb = mask ? c->attn_st : lse ? lse : mb[0], O = mask ? mb[0] : mb[3], dO = mask ? mb[3] : mb[0];
@@ -354,7 +363,7 @@ nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const in
   cl_long la[6] = {Tq, Tk, Hq, Hkv, D, Dv};
   bool dkv = mask & 6;
   if (mask & 1) {
-    kk = c->attn[a].dq;
+    kk = kq;
     cl_uint ai = 0;
     for (int i = 0; i < 4; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[i]);
     err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &gq);
@@ -372,7 +381,7 @@ nc_status nc_oc_launch_attn(nc_ocl *c, int q, const nc_plan_kernel *pk, const in
     if (err != CL_SUCCESS) return NC_CL_ERR(err, "clEnqueueNDRangeKernel(flash attention dq)");
   }
   if (dkv) {
-    kk = c->attn[a].dkdv;
+    kk = kd;
     cl_int wdk = (mask & 2) != 0, wdv = (mask & 4) != 0;
     cl_uint ai = 0;
     for (int i = 0; i < 4; i++) err |= clSetKernelArg(kk, ai++, sizeof(cl_mem), &tb[i]);

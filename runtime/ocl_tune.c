@@ -66,3 +66,87 @@ nc_status nc_ocl_tuned_emit(const nc_ocl_tuned_gemm *t, int n, nc_buf *src) {
   }
   return NC_OK;
 }
+
+int nc_ocl_flash_collect(const nc_ocl_device_desc *d, int tc, int dp, int dvp, const nc_ocl_attn_blocks *def, nc_ocl_tuned_flash *out,
+                         int max, int *nsets) {
+  *nsets = 0;
+  nc_tunedb *db = nc_tunedb_open_default();
+  if (!db) return 0;
+  int n = nc_ocl_flash_select(db, d, tc, dp, dvp, def, out, max, nsets);
+  const char *dbg = getenv("NC_DEBUG");
+  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned flash-attention shapes (%d block sets) for head dims %d/%d from %s\n", n, *nsets, dp, dvp, nc_tunedb_file(db));
+  nc_tunedb_free(db);
+  return n;
+}
+
+int nc_ocl_flash_select(nc_tunedb *db, const nc_ocl_device_desc *d, int tc, int dp, int dvp, const nc_ocl_attn_blocks *def,
+                        nc_ocl_tuned_flash *out, int max, int *nsets) {
+  *nsets = 0;
+  char device[192], driver[192], kernel[128];
+  nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
+  nc_ocl_flash_signature(tc, dp, dvp, kernel, sizeof kernel);
+  const nc_tune_entry *es[64];
+  int ne = nc_tunedb_select(db, device, driver, kernel, es, 64), n = 0;
+  for (int i = 0; i < ne && n < max; i++) {
+    nc_ocl_flash_shape sh;
+    if (!nc_ocl_flash_shape_parse(es[i]->shape, &sh)) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not 'batch=B tq=Tq tk=Tk hq=Hq hkv=Hkv causal=0|1 window=W'; ignored",
+                     nc_tunedb_file(db), es[i]->device, es[i]->kernel, es[i]->shape);
+      continue;
+    }
+    nc_ocl_flash_knobs kn = {.bl = *def, .tc = tc, .dp = dp, .dvp = dvp};
+    nc_status st = nc_tune_entry_apply(es[i], &nc_ocl_flash_knob_space, &kn);
+    if (st) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
+                     es[i]->shape, nc_status_msg(st));
+      nc_status_free(st);
+      continue;
+    }
+    if (!memcmp(&kn.bl, def, sizeof kn.bl)) continue;  // the default won
+    int j = 0;
+    while (j < n && memcmp(&out[j].bl, &kn.bl, sizeof kn.bl)) j++;
+    out[n] = (nc_ocl_tuned_flash){.shape = sh, .bl = kn.bl, .set = j < n ? out[j].set : (*nsets)++};
+    n++;
+  }
+  return n;
+}
+
+int nc_ocl_loop_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]) {
+  memset(loop_wg, 0, NC_OCL_LOOP_BUCKETS * sizeof *loop_wg);
+  nc_tunedb *db = nc_tunedb_open_default();
+  if (!db) return 0;
+  int n = nc_ocl_loop_select(db, d, def, loop_wg);
+  const char *dbg = getenv("NC_DEBUG");
+  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned loop work-group buckets from %s\n", n, nc_tunedb_file(db));
+  nc_tunedb_free(db);
+  return n;
+}
+
+int nc_ocl_loop_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]) {
+  memset(loop_wg, 0, NC_OCL_LOOP_BUCKETS * sizeof *loop_wg);
+  char device[192], driver[192], kernel[128];
+  nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
+  nc_ocl_loop_signature(NC_OCL_LOOP_ELEMENTWISE, kernel, sizeof kernel);
+  const nc_tune_entry *es[NC_OCL_LOOP_BUCKETS];
+  int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_LOOP_BUCKETS), n = 0;
+  for (int i = 0; i < ne; i++) {
+    int k = -1, used = -1;
+    if (sscanf(es[i]->shape, "items=2^%d%n", &k, &used) != 1 || used < 0 || es[i]->shape[used] || k < 0 || k >= NC_OCL_LOOP_BUCKETS) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not 'items=2^K' with K in 0..%d; ignored", nc_tunedb_file(db),
+                     es[i]->device, es[i]->kernel, es[i]->shape, NC_OCL_LOOP_BUCKETS - 1);
+      continue;
+    }
+    nc_ocl_knobs kn = *def;
+    nc_status st = nc_tune_entry_apply(es[i], &nc_ocl_loop_knob_space, &kn);
+    if (st) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
+                     es[i]->shape, nc_status_msg(st));
+      nc_status_free(st);
+      continue;
+    }
+    if (kn.loop_wg == def->loop_wg) continue;  // the default won
+    if (!loop_wg[k]) n++;
+    loop_wg[k] = kn.loop_wg;
+  }
+  return n;
+}

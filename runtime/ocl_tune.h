@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "codegen/ocl_emit.h"
+#include "codegen/tune.h"
 #include "runtime/ocl_device.h"
 #include "support/buf.h"
 
@@ -32,5 +33,33 @@ typedef struct {
 int nc_ocl_tuned_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, const bool need[8], nc_ocl_tuned_gemm *out, int max);
 // Appends each distinct tuned kernel's source to src (not the pipelined ones: runtime/ocl_device.c).
 nc_status nc_ocl_tuned_emit(const nc_ocl_tuned_gemm *t, int n, nc_buf *src);
+
+// Flash-attention blocks tuned for one padded head-dim pair of a program (space ocl.flash): launched
+// for calls of exactly their shape (runtime/ocl_launch.c), kernels "nc_fa_<what>_<dp>_<dvp>_t<set>".
+typedef struct {
+  nc_ocl_flash_shape shape;
+  nc_ocl_attn_blocks bl;
+  int set;  // kernel set in the program (equal blocks share one)
+} nc_ocl_tuned_flash;
+
+#define NC_OCL_MAX_TUNED_FLASH 8
+
+// Entries "ocl.flash mode=<tc> dp=<dp> dvp=<dvp>" of the default database for this device and driver,
+// applied over def and checked (nc_ocl_attn_blocks_check); stale or invalid ones are warned about and
+// skipped, entries equal to def too. *nsets: distinct block sets. Returns how many were written.
+int nc_ocl_flash_collect(const nc_ocl_device_desc *d, int tc, int dp, int dvp, const nc_ocl_attn_blocks *def, nc_ocl_tuned_flash *out,
+                         int max, int *nsets);
+
+// The same over an open database (warnings go to db: nc_tunedb_warning).
+typedef struct nc_tunedb nc_tunedb;
+int nc_ocl_flash_select(nc_tunedb *db, const nc_ocl_device_desc *d, int tc, int dp, int dvp, const nc_ocl_attn_blocks *def,
+                        nc_ocl_tuned_flash *out, int max, int *nsets);
+
+// Work-groups of the loop kernels (space ocl.loop) by size bucket (nc_ocl_loop_bucket) for this device
+// and driver: loop_wg[k] > 0 where an entry "ocl.loop class=loop" / "items=2^k" gives one. Returns the
+// number of buckets set.
+#define NC_OCL_LOOP_BUCKETS 48
+int nc_ocl_loop_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]);
+int nc_ocl_loop_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]);
 
 #endif

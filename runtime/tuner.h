@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "codegen/tune.h"
 #include "passes/lower.h"
 #include "runtime/exec.h"
 #include "runtime/tunedb.h"
@@ -58,6 +59,32 @@ typedef struct {
 // fills res[i] per shape. Errors: the device cannot be opened, the default
 // kernel itself is wrong or fails to run, out of memory.
 nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
+
+// ---- the other OpenCL templates (runtime/tuner_flash.c) -----------------------------
+// Flash attention: the distinct attention calls of p (symbols bound to syms); count the forward
+// calls, bwd the backward ones. One tuning unit is a forward and its backward.
+typedef struct {
+  nc_ocl_flash_shape s;
+  int64_t d, dv;   // head dims (unpadded)
+  double scale;
+  int count, bwd;
+} nc_tune_flash_shape;
+nc_status nc_tune_plan_flash(const nc_graph *g, const nc_plan *p, const int64_t *syms, nc_tune_flash_shape **out, int *n);
+// Searches the blocks (space ocl.flash) of each shape on o->dev (OpenCL; o->dev.matmul_bf16: the
+// bf16 tiles, mma.sync on NVIDIA, emulated elsewhere), within o->budget_s; res[i] per shape.
+nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
+
+// Elementwise loop kernels of p by size bucket (nc_ocl_loop_bucket of their work-items, with the
+// device type's default knobs deciding which kernels are row kernels): launches and the largest.
+typedef struct {
+  int bucket;
+  int count;
+  int64_t items;
+} nc_tune_loop_shape;
+nc_status nc_tune_plan_loops(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_loop_shape **out, int *n);
+// Times each loop_wg of the space ocl.loop per bucket (a fused elementwise kernel of the bucket's
+// largest size), within o->budget_s; res[i] per bucket.
+nc_status nc_tune_loop_run(const nc_tune_loop_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
 
 // ---- backends (runtime/tuner.c: cpu; runtime/tuner_ocl.c: opencl) ------------
 typedef struct nc_tune_backend nc_tune_backend;

@@ -444,6 +444,75 @@ Test(ocl, softcap_tanh_is_recomputed_in_the_loss_kernels) {
   nc_graph_free(g);
 }
 
+// The OpenCL plan of g: per op, how many kernels compute a node of that op.
+static int plan_kernels_of(const nc_graph *g0, nc_op op) {
+  nc_device d;
+  cr_assert_null(nc_device_parse("opencl", &d));
+  nc_graph *g;
+  cr_assert_null(nc_graph_copy(g0, &g));
+  nc_pass_ctx ctx;
+  nc_pass_ctx_init(&ctx);
+  ctx.patterns_off = nc_device_patterns_off(&d);
+  ctx.patterns_force = nc_device_patterns_force(&d);
+  const char *passes[] = {"decompose", "dce"};
+  cr_assert_null(nc_pass_run_pipeline(&g, passes, 2, &ctx));
+  nc_lower_opts lo = nc_device_lower_opts(&d, &ctx);
+  nc_plan *p;
+  cr_assert_null(nc_plan_build(g, &lo, &p));
+  int n = 0;
+  for (int k = 0; k < p->nkernels; k++) n += nc_graph_node(g, p->kernels[k].node)->op == op;
+  nc_plan_free(p);
+  nc_graph_free(g);
+  return n;
+}
+
+// The small loop kernels of the OpenCL training step (docs/opencl.md "Small loop
+// kernels"): relu(u) read by two elementwise nodes (square, the backward's 2 relu(u))
+// is recomputed, not stored (NC_PATTERN_RECOMPUTE); a reshape feeding a GEMM is read
+// in place (NC_PATTERN_RESHAPE_VIEW). Beside them a row reduction over a nest (3 rows
+// of 40 x 50, Muon's stacked norms). Same values as the interpreter, patterns on and off.
+Test(ocl, relu_recomputed_and_reshapes_read_in_place) {
+  nc_graph *g = nc_graph_new("mlp");
+  nc_dim dx[3] = {C(4), C(6), C(16)}, d2[2] = {C(24), C(16)}, dw1[2] = {C(16), C(40)}, dw2[2] = {C(40), C(16)},
+         dm[3] = {C(3), C(40), C(50)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 3, dx));
+  nc_id w1 = nc_leaf(g, NC_OP_PARAM, "w1", nc_type_make(NC_F32, 2, dw1));
+  nc_id w2 = nc_leaf(g, NC_OP_PARAM, "w2", nc_type_make(NC_F32, 2, dw2));
+  nc_id m = nc_leaf(g, NC_OP_PARAM, "m", nc_type_make(NC_F32, 3, dm));
+  nc_id h = nc_b_reshape(g, nc_op1(g, NC_OP_EXP, x), nc_type_make(NC_F32, 2, d2));  // (24, 16)
+  nc_id u = nc_b_matmul(g, h, w1, false, false);                                        // (24, 40)
+  nc_id y = nc_b_matmul(g, nc_op1(g, NC_OP_SQUARE, nc_op1(g, NC_OP_RELU, u)), w2, false, false);
+  nc_id loss = nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op2(g, NC_OP_MUL, y, y), 3, false);
+  cr_assert_null(nc_graph_set_output(g, "loss", loss));
+  nc_id wrt[2] = {x, w1}, grads[2];
+  cr_assert_null(nc_autodiff(g, loss, NC_NONE, wrt, 2, grads));
+  cr_assert_null(nc_graph_set_output(g, "dx", grads[0]));
+  cr_assert_null(nc_graph_set_output(g, "dw1", grads[1]));
+  cr_assert_null(nc_graph_set_output(g, "norms", nc_b_reduce(g, NC_OP_REDUCE_SUM, nc_op1(g, NC_OP_SQUARE, m), 6, false)));
+  cr_assert_null(nc_graph_error(g));
+  cr_expect_eq(plan_kernels_of(g, NC_OP_RELU), 0, "relu is recomputed by its readers");
+  cr_expect_eq(plan_kernels_of(g, NC_OP_RESHAPE), 0, "the GEMM reads the reshape's input in place");
+  setenv("NC_PATTERNS_OFF", "67584", 1);  // RECOMPUTE | RESHAPE_VIEW
+  cr_expect_eq(plan_kernels_of(g, NC_OP_RELU), 1, "NC_PATTERNS_OFF=65536: relu has its own kernel");
+  cr_expect_geq(plan_kernels_of(g, NC_OP_RESHAPE), 1, "NC_PATTERNS_OFF=2048: the reshape is copied");
+  unsetenv("NC_PATTERNS_OFF");
+  NEED_OPENCL();
+  for (int off = 0; off < 2; off++) {
+    if (off) setenv("NC_PATTERNS_OFF", "67584", 1);
+    nc_exec *ex = exec_on(g, "opencl");
+    unsetenv("NC_PATTERNS_OFF");
+    nc_session *s = nc_session_new();
+    int64_t syms[NC_MAX_SYMS] = {0};
+    fill(s, g, syms, 2, 29, false);
+    double worst = compare_on(ex, g, s, 1e-5);
+    cr_log_info("relu recomputed, reshape views, patterns %s: %d kernels, worst rel err %.3g", off ? "off" : "on",
+                nc_exec_nkernels(ex), worst);
+    nc_session_free(s);
+    nc_exec_free(ex);
+  }
+  nc_graph_free(g);
+}
+
 // ---- the program-binary cache -----------------------------------------------------
 
 static nc_plan *plan_of(nc_graph **g) {
