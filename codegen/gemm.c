@@ -620,6 +620,118 @@ static LLVMValueRef nc_emit_skinny(nc_gg *g, const char *name) {
 }
 
 // ---- driver -------------------------------------------------------------------
+// What the tiles of one packed A block (mcur x kc, rows ic..) against one
+// packed B panel (kc x ncur, columns jc.., depth pc..) need.
+typedef struct {
+  LLVMValueRef Ap, Bp, Cb, ldc, ic, jc, pc, kc, mcur, ncur, K, alpha, beta, relu2, doff, eoff;
+  LLVMValueRef nsym;  // i1: not symmetric (every tile); else tiles strictly above the diagonal are skipped
+} nc_tiles;
+
+// The micro-kernel over the block's MR x NR tiles (in the knobs' order). beta
+// applies on the first K block (pc == 0), E is read there, ReLU^2 on the last.
+static void nc_emit_tiles(nc_gg *g, LLVMValueRef uk, const nc_tiles *t) {
+  const nc_gemm_knobs *k = g->k;
+  LLVMValueRef zero = c64(g, 0), mr_c = c64(g, k->mr);
+  LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, t->pc, zero, "");
+  LLVMValueRef beff = LLVMBuildSelect(g->b, first, t->beta, cf(g, 1.0), "");
+  LLVMValueRef epi = LLVMBuildAnd(
+      g->b, t->relu2, LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, nc_add(g, t->pc, t->kc), t->K, ""), g->i64, ""), "");
+  LLVMValueRef loff = LLVMBuildSelect(g->b, first, t->eoff, zero, "");
+  nc_loop Lo, Li;
+  LLVMValueRef ir, jr;
+  if (k->order == 0) {
+    jr = nc_loop_begin(g, &Lo, "jr", zero, t->ncur, c64(g, k->nr));
+    ir = nc_loop_begin(g, &Li, "ir", zero, t->mcur, c64(g, k->mr));
+  } else {
+    ir = nc_loop_begin(g, &Lo, "ir", zero, t->mcur, c64(g, k->mr));
+    jr = nc_loop_begin(g, &Li, "jr", zero, t->ncur, c64(g, k->nr));
+  }
+  LLVMValueRef cptr = nc_fptr(g, t->Cb, nc_add(g, nc_mul(g, nc_add(g, t->ic, ir), t->ldc), nc_add(g, t->jc, jr)));
+  LLVMValueRef ukargs[] = {t->kc,
+                           nc_fptr(g, t->Ap, nc_mul(g, ir, t->kc)),
+                           nc_fptr(g, t->Bp, nc_mul(g, jr, t->kc)),
+                           cptr,
+                           t->ldc,
+                           nc_min(g, c64(g, k->mr), nc_sub(g, t->mcur, ir)),
+                           nc_min(g, c64(g, k->nr), nc_sub(g, t->ncur, jr)),
+                           t->alpha,
+                           beff,
+                           epi,
+                           t->doff,
+                           loff};
+  nc_if ftile;
+  LLVMValueRef below = LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, t->jc, jr), nc_add(g, nc_add(g, t->ic, ir), mr_c), "");
+  nc_if_begin(g, &ftile, LLVMBuildOr(g->b, t->nsym, below, ""));
+  nc_call(g, uk, ukargs, 12);
+  nc_if_else(g, &ftile), nc_if_end(g, &ftile);
+  nc_loop_end(g, &Li);
+  nc_loop_end(g, &Lo);
+}
+
+// The dynamic split (args.sync, gemm.h): units (batch item, NC column block, KC
+// depth block, MC row block), numbered in that order, claimed one at a time
+// from the counter sync[0] by whichever thread is free. Unit (b, jc, pc, ic)
+// waits until the row block's flag sync[1 + b * nic + ic] says that the
+// block's previous units (the earlier K blocks of the same C tiles) are done,
+// runs, and then advances the flag. A thread packs its B panel again only
+// when its unit's (b, jc, pc) differs from the last one's.
+static void nc_emit_dynamic(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb, LLVMValueRef sync, const nc_tiles *base,
+                            LLVMValueRef A, LLVMValueRef B, LLVMValueRef M, LLVMValueRef N, LLVMValueRef lda,
+                            LLVMValueRef ldb, LLVMValueRef batch, LLVMValueRef sa, LLVMValueRef sb, LLVMValueRef sc,
+                            LLVMValueRef kend) {
+  const nc_gemm_knobs *k = g->k;
+  LLVMValueRef one = c64(g, 1);
+  LLVMValueRef nic = LLVMBuildSDiv(g->b, nc_add(g, M, c64(g, k->mc - 1)), c64(g, k->mc), "nic");
+  LLVMValueRef npc = LLVMBuildSDiv(g->b, nc_add(g, kend, c64(g, k->kc - 1)), c64(g, k->kc), "npc");
+  LLVMValueRef njc = LLVMBuildSDiv(g->b, nc_add(g, N, c64(g, k->nc - 1)), c64(g, k->nc), "njc");
+  LLVMValueRef total = nc_mul(g, nc_mul(g, nc_mul(g, batch, njc), npc), nic);
+  LLVMValueRef packed = nc_var(g, g->i64, "packed", c64(g, -1));  // (b, jc, pc) of the B panel in Bp
+  LLVMBasicBlockRef head = nc_block(g, "claim"), body = nc_block(g, "unit"), wait = nc_block(g, "wait"),
+                    run = nc_block(g, "run"), out = nc_block(g, "dyn_done");
+  LLVMBuildBr(g->b, head);
+  LLVMPositionBuilderAtEnd(g->b, head);
+  LLVMValueRef u = LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, sync, one, LLVMAtomicOrderingMonotonic, 0);
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, u, total, ""), body, out);
+  LLVMPositionBuilderAtEnd(g->b, body);
+  LLVMValueRef ici = LLVMBuildSRem(g->b, u, nic, ""), r = LLVMBuildSDiv(g->b, u, nic, "");  // r: (b, jc, pc)
+  LLVMValueRef pci = LLVMBuildSRem(g->b, r, npc, ""), r2 = LLVMBuildSDiv(g->b, r, npc, "");
+  LLVMValueRef jci = LLVMBuildSRem(g->b, r2, njc, ""), bi = LLVMBuildSDiv(g->b, r2, njc, "");
+  LLVMValueRef step = nc_add(g, nc_mul(g, jci, npc), pci);  // this row block's units before this one
+  nc_tiles t = *base;
+  t.ic = nc_mul(g, ici, c64(g, k->mc));
+  t.jc = nc_mul(g, jci, c64(g, k->nc));
+  t.pc = nc_mul(g, pci, c64(g, k->kc));
+  t.kc = nc_min(g, c64(g, k->kc), nc_sub(g, t.K, t.pc));
+  t.mcur = nc_min(g, c64(g, k->mc), nc_sub(g, M, t.ic));
+  t.ncur = nc_min(g, c64(g, k->nc), nc_sub(g, N, t.jc));
+  LLVMValueRef Ab = nc_fptr(g, A, nc_mul(g, bi, sa));
+  LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
+  t.Cb = nc_fptr(g, base->Cb, nc_mul(g, bi, sc));
+  nc_if fp;
+  nc_if_begin(g, &fp, LLVMBuildICmp(g->b, LLVMIntNE, LLVMBuildLoad2(g->b, g->i64, packed, ""), r, ""));
+  LLVMValueRef pbargs[] = {t.Bp, Bb, ldb, t.pc, t.kc, t.jc, t.ncur};
+  nc_call(g, pb, pbargs, 7);
+  LLVMBuildStore(g->b, r, packed);
+  nc_if_else(g, &fp);
+  nc_if_end(g, &fp);
+  LLVMValueRef flag = LLVMBuildInBoundsGEP2(g->b, g->i64, sync, (LLVMValueRef[]){nc_add(g, nc_add(g, nc_mul(g, bi, nic), ici), one)}, 1, "");
+  LLVMBuildBr(g->b, wait);
+  LLVMPositionBuilderAtEnd(g->b, wait);  // the earlier K blocks of these C tiles, if another thread still runs one
+  LLVMValueRef fv = LLVMBuildLoad2(g->b, g->i64, flag, "");
+  LLVMSetOrdering(fv, LLVMAtomicOrderingAcquire);
+  LLVMSetAlignment(fv, 8);
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, fv, step, ""), run, wait);
+  LLVMPositionBuilderAtEnd(g->b, run);
+  LLVMValueRef paargs[] = {t.Ap, Ab, lda, t.ic, t.mcur, t.pc, t.kc};
+  nc_call(g, pa, paargs, 7);
+  nc_emit_tiles(g, uk, &t);
+  LLVMValueRef st = LLVMBuildStore(g->b, nc_add(g, step, one), flag);
+  LLVMSetOrdering(st, LLVMAtomicOrderingRelease);
+  LLVMSetAlignment(st, 8);
+  LLVMBuildBr(g->b, head);
+  LLVMPositionBuilderAtEnd(g->b, out);
+}
+
 static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb, LLVMValueRef sk) {
   const nc_gemm_knobs *k = g->k;
   LLVMTypeRef ps[] = {g->ptr, g->i32, g->i32};
@@ -641,6 +753,7 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef D = NC_F(d, g->ptr), E = NC_F(e, g->ptr);
   LLVMValueRef doff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, D, ""), c64(g, 0), LLVMBuildPtrDiff2(g->b, g->f32, D, C, ""), "");
   LLVMValueRef eoff = LLVMBuildSelect(g->b, LLVMBuildIsNull(g->b, E, ""), c64(g, 0), LLVMBuildPtrDiff2(g->b, g->f32, E, C, ""), "");
+  LLVMValueRef sync = NC_F(sync, g->ptr);
 #undef NC_F
   // Small M (decode): the skinny path, no packing (sk is NULL with ta).
   nc_if fsk = {0};
@@ -692,7 +805,15 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   // With K == 0 one pass with kc = 0 still applies beta to C.
   LLVMValueRef kend = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, K, zero, ""), c64(g, 1), K, "");
 
-  nc_loop Lb, Ljc, Lpc, Lic, Lo, Li;
+  LLVMValueRef nsym = LLVMBuildNot(g->b, sym, "");
+  nc_if fdyn;
+  nc_if_begin(g, &fdyn, LLVMBuildAnd(g->b, LLVMBuildIsNotNull(g->b, sync, ""), nsym, ""));
+  {
+    nc_tiles tb = {Ap, Bp, C, ldc, zero, zero, zero, zero, zero, zero, K, alpha, beta, relu2, doff, eoff, nsym};
+    nc_emit_dynamic(g, uk, pa, pb, sync, &tb, A, B, M, N, lda, ldb, batch, sa, sb, sc, kend);
+  }
+  nc_if_else(g, &fdyn);
+  nc_loop Lb, Ljc, Lpc, Lic;
   LLVMValueRef bi = nc_loop_begin(g, &Lb, "b", b0, b1, c64(g, 1));
   LLVMValueRef Ab = nc_fptr(g, A, nc_mul(g, bi, sa));
   LLVMValueRef Bb = nc_fptr(g, B, nc_mul(g, bi, sb));
@@ -701,15 +822,13 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   // sym: a tile is skipped when its first column >= its first row + MR (all
   // of it strictly above the diagonal); row tiles are MR-aligned, column
   // tiles NR-aligned from 0, so the mirror below knows exactly which.
-  LLVMValueRef mr_c = c64(g, k->mr), nsym = LLVMBuildNot(g->b, sym, "");
-  nc_if fjc, fic, ftile;
+  LLVMValueRef mr_c = c64(g, k->mr);
+  nc_if fjc, fic;
   LLVMValueRef m1r = nc_mul(g, LLVMBuildSDiv(g->b, nc_add(g, m1, c64(g, k->mr - 1)), mr_c, ""), mr_c);
   nc_if_begin(g, &fjc, LLVMBuildOr(g->b, nsym, LLVMBuildICmp(g->b, LLVMIntSLT, jc, m1r, ""), ""));
   LLVMValueRef ncur = nc_min(g, c64(g, k->nc), nc_sub(g, n1, jc));
   LLVMValueRef pc = nc_loop_begin(g, &Lpc, "pc", zero, kend, c64(g, k->kc));
   LLVMValueRef kc = nc_min(g, c64(g, k->kc), nc_sub(g, K, pc));
-  LLVMValueRef beff =
-      LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), beta, cf(g, 1.0), "");
   LLVMValueRef pbargs[] = {Bp, Bb, ldb, pc, kc, jc, ncur};
   nc_call(g, pb, pbargs, 7);
   LLVMValueRef ic = nc_loop_begin(g, &Lic, "ic", m0, m1, c64(g, k->mc));
@@ -718,32 +837,8 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   nc_if_begin(g, &fic, LLVMBuildOr(g->b, nsym, LLVMBuildICmp(g->b, LLVMIntSLT, jc, rend, ""), ""));
   LLVMValueRef paargs[] = {Ap, Ab, lda, ic, mcur, pc, kc};
   nc_call(g, pa, paargs, 7);
-  LLVMValueRef ir, jr;
-  if (k->order == 0) {
-    jr = nc_loop_begin(g, &Lo, "jr", zero, ncur, c64(g, k->nr));
-    ir = nc_loop_begin(g, &Li, "ir", zero, mcur, c64(g, k->mr));
-  } else {
-    ir = nc_loop_begin(g, &Lo, "ir", zero, mcur, c64(g, k->mr));
-    jr = nc_loop_begin(g, &Li, "jr", zero, ncur, c64(g, k->nr));
-  }
-  LLVMValueRef cptr = nc_fptr(g, Cb, nc_add(g, nc_mul(g, nc_add(g, ic, ir), ldc), nc_add(g, jc, jr)));
-  LLVMValueRef ukargs[] = {kc,
-                           nc_fptr(g, Ap, nc_mul(g, ir, kc)),
-                           nc_fptr(g, Bp, nc_mul(g, jr, kc)),
-                           cptr,
-                           ldc,
-                           nc_min(g, c64(g, k->mr), nc_sub(g, mcur, ir)),
-                           nc_min(g, c64(g, k->nr), nc_sub(g, ncur, jr)),
-                           alpha,
-                           beff,
-                           LLVMBuildAnd(g->b, relu2, LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, nc_add(g, pc, kc), K, ""), g->i64, ""), ""),
-                           doff,
-                           LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), eoff, zero, "")};
-  nc_if_begin(g, &ftile, LLVMBuildOr(g->b, nsym, LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, jc, jr), nc_add(g, nc_add(g, ic, ir), mr_c), ""), ""));
-  nc_call(g, uk, ukargs, 12);
-  nc_if_else(g, &ftile), nc_if_end(g, &ftile);
-  nc_loop_end(g, &Li);
-  nc_loop_end(g, &Lo);
+  nc_tiles tl = {Ap, Bp, Cb, ldc, ic, jc, pc, kc, mcur, ncur, K, alpha, beta, relu2, doff, eoff, nsym};
+  nc_emit_tiles(g, uk, &tl);
   nc_if_else(g, &fic), nc_if_end(g, &fic);
   nc_loop_end(g, &Lic);
   nc_loop_end(g, &Lpc);
@@ -765,6 +860,7 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
     nc_if_end(g, &fm);
   }
   nc_loop_end(g, &Lb);
+  nc_if_end(g, &fdyn);
   if (sk) nc_if_end(g, &fsk);
   LLVMBuildRetVoid(g->b);
 }

@@ -29,6 +29,8 @@
 // matrix is split over M (in MR units) when M >= N, else over N (NR units),
 // which keeps the redundantly packed operand the smaller one. Each thread
 // packs into its own slice of the workspace; there are no barriers inside.
+// With nc_gemm_args.sync (the runtime's launches) the split is dynamic instead:
+// see there.
 #ifndef NC_CODEGEN_GEMM_H
 #define NC_CODEGEN_GEMM_H
 
@@ -100,6 +102,20 @@ typedef struct {
   // by gemm_bf16.c.
   int32_t sym;
   int32_t relu2;
+  // sync != NULL (and not sym): the dynamic split. Instead of a fixed share per
+  // thread, the work is cut into units of one MC x NC block of C at one KC
+  // depth, which every calling thread claims one at a time from the counter
+  // sync[0]; a unit waits for the earlier K blocks of its C tiles through the
+  // flag sync[1 + b * ceil(M / mc) + row block]. So a thread that runs late or
+  // slow (a neighbour on the core) leaves its units to the others instead of
+  // holding them up at the end of the GEMM. sync must hold
+  // nc_gemm_sync_len(knobs, batch, m) zeros at the call, is shared by all the
+  // call's threads and written by them; every thread's (thread, nthreads)
+  // still picks its workspace slice. Any thread may do any share of the work
+  // (all of it if the others never call), so results do not depend on the
+  // thread count. NULL: the static split above. Ignored by the skinny path and
+  // by gemm_bf16.c.
+  int64_t *sync;
 } nc_gemm_args;
 
 // void name(const nc_gemm_args *args, int32_t thread, int32_t nthreads)
@@ -111,6 +127,8 @@ nc_gemm_knobs nc_gemm_knobs_default(const nc_host_cpu *cpu);
 nc_status nc_gemm_knobs_check(const nc_gemm_knobs *k);
 // Workspace bytes for up to nthreads threads (packed A block + B panel each).
 size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads);
+// int64 words of nc_gemm_args.sync for a call of batch items of m rows.
+size_t nc_gemm_sync_len(const nc_gemm_knobs *k, int64_t batch, int64_t m);
 
 #ifdef NC_HAVE_LLVM
 // Adds spec->name (external) plus internal helpers to module m.

@@ -55,6 +55,11 @@ size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads) {
   return (size_t)nc_gemm_ws_floats(k) * sizeof(float) * (size_t)(nthreads < 1 ? 1 : nthreads);
 }
 
+size_t nc_gemm_sync_len(const nc_gemm_knobs *k, int64_t batch, int64_t m) {
+  int64_t nic = (m + k->mc - 1) / k->mc;
+  return 1 + (size_t)(batch < 1 ? 1 : batch) * (size_t)(nic < 1 ? 1 : nic);
+}
+
 // ---- the knob table (codegen/tune.h): what the autotuner searches ----------
 #include "codegen/tune.h"
 

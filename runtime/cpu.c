@@ -22,9 +22,10 @@
 // loads widened by integer ops too without AVX512_BF16; 13: one fp32 GEMM per (ta, tb) with
 // sym, ReLU^2 and the addend switched at run time; 14: the skinny path's M = 1 rows one at a
 // time; 15: the transposed A packed k-outer (codegen/gemm.c's pack_a); 16: the skinny
-// path's prefetch of the next block spread over its row groups), so that cached objects
+// path's prefetch of the next block spread over its row groups; 17: the packed path's dynamic
+// split through nc_gemm_args.sync), so that cached objects
 // are rebuilt.
-#define NC_CPU_CODEGEN_REV 16
+#define NC_CPU_CODEGEN_REV 17
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
@@ -43,6 +44,8 @@ struct nc_cpu {
   nc_gemm_fn *tuned_fn;
   int ntuned;
   float *work;
+  int64_t *sync;  // the GEMMs' dynamic split (nc_gemm_args.sync), zeroed per launch
+  size_t sync_cap;  // words
   double compile_s;
   bool cache_hit;
   int nunique;         // kernels actually compiled (after deduplication)
@@ -82,6 +85,7 @@ void nc_cpu_free(nc_cpu *c) {
   free(c->tuned);
   free(c->tuned_fn);
   free(c->work);
+  free(c->sync);
   free(c->bf_scratch);
   free(c->ktime);
   free(c->split);
@@ -433,10 +437,12 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     t.a.relu2 = !bf && v[10] == 1;
     t.a.sym = !bf && !t.a.relu2 && sym;  // (the relu2 variants were never symmetric)
     if (t.a.relu2 && s->ncbufs > 3) t.a.d = bufs[s->cbufs[3]];  // relu2 into D (else over C)
+    const nc_gemm_knobs *kn = &c->knobs;
     for (int i = 0; i < c->ntuned && !bf && v[10] == 0; i++)  // a plain fp32 GEMM tuned for exactly this shape
       if (c->tuned[i].variant == sym * 4 + ta * 2 + tb && c->tuned[i].batch == v[0] && c->tuned[i].m == v[1] && c->tuned[i].n == v[2] &&
           c->tuned[i].k == v[3]) {
         t.fn = c->tuned_fn[i];
+        kn = &c->tuned[i].knobs;
         break;
       }
     t.a.a = bufs[s->cbufs[0]];
@@ -466,6 +472,20 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     // can be cut finer than one task per thread: when a worker comes late the
     // caller claims more of the pieces (runtime/threadpool.h).
     if (t.nthreads > 1 && !bf && !ta && !sym && v[1] <= 16) t.nthreads *= 2;
+    // The packed path's dynamic split (codegen/gemm.h: units claimed from a
+    // counter instead of a fixed half each), so that a thread slowed by a
+    // neighbour does not hold the other up at the end of every GEMM.
+    if (t.nthreads > 1 && !bf && !t.a.sym && v[1] > 16) {
+      size_t len = nc_gemm_sync_len(kn, v[0], v[1]);
+      if (len > c->sync_cap) {
+        int64_t *q = realloc(c->sync, len * sizeof *q);
+        if (q) c->sync = q, c->sync_cap = len;
+      }
+      if (len <= c->sync_cap) {
+        memset(c->sync, 0, len * sizeof *c->sync);
+        t.a.sync = c->sync;
+      }
+    }
     if (bf && c->bf16_fallback) return nc_cpu_gemm_bf16_widened(c, &t);
     return nc_pool_run(c->pool, t.nthreads, nc_gemm_task_run, &t);
   }

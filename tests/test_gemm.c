@@ -647,8 +647,11 @@ Test(gemm, skinny_rows_do_not_depend_on_m_any_block) {
 // kind interleaved on the same function, against a double reference.
 // epi 0: plain, 1: relu2 into D, 2: relu2 over C, 3: addend, 4: sym + addend
 // (C = X X^T or X^T X with a symmetric E: needs ta != tb, M == N).
-static void switch_case(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, bool tb, int epi, int m, int n, int k, int batch,
-                        int threads, uint64_t *rng) {
+// dyn: 0 the static split; 1 the dynamic split (nc_gemm_args.sync), threads
+// concurrent; 2 the dynamic split with the threads' calls one after the other
+// (a late worker: the first call does every unit, the others find none left).
+static void switch_case_dyn(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, bool tb, int epi, int m, int n, int k, int batch,
+                            int threads, int dyn, uint64_t *rng) {
   if (epi == 4) n = m;
   int64_t lda = (ta ? m : k) + 1, ldb = (tb ? k : n) + 2, ldc = n + 3;
   if (epi == 4) ldb = lda;  // B = A
@@ -673,7 +676,24 @@ static void switch_case(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, bool tb
                        .batch = batch, .stride_a = sa, .stride_b = sb, .stride_c = sc, .alpha = alpha, .beta = beta,
                        .work = work, .d = epi == 1 ? d : NULL, .e = epi >= 3 ? e : NULL, .relu2 = epi == 1 || epi == 2,
                        .sym = epi == 4};
-  run_threads(fn, &args, threads);
+  int64_t *sync = NULL;
+  if (dyn) {
+    size_t len = nc_gemm_sync_len(kn, batch, m);
+    sync = calloc(len, sizeof *sync);
+    args.sync = sync;
+  }
+  if (dyn == 2)
+    for (int t = 0; t < threads; t++) fn(&args, t, threads);
+  else
+    run_threads(fn, &args, threads);
+  if (dyn && epi != 4 && m > 16) {  // every unit claimed once and every row block's flag at its last step
+    int64_t nic = (m + kn->mc - 1) / kn->mc, npc = (k + kn->kc - 1) / kn->kc, njc = (n + kn->nc - 1) / kn->nc;
+    if (npc < 1) npc = 1;
+    cr_assert_eq(sync[0], batch * njc * npc * nic + threads, "dyn: counter %lld", (long long)sync[0]);
+    for (int64_t i = 1; i < (int64_t)nc_gemm_sync_len(kn, batch, m); i++)
+      cr_assert_eq(sync[i], njc * npc, "dyn: flag %lld is %lld", (long long)i, (long long)sync[i]);
+  }
+  free(sync);
   for (int bi = 0; bi < batch; bi++)
     for (int i = 0; i < m; i++)
       for (int j = 0; j < ldc; j++) {
@@ -706,6 +726,42 @@ static void switch_case(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, bool tb
       }
   free(a), free(c), free(c0), free(d), free(e), free(work);
   if (epi != 4) free(b);
+}
+
+static void switch_case(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, bool tb, int epi, int m, int n, int k, int batch,
+                        int threads, uint64_t *rng) {
+  switch_case_dyn(fn, kn, ta, tb, epi, m, n, k, batch, threads, 0, rng);
+}
+
+// The dynamic split (nc_gemm_args.sync): every (ta, tb), every run-time switch
+// (sym falls back to the static split), tiny blocks so that a call has many
+// units and several K blocks per C tile (the flags' waits), 1..3 threads run
+// concurrently or one after the other, K = 0, against the double reference.
+Test(gemm, dynamic_split) {
+  nc_jit *jit;
+  OK(nc_jit_create(NULL, &jit));
+  uint64_t rng = 777;
+  for (int kset = 0; kset < 2; kset++) {
+    nc_gemm_knobs kn = nc_gemm_knobs_default(nc_jit_cpu(jit));
+    if (kset == 1) kn = tiny_blocks(kn, 7);
+    for (int v = 0; v < 4; v++) {
+      bool ta = v & 2, tb = v & 1;
+      char name[64];
+      snprintf(name, sizeof name, "gemm_dyn_%d_%d", kset, v);
+      nc_gemm_spec spec = {.name = name, .ta = ta, .tb = tb, .knobs = kn};
+      nc_gemm_fn fn;
+      OK(nc_gemm_compile(jit, &spec, &fn));
+      for (int it = 0; it < 16; it++) {
+        int epi = it % 5;
+        if (epi == 4 && ta == tb) epi = it % 4;
+        int m = it % 4 == 0 ? rng_int(&rng, 1, 16) : rng_int(&rng, 17, kset ? 90 : 300);
+        int n = rng_int(&rng, 1, kset ? 90 : 600), k = it == 5 ? 0 : rng_int(&rng, 1, kset ? 70 : 600);
+        if (k == 0 && epi >= 3) epi = 0;
+        switch_case_dyn(fn, &kn, ta, tb, epi, m, n, k, rng_int(&rng, 1, 3), rng_int(&rng, 1, 3), 1 + it % 2, &rng);
+      }
+    }
+  }
+  nc_jit_free(jit);
 }
 
 Test(gemm, run_time_switches) {
