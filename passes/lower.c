@@ -410,23 +410,55 @@ static nc_status nc_lw_scatter_add(nc_lw *w, nc_id n) {
   // for c (parallel): { for v: out[v, c] = 0; for i over ids: out[ids[i], c] += src[i, c] }
   // Both loops sit inside one parallel loop over the columns, so each thread
   // zeroes and accumulates the same columns: no thread reads what another writes.
+  // With a constant column count that is a multiple of NC_LW_SCATTER_COLS
+  // (embeddings: n_embd), the parallel loop runs over blocks of that many
+  // columns (one cache line) and each row's block is a vectorized inner loop:
+  // for cb (parallel): { for v: for c in cb: out[v, c] = 0; for i: for c in cb:
+  // out[ids[i], c] += src[i, c] }. Column by column, every access of the zeroing
+  // and of the sum strode by a whole row (d4: 7 ms a step for a 2048 x 256
+  // gradient into 8192 x 256). Each element sums over i in the same order
+  // either way. NC_PATTERN_SCATTER_BLOCKS switches the blocks off.
   nc_kernel *k = w->k;
   nc_id ids = nc_graph_input_of(w->g, n, 0), src = nc_graph_input_of(w->g, n, 1);
   nc_type ot = nc_type_of(w->g, n), it = nc_type_of(w->g, ids);
   int ob = nc_lw_buf(w, n, true);
   nc_ks *tail = &k->body;
+  bool blocks = w->scatter_blocks && nc_dim_is_const(ot.dim[1]) && ot.dim[1].c % NC_LW_SCATTER_COLS == 0;
   int cv = nc_kernel_var(k);
-  nc_ks lc = nc_ks_for(k, &tail, cv, nc_kx_idx(k, 0), nc_lw_dim(w, ot.dim[1]));
+  nc_kx C = nc_lw_dim(w, ot.dim[1]);
+  nc_ks lc = nc_ks_for(k, &tail, cv, nc_kx_idx(k, 0),
+                       blocks ? nc_kx_idx(k, ot.dim[1].c / NC_LW_SCATTER_COLS) : nc_lw_dim(w, ot.dim[1]));
   k->s[lc].sched |= NC_KSCHED_PARALLEL;
   nc_ks *body = nc_ks_body_slot(k, lc);
-  nc_kx C = nc_lw_dim(w, ot.dim[1]), c = nc_kx_var(k, cv);
+  nc_kx c = nc_kx_var(k, cv);
   int vv = nc_kernel_var(k);
   nc_ks lv = nc_ks_for(k, &body, vv, nc_kx_idx(k, 0), nc_lw_dim(w, ot.dim[0]));
   nc_ks *zb = nc_ks_body_slot(k, lv);
+  nc_kx c0 = c;  // the first column of the block
+  int zv = -1, av = -1;
+  if (blocks) {
+    c0 = nc_kx_binary(k, NC_KOP_MUL, c, nc_kx_idx(k, NC_LW_SCATTER_COLS));
+    zv = nc_kernel_var(k);
+    nc_ks lz = nc_ks_for(k, &zb, zv, nc_kx_idx(k, 0), nc_kx_idx(k, NC_LW_SCATTER_COLS));
+    k->s[lz].sched |= NC_KSCHED_VECTORIZE, k->s[lz].vec = NC_LW_SCATTER_COLS;
+    zb = nc_ks_body_slot(k, lz);
+    c = nc_kx_binary(k, NC_KOP_ADD, c0, nc_kx_var(k, zv));
+  }
   nc_ks_store(k, &zb, ob, nc_kx_binary(k, NC_KOP_ADD, nc_kx_binary(k, NC_KOP_MUL, nc_kx_var(k, vv), C), c),
               nc_kx_const_f(k, ot.dtype, 0));
   nc_kx iidx[NC_MAX_RANK];
   body = nc_lw_loops(w, body, &it, (1ull << it.rank) - 1, iidx, false);
+  if (blocks) {  // the block's columns innermost (the ids loops are not vectorized then)
+    for (nc_ks s2 = lv; s2 != NC_KS_NONE; s2 = k->s[s2].next)
+      if (s2 != lv && k->s[s2].kind == NC_KS_FOR)
+        for (nc_ks s3 = s2; s3 != NC_KS_NONE; s3 = k->s[s3].kind == NC_KS_FOR ? k->s[s3].body : NC_KS_NONE)
+          if (k->s[s3].kind == NC_KS_FOR) k->s[s3].sched &= ~(unsigned)NC_KSCHED_VECTORIZE;
+    av = nc_kernel_var(k);
+    nc_ks la = nc_ks_for(k, &body, av, nc_kx_idx(k, 0), nc_kx_idx(k, NC_LW_SCATTER_COLS));
+    k->s[la].sched |= NC_KSCHED_VECTORIZE, k->s[la].vec = NC_LW_SCATTER_COLS;
+    body = nc_ks_body_slot(k, la);
+    c = nc_kx_binary(k, NC_KOP_ADD, c0, nc_kx_var(k, av));
+  }
   nc_kx id = nc_kx_cast(k, nc_lw_emit(w, ids, iidx, false), NC_I64);
   id = nc_lw_clamp(w, id, 0, nc_kx_binary(k, NC_KOP_SUB, nc_lw_dim(w, ot.dim[0]), nc_kx_idx(k, 1)));
   nc_kx sidx[NC_MAX_RANK];
@@ -1216,12 +1248,17 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     nc_plan_free(p);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
+  bool esrc = (!o || o->fuse) && !(o && (o->patterns_off & NC_PATTERN_EXPAND_SOURCE));
   for (nc_id i = 0; i < nn; i++) {
     const nc_node *nd = nc_graph_node(g, i);
     bool map = nd->op == NC_OP_EXPAND || nd->op == NC_OP_RESHAPE || nd->op == NC_OP_PERMUTE ||
                nd->op == NC_OP_SLICE || nd->op == NC_OP_CAST;
     nc_id in0 = nd->nin ? nc_graph_input_of(g, i, 0) : NC_NONE;
     cheap[i] = nd->op == NC_OP_CONST || nd->op == NC_OP_IOTA || (map && (p->materialized[in0] || cheap[in0]));
+    if (esrc && nd->op == NC_OP_EXPAND && !cheap[i] && !p->materialized[i] && uses[i] > 1 && uses[in0] == 1) {  // NC_PATTERN_EXPAND_SOURCE
+      p->materialized[in0] = 1;
+      cheap[i] = 1;
+    }
     if (nd->op == NC_OP_INPUT || nd->op == NC_OP_PARAM || nc_op_get(nd->op)->kind == NC_KIND_REDUCE ||
         nd->op == NC_OP_MATMUL || nd->op == NC_OP_BMM || nd->op == NC_OP_SCATTER_ADD || nd->op == NC_OP_CROSS_ENTROPY ||
         nd->op == NC_OP_CROSS_ENTROPY_GRAD || nd->op == NC_OP_ATTENTION || nd->op == NC_OP_ATTENTION_GRAD ||
@@ -1330,7 +1367,7 @@ nc_status nc_plan_build(const nc_graph *g, const nc_lower_opts *o, nc_plan **out
     pk->node = i;
     for (int b = 0; b < NC_KERNEL_MAX_BUFS; b++) pk->buf_node[b] = NC_NONE;
     nc_lw w = {g, p, pk, &pk->k, 0, NC_OK, NC_NONE, NC_KX_NONE, rowfused, !(o && (o->patterns_off & NC_PATTERN_SYMMETRIC_GEMM)),
-               hosts[i], 0, {0}, {0}};
+               hosts[i], 0, {0}, {0}, !(o && (o->patterns_off & NC_PATTERN_SCATTER_BLOCKS))};
     if (fl) st = nc_lw_flash(&w, i);
     else if (relu2 && relu2[i] != NC_NONE && nd->op == NC_OP_SQUARE) st = nc_lw_matmul(&w, relu2[i], i, true, NULL);
     else if (gadd && gadd[i].root == i) st = nc_lw_matmul(&w, gadd[i].m, NC_NONE, false, &gadd[i]);

@@ -21,7 +21,11 @@ typedef struct {
   int nrow;
   nc_id row_node[NC_KERNEL_MAX_ACCS];  // the row reductions computed so far in this kernel ...
   nc_kx row_val[NC_KERNEL_MAX_ACCS];   // ... and their values
+  bool scatter_blocks;  // NC_PATTERN_SCATTER_BLOCKS on
 } nc_lw;
+
+// Columns per block of a scatter_add loop nest (NC_PATTERN_SCATTER_BLOCKS): 16 floats, a cache line.
+#define NC_LW_SCATTER_COLS 16
 
 // A dim as an i64 expression over the kernel's symbol arguments.
 nc_kx nc_lw_dim(nc_lw *w, nc_dim d);

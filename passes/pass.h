@@ -129,6 +129,18 @@ enum {
   // readers are all elementwise is recomputed by each of them, not stored
   // (passes/lower_recompute.c). NC_PATTERNS_OFF=65536 switches it off.
   NC_PATTERN_RECOMPUTE = 65536,
+  // SCATTER_BLOCKS (lowering): a scatter_add loop nest (the embedding's
+  // gradient, where scatter_add is not one atomic call) whose column count is a
+  // constant multiple of 16 runs parallel over blocks of 16 columns with the
+  // block's columns innermost (contiguous, vectorized), not column by column
+  // with every access a row apart. The same sums in the same order.
+  NC_PATTERN_SCATTER_BLOCKS = 131072,
+  // EXPAND_SOURCE (lowering): an expand (broadcast) with several readers whose
+  // input is a computed node read only by it gets no buffer of its own: the
+  // smaller input is materialized instead and every reader indexes it through
+  // the expand (rope's cos/sin tables: (T, 64) stored, not (B, T, H, 64) with a
+  // cos per element).
+  NC_PATTERN_EXPAND_SOURCE = 524288,
 };
 typedef nc_status (*nc_pass_fn)(nc_graph **g, nc_pass_ctx *ctx);
 
