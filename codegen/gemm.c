@@ -671,10 +671,11 @@ static void nc_emit_tiles(nc_gg *g, LLVMValueRef uk, const nc_tiles *t) {
 // The dynamic split (args.sync, gemm.h): units (batch item, NC column block, KC
 // depth block, MC row block), numbered in that order, claimed one at a time
 // from the counter sync[0] by whichever thread is free. Unit (b, jc, pc, ic)
-// waits until the row block's flag sync[1 + b * nic + ic] says that the
-// block's previous units (the earlier K blocks of the same C tiles) are done,
-// runs, and then advances the flag. A thread packs its B panel again only
-// when its unit's (b, jc, pc) differs from the last one's.
+// waits until its C block's flag sync[1 + (b * njc + jc) * nic + ic] says that
+// the block's earlier K blocks (pc of them) are done, runs, and then sets it to
+// pc + 1: only the K blocks of one C block are ordered, so every C block is an
+// independent chain. A thread packs its B panel again only when its unit's
+// (b, jc, pc) differs from the last one's.
 static void nc_emit_dynamic(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb, LLVMValueRef sync, const nc_tiles *base,
                             LLVMValueRef A, LLVMValueRef B, LLVMValueRef M, LLVMValueRef N, LLVMValueRef lda,
                             LLVMValueRef ldb, LLVMValueRef batch, LLVMValueRef sa, LLVMValueRef sb, LLVMValueRef sc,
@@ -696,7 +697,7 @@ static void nc_emit_dynamic(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValu
   LLVMValueRef ici = LLVMBuildSRem(g->b, u, nic, ""), r = LLVMBuildSDiv(g->b, u, nic, "");  // r: (b, jc, pc)
   LLVMValueRef pci = LLVMBuildSRem(g->b, r, npc, ""), r2 = LLVMBuildSDiv(g->b, r, npc, "");
   LLVMValueRef jci = LLVMBuildSRem(g->b, r2, njc, ""), bi = LLVMBuildSDiv(g->b, r2, njc, "");
-  LLVMValueRef step = nc_add(g, nc_mul(g, jci, npc), pci);  // this row block's units before this one
+  LLVMValueRef step = pci;  // this C block's units before this one (its earlier K blocks)
   nc_tiles t = *base;
   t.ic = nc_mul(g, ici, c64(g, k->mc));
   t.jc = nc_mul(g, jci, c64(g, k->nc));
@@ -714,13 +715,23 @@ static void nc_emit_dynamic(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValu
   LLVMBuildStore(g->b, r, packed);
   nc_if_else(g, &fp);
   nc_if_end(g, &fp);
-  LLVMValueRef flag = LLVMBuildInBoundsGEP2(g->b, g->i64, sync, (LLVMValueRef[]){nc_add(g, nc_add(g, nc_mul(g, bi, nic), ici), one)}, 1, "");
+  LLVMValueRef tile = nc_add(g, nc_mul(g, nc_add(g, nc_mul(g, bi, njc), jci), nic), ici);  // (b, jc, ic)
+  LLVMValueRef flag = LLVMBuildInBoundsGEP2(g->b, g->i64, sync, (LLVMValueRef[]){nc_add(g, tile, one)}, 1, "");
   LLVMBuildBr(g->b, wait);
   LLVMPositionBuilderAtEnd(g->b, wait);  // the earlier K blocks of these C tiles, if another thread still runs one
   LLVMValueRef fv = LLVMBuildLoad2(g->b, g->i64, flag, "");
   LLVMSetOrdering(fv, LLVMAtomicOrderingAcquire);
   LLVMSetAlignment(fv, 8);
-  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, fv, step, ""), run, wait);
+  // spinning: x86's pause between reads (lets a sibling hyperthread run, eases the bus)
+  unsigned pause_id = LLVMLookupIntrinsicID("llvm.x86.sse2.pause", 19);
+  LLVMBasicBlockRef spin = pause_id ? nc_block(g, "spin") : wait;
+  LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, fv, step, ""), run, spin);
+  if (pause_id) {
+    LLVMPositionBuilderAtEnd(g->b, spin);
+    LLVMModuleRef mod = LLVMGetGlobalParent(LLVMGetBasicBlockParent(spin));
+    LLVMBuildCall2(g->b, LLVMIntrinsicGetType(g->ctx, pause_id, NULL, 0), LLVMGetIntrinsicDeclaration(mod, pause_id, NULL, 0), NULL, 0, "");
+    LLVMBuildBr(g->b, wait);
+  }
   LLVMPositionBuilderAtEnd(g->b, run);
   LLVMValueRef paargs[] = {t.Ap, Ab, lda, t.ic, t.mcur, t.pc, t.kc};
   nc_call(g, pa, paargs, 7);

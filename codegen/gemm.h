@@ -105,11 +105,11 @@ typedef struct {
   // sync != NULL (and not sym): the dynamic split. Instead of a fixed share per
   // thread, the work is cut into units of one MC x NC block of C at one KC
   // depth, which every calling thread claims one at a time from the counter
-  // sync[0]; a unit waits for the earlier K blocks of its C tiles through the
-  // flag sync[1 + b * ceil(M / mc) + row block]. So a thread that runs late or
-  // slow (a neighbour on the core) leaves its units to the others instead of
-  // holding them up at the end of the GEMM. sync must hold
-  // nc_gemm_sync_len(knobs, batch, m) zeros at the call, is shared by all the
+  // sync[0]; a unit waits for the earlier K blocks of its C block through the
+  // block's flag sync[1 + (b * ceil(N / nc) + column block) * ceil(M / mc) + row
+  // block]. So a thread that runs late or slow (a neighbour on the core) leaves
+  // its units to the others instead of holding them up at the end of the GEMM.
+  // sync must hold nc_gemm_sync_len(knobs, batch, m, n) zeros at the call, is shared by all the
   // call's threads and written by them; every thread's (thread, nthreads)
   // still picks its workspace slice. Any thread may do any share of the work
   // (all of it if the others never call), so results do not depend on the
@@ -127,8 +127,14 @@ nc_gemm_knobs nc_gemm_knobs_default(const nc_host_cpu *cpu);
 nc_status nc_gemm_knobs_check(const nc_gemm_knobs *k);
 // Workspace bytes for up to nthreads threads (packed A block + B panel each).
 size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads);
-// int64 words of nc_gemm_args.sync for a call of batch items of m rows.
-size_t nc_gemm_sync_len(const nc_gemm_knobs *k, int64_t batch, int64_t m);
+// int64 words of nc_gemm_args.sync for a call of batch items of m x n.
+size_t nc_gemm_sync_len(const nc_gemm_knobs *k, int64_t batch, int64_t m, int64_t n);
+// Whether a call runs the dynamic split: the sync length to pass, or 0 for the
+// static split (one thread, sym, M <= 16, or fewer MC x NC blocks of C than
+// threads: each block's K units form one ordered chain, so fewer chains than
+// threads would leave threads waiting, where the static split cuts M or N finer).
+// The runtime's launches and the tuner's timing both decide through it.
+size_t nc_gemm_sync_want(const nc_gemm_knobs *k, int nthreads, int64_t batch, int64_t m, int64_t n, bool sym);
 
 #ifdef NC_HAVE_LLVM
 // Adds spec->name (external) plus internal helpers to module m.

@@ -55,9 +55,15 @@ size_t nc_gemm_workspace_size(const nc_gemm_knobs *k, int nthreads) {
   return (size_t)nc_gemm_ws_floats(k) * sizeof(float) * (size_t)(nthreads < 1 ? 1 : nthreads);
 }
 
-size_t nc_gemm_sync_len(const nc_gemm_knobs *k, int64_t batch, int64_t m) {
-  int64_t nic = (m + k->mc - 1) / k->mc;
-  return 1 + (size_t)(batch < 1 ? 1 : batch) * (size_t)(nic < 1 ? 1 : nic);
+size_t nc_gemm_sync_len(const nc_gemm_knobs *k, int64_t batch, int64_t m, int64_t n) {
+  int64_t nic = (m + k->mc - 1) / k->mc, njc = (n + k->nc - 1) / k->nc;
+  return 1 + (size_t)(batch < 1 ? 1 : batch) * (size_t)(njc < 1 ? 1 : njc) * (size_t)(nic < 1 ? 1 : nic);
+}
+
+size_t nc_gemm_sync_want(const nc_gemm_knobs *k, int nthreads, int64_t batch, int64_t m, int64_t n, bool sym) {
+  if (nthreads < 2 || sym || m <= 16) return 0;  // one thread, the symmetric split, the skinny path
+  size_t len = nc_gemm_sync_len(k, batch, m, n);
+  return len - 1 >= (size_t)nthreads ? len : 0;  // fewer C blocks than threads: the static split cuts finer
 }
 
 // ---- the knob table (codegen/tune.h): what the autotuner searches ----------

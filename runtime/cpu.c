@@ -23,9 +23,9 @@
 // sym, ReLU^2 and the addend switched at run time; 14: the skinny path's M = 1 rows one at a
 // time; 15: the transposed A packed k-outer (codegen/gemm.c's pack_a); 16: the skinny
 // path's prefetch of the next block spread over its row groups; 17: the packed path's dynamic
-// split through nc_gemm_args.sync), so that cached objects
+// split through nc_gemm_args.sync; 18: its flags per C block, a pause in its wait), so that cached objects
 // are rebuilt.
-#define NC_CPU_CODEGEN_REV 17
+#define NC_CPU_CODEGEN_REV 18
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
@@ -475,8 +475,8 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     // The packed path's dynamic split (codegen/gemm.h: units claimed from a
     // counter instead of a fixed half each), so that a thread slowed by a
     // neighbour does not hold the other up at the end of every GEMM.
-    if (t.nthreads > 1 && !bf && !t.a.sym && v[1] > 16) {
-      size_t len = nc_gemm_sync_len(kn, v[0], v[1]);
+    size_t len = bf ? 0 : nc_gemm_sync_want(kn, t.nthreads, v[0], v[1], v[2], t.a.sym);
+    if (len) {
       if (len > c->sync_cap) {
         int64_t *q = realloc(c->sync, len * sizeof *q);
         if (q) c->sync = q, c->sync_cap = len;

@@ -449,10 +449,20 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
                        .stride_b = s->k * s->n, .stride_c = s->m * s->n, .alpha = 1.0f, .beta = 0.0f, .work = x->work,
                        .sym = (s->variant >> 2) & 1};
   memset(x->c, 0xff, x->nc * sizeof *x->c);  // NaN: a candidate that skips part of C cannot pass on an earlier result
+  // the split the executor's launch would run (runtime/cpu.c): dynamic where it is
+  size_t slen = nc_gemm_sync_want(kn, t.nthreads, s->batch, s->m, s->n, t.a.sym);
+  int64_t *sync = slen ? calloc(slen, sizeof *sync) : NULL;
+  if (slen && !sync) return nc_errorf(NC_E_NOMEM, "out of memory for the GEMM's sync words");
+  t.a.sync = sync;
   double best = INFINITY;
   for (int r = 0; r <= reps; r++) {
+    if (sync) memset(sync, 0, slen * sizeof *sync);
     double t0 = nc_tu_now();
-    NC_TRY(nc_pool_run(x->pool, t.nthreads, nc_tu_cpu_task_run, &t));
+    nc_status st = nc_pool_run(x->pool, t.nthreads, nc_tu_cpu_task_run, &t);
+    if (st) {
+      free(sync);
+      return st;
+    }
     // the critical path in CPU time: the slowest task's own thread CPU time,
     // which leaves out what other processes on a loaded machine take (and
     // still shows a badly balanced split)
@@ -463,6 +473,7 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
     }
     if (r > 0 && dt < best) best = dt;
   }
+  free(sync);
   *sec = best;
   memcpy(c, x->c, x->nc * sizeof *c);
   return NC_OK;

@@ -678,7 +678,7 @@ static void switch_case_dyn(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, boo
                        .sym = epi == 4};
   int64_t *sync = NULL;
   if (dyn) {
-    size_t len = nc_gemm_sync_len(kn, batch, m);
+    size_t len = nc_gemm_sync_len(kn, batch, m, n);
     sync = calloc(len, sizeof *sync);
     args.sync = sync;
   }
@@ -686,12 +686,12 @@ static void switch_case_dyn(nc_gemm_fn fn, const nc_gemm_knobs *kn, bool ta, boo
     for (int t = 0; t < threads; t++) fn(&args, t, threads);
   else
     run_threads(fn, &args, threads);
-  if (dyn && epi != 4 && m > 16) {  // every unit claimed once and every row block's flag at its last step
+  if (dyn && epi != 4 && m > 16) {  // every unit claimed once and every C block's flag at its last K block
     int64_t nic = (m + kn->mc - 1) / kn->mc, npc = (k + kn->kc - 1) / kn->kc, njc = (n + kn->nc - 1) / kn->nc;
     if (npc < 1) npc = 1;
     cr_assert_eq(sync[0], batch * njc * npc * nic + threads, "dyn: counter %lld", (long long)sync[0]);
-    for (int64_t i = 1; i < (int64_t)nc_gemm_sync_len(kn, batch, m); i++)
-      cr_assert_eq(sync[i], njc * npc, "dyn: flag %lld is %lld", (long long)i, (long long)sync[i]);
+    for (int64_t i = 1; i < (int64_t)nc_gemm_sync_len(kn, batch, m, n); i++)
+      cr_assert_eq(sync[i], npc, "dyn: flag %lld is %lld", (long long)i, (long long)sync[i]);
   }
   free(sync);
   for (int bi = 0; bi < batch; bi++)
