@@ -1,6 +1,6 @@
 // nanochat tune SPEC: the autotuner (runtime/tuner.h) over the GEMM shapes of
 // the spec's compiled training step and, on OpenCL, its flash-attention calls
-// and loop kernels' size buckets; winners go to the tuning database
+// and loop and row kernels' size buckets; winners go to the tuning database
 // (runtime/tunedb.h, docs/tuning.md).
 #include <getopt.h>
 #include <stdio.h>
@@ -32,8 +32,9 @@ static void nc_tune_usage(FILE *f) {
           "      --db PATH       the database (default: $NC_TUNE_DB, else the cache folder's tune.json)\n"
           "      --timer T       cpu: time a candidate by its slowest thread's CPU time (cpu, default:\n"
           "                      robust to other processes) or by the wall clock (wall)\n"
-          "      --only LIST     opencl: the spaces to tune, of gemm, flash, loop (default all: flash attention's\n"
-          "                      blocks first, then the loop kernels' work-group, then the GEMMs)\n"
+          "      --only LIST     opencl: the spaces to tune, of gemm, flash, loop, row (default all: flash attention's\n"
+          "                      blocks first, then the loop kernels' work-group, the row kernels' work-group,\n"
+          "                      then the GEMMs)\n"
           "      --list          print the shapes and exit\n"
           "  -q, --quiet         no progress lines\n");
 }
@@ -51,7 +52,14 @@ typedef struct {
   int nflash;
   nc_tune_loop_shape *loop;
   int nloop;
+  nc_tune_row_shape *row;
+  int nrow;
 } nc_tune_ocl_shapes;
+
+static int nc_tune_cmp_row(const void *a, const void *b) {
+  const nc_tune_row_shape *x = a, *y = b;
+  return x->count != y->count ? y->count - x->count : x->bucket - y->bucket;
+}
 
 static int nc_tune_cmp_loop(const void *a, const void *b) {
   const nc_tune_loop_shape *x = a, *y = b;
@@ -99,6 +107,8 @@ static nc_status nc_tune_spec_shapes(const char *spec_path, const nc_device *dev
         if (os->loop[i].bucket <= 27) os->loop[m++] = os->loop[i];
       os->nloop = m;
     }
+    if (!st) st = nc_tune_plan_rows(g, p, syms, dd.gpu, &os->row, &os->nrow);  // most launches first
+    if (!st) qsort(os->row, (size_t)os->nrow, sizeof *os->row, nc_tune_cmp_row);
   }
   nc_plan_free(p);
   nc_graph_free(g);
@@ -117,7 +127,7 @@ int nc_cmd_tune(int argc, char **argv) {
   long batch = 8, seq = 256, threads = 0;
   const char *db_path = NULL, *precision = NULL;
   bool list = false, quiet = false, wall = false;
-  bool want[3] = {true, true, true};  // gemm, flash, loop
+  bool want[4] = {true, true, true, true};  // gemm, flash, loop, row
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "d:B:b:t:qh", opts, NULL)) != -1) {
@@ -151,18 +161,23 @@ int nc_cmd_tune(int argc, char **argv) {
         }
         break;
       case 'O': {
-        want[0] = want[1] = want[2] = false;
+        want[0] = want[1] = want[2] = want[3] = false;
         const char *q = optarg;
         while (*q) {
           size_t l = strcspn(q, ",");
           if (l == 4 && !strncmp(q, "gemm", 4)) want[0] = true;
           else if (l == 5 && !strncmp(q, "flash", 5)) want[1] = true;
           else if (l == 4 && !strncmp(q, "loop", 4)) want[2] = true;
+          else if (l == 3 && !strncmp(q, "row", 3)) want[3] = true;
           else {
-            fprintf(stderr, "nanochat tune: --only wants a comma-separated list of gemm, flash, loop; got '%s'\n", optarg);
+            fprintf(stderr, "nanochat tune: --only wants a comma-separated list of gemm, flash, loop, row; got '%s'\n", optarg);
             return 2;
           }
           q += l + (q[l] == ',');
+        }
+        if (!want[0] && !want[1] && !want[2] && !want[3]) {
+          fprintf(stderr, "nanochat tune: --only wants at least one of gemm, flash, loop, row\n");
+          return 2;
         }
         break;
       }
@@ -199,7 +214,7 @@ int nc_cmd_tune(int argc, char **argv) {
     return 2;
   }
   if (dev.kind != NC_DEV_OPENCL && !want[0]) {
-    fprintf(stderr, "nanochat tune: --only flash/loop: those are OpenCL templates (use --device opencl...)\n");
+    fprintf(stderr, "nanochat tune: --only flash/loop/row: those are OpenCL templates (use --device opencl...)\n");
     return 2;
   }
   nc_tune_shape *shapes = NULL;
@@ -207,12 +222,13 @@ int nc_cmd_tune(int argc, char **argv) {
   nc_tune_ocl_shapes os = {0};
   nc_status st = nc_tune_spec_shapes(spec_path, &dev, batch, seq, &shapes, &n, &os);
   if (st) {
-    free(os.flash), free(os.loop);
+    free(os.flash), free(os.loop), free(os.row);
     return nc_tune_fail(st);
   }
   if (!want[0]) n = 0;
   if (!want[1]) os.nflash = 0;
   if (!want[2]) os.nloop = 0;
+  if (!want[3]) os.nrow = 0;
   if (list) {
     printf("%d GEMM shapes in the training step of %s (batch %ld x seq %ld):\n", n, spec_path, batch, seq);
     for (int i = 0; i < n; i++)
@@ -230,45 +246,55 @@ int nc_cmd_tune(int argc, char **argv) {
       printf("%d loop-kernel size buckets (knob space ocl.loop, class=loop):\n", os.nloop);
       for (int i = 0; i < os.nloop; i++)
         printf("  items=2^%d  x%d (largest %lld items)\n", os.loop[i].bucket, os.loop[i].count, (long long)os.loop[i].items);
+      printf("%d row-kernel length buckets (knob space ocl.loop, class=row):\n", os.nrow);
+      for (int i = 0; i < os.nrow; i++) {
+        char sh[32];
+        nc_ocl_row_shape_str(os.row[i].bucket, sh, sizeof sh);
+        printf("  %s  x%d (largest %lld rows of %lld)\n", sh, os.row[i].count, (long long)os.row[i].rows, (long long)os.row[i].cols);
+      }
     }
-    free(shapes), free(os.flash), free(os.loop);
+    free(shapes), free(os.flash), free(os.loop), free(os.row);
     return 0;
   }
   nc_tunedb *db = NULL;
   st = nc_tunedb_load(path, true, &db);
   nc_tune_result *res = calloc((size_t)(n > 0 ? n : 1), sizeof *res);
   if (!st && !res) st = nc_errorf(NC_E_NOMEM, "out of memory");
-  nc_tune_result *fres = calloc((size_t)os.nflash + 1, sizeof *fres), *lres = calloc((size_t)os.nloop + 1, sizeof *lres);
-  if (!st && (!fres || !lres)) st = nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_tune_result *fres = calloc((size_t)os.nflash + 1, sizeof *fres), *lres = calloc((size_t)os.nloop + 1, sizeof *lres),
+                 *rres = calloc((size_t)os.nrow + 1, sizeof *rres);
+  if (!st && (!fres || !lres || !rres)) st = nc_errorf(NC_E_NOMEM, "out of memory");
   nc_tune_opts to = {.dev = dev, .budget_s = budget, .progress = quiet ? NULL : stderr, .wall_time = wall};
   if (!st && getenv("NC_TUNE_TEST_BREAK")) to.break_candidates = true;  // test hook: every non-default candidate is wrong
   // the budget: flash attention first (a large share of the step, few shapes), then the loop buckets (no
-  // compilation per candidate), then the GEMMs; each space gets its weight's share of what is left, and
-  // what a space does not use passes on
-  double w[3] = {n ? 0.45 : 0, os.nflash ? 0.45 : 0, os.nloop ? 0.10 : 0};
+  // compilation per candidate), then the row buckets (a small program build per candidate, few
+  // candidates), then the GEMMs; each space gets its weight's share of what is left, and what a space
+  // does not use passes on
+  double w[4] = {n ? 0.40 : 0, os.nflash ? 0.40 : 0, os.nloop ? 0.10 : 0, os.nrow ? 0.10 : 0};
   struct timespec ts0;
   clock_gettime(CLOCK_MONOTONIC, &ts0);
   double t_end = (double)ts0.tv_sec + 1e-9 * (double)ts0.tv_nsec + budget;
-  const int order[3] = {1, 2, 0};
-  for (int oi = 0; oi < 3 && !st; oi++) {
+  const int order[4] = {1, 2, 3, 0};
+  for (int oi = 0; oi < 4 && !st; oi++) {
     int sp = order[oi];
     if (w[sp] <= 0) continue;
     double wl = 0;
-    for (int j = oi; j < 3; j++) wl += w[order[j]];
+    for (int j = oi; j < 4; j++) wl += w[order[j]];
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double left = t_end - ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
     to.budget_s = left > 0 ? left * w[sp] / wl : 1e-9;
-    double wt = w[0] + w[1] + w[2];
+    double wt = w[0] + w[1] + w[2] + w[3];
     if (sp == 2 && to.budget_s < budget * w[sp] / wt) to.budget_s = budget * w[sp] / wt;  // cheap candidates: at least the nominal share
     if (sp == 1) st = nc_tune_flash_run(os.flash, os.nflash, &to, db, fres);
     else if (sp == 2) st = nc_tune_loop_run(os.loop, os.nloop, &to, db, lres);
+    else if (sp == 3) st = nc_tune_row_run(os.row, os.nrow, &to, db, rres);
     else st = nc_tune_run(shapes, n, &to, db, res);
   }
   int written = 0;
   for (int i = 0; !st && i < n; i++) written += res[i].tuned;
   for (int i = 0; !st && i < os.nflash; i++) written += fres[i].tuned;
   for (int i = 0; !st && i < os.nloop; i++) written += lres[i].tuned;
+  for (int i = 0; !st && i < os.nrow; i++) written += rres[i].tuned;
   if (!st && written) st = nc_tunedb_save(db, path);
   if (!st) {
     printf("%-44s %-32s %5s %12s %12s %7s  %s\n", "kernel", "shape", "calls", "default_us", "tuned_us", "speedup", "knobs");
@@ -280,11 +306,11 @@ int nc_cmd_tune(int argc, char **argv) {
       printf("%-44s %-32s %5d %12.1f %12.1f %7.2f  %s%s\n", res[i].kernel, res[i].shape, shapes[i].count, res[i].default_us, res[i].best_us,
              res[i].default_us / res[i].best_us, res[i].is_default ? "(default) " : "", res[i].knobs);
     }
-    for (int sp = 1; sp <= 2; sp++) {  // flash attention (a forward + its backward per call), loop buckets (one launch)
-      int m = sp == 1 ? os.nflash : os.nloop;
-      const nc_tune_result *rr = sp == 1 ? fres : lres;
+    for (int sp = 1; sp <= 3; sp++) {  // flash attention (a forward + its backward per call), loop and row buckets (one launch)
+      int m = sp == 1 ? os.nflash : sp == 2 ? os.nloop : os.nrow;
+      const nc_tune_result *rr = sp == 1 ? fres : sp == 2 ? lres : rres;
       for (int i = 0; i < m; i++) {
-        int calls = sp == 1 ? os.flash[i].count : os.loop[i].count;
+        int calls = sp == 1 ? os.flash[i].count : sp == 2 ? os.loop[i].count : os.row[i].count;
         if (!rr[i].tuned) {
           printf("%-44s %-32s %5d %12s %12s %7s  (budget spent)\n", rr[i].kernel, rr[i].shape, calls, "-", "-", "-");
           continue;
@@ -293,15 +319,15 @@ int nc_cmd_tune(int argc, char **argv) {
                rr[i].default_us / rr[i].best_us, rr[i].is_default ? "(default) " : "", rr[i].knobs);
       }
     }
-    const char *what[3] = {"GEMM", "flash-attention (forward + backward)", "loop-kernel (synthetic, per launch)"};
-    int total = n + os.nflash + os.nloop;
-    for (int sp = 0; sp < 3; sp++) {
-      int m = sp == 0 ? n : sp == 1 ? os.nflash : os.nloop, done = 0;
+    const char *what[4] = {"GEMM", "flash-attention (forward + backward)", "loop-kernel (synthetic, per launch)", "row-kernel (synthetic RMSNorm, per launch)"};
+    int total = n + os.nflash + os.nloop + os.nrow;
+    for (int sp = 0; sp < 4; sp++) {
+      int m = sp == 0 ? n : sp == 1 ? os.nflash : sp == 2 ? os.nloop : os.nrow, done = 0;
       if (!m) continue;
-      const nc_tune_result *rr = sp == 0 ? res : sp == 1 ? fres : lres;
+      const nc_tune_result *rr = sp == 0 ? res : sp == 1 ? fres : sp == 2 ? lres : rres;
       double td = 0, tt = 0;
       for (int i = 0; i < m; i++) {
-        int calls = sp == 0 ? shapes[i].count : sp == 1 ? os.flash[i].count : os.loop[i].count;
+        int calls = sp == 0 ? shapes[i].count : sp == 1 ? os.flash[i].count : sp == 2 ? os.loop[i].count : os.row[i].count;
         if (rr[i].tuned) td += rr[i].default_us * calls, tt += rr[i].best_us * calls, done++;
       }
       printf("%s: %d of %d shapes tuned (%d skipped for lack of budget); time per step over them %.1f ms default, %.1f ms tuned (%.2fx)\n", what[sp],
@@ -312,8 +338,10 @@ int nc_cmd_tune(int argc, char **argv) {
   free(res);
   free(fres);
   free(lres);
+  free(rres);
   free(os.flash);
   free(os.loop);
+  free(os.row);
   free(shapes);
   nc_tunedb_free(db);
   return st ? nc_tune_fail(st) : 0;

@@ -132,6 +132,53 @@ int nc_ocl_loop_bucket(int64_t items) {
   return k;
 }
 
+// An index expression's value when it is a constant (integer constants, + - * and integer division).
+static bool nc_ok_const(const nc_kernel *k, nc_kx x, int64_t *v) {
+  const nc_kexpr *e = &k->x[x];
+  int64_t a, b;
+  if (e->kind == NC_KX_CONST) return *v = e->ival, true;
+  if (e->kind == NC_KX_CAST) return nc_ok_const(k, e->a, v);
+  if (e->kind != NC_KX_BINARY || !nc_ok_const(k, e->a, &a) || !nc_ok_const(k, e->b, &b)) return false;
+  switch (e->op) {
+    case NC_KOP_ADD: return *v = a + b, true;
+    case NC_KOP_SUB: return *v = a - b, true;
+    case NC_KOP_MUL: return *v = a * b, true;
+    case NC_KOP_MAX: return *v = a > b ? a : b, true;
+    case NC_KOP_MIN: return *v = a < b ? a : b, true;
+    case NC_KOP_IDIV: return b > 0 && (*v = a / b, true);
+    default: return false;
+  }
+}
+
+int64_t nc_ocl_row_cols(const nc_kernel *k, int ncollapse) {
+  if (ncollapse < 1) return -1;
+  nc_ks last = k->body;
+  for (int c = 1; c < ncollapse && last != NC_KS_NONE; c++) last = k->s[last].body;
+  if (last == NC_KS_NONE) return -1;
+  int64_t cols = 0;
+  for (nc_ks s = k->s[last].body; s != NC_KS_NONE; s = k->s[s].next) {  // the row's loops (a norm: its sum, then its scale)
+    if (k->s[s].kind != NC_KS_FOR) continue;
+    int64_t b, e;
+    if (!nc_ok_const(k, k->s[s].begin, &b) || !nc_ok_const(k, k->s[s].end, &e)) return -1;
+    if (e - b > cols) cols = e - b;
+  }
+  return cols > 0 ? cols : -1;
+}
+
+int nc_ocl_row_bucket(int64_t cols) { return cols < 1 ? NC_OCL_ROW_VAR : nc_ocl_loop_bucket(cols); }
+
+void nc_ocl_row_shape_str(int bucket, char *buf, size_t n) {
+  if (bucket < 0) snprintf(buf, n, "cols=var");
+  else snprintf(buf, n, "cols=2^%d", bucket);
+}
+
+bool nc_ocl_row_shape_parse(const char *str, int *bucket) {
+  if (!strcmp(str, "cols=var")) return *bucket = NC_OCL_ROW_VAR, true;
+  int k = -1, used = -1;
+  if (sscanf(str, "cols=2^%d%n", &k, &used) != 1 || used < 0 || str[used] || k < 0 || k > 40) return false;
+  return *bucket = k, true;
+}
+
 void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t batch, size_t gws[3], size_t lws[3]) {
   size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);
   size_t gx = (size_t)((n + kn->gemm_tn - 1) / kn->gemm_tn) * lx;

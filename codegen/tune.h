@@ -71,11 +71,23 @@ bool nc_ocl_flash_shape_parse(const char *str, nc_ocl_flash_shape *out);
 // per kernel (a training step has hundreds of loop kernels): "ocl.loop class=loop" (one work-item
 // per element: loop_wg, chosen per launch, the source does not change) by the bucket of its
 // work-items, "items=2^k" for 2^k <= items < 2^(k+1) (k <= 40); "ocl.loop class=row" (row kernels:
-// row_wg work-items per row, in the kernel's source) by the bucket of its row length. An entry
-// stores both knobs; a class reads its own.
+// row_wg work-items per row, compiled into the kernel's source) by the bucket of its row length,
+// "cols=2^k" or "cols=var" (below). An entry stores both knobs; a class reads its own.
 typedef enum { NC_OCL_LOOP_ELEMENTWISE, NC_OCL_LOOP_ROW } nc_ocl_loop_class;
 void nc_ocl_loop_signature(nc_ocl_loop_class cls, char *buf, size_t n);
 int nc_ocl_loop_bucket(int64_t items);  // floor(log2(items)), 0 for items < 2
+// Row kernels (class=row) are keyed by their row length: the extent of the loops inside the last
+// collapsed loop (the largest, where a row has several), "cols=2^k" (nc_ocl_loop_bucket) where every
+// such extent is a constant, "cols=var" where one depends on a symbol (NC_OCL_ROW_VAR: one bucket for
+// all of them; the program is compiled before symbols are bound).
+#define NC_OCL_ROW_VAR (-1)
+// The row length of row kernel k whose first ncollapse loops are collapsed: > 0, or -1 when symbolic.
+int64_t nc_ocl_row_cols(const nc_kernel *k, int ncollapse);
+// nc_ocl_loop_bucket(cols), or NC_OCL_ROW_VAR for cols < 1.
+int nc_ocl_row_bucket(int64_t cols);
+// "cols=2^k" / "cols=var" and back (false: malformed, or k outside 0..40).
+void nc_ocl_row_shape_str(int bucket, char *buf, size_t n);
+bool nc_ocl_row_shape_parse(const char *str, int *bucket);
 
 // The pipelined bf16 GEMM's knobs the tuner starts from off NVIDIA (the emulation, gemm_tc 2): the
 // device defaults (nc_ocl_knobs_default) with tc_stages 2 and tc_bk 32 where they have no ring.

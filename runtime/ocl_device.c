@@ -486,7 +486,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     goto fail_bufs;
   }
   nc_ocl_emit_prelude(&src);
-  bool need_gemm[8] = {false};
+  bool need_gemm[8] = {false}, rows_read = false;
   // one OpenCL kernel per distinct code: kernels that differ only in their buffers share it
   for (int q = 0; q < c->nk && !st; q++) {
     const nc_plan_kernel *pk = &p->kernels[q];
@@ -495,6 +495,19 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     tmp.len = 0;
     st = nc_ocl_emit_kernel(&pk->k, "nck", &c->knobs, &tmp, &c->launch[q]);
     if (st) break;
+    // a row kernel whose row-length bucket has a tuned row_wg (ocl.loop class=row, runtime/ocl_tune.h):
+    // emitted again with a copy of the knobs (the work-group size is in its source)
+    const nc_ocl_knobs *kq = &c->knobs;
+    nc_ocl_knobs krow;
+    if (c->launch[q].row_wg && (!(o && o->knobs) || o->knobs_tuned)) {
+      if (!rows_read) nc_ocl_row_collect(&c->dev.d, &c->knobs, c->row_wg_tuned), rows_read = true;
+      int rw = c->row_wg_tuned[nc_ocl_row_slot(nc_ocl_row_bucket(nc_ocl_row_cols(&pk->k, c->launch[q].ncollapse)))];
+      if (rw) {
+        krow = c->knobs, krow.row_wg = rw, kq = &krow, c->row_tuned_kernels++;
+        tmp.len = 0;
+        if ((st = nc_ocl_emit_kernel(&pk->k, "nck", kq, &tmp, &c->launch[q]))) break;
+      }
+    }
     if (c->launch[q].gemm) {
       c->uniq[q] = -1;
       need_gemm[c->launch[q].gemm_variant] = true;
@@ -529,7 +542,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
       uhash[u] = h;
       char name[32];
       snprintf(name, sizeof name, "nck%d", u);
-      st = nc_ocl_emit_kernel(&pk->k, name, &c->knobs, &src, &c->launch[q]);
+      st = nc_ocl_emit_kernel(&pk->k, name, kq, &src, &c->launch[q]);
     }
     c->uniq[q] = u;
   }
@@ -839,7 +852,11 @@ static nc_status nc_oc_launch(nc_ocl *c, int q, const nc_plan_kernel *pk, const 
   size_t wg = L->reduce_wg ? (size_t)L->reduce_wg : L->row_wg ? (size_t)L->row_wg : L->ncollapse ? (size_t)c->knobs.loop_wg : 1;
   if (!L->reduce_wg && !L->row_wg && L->ncollapse) {  // a tuned work-group for this size bucket (ocl.loop, runtime/ocl_tune.h)
     int bk = nc_ocl_loop_bucket(total);
-    if (bk < NC_OCL_LOOP_BUCKETS && c->loop_wg_tuned[bk]) wg = (size_t)c->loop_wg_tuned[bk], c->loop_tuned_calls++;
+    size_t kmax = 0;  // the tuned size was timed on a synthetic kernel: only where this kernel can take it
+    if (bk < NC_OCL_LOOP_BUCKETS && c->loop_wg_tuned[bk] &&
+        clGetKernelWorkGroupInfo(kk, c->dev.dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL) == CL_SUCCESS &&
+        (size_t)c->loop_wg_tuned[bk] <= kmax)
+      wg = (size_t)c->loop_wg_tuned[bk], c->loop_tuned_calls++;
   }
   size_t gws = L->reduce_wg ? wg : L->row_wg ? (size_t)total * wg : nc_oc_round_up((size_t)total, wg);
   if (L->reduce_wg) c->kitems[q] = (int64_t)wg;
@@ -1073,6 +1090,7 @@ int nc_ocl_tuned_count(const nc_ocl *c) { return c->ntuned; }
 int64_t nc_ocl_tuned_calls(const nc_ocl *c) { return c->tuned_calls; }
 int64_t nc_ocl_flash_tuned_calls(const nc_ocl *c) { return c->attn_tuned_calls; }
 int64_t nc_ocl_loop_tuned_calls(const nc_ocl *c) { return c->loop_tuned_calls; }
+int nc_ocl_row_tuned_kernels(const nc_ocl *c) { return c->row_tuned_kernels; }
 int nc_ocl_flash_tuned_sets(const nc_ocl *c) {
   int n = 0;
   for (int a = 0; a < c->nattn; a++) n += c->attn[a].nfsets;

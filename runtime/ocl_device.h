@@ -91,6 +91,8 @@ int64_t nc_ocl_tuned_calls(const nc_ocl *c);
 // (space ocl.flash / ocl.loop, runtime/ocl_tune.h), since the compilation.
 int64_t nc_ocl_flash_tuned_calls(const nc_ocl *c);
 int64_t nc_ocl_loop_tuned_calls(const nc_ocl *c);
+// Kernels of the plan emitted with a tuned row work-group (ocl.loop class=row; launch row_wg).
+int nc_ocl_row_tuned_kernels(const nc_ocl *c);
 // Tuned flash-attention block sets in the program (all head-dim pairs).
 int nc_ocl_flash_tuned_sets(const nc_ocl *c);
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);

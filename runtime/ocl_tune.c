@@ -150,3 +150,44 @@ int nc_ocl_loop_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_
   }
   return n;
 }
+
+int nc_ocl_row_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]) {
+  memset(row_wg, 0, NC_OCL_ROW_SLOTS * sizeof *row_wg);
+  nc_tunedb *db = nc_tunedb_open_default();
+  if (!db) return 0;
+  int n = nc_ocl_row_select(db, d, def, row_wg);
+  const char *dbg = getenv("NC_DEBUG");
+  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned row work-group buckets from %s\n", n, nc_tunedb_file(db));
+  nc_tunedb_free(db);
+  return n;
+}
+
+int nc_ocl_row_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]) {
+  memset(row_wg, 0, NC_OCL_ROW_SLOTS * sizeof *row_wg);
+  char device[192], driver[192], kernel[128];
+  nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
+  nc_ocl_loop_signature(NC_OCL_LOOP_ROW, kernel, sizeof kernel);
+  const nc_tune_entry *es[NC_OCL_ROW_SLOTS];
+  int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_ROW_SLOTS), n = 0;
+  for (int i = 0; i < ne; i++) {
+    int b;
+    if (!nc_ocl_row_shape_parse(es[i]->shape, &b) || b >= NC_OCL_LOOP_BUCKETS) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not 'cols=2^K' (K in 0..40) or 'cols=var'; ignored", nc_tunedb_file(db),
+                     es[i]->device, es[i]->kernel, es[i]->shape);
+      continue;
+    }
+    nc_ocl_knobs kn = *def;
+    nc_status st = nc_tune_entry_apply(es[i], &nc_ocl_loop_knob_space, &kn);
+    if (st) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
+                     es[i]->shape, nc_status_msg(st));
+      nc_status_free(st);
+      continue;
+    }
+    if (kn.row_wg == def->row_wg) continue;  // the default won
+    int slot = nc_ocl_row_slot(b);
+    if (!row_wg[slot]) n++;
+    row_wg[slot] = kn.row_wg;
+  }
+  return n;
+}

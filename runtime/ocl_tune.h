@@ -62,4 +62,14 @@ int nc_ocl_flash_select(nc_tunedb *db, const nc_ocl_device_desc *d, int tc, int 
 int nc_ocl_loop_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]);
 int nc_ocl_loop_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]);
 
+// Work-items per row of the row kernels (space ocl.loop, "ocl.loop class=row") by row-length bucket
+// (nc_ocl_row_bucket; slot nc_ocl_row_slot): row_wg[slot] > 0 where an entry "cols=2^k" / "cols=var"
+// gives a value other than def->row_wg (checked: range, power of two). Compiled into the row kernels'
+// source (runtime/ocl_device.c emits a row kernel of a tuned bucket with a copy of the knobs), so the
+// program source changes only where such entries exist. Returns the number of buckets set.
+#define NC_OCL_ROW_SLOTS (NC_OCL_LOOP_BUCKETS + 1)
+static inline int nc_ocl_row_slot(int bucket) { return bucket < 0 || bucket >= NC_OCL_LOOP_BUCKETS ? NC_OCL_LOOP_BUCKETS : bucket; }
+int nc_ocl_row_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]);
+int nc_ocl_row_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]);
+
 #endif

@@ -86,6 +86,19 @@ nc_status nc_tune_plan_loops(const nc_graph *g, const nc_plan *p, const int64_t 
 // largest size), within o->budget_s; res[i] per bucket.
 nc_status nc_tune_loop_run(const nc_tune_loop_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
 
+// Row kernels of p (a work-group per row, row_wg) by row-length bucket (nc_ocl_row_bucket of the
+// row's constant length; NC_OCL_ROW_VAR when it depends on a symbol): launches, the largest row count
+// and the largest row length (symbols bound to syms) of the bucket's kernels.
+typedef struct {
+  int bucket;
+  int count;
+  int64_t rows, cols;
+} nc_tune_row_shape;
+nc_status nc_tune_plan_rows(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_row_shape **out, int *n);
+// Times row_wg candidates per bucket (a synthetic RMSNorm of rows x cols, one program build per
+// candidate), within o->budget_s; res[i] per bucket.
+nc_status nc_tune_row_run(const nc_tune_row_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
+
 // ---- backends (runtime/tuner.c: cpu; runtime/tuner_ocl.c: opencl) ------------
 typedef struct nc_tune_backend nc_tune_backend;
 struct nc_tune_backend {

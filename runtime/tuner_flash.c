@@ -10,6 +10,9 @@
 // candidate's four outputs must match them within the mode's rounding (bf16 tiles 2e-2, fp32 1e-4,
 // relative to each output's largest magnitude).
 //
+// Row kernels (ocl.loop class=row): per row-length bucket, a synthetic RMSNorm is built and timed with
+// each row_wg candidate (a program build each); see nc_tf_row_shape.
+//
 // Loop kernels: per size bucket of the step's elementwise loop kernels (nc_ocl_loop_bucket of their
 // work-items), a fused elementwise kernel (a*b + a over as many items as the bucket's largest kernel)
 // is timed with each loop_wg of the space; its output must equal the default's. The work-group is
@@ -113,6 +116,57 @@ nc_status nc_tune_plan_loops(const nc_graph *g, const nc_plan *p, const int64_t 
     if (j == cnt) v[cnt++] = (nc_tune_loop_shape){.bucket = b};
     v[j].count++;
     if (total > v[j].items) v[j].items = total;
+  }
+  nc_buf_free(&tmp);
+  if (st) {
+    free(v);
+    return st;
+  }
+  *out = v;
+  *n = cnt;
+  return NC_OK;
+}
+
+nc_status nc_tune_plan_rows(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_row_shape **out, int *n) {
+  *out = NULL;
+  *n = 0;
+  nc_ocl_knobs kn;
+  nc_ocl_knobs_default(gpu, &kn);
+  nc_tune_row_shape *v = calloc(NC_OCL_ROW_SLOTS, sizeof *v);
+  nc_buf tmp;
+  nc_buf_init(&tmp);
+  if (!v) return nc_errorf(NC_E_NOMEM, "out of memory");
+  nc_status st = NC_OK;
+  int cnt = 0;
+  for (int i = 0; i < p->nkernels && !st; i++) {
+    const nc_kernel *k = &p->kernels[i].k;
+    if (nc_kernel_is_template(k)) continue;
+    nc_ocl_launch L;
+    tmp.len = 0;
+    if ((st = nc_ocl_emit_kernel(k, "nck", &kn, &tmp, &L))) break;
+    if (!L.row_wg) continue;
+    int64_t args[NC_KERNEL_MAX_ARGS], rows = 1, cols = 0;
+    nc_tf_bind(g, k, syms, args);
+    for (int c = 0; c < L.ncollapse; c++) {
+      int64_t ext = nc_kernel_eval_index(k, L.end[c], args) - nc_kernel_eval_index(k, L.begin[c], args);
+      rows *= ext > 0 ? ext : 0;
+    }
+    nc_ks last = k->body;  // the row's length with the symbols bound: its longest loop
+    for (int c = 1; c < L.ncollapse; c++) last = k->s[last].body;
+    for (nc_ks s = k->s[last].body; s != NC_KS_NONE; s = k->s[s].next)
+      if (k->s[s].kind == NC_KS_FOR) {
+        int64_t ext = nc_kernel_eval_index(k, k->s[s].end, args) - nc_kernel_eval_index(k, k->s[s].begin, args);
+        if (ext > cols) cols = ext;
+      }
+    if (rows < 1 || cols < 1) continue;
+    int b = nc_ocl_row_bucket(nc_ocl_row_cols(k, L.ncollapse));
+    if (b >= NC_OCL_LOOP_BUCKETS) continue;
+    int j = 0;
+    while (j < cnt && v[j].bucket != b) j++;
+    if (j == cnt) v[cnt++] = (nc_tune_row_shape){.bucket = b};
+    v[j].count++;
+    if (rows > v[j].rows) v[j].rows = rows;
+    if (cols > v[j].cols) v[j].cols = cols;
   }
   nc_buf_free(&tmp);
   if (st) {
@@ -557,6 +611,134 @@ nc_status nc_tune_loop_run(const nc_tune_loop_shape *shapes, int n, const nc_tun
       nc_tf_progress(o, "[loop %d/%d] %s %s x%d (timed at %lld items): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", i + 1, n,
                      r->kernel, r->shape, shapes[i].count, (long long)shapes[i].items, r->default_us, r->best_us, r->default_us / r->best_us,
                      r->is_default ? "default: " : "", r->knobs, r->tried, r->rejected);
+  }
+  return st;
+}
+
+// ---- row kernels -----------------------------------------------------------------
+// A synthetic RMSNorm of the bucket's width (the plan's row kernels are norms, softmaxes and the
+// cross-entropy's rows: a sum or a max over the row, then an elementwise pass), rows capped so that
+// the input stays <= 2^24 floats. Each row_wg candidate is a program build (the work-group size is in
+// the source), so the candidates are the device default and the search values up to the row length
+// rounded up to a power of two (at least 32). A row's sum changes with the work-group's summation
+// order: a candidate's output must match the default's within 1e-5 of the output's largest magnitude.
+static nc_status nc_tf_row_shape(const nc_tune_row_shape *rs, const nc_tune_opts *o, const nc_ocl_knobs *kn0, double deadline, nc_tunedb *db,
+                                 const char *device, const char *driver, nc_tune_result *res) {
+  const nc_knob_space *sp = &nc_ocl_loop_knob_space;
+  int iw = nc_knob_find(sp, "row_wg");
+  nc_tf_case x;
+  memset(&x, 0, sizeof x);
+  nc_ocl *cdef = NULL, *cbest = NULL;
+  nc_status st = NC_OK;
+  nc_graph *g = nc_graph_new("tune_row");
+  if (!g) return nc_errorf(NC_E_NOMEM, "out of memory");
+  int64_t cols = rs->cols < 1 ? 1 : rs->cols > ((int64_t)1 << 22) ? (int64_t)1 << 22 : rs->cols;
+  int64_t rows = rs->rows < 1 ? 1 : rs->rows, cap = ((int64_t)1 << 24) / cols;
+  if (rows > cap) rows = cap > 0 ? cap : 1;
+  int64_t shape[2] = {rows, cols};
+  nc_id a;
+  if ((st = nc_tf_input(&x, g, "x", 2, shape, &a))) goto done;
+  if ((st = nc_graph_set_output(g, "y", nc_b_rms_norm(g, a, 1e-6))) || (st = nc_graph_error(g)) || (st = nc_tf_case_init(&x, g, &o->dev, kn0, 0x200ull))) goto done;
+  nc_ocl_knobs def = *kn0, best = def;
+  double td, tb, tol = 1e-5;
+  int reps = 5;
+  if ((st = nc_tf_compile(&x, &def, NULL, &cdef)) || (st = nc_tf_time(&x, cdef, reps, &td))) goto done;
+  memcpy(x.ref, x.got, sizeof x.ref), memset(x.got, 0, sizeof x.got);
+  tb = td;
+  res->tried = 1;
+  int64_t top = 32;
+  while (top < cols && top < 1024) top *= 2;
+  // the search values, then half and twice the default (PoCL's 4 is below the GPU-sized search values)
+  int cand[NC_KNOB_MAX_SEARCH + 2], nc = 0;
+  for (int v = 0; v < sp->knobs[iw].nsearch; v++) cand[nc++] = sp->knobs[iw].search[v];
+  if (def.row_wg / 2 < 32) cand[nc++] = def.row_wg / 2;
+  if (def.row_wg * 2 < 32) cand[nc++] = def.row_wg * 2;
+  for (int v = 0; v < nc && nc_tf_now() < deadline; v++) {
+    nc_ocl_knobs cur = def;
+    nc_knob_set(sp, &cur, iw, cand[v]);
+    if (cur.row_wg == def.row_wg || cur.row_wg > top) continue;
+    nc_status cst = nc_knob_check(sp, &cur);
+    if (cst) {
+      nc_status_free(cst);
+      res->invalid++;
+      continue;
+    }
+    res->tried++;
+    nc_ocl *c = NULL;
+    double t;
+    nc_status rst = nc_tf_compile(&x, &cur, NULL, &c);
+    if (!rst) rst = nc_tf_time(&x, c, reps, &t);
+    if (rst) {  // a candidate the device cannot build or run (work-group too large): rejected, not fatal
+      nc_tf_progress(o, "  rejected row_wg=%d: %s\n", cur.row_wg, nc_status_msg(rst));
+      nc_status_free(rst);
+      nc_ocl_free(c);
+      res->rejected++;
+      continue;
+    }
+    if (o->break_candidates) ((float *)x.got[0].data)[0] = NAN;
+    double e = nc_tf_err(x.got, x.ref, x.nout);
+    if (!(e <= tol)) {
+      nc_tf_progress(o, "  rejected row_wg=%d: wrong result (%.3g of the default's output, tolerance %.3g)\n", cur.row_wg, e, tol);
+      nc_ocl_free(c);
+      res->rejected++;
+      continue;
+    }
+    nc_tf_progress(o, "  row_wg=%d: %.1f us (best so far %.1f us)\n", cur.row_wg, 1e6 * t, 1e6 * tb);
+    if (t < tb * 0.99) {
+      nc_ocl_free(cbest);
+      cbest = c, best = cur, tb = t;
+    } else nc_ocl_free(c);
+  }
+  bool is_def = best.row_wg == def.row_wg;
+  if (!is_def) {  // 3 interleaved pairs, as for the other spaces
+    int wins = 0;
+    for (int rep = 0; rep < 3; rep++) {
+      double ta, tbb;
+      if ((st = nc_tf_time(&x, cdef, reps, &ta)) || (st = nc_tf_time(&x, cbest, reps, &tbb))) goto done;
+      if (ta < td) td = ta;
+      if (tbb < tb) tb = tbb;
+      wins += tbb < ta;
+    }
+    if (wins < 2 || !(tb < td * 0.98)) is_def = true;
+  }
+  if (is_def) best = def, tb = td;
+  res->default_us = 1e6 * td;
+  res->best_us = 1e6 * tb;
+  res->is_default = is_def;
+  snprintf(res->knobs, sizeof res->knobs, "row_wg=%d", best.row_wg);
+  st = nc_tf_record(db, device, driver, sp, &best, res);
+done:
+  nc_ocl_free(cdef);
+  nc_ocl_free(cbest);
+  nc_tf_case_free(&x);
+  nc_graph_free(g);
+  return st;
+}
+
+nc_status nc_tune_row_run(const nc_tune_row_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
+  if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: the row work-groups are OpenCL knobs (device '%s')", nc_device_name(&o->dev));
+  double deadline = nc_tf_now() + (o->budget_s > 0 ? o->budget_s : 0);
+  nc_ocl_device_desc d;
+  nc_ocl_knobs kn;
+  char device[192], driver[192];
+  NC_TRY(nc_tf_device(o, &d, &kn, device, driver));
+  nc_tf_progress(o, "tuning the row work-group of %d row-length buckets on %s, budget %.1f s\n", n, device, o->budget_s);
+  nc_status st = NC_OK;
+  for (int i = 0; i < n && !st; i++) {  // (the caller orders the buckets: most launches first)
+    nc_tune_result *r = &res[i];
+    memset(r, 0, sizeof *r);
+    nc_ocl_loop_signature(NC_OCL_LOOP_ROW, r->kernel, sizeof r->kernel);
+    nc_ocl_row_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
+    double now = nc_tf_now();
+    if (now >= deadline) {
+      nc_tf_progress(o, "[row %d/%d] %s %s: budget spent, skipped\n", i + 1, n, r->kernel, r->shape);
+      continue;
+    }
+    st = nc_tf_row_shape(&shapes[i], o, &kn, now + (deadline - now) / (n - i), db, device, driver, r);
+    if (!st)
+      nc_tf_progress(o, "[row %d/%d] %s %s x%d (timed at %lld x %lld): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", i + 1,
+                     n, r->kernel, r->shape, shapes[i].count, (long long)shapes[i].rows, (long long)shapes[i].cols, r->default_us, r->best_us,
+                     r->default_us / r->best_us, r->is_default ? "default: " : "", r->knobs, r->tried, r->rejected);
   }
   return st;
 }

@@ -1,4 +1,4 @@
-// The autotuner's flash-attention and loop-kernel spaces (codegen/tune.h ocl.flash, ocl.loop): the
+// The autotuner's flash-attention, loop- and row-kernel spaces (codegen/tune.h ocl.flash, ocl.loop): the
 // tables and the templates' checks, database entries (bad ones ignored with a warning), a PoCL
 // compilation that launches hand-written entries (counters) and still matches the interpreter, and
 // tuning runs that record entries (the test hook rejecting every non-default candidate).
@@ -401,6 +401,7 @@ Test(tune_flash, cli_lists_flash_and_loop_shapes_and_checks_only) {
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "1 flash-attention shapes") && strstr(out, "batch=2 tq=16 tk=16 hq=2 hkv=1 causal=1 window=0 d=16 dv=16"), "%s", out);
   cr_assert(strstr(out, "loop-kernel size buckets") && strstr(out, "items=2^"), "%s", out);
+  cr_assert(strstr(out, "row-kernel length buckets") && strstr(out, "cols=2^"), "%s", out);
   rc = nc_test_cli("tune models/specs/tiny.xml --device opencl --batch 2 --seq 16 --only flash --list", out, sizeof out);
   cr_assert_eq(rc, 0, "%s", out);
   cr_assert(strstr(out, "0 GEMM shapes") && strstr(out, "0 loop-kernel"), "%s", out);
@@ -408,4 +409,188 @@ Test(tune_flash, cli_lists_flash_and_loop_shapes_and_checks_only) {
   cr_assert(rc > 0 && strstr(out, "--only wants"), "%s", out);
   rc = nc_test_cli("tune models/specs/tiny.xml --only flash", out, sizeof out);
   cr_assert(rc > 0 && strstr(out, "OpenCL templates"), "%s", out);
+}
+
+// ---- row kernels (ocl.loop class=row) ---------------------------------------------------
+Test(tune_flash, row_key_and_buckets) {
+  char b[32];
+  int k;
+  cr_assert_eq(nc_ocl_row_bucket(768), 9);
+  cr_assert_eq(nc_ocl_row_bucket(64), 6);
+  cr_assert_eq(nc_ocl_row_bucket(-1), NC_OCL_ROW_VAR);
+  nc_ocl_row_shape_str(9, b, sizeof b);
+  cr_assert_str_eq(b, "cols=2^9");
+  cr_assert(nc_ocl_row_shape_parse(b, &k) && k == 9);
+  nc_ocl_row_shape_str(NC_OCL_ROW_VAR, b, sizeof b);
+  cr_assert_str_eq(b, "cols=var");
+  cr_assert(nc_ocl_row_shape_parse(b, &k) && k == NC_OCL_ROW_VAR);
+  const char *bad[] = {"cols=768", "cols=2^41", "cols=2^", "cols=2^5 ", "items=2^5", "cols=vars", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) cr_assert_not(nc_ocl_row_shape_parse(bad[i], &k), "'%s'", bad[i]);
+  cr_assert_eq(nc_ocl_row_slot(NC_OCL_ROW_VAR), NC_OCL_LOOP_BUCKETS);
+  cr_assert_eq(nc_ocl_row_slot(9), 9);
+  // the row length of a plan's row kernels: a constant width, and a symbolic one
+  for (int sym = 0; sym < 2; sym++) {
+    nc_graph *g = nc_graph_new("rows");
+    int t = 0;
+    cr_assert_null(nc_graph_sym(g, "T", &t));
+    nc_dim dx[2] = {nc_dim_const(8), sym ? nc_dim_sym(t) : nc_dim_const(200)};
+    nc_id x = nc_leaf(g, NC_OP_INPUT, "x", nc_type_make(NC_F32, 2, dx));
+    cr_assert_null(nc_graph_set_output(g, "y", nc_b_rms_norm(g, x, 1e-6)));
+    nc_plan *p = plan_of(&g);
+    nc_ocl_knobs kn;
+    nc_ocl_knobs_default(false, &kn);
+    int nrow = 0;
+    nc_buf tmp;
+    nc_buf_init(&tmp);
+    for (int i = 0; i < p->nkernels; i++) {
+      nc_ocl_launch L;
+      tmp.len = 0;
+      if (nc_kernel_is_template(&p->kernels[i].k)) continue;
+      cr_assert_null(nc_ocl_emit_kernel(&p->kernels[i].k, "nck", &kn, &tmp, &L));
+      if (!L.row_wg) continue;
+      nrow++;
+      cr_assert_eq(nc_ocl_row_cols(&p->kernels[i].k, L.ncollapse), sym ? -1 : 200, "kernel %s", p->kernels[i].k.name);
+    }
+    nc_buf_free(&tmp);
+    cr_assert_geq(nrow, 1, "RMSNorm lowers to a row kernel");
+    nc_plan_free(p);
+    nc_graph_free(g);
+  }
+}
+
+enum { RR = 48, RC = 64, RR2 = 16, RC2 = 200 };
+
+// y = rmsnorm(x) over (RR, RC) and y2 = rmsnorm(x2) over (RR2, RC2) on PoCL with NC_TUNE_DB = db_path,
+// both checked against the interpreter within 1e-5; returns the kernels emitted with a tuned row_wg.
+static int rows_compile_and_check(const char *db_path) {
+  setenv("NC_TUNE_DB", db_path, 1);
+  nc_graph *g0 = nc_graph_new("tune_rows"), *g;
+  nc_dim d1[2] = {nc_dim_const(RR), nc_dim_const(RC)}, d2[2] = {nc_dim_const(RR2), nc_dim_const(RC2)};
+  nc_id x = nc_leaf(g0, NC_OP_INPUT, "x", nc_type_make(NC_F32, 2, d1)), x2 = nc_leaf(g0, NC_OP_INPUT, "x2", nc_type_make(NC_F32, 2, d2));
+  cr_assert_null(nc_graph_set_output(g0, "y", nc_b_rms_norm(g0, x, 1e-6)));
+  cr_assert_null(nc_graph_set_output(g0, "y2", nc_b_rms_norm(g0, x2, 1e-6)));
+  cr_assert_null(nc_graph_error(g0));
+  cr_assert_null(nc_graph_copy(g0, &g));
+  nc_plan *p = plan_of(&g);
+  nc_ocl_opts oo = {.select = ""};
+  nc_ocl *c = NULL;
+  nc_status st = nc_ocl_compile(p, &oo, &c);
+  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
+  int tuned = nc_ocl_row_tuned_kernels(c);
+  nc_tensor in[2];
+  int64_t s1[2] = {RR, RC}, s2[2] = {RR2, RC2};
+  cr_assert_null(nc_tensor_alloc(&in[0], NC_F32, 2, s1));
+  cr_assert_null(nc_tensor_alloc(&in[1], NC_F32, 2, s2));
+  for (int i = 0; i < 2; i++)
+    for (int64_t j = 0; j < nc_tensor_numel(&in[i]); j++) ((float *)in[i].data)[j] = (float)sin(0.377 * (double)j + i);
+  nc_feed f[2] = {{"x", &in[0]}, {"x2", &in[1]}};
+  nc_tensor got[2] = {0}, want[2] = {0};
+  cr_assert_null(nc_ocl_run(c, g, p, f, 2, got));
+  cr_assert_null(nc_interp_run(g0, f, 2, want));
+  for (int k = 0; k < 2; k++) {
+    double e = rel_err(&got[k], &want[k]);
+    cr_assert_lt(e, 1e-5, "output %d: %g of the interpreter", k, e);
+    nc_tensor_free(&got[k]);
+    nc_tensor_free(&want[k]);
+  }
+  for (int i = 0; i < 2; i++) nc_tensor_free(&in[i]);
+  nc_ocl_free(c);
+  nc_plan_free(p);
+  nc_graph_free(g);
+  nc_graph_free(g0);
+  unsetenv("NC_TUNE_DB");
+  return tuned;
+}
+
+Test(tune_flash, row_entries_are_emitted_and_bad_ones_ignored) {
+  NEED_OPENCL();
+  nc_ocl_device_desc d;
+  cr_assert_null(nc_ocl_select("", &d));
+  cr_assert_eq(rows_compile_and_check("off"), 0, "no database: nothing tuned");
+  char path[600], text[8192] = HEAD, e[2048];
+  snprintf(path, sizeof path, "%s/rows.json", tmpdir);
+  // cols=2^6: row_wg 16 (PoCL's default is 4); cols=2^7 (the 200-wide rows): row_wg 3, not a power of
+  // two; cols=var: row_wg 4096, out of range (dropped on load); a malformed bucket
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^6", "{\"loop_wg\": 64, \"row_wg\": 16}");
+  strcat(text, e), strcat(text, ",\n");
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^7", "{\"row_wg\": 3}");
+  strcat(text, e), strcat(text, ",\n");
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=var", "{\"row_wg\": 4096}");
+  strcat(text, e), strcat(text, ",\n");
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=200", "{\"row_wg\": 8}");
+  strcat(text, e), strcat(text, "]}");
+  write_text(path, text);
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(path, false, &db));
+  cr_assert_eq(nc_tunedb_count(db), 3, "row_wg=4096 dropped on load");
+  cr_assert(warned(db, "row_wg=4096"), "out of range");
+  nc_ocl_knobs kn;
+  nc_ocl_knobs_default(d.gpu, &kn);
+  int rw[NC_OCL_ROW_SLOTS];
+  cr_assert_eq(nc_ocl_row_select(db, &d, &kn, rw), 1);
+  cr_assert_eq(rw[6], 16);
+  cr_assert_eq(rw[7], 0);
+  cr_assert_eq(rw[nc_ocl_row_slot(NC_OCL_ROW_VAR)], 0);
+  cr_assert(warned(db, "row_wg=3") && warned(db, "power of two"), "row_wg 3");
+  cr_assert(warned(db, "is not 'cols=2^K'"), "malformed bucket");
+  cr_assert_eq(nc_tunedb_nwarnings(db), 3, "%d warnings", nc_tunedb_nwarnings(db));
+  // the loop class does not read row entries, and vice versa
+  int wg[NC_OCL_LOOP_BUCKETS];
+  cr_assert_eq(nc_ocl_loop_select(db, &d, &kn, wg), 0);
+  nc_tunedb_free(db);
+  // a compilation: the 64-wide RMSNorm's row kernels get row_wg 16, the 200-wide ones keep the default
+  int t = rows_compile_and_check(path);
+  cr_assert_geq(t, 1, "the 64-wide rows were emitted with the tuned row_wg");
+  // the same with the 200-wide bucket tuned too: more kernels take a tuned work-group
+  char text2[8192] = HEAD;
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^6", "{\"row_wg\": 16}");
+  strcat(text2, e), strcat(text2, ",\n");
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^7", "{\"row_wg\": 32}");
+  strcat(text2, e), strcat(text2, "]}");
+  write_text(path, text2);
+  cr_assert_eq(rows_compile_and_check(path), 2 * t, "both widths' row kernels tuned");
+  // an entry equal to the default changes nothing
+  char text3[4096] = HEAD, kb[64];
+  snprintf(kb, sizeof kb, "{\"row_wg\": %d}", kn.row_wg);
+  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^6", kb);
+  strcat(text3, e), strcat(text3, "]}");
+  write_text(path, text3);
+  cr_assert_eq(rows_compile_and_check(path), 0);
+}
+
+Test(tune_flash, row_tuning_records_entries_and_the_hook_rejects_candidates) {
+  NEED_OPENCL();
+  char path[600];
+  snprintf(path, sizeof path, "%s/rowrun.json", tmpdir);
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(path, false, &db));
+  nc_tune_row_shape rs = {.bucket = 6, .count = 4, .rows = 32, .cols = 64};
+  nc_tune_opts o = {.dev = {.kind = NC_DEV_OPENCL}, .budget_s = 6};
+  nc_tune_result r;
+  cr_assert_null(nc_tune_row_run(&rs, 1, &o, db, &r));
+  cr_assert(r.tuned);
+  cr_assert_str_eq(r.kernel, "ocl.loop class=row");
+  cr_assert_str_eq(r.shape, "cols=2^6");
+  cr_assert_gt(r.tried, 1, "the default and at least one candidate");
+  cr_assert_eq(r.rejected, 0);
+  cr_assert(strstr(r.knobs, "row_wg="), "%s", r.knobs);
+  o.break_candidates = true;
+  cr_assert_null(nc_tune_row_run(&rs, 1, &o, db, &r));
+  cr_assert_gt(r.tried, 1);
+  cr_assert_eq(r.rejected, r.tried - 1);
+  cr_assert(r.is_default);
+  cr_assert_eq(nc_tunedb_count(db), 1, "the same key: replaced");
+  nc_tunedb_free(db);
+  // the tiny spec's step: nanochat tune --only row records its buckets
+  char cmd[1024], out[16384];
+  snprintf(cmd, sizeof cmd, "tune models/specs/tiny.xml --device opencl --batch 2 --seq 16 --only row --budget 8 --db %s/tiny.json", tmpdir);
+  int rc = nc_test_cli(cmd, out, sizeof out);
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "ocl.loop class=row") && strstr(out, "cols=2^"), "%s", out);
+  snprintf(path, sizeof path, "%s/tiny.json", tmpdir);
+  cr_assert_null(nc_tunedb_load(path, false, &db));
+  cr_assert_geq(nc_tunedb_count(db), 1, "%s", out);
+  for (int i = 0; i < nc_tunedb_count(db); i++) cr_assert_str_eq(nc_tunedb_entry(db, i)->kernel, "ocl.loop class=row");
+  cr_assert_eq(nc_tunedb_nwarnings(db), 0);
+  nc_tunedb_free(db);
 }
