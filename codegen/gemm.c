@@ -1,12 +1,15 @@
-// GEMM generator (see gemm.h for the algorithm). The IR is written the easy
-// way: loop counters and accumulators live in allocas of the entry block and
-// the O3 pipeline (SROA/mem2reg) turns them into SSA registers.
+// GEMM generator (see gemm.h for the algorithm). The micro-kernel's skeleton,
+// the driver's argument loads, workspace and static split and the tile loops
+// are codegen/gemm_drv.c's, shared with the bf16 generator; this file has the
+// fp32 micro-kernel step (nc_f32_ops), packing, the skinny path, the dynamic
+// split and the symmetric product. The IR is written the easy way: loop
+// counters and accumulators live in allocas of the entry block and the O3
+// pipeline (SROA/mem2reg) turns them into SSA registers.
 #include "codegen/gemm.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#define NC_GEMM_MAX_ACC 32  // accumulators the micro-kernel may keep
 #define NC_GEMM_SKINNY_M 16  // M up to this (and !ta) takes the skinny path
 
 // nc_gemm_knobs_default, nc_gemm_knobs_check and nc_gemm_workspace_size live in
@@ -20,19 +23,9 @@
 typedef nc_gemm_ir nc_gg;  // codegen/gemm_ir.h
 
 static LLVMValueRef nc_loadf(nc_gg *g, LLVMValueRef p) { return LLVMBuildLoad2(g->b, g->f32, p, ""); }
-static LLVMValueRef nc_loadv(nc_gg *g, LLVMValueRef p) {
-  LLVMValueRef v = LLVMBuildLoad2(g->b, g->vec, p, "");
-  LLVMSetAlignment(v, 4);
-  return v;
-}
-static void nc_storev(nc_gg *g, LLVMValueRef v, LLVMValueRef p) {
-  LLVMSetAlignment(LLVMBuildStore(g->b, v, p), 4);
-}
-static LLVMValueRef nc_splat(nc_gg *g, LLVMValueRef x) {
-  LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(g->vec), x, c32(g, 0), "");
-  LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->k->vw));
-  return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(g->vec), zero, "");
-}
+static LLVMValueRef nc_loadv(nc_gg *g, LLVMValueRef p) { return nc_load4(g, g->vec, p); }
+static void nc_storev(nc_gg *g, LLVMValueRef v, LLVMValueRef p) { nc_store4(g, v, p); }
+static LLVMValueRef nc_splat(nc_gg *g, LLVMValueRef x) { return nc_splat_to(g, g->vec, x); }
 // relu(x)^2 of a float or a vector (NaN stays NaN, as the interpreter's relu)
 static LLVMValueRef nc_relu2(nc_gg *g, LLVMValueRef x) {
   LLVMValueRef zero = LLVMConstNull(LLVMTypeOf(x));
@@ -48,145 +41,35 @@ static void nc_epi_store(nc_gg *g, LLVMValueRef p, LLVMValueRef doff, bool vec) 
   else LLVMBuildStore(g->b, nc_relu2(g, x), q);
 }
 
-// ---- micro-kernel -----------------------------------------------------------
-// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta, epi, doff, loff):
-//   C[0:mr, 0:nr] = alpha * Ap(MR x kc) · Bp(kc x NR) + beta * C[. + loff]   (beta == 0: not read)
-// (loff: E - C on the first K block of an addend GEMM, else 0); when epi != 0
-// (the last K block of a relu2 GEMM) also C[i,j + doff] = relu(C[i,j])^2.
+// ---- micro-kernel (codegen/gemm_drv.c) ---------------------------------------
+// ukernel(kc, Ap, Bp, C, ldc, mr, nr, alpha, beta, epi, doff, loff): FMA on fp32
+// panels; C[. + loff] is the addend on the first K block (loff = E - C, else 0);
+// when epi != 0 (the last K block of a relu2 GEMM) also C[i,j + doff] = relu(C[i,j])^2.
 // Ap is one packed A panel: k-major (Ap[k*MR + i]) when ta, else row-major
 // (Ap[i*kc + k]) — whichever layout packing can produce by plain copies.
-static LLVMValueRef nc_emit_ukernel(nc_gg *g, const char *name) {
-  const nc_gemm_knobs *k = g->k;
-  const int MR = k->mr, NV = k->nr / k->vw, VW = k->vw;
-  LLVMTypeRef ps[] = {g->i64, g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i64, g->f32, g->f32, g->i64, g->i64, g->i64};
-  LLVMValueRef fn = nc_begin_fn(g, name, ps, 12, true);
-  LLVMValueRef loff = LLVMGetParam(fn, 11);
-  LLVMValueRef kc = LLVMGetParam(fn, 0), ap = LLVMGetParam(fn, 1), bp = LLVMGetParam(fn, 2);
-  LLVMValueRef cp = LLVMGetParam(fn, 3), ldc = LLVMGetParam(fn, 4), mr = LLVMGetParam(fn, 5);
-  LLVMValueRef nr = LLVMGetParam(fn, 6), alpha = LLVMGetParam(fn, 7), beta = LLVMGetParam(fn, 8);
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
-  for (unsigned i = 1; i <= 3; i++)
-    LLVMAddAttributeAtIndex(fn, i + 1, LLVMCreateEnumAttribute(g->ctx, noalias, 0));
-
-  LLVMValueRef acc[NC_GEMM_MAX_ACC];
-  for (int i = 0; i < MR * NV; i++) acc[i] = nc_var(g, g->vec, "acc", LLVMConstNull(g->vec));
-  // Row pointers of A for the row-major layout.
-  LLVMValueRef arow[NC_GEMM_MAX_ACC];
-  if (!g->s->ta)
-    for (int i = 0; i < MR; i++) arow[i] = nc_fptr(g, ap, nc_mul(g, c64(g, i), kc));
-
-  // One k step: NV vector loads of B, MR broadcasts of A, MR*NV FMAs.
-#define NC_KSTEP(kv)                                                                   \
-  do {                                                                                 \
-    LLVMValueRef bv[NC_GEMM_MAX_ACC];                                                  \
-    LLVMValueRef brow = nc_fptr(g, bp, nc_mul(g, (kv), c64(g, k->nr)));                \
-    if (k->prefetch_b) {                                                               \
-      LLVMValueRef pa[4] = {nc_fptr(g, brow, c64(g, (int64_t)k->prefetch_b * k->nr)), \
-                            c32(g, 0), c32(g, 3), c32(g, 1)};                          \
-      LLVMBuildCall2(g->b, g->pf_ty, g->prefetch, pa, 4, "");                          \
-    }                                                                                  \
-    for (int v = 0; v < NV; v++) bv[v] = nc_loadv(g, nc_fptr(g, brow, c64(g, v * VW)));  \
-    for (int i = 0; i < MR; i++) {                                                     \
-      LLVMValueRef ae = g->s->ta ? nc_fptr(g, ap, nc_add(g, nc_mul(g, (kv), c64(g, MR)), c64(g, i))) \
-                                 : nc_fptr(g, arow[i], (kv));                          \
-      LLVMValueRef a = nc_splat(g, nc_loadf(g, ae));                                   \
-      for (int v = 0; v < NV; v++) {                                                   \
-        LLVMValueRef p = acc[i * NV + v];                                              \
-        LLVMBuildStore(g->b, nc_fmav(g, a, bv[v], LLVMBuildLoad2(g->b, g->vec, p, "")), p); \
-      }                                                                                \
-    }                                                                                  \
-  } while (0)
-
-  // Main loop, ku steps per iteration, then the remainder one step at a time.
-  LLVMValueRef kmain = nc_sub(g, kc, LLVMBuildSRem(g->b, kc, c64(g, k->ku), ""));
-  nc_loop L;
-  LLVMValueRef kk = nc_loop_begin(g, &L, "k", c64(g, 0), kmain, c64(g, k->ku));
-  for (int u = 0; u < k->ku; u++) NC_KSTEP(nc_add(g, kk, c64(g, u)));
-  nc_loop_end(g, &L);
-  kk = nc_loop_begin(g, &L, "krem", kmain, kc, c64(g, 1));
-  NC_KSTEP(kk);
-  nc_loop_end_cold(g, &L);
-#undef NC_KSTEP
-
-  LLVMValueRef valpha = nc_splat(g, alpha), vbeta = nc_splat(g, beta);
-  LLVMValueRef full = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, mr, c64(g, MR), ""),
-                                   LLVMBuildICmp(g->b, LLVMIntEQ, nr, c64(g, k->nr), ""), "");
-  LLVMValueRef beta0 = LLVMBuildFCmp(g->b, LLVMRealOEQ, beta, cf(g, 0.0), "");
-  nc_if fi;
-  nc_if_begin(g, &fi, full);
-  {  // full tile: vector stores straight into C
-    nc_if bi;
-    nc_if_begin(g, &bi, beta0);
-    for (int i = 0; i < MR; i++)
-      for (int v = 0; v < NV; v++) {
-        LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
-        LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
-        nc_storev(g, LLVMBuildFMul(g->b, a, valpha, ""), p);
-      }
-    nc_if_else(g, &bi);
-    for (int i = 0; i < MR; i++)
-      for (int v = 0; v < NV; v++) {
-        LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW)));
-        LLVMValueRef a = LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], "");
-        LLVMValueRef old = nc_loadv(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, ""));
-        nc_storev(g, nc_fmav(g, old, vbeta, LLVMBuildFMul(g->b, a, valpha, "")), p);
-      }
-    nc_if_end(g, &bi);
-    {  // relu2's last K block: relu(C)^2 at C + doff
-      nc_if fe;
-      nc_if_begin(g, &fe, LLVMBuildICmp(g->b, LLVMIntNE, LLVMGetParam(fn, 9), c64(g, 0), ""));
-      for (int i = 0; i < MR; i++)
-        for (int v = 0; v < NV; v++)
-          nc_epi_store(g, nc_fptr(g, cp, nc_add(g, nc_mul(g, c64(g, i), ldc), c64(g, v * VW))), LLVMGetParam(fn, 10), true);
-      nc_if_else(g, &fe);
-      nc_if_end(g, &fe);
-    }
-  }
-  nc_if_else(g, &fi);
-  {  // edge tile: spill the accumulators, then scalar stores of the valid part
-    LLVMValueRef tmp = nc_var(g, LLVMArrayType(g->f32, (unsigned)(MR * k->nr)), "tile", NULL);
-    for (int i = 0; i < MR; i++)
-      for (int v = 0; v < NV; v++)
-        nc_storev(g, LLVMBuildLoad2(g->b, g->vec, acc[i * NV + v], ""),
-                  nc_fptr(g, tmp, c64(g, i * k->nr + v * VW)));
-    nc_loop Li, Lj;
-    LLVMValueRef i = nc_loop_begin(g, &Li, "ei", c64(g, 0), mr, c64(g, 1));
-    LLVMValueRef j = nc_loop_begin(g, &Lj, "ej", c64(g, 0), nr, c64(g, 1));
-    LLVMValueRef t = nc_loadf(g, nc_fptr(g, tmp, nc_add(g, nc_mul(g, i, c64(g, k->nr)), j)));
-    LLVMValueRef p = nc_fptr(g, cp, nc_add(g, nc_mul(g, i, ldc), j));
-    LLVMValueRef r = LLVMBuildFMul(g->b, t, alpha, "");
-    nc_if bi;
-    nc_if_begin(g, &bi, beta0);
-    LLVMBuildStore(g->b, r, p);
-    nc_if_else(g, &bi);
-    LLVMValueRef old = nc_loadf(g, LLVMBuildGEP2(g->b, g->f32, p, &loff, 1, ""));
-    LLVMBuildStore(g->b, nc_fmaf(g, old, beta, r), p);
-    nc_if_end(g, &bi);
-    {
-      nc_if fe;
-      nc_if_begin(g, &fe, LLVMBuildICmp(g->b, LLVMIntNE, LLVMGetParam(fn, 9), c64(g, 0), ""));
-      nc_epi_store(g, p, LLVMGetParam(fn, 10), false);
-      nc_if_else(g, &fe);
-      nc_if_end(g, &fe);
-    }
-    nc_loop_end_cold(g, &Lj);
-    nc_loop_end_cold(g, &Li);
-  }
-  nc_if_end(g, &fi);
-  LLVMBuildRetVoid(g->b);
-  return fn;
+static LLVMValueRef nc_f32_load_a(nc_gg *g, LLVMValueRef p) { return nc_splat(g, nc_loadf(g, p)); }
+static LLVMValueRef nc_f32_madd(nc_gg *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b) {
+  return nc_fmav(g, a, b, acc);
 }
+static LLVMValueRef nc_f32_cload(nc_gg *g, LLVMTypeRef ty, LLVMValueRef p) {
+  return ty == g->vec ? nc_loadv(g, p) : nc_loadf(g, p);
+}
+static void nc_f32_cstore(nc_gg *g, LLVMValueRef x, LLVMValueRef p) {
+  if (LLVMTypeOf(x) == g->vec) nc_storev(g, x, p);
+  else LLVMBuildStore(g->b, x, p);
+}
+static const nc_gemm_ukernel_ops nc_f32_ops = {
+    .kname = "k", .kname_rem = "krem", .cold = true, .load_b = nc_loadv, .load_a = nc_f32_load_a,
+    .madd = nc_f32_madd, .cptr = nc_fptr, .cload = nc_f32_cload, .cstore = nc_f32_cstore, .epi_store = nc_epi_store};
 
 // ---- packing ------------------------------------------------------------------
 // pack_a(Ap, A, lda, ic, mc, pc, kc): rows ic..ic+mc of op(A), depth pc..pc+kc,
 // into ceil(mc/MR) panels of MR x kc (zero rows past mc).
 static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
   const int MR = g->k->mr;
-  LLVMTypeRef ps[] = {g->ptr, g->ptr, g->i64, g->i64, g->i64, g->i64, g->i64};
-  LLVMValueRef fn = nc_begin_fn(g, name, ps, 7, true);
-  LLVMValueRef ap = LLVMGetParam(fn, 0), a = LLVMGetParam(fn, 1), lda = LLVMGetParam(fn, 2);
-  LLVMValueRef ic = LLVMGetParam(fn, 3), mc = LLVMGetParam(fn, 4), pc = LLVMGetParam(fn, 5);
-  LLVMValueRef kc = LLVMGetParam(fn, 6);
+  LLVMValueRef P[7];
+  LLVMValueRef fn = nc_gemm_ir_pack_begin(g, name, P);
+  LLVMValueRef ap = P[0], a = P[1], lda = P[2], ic = P[3], mc = P[4], pc = P[5], kc = P[6];
   if (!g->s->ta) {
     nc_loop Lr;
     LLVMValueRef ir = nc_loop_begin(g, &Lr, "ir", c64(g, 0), mc, c64(g, MR));
@@ -249,37 +132,13 @@ static LLVMValueRef nc_emit_pack_a(nc_gg *g, const char *name) {
   return fn;
 }
 
-// In-register transpose of VW vectors (rows) of VW floats: log2(VW) rounds of
-// two-source shuffles that swap the off-diagonal d x d blocks of every 2d x 2d
-// block (one vpermt2ps each on AVX-512).
-static void nc_transpose(nc_gg *g, LLVMValueRef *r) {
-  const int VW = g->k->vw;
-  LLVMValueRef m0[16], m1[16];
-  for (int d = VW / 2; d >= 1; d /= 2) {
-    for (int c = 0; c < VW; c++) {
-      m0[c] = c32(g, (c & d) ? VW + c - d : c);
-      m1[c] = c32(g, (c & d) ? VW + c : c + d);
-    }
-    LLVMValueRef k0 = LLVMConstVector(m0, (unsigned)VW), k1 = LLVMConstVector(m1, (unsigned)VW);
-    for (int row = 0; row < VW; row++) {
-      if (row & d) continue;
-      LLVMValueRef lo = LLVMBuildShuffleVector(g->b, r[row], r[row + d], k0, "");
-      LLVMValueRef hi = LLVMBuildShuffleVector(g->b, r[row], r[row + d], k1, "");
-      r[row] = lo;
-      r[row + d] = hi;
-    }
-  }
-}
-
 // pack_b(Bp, B, ldb, pc, kc, jc, nc): depth pc..pc+kc, columns jc..jc+nc of
 // op(B) into ceil(nc/NR) panels of kc x NR (Bp[k*NR + j]; zero columns past nc).
 static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
   const int NR = g->k->nr, VW = g->k->vw, NV = NR / VW;
-  LLVMTypeRef ps[] = {g->ptr, g->ptr, g->i64, g->i64, g->i64, g->i64, g->i64};
-  LLVMValueRef fn = nc_begin_fn(g, name, ps, 7, true);
-  LLVMValueRef bp = LLVMGetParam(fn, 0), b = LLVMGetParam(fn, 1), ldb = LLVMGetParam(fn, 2);
-  LLVMValueRef pc = LLVMGetParam(fn, 3), kc = LLVMGetParam(fn, 4), jc = LLVMGetParam(fn, 5);
-  LLVMValueRef nc = LLVMGetParam(fn, 6);
+  LLVMValueRef P[7];
+  LLVMValueRef fn = nc_gemm_ir_pack_begin(g, name, P);
+  LLVMValueRef bp = P[0], b = P[1], ldb = P[2], pc = P[3], kc = P[4], jc = P[5], nc = P[6];
   nc_loop Lj;
   LLVMValueRef jr = nc_loop_begin(g, &Lj, "jr", c64(g, 0), nc, c64(g, NR));
   LLVMValueRef panel = nc_fptr(g, bp, nc_mul(g, jr, kc));
@@ -311,7 +170,7 @@ static LLVMValueRef nc_emit_pack_b(nc_gg *g, const char *name) {
       LLVMValueRef row = nc_add(g, col0, nc_add(g, v0, c64(g, j)));
       r[j] = nc_loadv(g, nc_fptr(g, b, nc_add(g, nc_mul(g, row, ldb), nc_add(g, pc, k0))));
     }
-    nc_transpose(g, r);
+    nc_gemm_ir_transpose(g, r, VW);
     for (int kq = 0; kq < VW; kq++) {
       LLVMValueRef off = nc_add(g, nc_mul(g, nc_add(g, k0, c64(g, kq)), c64(g, NR)), v0);
       nc_storev(g, r[kq], nc_fptr(g, panel, off));
@@ -627,45 +486,19 @@ typedef struct {
   LLVMValueRef nsym;  // i1: not symmetric (every tile); else tiles strictly above the diagonal are skipped
 } nc_tiles;
 
-// The micro-kernel over the block's MR x NR tiles (in the knobs' order). beta
+// The micro-kernel over the block's MR x NR tiles (nc_gemm_ir_tile_loops). beta
 // applies on the first K block (pc == 0), E is read there, ReLU^2 on the last.
 static void nc_emit_tiles(nc_gg *g, LLVMValueRef uk, const nc_tiles *t) {
-  const nc_gemm_knobs *k = g->k;
-  LLVMValueRef zero = c64(g, 0), mr_c = c64(g, k->mr);
+  LLVMValueRef zero = c64(g, 0);
   LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, t->pc, zero, "");
   LLVMValueRef beff = LLVMBuildSelect(g->b, first, t->beta, cf(g, 1.0), "");
   LLVMValueRef epi = LLVMBuildAnd(
       g->b, t->relu2, LLVMBuildZExt(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, nc_add(g, t->pc, t->kc), t->K, ""), g->i64, ""), "");
   LLVMValueRef loff = LLVMBuildSelect(g->b, first, t->eoff, zero, "");
-  nc_loop Lo, Li;
-  LLVMValueRef ir, jr;
-  if (k->order == 0) {
-    jr = nc_loop_begin(g, &Lo, "jr", zero, t->ncur, c64(g, k->nr));
-    ir = nc_loop_begin(g, &Li, "ir", zero, t->mcur, c64(g, k->mr));
-  } else {
-    ir = nc_loop_begin(g, &Lo, "ir", zero, t->mcur, c64(g, k->mr));
-    jr = nc_loop_begin(g, &Li, "jr", zero, t->ncur, c64(g, k->nr));
-  }
-  LLVMValueRef cptr = nc_fptr(g, t->Cb, nc_add(g, nc_mul(g, nc_add(g, t->ic, ir), t->ldc), nc_add(g, t->jc, jr)));
-  LLVMValueRef ukargs[] = {t->kc,
-                           nc_fptr(g, t->Ap, nc_mul(g, ir, t->kc)),
-                           nc_fptr(g, t->Bp, nc_mul(g, jr, t->kc)),
-                           cptr,
-                           t->ldc,
-                           nc_min(g, c64(g, k->mr), nc_sub(g, t->mcur, ir)),
-                           nc_min(g, c64(g, k->nr), nc_sub(g, t->ncur, jr)),
-                           t->alpha,
-                           beff,
-                           epi,
-                           t->doff,
-                           loff};
-  nc_if ftile;
-  LLVMValueRef below = LLVMBuildICmp(g->b, LLVMIntSLT, nc_add(g, t->jc, jr), nc_add(g, nc_add(g, t->ic, ir), mr_c), "");
-  nc_if_begin(g, &ftile, LLVMBuildOr(g->b, t->nsym, below, ""));
-  nc_call(g, uk, ukargs, 12);
-  nc_if_else(g, &ftile), nc_if_end(g, &ftile);
-  nc_loop_end(g, &Li);
-  nc_loop_end(g, &Lo);
+  nc_gemm_ir_tiles tl = {.Ap = t->Ap, .Bp = t->Bp, .Cb = t->Cb, .ldc = t->ldc, .ic = t->ic, .jc = t->jc, .kd = t->kc,
+                         .mcur = t->mcur, .ncur = t->ncur, .alpha = t->alpha, .beff = beff, .extra = {epi, t->doff, loff},
+                         .nsym = t->nsym};
+  nc_gemm_ir_tile_loops(g, uk, &tl);
 }
 
 // The dynamic split (args.sync, gemm.h): units (batch item, NC column block, KC
@@ -745,18 +578,12 @@ static void nc_emit_dynamic(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValu
 
 static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb, LLVMValueRef sk) {
   const nc_gemm_knobs *k = g->k;
-  LLVMTypeRef ps[] = {g->ptr, g->i32, g->i32};
-  LLVMValueRef fn = nc_begin_fn(g, g->s->name, ps, 3, false);
-  LLVMValueRef args = LLVMGetParam(fn, 0);
-  LLVMValueRef t = LLVMBuildSExt(g->b, LLVMGetParam(fn, 1), g->i64, "t");
-  LLVMValueRef T = LLVMBuildSExt(g->b, LLVMGetParam(fn, 2), g->i64, "T");
-#define NC_F(field, ty) nc_arg(g, args, offsetof(nc_gemm_args, field), ty)
-  LLVMValueRef A = NC_F(a, g->ptr), B = NC_F(b, g->ptr), C = NC_F(c, g->ptr);
-  LLVMValueRef M = NC_F(m, g->i64), N = NC_F(n, g->i64), K = NC_F(k, g->i64);
-  LLVMValueRef lda = NC_F(lda, g->i64), ldb = NC_F(ldb, g->i64), ldc = NC_F(ldc, g->i64);
-  LLVMValueRef batch = NC_F(batch, g->i64), sa = NC_F(stride_a, g->i64);
-  LLVMValueRef sb = NC_F(stride_b, g->i64), sc = NC_F(stride_c, g->i64);
-  LLVMValueRef alpha = NC_F(alpha, g->f32), beta = NC_F(beta, g->f32), work = NC_F(work, g->ptr);
+  nc_gemm_drv dr;
+  nc_gemm_ir_driver_begin(g, &dr);
+  LLVMValueRef t = dr.t, T = dr.T, A = dr.A, B = dr.B, C = dr.C, M = dr.M, N = dr.N, K = dr.K;
+  LLVMValueRef lda = dr.lda, ldb = dr.ldb, ldc = dr.ldc, batch = dr.batch, sa = dr.sa, sb = dr.sb, sc = dr.sc;
+  LLVMValueRef alpha = dr.alpha, beta = dr.beta;
+#define NC_F(field, ty) nc_arg(g, dr.args, offsetof(nc_gemm_args, field), ty)
   // The run-time switches (gemm.h): sym, relu2 (D - C in elements, 0 when d is
   // NULL: relu(C)^2 over C) and the addend (E - C, 0 when e is NULL: the plain GEMM).
   LLVMValueRef sym = LLVMBuildICmp(g->b, LLVMIntNE, NC_F(sym, g->i32), c32(g, 0), "sym");
@@ -774,23 +601,13 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
     nc_call(g, sk, skargs, 20);
     nc_if_else(g, &fsk);
   }
-  LLVMValueRef ws = nc_fptr(g, work, nc_mul(g, t, c64(g, (int64_t)(nc_gemm_workspace_size(k, 1) / sizeof(float)))));
-  LLVMValueRef Ap = ws;
-  LLVMValueRef Bp = nc_fptr(g, ws, c64(g, ((int64_t)k->mc * k->kc + 15) / 16 * 16));
+  LLVMValueRef Ap, Bp;
+  nc_gemm_ir_workspace(g, &dr, (int64_t)(nc_gemm_workspace_size(k, 1) / sizeof(float)), (int64_t)k->mc * k->kc, &Ap, &Bp);
 
   // Work split (see gemm.h): whole batch items, else M or N ranges.
-  LLVMValueRef bsplit = LLVMBuildICmp(g->b, LLVMIntSGE, batch, T, "");
-  LLVMValueRef msplit = LLVMBuildICmp(g->b, LLVMIntSGE, M, N, "");
-  LLVMValueRef b0, b1, m0, m1, n0, n1;
-  nc_split(g, batch, 1, t, T, &b0, &b1);
-  nc_split(g, M, k->mr, t, T, &m0, &m1);
-  nc_split(g, N, k->nr, t, T, &n0, &n1);
+  nc_gemm_split sp;
+  nc_gemm_ir_split_begin(g, &dr, &sp);
   LLVMValueRef zero = c64(g, 0);
-  LLVMValueRef nb = LLVMBuildNot(g->b, bsplit, "");
-  LLVMValueRef use_m = LLVMBuildAnd(g->b, nb, msplit, "");
-  LLVMValueRef use_n = LLVMBuildAnd(g->b, nb, LLVMBuildNot(g->b, msplit, ""), "");
-  b0 = LLVMBuildSelect(g->b, bsplit, b0, zero, "");
-  b1 = LLVMBuildSelect(g->b, bsplit, b1, batch, "");
   {  // sym: rows of a lower triangle: thread t gets [M sqrt(t/T), M sqrt((t+1)/T)) in MR units
     LLVMTypeRef f64 = LLVMDoubleTypeInContext(g->ctx);
     unsigned sq = LLVMLookupIntrinsicID("llvm.sqrt", 9);
@@ -805,16 +622,12 @@ static void nc_emit_driver(nc_gg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
       LLVMValueRef u = LLVMBuildFPToSI(g->b, LLVMBuildFMul(g->b, fu, r, ""), g->i64, "");
       bound[e] = nc_min(g, nc_mul(g, nc_min(g, u, units), c64(g, k->mr)), M);
     }
-    m0 = LLVMBuildSelect(g->b, sym, bound[0], m0, "");
+    sp.m0 = LLVMBuildSelect(g->b, sym, bound[0], sp.m0, "");
     bound[1] = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, nc_add(g, t, c64(g, 1)), T, ""), M, bound[1], "");
-    m1 = LLVMBuildSelect(g->b, sym, bound[1], m1, "");
+    sp.m1 = LLVMBuildSelect(g->b, sym, bound[1], sp.m1, "");
   }
-  m0 = LLVMBuildSelect(g->b, use_m, m0, zero, "");
-  m1 = LLVMBuildSelect(g->b, use_m, m1, M, "");
-  n0 = LLVMBuildSelect(g->b, use_n, n0, zero, "");
-  n1 = LLVMBuildSelect(g->b, use_n, n1, N, "");
-  // With K == 0 one pass with kc = 0 still applies beta to C.
-  LLVMValueRef kend = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, K, zero, ""), c64(g, 1), K, "");
+  LLVMValueRef kend = nc_gemm_ir_split_end(g, &dr, &sp);
+  LLVMValueRef b0 = sp.b0, b1 = sp.b1, m0 = sp.m0, m1 = sp.m1, n0 = sp.n0, n1 = sp.n1;
 
   LLVMValueRef nsym = LLVMBuildNot(g->b, sym, "");
   nc_if fdyn;
@@ -882,27 +695,9 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   NC_TRY(nc_status_prefix(nc_gemm_knobs_check(&spec->knobs), "gemm '%s': ", spec->name));
   if (LLVMGetNamedFunction(m, spec->name))
     return nc_errorf(NC_E_INVALID, "nc_gemm_emit: module already has a function '%s'", spec->name);
-  nc_gg g = {0};
-  g.mod = m;
-  g.ctx = LLVMGetModuleContext(m);
-  g.b = LLVMCreateBuilderInContext(g.ctx);
-  g.s = spec;
-  g.k = &spec->knobs;
-  g.i1 = LLVMInt1TypeInContext(g.ctx);
-  g.i32 = LLVMInt32TypeInContext(g.ctx);
-  g.i64 = LLVMInt64TypeInContext(g.ctx);
-  g.f32 = LLVMFloatTypeInContext(g.ctx);
-  g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
-  g.voidt = LLVMVoidTypeInContext(g.ctx);
-  g.vec = LLVMVectorType(g.f32, (unsigned)spec->knobs.vw);
-  unsigned fma_id = LLVMLookupIntrinsicID("llvm.fma", 8);
-  unsigned pf_id = LLVMLookupIntrinsicID("llvm.prefetch", 13);
-  g.fma = LLVMGetIntrinsicDeclaration(m, fma_id, &g.f32, 1);
-  g.fma_ty = LLVMIntrinsicGetType(g.ctx, fma_id, &g.f32, 1);
-  g.fmav = LLVMGetIntrinsicDeclaration(m, fma_id, &g.vec, 1);
-  g.fmav_ty = LLVMIntrinsicGetType(g.ctx, fma_id, &g.vec, 1);
-  g.prefetch = LLVMGetIntrinsicDeclaration(m, pf_id, &g.ptr, 1);
-  g.pf_ty = LLVMIntrinsicGetType(g.ctx, pf_id, &g.ptr, 1);
+  nc_gg g;
+  nc_gemm_ir_init(&g, m, spec, spec->knobs.vw, 0);
+  g.ops = &nc_f32_ops;
 
   // The helpers depend on ta or tb and the knobs only: named after those, each
   // is emitted once per module and shared by the GEMMs that need it.
@@ -910,7 +705,7 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   char kn[96], name[160];
   snprintf(kn, sizeof kn, "v%d.%dx%d.k%d.m%d.n%d.u%d.o%d.p%d", k->vw, k->mr, k->nr, k->kc, k->mc, k->nc, k->ku, k->order,
            k->prefetch_b);
-  LLVMValueRef (*emit[4])(nc_gg *, const char *) = {nc_emit_ukernel, nc_emit_pack_a, nc_emit_pack_b, nc_emit_skinny};
+  LLVMValueRef (*emit[4])(nc_gg *, const char *) = {nc_gemm_ir_ukernel, nc_emit_pack_a, nc_emit_pack_b, nc_emit_skinny};
   static const char *const what[4] = {"ukernel.a", "pack_a.a", "pack_b.b", "skinny.b"};
   LLVMValueRef fns[4] = {NULL, NULL, NULL, NULL};
   for (int h = 0; h < 4; h++) {
@@ -924,20 +719,13 @@ nc_status nc_gemm_emit(LLVMModuleRef m, const nc_gemm_spec *spec) {
   return NC_OK;
 }
 
+static nc_status nc_gemm_emit_for(LLVMModuleRef m, const nc_host_cpu *cpu, const nc_gemm_spec *spec) {
+  (void)cpu;  // the knobs say the vector width
+  return nc_gemm_emit(m, spec);
+}
+
 nc_status nc_gemm_compile(nc_jit *jit, const nc_gemm_spec *spec, nc_gemm_fn *out) {
-  *out = NULL;
-  LLVMModuleRef m;
-  NC_TRY(nc_jit_module_new(jit, spec->name ? spec->name : "gemm", &m));
-  nc_status st = nc_gemm_emit(m, spec);
-  if (st) {
-    LLVMDisposeModule(m);
-    return st;
-  }
-  NC_TRY(nc_jit_add_module(jit, m));
-  void *p;
-  NC_TRY(nc_jit_lookup(jit, spec->name, &p));
-  *out = (nc_gemm_fn)p;
-  return NC_OK;
+  return nc_gemm_ir_compile(jit, spec, "gemm", nc_gemm_emit_for, out);
 }
 
 #else  // !NC_HAVE_LLVM

@@ -1,18 +1,25 @@
 // Internal to codegen/gemm.c and codegen/gemm_bf16.c: the IR-building context
 // and small helpers both GEMM generators use (constants, entry-block
 // variables, counted loops, if/else, index arithmetic, the argument block,
-// the per-thread work split). Not a public header.
+// the per-thread work split), and the skeleton they share (codegen/gemm_drv.c:
+// the micro-kernel's accumulators, k loops and store of C, the driver's
+// argument loads, workspace and static split, the loops over the tiles of a
+// packed block, the in-register transpose). Not a public header.
 #ifndef NC_CODEGEN_GEMM_IR_H
 #define NC_CODEGEN_GEMM_IR_H
 
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
-#include <llvm-c/DebugInfo.h>  // LLVMTemporaryMDNode, LLVMMetadataReplaceAllUsesWith
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "codegen/gemm.h"
+#include "codegen/llvm_kir.h"  // nc_llvm_loop_id_set
+
+#define NC_GEMM_MAX_ACC 32  // accumulators the micro-kernel may keep (zmm count)
+
+typedef struct nc_gemm_ukernel_ops nc_gemm_ukernel_ops;
 
 typedef struct {
   LLVMContextRef ctx;
@@ -28,6 +35,7 @@ typedef struct {
   LLVMValueRef fma, fmav, dp, prefetch;  // llvm.fma.f32, llvm.fma.vNf32, dpbf16ps, llvm.prefetch
   const nc_gemm_spec *s;
   const nc_gemm_knobs *k;
+  const nc_gemm_ukernel_ops *ops;  // what the generator's micro-kernel and C access are
   // fp32 GEMM's skinny path, in the function being built: E - C and D - C in
   // elements (0 without an addend / D) and the relu2 switch (i1)
   LLVMValueRef epi_eoff, epi_doff, epi_relu2;
@@ -99,16 +107,11 @@ static inline void nc_loop_end_cold(nc_gemm_ir *g, nc_loop *L) {
   LLVMBuildStore(g->b, LLVMBuildNSWAdd(g->b, i, L->step, ""), L->var);
   LLVMValueRef br = LLVMBuildBr(g->b, L->cond);
   LLVMPositionBuilderAtEnd(g->b, L->exit);
-  // A loop id must be its own first operand (else LLVM ignores it): built
-  // around a temporary node that is then replaced by the id itself.
-  LLVMMetadataRef self = LLVMTemporaryMDNode(g->ctx, NULL, 0);
   LLVMMetadataRef vec[2] = {LLVMMDStringInContext2(g->ctx, "llvm.loop.vectorize.enable", 26),
                             LLVMValueAsMetadata(LLVMConstInt(g->i1, 0, 0))};
   LLVMMetadataRef unr = LLVMMDStringInContext2(g->ctx, "llvm.loop.unroll.disable", 24);
-  LLVMMetadataRef ops[3] = {self, LLVMMDNodeInContext2(g->ctx, vec, 2), LLVMMDNodeInContext2(g->ctx, &unr, 1)};
-  LLVMMetadataRef id = LLVMMDNodeInContext2(g->ctx, ops, 3);
-  LLVMMetadataReplaceAllUsesWith(self, id);  // also frees the temporary
-  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(g->ctx, "llvm.loop", 9), LLVMMetadataAsValue(g->ctx, id));
+  LLVMMetadataRef props[2] = {LLVMMDNodeInContext2(g->ctx, vec, 2), LLVMMDNodeInContext2(g->ctx, &unr, 1)};
+  nc_llvm_loop_id_set(g->ctx, br, props, 2);  // codegen/llvm_kir.h
 }
 
 static inline void nc_if_begin(nc_gemm_ir *g, nc_if *f, LLVMValueRef c) {
@@ -133,6 +136,22 @@ static inline LLVMValueRef nc_min(nc_gemm_ir *g, LLVMValueRef a, LLVMValueRef b)
 static inline LLVMValueRef nc_mul(nc_gemm_ir *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWMul(g->b, a, b, ""); }
 static inline LLVMValueRef nc_add(nc_gemm_ir *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(g->b, a, b, ""); }
 static inline LLVMValueRef nc_sub(nc_gemm_ir *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWSub(g->b, a, b, ""); }
+
+// Loads / stores with alignment 4 (packed panels, C rows at any column).
+static inline LLVMValueRef nc_load4(nc_gemm_ir *g, LLVMTypeRef ty, LLVMValueRef p) {
+  LLVMValueRef v = LLVMBuildLoad2(g->b, ty, p, "");
+  LLVMSetAlignment(v, 4);
+  return v;
+}
+static inline void nc_store4(nc_gemm_ir *g, LLVMValueRef v, LLVMValueRef p) {
+  LLVMSetAlignment(LLVMBuildStore(g->b, v, p), 4);
+}
+// x (a scalar) in every lane of vector type vty.
+static inline LLVMValueRef nc_splat_to(nc_gemm_ir *g, LLVMTypeRef vty, LLVMValueRef x) {
+  LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vty), x, c32(g, 0), "");
+  LLVMValueRef zero = LLVMConstNull(LLVMVectorType(g->i32, LLVMGetVectorSize(vty)));
+  return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vty), zero, "");
+}
 
 // &p[i] of a float (fp32 operands, C) or of a 32-bit word (bf16 pair panels):
 // both 4 bytes, so one GEP type serves.
@@ -187,6 +206,88 @@ static inline void nc_split(nc_gemm_ir *g, LLVMValueRef total, int unit, LLVMVal
   *lo = nc_min(g, nc_mul(g, u0, c64(g, unit)), total);
   *hi = nc_min(g, nc_mul(g, u1, c64(g, unit)), total);
 }
+
+// ---- the shared skeleton (codegen/gemm_drv.c) ---------------------------------
+// Sets up g for spec in module m: types (vec = <vw x float>; the bf16 ones too),
+// a builder, and the intrinsics llvm.fma (f32 and vec), dp_id's (0: none; the
+// bf16 generator's vdpbf16ps), llvm.prefetch, declared in that order.
+void nc_gemm_ir_init(nc_gemm_ir *g, LLVMModuleRef m, const nc_gemm_spec *spec, int vw, unsigned dp_id);
+
+// What a micro-kernel computes with and how it reads and writes C. The
+// micro-kernel (nc_gemm_ir_ukernel) is
+//   ukernel(kd, Ap, Bp, C, ldc, mr, nr, alpha, beta [, epi, doff, loff]):
+//   C[0:mr, 0:nr] = alpha * Ap(MR x kd) · Bp(kd x NR) + beta * C[. + loff]   (beta == 0: not read)
+// over kd steps of the packed panels (fp32: k; bf16: k pairs): Ap is k-major
+// (Ap[k*MR + i]) when ta, else row-major (Ap[i*kd + k]); Bp[k*NR + j]. MR * NR/VW
+// vector accumulators (VW 16 for the bf16 generator); a full tile is stored with
+// vector stores straight into C, an edge tile (mr < MR or nr < NR) spilled and
+// stored element by element.
+struct nc_gemm_ukernel_ops {
+  const char *kname, *kname_rem;  // names of the main and remainder k loops
+  bool cold;                      // the k remainder and edge-tile loops marked cold (nc_loop_end_cold)
+  LLVMValueRef (*load_b)(nc_gemm_ir *g, LLVMValueRef p);  // one vector of the packed B panel
+  LLVMValueRef (*load_a)(nc_gemm_ir *g, LLVMValueRef p);  // one element of the packed A panel, broadcast
+  LLVMValueRef (*madd)(nc_gemm_ir *g, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b);  // acc + a·b
+  LLVMValueRef (*cptr)(nc_gemm_ir *g, LLVMValueRef p, LLVMValueRef i);                    // &C[i]
+  LLVMValueRef (*cload)(nc_gemm_ir *g, LLVMTypeRef ty, LLVMValueRef p);  // a float or <vw x float> of C
+  void (*cstore)(nc_gemm_ir *g, LLVMValueRef x, LLVMValueRef p);
+  // NULL: 9 parameters. Else 12: on the last K block of a relu2 GEMM (epi != 0)
+  // this stores relu(*p)^2 at p + doff after each element of C, and the old C
+  // is read at p + loff (the addend E - C on the first K block, else 0).
+  void (*epi_store)(nc_gemm_ir *g, LLVMValueRef p, LLVMValueRef doff, bool vec);
+};
+// Emits the micro-kernel `name` (internal, noinline) with g->ops.
+LLVMValueRef nc_gemm_ir_ukernel(nc_gemm_ir *g, const char *name);
+
+// In-register transpose of vw vectors (rows) of vw 32-bit lanes: log2(vw)
+// rounds of two-source shuffles that swap the off-diagonal d x d blocks of
+// every 2d x 2d block (one vpermt2ps each on AVX-512).
+void nc_gemm_ir_transpose(nc_gemm_ir *g, LLVMValueRef *r, int vw);
+
+// A packing function name(P[0], ..., P[6]) (internal, noinline): two pointers
+// (panel, operand) then five i64; P gets the parameters.
+LLVMValueRef nc_gemm_ir_pack_begin(nc_gemm_ir *g, const char *name, LLVMValueRef P[7]);
+
+// The driver: void spec->name(const nc_gemm_args *args, int32_t thread, int32_t nthreads)
+// with the argument block's common fields loaded (in this order).
+typedef struct {
+  LLVMValueRef fn, args, t, T;  // t, T: thread and nthreads as i64
+  LLVMValueRef A, B, C, M, N, K, lda, ldb, ldc, batch, sa, sb, sc, alpha, beta, work;
+} nc_gemm_drv;
+void nc_gemm_ir_driver_begin(nc_gemm_ir *g, nc_gemm_drv *d);
+// This thread's workspace slice (ws_words 32-bit words a thread): the packed A
+// block at its start, the packed B panel a_words (rounded up to 16) on.
+void nc_gemm_ir_workspace(nc_gemm_ir *g, const nc_gemm_drv *d, int64_t ws_words, int64_t a_words, LLVMValueRef *Ap,
+                          LLVMValueRef *Bp);
+// The static split (gemm.h): whole batch items when batch >= nthreads, else
+// M ranges (MR units) when M >= N, else N ranges (NR units). _begin computes
+// every range and selects the batch range; between it and _end a generator may
+// replace m0 / m1 (the symmetric product's split); _end selects the M and N
+// ranges and returns kend: K, or 1 when K == 0 (one pass with kc = 0 still
+// applies beta to C).
+typedef struct {
+  LLVMValueRef b0, b1, m0, m1, n0, n1, use_m, use_n;
+} nc_gemm_split;
+void nc_gemm_ir_split_begin(nc_gemm_ir *g, const nc_gemm_drv *d, nc_gemm_split *sp);
+LLVMValueRef nc_gemm_ir_split_end(nc_gemm_ir *g, const nc_gemm_drv *d, nc_gemm_split *sp);
+
+// The micro-kernel over the MR x NR tiles of one packed A block (mcur rows,
+// ic..) against one packed B panel (ncur columns, jc..), kd steps deep, in
+// the knobs' order: uk(kd, Ap + ir*kd, Bp + jr*kd, &C[ic+ir, jc+jr], ldc, mr,
+// nr, alpha, beff [, extra[0..2]]). nsym (NULL: every tile): an i1, false where
+// tiles strictly above the diagonal are skipped (the symmetric product).
+typedef struct {
+  LLVMValueRef Ap, Bp, Cb, ldc, ic, jc, kd, mcur, ncur, alpha, beff;
+  LLVMValueRef extra[3];  // the fp32 micro-kernel's epi, doff, loff; NULL: 9 arguments
+  LLVMValueRef nsym;
+} nc_gemm_ir_tiles;
+void nc_gemm_ir_tile_loops(nc_gemm_ir *g, LLVMValueRef uk, const nc_gemm_ir_tiles *t);
+
+// nc_gemm_compile / nc_gemm_bf16_compile: a module named spec->name (or
+// what), emit, JIT-compile, look up.
+nc_status nc_gemm_ir_compile(nc_jit *jit, const nc_gemm_spec *spec, const char *what,
+                             nc_status (*emit)(LLVMModuleRef m, const nc_host_cpu *cpu, const nc_gemm_spec *spec),
+                             nc_gemm_fn *out);
 #endif
 
 #endif

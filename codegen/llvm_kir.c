@@ -357,30 +357,30 @@ static void nc_lk_forget(nc_lk *e) {
 
 static LLVMMetadataRef nc_lk_md_str(nc_lk *e, const char *s) { return LLVMMDStringInContext2(e->c, s, strlen(s)); }
 
-// Loop metadata: the unroll count the schedule asks for. A loop id must be a
-// distinct node whose first operand is itself (else LLVM's Loop::getLoopID
-// ignores it): built around a temporary node that is then replaced by the id,
-// as codegen/gemm_ir.h's nc_loop_end_cold does. The schedule's vectorize mark
-// (NC_KSCHED_VECTORIZE) is not passed on as llvm.loop.vectorize.enable: until
-// 2026-11-27 the ids were malformed, so O3's cost model decided every loop,
-// and made valid the forced hints were no faster on the Zen 3 VM (4-5 % more
-// CPU per d4 step in most A/B pairs; docs/performance.md) and made LLVM warn
-// about the loops it could not vectorize.
-static void nc_lk_loop_md(nc_lk *e, LLVMValueRef br, const nc_kstmt *t) {
-  LLVMMetadataRef ops[4];
-  int n = 1;
-  if (t->sched & NC_KSCHED_UNROLL) {
-    LLVMMetadataRef un[2] = {nc_lk_md_str(e, "llvm.loop.unroll.count"),
-                             LLVMValueAsMetadata(LLVMConstInt(e->i32, (unsigned long long)t->unroll, 0))};
-    ops[n++] = LLVMMDNodeInContext2(e->c, un, 2);
-  }
-  if (n == 1) return;
-  LLVMMetadataRef self = LLVMTemporaryMDNode(e->c, NULL, 0);
+void nc_llvm_loop_id_set(LLVMContextRef c, LLVMValueRef br, LLVMMetadataRef *props, size_t n) {
+  LLVMMetadataRef ops[8];
+  if (n > 7) n = 7;
+  LLVMMetadataRef self = LLVMTemporaryMDNode(c, NULL, 0);
   ops[0] = self;
-  LLVMMetadataRef id = LLVMMDNodeInContext2(e->c, ops, (size_t)n);
+  for (size_t i = 0; i < n; i++) ops[i + 1] = props[i];
+  LLVMMetadataRef id = LLVMMDNodeInContext2(c, ops, n + 1);
   LLVMMetadataReplaceAllUsesWith(self, id);  // also frees the temporary
-  unsigned kind = LLVMGetMDKindIDInContext(e->c, "llvm.loop", 9);
-  LLVMSetMetadata(br, kind, LLVMMetadataAsValue(e->c, id));
+  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(c, "llvm.loop", 9), LLVMMetadataAsValue(c, id));
+}
+
+// Loop metadata: the unroll count the schedule asks for (a loop id, as the
+// GEMM generators' cold loops carry: nc_llvm_loop_id_set). The schedule's
+// vectorize mark (NC_KSCHED_VECTORIZE) is not passed on as
+// llvm.loop.vectorize.enable: until 2026-11-27 the ids were malformed, so O3's
+// cost model decided every loop, and made valid the forced hints were no faster
+// on the Zen 3 VM (4-5 % more CPU per d4 step in most A/B pairs;
+// docs/performance.md) and made LLVM warn about the loops it could not vectorize.
+static void nc_lk_loop_md(nc_lk *e, LLVMValueRef br, const nc_kstmt *t) {
+  if (!(t->sched & NC_KSCHED_UNROLL)) return;
+  LLVMMetadataRef un[2] = {nc_lk_md_str(e, "llvm.loop.unroll.count"),
+                           LLVMValueAsMetadata(LLVMConstInt(e->i32, (unsigned long long)t->unroll, 0))};
+  LLVMMetadataRef prop = LLVMMDNodeInContext2(e->c, un, 2);
+  nc_llvm_loop_id_set(e->c, br, &prop, 1);
 }
 
 static void nc_lk_s(nc_lk *e, nc_ks s);
