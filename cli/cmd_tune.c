@@ -1,6 +1,6 @@
 // nanochat tune SPEC: the autotuner (runtime/tuner.h) over the GEMM shapes of
 // the spec's compiled training step and, on OpenCL, its flash-attention calls
-// and loop and row kernels' size buckets; winners go to the tuning database
+// and loop, row and reduction kernels' size buckets; winners go to the tuning database
 // (runtime/tunedb.h, docs/tuning.md).
 #include <getopt.h>
 #include <stdio.h>
@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "cli/commands.h"
+#include "codegen/gemm_bf16.h"
+#include "codegen/host.h"
 #include "models/train.h"
 #include "passes/pass.h"
 #include "runtime/exec.h"
@@ -28,12 +30,13 @@ static void nc_tune_usage(FILE *f) {
           "  -t, --seq T         tokens per sequence (default 256)\n"
           "      --threads N     CPU threads (default: one per core)\n"
           "      --precision P   fp32 (default) or bf16 (opencl: the pipelined tensor-core GEMM, wgmma on Hopper;\n"
-          "                      emulated off NVIDIA)\n"
+          "                      emulated off NVIDIA; cpu: the bf16 model's bf16 GEMMs, needs AVX512_BF16)\n"
           "      --db PATH       the database (default: $NC_TUNE_DB, else the cache folder's tune.json)\n"
           "      --timer T       cpu: time a candidate by its slowest thread's CPU time (cpu, default:\n"
           "                      robust to other processes) or by the wall clock (wall)\n"
-          "      --only LIST     opencl: the spaces to tune, of gemm, flash, loop, row (default all: flash attention's\n"
-          "                      blocks first, then the loop kernels' work-group, the row kernels' work-group,\n"
+          "      --only LIST     opencl: the spaces to tune, of gemm, flash, loop, row, reduce (default all: flash\n"
+          "                      attention's blocks first, then the loop kernels' work-group, the row kernels' and\n"
+          "                      the whole-buffer reductions' work-groups,\n"
           "                      then the GEMMs)\n"
           "      --list          print the shapes and exit\n"
           "  -q, --quiet         no progress lines\n");
@@ -50,19 +53,12 @@ static int nc_tune_fail(nc_status st) {
 typedef struct {
   nc_tune_flash_shape *flash;
   int nflash;
-  nc_tune_loop_shape *loop;
-  int nloop;
-  nc_tune_row_shape *row;
-  int nrow;
+  nc_tune_wg_shape *wg[3];  // the loop space's buckets by class (nc_ocl_loop_class: loop, row, reduce)
+  int nwg[3];
 } nc_tune_ocl_shapes;
 
-static int nc_tune_cmp_row(const void *a, const void *b) {
-  const nc_tune_row_shape *x = a, *y = b;
-  return x->count != y->count ? y->count - x->count : x->bucket - y->bucket;
-}
-
-static int nc_tune_cmp_loop(const void *a, const void *b) {
-  const nc_tune_loop_shape *x = a, *y = b;
+static int nc_tune_cmp_wg(const void *a, const void *b) {
+  const nc_tune_wg_shape *x = a, *y = b;
   return x->count != y->count ? y->count - x->count : x->bucket - y->bucket;
 }
 
@@ -70,6 +66,8 @@ static nc_status nc_tune_spec_shapes(const char *spec_path, const nc_device *dev
                                      nc_tune_ocl_shapes *os) {
   nc_model_spec s;
   NC_TRY(nc_spec_load(spec_path, &s));
+  if (dev->kind == NC_DEV_CPU && dev->matmul_bf16)  // the bf16 model (cli/precision.c): its matmuls have bf16 buffers
+    NC_TRY(nc_spec_set_precision(&s, "bf16", "--precision"));
   if (seq > s.sequence_len) return nc_errorf(NC_E_INVALID, "--seq %ld exceeds the spec's sequence_len %d (%s)", seq, s.sequence_len, spec_path);
   nc_optim_cfg oc;
   nc_optim_defaults(&oc);
@@ -99,16 +97,16 @@ static nc_status nc_tune_spec_shapes(const char *spec_path, const nc_device *dev
     st = nc_tune_plan_flash(g, p, syms, &os->flash, &os->nflash);
     nc_ocl_device_desc dd;
     if (!st) st = nc_ocl_select(dev->select, &dd);
-    if (!st) st = nc_tune_plan_loops(g, p, syms, dd.gpu, &os->loop, &os->nloop);
-    if (!st) {  // most launches first; buckets over 2^27 items are not timed (the synthetic kernel's buffers)
-      qsort(os->loop, (size_t)os->nloop, sizeof *os->loop, nc_tune_cmp_loop);
-      int m = 0;
-      for (int i = 0; i < os->nloop; i++)
-        if (os->loop[i].bucket <= 27) os->loop[m++] = os->loop[i];
-      os->nloop = m;
+    for (int cls = 0; cls < 3 && !st; cls++) {  // most launches first
+      st = nc_tune_plan_buckets(g, p, syms, dd.gpu, (nc_ocl_loop_class)cls, &os->wg[cls], &os->nwg[cls]);
+      if (!st) qsort(os->wg[cls], (size_t)os->nwg[cls], sizeof *os->wg[cls], nc_tune_cmp_wg);
     }
-    if (!st) st = nc_tune_plan_rows(g, p, syms, dd.gpu, &os->row, &os->nrow);  // most launches first
-    if (!st) qsort(os->row, (size_t)os->nrow, sizeof *os->row, nc_tune_cmp_row);
+    if (!st) {  // loop buckets over 2^27 items are not timed (the synthetic kernel's buffers)
+      int m = 0;
+      for (int i = 0; i < os->nwg[0]; i++)
+        if (os->wg[0][i].bucket <= 27) os->wg[0][m++] = os->wg[0][i];
+      os->nwg[0] = m;
+    }
   }
   nc_plan_free(p);
   nc_graph_free(g);
@@ -127,7 +125,7 @@ int nc_cmd_tune(int argc, char **argv) {
   long batch = 8, seq = 256, threads = 0;
   const char *db_path = NULL, *precision = NULL;
   bool list = false, quiet = false, wall = false;
-  bool want[4] = {true, true, true, true};  // gemm, flash, loop, row
+  bool want[5] = {true, true, true, true, true};  // gemm, flash, loop, row, reduce
   int c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "d:B:b:t:qh", opts, NULL)) != -1) {
@@ -161,7 +159,7 @@ int nc_cmd_tune(int argc, char **argv) {
         }
         break;
       case 'O': {
-        want[0] = want[1] = want[2] = want[3] = false;
+        want[0] = want[1] = want[2] = want[3] = want[4] = false;
         const char *q = optarg;
         while (*q) {
           size_t l = strcspn(q, ",");
@@ -169,14 +167,15 @@ int nc_cmd_tune(int argc, char **argv) {
           else if (l == 5 && !strncmp(q, "flash", 5)) want[1] = true;
           else if (l == 4 && !strncmp(q, "loop", 4)) want[2] = true;
           else if (l == 3 && !strncmp(q, "row", 3)) want[3] = true;
+          else if (l == 6 && !strncmp(q, "reduce", 6)) want[4] = true;
           else {
-            fprintf(stderr, "nanochat tune: --only wants a comma-separated list of gemm, flash, loop, row; got '%s'\n", optarg);
+            fprintf(stderr, "nanochat tune: --only wants a comma-separated list of gemm, flash, loop, row, reduce; got '%s'\n", optarg);
             return 2;
           }
           q += l + (q[l] == ',');
         }
-        if (!want[0] && !want[1] && !want[2] && !want[3]) {
-          fprintf(stderr, "nanochat tune: --only wants at least one of gemm, flash, loop, row\n");
+        if (!want[0] && !want[1] && !want[2] && !want[3] && !want[4]) {
+          fprintf(stderr, "nanochat tune: --only wants at least one of gemm, flash, loop, row, reduce\n");
           return 2;
         }
         break;
@@ -203,9 +202,17 @@ int nc_cmd_tune(int argc, char **argv) {
   if (precision) {
     nc_status pst = nc_device_set_precision(&dev, precision);
     if (pst) return nc_tune_fail(pst);
-    if (dev.matmul_bf16 && dev.kind != NC_DEV_OPENCL) {
-      fprintf(stderr, "nanochat tune: --precision bf16 is tunable on opencl devices only (CPU plans run fp32 GEMMs)\n");
-      return 2;
+    if (dev.matmul_bf16 && dev.kind == NC_DEV_CPU) {  // the bf16 GEMM (codegen/gemm_bf16.h) needs AVX512_BF16
+      nc_host_cpu hc;
+      nc_status hst = nc_host_cpu_query(&hc);
+      if (hst) return nc_tune_fail(hst);
+      if (dev.avx2_only || !nc_gemm_bf16_supported(&hc)) {
+        fprintf(stderr,
+                "nanochat tune: --precision bf16 on %s: this CPU (%s) has no AVX512_BF16%s, so bf16 matmuls run the fp32 GEMM on "
+                "widened copies; tune the fp32 GEMMs instead (--precision fp32)\n",
+                nc_device_name(&dev), hc.cpu, dev.avx2_only ? " in use (cpu:avx2)" : "");
+        return 2;
+      }
     }
   }
   char path[1024];
@@ -214,7 +221,7 @@ int nc_cmd_tune(int argc, char **argv) {
     return 2;
   }
   if (dev.kind != NC_DEV_OPENCL && !want[0]) {
-    fprintf(stderr, "nanochat tune: --only flash/loop/row: those are OpenCL templates (use --device opencl...)\n");
+    fprintf(stderr, "nanochat tune: --only flash/loop/row/reduce: those are OpenCL templates (use --device opencl...)\n");
     return 2;
   }
   nc_tune_shape *shapes = NULL;
@@ -222,19 +229,22 @@ int nc_cmd_tune(int argc, char **argv) {
   nc_tune_ocl_shapes os = {0};
   nc_status st = nc_tune_spec_shapes(spec_path, &dev, batch, seq, &shapes, &n, &os);
   if (st) {
-    free(os.flash), free(os.loop), free(os.row);
+    free(os.flash), free(os.wg[0]), free(os.wg[1]), free(os.wg[2]);
     return nc_tune_fail(st);
   }
   if (!want[0]) n = 0;
   if (!want[1]) os.nflash = 0;
-  if (!want[2]) os.nloop = 0;
-  if (!want[3]) os.nrow = 0;
+  for (int cls = 0; cls < 3; cls++)
+    if (!want[2 + cls]) os.nwg[cls] = 0;
   if (list) {
     printf("%d GEMM shapes in the training step of %s (batch %ld x seq %ld):\n", n, spec_path, batch, seq);
-    for (int i = 0; i < n; i++)
-      printf("  ta=%d tb=%d sym=%d batch=%lld m=%lld n=%lld k=%lld  x%d\n", (shapes[i].variant >> 1) & 1, shapes[i].variant & 1,
-             (shapes[i].variant >> 2) & 1, (long long)shapes[i].batch, (long long)shapes[i].m, (long long)shapes[i].n,
-             (long long)shapes[i].k, shapes[i].count);
+    for (int i = 0; i < n; i++) {  // CPU: the variant's dtype and epilogue (runtime/cpu.h); OpenCL: fp32 plain
+      int v = shapes[i].variant, epi = dev.kind == NC_DEV_CPU ? nc_tune_variant_epi(v) : 0;
+      bool bf = dev.kind == NC_DEV_CPU && nc_tune_variant_bf16(v);
+      printf("  %s ta=%d tb=%d sym=%d epi=%s batch=%lld m=%lld n=%lld k=%lld  x%d\n", bf ? "bf16" : "fp32", (v >> 1) & 1, v & 1,
+             dev.kind == NC_DEV_CPU ? (int)nc_tune_variant_sym(v) : (v >> 2) & 1, epi == 1 ? "relu2" : epi == 2 ? "addend" : "none",
+             (long long)shapes[i].batch, (long long)shapes[i].m, (long long)shapes[i].n, (long long)shapes[i].k, shapes[i].count);
+    }
     if (dev.kind == NC_DEV_OPENCL) {
       printf("%d flash-attention shapes (knob space ocl.flash):\n", os.nflash);
       for (int i = 0; i < os.nflash; i++) {
@@ -243,74 +253,74 @@ int nc_cmd_tune(int argc, char **argv) {
         printf("  %s d=%lld dv=%lld  x%d forward, x%d backward\n", sh, (long long)os.flash[i].d, (long long)os.flash[i].dv, os.flash[i].count,
                os.flash[i].bwd);
       }
-      printf("%d loop-kernel size buckets (knob space ocl.loop, class=loop):\n", os.nloop);
-      for (int i = 0; i < os.nloop; i++)
-        printf("  items=2^%d  x%d (largest %lld items)\n", os.loop[i].bucket, os.loop[i].count, (long long)os.loop[i].items);
-      printf("%d row-kernel length buckets (knob space ocl.loop, class=row):\n", os.nrow);
-      for (int i = 0; i < os.nrow; i++) {
+      const nc_tune_wg_shape *lo = os.wg[0], *ro = os.wg[1], *rd = os.wg[2];
+      printf("%d loop-kernel size buckets (knob space ocl.loop, class=loop):\n", os.nwg[0]);
+      for (int i = 0; i < os.nwg[0]; i++) printf("  items=2^%d  x%d (largest %lld items)\n", lo[i].bucket, lo[i].count, (long long)lo[i].items);
+      printf("%d row-kernel length buckets (knob space ocl.loop, class=row):\n", os.nwg[1]);
+      for (int i = 0; i < os.nwg[1]; i++) {
         char sh[32];
-        nc_ocl_row_shape_str(os.row[i].bucket, sh, sizeof sh);
-        printf("  %s  x%d (largest %lld rows of %lld)\n", sh, os.row[i].count, (long long)os.row[i].rows, (long long)os.row[i].cols);
+        nc_ocl_row_shape_str(ro[i].bucket, sh, sizeof sh);
+        printf("  %s  x%d (largest %lld rows of %lld)\n", sh, ro[i].count, (long long)ro[i].rows, (long long)ro[i].cols);
+      }
+      printf("%d reduction element-count buckets (knob space ocl.loop, class=reduce):\n", os.nwg[2]);
+      for (int i = 0; i < os.nwg[2]; i++) {
+        char sh[32];
+        nc_ocl_reduce_shape_str(rd[i].bucket, sh, sizeof sh);
+        printf("  %s  x%d (largest %lld items)\n", sh, rd[i].count, (long long)rd[i].items);
       }
     }
-    free(shapes), free(os.flash), free(os.loop), free(os.row);
+    free(shapes), free(os.flash), free(os.wg[0]), free(os.wg[1]), free(os.wg[2]);
     return 0;
   }
   nc_tunedb *db = NULL;
   st = nc_tunedb_load(path, true, &db);
   nc_tune_result *res = calloc((size_t)(n > 0 ? n : 1), sizeof *res);
   if (!st && !res) st = nc_errorf(NC_E_NOMEM, "out of memory");
-  nc_tune_result *fres = calloc((size_t)os.nflash + 1, sizeof *fres), *lres = calloc((size_t)os.nloop + 1, sizeof *lres),
-                 *rres = calloc((size_t)os.nrow + 1, sizeof *rres);
-  if (!st && (!fres || !lres || !rres)) st = nc_errorf(NC_E_NOMEM, "out of memory");
+  // per space (0 GEMM, 1 flash attention, 2 + class: the loop space's loop, row and reduce buckets): shapes,
+  // launches of shape i, results
+  int ns[5] = {n, os.nflash, os.nwg[0], os.nwg[1], os.nwg[2]};
+#define NC_TUNE_CALLS(sp, i) ((sp) == 0 ? shapes[i].count : (sp) == 1 ? os.flash[i].count : os.wg[(sp) - 2][i].count)
+  nc_tune_result *rs[5] = {res};
+  for (int sp = 1; sp < 5; sp++)
+    if (!(rs[sp] = calloc((size_t)ns[sp] + 1, sizeof *rs[sp])) && !st) st = nc_errorf(NC_E_NOMEM, "out of memory");
   nc_tune_opts to = {.dev = dev, .budget_s = budget, .progress = quiet ? NULL : stderr, .wall_time = wall};
   if (!st && getenv("NC_TUNE_TEST_BREAK")) to.break_candidates = true;  // test hook: every non-default candidate is wrong
   // the budget: flash attention first (a large share of the step, few shapes), then the loop buckets (no
-  // compilation per candidate), then the row buckets (a small program build per candidate, few
-  // candidates), then the GEMMs; each space gets its weight's share of what is left, and what a space
-  // does not use passes on
-  double w[4] = {n ? 0.40 : 0, os.nflash ? 0.40 : 0, os.nloop ? 0.10 : 0, os.nrow ? 0.10 : 0};
+  // compilation per candidate), then the row buckets and the reductions' (a small program build per
+  // candidate, few candidates; few reductions per step: a small share), then the GEMMs; each space gets
+  // its weight's share of what is left, and what a space does not use passes on
+  double w[5] = {n ? 0.40 : 0, os.nflash ? 0.40 : 0, ns[2] ? 0.10 : 0, ns[3] ? 0.10 : 0, ns[4] ? 0.05 : 0};
   struct timespec ts0;
   clock_gettime(CLOCK_MONOTONIC, &ts0);
   double t_end = (double)ts0.tv_sec + 1e-9 * (double)ts0.tv_nsec + budget;
-  const int order[4] = {1, 2, 3, 0};
-  for (int oi = 0; oi < 4 && !st; oi++) {
+  const int order[5] = {1, 2, 3, 4, 0};
+  for (int oi = 0; oi < 5 && !st; oi++) {
     int sp = order[oi];
     if (w[sp] <= 0) continue;
     double wl = 0;
-    for (int j = oi; j < 4; j++) wl += w[order[j]];
+    for (int j = oi; j < 5; j++) wl += w[order[j]];
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double left = t_end - ((double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
     to.budget_s = left > 0 ? left * w[sp] / wl : 1e-9;
-    double wt = w[0] + w[1] + w[2] + w[3];
+    double wt = w[0] + w[1] + w[2] + w[3] + w[4];
     if (sp == 2 && to.budget_s < budget * w[sp] / wt) to.budget_s = budget * w[sp] / wt;  // cheap candidates: at least the nominal share
-    if (sp == 1) st = nc_tune_flash_run(os.flash, os.nflash, &to, db, fres);
-    else if (sp == 2) st = nc_tune_loop_run(os.loop, os.nloop, &to, db, lres);
-    else if (sp == 3) st = nc_tune_row_run(os.row, os.nrow, &to, db, rres);
+    if (sp == 1) st = nc_tune_flash_run(os.flash, os.nflash, &to, db, rs[1]);
+    else if (sp >= 2) st = nc_tune_wg_run((nc_ocl_loop_class)(sp - 2), os.wg[sp - 2], ns[sp], &to, db, rs[sp]);
     else st = nc_tune_run(shapes, n, &to, db, res);
   }
-  int written = 0;
-  for (int i = 0; !st && i < n; i++) written += res[i].tuned;
-  for (int i = 0; !st && i < os.nflash; i++) written += fres[i].tuned;
-  for (int i = 0; !st && i < os.nloop; i++) written += lres[i].tuned;
-  for (int i = 0; !st && i < os.nrow; i++) written += rres[i].tuned;
+  int written = 0, total = 0;
+  for (int sp = 0; sp < 5; sp++) {
+    total += ns[sp];
+    for (int i = 0; !st && i < ns[sp]; i++) written += rs[sp][i].tuned;
+  }
   if (!st && written) st = nc_tunedb_save(db, path);
   if (!st) {
     printf("%-44s %-32s %5s %12s %12s %7s  %s\n", "kernel", "shape", "calls", "default_us", "tuned_us", "speedup", "knobs");
-    for (int i = 0; i < n; i++) {
-      if (!res[i].tuned) {
-        printf("%-44s %-32s %5d %12s %12s %7s  (budget spent)\n", res[i].kernel, res[i].shape, shapes[i].count, "-", "-", "-");
-        continue;
-      }
-      printf("%-44s %-32s %5d %12.1f %12.1f %7.2f  %s%s\n", res[i].kernel, res[i].shape, shapes[i].count, res[i].default_us, res[i].best_us,
-             res[i].default_us / res[i].best_us, res[i].is_default ? "(default) " : "", res[i].knobs);
-    }
-    for (int sp = 1; sp <= 3; sp++) {  // flash attention (a forward + its backward per call), loop and row buckets (one launch)
-      int m = sp == 1 ? os.nflash : sp == 2 ? os.nloop : os.nrow;
-      const nc_tune_result *rr = sp == 1 ? fres : sp == 2 ? lres : rres;
-      for (int i = 0; i < m; i++) {
-        int calls = sp == 1 ? os.flash[i].count : sp == 2 ? os.loop[i].count : os.row[i].count;
+    for (int sp = 0; sp < 5; sp++) {  // GEMMs, flash attention (a forward + its backward per call), loop-space buckets (one launch)
+      const nc_tune_result *rr = rs[sp];
+      for (int i = 0; i < ns[sp]; i++) {
+        int calls = NC_TUNE_CALLS(sp, i);
         if (!rr[i].tuned) {
           printf("%-44s %-32s %5d %12s %12s %7s  (budget spent)\n", rr[i].kernel, rr[i].shape, calls, "-", "-", "-");
           continue;
@@ -319,29 +329,26 @@ int nc_cmd_tune(int argc, char **argv) {
                rr[i].default_us / rr[i].best_us, rr[i].is_default ? "(default) " : "", rr[i].knobs);
       }
     }
-    const char *what[4] = {"GEMM", "flash-attention (forward + backward)", "loop-kernel (synthetic, per launch)", "row-kernel (synthetic RMSNorm, per launch)"};
-    int total = n + os.nflash + os.nloop + os.nrow;
-    for (int sp = 0; sp < 4; sp++) {
-      int m = sp == 0 ? n : sp == 1 ? os.nflash : sp == 2 ? os.nloop : os.nrow, done = 0;
+    const char *what[5] = {"GEMM", "flash-attention (forward + backward)", "loop-kernel (synthetic, per launch)", "row-kernel (synthetic RMSNorm, per launch)",
+                           "reduction (synthetic sum, per launch)"};
+    for (int sp = 0; sp < 5; sp++) {
+      int m = ns[sp], done = 0;
       if (!m) continue;
-      const nc_tune_result *rr = sp == 0 ? res : sp == 1 ? fres : sp == 2 ? lres : rres;
+      const nc_tune_result *rr = rs[sp];
       double td = 0, tt = 0;
       for (int i = 0; i < m; i++) {
-        int calls = sp == 0 ? shapes[i].count : sp == 1 ? os.flash[i].count : sp == 2 ? os.loop[i].count : os.row[i].count;
+        int calls = NC_TUNE_CALLS(sp, i);
         if (rr[i].tuned) td += rr[i].default_us * calls, tt += rr[i].best_us * calls, done++;
       }
       printf("%s: %d of %d shapes tuned (%d skipped for lack of budget); time per step over them %.1f ms default, %.1f ms tuned (%.2fx)\n", what[sp],
              done, m, m - done, td / 1e3, tt / 1e3, tt > 0 ? td / tt : 0);
     }
+#undef NC_TUNE_CALLS
     printf("%d of %d shapes tuned; %d entries written to %s\n", written, total, written, path);
   }
-  free(res);
-  free(fres);
-  free(lres);
-  free(rres);
+  for (int sp = 0; sp < 5; sp++) free(rs[sp]);
   free(os.flash);
-  free(os.loop);
-  free(os.row);
+  for (int cls = 0; cls < 3; cls++) free(os.wg[cls]);
   free(shapes);
   nc_tunedb_free(db);
   return st ? nc_tune_fail(st) : 0;

@@ -34,3 +34,28 @@ int64_t nc_gemm_bf16_ws_words(const nc_gemm_knobs *k) {
 size_t nc_gemm_bf16_workspace_size(const nc_gemm_knobs *k, int nthreads) {
   return (size_t)nc_gemm_bf16_ws_words(k) * 4 * (size_t)(nthreads < 1 ? 1 : nthreads);
 }
+
+// ---- the knob table (codegen/tune.h): what the autotuner searches ----------
+#include "codegen/tune.h"
+
+static nc_status nc_gemm_bf16_knobs_check_any(const void *k) { return nc_gemm_bf16_knobs_check(k); }
+
+// The fp32 table's knobs (codegen/gemm_knobs.c) with vw fixed at 16 and kc
+// counting k: a packed panel of kc k holds kc/2 32-bit pairs, so kc runs about
+// twice fp32's for the same bytes (even values only: the check). Every search
+// value compiles and matches a naive loop in the bf16 emitter with bf16 memory
+// (tests/test_tune.c, bf16_knob_table_values_compile_and_match).
+static const nc_knob nc_gemm_bf16_knobs_table[] = {
+    {"vw", offsetof(nc_gemm_knobs, vw), 16, 16, 0, {0}, "floats per vector register (16: AVX-512)"},
+    {"mr", offsetof(nc_gemm_knobs, mr), 1, 32, 5, {4, 6, 8, 12, 14}, "rows of the register block"},
+    {"nr", offsetof(nc_gemm_knobs, nr), 16, 512, 5, {16, 32, 48, 64, 96}, "columns of the register block (multiple of 16)"},
+    {"kc", offsetof(nc_gemm_knobs, kc), 2, 16384, 6, {256, 384, 512, 768, 1024, 1536}, "K depth of a packed panel (even: k pairs)"},
+    {"mc", offsetof(nc_gemm_knobs, mc), 1, 8192, 6, {48, 96, 120, 168, 240, 336}, "rows of A per packed block (multiple of mr)"},
+    {"nc", offsetof(nc_gemm_knobs, nc), 16, 65536, 6, {192, 384, 576, 768, 1152, 1536}, "columns of B per packed panel (multiple of nr)"},
+    {"ku", offsetof(nc_gemm_knobs, ku), 1, 16, 4, {1, 2, 4, 8}, "unroll of the micro-kernel's k loop"},
+    {"order", offsetof(nc_gemm_knobs, order), 0, 1, 2, {0, 1}, "0: B panel reused from L1; 1: A panel reused from L1"},
+    {"prefetch_b", offsetof(nc_gemm_knobs, prefetch_b), 0, 64, 3, {0, 8, 16}, "prefetch packed B this many k steps ahead"},
+};
+
+const nc_knob_space nc_gemm_bf16_knob_space = {"cpu.gemm_bf16", 9, nc_gemm_bf16_knobs_table, sizeof(nc_gemm_knobs),
+                                               nc_gemm_bf16_knobs_check_any};

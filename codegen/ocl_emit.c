@@ -90,6 +90,8 @@ nc_status nc_ocl_knobs_check(const nc_ocl_knobs *k) {
   if (wg > 1024) return nc_errorf(NC_E_INVALID, "OpenCL GEMM knobs: work-group of %d work-items (over 1024)", wg);
   if (k->loop_wg < 1 || k->loop_wg > 1024) return nc_errorf(NC_E_INVALID, "OpenCL knob loop_wg=%d: must be in 1..1024", k->loop_wg);
   if (k->row_wg < 1 || k->row_wg > 1024) return nc_errorf(NC_E_INVALID, "OpenCL knob row_wg=%d: must be in 1..1024", k->row_wg);
+  if (k->reduce_wg < 0 || k->reduce_wg > 1024)
+    return nc_errorf(NC_E_INVALID, "OpenCL knob reduce_wg=%d: must be in 1..1024 (0: loop_wg's)", k->reduce_wg);
   return nc_ocl_tc_check(k);
 }
 
@@ -1276,7 +1278,7 @@ static void nc_oe_emit_group(nc_oe *e, nc_ks s, int W) {
 }
 
 nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl_knobs *kn, nc_buf *out, nc_ocl_launch *L) {
-  int reduce_wg = kn->loop_wg;
+  int reduce_wg = kn->reduce_wg ? kn->reduce_wg : kn->loop_wg;  // whole-buffer reductions (0: loop_wg's work-group)
   memset(L, 0, sizeof *L);
   NC_TRY(nc_kernel_verify(k));
   if (nc_kernel_is_template(k)) {
@@ -1346,6 +1348,7 @@ nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl
   nc_ks red = last == NC_KS_NONE && reduce_wg > 1 ? nc_oe_reduce_shape(k, ops) : NC_KS_NONE;
   if (red != NC_KS_NONE) {
     L->reduce_wg = nc_oe_pow2_floor(reduce_wg);
+    L->reduce_begin = k->s[red].begin, L->reduce_end = k->s[red].end;
     nc_oe_emit_reduce(&e, red, ops, L->reduce_wg);
   } else if (last == NC_KS_NONE) {
     nc_buf_puts(out, "  if (get_global_id(0) != 0) return;\n");

@@ -46,8 +46,10 @@ typedef struct {
   int gemm_tm, gemm_tn;  // output tile per work-group (rows, columns): 16..256, multiples of gemm_wm/gemm_wn
   int gemm_tk;           // depth of the local-memory tiles: 4..64
   int gemm_wm, gemm_wn;  // outputs per work-item (rows, columns): 1..16
-  int loop_wg;           // work-group size of loop kernels and whole-buffer reductions: 1..1024
+  int loop_wg;           // work-group size of loop kernels (and of whole-buffer reductions unless reduce_wg): 1..1024
   int row_wg;            // work-items per row of row kernels (1 = off): 1..1024
+  int reduce_wg;         // work-group of whole-buffer reductions (rounded down to a power of two; 1 = serial):
+                         // 0 (the default) follows loop_wg; 1..1024 (the tuning database, ocl.loop class=reduce)
   // The bf16 GEMM (fp32 operands rounded to bf16 while staged, fp32 accumulation):
   int gemm_tc;           // 0: the fp32 GEMM above; 1: bf16 on tensor cores (mma.sync inline PTX,
                          // NVIDIA only); 2: the same kernel with the mma done by scalar fmas (any device)
@@ -88,6 +90,7 @@ typedef struct {
   bool scatter_i64;          // its ids are i64 (else i32)
   int ncollapse;             // loops folded into the global id (0: one work-item)
   int reduce_wg;             // > 0: a whole-buffer reduction run by one work-group of this size
+  nc_kx reduce_begin, reduce_end;  // its reduced loop's bounds (argument-only expressions)
   int row_wg;                // > 0: one work-group of this size per collapsed iteration (a row kernel)
   nc_kx begin[NC_OCL_MAX_COLLAPSE], end[NC_OCL_MAX_COLLAPSE];  // their bounds (argument-only expressions)
 } nc_ocl_launch;
@@ -166,7 +169,7 @@ void nc_ocl_emit_gemm_packed_kernel(const nc_ocl_knobs *kn, int flags, nc_buf *o
 // order (b0, b1, ...), then the symbol sizes (long a0, a1, ...), then
 // `long nc_total` (the collapsed iteration count), then each buffer's element
 // offset (long o0, o1, ...: buffers are views into one arena). Template kernels emit
-// nothing and fill L->gemm. kn->loop_wg / kn->row_wg size the work-groups
+// nothing and fill L->gemm. kn->loop_wg / kn->row_wg / kn->reduce_wg size the work-groups
 // (rounded down to powers of two for reductions; 1 turns those modes off).
 nc_status nc_ocl_emit_kernel(const nc_kernel *k, const char *fname, const nc_ocl_knobs *kn, nc_buf *out, nc_ocl_launch *L);
 

@@ -107,23 +107,34 @@ bool nc_ocl_flash_shape_parse(const char *str, nc_ocl_flash_shape *out) {
   return true;
 }
 
-// The loop kernels' work-groups: loop_wg (elementwise loop kernels, per launch) and row_wg (work-items
-// per row of a row kernel; reductions round it down to a power of two).
+// The loop kernels' work-groups: loop_wg (elementwise loop kernels, per launch), row_wg (work-items
+// per row of a row kernel; reductions round it down to a power of two) and reduce_wg (the one
+// work-group of a whole-buffer reduction; 0, the default, follows loop_wg).
 static const nc_knob nc_ocl_loop_knobs[] = {
     {"loop_wg", NC_OK_FIELD(loop_wg), 32, 1024, 6, {32, 64, 128, 256, 512, 1024}, "work-group of elementwise loop kernels"},
     {"row_wg", NC_OK_FIELD(row_wg), 2, 1024, 6, {32, 64, 128, 256, 512, 1024}, "work-items per row of row kernels (power of two)"},
+    {"reduce_wg", NC_OK_FIELD(reduce_wg), 0, 1024, 6, {32, 64, 128, 256, 512, 1024},
+     "work-group of whole-buffer reductions (power of two; 0: loop_wg's)"},
 };
 
 static nc_status nc_ocl_loop_check(const void *p) {
   const nc_ocl_knobs *k = p;
   if (k->row_wg & (k->row_wg - 1)) return nc_errorf(NC_E_INVALID, "OpenCL knob row_wg=%d: the tuned row work-group must be a power of two", k->row_wg);
+  if (k->reduce_wg & (k->reduce_wg - 1))
+    return nc_errorf(NC_E_INVALID, "OpenCL knob reduce_wg=%d: the tuned reduction work-group must be a power of two", k->reduce_wg);
   return nc_ocl_knobs_check(k);
 }
 
-const nc_knob_space nc_ocl_loop_knob_space = {"ocl.loop", 2, nc_ocl_loop_knobs, sizeof(nc_ocl_knobs), nc_ocl_loop_check};
+const nc_knob_space nc_ocl_loop_knob_space = {"ocl.loop", 3, nc_ocl_loop_knobs, sizeof(nc_ocl_knobs), nc_ocl_loop_check};
 
 void nc_ocl_loop_signature(nc_ocl_loop_class cls, char *buf, size_t n) {
-  snprintf(buf, n, "ocl.loop class=%s", cls == NC_OCL_LOOP_ROW ? "row" : "loop");
+  snprintf(buf, n, "ocl.loop class=%s", cls == NC_OCL_LOOP_ROW ? "row" : cls == NC_OCL_LOOP_REDUCE ? "reduce" : "loop");
+}
+
+int nc_ocl_reduce_wg_of(const nc_ocl_knobs *k) {
+  int v = k->reduce_wg ? k->reduce_wg : k->loop_wg, p = 1;
+  while (p * 2 <= v) p *= 2;
+  return p;
 }
 
 int nc_ocl_loop_bucket(int64_t items) {
@@ -167,17 +178,32 @@ int64_t nc_ocl_row_cols(const nc_kernel *k, int ncollapse) {
 
 int nc_ocl_row_bucket(int64_t cols) { return cols < 1 ? NC_OCL_ROW_VAR : nc_ocl_loop_bucket(cols); }
 
-void nc_ocl_row_shape_str(int bucket, char *buf, size_t n) {
-  if (bucket < 0) snprintf(buf, n, "cols=var");
-  else snprintf(buf, n, "cols=2^%d", bucket);
+int64_t nc_ocl_reduce_items(const nc_kernel *k, const nc_ocl_launch *L) {
+  int64_t b, e;
+  if (!L->reduce_wg || !nc_ok_const(k, L->reduce_begin, &b) || !nc_ok_const(k, L->reduce_end, &e) || e <= b) return -1;
+  return e - b;
 }
 
-bool nc_ocl_row_shape_parse(const char *str, int *bucket) {
-  if (!strcmp(str, "cols=var")) return *bucket = NC_OCL_ROW_VAR, true;
+// "<key>=2^k" / "<key>=var" (the row and reduction buckets) and back.
+static void nc_ok_bucket_str(const char *key, int bucket, char *buf, size_t n) {
+  if (bucket < 0) snprintf(buf, n, "%s=var", key);
+  else snprintf(buf, n, "%s=2^%d", key, bucket);
+}
+
+static bool nc_ok_bucket_parse(const char *key, const char *str, int *bucket) {
+  size_t kl = strlen(key);
+  if (strncmp(str, key, kl) || str[kl] != '=') return false;
+  str += kl + 1;
+  if (!strcmp(str, "var")) return *bucket = NC_OCL_ROW_VAR, true;
   int k = -1, used = -1;
-  if (sscanf(str, "cols=2^%d%n", &k, &used) != 1 || used < 0 || str[used] || k < 0 || k > 40) return false;
+  if (sscanf(str, "2^%d%n", &k, &used) != 1 || used < 0 || str[used] || k < 0 || k > 40) return false;
   return *bucket = k, true;
 }
+
+void nc_ocl_row_shape_str(int bucket, char *buf, size_t n) { nc_ok_bucket_str("cols", bucket, buf, n); }
+bool nc_ocl_row_shape_parse(const char *str, int *bucket) { return nc_ok_bucket_parse("cols", str, bucket); }
+void nc_ocl_reduce_shape_str(int bucket, char *buf, size_t n) { nc_ok_bucket_str("items", bucket, buf, n); }
+bool nc_ocl_reduce_shape_parse(const char *str, int *bucket) { return nc_ok_bucket_parse("items", str, bucket); }
 
 void nc_ocl_gemm_geometry(const nc_ocl_knobs *kn, int64_t m, int64_t n, int64_t batch, size_t gws[3], size_t lws[3]) {
   size_t lx = (size_t)(kn->gemm_tn / kn->gemm_wn), ly = (size_t)(kn->gemm_tm / kn->gemm_wm);

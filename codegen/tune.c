@@ -5,7 +5,7 @@
 #include <string.h>
 
 const nc_knob_space *nc_knob_space_find(const char *name) {
-  const nc_knob_space *all[] = {&nc_gemm_knob_space, &nc_ocl_gemm_knob_space, &nc_ocl_tc_knob_space, &nc_ocl_tcp_knob_space, &nc_ocl_flash_knob_space,
+  const nc_knob_space *all[] = {&nc_gemm_knob_space, &nc_gemm_bf16_knob_space, &nc_ocl_gemm_knob_space, &nc_ocl_tc_knob_space, &nc_ocl_tcp_knob_space, &nc_ocl_flash_knob_space,
                                 &nc_ocl_loop_knob_space};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     if (name && !strcmp(all[i]->name, name)) return all[i];

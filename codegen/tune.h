@@ -2,11 +2,12 @@
 // runtime/tuner.h) may change and what the tuning database (runtime/tunedb.h)
 // may hold. Each template declares its table next to its defaults:
 //   nc_gemm_knob_space      the CPU GEMM (codegen/gemm.h), in codegen/gemm_knobs.c
+//   nc_gemm_bf16_knob_space the CPU bf16 GEMM (codegen/gemm_bf16.h), in codegen/gemm_bf16_knobs.c
 //   nc_ocl_gemm_knob_space  the OpenCL fp32 tiled GEMM (codegen/ocl_emit.h), codegen/ocl_knobs.c
 //   nc_ocl_tc_knob_space    the OpenCL bf16 tensor-core GEMM, register-staged (tc_stages 0), codegen/ocl_knobs.c
 //   nc_ocl_tcp_knob_space   the OpenCL bf16 tensor-core GEMM, pipelined (tc_stages > 0: mma.sync or wgmma), codegen/ocl_knobs.c
 //   nc_ocl_flash_knob_space the OpenCL flash-attention blocks (codegen/ocl_attn.h), codegen/ocl_knobs.c
-//   nc_ocl_loop_knob_space  the OpenCL loop kernels' work-group sizes (loop_wg, row_wg), codegen/ocl_knobs.c
+//   nc_ocl_loop_knob_space  the OpenCL loop kernels' work-group sizes (loop_wg, row_wg, reduce_wg), codegen/ocl_knobs.c
 // A knob is an int field of the template's knob struct with a valid range
 // (every database entry is checked against it) and the values the tuner
 // searches; the template's own check adds the constraints between knobs.
@@ -34,7 +35,7 @@ typedef struct {
 } nc_knob;
 
 typedef struct {
-  const char *name;  // the template: "cpu.gemm_f32", "ocl.gemm_f32", "ocl.gemm_bf16", "ocl.gemm_bf16p"
+  const char *name;  // the template: "cpu.gemm_f32", "cpu.gemm_bf16", "ocl.gemm_f32", "ocl.gemm_bf16", "ocl.gemm_bf16p"
   int nknobs;
   const nc_knob *knobs;
   size_t size;                             // sizeof the knob struct
@@ -42,6 +43,7 @@ typedef struct {
 } nc_knob_space;
 
 extern const nc_knob_space nc_gemm_knob_space;
+extern const nc_knob_space nc_gemm_bf16_knob_space;
 extern const nc_knob_space nc_ocl_gemm_knob_space;
 extern const nc_knob_space nc_ocl_tc_knob_space;
 extern const nc_knob_space nc_ocl_tcp_knob_space;
@@ -72,8 +74,10 @@ bool nc_ocl_flash_shape_parse(const char *str, nc_ocl_flash_shape *out);
 // per element: loop_wg, chosen per launch, the source does not change) by the bucket of its
 // work-items, "items=2^k" for 2^k <= items < 2^(k+1) (k <= 40); "ocl.loop class=row" (row kernels:
 // row_wg work-items per row, compiled into the kernel's source) by the bucket of its row length,
-// "cols=2^k" or "cols=var" (below). An entry stores both knobs; a class reads its own.
-typedef enum { NC_OCL_LOOP_ELEMENTWISE, NC_OCL_LOOP_ROW } nc_ocl_loop_class;
+// "cols=2^k" or "cols=var" (below); "ocl.loop class=reduce" (whole-buffer reductions: one work-group
+// of reduce_wg, compiled into the source) by the bucket of the reduced element count, "items=2^k" or
+// "items=var". An entry stores every knob of the space; a class reads its own.
+typedef enum { NC_OCL_LOOP_ELEMENTWISE, NC_OCL_LOOP_ROW, NC_OCL_LOOP_REDUCE } nc_ocl_loop_class;
 void nc_ocl_loop_signature(nc_ocl_loop_class cls, char *buf, size_t n);
 int nc_ocl_loop_bucket(int64_t items);  // floor(log2(items)), 0 for items < 2
 // Row kernels (class=row) are keyed by their row length: the extent of the loops inside the last
@@ -83,11 +87,20 @@ int nc_ocl_loop_bucket(int64_t items);  // floor(log2(items)), 0 for items < 2
 #define NC_OCL_ROW_VAR (-1)
 // The row length of row kernel k whose first ncollapse loops are collapsed: > 0, or -1 when symbolic.
 int64_t nc_ocl_row_cols(const nc_kernel *k, int ncollapse);
-// nc_ocl_loop_bucket(cols), or NC_OCL_ROW_VAR for cols < 1.
+// nc_ocl_loop_bucket(cols), or NC_OCL_ROW_VAR for cols < 1 (also the reductions' bucket of their items).
 int nc_ocl_row_bucket(int64_t cols);
 // "cols=2^k" / "cols=var" and back (false: malformed, or k outside 0..40).
 void nc_ocl_row_shape_str(int bucket, char *buf, size_t n);
 bool nc_ocl_row_shape_parse(const char *str, int *bucket);
+// Whole-buffer reductions (class=reduce, L->reduce_wg > 0) are keyed by the reduced loop's element
+// count: > 0 when its bounds are constants, -1 when they depend on a symbol (or L is no reduction).
+int64_t nc_ocl_reduce_items(const nc_kernel *k, const nc_ocl_launch *L);
+// "items=2^k" / "items=var" and back (false: malformed, or k outside 0..40).
+void nc_ocl_reduce_shape_str(int bucket, char *buf, size_t n);
+bool nc_ocl_reduce_shape_parse(const char *str, int *bucket);
+// The work-group a whole-buffer reduction gets with knobs k (reduce_wg, else loop_wg, rounded down
+// to a power of two; 1: serial).
+int nc_ocl_reduce_wg_of(const nc_ocl_knobs *k);
 
 // The pipelined bf16 GEMM's knobs the tuner starts from off NVIDIA (the emulation, gemm_tc 2): the
 // device defaults (nc_ocl_knobs_default) with tc_stages 2 and tc_bk 32 where they have no ring.

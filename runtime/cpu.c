@@ -40,7 +40,8 @@ struct nc_cpu {
   nc_kernel_fn *fns;   // per plan kernel (NULL for templates)
   nc_gemm_fn gemm[NC_CPU_GEMM_VARIANTS];  // by variant (cpu.h): nc_cpu_gemm_code's function
   nc_gemm_knobs knobs;
-  nc_cpu_tuned_gemm *tuned;  // per-shape fp32 GEMMs from the tuning database
+  nc_gemm_knobs bf_knobs;    // the bf16 GEMM's (nc_gemm_bf16_knobs_default, as runtime/cpu_jit.c compiles it)
+  nc_cpu_tuned_gemm *tuned;  // per-shape GEMMs of any variant from the tuning database
   nc_gemm_fn *tuned_fn;
   int ntuned;
   float *work;
@@ -247,8 +248,8 @@ static nc_status nc_cpu_set_knobs(nc_cpu *c, const nc_gemm_knobs *knobs) {
   c->knobs = *knobs;
   free(c->work);
   // room for the bf16 GEMM too (its default knobs: runtime/cpu_jit.c)
-  nc_gemm_knobs bk = nc_gemm_bf16_knobs_default(NULL);
-  size_t ws = nc_gemm_workspace_size(&c->knobs, c->nthreads), wb = nc_gemm_bf16_workspace_size(&bk, c->nthreads);
+  c->bf_knobs = nc_gemm_bf16_knobs_default(NULL);
+  size_t ws = nc_gemm_workspace_size(&c->knobs, c->nthreads), wb = nc_gemm_bf16_workspace_size(&c->bf_knobs, c->nthreads);
   c->work = aligned_alloc(64, ((ws > wb ? ws : wb) + 63) / 64 * 64);
   return c->work ? NC_OK : nc_errorf(NC_E_NOMEM, "out of memory for the GEMM workspace");
 }
@@ -433,13 +434,14 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
     bool bf = k->bufs[s->cbufs[0]].dtype == NC_BF16;  // bf16 buffers: the bf16 GEMM (bf16 in/out, fp32 accumulation)
     nc_gemm_task t;
     memset(&t, 0, sizeof t);
-    t.fn = c->gemm[bf ? 8 + ta * 2 + tb : v[10] == 1 ? 16 + ta * 2 + tb : v[10] == 2 ? 20 + sym * 4 + ta * 2 + tb : sym * 4 + ta * 2 + tb];
+    int gv = bf ? 8 + ta * 2 + tb : v[10] == 1 ? 16 + ta * 2 + tb : v[10] == 2 ? 20 + sym * 4 + ta * 2 + tb : sym * 4 + ta * 2 + tb;
+    t.fn = c->gemm[gv];
     t.a.relu2 = !bf && v[10] == 1;
     t.a.sym = !bf && !t.a.relu2 && sym;  // (the relu2 variants were never symmetric)
     if (t.a.relu2 && s->ncbufs > 3) t.a.d = bufs[s->cbufs[3]];  // relu2 into D (else over C)
-    const nc_gemm_knobs *kn = &c->knobs;
-    for (int i = 0; i < c->ntuned && !bf && v[10] == 0; i++)  // a plain fp32 GEMM tuned for exactly this shape
-      if (c->tuned[i].variant == sym * 4 + ta * 2 + tb && c->tuned[i].batch == v[0] && c->tuned[i].m == v[1] && c->tuned[i].n == v[2] &&
+    const nc_gemm_knobs *kn = bf && !c->bf16_fallback ? &c->bf_knobs : &c->knobs;
+    for (int i = 0; i < c->ntuned; i++)  // a GEMM of this variant tuned for exactly this shape
+      if (c->tuned[i].variant == gv && c->tuned[i].batch == v[0] && c->tuned[i].m == v[1] && c->tuned[i].n == v[2] &&
           c->tuned[i].k == v[3]) {
         t.fn = c->tuned_fn[i];
         kn = &c->tuned[i].knobs;
@@ -517,7 +519,8 @@ nc_status nc_cpu_set_tuned(nc_cpu *c, const nc_cpu_tuned_gemm *t, int n, nc_cpu_
     free(fns);
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
-  size_t ws = nc_gemm_workspace_size(&c->knobs, c->nthreads);
+  size_t ws = nc_gemm_workspace_size(&c->knobs, c->nthreads), wb = nc_gemm_bf16_workspace_size(&c->bf_knobs, c->nthreads);
+  if (wb > ws) ws = wb;
   for (int i = 0; i < n; i++) {
     void *f;
     nc_status st = resolve(ctx, t[i].symbol, &f);
@@ -528,7 +531,8 @@ nc_status nc_cpu_set_tuned(nc_cpu *c, const nc_cpu_tuned_gemm *t, int n, nc_cpu_
     }
     fns[i] = (nc_gemm_fn)f;
     tt[i] = t[i];
-    size_t w = nc_gemm_workspace_size(&t[i].knobs, c->nthreads);
+    bool bf = t[i].variant >= 8 && t[i].variant < 16;
+    size_t w = bf ? nc_gemm_bf16_workspace_size(&t[i].knobs, c->nthreads) : nc_gemm_workspace_size(&t[i].knobs, c->nthreads);
     if (w > ws) ws = w;
   }
   float *work = aligned_alloc(64, (ws + 63) / 64 * 64);
@@ -553,6 +557,6 @@ bool nc_cpu_gemm_knobs_for(const nc_cpu *c, int variant, int64_t batch, int64_t 
       *out = c->tuned[i].knobs;
       return true;
     }
-  *out = c->knobs;
+  *out = variant >= 8 && variant < 16 && !c->bf16_fallback ? c->bf_knobs : c->knobs;
   return false;
 }

@@ -65,9 +65,13 @@ typedef nc_status (*nc_cpu_resolver)(void *ctx, const char *symbol, void **fn);
 nc_status nc_cpu_from_symbols(const nc_plan *p, const nc_cpu_opts *o, const nc_gemm_knobs *knobs, const nc_cpu_layout *L,
                               nc_cpu_resolver resolve, void *ctx, nc_cpu **out);
 void nc_cpu_free(nc_cpu *c);
-// Tuned GEMMs (the tuning database, runtime/tunedb.h): a launch of the plain
-// fp32 variant (sym*4 + ta*2 + tb; not bf16, no ReLU^2 or addend epilogue) with exactly this batch/m/n/k runs symbol, the GEMM
-// compiled with these knobs, instead of the default one.
+// Tuned GEMMs (the tuning database, runtime/tunedb.h): a launch of GEMM
+// variant `variant` (NC_CPU_GEMM_VARIANTS' numbering: plain, symmetric, ReLU^2
+// and addend fp32, bf16 buffers) with exactly this batch/m/n/k runs symbol,
+// the variant's function (nc_cpu_gemm_code: fp32 with the epilogue switched in
+// its argument block; the bf16 GEMM with bf16 memory) compiled with these
+// knobs, instead of the default one. Not in ahead-of-time plans (runtime/aot.h:
+// their object holds the default GEMMs only).
 typedef struct {
   int variant;
   int64_t batch, m, n, k;
@@ -78,14 +82,17 @@ typedef struct {
 // Installs them on c (symbols through resolve) and grows the workspace.
 nc_status nc_cpu_set_tuned(nc_cpu *c, const nc_cpu_tuned_gemm *t, int n, nc_cpu_resolver resolve, void *ctx);
 int nc_cpu_tuned_count(const nc_cpu *c);
-// The knobs a GEMM launch of this variant and shape runs with; true when they
-// come from the tuning database.
+// The knobs a GEMM launch of this variant (NC_CPU_GEMM_VARIANTS) and shape
+// runs with (bf16 variants: the bf16 GEMM's); true when they come from the
+// tuning database.
 bool nc_cpu_gemm_knobs_for(const nc_cpu *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_gemm_knobs *out);
-// The database's entries for p's GEMM variants on this CPU (runtime/cpu_tune.c):
-// entries of another driver, or whose knobs are invalid, are warned about and
-// skipped; entries whose static dims match no GEMM of p are skipped. Returns
-// how many were written to out (symbols nc_gemm_<v>_t<j>, shared by equal knobs).
-int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, const bool *need, const nc_gemm_knobs *def,
+// The database's entries for p's GEMM variants on this CPU (runtime/cpu_tune.c;
+// the variants L->need, bf16 ones only without L->bf16_fallback; def32 the
+// fp32 defaults, the bf16 ones nc_gemm_bf16_knobs_default): entries of another
+// driver, or whose knobs are invalid, are warned about and skipped; entries
+// whose static dims match no GEMM of p are skipped. Returns how many were
+// written to out (symbols nc_gemm_<nc_cpu_gemm_code>_t<j>, shared by equal knobs).
+int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, const nc_cpu_layout *L, const nc_gemm_knobs *def32,
                          nc_cpu_tuned_gemm *out, int max);
 // key folded with the tuned GEMMs (the kernel cache's key must cover them).
 uint64_t nc_cpu_tuned_key(uint64_t key, const nc_cpu_tuned_gemm *t, int n);

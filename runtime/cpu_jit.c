@@ -190,7 +190,7 @@ static nc_status nc_cpu_compile_part(nc_cpu_cjob *j, int i) {
   NC_TRY(nc_jit_create(&jo, &wj));
   LLVMModuleRef m;
   nc_status st = nc_cpu_build_module(wj, j->p, j->L, j->knobs, j->P, i, &m);
-  if (!st && j->P->tpart == i && (st = nc_cpu_tuned_emit(m, j->tuned, j->ntuned))) LLVMDisposeModule(m);
+  if (!st && j->P->tpart == i && (st = nc_cpu_tuned_emit(m, nc_jit_cpu(wj), j->tuned, j->ntuned))) LLVMDisposeModule(m);
   if (!st) st = nc_jit_emit_object(wj, m, NULL, &j->obj[i], &j->size[i]);  // one O3 + codegen for JIT and cache
   nc_jit_free(wj);
   return st;
@@ -243,7 +243,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   nc_status st = nc_cpu_layout_build(p, hc->llvm_version, hc->cpu, hc->features, o && o->avx2_only, &kn, &L);
   // per-shape GEMMs from the tuning database (runtime/tunedb.h), part of the cache key
   nc_cpu_tuned_gemm tuned[NC_CPU_MAX_TUNED];
-  int ntuned = st ? 0 : nc_cpu_tuned_collect(p, hc, o ? o->threads : 0, L.need, &kn, tuned, NC_CPU_MAX_TUNED);
+  int ntuned = st ? 0 : nc_cpu_tuned_collect(p, hc, o ? o->threads : 0, &L, &kn, tuned, NC_CPU_MAX_TUNED);
   if (!st) L.key = nc_cpu_tuned_key(L.key, tuned, ntuned);
   nc_cpu_parts P = {0};
   if (!st) st = nc_cpu_parts_build(p, &L, ntuned, &P);

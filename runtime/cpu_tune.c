@@ -1,10 +1,14 @@
-// The CPU device and the tuning database (runtime/tunedb.h): which tuned fp32
-// GEMMs a plan gets (nc_cpu_tuned_collect, no LLVM) and their code
-// (nc_cpu_tuned_emit, runtime/cpu_jit.c calls it while building the plan's module).
+// The CPU device and the tuning database (runtime/tunedb.h): which tuned GEMMs
+// a plan gets, for every GEMM variant of runtime/cpu.h (plain, symmetric,
+// ReLU^2 and addend fp32 launches; bf16-buffer launches) (nc_cpu_tuned_collect,
+// no LLVM) and their code (nc_cpu_tuned_emit, runtime/cpu_jit.c calls it while
+// building the plan's module).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen/gemm_bf16.h"
+#include "codegen/tune.h"
 #include "runtime/cpu.h"
 #include "runtime/cpu_tune.h"
 #include "runtime/kir_eval.h"
@@ -25,24 +29,30 @@ static bool nc_ct_const(const nc_kernel *k, nc_kx x, int depth) {
   }
 }
 
-// Could some fp32 GEMM of p of this variant have this shape? (Dims that
-// depend on symbols match anything.)
+// The runtime/cpu.h GEMM variant of template kernel k (as runtime/cpu.c's
+// launch picks it), or -1 when a flag is not a constant.
+static int nc_ct_variant(const nc_kernel *k, const nc_kstmt *s) {
+  int64_t f[11] = {0};  // ta (4), tb (5), sym (9), epilogue (10)
+  const int at[4] = {4, 5, 9, 10};
+  for (int a = 0; a < 4; a++) {
+    if (at[a] >= s->nargs) continue;
+    if (!nc_ct_const(k, s->args[at[a]], 0)) return -1;
+    f[at[a]] = nc_kernel_eval_index(k, s->args[at[a]], NULL);
+  }
+  int ta = f[4] ? 1 : 0, tb = f[5] ? 1 : 0, sym = f[9] ? 1 : 0;
+  if (k->bufs[s->cbufs[0]].dtype == NC_BF16) return 8 + ta * 2 + tb;
+  return f[10] == 1 ? 16 + ta * 2 + tb : f[10] == 2 ? 20 + sym * 4 + ta * 2 + tb : sym * 4 + ta * 2 + tb;
+}
+
+// Could some GEMM of p of this variant have this shape? (Dims that depend on
+// symbols match anything.)
 static bool nc_ct_plan_may_use(const nc_plan *p, int variant, const int64_t dims[4]) {
   for (int i = 0; i < p->nkernels; i++) {
     const nc_kernel *k = &p->kernels[i].k;
     if (!nc_kernel_is_template(k)) continue;
     const nc_kstmt *s = nc_ks_get(k, k->body);
-    if (k->bufs[s->cbufs[0]].dtype != NC_F32) continue;
+    if (s->tmpl != NC_KT_MATMUL || nc_ct_variant(k, s) != variant) continue;
     bool ok = true;
-    int64_t flag[3] = {0, 0, 0};  // ta, tb, sym
-    for (int a = 0; a < 3; a++) {
-      int ai = a < 2 ? 4 + a : 9;
-      if (ai >= s->nargs) continue;
-      if (!nc_ct_const(k, s->args[ai], 0)) ok = false;
-      else flag[a] = nc_kernel_eval_index(k, s->args[ai], NULL);
-    }
-    if (s->nargs > 10 && (!nc_ct_const(k, s->args[10], 0) || nc_kernel_eval_index(k, s->args[10], NULL) != 0)) continue;  // relu2
-    if (!ok || (flag[2] ? 4 : 0) + (flag[0] ? 2 : 0) + (flag[1] ? 1 : 0) != variant) continue;
     for (int d = 0; d < 4 && ok; d++)
       if (nc_ct_const(k, s->args[d], 0) && nc_kernel_eval_index(k, s->args[d], NULL) != dims[d]) ok = false;
     if (ok) return true;
@@ -50,7 +60,7 @@ static bool nc_ct_plan_may_use(const nc_plan *p, int variant, const int64_t dims
   return false;
 }
 
-int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, const bool *need, const nc_gemm_knobs *def,
+int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, const nc_cpu_layout *L, const nc_gemm_knobs *def32,
                          nc_cpu_tuned_gemm *out, int max) {
   nc_tunedb *db = nc_tunedb_open_default();
   if (!db) return 0;
@@ -58,8 +68,13 @@ int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, 
   char device[192], driver[192], kernel[128];
   nc_tune_cpu_ids(hc, device, sizeof device, driver, sizeof driver);
   int n = 0;
-  for (int v = 0; v < 8; v++) {
-    if (!need[v]) continue;
+  nc_gemm_knobs def16 = nc_gemm_bf16_knobs_default(hc);
+  for (int v = 0; v < NC_CPU_GEMM_VARIANTS; v++) {
+    // bf16 buffers without AVX512_BF16 run the fp32 GEMM on widened copies: untuned
+    if (!L->need[v] || (v >= 8 && v < 16 && L->bf16_fallback)) continue;
+    bool bf = v >= 8 && v < 16;
+    const nc_gemm_knobs *def = bf ? &def16 : def32;
+    const nc_knob_space *sp = bf ? &nc_gemm_bf16_knob_space : &nc_gemm_knob_space;
     nc_tune_cpu_kernel(v, def->vw, nthreads, kernel, sizeof kernel);
     const nc_tune_entry *es[NC_CPU_MAX_TUNED];
     int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_CPU_MAX_TUNED);
@@ -72,7 +87,7 @@ int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, 
         continue;
       }
       nc_gemm_knobs kn = *def;
-      nc_status st = nc_tune_entry_apply(es[i], &nc_gemm_knob_space, &kn);
+      nc_status st = nc_tune_entry_apply(es[i], sp, &kn);
       if (st) {
         nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
                        es[i]->shape, nc_status_msg(st));
@@ -88,9 +103,9 @@ int nc_cpu_tuned_collect(const nc_plan *p, const nc_host_cpu *hc, int nthreads, 
       }
       nc_cpu_tuned_gemm *t = &out[n];
       *t = (nc_cpu_tuned_gemm){.variant = v, .batch = b, .m = m, .n = nn, .k = k, .knobs = kn};
-      int j = 0;  // equal knobs share one function
-      while (j < n && !(out[j].variant == v && !memcmp(&out[j].knobs, &kn, sizeof kn))) j++;
-      snprintf(t->symbol, sizeof t->symbol, "nc_gemm_%d_t%d", v, j);
+      int j = 0;  // equal knobs of one function (nc_cpu_gemm_code: every fp32 variant of a ta, tb) share it
+      while (j < n && !(nc_cpu_gemm_code(out[j].variant) == nc_cpu_gemm_code(v) && !memcmp(&out[j].knobs, &kn, sizeof kn))) j++;
+      snprintf(t->symbol, sizeof t->symbol, "nc_gemm_%d_t%d", nc_cpu_gemm_code(v), j);
       n++;
     }
   }
@@ -110,13 +125,14 @@ uint64_t nc_cpu_tuned_key(uint64_t key, const nc_cpu_tuned_gemm *t, int n) {
 }
 
 #ifdef NC_HAVE_LLVM
-nc_status nc_cpu_tuned_emit(LLVMModuleRef m, const nc_cpu_tuned_gemm *t, int n) {
+nc_status nc_cpu_tuned_emit(LLVMModuleRef m, const nc_host_cpu *hc, const nc_cpu_tuned_gemm *t, int n) {
   for (int i = 0; i < n; i++) {
     bool first = true;
     for (int j = 0; j < i && first; j++) first = strcmp(t[j].symbol, t[i].symbol) != 0;
     if (!first) continue;
-    nc_gemm_spec gs = {.name = t[i].symbol, .ta = (t[i].variant >> 1) & 1, .tb = t[i].variant & 1, .knobs = t[i].knobs};
-    NC_TRY(nc_gemm_emit(m, &gs));
+    bool bf = t[i].variant >= 8 && t[i].variant < 16;  // bf16 memory, as the plan's bf16 GEMMs (runtime/cpu_jit.c)
+    nc_gemm_spec gs = {.name = t[i].symbol, .ta = (t[i].variant >> 1) & 1, .tb = t[i].variant & 1, .knobs = t[i].knobs, .bf16_io = bf};
+    NC_TRY(bf ? nc_gemm_bf16_emit(m, hc, &gs) : nc_gemm_emit(m, &gs));
   }
   return NC_OK;
 }

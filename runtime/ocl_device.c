@@ -495,15 +495,27 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     tmp.len = 0;
     st = nc_ocl_emit_kernel(&pk->k, "nck", &c->knobs, &tmp, &c->launch[q]);
     if (st) break;
-    // a row kernel whose row-length bucket has a tuned row_wg (ocl.loop class=row, runtime/ocl_tune.h):
-    // emitted again with a copy of the knobs (the work-group size is in its source)
+    // a row kernel whose row-length bucket has a tuned row_wg (ocl.loop class=row, runtime/ocl_tune.h), a
+    // whole-buffer reduction whose element-count bucket has a tuned reduce_wg (class=reduce): emitted
+    // again with a copy of the knobs (the work-group size is in its source)
     const nc_ocl_knobs *kq = &c->knobs;
     nc_ocl_knobs krow;
-    if (c->launch[q].row_wg && (!(o && o->knobs) || o->knobs_tuned)) {
-      if (!rows_read) nc_ocl_row_collect(&c->dev.d, &c->knobs, c->row_wg_tuned), rows_read = true;
-      int rw = c->row_wg_tuned[nc_ocl_row_slot(nc_ocl_row_bucket(nc_ocl_row_cols(&pk->k, c->launch[q].ncollapse)))];
-      if (rw) {
-        krow = c->knobs, krow.row_wg = rw, kq = &krow, c->row_tuned_kernels++;
+    if ((c->launch[q].row_wg || c->launch[q].reduce_wg) && (!(o && o->knobs) || o->knobs_tuned)) {
+      if (!rows_read) {
+        size_t mw = 0;
+        clGetDeviceInfo(c->dev.dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof mw, &mw, NULL);
+        int max_wg = mw > 0 && mw < 1024 ? (int)mw : 1024;
+        nc_ocl_wg_collect(&c->dev.d, &c->knobs, NC_OCL_LOOP_ROW, max_wg, c->row_wg_tuned);
+        nc_ocl_wg_collect(&c->dev.d, &c->knobs, NC_OCL_LOOP_REDUCE, max_wg, c->reduce_wg_tuned);
+        rows_read = true;
+      }
+      bool row = c->launch[q].row_wg != 0;
+      int w = row ? c->row_wg_tuned[nc_ocl_row_slot(nc_ocl_row_bucket(nc_ocl_row_cols(&pk->k, c->launch[q].ncollapse)))]
+                  : c->reduce_wg_tuned[nc_ocl_row_slot(nc_ocl_row_bucket(nc_ocl_reduce_items(&pk->k, &c->launch[q])))];
+      if (w) {
+        krow = c->knobs, kq = &krow;
+        if (row) krow.row_wg = w, c->row_tuned_kernels++;
+        else krow.reduce_wg = w, c->reduce_tuned_kernels++;
         tmp.len = 0;
         if ((st = nc_ocl_emit_kernel(&pk->k, "nck", kq, &tmp, &c->launch[q]))) break;
       }
@@ -546,8 +558,11 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     }
     c->uniq[q] = u;
   }
+  const char *dbg = getenv("NC_DEBUG");
+  if (!st && rows_read && dbg && atoi(dbg) >= 1)
+    fprintf(stderr, "opencl: %d row kernels and %d reductions emitted with a tuned work-group\n", c->row_tuned_kernels, c->reduce_tuned_kernels);
   if (!st && c->nuniq && (!(o && o->knobs) || o->knobs_tuned))  // tuned loop work-groups by size bucket (runtime/ocl_tune.h)
-    nc_ocl_loop_collect(&c->dev.d, &c->knobs, c->loop_wg_tuned);
+    nc_ocl_wg_collect(&c->dev.d, &c->knobs, NC_OCL_LOOP_ELEMENTWISE, 0, c->loop_wg_tuned);
   bool packed = c->knobs.gemm_tc && c->knobs.tc_stages > 0, any_gemm = false;
   for (int v = 0; v < 8 && !st; v++) {
     any_gemm |= need_gemm[v];
@@ -564,8 +579,10 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     nc_ocl_attn_blocks_of(c->attn_tc, &c->attn_bl);
     const char *fe = getenv("NC_OCL_FA");
     bool fa_given = (fe && *fe) || (o && o->attn_blocks);
-    if (o && o->attn_blocks) st = nc_ocl_attn_blocks_check(c->attn_tc, 0, 0, o->attn_blocks), c->attn_bl = *o->attn_blocks;
-    else if (fe && *fe) st = nc_ocl_attn_blocks_parse(fe, c->attn_tc, &c->attn_bl);
+    if (o && o->attn_blocks) {  // checked at each head-dim pair of the plan (local memory, accumulators)
+      for (int a = 0; a < c->nattn && !st; a++) st = nc_ocl_attn_blocks_check(c->attn_tc, c->attn[a].dp, c->attn[a].dvp, o->attn_blocks);
+      c->attn_bl = *o->attn_blocks;
+    } else if (fe && *fe) st = nc_ocl_attn_blocks_parse(fe, c->attn_tc, &c->attn_bl);
     if (!st) st = nc_oc_env_switch("NC_OCL_FA_STATS", false, "1 (the backward recomputes the statistics) or 0 (it reads the forward's)", &c->attn_stats_force);
     if (!st) {
       nc_ocl_emit_attn_common(c->attn_tc, &c->attn_bl, &src);
@@ -1091,6 +1108,8 @@ int64_t nc_ocl_tuned_calls(const nc_ocl *c) { return c->tuned_calls; }
 int64_t nc_ocl_flash_tuned_calls(const nc_ocl *c) { return c->attn_tuned_calls; }
 int64_t nc_ocl_loop_tuned_calls(const nc_ocl *c) { return c->loop_tuned_calls; }
 int nc_ocl_row_tuned_kernels(const nc_ocl *c) { return c->row_tuned_kernels; }
+int nc_ocl_reduce_tuned_kernels(const nc_ocl *c) { return c->reduce_tuned_kernels; }
+const nc_ocl_launch *nc_ocl_kernel_launch(const nc_ocl *c, int q) { return q >= 0 && q < c->nk ? &c->launch[q] : NULL; }
 int nc_ocl_flash_tuned_sets(const nc_ocl *c) {
   int n = 0;
   for (int a = 0; a < c->nattn; a++) n += c->attn[a].nfsets;

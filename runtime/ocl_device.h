@@ -93,6 +93,10 @@ int64_t nc_ocl_flash_tuned_calls(const nc_ocl *c);
 int64_t nc_ocl_loop_tuned_calls(const nc_ocl *c);
 // Kernels of the plan emitted with a tuned row work-group (ocl.loop class=row; launch row_wg).
 int nc_ocl_row_tuned_kernels(const nc_ocl *c);
+// Kernels of the plan emitted with a tuned reduction work-group (ocl.loop class=reduce; launch reduce_wg).
+int nc_ocl_reduce_tuned_kernels(const nc_ocl *c);
+// How plan kernel q is launched (its work-groups: row_wg, reduce_wg), or NULL.
+const nc_ocl_launch *nc_ocl_kernel_launch(const nc_ocl *c, int q);
 // Tuned flash-attention block sets in the program (all head-dim pairs).
 int nc_ocl_flash_tuned_sets(const nc_ocl *c);
 bool nc_ocl_gemm_knobs_for(const nc_ocl *c, int variant, int64_t batch, int64_t m, int64_t n, int64_t k, nc_ocl_knobs *out);

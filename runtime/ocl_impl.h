@@ -58,10 +58,12 @@ struct nc_ocl {
     cl_kernel tk[NC_OCL_MAX_TUNED_FLASH][3];  // fwd, dq, dkdv of set j
   } attn[4];
   int64_t attn_tuned_calls;  // attention calls that ran tuned blocks (nc_ocl_flash_tuned_calls)
-  int loop_wg_tuned[NC_OCL_LOOP_BUCKETS];  // > 0: the tuned work-group of elementwise loop kernels by size bucket
+  int loop_wg_tuned[NC_OCL_WG_SLOTS];  // > 0: the tuned work-group of elementwise loop kernels by size bucket
   int64_t loop_tuned_calls;  // loop-kernel launches that ran a tuned work-group (nc_ocl_loop_tuned_calls)
   int row_wg_tuned[NC_OCL_ROW_SLOTS];  // > 0: the tuned row_wg of row kernels by row-length bucket (nc_ocl_row_slot)
   int row_tuned_kernels;  // plan kernels emitted with a tuned row_wg (nc_ocl_row_tuned_kernels)
+  int reduce_wg_tuned[NC_OCL_WG_SLOTS];  // > 0: the tuned reduce_wg of whole-buffer reductions by element-count bucket
+  int reduce_tuned_kernels;  // plan kernels emitted with a tuned reduce_wg (nc_ocl_reduce_tuned_kernels)
   int nattn, attn_tc;
   cl_mem attn_st;
   size_t attn_st_bytes;

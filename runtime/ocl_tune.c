@@ -111,83 +111,85 @@ int nc_ocl_flash_select(nc_tunedb *db, const nc_ocl_device_desc *d, int tc, int 
   return n;
 }
 
-int nc_ocl_loop_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]) {
-  memset(loop_wg, 0, NC_OCL_LOOP_BUCKETS * sizeof *loop_wg);
+// What tells the loop-space classes apart: their knob, their shape's form and its parser (to a slot).
+typedef struct {
+  const char *knob, *want, *what;
+  int nslots;
+  bool (*slot)(const char *shape, int *slot);
+} nc_ocl_wg_class;
+
+static bool nc_ocl_loop_slot(const char *shape, int *slot) {
+  int k = -1, used = -1;
+  if (sscanf(shape, "items=2^%d%n", &k, &used) != 1 || used < 0 || shape[used] || k < 0 || k >= NC_OCL_LOOP_BUCKETS) return false;
+  return *slot = k, true;
+}
+
+static bool nc_ocl_row_slot_of(const char *shape, int *slot) {
+  int b;
+  if (!nc_ocl_row_shape_parse(shape, &b) || b >= NC_OCL_LOOP_BUCKETS) return false;
+  return *slot = nc_ocl_row_slot(b), true;
+}
+
+static bool nc_ocl_reduce_slot_of(const char *shape, int *slot) {
+  int b;
+  if (!nc_ocl_reduce_shape_parse(shape, &b) || b >= NC_OCL_LOOP_BUCKETS) return false;
+  return *slot = nc_ocl_row_slot(b), true;
+}
+
+static const nc_ocl_wg_class nc_ocl_wg_classes[3] = {
+    [NC_OCL_LOOP_ELEMENTWISE] = {"loop_wg", "'items=2^K' with K in 0..47", "loop work-group", NC_OCL_LOOP_BUCKETS, nc_ocl_loop_slot},
+    [NC_OCL_LOOP_ROW] = {"row_wg", "'cols=2^K' (K in 0..40) or 'cols=var'", "row work-group", NC_OCL_ROW_SLOTS, nc_ocl_row_slot_of},
+    [NC_OCL_LOOP_REDUCE] = {"reduce_wg", "'items=2^K' (K in 0..40) or 'items=var'", "reduction work-group", NC_OCL_ROW_SLOTS, nc_ocl_reduce_slot_of},
+};
+
+int nc_ocl_wg_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, nc_ocl_loop_class cls, int max_wg, int wg[NC_OCL_WG_SLOTS]) {
+  memset(wg, 0, NC_OCL_WG_SLOTS * sizeof *wg);
   nc_tunedb *db = nc_tunedb_open_default();
   if (!db) return 0;
-  int n = nc_ocl_loop_select(db, d, def, loop_wg);
+  int n = nc_ocl_wg_select(db, d, def, cls, max_wg, wg);
   const char *dbg = getenv("NC_DEBUG");
-  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned loop work-group buckets from %s\n", n, nc_tunedb_file(db));
+  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned %s buckets from %s\n", n, nc_ocl_wg_classes[cls].what, nc_tunedb_file(db));
   nc_tunedb_free(db);
   return n;
 }
 
-int nc_ocl_loop_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]) {
-  memset(loop_wg, 0, NC_OCL_LOOP_BUCKETS * sizeof *loop_wg);
+int nc_ocl_wg_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, nc_ocl_loop_class cls, int max_wg,
+                     int wg[NC_OCL_WG_SLOTS]) {
+  memset(wg, 0, NC_OCL_WG_SLOTS * sizeof *wg);
+  const nc_ocl_wg_class *wc = &nc_ocl_wg_classes[cls];
+  const nc_knob_space *sp = &nc_ocl_loop_knob_space;
+  int ik = nc_knob_find(sp, wc->knob);
   char device[192], driver[192], kernel[128];
   nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
-  nc_ocl_loop_signature(NC_OCL_LOOP_ELEMENTWISE, kernel, sizeof kernel);
-  const nc_tune_entry *es[NC_OCL_LOOP_BUCKETS];
-  int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_LOOP_BUCKETS), n = 0;
+  nc_ocl_loop_signature(cls, kernel, sizeof kernel);
+  nc_ocl_knobs base = *def;
+  base.reduce_wg = nc_ocl_reduce_wg_of(def);  // the work-group the default gives (0 follows loop_wg)
+  int dv = nc_knob_get(sp, &base, ik);
+  const nc_tune_entry *es[NC_OCL_WG_SLOTS];
+  int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_WG_SLOTS), n = 0;
   for (int i = 0; i < ne; i++) {
-    int k = -1, used = -1;
-    if (sscanf(es[i]->shape, "items=2^%d%n", &k, &used) != 1 || used < 0 || es[i]->shape[used] || k < 0 || k >= NC_OCL_LOOP_BUCKETS) {
-      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not 'items=2^K' with K in 0..%d; ignored", nc_tunedb_file(db),
-                     es[i]->device, es[i]->kernel, es[i]->shape, NC_OCL_LOOP_BUCKETS - 1);
+    int slot;
+    if (!wc->slot(es[i]->shape, &slot)) {
+      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not %s; ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
+                     es[i]->shape, wc->want);
       continue;
     }
-    nc_ocl_knobs kn = *def;
-    nc_status st = nc_tune_entry_apply(es[i], &nc_ocl_loop_knob_space, &kn);
+    nc_ocl_knobs kn = base;
+    nc_status st = nc_tune_entry_apply(es[i], sp, &kn);
+    int v = nc_knob_get(sp, &kn, ik);
+    if (!st && cls == NC_OCL_LOOP_REDUCE && v < 1)
+      st = nc_errorf(NC_E_INVALID, "OpenCL knob reduce_wg=%d: an entry must give a work-group (1..1024)", v);
+    if (!st && max_wg > 0 && v > max_wg)
+      st = nc_errorf(NC_E_INVALID, "OpenCL knob %s=%d: over this device's largest work-group (%d)", wc->knob, v, max_wg);
     if (st) {
       nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
                      es[i]->shape, nc_status_msg(st));
       nc_status_free(st);
       continue;
     }
-    if (kn.loop_wg == def->loop_wg) continue;  // the default won
-    if (!loop_wg[k]) n++;
-    loop_wg[k] = kn.loop_wg;
-  }
-  return n;
-}
-
-int nc_ocl_row_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]) {
-  memset(row_wg, 0, NC_OCL_ROW_SLOTS * sizeof *row_wg);
-  nc_tunedb *db = nc_tunedb_open_default();
-  if (!db) return 0;
-  int n = nc_ocl_row_select(db, d, def, row_wg);
-  const char *dbg = getenv("NC_DEBUG");
-  if (dbg && atoi(dbg) >= 1) fprintf(stderr, "opencl: %d tuned row work-group buckets from %s\n", n, nc_tunedb_file(db));
-  nc_tunedb_free(db);
-  return n;
-}
-
-int nc_ocl_row_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]) {
-  memset(row_wg, 0, NC_OCL_ROW_SLOTS * sizeof *row_wg);
-  char device[192], driver[192], kernel[128];
-  nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
-  nc_ocl_loop_signature(NC_OCL_LOOP_ROW, kernel, sizeof kernel);
-  const nc_tune_entry *es[NC_OCL_ROW_SLOTS];
-  int ne = nc_tunedb_select(db, device, driver, kernel, es, NC_OCL_ROW_SLOTS), n = 0;
-  for (int i = 0; i < ne; i++) {
-    int b;
-    if (!nc_ocl_row_shape_parse(es[i]->shape, &b) || b >= NC_OCL_LOOP_BUCKETS) {
-      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s): shape '%s' is not 'cols=2^K' (K in 0..40) or 'cols=var'; ignored", nc_tunedb_file(db),
-                     es[i]->device, es[i]->kernel, es[i]->shape);
-      continue;
-    }
-    nc_ocl_knobs kn = *def;
-    nc_status st = nc_tune_entry_apply(es[i], &nc_ocl_loop_knob_space, &kn);
-    if (st) {
-      nc_tunedb_warn(db, "tuning database %s: entry (%s, %s, %s): %s (stale); ignored", nc_tunedb_file(db), es[i]->device, es[i]->kernel,
-                     es[i]->shape, nc_status_msg(st));
-      nc_status_free(st);
-      continue;
-    }
-    if (kn.row_wg == def->row_wg) continue;  // the default won
-    int slot = nc_ocl_row_slot(b);
-    if (!row_wg[slot]) n++;
-    row_wg[slot] = kn.row_wg;
+    if (v == dv) continue;  // the default won
+    if (!wg[slot]) n++;
+    wg[slot] = v;
   }
   return n;
 }

@@ -55,21 +55,26 @@ typedef struct nc_tunedb nc_tunedb;
 int nc_ocl_flash_select(nc_tunedb *db, const nc_ocl_device_desc *d, int tc, int dp, int dvp, const nc_ocl_attn_blocks *def,
                         nc_ocl_tuned_flash *out, int max, int *nsets);
 
-// Work-groups of the loop kernels (space ocl.loop) by size bucket (nc_ocl_loop_bucket) for this device
-// and driver: loop_wg[k] > 0 where an entry "ocl.loop class=loop" / "items=2^k" gives one. Returns the
-// number of buckets set.
+// Work-groups of the loop kernels (space ocl.loop, codegen/tune.h) by class and size bucket, for this
+// device and driver: wg[slot] > 0 where an entry of the class gives a value other than def's (checked:
+// the space's range and check, a power of two, at most max_wg, the device's largest work-group, when
+// max_wg > 0); stale or invalid entries are warned about and skipped. Returns the number of slots set.
+//   NC_OCL_LOOP_ELEMENTWISE "ocl.loop class=loop", "items=2^k": loop_wg, chosen per launch by the
+//     bucket of its work-items (nc_ocl_loop_bucket; slot = k, NC_OCL_LOOP_BUCKETS slots).
+//   NC_OCL_LOOP_ROW "ocl.loop class=row", "cols=2^k" / "cols=var": row_wg per row-length bucket
+//     (nc_ocl_row_bucket; slot nc_ocl_row_slot), compiled into the row kernel's source.
+//   NC_OCL_LOOP_REDUCE "ocl.loop class=reduce", "items=2^k" / "items=var": reduce_wg per bucket of the
+//     reduced element count (nc_ocl_reduce_items; slot nc_ocl_row_slot), compiled into the source.
+// runtime/ocl_device.c emits a row or reduction kernel of a tuned bucket with a copy of the knobs, so
+// the program source changes only where such entries exist.
 #define NC_OCL_LOOP_BUCKETS 48
-int nc_ocl_loop_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]);
-int nc_ocl_loop_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int loop_wg[NC_OCL_LOOP_BUCKETS]);
-
-// Work-items per row of the row kernels (space ocl.loop, "ocl.loop class=row") by row-length bucket
-// (nc_ocl_row_bucket; slot nc_ocl_row_slot): row_wg[slot] > 0 where an entry "cols=2^k" / "cols=var"
-// gives a value other than def->row_wg (checked: range, power of two). Compiled into the row kernels'
-// source (runtime/ocl_device.c emits a row kernel of a tuned bucket with a copy of the knobs), so the
-// program source changes only where such entries exist. Returns the number of buckets set.
 #define NC_OCL_ROW_SLOTS (NC_OCL_LOOP_BUCKETS + 1)
+#define NC_OCL_WG_SLOTS NC_OCL_ROW_SLOTS  // wg[] has room for any class
 static inline int nc_ocl_row_slot(int bucket) { return bucket < 0 || bucket >= NC_OCL_LOOP_BUCKETS ? NC_OCL_LOOP_BUCKETS : bucket; }
-int nc_ocl_row_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]);
-int nc_ocl_row_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, int row_wg[NC_OCL_ROW_SLOTS]);
+// The default database (NULL, disabled: nothing set).
+int nc_ocl_wg_collect(const nc_ocl_device_desc *d, const nc_ocl_knobs *def, nc_ocl_loop_class cls, int max_wg, int wg[NC_OCL_WG_SLOTS]);
+// An open database (warnings go to db: nc_tunedb_warning).
+int nc_ocl_wg_select(nc_tunedb *db, const nc_ocl_device_desc *d, const nc_ocl_knobs *def, nc_ocl_loop_class cls, int max_wg,
+                     int wg[NC_OCL_WG_SLOTS]);
 
 #endif

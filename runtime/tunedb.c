@@ -306,8 +306,15 @@ void nc_tune_shape_str(int64_t batch, int64_t m, int64_t n, int64_t k, char *buf
 }
 
 void nc_tune_cpu_kernel(int variant, int vw, int threads, char *buf, size_t len) {
-  snprintf(buf, len, "cpu.gemm_f32 ta=%d tb=%d sym=%d vw=%d threads=%d", (variant >> 1) & 1, variant & 1, (variant >> 2) & 1, vw,
-           threads);
+  int ta = (variant >> 1) & 1, tb = variant & 1;
+  if (variant >= 8 && variant < 16) {  // bf16 buffers: the bf16 GEMM's own space
+    snprintf(buf, len, "cpu.gemm_bf16 ta=%d tb=%d vw=%d threads=%d", ta, tb, vw, threads);
+    return;
+  }
+  // the plain fp32 GEMM keeps the signature of the first databases; the epilogues add a word
+  int sym = variant < 8 ? (variant >> 2) & 1 : variant >= 20 ? ((variant - 20) >> 2) & 1 : 0;
+  snprintf(buf, len, "cpu.gemm_f32 ta=%d tb=%d sym=%d vw=%d threads=%d%s", ta, tb, sym, vw, threads,
+           variant >= 20 ? " epi=addend" : variant >= 16 ? " epi=relu2" : "");
 }
 
 void nc_tune_ocl_kernel(int variant, int tc_mode, char *buf, size_t len) {

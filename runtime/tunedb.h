@@ -83,7 +83,10 @@ void nc_tunedb_warn(nc_tunedb *db, const char *fmt, ...) __attribute__((format(p
 
 // Key strings shared by the tuner and the backends.
 void nc_tune_shape_str(int64_t batch, int64_t m, int64_t n, int64_t k, char *buf, size_t len);
-// "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=16 threads=2" (variant = sym*4 + ta*2 + tb)
+// The CPU GEMM's signature for a GEMM variant of runtime/cpu.h: "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=16
+// threads=2" (0..7: sym*4 + ta*2 + tb, the plain GEMM), with " epi=relu2" (16..19: the ReLU^2
+// epilogue) or " epi=addend" (20..27: C = alpha AB + beta E); "cpu.gemm_bf16 ta=0 tb=1 vw=16
+// threads=2" (8..11: bf16 buffers, the bf16 GEMM's space).
 void nc_tune_cpu_kernel(int variant, int vw, int threads, char *buf, size_t len);
 // The database's device and driver strings of the host CPU (as LLVM names
 // it) and of an OpenCL device.

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "codegen/gemm.h"
+#include "codegen/gemm_bf16.h"
 #include "codegen/jit.h"
 #include "ir/dtype.h"
 #include "runtime/cpu.h"
@@ -23,7 +24,7 @@ static double nc_tu_now(void) {
 
 
 // ---- shapes of a plan ---------------------------------------------------------
-nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool sym_variants, nc_tune_shape **out, int *n) {
+nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool cpu_variants, nc_tune_shape **out, int *n) {
   *out = NULL;
   *n = 0;
   nc_tune_shape *v = calloc((size_t)p->nkernels + 1, sizeof *v);
@@ -41,9 +42,13 @@ nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t
     if (s->tmpl != NC_KT_MATMUL) continue;  // flash attention, scatter_add: not GEMMs
     int64_t x[11] = {0};
     for (int a = 0; a < s->nargs && a < 11; a++) x[a] = nc_kernel_eval_index(k, s->args[a], args);
-    // the plain fp32 GEMM only: bf16 buffers and the epilogues (ReLU^2, addend) are not tuned yet
-    if (k->bufs[s->cbufs[0]].dtype != NC_F32 || x[10] != 0) continue;
-    nc_tune_shape t = {.variant = (x[9] && sym_variants ? 4 : 0) + (x[4] ? 2 : 0) + (x[5] ? 1 : 0), .batch = x[0], .m = x[1], .n = x[2], .k = x[3], .count = 1};
+    bool bf = k->bufs[s->cbufs[0]].dtype == NC_BF16;
+    int ta = x[4] ? 1 : 0, tb = x[5] ? 1 : 0, sym = x[9] ? 1 : 0, gv;
+    if (cpu_variants)  // as runtime/cpu.c's launch picks the variant
+      gv = bf ? 8 + ta * 2 + tb : x[10] == 1 ? 16 + ta * 2 + tb : x[10] == 2 ? 20 + sym * 4 + ta * 2 + tb : sym * 4 + ta * 2 + tb;
+    else if (k->bufs[s->cbufs[0]].dtype != NC_F32 || x[10] != 0) continue;  // OpenCL: the plain fp32 GEMM
+    else gv = ta * 2 + tb;
+    nc_tune_shape t = {.variant = gv, .batch = x[0], .m = x[1], .n = x[2], .k = x[3], .count = 1};
     if (t.batch < 1 || t.m < 1 || t.n < 1 || t.k < 1) continue;
     int j = 0;
     while (j < cnt && !(v[j].variant == t.variant && v[j].batch == t.batch && v[j].m == t.m && v[j].n == t.n && v[j].k == t.k)) j++;
@@ -78,7 +83,9 @@ static double nc_tu_b(const nc_tune_shape *s, const float *b, int64_t q, int64_t
   return nc_tu_op(&b[q * s->k * s->n + (tb ? j * s->k + kk : kk * s->n + j)], bf16);
 }
 
-static int nc_tu_samples(const nc_tune_shape *s, const float *a, const float *b, bool bf16, uint64_t seed, nc_tu_sample *out, int max) {
+// e: the addend shapes' E (contiguous like C), else NULL.
+static int nc_tu_samples(const nc_tune_shape *s, const float *a, const float *b, const float *e, bool bf16, uint64_t seed,
+                         nc_tu_sample *out, int max) {
   int n = 0;
   uint64_t r = seed ^ 0x9e3779b97f4a7c15ull;
   int64_t M = s->m, N = s->n, B = s->batch;
@@ -94,19 +101,33 @@ static int nc_tu_samples(const nc_tune_shape *s, const float *a, const float *b,
       double x = nc_tu_a(s, a, q, i, kk, bf16), y = nc_tu_b(s, b, q, kk, j, bf16);
       acc += x * y, bound += fabs(x * y);
     }
+    if (e) {  // C = alpha p + beta E
+      double ev = e[q * M * N + i * N + j];
+      acc = NC_TUNE_ADDEND_ALPHA * acc + NC_TUNE_ADDEND_BETA * ev;
+      bound = fabs(NC_TUNE_ADDEND_ALPHA) * bound + fabs(NC_TUNE_ADDEND_BETA * ev);
+    }
     out[n++] = (nc_tu_sample){q, i, j, acc, bound};
   }
   return n;
 }
 
-// Worst |C - ref| / tolerance over the samples (> 1: wrong).
-static double nc_tu_check(const nc_tune_shape *s, const float *c, const nc_tu_sample *sm, int n) {
+// Worst |C - ref| / tolerance over the samples (> 1: wrong). bf16_out: C was
+// rounded to bf16 on store (relative 2^-9, allowed 2^-8). ReLU^2 shapes also
+// check D = relu(p)^2 (after C in c), its tolerance the first-order 2|p| tol.
+static double nc_tu_check(const nc_tune_shape *s, const float *c, bool bf16_out, const nc_tu_sample *sm, int n) {
   double worst = 0;
+  size_t nc = (size_t)(s->batch * s->m * s->n);
   for (int t = 0; t < n; t++) {
-    double got = c[sm[t].q * s->m * s->n + sm[t].i * s->n + sm[t].j];
-    double tol = 1e-5 * sm[t].bound + 1e-6;
-    double e = isfinite(got) ? fabs(got - sm[t].ref) / tol : INFINITY;
+    size_t at = (size_t)(sm[t].q * s->m * s->n + sm[t].i * s->n + sm[t].j);
+    double got = c[at], ref = sm[t].ref;
+    double tol = 1e-5 * sm[t].bound + 1e-6 + (bf16_out ? fabs(ref) / 256 : 0);
+    double e = isfinite(got) ? fabs(got - ref) / tol : INFINITY;
     if (e > worst) worst = e;
+    if (nc_tune_variant_epi(s->variant) == 1) {
+      double r = ref > 0 ? ref : 0, gd = c[nc + at], td = 2 * fabs(ref) * tol + tol * tol + 1e-6;
+      double ed = isfinite(gd) ? fabs(gd - r * r) / td : INFINITY;
+      if (ed > worst) worst = ed;
+    }
   }
   return worst;
 }
@@ -127,7 +148,7 @@ static void nc_tu_operands(const nc_tune_shape *s, float *a, float *b, uint64_t 
   size_t na = (size_t)(s->batch * s->m * s->k), nb = (size_t)(s->batch * s->k * s->n);
   for (size_t i = 0; i < na; i++) a[i] = (float)((double)(nc_tu_rand(&r) % 2000001) / 1e6 - 1.0);
   for (size_t i = 0; i < nb; i++) b[i] = (float)((double)(nc_tu_rand(&r) % 2000001) / 1e6 - 1.0);
-  if (!(s->variant & 4)) return;
+  if (!nc_tune_variant_sym(s->variant)) return;
   bool ta = s->variant & 2, tb = s->variant & 1;
   if (ta == tb && s->m == s->k)  // C = A A or A^T A^T: A symmetric
     for (int64_t q = 0; q < s->batch; q++)
@@ -156,7 +177,7 @@ static nc_status nc_tu_eval(nc_tune_backend *be, const nc_tune_shape *s, const v
                             const nc_tu_sample *sm, int nsm, int reps, double *sec, double *err) {
   NC_TRY(be->run(be, s, knobs, reps, sec, c));
   if (corrupt) c[nc - 1] += 1.0f + fabsf(c[nc - 1]);
-  *err = nc_tu_check(s, c, sm, nsm);
+  *err = nc_tu_check(s, c, be->bf16_out, sm, nsm);
   if (!(*err <= 1.0)) *sec = -1;
   return NC_OK;
 }
@@ -165,20 +186,36 @@ static nc_status nc_tu_shape(nc_tune_backend *be, const nc_tune_shape *s, const 
                              nc_tune_result *res) {
   const nc_knob_space *sp = be->space;
   size_t na = (size_t)(s->batch * s->m * s->k), nb = (size_t)(s->batch * s->k * s->n), nc = (size_t)(s->batch * s->m * s->n);
-  float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c);
+  int epi = nc_tune_variant_epi(s->variant);
+  size_t ne = epi == 2 ? nc : 0;
+  if (epi == 1) nc *= 2;  // C then D
+  float *a = malloc(na * sizeof *a), *b = malloc(nb * sizeof *b), *c = malloc(nc * sizeof *c), *ev = ne ? malloc(ne * sizeof *ev) : NULL;
   enum { NSAMPLES = 256 };
   nc_tu_sample *sm = malloc(NSAMPLES * sizeof *sm);
   nc_tu_knobs *tried = NULL;
   int ntried = 0, captried = 0;
   nc_status st = NC_OK;
-  if (!a || !b || !c || !sm) {
+  if (!a || !b || !c || !sm || (ne && !ev)) {
     st = nc_errorf(NC_E_NOMEM, "out of memory for a %lldx%lldx%lld GEMM", (long long)s->m, (long long)s->n, (long long)s->k);
     goto done;
   }
   uint64_t seed = o->seed ? o->seed : 0x5eedull;
   nc_tu_operands(s, a, b, seed + (uint64_t)s->m * 31 + (uint64_t)s->n * 17 + (uint64_t)s->k);
-  int nsm = nc_tu_samples(s, a, b, be->bf16, seed, sm, NSAMPLES);
+  if (ne) {  // E: uniform in [-1, 1), symmetric with sym (the GEMM's contract)
+    uint64_t r = seed ^ 0xe5eedull;
+    for (size_t i = 0; i < ne; i++) ev[i] = (float)((double)(nc_tu_rand(&r) % 2000001) / 1e6 - 1.0);
+    if (nc_tune_variant_sym(s->variant) && s->m == s->n)
+      for (int64_t q = 0; q < s->batch; q++)
+        for (int64_t i = 0; i < s->m; i++)
+          for (int64_t j = 0; j < i; j++) ev[q * s->m * s->m + j * s->m + i] = ev[q * s->m * s->m + i * s->m + j];
+  }
+  int nsm = nc_tu_samples(s, a, b, ev, be->bf16, seed, sm, NSAMPLES);
+  if (epi && !be->prepare_e) {
+    st = nc_errorf(NC_E_UNSUPPORTED, "%s %s: this backend has no GEMM epilogues", res->kernel, res->shape);
+    goto done;
+  }
   if ((st = be->prepare(be, s, a, na, b, nb, nc))) goto done;
+  if (ne && (st = be->prepare_e(be, ev, ne))) goto done;
   // reps: enough for ~20 ms of timing per candidate, at least 2
   double est = nc_tu_flops(s) / 50e9;
   int reps = est > 0.01 ? 2 : est > 0.002 ? 4 : 8;
@@ -300,6 +337,7 @@ done:
   free(a);
   free(b);
   free(c);
+  free(ev);
   free(sm);
   free(tried);
   return st;
@@ -328,6 +366,7 @@ nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o,
       ri++;
     nc_tune_result *r = &res[ri];
     memset(r, 0, sizeof *r);
+    if (be.select) be.select(&be, order[i].variant);  // the variant's space and defaults (CPU: fp32 or bf16)
     be.kernel(&be, order[i].variant, r->kernel, sizeof r->kernel);
     nc_tune_shape_str(order[i].batch, order[i].m, order[i].n, order[i].k, r->shape, sizeof r->shape);
     double now = nc_tu_now();
@@ -348,15 +387,22 @@ nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o,
 }
 
 // ---- the CPU backend ------------------------------------------------------------
+// Every GEMM variant of runtime/cpu.h: fp32 (plain, symmetric, ReLU^2, addend: one
+// compiled function per (ta, tb, knobs), the epilogue switched in its argument block,
+// as the executor runs it) and bf16 buffers (codegen/gemm_bf16.c with bf16 memory).
 typedef struct {
   nc_jit *jit;
   nc_pool *pool;
   int nthreads;
+  bool bf16_ok;        // the CPU runs the bf16 GEMM (AVX512_BF16, not avx2_only)
+  nc_gemm_knobs def32, def16;  // the executor's defaults (runtime/cpu_jit.c)
   const float *a, *b;  // the prepared operands (owned by the search)
-  float *c;
-  size_t nc;
+  const float *e;      // the addend's E (owned by the search)
+  uint16_t *a16, *b16; // bf16 shapes: the operands in bf16 (as the bf16 model's buffers)
+  float *c;            // C (fp32), C then D (ReLU^2), or bf16 C (uint16_t) of the prepared shape
+  size_t nc;           // floats the search reads back
   struct nc_tu_cfn {
-    int variant;
+    int code;  // nc_cpu_gemm_code of the variant
     nc_gemm_knobs kn;
     nc_gemm_fn fn;
   } *fns;
@@ -394,19 +440,43 @@ static void nc_tu_cpu_kernel(const nc_tune_backend *b, int variant, char *buf, s
   nc_tune_cpu_kernel(variant, d->vw, x->nthreads, buf, n);
 }
 
+// The space and defaults of variant's function: the bf16 GEMM's for bf16 buffers.
+static void nc_tu_cpu_select(nc_tune_backend *b, int variant) {
+  nc_tu_cpu *x = b->ctx;
+  bool bf = nc_tune_variant_bf16(variant);
+  const nc_gemm_knobs *d = bf ? &x->def16 : &x->def32;
+  memcpy(b->defaults, d, sizeof *d);
+  b->space = bf ? &nc_gemm_bf16_knob_space : &nc_gemm_knob_space;
+  b->bf16 = b->bf16_out = bf;
+}
+
 static nc_status nc_tu_cpu_prepare(nc_tune_backend *b, const nc_tune_shape *s, const float *a, size_t na, const float *bm, size_t nb,
                                    size_t nc) {
-  (void)s, (void)na, (void)nb;
   nc_tu_cpu *x = b->ctx;
-  x->a = a, x->b = bm, x->nc = nc;
-  free(x->c);
+  x->a = a, x->b = bm, x->nc = nc, x->e = NULL;
+  free(x->c), free(x->a16), free(x->b16);
+  x->a16 = x->b16 = NULL;
   x->c = aligned_alloc(64, (nc * sizeof(float) + 63) / 64 * 64);
-  return x->c ? NC_OK : nc_errorf(NC_E_NOMEM, "out of memory");
+  if (!x->c) return nc_errorf(NC_E_NOMEM, "out of memory");
+  if (!nc_tune_variant_bf16(s->variant)) return NC_OK;
+  if (!x->bf16_ok) return nc_errorf(NC_E_UNSUPPORTED, "tune: this CPU has no AVX512_BF16: the bf16 GEMM cannot run here");
+  x->a16 = malloc(na * sizeof *x->a16), x->b16 = malloc(nb * sizeof *x->b16);
+  if (!x->a16 || !x->b16) return nc_errorf(NC_E_NOMEM, "out of memory");
+  for (size_t i = 0; i < na; i++) x->a16[i] = nc_f32_to_bf16(a[i]);
+  for (size_t i = 0; i < nb; i++) x->b16[i] = nc_f32_to_bf16(bm[i]);
+  return NC_OK;
+}
+
+static nc_status nc_tu_cpu_prepare_e(nc_tune_backend *b, const float *e, size_t ne) {
+  (void)ne;
+  ((nc_tu_cpu *)b->ctx)->e = e;
+  return NC_OK;
 }
 
 static nc_status nc_tu_cpu_fn(nc_tu_cpu *x, int variant, const nc_gemm_knobs *kn, nc_gemm_fn *out) {
+  int code = nc_cpu_gemm_code(variant);
   for (int i = 0; i < x->nfns; i++)
-    if (x->fns[i].variant == variant && !memcmp(&x->fns[i].kn, kn, sizeof *kn)) {
+    if (x->fns[i].code == code && !memcmp(&x->fns[i].kn, kn, sizeof *kn)) {
       *out = x->fns[i].fn;
       return NC_OK;
     }
@@ -418,18 +488,21 @@ static nc_status nc_tu_cpu_fn(nc_tu_cpu *x, int variant, const nc_gemm_knobs *kn
   }
   char name[48];
   snprintf(name, sizeof name, "nc_tune_gemm_%d", x->nfns);
-  nc_gemm_spec gs = {.name = name, .ta = (variant >> 1) & 1, .tb = variant & 1, .knobs = *kn};
-  NC_TRY(nc_gemm_compile(x->jit, &gs, out));
-  x->fns[x->nfns++] = (struct nc_tu_cfn){variant, *kn, *out};
+  bool bf = nc_tune_variant_bf16(variant);
+  nc_gemm_spec gs = {.name = name, .ta = (variant >> 1) & 1, .tb = variant & 1, .knobs = *kn, .bf16_io = bf};
+  NC_TRY(bf ? nc_gemm_bf16_compile(x->jit, &gs, out) : nc_gemm_compile(x->jit, &gs, out));
+  x->fns[x->nfns++] = (struct nc_tu_cfn){code, *kn, *out};
   return NC_OK;
 }
 
 static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const void *knobs, int reps, double *sec, float *c) {
   nc_tu_cpu *x = b->ctx;
   const nc_gemm_knobs *kn = knobs;
+  bool bf = nc_tune_variant_bf16(s->variant);
+  int epi = nc_tune_variant_epi(s->variant);
   nc_gemm_fn fn;
   NC_TRY(nc_tu_cpu_fn(x, s->variant, kn, &fn));
-  size_t ws = nc_gemm_workspace_size(kn, x->nthreads);
+  size_t ws = bf ? nc_gemm_bf16_workspace_size(kn, x->nthreads) : nc_gemm_workspace_size(kn, x->nthreads);
   if (ws > x->work_size) {
     free(x->work);
     x->work_size = 0;
@@ -444,13 +517,17 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
   // as the executor does (runtime/cpu.c): small launches run on one thread
   double work = (double)s->batch * (double)s->m * (double)s->n * (double)s->k;
   t.nthreads = work < (double)NC_CPU_SERIAL_WORK_DEFAULT ? 1 : x->nthreads;
-  t.a = (nc_gemm_args){.a = x->a, .b = x->b, .c = x->c, .m = s->m, .n = s->n, .k = s->k, .lda = ta ? s->m : s->k,
-                       .ldb = tb ? s->k : s->n, .ldc = s->n, .batch = s->batch, .stride_a = s->m * s->k,
-                       .stride_b = s->k * s->n, .stride_c = s->m * s->n, .alpha = 1.0f, .beta = 0.0f, .work = x->work,
-                       .sym = (s->variant >> 2) & 1};
-  memset(x->c, 0xff, x->nc * sizeof *x->c);  // NaN: a candidate that skips part of C cannot pass on an earlier result
-  // the split the executor's launch would run (runtime/cpu.c): dynamic where it is
-  size_t slen = nc_gemm_sync_want(kn, t.nthreads, s->batch, s->m, s->n, t.a.sym);
+  size_t ncell = (size_t)(s->batch * s->m * s->n);
+  t.a = (nc_gemm_args){.a = bf ? (const float *)x->a16 : x->a, .b = bf ? (const float *)x->b16 : x->b, .c = x->c, .m = s->m,
+                       .n = s->n, .k = s->k, .lda = ta ? s->m : s->k, .ldb = tb ? s->k : s->n, .ldc = s->n, .batch = s->batch,
+                       .stride_a = s->m * s->k, .stride_b = s->k * s->n, .stride_c = s->m * s->n, .alpha = 1.0f, .beta = 0.0f,
+                       .work = x->work, .sym = nc_tune_variant_sym(s->variant)};
+  if (epi == 1) t.a.relu2 = 1, t.a.d = x->c + ncell;  // the training form: p kept in C, relu(p)^2 into D
+  if (epi == 2) t.a.e = x->e, t.a.alpha = NC_TUNE_ADDEND_ALPHA, t.a.beta = NC_TUNE_ADDEND_BETA;
+  // NaN (fp32 and bf16 alike): a candidate that skips part of C cannot pass on an earlier result
+  memset(x->c, 0xff, x->nc * sizeof *x->c);
+  // the split the executor's launch would run (runtime/cpu.c): dynamic where it is (never for bf16)
+  size_t slen = bf ? 0 : nc_gemm_sync_want(kn, t.nthreads, s->batch, s->m, s->n, t.a.sym);
   int64_t *sync = slen ? calloc(slen, sizeof *sync) : NULL;
   if (slen && !sync) return nc_errorf(NC_E_NOMEM, "out of memory for the GEMM's sync words");
   t.a.sync = sync;
@@ -475,7 +552,12 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
   }
   free(sync);
   *sec = best;
-  memcpy(c, x->c, x->nc * sizeof *c);
+  if (bf) {
+    const uint16_t *h = (const uint16_t *)x->c;
+    for (size_t i = 0; i < ncell; i++) c[i] = nc_bf16_to_f32(h[i]);
+  } else {
+    memcpy(c, x->c, x->nc * sizeof *c);
+  }
   return NC_OK;
 }
 
@@ -486,6 +568,8 @@ static void nc_tu_cpu_release(nc_tune_backend *b) {
   nc_jit_free(x->jit);
   free(x->fns);
   free(x->c);
+  free(x->a16);
+  free(x->b16);
   free(x->work);
   free(x->tcpu);
   free(x);
@@ -512,12 +596,15 @@ nc_status nc_tune_backend_cpu(const nc_device *d, bool wall, nc_tune_backend *ou
     return nc_errorf(NC_E_NOMEM, "out of memory");
   }
   const nc_host_cpu *hc = nc_jit_cpu(x->jit);
-  nc_gemm_knobs def = nc_gemm_knobs_default(hc);  // as runtime/cpu_jit.c
-  memcpy(out->defaults, &def, sizeof def);
-  out->space = &nc_gemm_knob_space;
+  x->def32 = nc_gemm_knobs_default(hc);  // as runtime/cpu_jit.c
+  x->def16 = nc_gemm_bf16_knobs_default(hc);
+  x->bf16_ok = !d->avx2_only && nc_gemm_bf16_supported(hc);
+  out->select = nc_tu_cpu_select;
+  nc_tu_cpu_select(out, 0);
   nc_tune_cpu_ids(hc, out->device, sizeof out->device, out->driver, sizeof out->driver);
   out->kernel = nc_tu_cpu_kernel;
   out->prepare = nc_tu_cpu_prepare;
+  out->prepare_e = nc_tu_cpu_prepare_e;
   out->run = nc_tu_cpu_run;
   return NC_OK;
 }

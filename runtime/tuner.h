@@ -27,15 +27,28 @@
 #include "runtime/tunedb.h"
 
 typedef struct {
-  int variant;  // sym*4 + ta*2 + tb
+  // OpenCL: ta*2 + tb. CPU: runtime/cpu.h's GEMM variants: 0..7 fp32 (sym*4 + ta*2 + tb),
+  // 8..11 bf16 buffers (8 + ta*2 + tb), 16..19 the ReLU^2 epilogue, 20..27 the addend
+  // (20 + sym*4 + ta*2 + tb); the helpers below decode them.
+  int variant;
   int64_t batch, m, n, k;
   int count;    // launches per run of the plan
 } nc_tune_shape;
 
-// The distinct fp32 GEMM shapes of p's template kernels with the symbols
-// bound to syms (indexed like g's symbols); sym_variants: symmetric GEMMs are
-// variants of their own (the CPU's; OpenCL has none). *out is malloc'ed.
-nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool sym_variants, nc_tune_shape **out, int *n);
+static inline bool nc_tune_variant_bf16(int v) { return v >= 8 && v < 16; }
+// 0: none, 1: ReLU^2 (relu(p)^2 into D beside C = p), 2: the addend (C = alpha p + beta E)
+static inline int nc_tune_variant_epi(int v) { return v >= 20 ? 2 : v >= 16 ? 1 : 0; }
+static inline bool nc_tune_variant_sym(int v) { return v < 8 ? (v >> 2) & 1 : v >= 20 ? ((v - 20) >> 2) & 1 : false; }
+// alpha and beta of the addend shapes' timing and reference (run-time arguments, like the model's)
+#define NC_TUNE_ADDEND_ALPHA 0.75f
+#define NC_TUNE_ADDEND_BETA (-1.25f)
+
+// The distinct GEMM shapes of p's template kernels with the symbols bound to
+// syms (indexed like g's symbols). cpu_variants (the CPU): every GEMM launch,
+// by its runtime/cpu.h variant (symmetric, bf16-buffer, ReLU^2 and addend
+// GEMMs are variants of their own); else (OpenCL) the plain fp32 GEMMs by
+// ta*2 + tb. *out is malloc'ed.
+nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool cpu_variants, nc_tune_shape **out, int *n);
 
 typedef struct {
   nc_device dev;       // cpu (threads, avx2_only) or opencl (select, matmul_bf16: tune the bf16 GEMM)
@@ -74,30 +87,27 @@ nc_status nc_tune_plan_flash(const nc_graph *g, const nc_plan *p, const int64_t 
 // bf16 tiles, mma.sync on NVIDIA, emulated elsewhere), within o->budget_s; res[i] per shape.
 nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
 
-// Elementwise loop kernels of p by size bucket (nc_ocl_loop_bucket of their work-items, with the
-// device type's default knobs deciding which kernels are row kernels): launches and the largest.
+// The loop kernels' work-group buckets of p (space ocl.loop, codegen/tune.h), one class at a time,
+// with the device type's default knobs deciding which kernels are loop, row or reduction kernels:
+//   NC_OCL_LOOP_ELEMENTWISE elementwise loop kernels by nc_ocl_loop_bucket of their work-items;
+//   NC_OCL_LOOP_ROW row kernels by nc_ocl_row_bucket of the row's constant length (NC_OCL_ROW_VAR
+//     when it depends on a symbol);
+//   NC_OCL_LOOP_REDUCE whole-buffer reductions by nc_ocl_row_bucket of their constant element count
+//     (nc_ocl_reduce_items; NC_OCL_ROW_VAR when symbolic).
+// Per bucket: launches, and the largest kernel's size with the symbols bound to syms. *out is malloc'ed.
 typedef struct {
   int bucket;
   int count;
-  int64_t items;
-} nc_tune_loop_shape;
-nc_status nc_tune_plan_loops(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_loop_shape **out, int *n);
-// Times each loop_wg of the space ocl.loop per bucket (a fused elementwise kernel of the bucket's
-// largest size), within o->budget_s; res[i] per bucket.
-nc_status nc_tune_loop_run(const nc_tune_loop_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
-
-// Row kernels of p (a work-group per row, row_wg) by row-length bucket (nc_ocl_row_bucket of the
-// row's constant length; NC_OCL_ROW_VAR when it depends on a symbol): launches, the largest row count
-// and the largest row length (symbols bound to syms) of the bucket's kernels.
-typedef struct {
-  int bucket;
-  int count;
-  int64_t rows, cols;
-} nc_tune_row_shape;
-nc_status nc_tune_plan_rows(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_row_shape **out, int *n);
-// Times row_wg candidates per bucket (a synthetic RMSNorm of rows x cols, one program build per
-// candidate), within o->budget_s; res[i] per bucket.
-nc_status nc_tune_row_run(const nc_tune_row_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
+  int64_t items;       // loop: work-items; reduce: reduced elements
+  int64_t rows, cols;  // row: rows and row length
+} nc_tune_wg_shape;
+nc_status nc_tune_plan_buckets(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_ocl_loop_class cls, nc_tune_wg_shape **out,
+                               int *n);
+// Times the class's work-group candidates per bucket on a synthetic kernel of the bucket's largest size,
+// within o->budget_s; res[i] per bucket. Loop: y = a*b + a, every loop_wg (chosen per launch: no build);
+// row: an RMSNorm, row_wg candidates (a build each); reduce: a sum of positive values checked against a
+// double-precision sum, reduce_wg candidates (a build each). docs/tuning.md.
+nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
 
 // ---- backends (runtime/tuner.c: cpu; runtime/tuner_ocl.c: opencl) ------------
 typedef struct nc_tune_backend nc_tune_backend;
@@ -108,10 +118,17 @@ struct nc_tune_backend {
   void *ctx;
   void (*kernel)(const nc_tune_backend *b, int variant, char *buf, size_t n);  // the database's kernel signature
   bool bf16;           // operands are rounded to bf16 (the reference does the same)
+  bool bf16_out;       // C is rounded to bf16 on store (the check tolerates it)
+  // Optional (the CPU's): sets space, defaults, bf16 and bf16_out for a shape's variant before it is
+  // tuned (one run may hold fp32 and bf16 GEMMs); NULL: one space for every shape.
+  void (*select)(nc_tune_backend *b, int variant);
+  // Optional (the CPU's): E of an addend shape (nc floats, after prepare); NULL: no epilogue shapes.
+  nc_status (*prepare_e)(nc_tune_backend *b, const float *e, size_t ne);
   // Uploads A, B and sizes C for shape s.
   nc_status (*prepare)(nc_tune_backend *b, const nc_tune_shape *s, const float *a, size_t na, const float *bm, size_t nb, size_t nc);
   // Runs knobs on the prepared shape: one warm-up then reps timed runs
-  // (*sec = the fastest); C (nc floats) receives the last output.
+  // (*sec = the fastest); C (nc floats) receives the last output (ReLU^2
+  // shapes: C then D, nc = 2 batch m n; bf16 C widened to fp32).
   nc_status (*run)(nc_tune_backend *b, const nc_tune_shape *s, const void *knobs, int reps, double *sec, float *c);
   void (*release)(nc_tune_backend *b);
 };

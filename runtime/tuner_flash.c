@@ -1,5 +1,5 @@
 // The autotuner's OpenCL templates besides the GEMMs (runtime/tuner.h): the flash-attention blocks
-// (knob space ocl.flash) and the elementwise loop kernels' work-group (ocl.loop, class=loop).
+// (knob space ocl.flash) and the loop kernels' work-groups (ocl.loop: class loop, row, reduce).
 //
 // Flash attention: per distinct attention call of the step (batch, lengths, heads, head dims, causal,
 // window), a graph of that attention and its three gradients is compiled for the device as
@@ -10,13 +10,10 @@
 // candidate's four outputs must match them within the mode's rounding (bf16 tiles 2e-2, fp32 1e-4,
 // relative to each output's largest magnitude).
 //
-// Row kernels (ocl.loop class=row): per row-length bucket, a synthetic RMSNorm is built and timed with
-// each row_wg candidate (a program build each); see nc_tf_row_shape.
-//
-// Loop kernels: per size bucket of the step's elementwise loop kernels (nc_ocl_loop_bucket of their
-// work-items), a fused elementwise kernel (a*b + a over as many items as the bucket's largest kernel)
-// is timed with each loop_wg of the space; its output must equal the default's. The work-group is
-// chosen per launch (the program's source does not change), so candidates cost no compilation.
+// The loop space's work-groups (ocl.loop): per bucket of a class (elementwise loop kernels by
+// work-items, row kernels by row length, whole-buffer reductions by element count), a synthetic kernel
+// of the bucket's size is timed with each candidate of the class's knob (loop_wg, row_wg,
+// reduce_wg); see nc_tf_wg_shape.
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -84,12 +81,13 @@ nc_status nc_tune_plan_flash(const nc_graph *g, const nc_plan *p, const int64_t 
   return NC_OK;
 }
 
-nc_status nc_tune_plan_loops(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_loop_shape **out, int *n) {
+nc_status nc_tune_plan_buckets(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_ocl_loop_class cls, nc_tune_wg_shape **out,
+                               int *n) {
   *out = NULL;
   *n = 0;
   nc_ocl_knobs kn;
   nc_ocl_knobs_default(gpu, &kn);
-  nc_tune_loop_shape *v = calloc(NC_OCL_LOOP_BUCKETS, sizeof *v);
+  nc_tune_wg_shape *v = calloc(NC_OCL_WG_SLOTS, sizeof *v);
   nc_buf tmp;
   nc_buf_init(&tmp);
   if (!v) return nc_errorf(NC_E_NOMEM, "out of memory");
@@ -101,71 +99,40 @@ nc_status nc_tune_plan_loops(const nc_graph *g, const nc_plan *p, const int64_t 
     nc_ocl_launch L;
     tmp.len = 0;
     if ((st = nc_ocl_emit_kernel(k, "nck", &kn, &tmp, &L))) break;
-    if (!L.ncollapse || L.row_wg || L.reduce_wg || L.gemm || L.attn || L.scatter) continue;
-    int64_t args[NC_KERNEL_MAX_ARGS], total = 1;
+    bool want = cls == NC_OCL_LOOP_ROW ? L.row_wg != 0 : cls == NC_OCL_LOOP_REDUCE ? L.reduce_wg != 0 : L.ncollapse && !L.row_wg && !L.reduce_wg;
+    if (!want) continue;
+    int64_t args[NC_KERNEL_MAX_ARGS], outer = 1, cols = 0;  // outer: the collapsed iterations (work-items, rows)
     nc_tf_bind(g, k, syms, args);
     for (int c = 0; c < L.ncollapse; c++) {
       int64_t ext = nc_kernel_eval_index(k, L.end[c], args) - nc_kernel_eval_index(k, L.begin[c], args);
-      total *= ext > 0 ? ext : 0;
+      outer *= ext > 0 ? ext : 0;
     }
-    if (total < 1) continue;
-    int b = nc_ocl_loop_bucket(total);
+    int b;
+    if (cls == NC_OCL_LOOP_ROW) {
+      nc_ks last = k->body;  // the row's length with the symbols bound: its longest loop
+      for (int c = 1; c < L.ncollapse; c++) last = k->s[last].body;
+      for (nc_ks s = k->s[last].body; s != NC_KS_NONE; s = k->s[s].next)
+        if (k->s[s].kind == NC_KS_FOR) {
+          int64_t ext = nc_kernel_eval_index(k, k->s[s].end, args) - nc_kernel_eval_index(k, k->s[s].begin, args);
+          if (ext > cols) cols = ext;
+        }
+      if (outer < 1 || cols < 1) continue;
+      b = nc_ocl_row_bucket(nc_ocl_row_cols(k, L.ncollapse));
+    } else if (cls == NC_OCL_LOOP_REDUCE) {  // the reduced elements, symbols bound
+      outer = nc_kernel_eval_index(k, L.reduce_end, args) - nc_kernel_eval_index(k, L.reduce_begin, args);
+      if (outer < 1) continue;
+      b = nc_ocl_row_bucket(nc_ocl_reduce_items(k, &L));
+    } else {
+      if (outer < 1) continue;
+      b = nc_ocl_loop_bucket(outer);
+    }
     if (b >= NC_OCL_LOOP_BUCKETS) continue;
     int j = 0;
     while (j < cnt && v[j].bucket != b) j++;
-    if (j == cnt) v[cnt++] = (nc_tune_loop_shape){.bucket = b};
+    if (j == cnt) v[cnt++] = (nc_tune_wg_shape){.bucket = b};
     v[j].count++;
-    if (total > v[j].items) v[j].items = total;
-  }
-  nc_buf_free(&tmp);
-  if (st) {
-    free(v);
-    return st;
-  }
-  *out = v;
-  *n = cnt;
-  return NC_OK;
-}
-
-nc_status nc_tune_plan_rows(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool gpu, nc_tune_row_shape **out, int *n) {
-  *out = NULL;
-  *n = 0;
-  nc_ocl_knobs kn;
-  nc_ocl_knobs_default(gpu, &kn);
-  nc_tune_row_shape *v = calloc(NC_OCL_ROW_SLOTS, sizeof *v);
-  nc_buf tmp;
-  nc_buf_init(&tmp);
-  if (!v) return nc_errorf(NC_E_NOMEM, "out of memory");
-  nc_status st = NC_OK;
-  int cnt = 0;
-  for (int i = 0; i < p->nkernels && !st; i++) {
-    const nc_kernel *k = &p->kernels[i].k;
-    if (nc_kernel_is_template(k)) continue;
-    nc_ocl_launch L;
-    tmp.len = 0;
-    if ((st = nc_ocl_emit_kernel(k, "nck", &kn, &tmp, &L))) break;
-    if (!L.row_wg) continue;
-    int64_t args[NC_KERNEL_MAX_ARGS], rows = 1, cols = 0;
-    nc_tf_bind(g, k, syms, args);
-    for (int c = 0; c < L.ncollapse; c++) {
-      int64_t ext = nc_kernel_eval_index(k, L.end[c], args) - nc_kernel_eval_index(k, L.begin[c], args);
-      rows *= ext > 0 ? ext : 0;
-    }
-    nc_ks last = k->body;  // the row's length with the symbols bound: its longest loop
-    for (int c = 1; c < L.ncollapse; c++) last = k->s[last].body;
-    for (nc_ks s = k->s[last].body; s != NC_KS_NONE; s = k->s[s].next)
-      if (k->s[s].kind == NC_KS_FOR) {
-        int64_t ext = nc_kernel_eval_index(k, k->s[s].end, args) - nc_kernel_eval_index(k, k->s[s].begin, args);
-        if (ext > cols) cols = ext;
-      }
-    if (rows < 1 || cols < 1) continue;
-    int b = nc_ocl_row_bucket(nc_ocl_row_cols(k, L.ncollapse));
-    if (b >= NC_OCL_LOOP_BUCKETS) continue;
-    int j = 0;
-    while (j < cnt && v[j].bucket != b) j++;
-    if (j == cnt) v[cnt++] = (nc_tune_row_shape){.bucket = b};
-    v[j].count++;
-    if (rows > v[j].rows) v[j].rows = rows;
+    int64_t *big = cls == NC_OCL_LOOP_ROW ? &v[j].rows : &v[j].items;
+    if (outer > *big) *big = outer;
     if (cols > v[j].cols) v[j].cols = cols;
   }
   nc_buf_free(&tmp);
@@ -254,6 +221,23 @@ static nc_status nc_tf_time(nc_tf_case *x, nc_ocl *c, int reps, double *sec) {
     double t = nc_ocl_last_run_seconds(c);
     if (r > 0 && t < *sec) *sec = t;
   }
+  return NC_OK;
+}
+
+// The default (cdef, fastest *td so far) against the best candidate (cbest, *tb) in 3 interleaved pairs:
+// the candidate is kept when it wins at least 2 and its fastest run beats the default's by 2 % (else
+// *is_def); *td and *tb take the fastest runs seen.
+static nc_status nc_tf_confirm(nc_tf_case *x, nc_ocl *cdef, nc_ocl *cbest, int reps, double *td, double *tb, bool *is_def) {
+  int wins = 0;
+  for (int rep = 0; rep < 3; rep++) {
+    double a, b;
+    NC_TRY(nc_tf_time(x, cdef, reps, &a));
+    NC_TRY(nc_tf_time(x, cbest, reps, &b));
+    if (a < *td) *td = a;
+    if (b < *tb) *tb = b;
+    wins += b < a;
+  }
+  *is_def = wins < 2 || !(*tb < *td * 0.98);
   return NC_OK;
 }
 
@@ -430,17 +414,7 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
     }
   }
   bool is_def = !memcmp(&best.bl, &def.bl, sizeof def.bl);
-  if (!is_def) {  // kept when it wins at least 2 of 3 interleaved pairs and its fastest run by 2 %
-    int wins = 0;
-    for (int rep = 0; rep < 3; rep++) {
-      double a, b;
-      if ((st = nc_tf_time(&x, cdef, reps, &a)) || (st = nc_tf_time(&x, cbest, reps, &b))) goto done;
-      if (a < td) td = a;
-      if (b < tb) tb = b;
-      wins += b < a;
-    }
-    if (wins < 2 || !(tb < td * 0.98)) is_def = true;
-  }
+  if (!is_def && (st = nc_tf_confirm(&x, cdef, cbest, reps, &td, &tb, &is_def))) goto done;
   if (is_def) best = def, tb = td;
   res->default_us = 1e6 * td;
   res->best_us = 1e6 * tb;
@@ -498,165 +472,105 @@ nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_t
   return st;
 }
 
-// ---- loop kernels ----------------------------------------------------------------
-static nc_status nc_tf_loop_shape(const nc_tune_loop_shape *ls, const nc_tune_opts *o, const nc_ocl_knobs *kn0, double deadline, nc_tunedb *db,
-                                  const char *device, const char *driver, nc_tune_result *res) {
-  const nc_knob_space *sp = &nc_ocl_loop_knob_space;
-  int iw = nc_knob_find(sp, "loop_wg");
-  nc_tf_case x;
-  memset(&x, 0, sizeof x);
-  nc_status st = NC_OK;
-  nc_graph *g = nc_graph_new("tune_loop");
-  if (!g) return nc_errorf(NC_E_NOMEM, "out of memory");
-  int64_t items = ls->items;
+// ---- the loop space's work-groups (ocl.loop: class loop, row, reduce) -----------------------
+// Per bucket a synthetic kernel of the bucket's largest size (the class's case below), compiled with
+// the default and each candidate value of the class's knob, device time fastest of 5 runs after a
+// warm-up, its output checked; the fastest valid one then faces the default in 3 interleaved pairs
+// (kept when it wins 2 and by 2 %, as for the other spaces).
+//   loop: y = a*b + a over the items; every search value of loop_wg (chosen per launch: the source
+//     does not change, a candidate's build is a binary-cache hit); output equal to the default's
+//     within 1e-6 of its largest magnitude.
+//   row: an RMSNorm of rows x cols (the plan's row kernels are norms, softmaxes and the
+//     cross-entropy's rows: a sum or a max over the row, then an elementwise pass), rows capped so
+//     the input stays <= 2^24 floats; row_wg is in the source (a build each), so the candidates are
+//     the search values and half and twice the default where those are below 32 (PoCL's 4), up to the
+//     row length rounded up to a power of two (at least 32); a row's sum changes with the work-group's
+//     summation order: within 1e-5 of the default's output.
+//   reduce: y = sum(x) over the items (x positive, as in the step's sums of squares: the loss's
+//     mean, the gradient and Muon norms), capped at 2^25; reduce_wg is in the source (a build
+//     each): the search values and half and twice the default below 32, up to the item count
+//     rounded up to a power of two (at least 32); the default's and every candidate's output within
+//     1e-4 of the double-precision sum (relative): fp32 sums of up to 2^20 positive values per
+//     work-item round to ~3e-5; a lost partial sum (1/1024 of the total or more) fails it.
+#define NC_TF_REDUCE_MAX ((int64_t)1 << 25)
+
+static nc_status nc_tf_wg_case(nc_ocl_loop_class cls, const nc_tune_wg_shape *ws, nc_tf_case *x, nc_graph *g, const nc_tune_opts *o,
+                               const nc_ocl_knobs *kn0, int64_t *top) {
   nc_id a, b;
-  if ((st = nc_tf_input(&x, g, "a", 1, &items, &a)) || (st = nc_tf_input(&x, g, "b", 1, &items, &b))) goto done;
-  if ((st = nc_graph_set_output(g, "y", nc_op2(g, NC_OP_ADD, nc_op2(g, NC_OP_MUL, a, b), a))) || (st = nc_graph_error(g)) || (st = nc_tf_case_init(&x, g, &o->dev, kn0, 0x100ull))) goto done;
-  nc_ocl_knobs def = *kn0, best = def;
-  double td = INFINITY, tb;
-  int reps = 5;
-  {
-    nc_ocl *c = NULL;
-    if ((st = nc_tf_compile(&x, &def, NULL, &c)) || (st = nc_tf_time(&x, c, reps, &td))) {
-      nc_ocl_free(c);
-      goto done;
-    }
-    nc_ocl_free(c);
+  nc_status st;
+  *top = 1024;
+  if (cls == NC_OCL_LOOP_ELEMENTWISE) {
+    int64_t items = ws->items;
+    if ((st = nc_tf_input(x, g, "a", 1, &items, &a)) || (st = nc_tf_input(x, g, "b", 1, &items, &b))) return st;
+    NC_TRY(nc_graph_set_output(g, "y", nc_op2(g, NC_OP_ADD, nc_op2(g, NC_OP_MUL, a, b), a)));
+  } else if (cls == NC_OCL_LOOP_ROW) {
+    int64_t cols = ws->cols < 1 ? 1 : ws->cols > ((int64_t)1 << 22) ? (int64_t)1 << 22 : ws->cols;
+    int64_t rows = ws->rows < 1 ? 1 : ws->rows, cap = ((int64_t)1 << 24) / cols;
+    if (rows > cap) rows = cap > 0 ? cap : 1;
+    int64_t shape[2] = {rows, cols};
+    NC_TRY(nc_tf_input(x, g, "x", 2, shape, &a));
+    NC_TRY(nc_graph_set_output(g, "y", nc_b_rms_norm(g, a, 1e-6)));
+    for (*top = 32; *top < cols && *top < 1024;) *top *= 2;
+  } else {
+    int64_t items = ws->items < 1 ? 1 : ws->items > NC_TF_REDUCE_MAX ? NC_TF_REDUCE_MAX : ws->items;
+    NC_TRY(nc_tf_input(x, g, "x", 1, &items, &a));
+    NC_TRY(nc_graph_set_output(g, "y", nc_b_reduce(g, NC_OP_REDUCE_SUM, a, 1, false)));
+    for (*top = 32; *top < items && *top < 1024;) *top *= 2;
   }
-  memcpy(x.ref, x.got, sizeof x.ref), memset(x.got, 0, sizeof x.got);
-  tb = td;
-  res->tried = 1;
-  for (int v = 0; v < sp->knobs[iw].nsearch && nc_tf_now() < deadline; v++) {
-    nc_ocl_knobs cur = def;
-    nc_knob_set(sp, &cur, iw, sp->knobs[iw].search[v]);
-    if (cur.loop_wg == def.loop_wg) continue;
-    nc_status cst = nc_knob_check(sp, &cur);
-    if (cst) {
-      nc_status_free(cst);
-      res->invalid++;
-      continue;
-    }
-    res->tried++;
-    nc_ocl *c = NULL;
-    double t;
-    nc_status rs = nc_tf_compile(&x, &cur, NULL, &c);
-    if (!rs) rs = nc_tf_time(&x, c, reps, &t);
-    nc_ocl_free(c);
-    if (rs) {
-      nc_tf_progress(o, "  rejected loop_wg=%d: %s\n", cur.loop_wg, nc_status_msg(rs));
-      nc_status_free(rs);
-      res->rejected++;
-      continue;
-    }
-    if (o->break_candidates) ((float *)x.got[0].data)[0] = NAN;
-    double e = nc_tf_err(x.got, x.ref, x.nout);
-    if (!(e <= 1e-6)) {
-      nc_tf_progress(o, "  rejected loop_wg=%d: wrong result (%.3g of the default's output)\n", cur.loop_wg, e);
-      res->rejected++;
-      continue;
-    }
-    if (t < tb * 0.99) best = cur, tb = t;
+  NC_TRY(nc_graph_error(g));
+  NC_TRY(nc_tf_case_init(x, g, &o->dev, kn0, 0x100ull << cls));
+  if (cls == NC_OCL_LOOP_REDUCE) {  // positive values; the reference: their sum in double precision
+    float *v = x->in[0].data;
+    double sum = 0;
+    for (int64_t i = 0; i < nc_tensor_numel(&x->in[0]); i++) v[i] = fabsf(v[i]), sum += v[i];
+    int64_t one = 1;
+    NC_TRY(nc_tensor_alloc(&x->ref[0], NC_F32, 0, &one));
+    ((float *)x->ref[0].data)[0] = (float)sum;
   }
-  bool is_def = best.loop_wg == def.loop_wg;
-  if (!is_def) {  // 3 interleaved pairs, as for the other spaces
-    int wins = 0;
-    for (int rep = 0; rep < 3 && !st; rep++) {
-      nc_ocl *c0 = NULL, *c1 = NULL;
-      double ta = 0, tbb = 0;
-      if (!(st = nc_tf_compile(&x, &def, NULL, &c0)) && !(st = nc_tf_time(&x, c0, reps, &ta)) && !(st = nc_tf_compile(&x, &best, NULL, &c1)) &&
-          !(st = nc_tf_time(&x, c1, reps, &tbb))) {
-        if (ta < td) td = ta;
-        if (tbb < tb) tb = tbb;
-        wins += tbb < ta;
-      }
-      nc_ocl_free(c0);
-      nc_ocl_free(c1);
-    }
-    if (st) goto done;
-    if (wins < 2 || !(tb < td * 0.98)) is_def = true;
-  }
-  if (is_def) best = def, tb = td;
-  res->default_us = 1e6 * td;
-  res->best_us = 1e6 * tb;
-  res->is_default = is_def;
-  snprintf(res->knobs, sizeof res->knobs, "loop_wg=%d", best.loop_wg);
-  st = nc_tf_record(db, device, driver, sp, &best, res);
-done:
-  nc_tf_case_free(&x);
-  nc_graph_free(g);
-  return st;
+  return NC_OK;
 }
 
-nc_status nc_tune_loop_run(const nc_tune_loop_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
-  if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: the loop work-groups are OpenCL knobs (device '%s')", nc_device_name(&o->dev));
-  double deadline = nc_tf_now() + (o->budget_s > 0 ? o->budget_s : 0);
-  nc_ocl_device_desc d;
-  nc_ocl_knobs kn;
-  char device[192], driver[192];
-  NC_TRY(nc_tf_device(o, &d, &kn, device, driver));
-  nc_tf_progress(o, "tuning the loop work-group of %d size buckets on %s, budget %.1f s\n", n, device, o->budget_s);
-  nc_status st = NC_OK;
-  for (int i = 0; i < n && !st; i++) {  // (the caller orders the buckets: most launches first)
-    nc_tune_result *r = &res[i];
-    memset(r, 0, sizeof *r);
-    nc_ocl_loop_signature(NC_OCL_LOOP_ELEMENTWISE, r->kernel, sizeof r->kernel);
-    snprintf(r->shape, sizeof r->shape, "items=2^%d", shapes[i].bucket);
-    double now = nc_tf_now();
-    if (now >= deadline) {
-      nc_tf_progress(o, "[loop %d/%d] %s %s: budget spent, skipped\n", i + 1, n, r->kernel, r->shape);
-      continue;
-    }
-    st = nc_tf_loop_shape(&shapes[i], o, &kn, now + (deadline - now) / (n - i), db, device, driver, r);
-    if (!st)
-      nc_tf_progress(o, "[loop %d/%d] %s %s x%d (timed at %lld items): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", i + 1, n,
-                     r->kernel, r->shape, shapes[i].count, (long long)shapes[i].items, r->default_us, r->best_us, r->default_us / r->best_us,
-                     r->is_default ? "default: " : "", r->knobs, r->tried, r->rejected);
-  }
-  return st;
-}
-
-// ---- row kernels -----------------------------------------------------------------
-// A synthetic RMSNorm of the bucket's width (the plan's row kernels are norms, softmaxes and the
-// cross-entropy's rows: a sum or a max over the row, then an elementwise pass), rows capped so that
-// the input stays <= 2^24 floats. Each row_wg candidate is a program build (the work-group size is in
-// the source), so the candidates are the device default and the search values up to the row length
-// rounded up to a power of two (at least 32). A row's sum changes with the work-group's summation
-// order: a candidate's output must match the default's within 1e-5 of the output's largest magnitude.
-static nc_status nc_tf_row_shape(const nc_tune_row_shape *rs, const nc_tune_opts *o, const nc_ocl_knobs *kn0, double deadline, nc_tunedb *db,
-                                 const char *device, const char *driver, nc_tune_result *res) {
+static nc_status nc_tf_wg_shape(nc_ocl_loop_class cls, const nc_tune_wg_shape *ws, const nc_tune_opts *o, const nc_ocl_knobs *kn0, double deadline,
+                                nc_tunedb *db, const char *device, const char *driver, nc_tune_result *res) {
+  static const char *knob[3] = {"loop_wg", "row_wg", "reduce_wg"};
+  const double tols[3] = {1e-6, 1e-5, 1e-4};
   const nc_knob_space *sp = &nc_ocl_loop_knob_space;
-  int iw = nc_knob_find(sp, "row_wg");
+  int iw = nc_knob_find(sp, knob[cls]);
+  double tol = tols[cls];
   nc_tf_case x;
   memset(&x, 0, sizeof x);
   nc_ocl *cdef = NULL, *cbest = NULL;
   nc_status st = NC_OK;
-  nc_graph *g = nc_graph_new("tune_row");
+  nc_graph *g = nc_graph_new("tune_wg");
   if (!g) return nc_errorf(NC_E_NOMEM, "out of memory");
-  int64_t cols = rs->cols < 1 ? 1 : rs->cols > ((int64_t)1 << 22) ? (int64_t)1 << 22 : rs->cols;
-  int64_t rows = rs->rows < 1 ? 1 : rs->rows, cap = ((int64_t)1 << 24) / cols;
-  if (rows > cap) rows = cap > 0 ? cap : 1;
-  int64_t shape[2] = {rows, cols};
-  nc_id a;
-  if ((st = nc_tf_input(&x, g, "x", 2, shape, &a))) goto done;
-  if ((st = nc_graph_set_output(g, "y", nc_b_rms_norm(g, a, 1e-6))) || (st = nc_graph_error(g)) || (st = nc_tf_case_init(&x, g, &o->dev, kn0, 0x200ull))) goto done;
-  nc_ocl_knobs def = *kn0, best = def;
-  double td, tb, tol = 1e-5;
-  int reps = 5;
+  nc_ocl_knobs def = *kn0, best;
+  def.reduce_wg = nc_ocl_reduce_wg_of(kn0);  // the work-group the default gives, recorded as such
+  best = def;
+  int64_t top;
+  if ((st = nc_tf_wg_case(cls, ws, &x, g, o, &def, &top))) goto done;
+  double td, tb;
+  int reps = 5, dv = nc_knob_get(sp, &def, iw);
   if ((st = nc_tf_compile(&x, &def, NULL, &cdef)) || (st = nc_tf_time(&x, cdef, reps, &td))) goto done;
-  memcpy(x.ref, x.got, sizeof x.ref), memset(x.got, 0, sizeof x.got);
+  if (cls == NC_OCL_LOOP_REDUCE) {  // the default against the double-precision sum too
+    double e = nc_tf_err(x.got, x.ref, x.nout);
+    if (!(e <= tol)) {
+      st = nc_errorf(NC_E_INTERNAL, "%s %s: the default reduce_wg=%d gives a wrong sum (%.3g of the double-precision sum, tolerance %.3g)", res->kernel,
+                     res->shape, dv, e, tol);
+      goto done;
+    }
+  } else {
+    memcpy(x.ref, x.got, sizeof x.ref), memset(x.got, 0, sizeof x.got);
+  }
   tb = td;
   res->tried = 1;
-  int64_t top = 32;
-  while (top < cols && top < 1024) top *= 2;
-  // the search values, then half and twice the default (PoCL's 4 is below the GPU-sized search values)
   int cand[NC_KNOB_MAX_SEARCH + 2], nc = 0;
   for (int v = 0; v < sp->knobs[iw].nsearch; v++) cand[nc++] = sp->knobs[iw].search[v];
-  if (def.row_wg / 2 < 32) cand[nc++] = def.row_wg / 2;
-  if (def.row_wg * 2 < 32) cand[nc++] = def.row_wg * 2;
+  if (cls != NC_OCL_LOOP_ELEMENTWISE && dv / 2 < 32 && dv / 2 >= 1) cand[nc++] = dv / 2;  // below the search values (PoCL's defaults)
+  if (cls != NC_OCL_LOOP_ELEMENTWISE && dv * 2 < 32) cand[nc++] = dv * 2;
   for (int v = 0; v < nc && nc_tf_now() < deadline; v++) {
     nc_ocl_knobs cur = def;
     nc_knob_set(sp, &cur, iw, cand[v]);
-    if (cur.row_wg == def.row_wg || cur.row_wg > top) continue;
+    if (cand[v] == dv || cand[v] > top) continue;
     nc_status cst = nc_knob_check(sp, &cur);
     if (cst) {
       nc_status_free(cst);
@@ -669,7 +583,7 @@ static nc_status nc_tf_row_shape(const nc_tune_row_shape *rs, const nc_tune_opts
     nc_status rst = nc_tf_compile(&x, &cur, NULL, &c);
     if (!rst) rst = nc_tf_time(&x, c, reps, &t);
     if (rst) {  // a candidate the device cannot build or run (work-group too large): rejected, not fatal
-      nc_tf_progress(o, "  rejected row_wg=%d: %s\n", cur.row_wg, nc_status_msg(rst));
+      nc_tf_progress(o, "  rejected %s=%d: %s\n", knob[cls], cand[v], nc_status_msg(rst));
       nc_status_free(rst);
       nc_ocl_free(c);
       res->rejected++;
@@ -678,34 +592,25 @@ static nc_status nc_tf_row_shape(const nc_tune_row_shape *rs, const nc_tune_opts
     if (o->break_candidates) ((float *)x.got[0].data)[0] = NAN;
     double e = nc_tf_err(x.got, x.ref, x.nout);
     if (!(e <= tol)) {
-      nc_tf_progress(o, "  rejected row_wg=%d: wrong result (%.3g of the default's output, tolerance %.3g)\n", cur.row_wg, e, tol);
+      nc_tf_progress(o, "  rejected %s=%d: wrong result (%.3g of the %s, tolerance %.3g)\n", knob[cls], cand[v], e,
+                     cls == NC_OCL_LOOP_REDUCE ? "double-precision sum" : "default's output", tol);
       nc_ocl_free(c);
       res->rejected++;
       continue;
     }
-    nc_tf_progress(o, "  row_wg=%d: %.1f us (best so far %.1f us)\n", cur.row_wg, 1e6 * t, 1e6 * tb);
+    nc_tf_progress(o, "  %s=%d: %.1f us (best so far %.1f us)\n", knob[cls], cand[v], 1e6 * t, 1e6 * tb);
     if (t < tb * 0.99) {
       nc_ocl_free(cbest);
       cbest = c, best = cur, tb = t;
     } else nc_ocl_free(c);
   }
-  bool is_def = best.row_wg == def.row_wg;
-  if (!is_def) {  // 3 interleaved pairs, as for the other spaces
-    int wins = 0;
-    for (int rep = 0; rep < 3; rep++) {
-      double ta, tbb;
-      if ((st = nc_tf_time(&x, cdef, reps, &ta)) || (st = nc_tf_time(&x, cbest, reps, &tbb))) goto done;
-      if (ta < td) td = ta;
-      if (tbb < tb) tb = tbb;
-      wins += tbb < ta;
-    }
-    if (wins < 2 || !(tb < td * 0.98)) is_def = true;
-  }
+  bool is_def = nc_knob_get(sp, &best, iw) == dv;
+  if (!is_def && (st = nc_tf_confirm(&x, cdef, cbest, reps, &td, &tb, &is_def))) goto done;
   if (is_def) best = def, tb = td;
   res->default_us = 1e6 * td;
   res->best_us = 1e6 * tb;
   res->is_default = is_def;
-  snprintf(res->knobs, sizeof res->knobs, "row_wg=%d", best.row_wg);
+  snprintf(res->knobs, sizeof res->knobs, "%s=%d", knob[cls], nc_knob_get(sp, &best, iw));
   st = nc_tf_record(db, device, driver, sp, &best, res);
 done:
   nc_ocl_free(cdef);
@@ -715,30 +620,37 @@ done:
   return st;
 }
 
-nc_status nc_tune_row_run(const nc_tune_row_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
-  if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: the row work-groups are OpenCL knobs (device '%s')", nc_device_name(&o->dev));
+nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
+  static const char *tag[3] = {"loop", "row", "reduce"}, *what[3] = {"loop", "row", "reduction"},
+                    *by[3] = {"size", "row-length", "element-count"};
+  if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: the %s work-groups are OpenCL knobs (device '%s')", what[cls], nc_device_name(&o->dev));
   double deadline = nc_tf_now() + (o->budget_s > 0 ? o->budget_s : 0);
   nc_ocl_device_desc d;
   nc_ocl_knobs kn;
   char device[192], driver[192];
   NC_TRY(nc_tf_device(o, &d, &kn, device, driver));
-  nc_tf_progress(o, "tuning the row work-group of %d row-length buckets on %s, budget %.1f s\n", n, device, o->budget_s);
+  nc_tf_progress(o, "tuning the %s work-group of %d %s buckets on %s, budget %.1f s\n", what[cls], n, by[cls], device, o->budget_s);
   nc_status st = NC_OK;
   for (int i = 0; i < n && !st; i++) {  // (the caller orders the buckets: most launches first)
     nc_tune_result *r = &res[i];
     memset(r, 0, sizeof *r);
-    nc_ocl_loop_signature(NC_OCL_LOOP_ROW, r->kernel, sizeof r->kernel);
-    nc_ocl_row_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
+    nc_ocl_loop_signature(cls, r->kernel, sizeof r->kernel);
+    if (cls == NC_OCL_LOOP_ROW) nc_ocl_row_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
+    else if (cls == NC_OCL_LOOP_REDUCE) nc_ocl_reduce_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
+    else snprintf(r->shape, sizeof r->shape, "items=2^%d", shapes[i].bucket);
     double now = nc_tf_now();
     if (now >= deadline) {
-      nc_tf_progress(o, "[row %d/%d] %s %s: budget spent, skipped\n", i + 1, n, r->kernel, r->shape);
+      nc_tf_progress(o, "[%s %d/%d] %s %s: budget spent, skipped\n", tag[cls], i + 1, n, r->kernel, r->shape);
       continue;
     }
-    st = nc_tf_row_shape(&shapes[i], o, &kn, now + (deadline - now) / (n - i), db, device, driver, r);
+    st = nc_tf_wg_shape(cls, &shapes[i], o, &kn, now + (deadline - now) / (n - i), db, device, driver, r);
+    char at[64];
+    if (cls == NC_OCL_LOOP_ROW) snprintf(at, sizeof at, "%lld x %lld", (long long)shapes[i].rows, (long long)shapes[i].cols);
+    else snprintf(at, sizeof at, "%lld items", (long long)shapes[i].items);
     if (!st)
-      nc_tf_progress(o, "[row %d/%d] %s %s x%d (timed at %lld x %lld): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", i + 1,
-                     n, r->kernel, r->shape, shapes[i].count, (long long)shapes[i].rows, (long long)shapes[i].cols, r->default_us, r->best_us,
-                     r->default_us / r->best_us, r->is_default ? "default: " : "", r->knobs, r->tried, r->rejected);
+      nc_tf_progress(o, "[%s %d/%d] %s %s x%d (timed at %s): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", tag[cls], i + 1, n,
+                     r->kernel, r->shape, shapes[i].count, at, r->default_us, r->best_us, r->default_us / r->best_us, r->is_default ? "default: " : "",
+                     r->knobs, r->tried, r->rejected);
   }
   return st;
 }

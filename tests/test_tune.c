@@ -5,6 +5,11 @@
 // wrong candidate, and `nanochat tune`'s bad input.
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +19,9 @@
 
 #include "tests/support/cli_util.h"
 #include "codegen/gemm.h"
+#include "codegen/gemm_bf16.h"
+#include "codegen/jit.h"
+#include "ir/dtype.h"
 #include "codegen/host.h"
 #include "codegen/tune.h"
 #include "ir/build.h"
@@ -22,22 +30,13 @@
 #include "runtime/ocl_device.h"
 #include "runtime/tunedb.h"
 #include "runtime/tuner.h"
+#include "tests/support/interp_util.h"
+#include "tests/support/tune_util.h"
 
 static char tmpdir[512];
 
-static void setup(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nc_test_tune_%d", (int)getpid());
-  char cmd[1200];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", tmpdir, tmpdir);
-  cr_assert_eq(system(cmd), 0);
-}
-
-static void teardown(void) {
-  char cmd[1200];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd)) {
-  }
-}
+static void setup(void) { nc_test_scratch_make(tmpdir, sizeof tmpdir, "nc_test_tune"); }
+static void teardown(void) { nc_test_scratch_remove(tmpdir); }
 
 TestSuite(tune, .init = setup, .fini = teardown);
 
@@ -53,18 +52,8 @@ static const char *tpath(char *buf, size_t n, const char *name) {
   return buf;
 }
 
-static void write_text(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  cr_assert_not_null(f, "%s", path);
-  fputs(text, f);
-  fclose(f);
-}
-
-static bool warned(const nc_tunedb *db, const char *needle) {
-  for (int i = 0; i < nc_tunedb_nwarnings(db); i++)
-    if (strstr(nc_tunedb_warning(db, i), needle)) return true;
-  return false;
-}
+#define write_text nc_test_write_text  // (tests/support/tune_util.h)
+#define warned nc_test_tunedb_warned
 
 // ---- knob spaces -------------------------------------------------------------------
 Test(tune, knob_spaces_are_consistent) {
@@ -281,11 +270,11 @@ static void fill_feeds(nc_tensor *t, int64_t M, int64_t N, int64_t K) {
   for (int64_t i = 0; i < N * K; i++) ((float *)t[1].data)[i] = (float)cos(0.11 * (double)i);
 }
 
-static double max_rel_err(const nc_tensor *a, const nc_tensor *b) {
+static double max_rel_err(const nc_tensor *a, const nc_tensor *b) {  // any dtypes (bf16 too)
   double e = 0, m = 1e-30;
   int64_t n = nc_tensor_numel(a);
   for (int64_t i = 0; i < n; i++) {
-    double x = ((float *)a->data)[i], y = ((float *)b->data)[i];
+    double x = nct_get(a, i), y = nct_get(b, i);
     e = fmax(e, fabs(x - y));
     m = fmax(m, fabs(y));
   }
@@ -294,7 +283,26 @@ static double max_rel_err(const nc_tensor *a, const nc_tensor *b) {
 
 enum { TM = 70, TN = 37, TK = 45 };
 
-static bool cpu_compile_and_check(const char *db_path, nc_gemm_knobs *kn);
+// A one-GEMM graph whose launch is GEMM variant `variant` (runtime/cpu.h) of
+// batch 1 x m x n x k, its leaves (inputs or params) and the tolerance of its
+// output against the interpreter.
+typedef struct {
+  const char *what;
+  nc_graph *(*build)(void);
+  int variant;
+  int64_t m, n, k;
+  int nleaves;
+  const char *leaf[3];
+  nc_dtype dt;
+  int64_t dims[3][2];
+  double tol;
+} gemm_case;
+
+static nc_graph *plain_graph(void) { return matmul_graph(TM, TN, TK); }
+static const gemm_case plain_case = {"plain", plain_graph, 1, TM, TN, TK, 2, {"x", "w"}, NC_F32, {{TM, TK}, {TN, TK}}, 1e-5};
+
+static bool cpu_compile_and_check_case(const char *db_path, const gemm_case *gc, nc_gemm_knobs *kn);
+static bool cpu_compile_and_check(const char *db_path, nc_gemm_knobs *kn) { return cpu_compile_and_check_case(db_path, &plain_case, kn); }
 
 Test(tune, cpu_tuning_run_writes_entries_and_rejects_a_wrong_candidate) {
   char db_path[600];
@@ -359,28 +367,41 @@ static nc_plan *plan_of(const nc_graph *g) {
   return p;
 }
 
-// An entry written as a tuning run would (non-default knobs), for this CPU.
-static void write_cpu_entry(const char *db_path, const char *driver_override, const char *knobs_json) {
+// Entries written as a tuning run would (non-default knobs), for this CPU: one
+// per case, its variant's signature (2 threads) and shape.
+static void write_cpu_entries(const char *db_path, const char *driver_override, const gemm_case *const *cases, const char *const *knobs_json,
+                              int n) {
   nc_host_cpu hc;
   cr_assert_null(nc_host_cpu_query(&hc));
   char device[192], driver[192], kernel[128], shape[96];
   nc_tune_cpu_ids(&hc, device, sizeof device, driver, sizeof driver);
-  nc_tune_cpu_kernel(1, nc_gemm_knobs_default(&hc).vw, 2, kernel, sizeof kernel);
-  nc_tune_shape_str(1, TM, TN, TK, shape, sizeof shape);
-  char text[2048];
-  snprintf(text, sizeof text,
-           GOOD_HEAD "{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"%s\", \"shape\": \"%s\", \"knobs\": %s, "
-                     "\"time_us\": 1, \"default_time_us\": 2, \"date\": \"2026-11-26T00:00:00Z\"}]}",
-           device, driver_override ? driver_override : driver, kernel, shape, knobs_json);
+  char text[8192];
+  int at = snprintf(text, sizeof text, GOOD_HEAD);
+  for (int i = 0; i < n; i++) {
+    bool bf = nc_tune_variant_bf16(cases[i]->variant);
+    nc_tune_cpu_kernel(cases[i]->variant, bf ? 16 : nc_gemm_knobs_default(&hc).vw, 2, kernel, sizeof kernel);
+    nc_tune_shape_str(1, cases[i]->m, cases[i]->n, cases[i]->k, shape, sizeof shape);
+    at += snprintf(text + at, sizeof text - (size_t)at,
+                   "%s{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"%s\", \"shape\": \"%s\", \"knobs\": %s, "
+                   "\"time_us\": 1, \"default_time_us\": 2, \"date\": \"2026-11-26T00:00:00Z\"}",
+                   i ? ",\n" : "", device, driver_override ? driver_override : driver, kernel, shape, knobs_json[i]);
+    cr_assert_lt(at, (int)sizeof text);
+  }
+  snprintf(text + at, sizeof text - (size_t)at, "]}");
   write_text(db_path, text);
 }
 
-// Compiles the matmul plan on the CPU with NC_TUNE_DB = db_path; returns
-// whether the launch of our shape is tuned, with its knobs, after checking the
+static void write_cpu_entry(const char *db_path, const char *driver_override, const char *knobs_json) {
+  const gemm_case *c = &plain_case;
+  write_cpu_entries(db_path, driver_override, &c, &knobs_json, 1);
+}
+
+// Compiles the case's plan on the CPU with NC_TUNE_DB = db_path; returns
+// whether the launch of its shape is tuned, with its knobs, after checking the
 // result against the interpreter.
-static bool cpu_compile_and_check(const char *db_path, nc_gemm_knobs *kn) {
+static bool cpu_compile_and_check_case(const char *db_path, const gemm_case *gc, nc_gemm_knobs *kn) {
   setenv("NC_TUNE_DB", db_path, 1);
-  nc_graph *g = matmul_graph(TM, TN, TK);
+  nc_graph *g = gc->build();
   nc_plan *p = plan_of(g);
   nc_cpu_opts co = {.threads = 2};
   nc_cpu *c = NULL;
@@ -392,17 +413,21 @@ static bool cpu_compile_and_check(const char *db_path, nc_gemm_knobs *kn) {
     cr_skip_test("no LLVM");
   }
   cr_assert_null(st, "%s", nc_status_msg(st));
-  bool tuned = nc_cpu_gemm_knobs_for(c, 1, 1, TM, TN, TK, kn);
-  nc_tensor in[2], got, want;
-  fill_feeds(in, TM, TN, TK);
-  nc_feed feeds[2] = {{"x", &in[0]}, {"w", &in[1]}};
-  cr_assert_null(nc_plan_run(g, p, nc_cpu_runner, c, feeds, 2, &got));
-  cr_assert_null(nc_interp_run(g, feeds, 2, &want));
-  cr_assert_lt(max_rel_err(&got, &want), 1e-5);
+  bool tuned = nc_cpu_gemm_knobs_for(c, gc->variant, 1, gc->m, gc->n, gc->k, kn);
+  nc_tensor in[3], got, want;
+  nc_feed feeds[3];
+  for (int l = 0; l < gc->nleaves; l++) {
+    cr_assert_null(nc_tensor_alloc(&in[l], gc->dt, 2, gc->dims[l]));
+    for (int64_t i = 0; i < gc->dims[l][0] * gc->dims[l][1]; i++) nct_set(&in[l], i, l % 2 ? cos(0.11 * (double)i) : sin(0.37 * (double)i));
+    feeds[l] = (nc_feed){gc->leaf[l], &in[l]};
+  }
+  cr_assert_null(nc_plan_run(g, p, nc_cpu_runner, c, feeds, gc->nleaves, &got));
+  cr_assert_null(nc_interp_run(g, feeds, gc->nleaves, &want));
+  double err = max_rel_err(&got, &want);
+  cr_assert_lt(err, gc->tol, "%s: error %g", gc->what, err);
   nc_tensor_free(&got);
   nc_tensor_free(&want);
-  nc_tensor_free(&in[0]);
-  nc_tensor_free(&in[1]);
+  for (int l = 0; l < gc->nleaves; l++) nc_tensor_free(&in[l]);
   nc_cpu_free(c);
   nc_plan_free(p);
   nc_graph_free(g);
@@ -435,6 +460,299 @@ Test(tune, cpu_compile_uses_the_database_entry_for_its_shape) {
   cr_assert_not(nc_tunedb_path(NULL, p2, sizeof p2), "NC_TUNE_DB=off disables lookups");
   cr_assert(nc_tunedb_path("/x/y.json", p2, sizeof p2) && !strcmp(p2, "/x/y.json"), "--db wins");
   unsetenv("NC_TUNE_DB");
+}
+
+// ---- the CPU's epilogue and bf16 GEMM launches: knobs, tuning, tuned launches --------
+static bool host_has_bf16(void) {
+  nc_host_cpu hc;
+  cr_assert_null(nc_host_cpu_query(&hc));
+  return nc_gemm_bf16_supported(&hc);
+}
+
+// A combination valid under the check with knob i of sp set to v (the other
+// knobs the default's, or mr/nr/mc/nc moved to values of the table that fit).
+static bool valid_combo(const nc_knob_space *sp, const nc_gemm_knobs *def, int i, int v, nc_gemm_knobs *out) {
+  int imr = nc_knob_find(sp, "mr"), inr = nc_knob_find(sp, "nr"), imc = nc_knob_find(sp, "mc"), inc = nc_knob_find(sp, "nc");
+  for (int d = -1; d < sp->knobs[imr].nsearch; d++)
+  for (int a = -1; a < sp->knobs[inr].nsearch; a++)
+    for (int b = -1; b < sp->knobs[imc].nsearch; b++)
+      for (int c = -1; c < sp->knobs[inc].nsearch; c++) {
+        nc_gemm_knobs k = *def;
+        if (d >= 0) nc_knob_set(sp, &k, imr, sp->knobs[imr].search[d]);
+        if (a >= 0) nc_knob_set(sp, &k, inr, sp->knobs[inr].search[a]);
+        if (b >= 0) nc_knob_set(sp, &k, imc, sp->knobs[imc].search[b]);
+        if (c >= 0) nc_knob_set(sp, &k, inc, sp->knobs[inc].search[c]);
+        nc_knob_set(sp, &k, i, v);
+        nc_status st = nc_knob_check(sp, &k);
+        if (!st) {
+          *out = k;
+          return true;
+        }
+        nc_status_free(st);
+      }
+  return false;
+}
+
+Test(tune, bf16_knob_space_and_bad_entries) {
+  const nc_knob_space *sp = &nc_gemm_bf16_knob_space;
+  cr_assert_eq(nc_knob_space_find("cpu.gemm_bf16"), sp);
+  nc_gemm_knobs def = nc_gemm_bf16_knobs_default(NULL), k;
+  cr_assert_null(nc_knob_check(sp, &def));
+  int searched = 0;
+  for (int i = 0; i < sp->nknobs; i++) {
+    const nc_knob *kb = &sp->knobs[i];
+    cr_assert_eq(nc_knob_find(sp, kb->name), nc_knob_find(&nc_gemm_knob_space, kb->name), "the fp32 table's knobs: %s", kb->name);
+    cr_assert_eq(kb->offset, nc_gemm_knob_space.knobs[i].offset);
+    for (int v = 0; v < kb->nsearch; v++) {
+      cr_assert(kb->search[v] >= kb->min && kb->search[v] <= kb->max, "%s=%d", kb->name, kb->search[v]);
+      cr_assert(valid_combo(sp, &def, i, kb->search[v], &k), "%s=%d fits no combination", kb->name, kb->search[v]);
+    }
+    searched += kb->nsearch > 0;
+  }
+  cr_assert_eq(searched, sp->nknobs - 1, "every knob but vw is searched");
+  cr_assert_eq(sp->knobs[nc_knob_find(sp, "vw")].nsearch, 0);
+  int kc = nc_knob_find(sp, "kc");
+  for (int v = 0; v < sp->knobs[kc].nsearch; v++) cr_assert_eq(sp->knobs[kc].search[v] % 2, 0, "kc counts k: even");
+  cr_assert_gt(sp->knobs[kc].search[sp->knobs[kc].nsearch - 1], nc_gemm_knob_space.knobs[kc].search[nc_gemm_knob_space.knobs[kc].nsearch - 1],
+               "kc runs past fp32's (pairs)");
+  k = def, k.kc = 257;
+  nc_status st = nc_knob_check(sp, &k);
+  cr_assert(st && strstr(nc_status_msg(st), "odd"), "%s", st ? nc_status_msg(st) : "accepted");
+  nc_status_free(st);
+  // database entries: vw 8 is outside the space (dropped at load, one warning); kc odd loads but
+  // fails the template's check when applied
+  const char *text = GOOD_HEAD
+      "{\"device\": \"cpu x\", \"driver\": \"LLVM 1\", \"kernel\": \"cpu.gemm_bf16 ta=0 tb=1 vw=16 threads=1\", \"shape\": \"batch=1 m=8 n=8 k=8\", "
+      "\"knobs\": {\"vw\": 8, \"mr\": 4}, \"time_us\": 1, \"default_time_us\": 2},\n"
+      "{\"device\": \"cpu x\", \"driver\": \"LLVM 1\", \"kernel\": \"cpu.gemm_bf16 ta=0 tb=1 vw=16 threads=1\", \"shape\": \"batch=1 m=8 n=9 k=8\", "
+      "\"knobs\": {\"kc\": 255}, \"time_us\": 1, \"default_time_us\": 2}]}";
+  nc_tunedb *db = load_text("bf16.json", text);
+  cr_assert_eq(nc_tunedb_count(db), 1);
+  cr_assert(warned(db, "entry 0: knob vw=8 is outside 16..16"), "%s", nc_tunedb_nwarnings(db) ? nc_tunedb_warning(db, 0) : "no warning");
+  k = def;
+  st = nc_tune_entry_apply(nc_tunedb_entry(db, 0), sp, &k);
+  cr_assert(st && strstr(nc_status_msg(st), "kc 255 is odd"), "%s", st ? nc_status_msg(st) : "accepted");
+  nc_status_free(st);
+  cr_assert_eq(memcmp(&k, &def, sizeof k), 0, "a rejected entry leaves the knobs alone");
+  nc_tunedb_free(db);
+  // the signatures: the plain fp32 one unchanged, epilogues and bf16 of their own
+  char sig[128];
+  nc_tune_cpu_kernel(5, 16, 2, sig, sizeof sig);
+  cr_assert_str_eq(sig, "cpu.gemm_f32 ta=0 tb=1 sym=1 vw=16 threads=2");
+  nc_tune_cpu_kernel(17, 16, 2, sig, sizeof sig);
+  cr_assert_str_eq(sig, "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=16 threads=2 epi=relu2");
+  nc_tune_cpu_kernel(25, 16, 2, sig, sizeof sig);
+  cr_assert_str_eq(sig, "cpu.gemm_f32 ta=0 tb=1 sym=1 vw=16 threads=2 epi=addend");
+  nc_tune_cpu_kernel(10, 16, 2, sig, sizeof sig);
+  cr_assert_str_eq(sig, "cpu.gemm_bf16 ta=1 tb=0 vw=16 threads=2");
+}
+
+// Machine code for an AVX512_BF16 CPU (Zen 4) of module m, whatever the host: IR verified, the O2
+// pipeline and instruction selection run. NULL or the error.
+static char *emit_for_zen4(LLVMModuleRef m, const char *triple) {
+  char *err = NULL;
+  if (LLVMVerifyModule(m, LLVMReturnStatusAction, &err)) return err;
+  LLVMDisposeMessage(err);
+  err = NULL;
+  LLVMTargetRef target;
+  if (LLVMGetTargetFromTriple(triple, &target, &err)) return err;
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, "znver4", "+avx512f,+avx512bw,+avx512vl,+avx512dq,+avx512bf16,+avx2,+fma",
+                                                    LLVMCodeGenLevelDefault, LLVMRelocPIC, LLVMCodeModelDefault);
+  LLVMPassBuilderOptionsRef pbo = LLVMCreatePassBuilderOptions();
+  LLVMErrorRef e = LLVMRunPasses(m, "default<O2>", tm, pbo);
+  LLVMDisposePassBuilderOptions(pbo);
+  if (e) {
+    err = LLVMGetErrorMessage(e);
+  } else {
+    LLVMMemoryBufferRef buf = NULL;
+    if (!LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &err, &buf)) {
+      if (LLVMGetBufferSize(buf) < 64) err = LLVMCreateMessage("empty object");
+      LLVMDisposeMemoryBuffer(buf);
+    }
+  }
+  LLVMDisposeTargetMachine(tm);
+  return err;
+}
+
+// Every search value of the bf16 table (in a valid combination) compiles in the bf16 emitter with
+// bf16 memory, as the runtime runs it: machine code for Zen 4 on any host (LLVM's X86 target); on a
+// host with AVX512_BF16 the JIT-compiled function also matches a naive loop over the bf16 inputs
+// (edges: M, N not multiples of the blocks, K over two kc blocks, both shares of 2 threads).
+Test(tune, bf16_knob_table_values_compile_and_match, .timeout = 600) {
+  const nc_knob_space *sp = &nc_gemm_bf16_knob_space;
+  nc_jit_options jo = {.no_jit = true};
+  nc_jit *aot, *jit = NULL;
+  cr_assert_null(nc_jit_create(&jo, &aot));
+  bool run = host_has_bf16();
+  if (run) cr_assert_null(nc_jit_create(NULL, &jit));
+  nc_host_cpu zen4 = *nc_jit_cpu(aot);
+  zen4.avx512f = zen4.avx512bf16 = true;
+  nc_gemm_knobs def = nc_gemm_bf16_knobs_default(&zen4);
+  enum { M = 50, N = 200, K = 1600 };
+  uint16_t *a = malloc(sizeof(uint16_t) * M * K), *b = malloc(sizeof(uint16_t) * K * N), *c = malloc(sizeof(uint16_t) * M * N);
+  cr_assert(a && b && c);
+  uint64_t r = 7;
+  for (int i = 0; i < M * K; i++) a[i] = nc_f32_to_bf16((float)(2 * nct_uniform(&r) - 1));
+  for (int i = 0; i < K * N; i++) b[i] = nc_f32_to_bf16((float)(2 * nct_uniform(&r) - 1));
+  int ncomp = 0;
+  for (int i = 0; i < sp->nknobs; i++)
+    for (int v = 0; v < sp->knobs[i].nsearch; v++) {
+      nc_gemm_knobs kn;
+      cr_assert(valid_combo(sp, &def, i, sp->knobs[i].search[v], &kn));
+      if (!memcmp(&kn, &def, sizeof kn) && ncomp) continue;
+      bool ta = ncomp & 2, tb = ncomp & 1;  // every transpose combination in turn
+      char name[48];
+      snprintf(name, sizeof name, "bf16_knob_%d", ncomp++);
+      nc_gemm_spec gs = {.name = name, .ta = ta, .tb = tb, .knobs = kn, .bf16_io = true};
+      LLVMModuleRef m;
+      cr_assert_null(nc_jit_module_new(aot, name, &m));
+      nc_status st = nc_gemm_bf16_emit(m, &zen4, &gs);
+      cr_assert_null(st, "%s=%d: %s", sp->knobs[i].name, sp->knobs[i].search[v], nc_status_msg(st));
+      char *err = emit_for_zen4(m, zen4.triple);
+      LLVMDisposeModule(m);
+      cr_assert_null(err, "%s=%d (ta %d tb %d): %s", sp->knobs[i].name, sp->knobs[i].search[v], ta, tb, err);
+      if (!run) continue;
+      nc_gemm_fn fn;
+      st = nc_gemm_bf16_compile(jit, &gs, &fn);
+      cr_assert_null(st, "%s=%d: %s", sp->knobs[i].name, sp->knobs[i].search[v], nc_status_msg(st));
+      float *work = aligned_alloc(64, (nc_gemm_bf16_workspace_size(&kn, 2) + 63) / 64 * 64);
+      nc_gemm_args ar = {.a = (const float *)a, .b = (const float *)b, .c = (float *)c, .m = M, .n = N, .k = K, .lda = ta ? M : K,
+                         .ldb = tb ? K : N, .ldc = N, .batch = 1, .alpha = 1, .beta = 0, .work = work};
+      memset(c, 0xff, sizeof(uint16_t) * M * N);
+      fn(&ar, 0, 2);  // both shares of a 2-thread split, one after the other
+      fn(&ar, 1, 2);
+      free(work);
+      double worst = 0;
+      for (int q = 0; q < 300; q++) {
+        int ii = q < 2 ? (q ? M - 1 : 0) : (int)(nct_randint(&r, 0, M)), jj = q < 2 ? (q ? N - 1 : 0) : (int)(nct_randint(&r, 0, N));
+        double acc = 0, bound = 0;
+        for (int kk = 0; kk < K; kk++) {
+          double x = nc_bf16_to_f32(a[ta ? kk * M + ii : ii * K + kk]), y = nc_bf16_to_f32(b[tb ? jj * K + kk : kk * N + jj]);
+          acc += x * y, bound += fabs(x * y);
+        }
+        double got = nc_bf16_to_f32(c[ii * N + jj]), e = fabs(got - acc) / (1e-5 * bound + fabs(acc) / 256 + 1e-6);
+        if (!isfinite(got)) e = INFINITY;
+        if (e > worst) worst = e;
+      }
+      cr_assert_leq(worst, 1.0, "%s=%d (ta %d tb %d): error %.3g x tolerance", sp->knobs[i].name, sp->knobs[i].search[v], ta, tb, worst);
+    }
+  cr_assert_gt(ncomp, 20);
+  free(a), free(b), free(c);
+  nc_jit_free(jit);
+  nc_jit_free(aot);
+}
+
+// The tuner over ReLU^2, addend (symmetric too) and bf16 shapes: timed with their epilogue, checked
+// against the reference with it, new signatures; the break hook rejects every non-default candidate.
+Test(tune, cpu_tuning_run_epilogue_and_bf16_shapes, .timeout = 300) {
+  char db_path[600];
+  tpath(db_path, sizeof db_path, "epi.json");
+  nc_tunedb *db;
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  bool bf = host_has_bf16();
+  nc_tune_shape shapes[4] = {{.variant = 16 + 1, .batch = 1, .m = TM, .n = TN, .k = TK, .count = 2},   // ReLU^2 (x w^T)
+                             {.variant = 20 + 1, .batch = 2, .m = 33, .n = TN, .k = 400, .count = 1},  // addend, two K blocks
+                             {.variant = 24 + 1, .batch = 1, .m = 40, .n = 40, .k = 24, .count = 1},   // X X^T + E (sym)
+                             {.variant = 8 + 1, .batch = 1, .m = TM, .n = 130, .k = 900, .count = 1}}; // bf16 buffers
+  int n = bf ? 4 : 3;
+  nc_tune_result res[4];
+  nc_tune_opts o = {.dev = {.kind = NC_DEV_CPU, .threads = 2}, .budget_s = 10.0};
+  nc_status st = nc_tune_run(shapes, n, &o, db, res);
+  if (st && nc_status_code(st) == NC_E_UNSUPPORTED) {
+    nc_status_free(st);
+    nc_tunedb_free(db);
+    cr_skip_test("no LLVM");
+  }
+  cr_assert_null(st, "%s", nc_status_msg(st));
+  const char *want[4] = {"cpu.gemm_f32 ta=0 tb=1 sym=0 vw=", "cpu.gemm_f32 ta=0 tb=1 sym=0 vw=", "cpu.gemm_f32 ta=0 tb=1 sym=1 vw=",
+                         "cpu.gemm_bf16 ta=0 tb=1 vw=16 threads=2"};
+  const char *tail[4] = {"threads=2 epi=relu2", "threads=2 epi=addend", "threads=2 epi=addend", "threads=2"};
+  for (int i = 0; i < n; i++) {
+    cr_assert(res[i].tuned, "shape %d tuned", i);
+    cr_assert_eq(res[i].rejected, 0, "shape %d: no correct candidate is rejected", i);
+    cr_assert(strstr(res[i].kernel, want[i]) == res[i].kernel && strlen(res[i].kernel) >= strlen(tail[i]) &&
+                  !strcmp(res[i].kernel + strlen(res[i].kernel) - strlen(tail[i]), tail[i]),
+              "%s", res[i].kernel);
+  }
+  cr_assert_eq(nc_tunedb_count(db), n);
+  nc_tunedb_free(db);
+  // every non-default candidate corrupted: all rejected, the defaults win
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  o.break_candidates = true;
+  o.budget_s = 2.0 * n;
+  o.seed = 7;
+  cr_assert_null(nc_tune_run(shapes, n, &o, db, res));
+  for (int i = 0; i < n; i++) {
+    cr_assert_gt(res[i].rejected, 0, "shape %d: candidates tried %d", i, res[i].tried);
+    cr_assert(res[i].is_default, "shape %d", i);
+    cr_assert_eq(res[i].tried, res[i].rejected + 1, "shape %d: %d tried, %d rejected", i, res[i].tried, res[i].rejected);
+  }
+  nc_tunedb_free(db);
+}
+
+enum { RN = 29, BN = 41 };
+static nc_graph *addend_graph(void) {  // y = x w^T + r: the addend (alpha 1, beta 1)
+  nc_graph *g = nc_graph_new("tune_add");
+  nc_dim dx[2] = {nc_dim_const(TM), nc_dim_const(TK)}, dw[2] = {nc_dim_const(TN), nc_dim_const(TK)}, dr[2] = {nc_dim_const(TM), nc_dim_const(TN)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 2, dx));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  nc_id r = nc_leaf(g, NC_OP_PARAM, "r", nc_type_make(NC_F32, 2, dr));
+  cr_assert_null(nc_graph_set_output(g, "y", nc_op2(g, NC_OP_ADD, nc_b_matmul(g, x, w, false, true), r)));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+static nc_graph *relu2_graph(void) {  // y = relu(x w^T)^2: the ReLU^2 epilogue
+  nc_graph *g = nc_graph_new("tune_relu2");
+  nc_dim dx[2] = {nc_dim_const(TM), nc_dim_const(TK)}, dw[2] = {nc_dim_const(RN), nc_dim_const(TK)};
+  nc_id x = nc_leaf(g, NC_OP_PARAM, "x", nc_type_make(NC_F32, 2, dx));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_F32, 2, dw));
+  cr_assert_null(nc_graph_set_output(g, "y", nc_op1(g, NC_OP_SQUARE, nc_op1(g, NC_OP_RELU, nc_b_matmul(g, x, w, false, true)))));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+static nc_graph *bf16_graph(void) {  // y = x w^T in bf16 buffers: the bf16 GEMM
+  nc_graph *g = nc_graph_new("tune_bf16");
+  nc_dim dx[2] = {nc_dim_const(TM), nc_dim_const(TK)}, dw[2] = {nc_dim_const(BN), nc_dim_const(TK)};
+  nc_id x = nc_leaf(g, NC_OP_INPUT, "x", nc_type_make(NC_BF16, 2, dx));
+  nc_id w = nc_leaf(g, NC_OP_PARAM, "w", nc_type_make(NC_BF16, 2, dw));
+  cr_assert_null(nc_graph_set_output(g, "y", nc_b_matmul(g, x, w, false, true)));
+  cr_assert_null(nc_graph_take_error(g));
+  return g;
+}
+static const gemm_case addend_case = {"addend", addend_graph, 20 + 1, TM, TN, TK, 3, {"x", "w", "r"}, NC_F32, {{TM, TK}, {TN, TK}, {TM, TN}}, 1e-5};
+static const gemm_case relu2_case = {"relu2", relu2_graph, 16 + 1, TM, RN, TK, 2, {"x", "w"}, NC_F32, {{TM, TK}, {RN, TK}}, 1e-5};
+static const gemm_case bf16_case = {"bf16", bf16_graph, 8 + 1, TM, BN, TK, 2, {"x", "w"}, NC_BF16, {{TM, TK}, {BN, TK}}, 1e-2};
+
+Test(tune, cpu_compile_uses_entries_for_epilogue_and_bf16_launches, .timeout = 300) {
+  char db_path[600];
+  tpath(db_path, sizeof db_path, "cpu_epi.json");
+  bool bf = host_has_bf16();
+  const gemm_case *cases[3] = {&relu2_case, &addend_case, &bf16_case};
+  int n = bf ? 3 : 2;
+  nc_gemm_knobs kn;
+  // (the bf16 case too without AVX512_BF16: its matmul then runs the fp32 GEMM on widened copies)
+  for (int i = 0; i < 3; i++) cr_assert_not(cpu_compile_and_check_case(db_path, cases[i], &kn), "%s: no database: defaults", cases[i]->what);
+  const char *good[3] = {"{\"mr\": 4, \"nr\": 32, \"kc\": 16, \"mc\": 48, \"nc\": 96, \"ku\": 2, \"order\": 0}",
+                         "{\"mr\": 8, \"nr\": 16, \"kc\": 32, \"mc\": 48, \"nc\": 64, \"ku\": 1, \"order\": 0}",
+                         "{\"mr\": 4, \"nr\": 32, \"kc\": 16, \"mc\": 48, \"nc\": 96, \"ku\": 2, \"order\": 0}"};
+  write_cpu_entries(db_path, NULL, cases, good, n);
+  for (int i = 0; i < n; i++) {
+    cr_assert(cpu_compile_and_check_case(db_path, cases[i], &kn), "%s: the entry is used", cases[i]->what);
+    cr_assert(kn.mr == (i == 1 ? 8 : 4) && kn.kc == (i == 1 ? 32 : 16) && kn.order == 0, "%s: mr %d kc %d", cases[i]->what, kn.mr, kn.kc);
+  }
+  cr_assert_not(cpu_compile_and_check(db_path, &kn), "the plain GEMM of the addend's shape keeps its defaults (its own signature)");
+  // stale or invalid entries: warned about, the defaults run
+  write_cpu_entries(db_path, "LLVM 0.1-old", cases, good, n);
+  for (int i = 0; i < n; i++) cr_assert_not(cpu_compile_and_check_case(db_path, cases[i], &kn), "%s: another driver", cases[i]->what);
+  if (bf) {
+    const char *bad[2] = {"{\"kc\": 33}", "{\"vw\": 8}"};
+    for (int i = 0; i < 2; i++) {
+      write_cpu_entries(db_path, NULL, &cases[2], &bad[i], 1);
+      cr_assert_not(cpu_compile_and_check_case(db_path, &bf16_case, &kn), "bf16 %s: ignored", bad[i]);
+      nc_gemm_knobs def = nc_gemm_bf16_knobs_default(NULL);
+      cr_assert_eq(memcmp(&kn, &def, sizeof kn), 0, "the bf16 defaults run");
+    }
+  }
 }
 
 // ---- OpenCL (PoCL): tuning, and the program picks the entry up ------------------------
@@ -725,7 +1043,7 @@ Test(tune, cli_bad_input_gives_clear_errors) {
       {"models/specs/tiny.xml --batch 0", "--batch wants"},
       {"models/specs/tiny.xml --seq 999", "exceeds the spec's sequence_len"},
       {"models/specs/tiny.xml --precision fp8", "fp8"},
-      {"models/specs/tiny.xml --precision bf16", "opencl devices only"},
+      {"models/specs/tiny.xml --device cpu:avx2 --precision bf16", "no AVX512_BF16"},
       {"models/specs/nope.xml", "nope.xml"},
       {"models/specs/tiny.xml extra", "unexpected argument 'extra'"},
       {"--frobnicate", "usage"},
@@ -753,5 +1071,22 @@ Test(tune, cli_tiny_run_writes_the_database) {
   // --list prints the shapes without tuning
   rc = run_cli("models/specs/tiny.xml --batch 1 --seq 8 --list", out, sizeof out);
   cr_assert_eq(rc, 0, "%s", out);
-  cr_assert(strstr(out, "GEMM shapes in the training step") && strstr(out, "ta=0 tb=1 sym=0 batch=1 m=8"), "%s", out);
+  cr_assert(strstr(out, "GEMM shapes in the training step") && strstr(out, "fp32 ta=0 tb=1 sym=0 epi=none batch=1 m=8"), "%s", out);
+  cr_assert(strstr(out, "epi=relu2") && strstr(out, "epi=addend"), "the epilogue GEMMs are listed:\n%s", out);
+  // --precision bf16: the bf16 model's GEMMs (bf16 buffers), tuned where the CPU has AVX512_BF16
+  rc = run_cli("models/specs/tiny.xml --batch 1 --seq 8 --precision bf16 --list", out, sizeof out);
+  if (!host_has_bf16()) {
+    cr_assert(rc == 2 && strstr(out, "no AVX512_BF16"), "%s", out);
+    return;
+  }
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "bf16 ta=0 tb=1 sym=0 epi=none batch=1 m=8"), "%s", out);
+  snprintf(args, sizeof args, "models/specs/tiny.xml --batch 1 --seq 8 --precision bf16 --budget 3 --threads 1 --db '%s'", db_path);
+  rc = run_cli(args, out, sizeof out);
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert_null(nc_tunedb_load(db_path, false, &db));
+  int nbf = 0;
+  for (int i = 0; i < nc_tunedb_count(db); i++) nbf += strstr(nc_tunedb_entry(db, i)->kernel, "cpu.gemm_bf16 ta=") == nc_tunedb_entry(db, i)->kernel;
+  cr_assert_gt(nbf, 0, "bf16 entries written:\n%s", out);
+  nc_tunedb_free(db);
 }

@@ -20,6 +20,7 @@
 #include "runtime/tunedb.h"
 #include "runtime/tuner.h"
 #include "tests/support/cli_util.h"
+#include "tests/support/tune_util.h"
 
 #define NEED_OPENCL()                                                                  \
   do {                                                                                 \
@@ -28,19 +29,8 @@
 
 static char tmpdir[512];
 
-static void setup(void) {
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nc_test_tune_flash_%d", (int)getpid());
-  char cmd[1200];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", tmpdir, tmpdir);
-  cr_assert_eq(system(cmd), 0);
-}
-
-static void teardown(void) {
-  char cmd[1200];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd)) {
-  }
-}
+static void setup(void) { nc_test_scratch_make(tmpdir, sizeof tmpdir, "nc_test_tune_flash"); }
+static void teardown(void) { nc_test_scratch_remove(tmpdir); }
 
 TestSuite(tune_flash, .init = setup, .fini = teardown);
 
@@ -48,17 +38,32 @@ TestSuite(tune_flash, .init = setup, .fini = teardown);
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) { return "leak:libpocl.so\nleak:libLLVM-15.so\n"; }
 
-static void write_text(const char *path, const char *text) {
-  FILE *f = fopen(path, "w");
-  cr_assert_not_null(f, "%s", path);
-  fputs(text, f);
-  fclose(f);
+#define write_text nc_test_write_text
+#define warned nc_test_tunedb_warned
+#define entry nc_test_ocl_entry
+#define HEAD NC_TEST_TUNEDB_HEAD
+
+// A database at path of n entries of kernel for device d: es[i] = {shape, knobs as JSON text}.
+static void write_entries(const char *path, const nc_ocl_device_desc *d, const char *kernel, const char *const (*es)[2], int n) {
+  char text[16384] = HEAD, e[2048];
+  for (int i = 0; i < n; i++) {
+    nc_test_ocl_entry(e, sizeof e, d, kernel, es[i][0], es[i][1]);
+    cr_assert_lt(strlen(text) + strlen(e) + 3, sizeof text);
+    strcat(text, e), strcat(text, i + 1 < n ? ",\n" : "");
+  }
+  strcat(text, "]}");
+  nc_test_write_text(path, text);
 }
 
-static bool warned(const nc_tunedb *db, const char *needle) {
-  for (int i = 0; i < nc_tunedb_nwarnings(db); i++)
-    if (strstr(nc_tunedb_warning(db, i), needle)) return true;
-  return false;
+// Loads path, checks that `loaded` entries survived the load, and selects the class's work-groups over
+// the device defaults into wg; returns the slots set (*db stays open for its warnings).
+static int load_and_select(const char *path, const nc_ocl_device_desc *d, int loaded, nc_ocl_loop_class cls, int max_wg, nc_tunedb **db,
+                           int wg[NC_OCL_WG_SLOTS]) {
+  cr_assert_null(nc_tunedb_load(path, false, db));
+  cr_assert_eq(nc_tunedb_count(*db), loaded, "%d entries loaded", nc_tunedb_count(*db));
+  nc_ocl_knobs kn;
+  nc_ocl_knobs_default(d->gpu, &kn);
+  return nc_ocl_wg_select(*db, d, &kn, cls, max_wg, wg);
 }
 
 static void expect_bad(const nc_knob_space *sp, const void *k, const char *want) {
@@ -152,16 +157,6 @@ Test(tune_flash, loop_knob_space_and_buckets) {
 }
 
 // ---- database entries -----------------------------------------------------------------
-#define HEAD "{\"format\": \"nanochat-c tuning database\", \"version\": 1, \"entries\": ["
-
-// An entry for this PoCL device (kernel, shape, knobs as JSON text).
-static void entry(char *buf, size_t n, const nc_ocl_device_desc *d, const char *kernel, const char *shape, const char *knobs) {
-  char device[192], driver[192];
-  nc_tune_ocl_ids(d, device, sizeof device, driver, sizeof driver);
-  snprintf(buf, n, "{\"device\": \"%s\", \"driver\": \"%s\", \"kernel\": \"%s\", \"shape\": \"%s\", \"knobs\": %s, \"time_us\": 1, \"default_time_us\": 2}",
-           device, driver, kernel, shape, knobs);
-}
-
 Test(tune_flash, bad_entries_are_ignored_with_a_warning) {
   NEED_OPENCL();
   nc_ocl_device_desc d;
@@ -211,8 +206,8 @@ Test(tune_flash, bad_entries_are_ignored_with_a_warning) {
   cr_assert_eq(nc_ocl_flash_select(db, &d, 0, 32, 16, &def, ft, 8, &nsets), 0);
   nc_ocl_knobs kn;
   nc_ocl_knobs_default(d.gpu, &kn);
-  int wg[NC_OCL_LOOP_BUCKETS];
-  cr_assert_eq(nc_ocl_loop_select(db, &d, &kn, wg), 1);
+  int wg[NC_OCL_WG_SLOTS];
+  cr_assert_eq(nc_ocl_wg_select(db, &d, &kn, NC_OCL_LOOP_ELEMENTWISE, 0, wg), 1);
   cr_assert_eq(wg[10], 128);
   cr_assert_eq(wg[11], 0);
   cr_assert(warned(db, "row_wg=48"), "loop entry 6");
@@ -276,44 +271,68 @@ static double rel_err(const nc_tensor *a, const nc_tensor *b) {
   return e / m;
 }
 
+// g0 (kept) planned as the device plans it and compiled on PoCL with NC_TUNE_DB = db_path, run on the
+// feeds f; every output checked against the interpreter within tol. The compilation stays open for its
+// counters and launches (compiled_free).
+typedef struct {
+  nc_graph *g;
+  nc_plan *p;
+  nc_ocl *c;
+} compiled;
+
+static compiled compile_and_check(const char *db_path, const nc_graph *g0, const nc_feed *f, int nf, double tol) {
+  compiled x = {0};
+  setenv("NC_TUNE_DB", db_path, 1);
+  cr_assert_null(nc_graph_copy(g0, &x.g));
+  x.p = plan_of(&x.g);
+  nc_ocl_opts oo = {.select = ""};
+  nc_status st = nc_ocl_compile(x.p, &oo, &x.c);
+  unsetenv("NC_TUNE_DB");
+  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
+  int nout = nc_graph_noutputs(g0);
+  cr_assert_leq(nout, 8);
+  nc_tensor got[8] = {0}, want[8] = {0};
+  st = nc_ocl_run(x.c, x.g, x.p, f, nf, got);
+  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
+  cr_assert_null(nc_interp_run(g0, f, nf, want));
+  for (int k = 0; k < nout; k++) {
+    double e = rel_err(&got[k], &want[k]);
+    cr_assert_lt(e, tol, "output %d: %g of the interpreter", k, e);
+    nc_tensor_free(&got[k]);
+    nc_tensor_free(&want[k]);
+  }
+  return x;
+}
+
+static void compiled_free(compiled *x) {
+  nc_ocl_free(x->c);
+  nc_plan_free(x->p);
+  nc_graph_free(x->g);
+}
+
+// An f32 input of shape (rank, shape) filled with sin(w*j + i), fed as name.
+static nc_feed sin_input(nc_tensor *t, const char *name, int rank, const int64_t *shape, double w, int i) {
+  cr_assert_null(nc_tensor_alloc(t, NC_F32, rank, shape));
+  for (int64_t j = 0; j < nc_tensor_numel(t); j++) ((float *)t->data)[j] = (float)sin(w * (double)j + i);
+  return (nc_feed){name, t};
+}
+
 // Compiles and runs attn_graph on PoCL (fp32 tiles) with NC_TUNE_DB = db_path; checks every output
 // against the interpreter; returns the tuned block sets, and the tuned flash calls and loop launches.
 static int attn_compile_and_check(const char *db_path, int64_t *fcalls, int64_t *lcalls) {
-  setenv("NC_TUNE_DB", db_path, 1);
-  nc_graph *g0 = attn_graph(), *g;
-  cr_assert_null(nc_graph_copy(g0, &g));
-  nc_plan *p = plan_of(&g);
-  nc_ocl_opts oo = {.select = ""};
-  nc_ocl *c = NULL;
-  nc_status st = nc_ocl_compile(p, &oo, &c);
-  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
-  int sets = nc_ocl_flash_tuned_sets(c);
+  nc_graph *g0 = attn_graph();
   nc_tensor in[6];
   const char *nm[6] = {"q", "k", "v", "dout", "a", "b"};
   int64_t shq[4] = {AB, AT, AHQ, AD}, shk[4] = {AB, AT, AHKV, AD}, shl[1] = {9000};
   nc_feed f[6];
-  for (int i = 0; i < 6; i++) {
-    cr_assert_null(nc_tensor_alloc(&in[i], NC_F32, i >= 4 ? 1 : 4, i >= 4 ? shl : (i == 1 || i == 2) ? shk : shq));
-    for (int64_t j = 0; j < nc_tensor_numel(&in[i]); j++) ((float *)in[i].data)[j] = (float)sin(0.731 * (double)j + i);
-    f[i] = (nc_feed){nm[i], &in[i]};
-  }
-  nc_tensor got[5] = {0}, want[5] = {0};
-  cr_assert_null(nc_ocl_run(c, g, p, f, 6, got));
-  cr_assert_null(nc_interp_run(g0, f, 6, want));
-  for (int k = 0; k < 5; k++) {
-    double e = rel_err(&got[k], &want[k]);
-    cr_assert_lt(e, 1e-4, "output %d: %g of the interpreter", k, e);
-    nc_tensor_free(&got[k]);
-    nc_tensor_free(&want[k]);
-  }
-  *fcalls = nc_ocl_flash_tuned_calls(c);
-  *lcalls = nc_ocl_loop_tuned_calls(c);
+  for (int i = 0; i < 6; i++) f[i] = sin_input(&in[i], nm[i], i >= 4 ? 1 : 4, i >= 4 ? shl : (i == 1 || i == 2) ? shk : shq, 0.731, i);
+  compiled x = compile_and_check(db_path, g0, f, 6, 1e-4);
+  int sets = nc_ocl_flash_tuned_sets(x.c);
+  *fcalls = nc_ocl_flash_tuned_calls(x.c);
+  *lcalls = nc_ocl_loop_tuned_calls(x.c);
   for (int i = 0; i < 6; i++) nc_tensor_free(&in[i]);
-  nc_ocl_free(c);
-  nc_plan_free(p);
-  nc_graph_free(g);
+  compiled_free(&x);
   nc_graph_free(g0);
-  unsetenv("NC_TUNE_DB");
   return sets;
 }
 
@@ -371,16 +390,16 @@ Test(tune_flash, tuning_runs_record_entries_and_the_hook_rejects_candidates) {
   cr_assert(r.is_default);
   cr_assert_eq(nc_tunedb_count(db), 1, "the same key: replaced");
   // the loop space: every search value of one bucket, then the hook
-  nc_tune_loop_shape ls = {.bucket = 12, .count = 3, .items = 5000};
+  nc_tune_wg_shape ls = {.bucket = 12, .count = 3, .items = 5000};
   o.break_candidates = false, o.budget_s = 5;
-  cr_assert_null(nc_tune_loop_run(&ls, 1, &o, db, &r));
+  cr_assert_null(nc_tune_wg_run(NC_OCL_LOOP_ELEMENTWISE, &ls, 1, &o, db, &r));
   cr_assert(r.tuned);
   cr_assert_str_eq(r.kernel, "ocl.loop class=loop");
   cr_assert_str_eq(r.shape, "items=2^12");
   cr_assert_eq(r.tried, 6, "the default and the five other loop_wg values");
   cr_assert_eq(r.rejected, 0);
   o.break_candidates = true;
-  cr_assert_null(nc_tune_loop_run(&ls, 1, &o, db, &r));
+  cr_assert_null(nc_tune_wg_run(NC_OCL_LOOP_ELEMENTWISE, &ls, 1, &o, db, &r));
   cr_assert_eq(r.rejected, 5);
   cr_assert(r.is_default);
   cr_assert_eq(nc_tunedb_count(db), 2);
@@ -463,42 +482,20 @@ enum { RR = 48, RC = 64, RR2 = 16, RC2 = 200 };
 // y = rmsnorm(x) over (RR, RC) and y2 = rmsnorm(x2) over (RR2, RC2) on PoCL with NC_TUNE_DB = db_path,
 // both checked against the interpreter within 1e-5; returns the kernels emitted with a tuned row_wg.
 static int rows_compile_and_check(const char *db_path) {
-  setenv("NC_TUNE_DB", db_path, 1);
-  nc_graph *g0 = nc_graph_new("tune_rows"), *g;
+  nc_graph *g0 = nc_graph_new("tune_rows");
   nc_dim d1[2] = {nc_dim_const(RR), nc_dim_const(RC)}, d2[2] = {nc_dim_const(RR2), nc_dim_const(RC2)};
   nc_id x = nc_leaf(g0, NC_OP_INPUT, "x", nc_type_make(NC_F32, 2, d1)), x2 = nc_leaf(g0, NC_OP_INPUT, "x2", nc_type_make(NC_F32, 2, d2));
   cr_assert_null(nc_graph_set_output(g0, "y", nc_b_rms_norm(g0, x, 1e-6)));
   cr_assert_null(nc_graph_set_output(g0, "y2", nc_b_rms_norm(g0, x2, 1e-6)));
   cr_assert_null(nc_graph_error(g0));
-  cr_assert_null(nc_graph_copy(g0, &g));
-  nc_plan *p = plan_of(&g);
-  nc_ocl_opts oo = {.select = ""};
-  nc_ocl *c = NULL;
-  nc_status st = nc_ocl_compile(p, &oo, &c);
-  cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
-  int tuned = nc_ocl_row_tuned_kernels(c);
   nc_tensor in[2];
   int64_t s1[2] = {RR, RC}, s2[2] = {RR2, RC2};
-  cr_assert_null(nc_tensor_alloc(&in[0], NC_F32, 2, s1));
-  cr_assert_null(nc_tensor_alloc(&in[1], NC_F32, 2, s2));
-  for (int i = 0; i < 2; i++)
-    for (int64_t j = 0; j < nc_tensor_numel(&in[i]); j++) ((float *)in[i].data)[j] = (float)sin(0.377 * (double)j + i);
-  nc_feed f[2] = {{"x", &in[0]}, {"x2", &in[1]}};
-  nc_tensor got[2] = {0}, want[2] = {0};
-  cr_assert_null(nc_ocl_run(c, g, p, f, 2, got));
-  cr_assert_null(nc_interp_run(g0, f, 2, want));
-  for (int k = 0; k < 2; k++) {
-    double e = rel_err(&got[k], &want[k]);
-    cr_assert_lt(e, 1e-5, "output %d: %g of the interpreter", k, e);
-    nc_tensor_free(&got[k]);
-    nc_tensor_free(&want[k]);
-  }
+  nc_feed f[2] = {sin_input(&in[0], "x", 2, s1, 0.377, 0), sin_input(&in[1], "x2", 2, s2, 0.377, 1)};
+  compiled c = compile_and_check(db_path, g0, f, 2, 1e-5);
+  int tuned = nc_ocl_row_tuned_kernels(c.c);
   for (int i = 0; i < 2; i++) nc_tensor_free(&in[i]);
-  nc_ocl_free(c);
-  nc_plan_free(p);
-  nc_graph_free(g);
+  compiled_free(&c);
   nc_graph_free(g0);
-  unsetenv("NC_TUNE_DB");
   return tuned;
 }
 
@@ -507,27 +504,19 @@ Test(tune_flash, row_entries_are_emitted_and_bad_ones_ignored) {
   nc_ocl_device_desc d;
   cr_assert_null(nc_ocl_select("", &d));
   cr_assert_eq(rows_compile_and_check("off"), 0, "no database: nothing tuned");
-  char path[600], text[8192] = HEAD, e[2048];
+  char path[600];
   snprintf(path, sizeof path, "%s/rows.json", tmpdir);
   // cols=2^6: row_wg 16 (PoCL's default is 4); cols=2^7 (the 200-wide rows): row_wg 3, not a power of
   // two; cols=var: row_wg 4096, out of range (dropped on load); a malformed bucket
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^6", "{\"loop_wg\": 64, \"row_wg\": 16}");
-  strcat(text, e), strcat(text, ",\n");
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^7", "{\"row_wg\": 3}");
-  strcat(text, e), strcat(text, ",\n");
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=var", "{\"row_wg\": 4096}");
-  strcat(text, e), strcat(text, ",\n");
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=200", "{\"row_wg\": 8}");
-  strcat(text, e), strcat(text, "]}");
-  write_text(path, text);
+  const char *const es[][2] = {{"cols=2^6", "{\"loop_wg\": 64, \"row_wg\": 16}"}, {"cols=2^7", "{\"row_wg\": 3}"}, {"cols=var", "{\"row_wg\": 4096}"},
+                               {"cols=200", "{\"row_wg\": 8}"}};
+  write_entries(path, &d, "ocl.loop class=row", es, 4);
   nc_tunedb *db;
-  cr_assert_null(nc_tunedb_load(path, false, &db));
-  cr_assert_eq(nc_tunedb_count(db), 3, "row_wg=4096 dropped on load");
-  cr_assert(warned(db, "row_wg=4096"), "out of range");
+  int rw[NC_OCL_WG_SLOTS];
+  cr_assert_eq(load_and_select(path, &d, 3, NC_OCL_LOOP_ROW, 0, &db, rw), 1);
+  cr_assert(warned(db, "row_wg=4096"), "out of range: dropped on load");
   nc_ocl_knobs kn;
   nc_ocl_knobs_default(d.gpu, &kn);
-  int rw[NC_OCL_ROW_SLOTS];
-  cr_assert_eq(nc_ocl_row_select(db, &d, &kn, rw), 1);
   cr_assert_eq(rw[6], 16);
   cr_assert_eq(rw[7], 0);
   cr_assert_eq(rw[nc_ocl_row_slot(NC_OCL_ROW_VAR)], 0);
@@ -535,62 +524,365 @@ Test(tune_flash, row_entries_are_emitted_and_bad_ones_ignored) {
   cr_assert(warned(db, "is not 'cols=2^K'"), "malformed bucket");
   cr_assert_eq(nc_tunedb_nwarnings(db), 3, "%d warnings", nc_tunedb_nwarnings(db));
   // the loop class does not read row entries, and vice versa
-  int wg[NC_OCL_LOOP_BUCKETS];
-  cr_assert_eq(nc_ocl_loop_select(db, &d, &kn, wg), 0);
+  int wg[NC_OCL_WG_SLOTS];
+  cr_assert_eq(nc_ocl_wg_select(db, &d, &kn, NC_OCL_LOOP_ELEMENTWISE, 0, wg), 0);
+  cr_assert_eq(nc_ocl_wg_select(db, &d, &kn, NC_OCL_LOOP_REDUCE, 0, wg), 0);
   nc_tunedb_free(db);
   // a compilation: the 64-wide RMSNorm's row kernels get row_wg 16, the 200-wide ones keep the default
   int t = rows_compile_and_check(path);
   cr_assert_geq(t, 1, "the 64-wide rows were emitted with the tuned row_wg");
   // the same with the 200-wide bucket tuned too: more kernels take a tuned work-group
-  char text2[8192] = HEAD;
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^6", "{\"row_wg\": 16}");
-  strcat(text2, e), strcat(text2, ",\n");
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^7", "{\"row_wg\": 32}");
-  strcat(text2, e), strcat(text2, "]}");
-  write_text(path, text2);
+  const char *const es2[][2] = {{"cols=2^6", "{\"row_wg\": 16}"}, {"cols=2^7", "{\"row_wg\": 32}"}};
+  write_entries(path, &d, "ocl.loop class=row", es2, 2);
   cr_assert_eq(rows_compile_and_check(path), 2 * t, "both widths' row kernels tuned");
   // an entry equal to the default changes nothing
-  char text3[4096] = HEAD, kb[64];
+  char kb[64];
   snprintf(kb, sizeof kb, "{\"row_wg\": %d}", kn.row_wg);
-  entry(e, sizeof e, &d, "ocl.loop class=row", "cols=2^6", kb);
-  strcat(text3, e), strcat(text3, "]}");
-  write_text(path, text3);
+  const char *const es3[][2] = {{"cols=2^6", kb}};
+  write_entries(path, &d, "ocl.loop class=row", es3, 1);
   cr_assert_eq(rows_compile_and_check(path), 0);
 }
 
-Test(tune_flash, row_tuning_records_entries_and_the_hook_rejects_candidates) {
-  NEED_OPENCL();
-  char path[600];
-  snprintf(path, sizeof path, "%s/rowrun.json", tmpdir);
+// A tuning run of one bucket of class cls (the default and at least one candidate, none rejected),
+// then the same with the test hook (every other candidate rejected: the default kept, the entry
+// replaced); then `nanochat tune` over the tiny spec with --only <only> (with NC_TUNE_TEST_BREAK when
+// hook), whose entries are all the class's and read back without warnings. Returns the first run's
+// entry's value of the class's knob and the command's output in out.
+static int wg_tuning_checks(nc_ocl_loop_class cls, const nc_tune_wg_shape *ws, const char *only, const char *shape, char *out, size_t nout) {
+  static const char *knob[3] = {"loop_wg", "row_wg", "reduce_wg"};
+  char path[600], kernel[64];
+  nc_ocl_loop_signature(cls, kernel, sizeof kernel);
+  snprintf(path, sizeof path, "%s/%srun.json", tmpdir, only);
   nc_tunedb *db;
   cr_assert_null(nc_tunedb_load(path, false, &db));
-  nc_tune_row_shape rs = {.bucket = 6, .count = 4, .rows = 32, .cols = 64};
   nc_tune_opts o = {.dev = {.kind = NC_DEV_OPENCL}, .budget_s = 6};
   nc_tune_result r;
-  cr_assert_null(nc_tune_row_run(&rs, 1, &o, db, &r));
+  cr_assert_null(nc_tune_wg_run(cls, ws, 1, &o, db, &r));
   cr_assert(r.tuned);
-  cr_assert_str_eq(r.kernel, "ocl.loop class=row");
-  cr_assert_str_eq(r.shape, "cols=2^6");
+  cr_assert_str_eq(r.kernel, kernel);
+  cr_assert_str_eq(r.shape, shape);
   cr_assert_gt(r.tried, 1, "the default and at least one candidate");
   cr_assert_eq(r.rejected, 0);
-  cr_assert(strstr(r.knobs, "row_wg="), "%s", r.knobs);
-  o.break_candidates = true;
-  cr_assert_null(nc_tune_row_run(&rs, 1, &o, db, &r));
+  cr_assert(strstr(r.knobs, knob[cls]), "%s", r.knobs);
+  cr_assert_eq(nc_tunedb_count(db), 1);
+  const nc_tune_entry *e = nc_tunedb_entry(db, 0);
+  int v = -1;
+  for (int i = 0; i < e->nknobs; i++)
+    if (!strcmp(e->knob_names[i], knob[cls])) v = e->knob_values[i];
+  o.break_candidates = true;  // every non-default candidate's output is corrupted: all rejected
+  cr_assert_null(nc_tune_wg_run(cls, ws, 1, &o, db, &r));
   cr_assert_gt(r.tried, 1);
   cr_assert_eq(r.rejected, r.tried - 1);
   cr_assert(r.is_default);
   cr_assert_eq(nc_tunedb_count(db), 1, "the same key: replaced");
   nc_tunedb_free(db);
-  // the tiny spec's step: nanochat tune --only row records its buckets
-  char cmd[1024], out[16384];
-  snprintf(cmd, sizeof cmd, "tune models/specs/tiny.xml --device opencl --batch 2 --seq 16 --only row --budget 8 --db %s/tiny.json", tmpdir);
-  int rc = nc_test_cli(cmd, out, sizeof out);
+  // the tiny spec's step: nanochat tune --only <only> records its buckets
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "tune models/specs/tiny.xml --device opencl --batch 2 --seq 16 --only %s --budget 8 --db %s/tiny-%s.json", only, tmpdir, only);
+  int rc = nc_test_cli(cmd, out, nout);
   cr_assert_eq(rc, 0, "%s", out);
-  cr_assert(strstr(out, "ocl.loop class=row") && strstr(out, "cols=2^"), "%s", out);
-  snprintf(path, sizeof path, "%s/tiny.json", tmpdir);
+  cr_assert(strstr(out, kernel), "%s", out);
+  snprintf(path, sizeof path, "%s/tiny-%s.json", tmpdir, only);
   cr_assert_null(nc_tunedb_load(path, false, &db));
   cr_assert_geq(nc_tunedb_count(db), 1, "%s", out);
-  for (int i = 0; i < nc_tunedb_count(db); i++) cr_assert_str_eq(nc_tunedb_entry(db, i)->kernel, "ocl.loop class=row");
+  for (int i = 0; i < nc_tunedb_count(db); i++) cr_assert_str_eq(nc_tunedb_entry(db, i)->kernel, kernel);
   cr_assert_eq(nc_tunedb_nwarnings(db), 0);
   nc_tunedb_free(db);
+  return v;
+}
+
+Test(tune_flash, row_tuning_records_entries_and_the_hook_rejects_candidates) {
+  NEED_OPENCL();
+  nc_tune_wg_shape rs = {.bucket = 6, .count = 4, .rows = 32, .cols = 64};
+  char out[16384];
+  int v = wg_tuning_checks(NC_OCL_LOOP_ROW, &rs, "row", "cols=2^6", out, sizeof out);
+  cr_assert(v >= 2 && !(v & (v - 1)), "row_wg %d", v);
+  cr_assert(strstr(out, "cols=2^"), "%s", out);
+}
+
+// ---- whole-buffer reductions (ocl.loop class=reduce) -------------------------------------
+enum { RN = 1000, RN2 = 5000 };
+
+// s = sum(x) over RN items and m = max(x2) over RN2: two whole-buffer reductions (buckets 2^9, 2^12).
+static nc_graph *reduce_graph(int sym) {
+  nc_graph *g = nc_graph_new("tune_reduce");
+  int t = 0;
+  if (sym) cr_assert_null(nc_graph_sym(g, "T", &t));
+  nc_dim d1[1] = {sym ? nc_dim_sym(t) : nc_dim_const(RN)}, d2[1] = {nc_dim_const(RN2)};
+  nc_id x = nc_leaf(g, NC_OP_INPUT, "x", nc_type_make(NC_F32, 1, d1)), x2 = nc_leaf(g, NC_OP_INPUT, "x2", nc_type_make(NC_F32, 1, d2));
+  cr_assert_null(nc_graph_set_output(g, "s", nc_b_reduce(g, NC_OP_REDUCE_SUM, x, 1, false)));
+  cr_assert_null(nc_graph_set_output(g, "m", nc_b_reduce(g, NC_OP_REDUCE_MAX, x2, 1, false)));
+  cr_assert_null(nc_graph_error(g));
+  return g;
+}
+
+Test(tune_flash, reduce_key_knob_and_buckets) {
+  const nc_knob_space *sp = &nc_ocl_loop_knob_space;
+  char b[32];
+  int k;
+  nc_ocl_reduce_shape_str(9, b, sizeof b);
+  cr_assert_str_eq(b, "items=2^9");
+  cr_assert(nc_ocl_reduce_shape_parse(b, &k) && k == 9);
+  nc_ocl_reduce_shape_str(NC_OCL_ROW_VAR, b, sizeof b);
+  cr_assert_str_eq(b, "items=var");
+  cr_assert(nc_ocl_reduce_shape_parse(b, &k) && k == NC_OCL_ROW_VAR);
+  const char *bad[] = {"items=1000", "items=2^41", "cols=2^5", "items=2^5 ", "items=", ""};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) cr_assert_not(nc_ocl_reduce_shape_parse(bad[i], &k), "'%s'", bad[i]);
+  nc_ocl_loop_signature(NC_OCL_LOOP_REDUCE, b, sizeof b);
+  cr_assert_str_eq(b, "ocl.loop class=reduce");
+  // the knob: 0 (the default) follows loop_wg; a tuned value is a power of two in 1..1024
+  for (int gpu = 0; gpu <= 1; gpu++) {
+    nc_ocl_knobs kn;
+    nc_ocl_knobs_default(gpu, &kn);
+    cr_assert_eq(kn.reduce_wg, 0);
+    cr_assert_eq(nc_ocl_reduce_wg_of(&kn), gpu ? 256 : 64);
+    kn.loop_wg = 100;
+    cr_assert_eq(nc_ocl_reduce_wg_of(&kn), 64, "rounded down to a power of two");
+    kn.reduce_wg = 512;
+    cr_assert_eq(nc_ocl_reduce_wg_of(&kn), 512);
+    kn.loop_wg = gpu ? 256 : 64;
+    cr_assert_null(nc_knob_check(sp, &kn));
+    kn.reduce_wg = 3;
+    expect_bad(sp, &kn, "reduce_wg=3");
+    kn.reduce_wg = 2048;
+    expect_bad(sp, &kn, "reduce_wg=2048");
+  }
+  // the bucket of a plan's reductions: a constant count, and a symbolic one
+  for (int sym = 0; sym < 2; sym++) {
+    nc_graph *g = reduce_graph(sym);
+    nc_plan *p = plan_of(&g);
+    nc_ocl_knobs kn;
+    nc_ocl_knobs_default(false, &kn);
+    nc_buf tmp;
+    nc_buf_init(&tmp);
+    int nred = 0;
+    for (int i = 0; i < p->nkernels; i++) {
+      if (nc_kernel_is_template(&p->kernels[i].k)) continue;
+      nc_ocl_launch L;
+      tmp.len = 0;
+      cr_assert_null(nc_ocl_emit_kernel(&p->kernels[i].k, "nck", &kn, &tmp, &L));
+      if (!L.reduce_wg) continue;
+      nred++;
+      cr_assert_eq(L.reduce_wg, 64, "PoCL's loop_wg");
+      int64_t items = nc_ocl_reduce_items(&p->kernels[i].k, &L);
+      cr_assert(items == RN2 || items == (sym ? -1 : RN), "kernel %s: %lld items", p->kernels[i].k.name, (long long)items);
+      // the knob sizes the work-group (and the source): 128 work-items
+      nc_ocl_knobs k2 = kn;
+      k2.reduce_wg = 128;
+      tmp.len = 0;
+      cr_assert_null(nc_ocl_emit_kernel(&p->kernels[i].k, "nck", &k2, &tmp, &L));
+      cr_assert_eq(L.reduce_wg, 128);
+      cr_assert(strstr(tmp.data, "+= 128)") && strstr(tmp.data, "nc_r"), "%s", tmp.data);
+    }
+    cr_assert_eq(nred, 2, "two whole-buffer reductions");
+    // the tuner's buckets of the plan (symbols bound: T = 700)
+    int64_t syms[NC_MAX_SYMS] = {700};
+    nc_tune_wg_shape *ws;
+    int n;
+    cr_assert_null(nc_tune_plan_buckets(g, p, syms, false, NC_OCL_LOOP_REDUCE, &ws, &n));
+    cr_assert_eq(n, 2);
+    for (int i = 0; i < n; i++) {
+      cr_assert(ws[i].bucket == 12 || ws[i].bucket == (sym ? NC_OCL_ROW_VAR : 9), "bucket %d", ws[i].bucket);
+      cr_assert_eq(ws[i].items, ws[i].bucket == 12 ? RN2 : sym ? 700 : RN);
+      cr_assert_eq(ws[i].count, 1);
+    }
+    free(ws);
+    nc_buf_free(&tmp);
+    nc_plan_free(p);
+    nc_graph_free(g);
+  }
+}
+
+// reduce_graph on PoCL with NC_TUNE_DB = db_path, both outputs checked against the interpreter within
+// 1e-5; returns the kernels emitted with a tuned reduce_wg and, in wg[2], the reductions' work-groups
+// (the sum's, the max's).
+static int reduce_compile_and_check(const char *db_path, int wg[2]) {
+  nc_graph *g0 = reduce_graph(0);
+  nc_tensor in[2];
+  int64_t s1[1] = {RN}, s2[1] = {RN2};
+  nc_feed f[2] = {sin_input(&in[0], "x", 1, s1, 0.377, 0), sin_input(&in[1], "x2", 1, s2, 0.377, 1)};
+  for (int64_t j = 0; j < RN; j++) ((float *)in[0].data)[j] += 2;  // positive: the sum does not cancel
+  compiled c = compile_and_check(db_path, g0, f, 2, 1e-5);
+  int tuned = nc_ocl_reduce_tuned_kernels(c.c);
+  wg[0] = wg[1] = 0;
+  for (int q = 0; q < c.p->nkernels; q++) {
+    const nc_ocl_launch *L = nc_ocl_kernel_launch(c.c, q);
+    cr_assert_not_null(L);
+    if (L->reduce_wg) wg[strstr(c.p->kernels[q].k.name, "max") ? 1 : 0] = L->reduce_wg;
+  }
+  for (int i = 0; i < 2; i++) nc_tensor_free(&in[i]);
+  compiled_free(&c);
+  nc_graph_free(g0);
+  return tuned;
+}
+
+Test(tune_flash, reduce_entries_are_emitted_and_bad_ones_ignored) {
+  NEED_OPENCL();
+  nc_ocl_device_desc d;
+  cr_assert_null(nc_ocl_select("", &d));
+  nc_ocl_knobs kn;
+  nc_ocl_knobs_default(d.gpu, &kn);
+  int wg[2], dw = nc_ocl_reduce_wg_of(&kn);  // the device's default (loop_wg's: PoCL 64, a GPU 256)
+  cr_assert_eq(reduce_compile_and_check("off", wg), 0, "no database: nothing tuned");
+  cr_assert(wg[0] == dw && wg[1] == dw, "the default %d (%d, %d)", dw, wg[0], wg[1]);
+  char path[600];
+  snprintf(path, sizeof path, "%s/reduce.json", tmpdir);
+  // items=2^9 (the sum): reduce_wg 16; items=2^12 (the max): 3, not a power of two; items=var: 0 (no
+  // work-group); items=2^13: 4096, out of range (dropped on load); a malformed bucket
+  const char *const es[][2] = {{"items=2^9", "{\"reduce_wg\": 16}"}, {"items=2^12", "{\"reduce_wg\": 3}"}, {"items=var", "{\"reduce_wg\": 0}"},
+                               {"items=2^13", "{\"reduce_wg\": 4096}"}, {"items=1000", "{\"reduce_wg\": 8}"}};
+  write_entries(path, &d, "ocl.loop class=reduce", es, 5);
+  nc_tunedb *db;
+  int rw[NC_OCL_WG_SLOTS];
+  cr_assert_eq(load_and_select(path, &d, 4, NC_OCL_LOOP_REDUCE, 0, &db, rw), 1);
+  cr_assert(warned(db, "reduce_wg=4096"), "out of range: dropped on load");
+  cr_assert_eq(rw[9], 16);
+  cr_assert_eq(rw[12], 0);
+  cr_assert_eq(rw[nc_ocl_row_slot(NC_OCL_ROW_VAR)], 0);
+  cr_assert(warned(db, "reduce_wg=3") && warned(db, "power of two"), "reduce_wg 3");
+  cr_assert(warned(db, "reduce_wg=0"), "reduce_wg 0");
+  cr_assert(warned(db, "is not 'items=2^K' (K in 0..40) or 'items=var'"), "malformed bucket");
+  cr_assert_eq(nc_tunedb_nwarnings(db), 4, "%d warnings", nc_tunedb_nwarnings(db));
+  // over the device's largest work-group (here said to be 8): ignored with a warning
+  cr_assert_eq(nc_ocl_wg_select(db, &d, &kn, NC_OCL_LOOP_REDUCE, 8, rw), 0);
+  cr_assert(warned(db, "largest work-group (8)"));
+  // the other classes do not read reduce entries
+  cr_assert_eq(nc_ocl_wg_select(db, &d, &kn, NC_OCL_LOOP_ROW, 0, rw), 0);
+  nc_tunedb_free(db);
+  // a compilation: the sum runs on 16 work-items, the max keeps the default; both still right
+  cr_assert_eq(reduce_compile_and_check(path, wg), 1);
+  cr_assert_eq(wg[0], 16, "the tuned bucket's reduction: %d", wg[0]);
+  cr_assert_eq(wg[1], dw, "the untuned one: %d", wg[1]);
+  // both buckets tuned (the max at 32)
+  const char *const es2[][2] = {{"items=2^9", "{\"reduce_wg\": 16}"}, {"items=2^12", "{\"loop_wg\": 64, \"row_wg\": 4, \"reduce_wg\": 32}"}};
+  write_entries(path, &d, "ocl.loop class=reduce", es2, 2);
+  cr_assert_eq(reduce_compile_and_check(path, wg), 2);
+  cr_assert(wg[0] == 16 && wg[1] == 32, "%d %d", wg[0], wg[1]);
+  // an entry equal to the default changes nothing
+  char kb[64];
+  snprintf(kb, sizeof kb, "{\"reduce_wg\": %d}", dw);
+  const char *const es3[][2] = {{"items=2^9", kb}};
+  write_entries(path, &d, "ocl.loop class=reduce", es3, 1);
+  cr_assert_eq(reduce_compile_and_check(path, wg), 0);
+}
+
+Test(tune_flash, reduce_tuning_records_entries_and_the_hook_rejects_candidates, .timeout = 300) {
+  NEED_OPENCL();
+  nc_tune_wg_shape ws = {.bucket = 12, .count = 2, .items = 5000};
+  char out[16384];
+  int v = wg_tuning_checks(NC_OCL_LOOP_REDUCE, &ws, "reduce", "items=2^12", out, sizeof out);
+  cr_assert(v >= 1 && !(v & (v - 1)), "the recorded reduce_wg %d is the work-group itself (not 0, the default's 'follow loop_wg')", v);
+  cr_assert(strstr(out, "items="), "%s", out);
+  // the test hook through the command line: every bucket keeps the default
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "tune models/specs/tiny.xml --device opencl --batch 2 --seq 16 --only reduce --budget 8 --db %s/tiny-hook.json", tmpdir);
+  setenv("NC_TUNE_TEST_BREAK", "1", 1);
+  int rc = nc_test_cli(cmd, out, sizeof out);
+  unsetenv("NC_TUNE_TEST_BREAK");
+  cr_assert_eq(rc, 0, "%s", out);
+  // (the child may run on another device than this process's default: a GPU held by this process in
+  // exclusive mode leaves it PoCL; so the table is read, not compared with this process's defaults)
+  int rows = 0;
+  for (const char *l = strstr(out, "\nocl.loop class=reduce"); l; l = strstr(l + 1, "\nocl.loop class=reduce")) {
+    const char *end = strchr(l + 1, '\n');
+    int len = end ? (int)(end - l - 1) : (int)strlen(l + 1);
+    char line[512];
+    snprintf(line, sizeof line, "%.*s", len < 511 ? len : 511, l + 1);
+    cr_assert(strstr(line, "(default) reduce_wg="), "a bucket kept a non-default work-group under the hook: %s", line);
+    rows++;
+  }
+  cr_assert_geq(rows, 1, "%s", out);
+  cr_assert(strstr(out, "rejected reduce_wg=") && !strstr(out, "(best so far"), "%s", out);
+}
+
+// The tiny training step with every reduction bucket at a non-default reduce_wg (16; the defaults are
+// 64 on PoCL, 256 on a GPU): the reductions are emitted with it, and the losses of two steps equal the interpreter's.
+Test(tune_flash, tiny_step_with_tuned_reductions_matches_the_interpreter, .timeout = 300) {
+  NEED_OPENCL();
+  nc_ocl_device_desc d;
+  cr_assert_null(nc_ocl_select("", &d));
+  char path[600], sh[42][16];
+  snprintf(path, sizeof path, "%s/tinyred.json", tmpdir);
+  const char *es[42][2];
+  for (int b = -1; b <= 40; b++) {
+    nc_ocl_reduce_shape_str(b, sh[b + 1], sizeof sh[0]);
+    es[b + 1][0] = sh[b + 1], es[b + 1][1] = "{\"reduce_wg\": 16}";
+  }
+  // the entries for every device (the command may not pick this process's default: a GPU this
+  // process holds in exclusive mode leaves the child PoCL)
+  char text[1 << 16] = HEAD, e[2048];
+  for (int dev = 0, first = 1; dev < 8; dev++) {
+    char sel[8];
+    snprintf(sel, sizeof sel, "%d", dev);
+    nc_status st = nc_ocl_select(sel, &d);
+    if (st) {
+      nc_status_free(st);
+      break;
+    }
+    for (int i = 0; i < 42; i++, first = 0) {
+      entry(e, sizeof e, &d, "ocl.loop class=reduce", es[i][0], es[i][1]);
+      cr_assert_lt(strlen(text) + strlen(e) + 4, sizeof text);
+      strcat(text, first ? "" : ",\n"), strcat(text, e);
+    }
+  }
+  strcat(text, "]}");
+  write_text(path, text);
+  setenv("NC_TUNE_DB", path, 1);
+  setenv("NC_DEBUG", "1", 1);
+  char out[1 << 14], ref[1 << 13];
+  int rc = nc_test_cli("bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 2 --device opencl", out, sizeof out);
+  unsetenv("NC_DEBUG");
+  unsetenv("NC_TUNE_DB");
+  cr_assert_eq(rc, 0, "%s", out);
+  const char *at = strstr(out, " reductions emitted with a tuned work-group");
+  cr_assert(at, "%s", out);
+  while (at > out && at[-1] != ' ') at--;
+  cr_assert_gt(atoi(at), 0, "the step's reductions took the entries:\n%s", out);
+  cr_assert_eq(nc_test_cli("bench train --spec models/specs/tiny.xml --batch 2 --seq 16 --steps 2 --device interp", ref, sizeof ref), 0, "%s", ref);
+  const char *a = strstr(out, "step 2/2"), *b = strstr(ref, "step 2/2");
+  cr_assert(a && b, "%s\n%s", out, ref);
+  const char *la = strstr(a, "loss"), *lb = strstr(b, "loss");
+  cr_assert(la && lb);
+  cr_assert_eq(strncmp(la, lb, 11), 0, "opencl %.11s vs interp %.11s", la, lb);
+}
+
+// ---- small mends ------------------------------------------------------------------------
+Test(tune_flash, cli_only_wants_a_space) {
+  char out[4096];
+  int rc = nc_test_cli("tune models/specs/tiny.xml --device opencl --only \"\"", out, sizeof out);
+  cr_assert(rc > 0 && strstr(out, "--only wants at least one of gemm, flash, loop, row, reduce"), "%d: %s", rc, out);
+  rc = nc_test_cli("tune models/specs/tiny.xml --device opencl --only ,", out, sizeof out);
+  cr_assert(rc > 0 && strstr(out, "--only wants"), "%d: %s", rc, out);
+  rc = nc_test_cli("tune models/specs/tiny.xml --device opencl --only reduces", out, sizeof out);
+  cr_assert(rc > 0 && strstr(out, "gemm, flash, loop, row, reduce; got 'reduces'"), "%d: %s", rc, out);
+}
+
+// Explicit flash-attention blocks (nc_ocl_opts.attn_blocks, the tuner's candidates) are checked at the
+// plan's head dims: fp32 tiles of 128 query rows fit the 48 KiB at head dim 16, not at 128.
+Test(tune_flash, explicit_attention_blocks_are_checked_at_the_plan_head_dims) {
+  NEED_OPENCL();
+  for (int dim = 16; dim <= 128; dim += 112) {
+    nc_graph *g = nc_graph_new("attn_dims");
+    nc_dim dq[4] = {nc_dim_const(1), nc_dim_const(16), nc_dim_const(1), nc_dim_const(dim)};
+    nc_id q = nc_leaf(g, NC_OP_INPUT, "q", nc_type_make(NC_F32, 4, dq));
+    cr_assert_null(nc_graph_set_output(g, "o", nc_b_attention(g, q, q, q, NC_NONE, true, 0, 0.25)));
+    nc_plan *p = plan_of(&g);
+    nc_ocl_attn_blocks bl;
+    nc_ocl_attn_blocks_of(0, &bl);
+    bl.bm = 128;
+    cr_assert_null(nc_ocl_attn_blocks_check(0, 0, 0, &bl), "valid without head dims");
+    nc_ocl_opts oo = {.select = "", .attn_blocks = &bl};
+    nc_ocl *c = NULL;
+    nc_status st = nc_ocl_compile(p, &oo, &c);
+    if (dim == 16) {
+      cr_assert_null(st, "%s", st ? nc_status_msg(st) : "");
+    } else {
+      cr_assert_not_null(st, "bm=128 at head dim 128 accepted");
+      cr_assert(strstr(nc_status_msg(st), "head dims 128/128") && strstr(nc_status_msg(st), "local memory"), "%s", nc_status_msg(st));
+      nc_status_free(st);
+    }
+    nc_ocl_free(c);
+    nc_plan_free(p);
+    nc_graph_free(g);
+  }
 }
