@@ -477,10 +477,11 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   c->kbytes = calloc(nk1, sizeof *c->kbytes);
   c->kbytes_sum = calloc(nk1, sizeof *c->kbytes_sum);
   uint64_t *uhash = calloc(nk1, sizeof *uhash);
+  bool *wgt = calloc(nk1, sizeof *wgt), retry = false;  // kernels emitted with a tuned row_wg / reduce_wg
   nc_buf src, tmp;
   nc_buf_init(&src);
   nc_buf_init(&tmp);
-  if (!c->uniq || !c->launch || !c->kern || !c->used || !c->kept || !c->mem || !c->memsz || !c->ksec || !c->kcalls || !c->ev || !c->ev0 || !uhash || !c->kflop || !c->kitems || !c->view || !c->off ||
+  if (!c->uniq || !c->launch || !c->kern || !c->used || !c->kept || !c->mem || !c->memsz || !c->ksec || !c->kcalls || !c->ev || !c->ev0 || !uhash || !wgt || !c->kflop || !c->kitems || !c->view || !c->off ||
       !c->kflops_sum || !c->kbytes || !c->kbytes_sum) {
     st = nc_errorf(NC_E_NOMEM, "out of memory");
     goto fail_bufs;
@@ -500,7 +501,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     // again with a copy of the knobs (the work-group size is in its source)
     const nc_ocl_knobs *kq = &c->knobs;
     nc_ocl_knobs krow;
-    if ((c->launch[q].row_wg || c->launch[q].reduce_wg) && (!(o && o->knobs) || o->knobs_tuned)) {
+    if ((c->launch[q].row_wg || c->launch[q].reduce_wg) && (!(o && o->knobs) || o->knobs_tuned) && !(o && o->wg_untuned)) {
       if (!rows_read) {
         size_t mw = 0;
         clGetDeviceInfo(c->dev.dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof mw, &mw, NULL);
@@ -516,6 +517,7 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
         krow = c->knobs, kq = &krow;
         if (row) krow.row_wg = w, c->row_tuned_kernels++;
         else krow.reduce_wg = w, c->reduce_tuned_kernels++;
+        wgt[q] = true;
         tmp.len = 0;
         if ((st = nc_ocl_emit_kernel(&pk->k, "nck", kq, &tmp, &c->launch[q]))) break;
       }
@@ -670,6 +672,22 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
     c->kern[u] = clCreateKernel(c->prog, name, &err);
     if (!c->kern[u] || err != CL_SUCCESS) st = NC_CL_ERR(err, "clCreateKernel");
   }
+  // A tuned row_wg or reduce_wg was timed on a synthetic kernel (runtime/tuner_flash.c): a plan kernel
+  // that cannot take it (CL_KERNEL_WORK_GROUP_SIZE: its registers or local memory) would fail at launch.
+  // The plan is then built again without the tuned row and reduction work-groups, with a warning.
+  const char *lim = getenv("NC_OCL_TEST_KERNEL_WG");  // test hook: a lower limit for every kernel
+  for (int q = 0; q < c->nk && !st && !retry; q++) {
+    size_t wg = c->launch[q].reduce_wg ? (size_t)c->launch[q].reduce_wg : (size_t)c->launch[q].row_wg, kmax = 0;
+    if (!wgt[q] || c->uniq[q] < 0 ||
+        clGetKernelWorkGroupInfo(c->kern[c->uniq[q]], c->dev.dev, CL_KERNEL_WORK_GROUP_SIZE, sizeof kmax, &kmax, NULL) != CL_SUCCESS)
+      continue;
+    if (lim && atoi(lim) > 0 && (size_t)atoi(lim) < kmax) kmax = (size_t)atoi(lim);
+    if (wg <= kmax) continue;
+    fprintf(stderr, "opencl: kernel %s takes at most %zu work-items per group on %s, not the tuned %s %zu (tuning database): "
+            "building the plan without tuned row and reduction work-groups\n", p->kernels[q].k.name, kmax, c->dev.d.name,
+            c->launch[q].reduce_wg ? "reduce_wg" : "row_wg", wg);
+    retry = true;
+  }
   for (int v = 0; v < 8 && !st && !packed; v++)
     if (need_gemm[v]) {
       c->gemm[v] = clCreateKernel(c->prog, nc_ocl_gemm_name(v), &err);
@@ -738,9 +756,16 @@ nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   }
 fail_bufs:
   free(uhash);
+  free(wgt);
   nc_buf_free(&src);
   nc_buf_free(&tmp);
   if (st) goto fail;
+  if (retry) {
+    nc_ocl_free(c);
+    nc_ocl_opts o2 = o ? *o : (nc_ocl_opts){0};
+    o2.wg_untuned = true;
+    return nc_ocl_compile(p, &o2, out);
+  }
   c->compile_s = nc_oc_now() - t0;
   *out = c;
   return NC_OK;

@@ -46,6 +46,8 @@ typedef struct {
                                // (knobs.gemm_tc = 1); elsewhere the fp32 GEMM. Default false: exact fp32.
   const nc_ocl_attn_blocks *attn_blocks;  // flash-attention blocks for every call (the tuner's candidates;
                                // checked, tuned blocks off); NULL: the mode's defaults, NC_OCL_FA, the database
+  bool wg_untuned;             // no tuned row_wg / reduce_wg from the database (nc_ocl_compile builds the plan
+                               // again this way when a plan kernel cannot take a tuned work-group)
 } nc_ocl_opts;
 
 typedef struct nc_ocl nc_ocl;

@@ -543,6 +543,28 @@ Test(tune_flash, row_entries_are_emitted_and_bad_ones_ignored) {
   cr_assert_eq(rows_compile_and_check(path), 0);
 }
 
+// A tuned row_wg a plan kernel cannot take (its CL_KERNEL_WORK_GROUP_SIZE, lowered here by the test hook
+// NC_OCL_TEST_KERNEL_WG): the plan is built again without tuned row work-groups, and still matches the
+// interpreter; where every kernel can take its entry, the entries are used.
+Test(tune_flash, row_entries_a_kernel_cannot_take_fall_back_to_the_default) {
+  NEED_OPENCL();
+  nc_ocl_device_desc d;
+  cr_assert_null(nc_ocl_select("", &d));
+  char path[600];
+  snprintf(path, sizeof path, "%s/rows_limit.json", tmpdir);
+  const char *const es[][2] = {{"cols=2^6", "{\"row_wg\": 16}"}, {"cols=2^7", "{\"row_wg\": 32}"}};
+  write_entries(path, &d, "ocl.loop class=row", es, 2);
+  int all = rows_compile_and_check(path);
+  cr_assert_geq(all, 2, "both widths tuned without a limit");
+  setenv("NC_OCL_TEST_KERNEL_WG", "32", 1);
+  cr_assert_eq(rows_compile_and_check(path), all, "a limit of 32 takes both entries");
+  setenv("NC_OCL_TEST_KERNEL_WG", "16", 1);
+  cr_assert_eq(rows_compile_and_check(path), 0, "row_wg 32 over the limit 16: no tuned row kernels");
+  setenv("NC_OCL_TEST_KERNEL_WG", "8", 1);
+  cr_assert_eq(rows_compile_and_check(path), 0, "both over the limit 8");
+  unsetenv("NC_OCL_TEST_KERNEL_WG");
+}
+
 // A tuning run of one bucket of class cls (the default and at least one candidate, none rejected),
 // then the same with the test hook (every other candidate rejected: the default kept, the entry
 // replaced); then `nanochat tune` over the tiny spec with --only <only> (with NC_TUNE_TEST_BREAK when
