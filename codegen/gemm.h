@@ -116,6 +116,14 @@ typedef struct {
   // thread count. NULL: the static split above. Ignored by the skinny path and
   // by gemm_bf16.c.
   int64_t *sync;
+  // cw != NULL: the fp32 shadow of a bf16_io C (gemm_bf16.c only; ignored by
+  // gemm.c), laid out like C (same ldc, stride_c: (batch-1)*stride_c +
+  // (m-1)*ldc + n floats; disjoint per thread like C; its contents on entry do
+  // not matter). When K > knobs.kc the partial sums of the K blocks are kept
+  // there in fp32 and C is written once, bf16(alpha AB + beta C) with one
+  // rounding of the fp32 total, as PyTorch's bf16 matmul. NULL (or K <= kc):
+  // each K block reads and rounds C, one bf16 rounding per block of kc.
+  float *cw;
 } nc_gemm_args;
 
 // void name(const nc_gemm_args *args, int32_t thread, int32_t nthreads)

@@ -132,6 +132,12 @@ static LLVMValueRef nc_bf_madd(nc_bg *g, LLVMValueRef acc, LLVMValueRef a, LLVMV
 static const nc_gemm_ukernel_ops nc_bf_ops = {.kname = "p", .kname_rem = "prem", .cold = false,
                                               .load_b = nc_bf_load_b, .load_a = nc_bf_load_a, .madd = nc_bf_madd,
                                               .cptr = nc_xptr, .cload = nc_xload, .cstore = nc_cstore};
+// The same micro-kernel with an fp32 C (the shadow nc_gemm_args.cw of a
+// bf16_io GEMM with K > kc): the partial sums of the K blocks stay fp32.
+static LLVMValueRef nc_bf_f32_ptr(nc_bg *g, LLVMValueRef p, LLVMValueRef i) { return nc_fptr(g, p, i); }
+static const nc_gemm_ukernel_ops nc_bf_ops_f32c = {.kname = "p", .kname_rem = "prem", .cold = false,
+                                                   .load_b = nc_bf_load_b, .load_a = nc_bf_load_a, .madd = nc_bf_madd,
+                                                   .cptr = nc_bf_f32_ptr, .cload = nc_load4, .cstore = nc_store4};
 
 // ---- packing ------------------------------------------------------------------
 // pack_a(Ap, A, lda, ic, mc, pc, kc): rows ic..ic+mc of op(A), depth pc..pc+kc
@@ -302,14 +308,50 @@ static LLVMValueRef nc_emit_pack_b(nc_bg *g, const char *name) {
 }
 
 // ---- driver -------------------------------------------------------------------
+// bf16_io with K > kc and a shadow cw: after the last K block of a C panel,
+// rows [m0, m1) x columns [jc, jc + ncur) of C = bf16(cw + beta * C), one
+// rounding of the fp32 total; with beta0 C is not read (it may hold NaN).
+static void nc_emit_cw_flush(nc_bg *g, const nc_gemm_drv *d, LLVMValueRef Cb, LLVMValueRef Wb, LLVMValueRef m0,
+                             LLVMValueRef m1, LLVMValueRef jc, LLVMValueRef ncur, bool beta0) {
+  const int VW = 16;
+  LLVMValueRef vbeta = nc_splat_to(g, g->vec, d->beta);
+  LLVMValueRef nvec = nc_mul(g, LLVMBuildSDiv(g->b, ncur, c64(g, VW), ""), c64(g, VW));
+  nc_bloop Li, Lj;
+  LLVMValueRef i = nc_loop_begin(g, &Li, "fi", m0, m1, c64(g, 1));
+  LLVMValueRef row = nc_add(g, nc_mul(g, i, d->ldc), jc);
+  LLVMValueRef j = nc_loop_begin(g, &Lj, "fj", c64(g, 0), nvec, c64(g, VW));
+  LLVMValueRef off = nc_add(g, row, j);
+  LLVMValueRef x = nc_load4(g, g->vec, nc_fptr(g, Wb, off));
+  if (!beta0) x = nc_fmav(g, nc_xload(g, g->vec, nc_xptr(g, Cb, off)), vbeta, x);
+  nc_cstore(g, x, nc_xptr(g, Cb, off));
+  nc_loop_end(g, &Lj);
+  j = nc_loop_begin(g, &Lj, "fjt", nvec, ncur, c64(g, 1));
+  off = nc_add(g, row, j);
+  x = nc_load4(g, g->f32, nc_fptr(g, Wb, off));
+  if (!beta0) x = nc_fmaf(g, nc_xload(g, g->f32, nc_xptr(g, Cb, off)), d->beta, x);
+  nc_cstore(g, x, nc_xptr(g, Cb, off));
+  nc_loop_end_cold(g, &Lj);
+  nc_loop_end(g, &Li);
+}
+
 // The loop nest and work split of gemm.c's driver; panel offsets are in pair
-// words (ir*kp, jr*kp) and the micro-kernel gets the pair count.
-static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValueRef pb) {
+// words (ir*kp, jr*kp) and the micro-kernel gets the pair count. With bf16_io,
+// K > kc and args->cw set (a run-time test), every K block accumulates into the
+// fp32 shadow cw (uk32: beta 0 on the first block, 1 after) and C is written
+// once per panel after the last one (nc_emit_cw_flush); else each K block
+// reads and rounds C (bf16 memory: one rounding per K block).
+static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef uk32, LLVMValueRef pa, LLVMValueRef pb) {
   const nc_gemm_knobs *k = g->k;
   nc_gemm_drv d;
   nc_gemm_ir_driver_begin(g, &d);
   LLVMValueRef Ap, Bp;
   nc_gemm_ir_workspace(g, &d, nc_bf_ws_words(k), (int64_t)k->mc * ((k->kc + 1) / 2), &Ap, &Bp);
+  LLVMValueRef cw = NULL, use_cw = NULL;
+  if (uk32) {
+    cw = nc_arg(g, d.args, offsetof(nc_gemm_args, cw), g->ptr);
+    use_cw = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, d.K, c64(g, k->kc), ""),
+                          LLVMBuildNot(g->b, LLVMBuildIsNull(g->b, cw, ""), ""), "use_cw");
+  }
   nc_gemm_split sp;
   nc_gemm_ir_split_begin(g, &d, &sp);
   // With K == 0 one pass with kc = 0 (no pairs) still applies beta to C.
@@ -320,13 +362,14 @@ static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   LLVMValueRef Ab = nc_xptr(g, d.A, nc_mul(g, bi, d.sa));
   LLVMValueRef Bb = nc_xptr(g, d.B, nc_mul(g, bi, d.sb));
   LLVMValueRef Cb = nc_xptr(g, d.C, nc_mul(g, bi, d.sc));
+  LLVMValueRef Wb = uk32 ? nc_fptr(g, cw, nc_mul(g, bi, d.sc)) : NULL;
   LLVMValueRef jc = nc_loop_begin(g, &Ljc, "jc", sp.n0, sp.n1, c64(g, k->nc));
   LLVMValueRef ncur = nc_min(g, c64(g, k->nc), nc_sub(g, sp.n1, jc));
   LLVMValueRef pc = nc_loop_begin(g, &Lpc, "pc", zero, kend, c64(g, k->kc));
   LLVMValueRef kc = nc_min(g, c64(g, k->kc), nc_sub(g, d.K, pc));
   LLVMValueRef kp = LLVMBuildSDiv(g->b, nc_add(g, kc, c64(g, 1)), c64(g, 2), "kp");
-  LLVMValueRef beff =
-      LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, ""), d.beta, cf(g, 1.0), "");
+  LLVMValueRef first = LLVMBuildICmp(g->b, LLVMIntEQ, pc, zero, "");
+  LLVMValueRef beff = LLVMBuildSelect(g->b, first, d.beta, cf(g, 1.0), "");
   LLVMValueRef pbargs[] = {Bp, Bb, d.ldb, pc, kc, jc, ncur};
   nc_call(g, pb, pbargs, 7);
   LLVMValueRef ic = nc_loop_begin(g, &Lic, "ic", sp.m0, sp.m1, c64(g, k->mc));
@@ -336,9 +379,34 @@ static void nc_emit_driver(nc_bg *g, LLVMValueRef uk, LLVMValueRef pa, LLVMValue
   // panel offsets in pair words (ir*kp, jr*kp); the micro-kernel gets the pair count
   nc_gemm_ir_tiles tl = {.Ap = Ap, .Bp = Bp, .Cb = Cb, .ldc = d.ldc, .ic = ic, .jc = jc, .kd = kp,
                          .mcur = mcur, .ncur = ncur, .alpha = d.alpha, .beff = beff};
-  nc_gemm_ir_tile_loops(g, uk, &tl);
+  if (uk32) {
+    nc_bif fw;
+    nc_if_begin(g, &fw, use_cw);
+    nc_gemm_ir_tiles tw = tl;
+    tw.Cb = Wb;
+    tw.beff = LLVMBuildSelect(g->b, first, cf(g, 0.0), cf(g, 1.0), "");
+    g->ops = &nc_bf_ops_f32c;  // (tile_loops forms the C pointers with ops->cptr)
+    nc_gemm_ir_tile_loops(g, uk32, &tw);
+    g->ops = &nc_bf_ops;
+    nc_if_else(g, &fw);
+    nc_gemm_ir_tile_loops(g, uk, &tl);
+    nc_if_end(g, &fw);
+  } else {
+    nc_gemm_ir_tile_loops(g, uk, &tl);
+  }
   nc_loop_end(g, &Lic);
   nc_loop_end(g, &Lpc);
+  if (uk32) {  // the panel's one rounding to bf16
+    nc_bif fw, fb;
+    nc_if_begin(g, &fw, use_cw);
+    nc_if_begin(g, &fb, LLVMBuildFCmp(g->b, LLVMRealOEQ, d.beta, cf(g, 0.0), ""));
+    nc_emit_cw_flush(g, &d, Cb, Wb, sp.m0, sp.m1, jc, ncur, true);
+    nc_if_else(g, &fb);
+    nc_emit_cw_flush(g, &d, Cb, Wb, sp.m0, sp.m1, jc, ncur, false);
+    nc_if_end(g, &fb);
+    nc_if_else(g, &fw);
+    nc_if_end(g, &fw);
+  }
   nc_loop_end(g, &Ljc);
   nc_loop_end(g, &Lb);
   LLVMBuildRetVoid(g->b);
@@ -364,12 +432,18 @@ nc_status nc_gemm_bf16_emit(LLVMModuleRef m, const nc_host_cpu *cpu, const nc_ge
 
   char name[256];
   snprintf(name, sizeof name, "%s.ukernel", spec->name);
-  LLVMValueRef uk = nc_gemm_ir_ukernel(&g, name);
+  LLVMValueRef uk = nc_gemm_ir_ukernel(&g, name), uk32 = NULL;
+  if (spec->bf16_io) {  // the fp32 shadow's micro-kernel (K > kc)
+    snprintf(name, sizeof name, "%s.ukernel_f32c", spec->name);
+    g.ops = &nc_bf_ops_f32c;
+    uk32 = nc_gemm_ir_ukernel(&g, name);
+    g.ops = &nc_bf_ops;
+  }
   snprintf(name, sizeof name, "%s.pack_a", spec->name);
   LLVMValueRef pa = nc_emit_pack_a(&g, name);
   snprintf(name, sizeof name, "%s.pack_b", spec->name);
   LLVMValueRef pb = nc_emit_pack_b(&g, name);
-  nc_emit_driver(&g, uk, pa, pb);
+  nc_emit_driver(&g, uk, uk32, pa, pb);
   LLVMDisposeBuilder(g.b);
   return NC_OK;
 }

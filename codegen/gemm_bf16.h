@@ -4,7 +4,8 @@
 //
 //   A, B, C are fp32 in memory (the graph's tensors), or with spec->bf16_io
 //   bf16 (uint16_t; the bf16 model's matmuls in CPU plans, runtime/cpu.c:
-//   C is then rounded to bf16 on store, exactly nc_f32_to_bf16). A and B are
+//   C is then rounded to bf16 on store, exactly nc_f32_to_bf16, once: with
+//   K > kc the K blocks' partial sums stay fp32 in nc_gemm_args.cw). A and B are
 //   rounded to bf16 (round to nearest even, NaN quieted: exactly
 //   nc_f32_to_bf16; a no-op for bf16 memory) while packing, into
 //   k-pair-interleaved panels: one 32-bit word holds the two

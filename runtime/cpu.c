@@ -23,9 +23,10 @@
 // sym, ReLU^2 and the addend switched at run time; 14: the skinny path's M = 1 rows one at a
 // time; 15: the transposed A packed k-outer (codegen/gemm.c's pack_a); 16: the skinny
 // path's prefetch of the next block spread over its row groups; 17: the packed path's dynamic
-// split through nc_gemm_args.sync; 18: its flags per C block, a pause in its wait), so that cached objects
-// are rebuilt.
-#define NC_CPU_CODEGEN_REV 18
+// split through nc_gemm_args.sync; 18: its flags per C block, a pause in its wait; 19: the bf16
+// GEMM with bf16 memory accumulates K > kc in the fp32 shadow nc_gemm_args.cw, one rounding of C), so
+// that cached objects are rebuilt.
+#define NC_CPU_CODEGEN_REV 19
 
 // The executor: layout, function pointers, thread pool, launches. It never
 // references LLVM or codegen/jit.h's functions, so ahead-of-time plans
@@ -47,6 +48,8 @@ struct nc_cpu {
   float *work;
   int64_t *sync;  // the GEMMs' dynamic split (nc_gemm_args.sync), zeroed per launch
   size_t sync_cap;  // words
+  float *cw;        // the bf16 GEMMs' fp32 shadow of C (nc_gemm_args.cw) when K > kc, grown as needed
+  size_t cw_cap;    // floats
   double compile_s;
   bool cache_hit;
   int nunique;         // kernels actually compiled (after deduplication)
@@ -87,6 +90,7 @@ void nc_cpu_free(nc_cpu *c) {
   free(c->tuned_fn);
   free(c->work);
   free(c->sync);
+  free(c->cw);
   free(c->bf_scratch);
   free(c->ktime);
   free(c->split);
@@ -489,6 +493,19 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
       }
     }
     if (bf && c->bf16_fallback) return nc_cpu_gemm_bf16_widened(c, &t);
+    // bf16 C over more than one K block: the fp32 partial sums go to a shadow
+    // of C (nc_gemm_args.cw), C is rounded once (as PyTorch's bf16 matmul)
+    if (bf && v[3] > kn->kc) {
+      size_t need = (size_t)v[0] * (size_t)v[1] * (size_t)v[2];  // (batch, M, N), ldc N, stride_c M*N
+      if (need > c->cw_cap) {
+        float *q = realloc(c->cw, need * sizeof *q);
+        if (!q)
+          return nc_errorf(NC_E_NOMEM, "out of memory for the fp32 accumulator of bf16 GEMM '%s' (%zu floats)", k->name,
+                           need);
+        c->cw = q, c->cw_cap = need;
+      }
+      t.a.cw = c->cw;
+    }
     return nc_pool_run(c->pool, t.nthreads, nc_gemm_task_run, &t);
   }
   // A kernel without a parallel loop (a reduction to a scalar, say) runs on

@@ -409,6 +409,8 @@ typedef struct {
   int nfns, capfns;
   float *work;
   size_t work_size;
+  float *cw;  // bf16 shapes with K > kc: the fp32 shadow of C (nc_gemm_args.cw), as the executor passes it
+  size_t cw_size;  // floats
   bool wall;  // time with the wall clock instead of the tasks' thread CPU time
   double *tcpu;
 } nc_tu_cpu;
@@ -524,6 +526,16 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
                        .work = x->work, .sym = nc_tune_variant_sym(s->variant)};
   if (epi == 1) t.a.relu2 = 1, t.a.d = x->c + ncell;  // the training form: p kept in C, relu(p)^2 into D
   if (epi == 2) t.a.e = x->e, t.a.alpha = NC_TUNE_ADDEND_ALPHA, t.a.beta = NC_TUNE_ADDEND_BETA;
+  if (bf && s->k > kn->kc) {  // as the executor's launch (runtime/cpu.c)
+    if (ncell > x->cw_size) {
+      free(x->cw);
+      x->cw_size = 0;
+      if (!(x->cw = malloc(ncell * sizeof *x->cw)))
+        return nc_errorf(NC_E_NOMEM, "out of memory for the fp32 accumulator of a bf16 GEMM (%zu floats)", ncell);
+      x->cw_size = ncell;
+    }
+    t.a.cw = x->cw;
+  }
   // NaN (fp32 and bf16 alike): a candidate that skips part of C cannot pass on an earlier result
   memset(x->c, 0xff, x->nc * sizeof *x->c);
   // the split the executor's launch would run (runtime/cpu.c): dynamic where it is (never for bf16)
@@ -571,6 +583,7 @@ static void nc_tu_cpu_release(nc_tune_backend *b) {
   free(x->a16);
   free(x->b16);
   free(x->work);
+  free(x->cw);
   free(x->tcpu);
   free(x);
   b->ctx = NULL;

@@ -6,8 +6,10 @@
 //   - the exact product of the fp32 inputs, within bf16 tolerance (1e-2);
 // on random and edge shapes (odd K: a half-empty last pair), every transpose
 // combination, alpha/beta, batches, 1..3 threads; plus refusal without
-// avx512bf16 and bad knobs. Skips (with a message) on hosts without
-// avx512bf16.
+// avx512bf16 and bad knobs. With bf16 memory (bf16_io): a naive double loop
+// over the bf16 inputs within one bf16 rounding of the fp32 total, K below, at
+// and far above kc (the fp32 shadow nc_gemm_args.cw). Skips (with a message)
+// on hosts without avx512bf16.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
@@ -381,4 +383,216 @@ Test(gemm_bf16, aot_object_emission) {
   cr_assert_not_null(memmem(data, size, spec.name, strlen(spec.name)), "symbol name missing");
   free(data);
   nc_jit_free(jit);
+}
+
+// ---- bf16 memory (spec.bf16_io): A, B and C hold bf16 -------------------------
+// Against a naive double loop over the bf16 inputs, within one bf16 rounding of
+// the fp32 total: |ref| 2^-8 (half an ulp of bf16 is at most 2^-8 |x|) plus
+// the fp32 accumulation (1e-5 per sum |a b|). K > kc needs the fp32 shadow
+// nc_gemm_args.cw: without it (the code before it) each K block's partial sum
+// was rounded to bf16, which this tolerance rejects
+// (bf16_io_tolerance_rejects_per_block_rounding shows it on the same data).
+typedef struct {
+  uint16_t *a, *b, *c, *c0;
+  int64_t lda, ldb, ldc, sa, sb, sc;
+  float *cw;
+  size_t ncw;
+} io_data;
+
+static io_data io_make(shape s, uint64_t *rng) {
+  io_data d;
+  int64_t ar = s.ta ? s.k : s.m, acn = s.ta ? s.m : s.k;
+  int64_t br = s.tb ? s.n : s.k, bcn = s.tb ? s.k : s.n;
+  d.lda = acn + s.pad, d.ldb = bcn + s.pad, d.ldc = s.n + s.pad;
+  d.sa = ar * d.lda + 3, d.sb = br * d.ldb + 5, d.sc = (int64_t)s.m * d.ldc + 1;
+  size_t na = (size_t)(d.sa * s.batch), nb = (size_t)(d.sb * s.batch), ncn = (size_t)(d.sc * s.batch);
+  d.a = malloc(na * 2 + 2), d.b = malloc(nb * 2 + 2), d.c = malloc(ncn * 2 + 2), d.c0 = malloc(ncn * 2 + 2);
+  cr_assert(d.a && d.b && d.c && d.c0);
+  for (size_t i = 0; i < na; i++) d.a[i] = nc_f32_to_bf16(rng_float(rng));
+  for (size_t i = 0; i < nb; i++) d.b[i] = nc_f32_to_bf16(rng_float(rng));
+  // beta 0: C holds NaN bit patterns (quiet, negative, signalling), never read
+  static const uint16_t nans[] = {0x7fc1, 0xffff, 0x7f81};
+  for (size_t i = 0; i < ncn; i++) d.c0[i] = s.beta == 0.0f ? nans[i % 3] : nc_f32_to_bf16(4 * rng_float(rng));
+  memcpy(d.c, d.c0, ncn * 2);
+  // the shadow as the gemm.h contract sizes it, filled with NaN: its contents on entry must not matter
+  d.ncw = (size_t)((s.batch - 1) * d.sc + (int64_t)(s.m - 1) * d.ldc + s.n);
+  d.cw = malloc(d.ncw * sizeof(float) + 4);
+  cr_assert(d.cw);
+  memset(d.cw, 0xff, d.ncw * sizeof(float));
+  return d;
+}
+
+static void io_free(io_data *d) { free(d->a), free(d->b), free(d->c), free(d->c0), free(d->cw); }
+
+// The reference for C[bi][i][j], its tolerance, and (kc_sim > 0) what the code
+// without the shadow computed: C read, updated and rounded to bf16 per block
+// of kc_sim (the fp32 sum within a block taken exact).
+static double io_ref(const io_data *d, shape s, int bi, int i, int j, int kc_sim, double *tol, double *sim) {
+  double acc = 0, mag = 0, part = 0;
+  double cold = s.beta == 0.0f ? 0.0 : s.beta * (double)nc_bf16_to_f32(d->c0[bi * d->sc + i * d->ldc + j]);
+  float cur = 0;
+  for (int kk = 0; kk < s.k; kk++) {
+    double x = nc_bf16_to_f32(s.ta ? d->a[bi * d->sa + kk * d->lda + i] : d->a[bi * d->sa + i * d->lda + kk]);
+    double y = nc_bf16_to_f32(s.tb ? d->b[bi * d->sb + j * d->ldb + kk] : d->b[bi * d->sb + kk * d->ldb + j]);
+    acc += x * y, part += x * y, mag += fabs(x * y);
+    if (kc_sim > 0 && ((kk + 1) % kc_sim == 0 || kk + 1 == s.k)) {
+      double base = kk < kc_sim ? cold : cur;
+      cur = nc_bf16_to_f32(nc_f32_to_bf16((float)(s.alpha * part + base)));
+      part = 0;
+    }
+  }
+  double ref = s.alpha * acc + cold;
+  *tol = fabs(ref) * 0x1p-8 + 1e-5 * (fabs(s.alpha) * mag + fabs(cold)) + 1e-30;
+  if (sim) *sim = cur;
+  return ref;
+}
+
+// Runs one bf16_io GEMM (with the shadow when use_cw); returns the worst
+// error / tolerance (1e30: NaN, or a padding element of C touched).
+static double io_check(nc_gemm_fn fn, const nc_gemm_knobs *kn, shape s, bool use_cw, uint64_t *rng) {
+  io_data d = io_make(s, rng);
+  size_t wsz = nc_gemm_bf16_workspace_size(kn, s.threads);
+  float *work = aligned_alloc(64, (wsz + 63) / 64 * 64);
+  nc_gemm_args args = {.a = (const float *)d.a, .b = (const float *)d.b, .c = (float *)d.c, .m = s.m, .n = s.n,
+                       .k = s.k, .lda = d.lda, .ldb = d.ldb, .ldc = d.ldc, .batch = s.batch, .stride_a = d.sa,
+                       .stride_b = d.sb, .stride_c = d.sc, .alpha = s.alpha, .beta = s.beta, .work = work,
+                       .cw = use_cw ? d.cw : NULL};
+  run_threads(fn, &args, s.threads);
+  double worst = 0;
+  for (int bi = 0; bi < s.batch; bi++)
+    for (int i = 0; i < s.m; i++) {
+      for (int j = 0; j < s.n; j++) {
+        double tol, ref = io_ref(&d, s, bi, i, j, 0, &tol, NULL);
+        double got = nc_bf16_to_f32(d.c[bi * d.sc + i * d.ldc + j]);
+        double e = fabs(got - ref) / tol;
+        if (!(e <= 1e30)) e = 1e30;
+        if (e > worst) worst = e;
+      }
+      for (int64_t j = s.n; j < d.ldc; j++)  // padding untouched
+        if (d.c[bi * d.sc + i * d.ldc + j] != d.c0[bi * d.sc + i * d.ldc + j]) worst = 1e30;
+    }
+  free(work);
+  io_free(&d);
+  return worst;
+}
+
+static void compile4_io(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, nc_gemm_fn fns[4]) {
+  for (int v = 0; v < 4; v++) {
+    char name[64];
+    snprintf(name, sizeof name, "gemm_bf16io_%s_%d", tag, v);
+    nc_gemm_spec spec = {.name = name, .ta = v & 1, .tb = (v >> 1) & 1, .knobs = *kn, .bf16_io = true};
+    OK(nc_gemm_bf16_compile(jit, &spec, &fns[v]));
+  }
+}
+
+static void io_assert(nc_gemm_fn fns[4], const nc_gemm_knobs *kn, shape s, bool use_cw, const char *tag, uint64_t *rng) {
+  double e = io_check(fns[s.ta + 2 * s.tb], kn, s, use_cw, rng);
+  cr_assert(e <= 1.0,
+            "%s (kc %d): M=%d N=%d K=%d ta=%d tb=%d batch=%d threads=%d alpha=%g beta=%g pad=%d cw=%d: "
+            "error %.3g x (one bf16 rounding of the fp32 total)",
+            tag, kn->kc, s.m, s.n, s.k, s.ta, s.tb, s.batch, s.threads, s.alpha, s.beta, s.pad, use_cw, e);
+}
+
+// Random shapes with K from below kc to several kc blocks (odd K included):
+// every ta/tb, beta 0 / 1 / 0.5, alpha != 1, batches, 1..3 threads, padding.
+static void io_random_suite(nc_jit *jit, const nc_gemm_knobs *kn, const char *tag, int count, int kmax, uint64_t seed) {
+  nc_gemm_fn fns[4];
+  compile4_io(jit, kn, tag, fns);
+  uint64_t rng = seed;
+  for (int it = 0; it < count; it++) {
+    shape s;
+    s.ta = it & 1;
+    s.tb = (it >> 1) & 1;
+    s.m = it % 3 == 0 ? edge_dims[rng_int(&rng, 0, NEDGE - 1)] : rng_int(&rng, 1, 70);
+    s.n = it % 3 == 1 ? edge_dims[rng_int(&rng, 0, NEDGE - 1)] : rng_int(&rng, 1, 70);
+    int kcs[] = {rng_int(&rng, 1, kn->kc - 1), kn->kc, kn->kc + 1, rng_int(&rng, kn->kc + 2, kmax)};
+    s.k = kcs[(it / 4) % 4];
+    s.batch = rng_int(&rng, 1, 3);
+    s.threads = rng_int(&rng, 1, 3);
+    static const float betas[] = {0.0f, 1.0f, 0.5f};
+    s.beta = betas[it % 3];
+    s.alpha = it % 5 == 4 ? -0.75f : 1.0f;
+    s.pad = it % 4 == 3 ? rng_int(&rng, 1, 5) : 0;
+    io_assert(fns, kn, s, true, tag, &rng);
+    if (s.k <= kn->kc) io_assert(fns, kn, s, false, tag, &rng);  // no shadow needed: cw NULL
+  }
+}
+
+Test(gemm_bf16, bf16_io_default_knobs_across_kc) {
+  nc_jit *jit = host_jit_or_skip();
+  nc_gemm_knobs kn = nc_gemm_bf16_knobs_default(nc_jit_cpu(jit));
+  nc_gemm_fn fns[4];
+  compile4_io(jit, &kn, "def", fns);
+  uint64_t rng = 4242;
+  // K below, at and far above the default kc (768): several blocks, odd K, a ragged last block
+  const int kc = kn.kc;
+  const shape shapes[] = {
+      {.m = 50, .n = 200, .k = 1600, .batch = 1, .threads = 2, .alpha = 1, .beta = 0},  // test_tune's failing shape
+      {.m = 70, .n = 130, .k = 900, .batch = 1, .threads = 3, .tb = true, .alpha = 1, .beta = 0},  // the tuner's
+      {.m = 33, .n = 47, .k = kc - 1, .batch = 2, .threads = 2, .alpha = 1, .beta = 1},
+      {.m = 33, .n = 47, .k = kc, .batch = 1, .threads = 1, .ta = true, .alpha = 1, .beta = 0.5f},
+      {.m = 61, .n = 65, .k = kc + 1, .batch = 1, .threads = 2, .tb = true, .alpha = -0.75f, .beta = 1},
+      {.m = 40, .n = 96, .k = 3 * kc + 17, .batch = 2, .threads = 3, .ta = true, .tb = true, .alpha = 1, .beta = 0},
+      {.m = 17, .n = 300, .k = 8 * kc + 5, .batch = 1, .threads = 2, .alpha = 0.5f, .beta = 0.5f, .pad = 3},
+      {.m = 64, .n = 64, .k = 4097, .batch = 3, .threads = 2, .ta = true, .alpha = 1, .beta = 1},
+  };
+  for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+    io_assert(fns, &kn, shapes[i], true, "def", &rng);
+    if (shapes[i].k <= kc) io_assert(fns, &kn, shapes[i], false, "def", &rng);
+  }
+  // Without the shadow (cw NULL: the code before it) the first two shapes,
+  // found by the tuner, break the tolerance: the test tells the two apart.
+  for (size_t i = 0; i < 2; i++) {
+    double e = io_check(fns[shapes[i].ta + 2 * shapes[i].tb], &kn, shapes[i], false, &rng);
+    cr_assert_gt(e, 1.0, "shape %zu without cw: only %.3g x tolerance", i, e);
+  }
+  io_random_suite(jit, &kn, "defr", 16, 2600, 0xB16B00B5ull);
+  nc_jit_free(jit);
+}
+
+Test(gemm_bf16, bf16_io_tiny_blocks_many_k_blocks) {
+  nc_jit *jit = host_jit_or_skip();
+  // kc 14 / 32 / 64 with small mc, nc: small shapes cross many K blocks (up
+  // to ~20), M and N blocks, with ragged edges
+  static const int kcs[] = {14, 32, 64};
+  for (int i = 0; i < 3; i++) {
+    nc_gemm_knobs kn = tiny_blocks(nc_gemm_bf16_knobs_default(nc_jit_cpu(jit)), kcs[i]);
+    kn.order = i & 1;
+    char tag[16];
+    snprintf(tag, sizeof tag, "tiny%d", kcs[i]);
+    io_random_suite(jit, &kn, tag, 32, 20 * kcs[i] + 3, 1000 + (uint64_t)i);
+  }
+  nc_jit_free(jit);
+}
+
+// The tolerance above is tight enough to catch the bug it guards against:
+// rounding C to bf16 after every kc block (what the code without the shadow
+// did) breaks it on the same data for K > kc, shape after shape, while one
+// rounding passes. Pure C (no JIT): runs on any host.
+Test(gemm_bf16, bf16_io_tolerance_rejects_per_block_rounding) {
+  uint64_t rng = 777;
+  const shape shapes[] = {
+      {.m = 50, .n = 200, .k = 1600, .batch = 1, .alpha = 1, .beta = 0},
+      {.m = 70, .n = 130, .k = 900, .batch = 1, .tb = true, .alpha = 1, .beta = 0},
+      {.m = 40, .n = 96, .k = 3 * 768 + 17, .batch = 1, .ta = true, .alpha = 1, .beta = 1},
+      {.m = 30, .n = 40, .k = 300, .batch = 1, .alpha = -0.75f, .beta = 0.5f},  // kc 14: ~21 blocks
+  };
+  const int kc_of[] = {768, 768, 768, 14};
+  for (size_t t = 0; t < sizeof shapes / sizeof *shapes; t++) {
+    shape s = shapes[t];
+    io_data d = io_make(s, &rng);
+    double worst_sim = 0, worst_one = 0;
+    for (int i = 0; i < s.m; i++)
+      for (int j = 0; j < s.n; j++) {
+        double tol, sim, ref = io_ref(&d, s, 0, i, j, kc_of[t], &tol, &sim);
+        // one rounding of the (here exact) total
+        double one = nc_bf16_to_f32(nc_f32_to_bf16((float)ref));
+        if (fabs(one - ref) / tol > worst_one) worst_one = fabs(one - ref) / tol;
+        if (fabs(sim - ref) / tol > worst_sim) worst_sim = fabs(sim - ref) / tol;
+      }
+    io_free(&d);
+    cr_assert_leq(worst_one, 1.0, "shape %zu: one rounding gives %.3g x tolerance", t, worst_one);
+    cr_assert_gt(worst_sim, 1.5, "shape %zu (K %d, kc %d): per-block rounding gives only %.3g x tolerance", t, s.k,
+                 kc_of[t], worst_sim);
+  }
 }
