@@ -15,7 +15,6 @@
 // of the bucket's size is timed with each candidate of the class's knob (loop_wg, row_wg,
 // reduce_wg); see nc_tf_wg_shape.
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -28,22 +27,6 @@
 #include "runtime/ocl_device.h"
 #include "runtime/ocl_tune.h"
 #include "runtime/tuner.h"
-
-static double nc_tf_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static void nc_tf_progress(const nc_tune_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void nc_tf_progress(const nc_tune_opts *o, const char *fmt, ...) {
-  if (!o->progress) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(o->progress, fmt, ap);
-  va_end(ap);
-  fflush(o->progress);
-}
 
 static void nc_tf_bind(const nc_graph *g, const nc_kernel *k, const int64_t *syms, int64_t *args) {
   for (int a = 0; a < k->nargs; a++) {
@@ -351,7 +334,7 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
   tried[ntried++] = def;
   uint64_t r = (o->seed ? o->seed : 0x5eedull) ^ 0xf1a5ull;
   bool improved = true;
-  while (improved && nc_tf_now() < deadline) {
+  while (improved && nc_tune_now() < deadline) {
     improved = false;
     int moves[NC_KNOB_MAX * NC_KNOB_MAX_SEARCH][2], nm = 0;
     for (int i = 0; i < sp->nknobs; i++)
@@ -362,7 +345,7 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
       int j = (int)(r % (uint64_t)(i + 1)), t0 = moves[i][0], t1 = moves[i][1];
       moves[i][0] = moves[j][0], moves[i][1] = moves[j][1], moves[j][0] = t0, moves[j][1] = t1;
     }
-    for (int mv = 0; mv < nm && nc_tf_now() < deadline; mv++) {
+    for (int mv = 0; mv < nm && nc_tune_now() < deadline; mv++) {
       cur = best;
       nc_knob_set(sp, &cur, moves[mv][0], moves[mv][1]);
       nc_status cst = nc_knob_check(sp, &cur);
@@ -390,7 +373,7 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
       nc_status rs = nc_tf_compile(&x, kn0, &cur.bl, &c);
       if (!rs) rs = nc_tf_time(&x, c, reps, &t);
       if (rs) {  // a candidate the device cannot build or run: rejected, not fatal
-        nc_tf_progress(o, "  rejected %s: %s\n", kb, nc_status_msg(rs));
+        nc_tune_progress(o, "  rejected %s: %s\n", kb, nc_status_msg(rs));
         nc_status_free(rs);
         nc_ocl_free(c);
         res->rejected++;
@@ -399,12 +382,12 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
       if (o->break_candidates) ((float *)x.got[0].data)[0] = NAN;
       double e = nc_tf_err(x.got, x.ref, x.nout);
       if (!(e <= tol)) {
-        nc_tf_progress(o, "  rejected %s: wrong result (%.3g of the default's outputs, tolerance %.3g)\n", kb, e, tol);
+        nc_tune_progress(o, "  rejected %s: wrong result (%.3g of the default's outputs, tolerance %.3g)\n", kb, e, tol);
         nc_ocl_free(c);
         res->rejected++;
         continue;
       }
-      nc_tf_progress(o, "  %s: %.1f us (best so far %.1f us)\n", kb, 1e6 * t, 1e6 * tb);
+      nc_tune_progress(o, "  %s: %.1f us (best so far %.1f us)\n", kb, 1e6 * t, 1e6 * tb);
       if (t < tb * 0.99) {
         nc_ocl_free(cbest);
         cbest = c, best = cur, tb = t, improved = true;
@@ -432,12 +415,12 @@ done:
 
 nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
   if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: flash attention is an OpenCL template (device '%s')", nc_device_name(&o->dev));
-  double t0 = nc_tf_now(), deadline = t0 + (o->budget_s > 0 ? o->budget_s : 0);
+  double t0 = nc_tune_now(), deadline = t0 + (o->budget_s > 0 ? o->budget_s : 0);
   nc_ocl_device_desc d;
   nc_ocl_knobs kn;
   char device[192], driver[192];
   NC_TRY(nc_tf_device(o, &d, &kn, device, driver));
-  nc_tf_progress(o, "tuning %d flash-attention shapes (mode %d) on %s, budget %.1f s\n", n, kn.gemm_tc, device, o->budget_s);
+  nc_tune_progress(o, "tuning %d flash-attention shapes (mode %d) on %s, budget %.1f s\n", n, kn.gemm_tc, device, o->budget_s);
   // largest work first
   int *ord = malloc((size_t)(n > 0 ? n : 1) * sizeof *ord);
   if (!ord) return nc_errorf(NC_E_NOMEM, "out of memory");
@@ -457,16 +440,16 @@ nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_t
     memset(r, 0, sizeof *r);
     nc_ocl_flash_signature(kn.gemm_tc, nc_ocl_attn_pad(fs->d), nc_ocl_attn_pad(fs->dv), r->kernel, sizeof r->kernel);
     nc_ocl_flash_shape_str(&fs->s, r->shape, sizeof r->shape);
-    double now = nc_tf_now();
+    double now = nc_tune_now();
     if (now >= deadline) {
-      nc_tf_progress(o, "[flash %d/%d] %s %s: budget spent, skipped\n", ii + 1, n, r->kernel, r->shape);
+      nc_tune_progress(o, "[flash %d/%d] %s %s: budget spent, skipped\n", ii + 1, n, r->kernel, r->shape);
       continue;
     }
     st = nc_tf_flash_shape(fs, o, &kn, now + (deadline - now) / (n - ii), db, device, driver, r);
     if (!st)
-      nc_tf_progress(o, "[flash %d/%d] %s %s x%d: default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected, %d invalid (%.1f s)\n", ii + 1,
+      nc_tune_progress(o, "[flash %d/%d] %s %s x%d: default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected, %d invalid (%.1f s)\n", ii + 1,
                      n, r->kernel, r->shape, fs->count, r->default_us, r->best_us, r->default_us / r->best_us, r->is_default ? "default: " : "",
-                     r->knobs, r->tried, r->rejected, r->invalid, nc_tf_now() - now);
+                     r->knobs, r->tried, r->rejected, r->invalid, nc_tune_now() - now);
   }
   free(ord);
   return st;
@@ -567,7 +550,7 @@ static nc_status nc_tf_wg_shape(nc_ocl_loop_class cls, const nc_tune_wg_shape *w
   for (int v = 0; v < sp->knobs[iw].nsearch; v++) cand[nc++] = sp->knobs[iw].search[v];
   if (cls != NC_OCL_LOOP_ELEMENTWISE && dv / 2 < 32 && dv / 2 >= 1) cand[nc++] = dv / 2;  // below the search values (PoCL's defaults)
   if (cls != NC_OCL_LOOP_ELEMENTWISE && dv * 2 < 32) cand[nc++] = dv * 2;
-  for (int v = 0; v < nc && nc_tf_now() < deadline; v++) {
+  for (int v = 0; v < nc && nc_tune_now() < deadline; v++) {
     nc_ocl_knobs cur = def;
     nc_knob_set(sp, &cur, iw, cand[v]);
     if (cand[v] == dv || cand[v] > top) continue;
@@ -583,7 +566,7 @@ static nc_status nc_tf_wg_shape(nc_ocl_loop_class cls, const nc_tune_wg_shape *w
     nc_status rst = nc_tf_compile(&x, &cur, NULL, &c);
     if (!rst) rst = nc_tf_time(&x, c, reps, &t);
     if (rst) {  // a candidate the device cannot build or run (work-group too large): rejected, not fatal
-      nc_tf_progress(o, "  rejected %s=%d: %s\n", knob[cls], cand[v], nc_status_msg(rst));
+      nc_tune_progress(o, "  rejected %s=%d: %s\n", knob[cls], cand[v], nc_status_msg(rst));
       nc_status_free(rst);
       nc_ocl_free(c);
       res->rejected++;
@@ -592,13 +575,13 @@ static nc_status nc_tf_wg_shape(nc_ocl_loop_class cls, const nc_tune_wg_shape *w
     if (o->break_candidates) ((float *)x.got[0].data)[0] = NAN;
     double e = nc_tf_err(x.got, x.ref, x.nout);
     if (!(e <= tol)) {
-      nc_tf_progress(o, "  rejected %s=%d: wrong result (%.3g of the %s, tolerance %.3g)\n", knob[cls], cand[v], e,
+      nc_tune_progress(o, "  rejected %s=%d: wrong result (%.3g of the %s, tolerance %.3g)\n", knob[cls], cand[v], e,
                      cls == NC_OCL_LOOP_REDUCE ? "double-precision sum" : "default's output", tol);
       nc_ocl_free(c);
       res->rejected++;
       continue;
     }
-    nc_tf_progress(o, "  %s=%d: %.1f us (best so far %.1f us)\n", knob[cls], cand[v], 1e6 * t, 1e6 * tb);
+    nc_tune_progress(o, "  %s=%d: %.1f us (best so far %.1f us)\n", knob[cls], cand[v], 1e6 * t, 1e6 * tb);
     if (t < tb * 0.99) {
       nc_ocl_free(cbest);
       cbest = c, best = cur, tb = t;
@@ -624,12 +607,12 @@ nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, 
   static const char *tag[3] = {"loop", "row", "reduce"}, *what[3] = {"loop", "row", "reduction"},
                     *by[3] = {"size", "row-length", "element-count"};
   if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: the %s work-groups are OpenCL knobs (device '%s')", what[cls], nc_device_name(&o->dev));
-  double deadline = nc_tf_now() + (o->budget_s > 0 ? o->budget_s : 0);
+  double deadline = nc_tune_now() + (o->budget_s > 0 ? o->budget_s : 0);
   nc_ocl_device_desc d;
   nc_ocl_knobs kn;
   char device[192], driver[192];
   NC_TRY(nc_tf_device(o, &d, &kn, device, driver));
-  nc_tf_progress(o, "tuning the %s work-group of %d %s buckets on %s, budget %.1f s\n", what[cls], n, by[cls], device, o->budget_s);
+  nc_tune_progress(o, "tuning the %s work-group of %d %s buckets on %s, budget %.1f s\n", what[cls], n, by[cls], device, o->budget_s);
   nc_status st = NC_OK;
   for (int i = 0; i < n && !st; i++) {  // (the caller orders the buckets: most launches first)
     nc_tune_result *r = &res[i];
@@ -638,9 +621,9 @@ nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, 
     if (cls == NC_OCL_LOOP_ROW) nc_ocl_row_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
     else if (cls == NC_OCL_LOOP_REDUCE) nc_ocl_reduce_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
     else snprintf(r->shape, sizeof r->shape, "items=2^%d", shapes[i].bucket);
-    double now = nc_tf_now();
+    double now = nc_tune_now();
     if (now >= deadline) {
-      nc_tf_progress(o, "[%s %d/%d] %s %s: budget spent, skipped\n", tag[cls], i + 1, n, r->kernel, r->shape);
+      nc_tune_progress(o, "[%s %d/%d] %s %s: budget spent, skipped\n", tag[cls], i + 1, n, r->kernel, r->shape);
       continue;
     }
     st = nc_tf_wg_shape(cls, &shapes[i], o, &kn, now + (deadline - now) / (n - i), db, device, driver, r);
@@ -648,7 +631,7 @@ nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, 
     if (cls == NC_OCL_LOOP_ROW) snprintf(at, sizeof at, "%lld x %lld", (long long)shapes[i].rows, (long long)shapes[i].cols);
     else snprintf(at, sizeof at, "%lld items", (long long)shapes[i].items);
     if (!st)
-      nc_tf_progress(o, "[%s %d/%d] %s %s x%d (timed at %s): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", tag[cls], i + 1, n,
+      nc_tune_progress(o, "[%s %d/%d] %s %s x%d (timed at %s): default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected\n", tag[cls], i + 1, n,
                      r->kernel, r->shape, shapes[i].count, at, r->default_us, r->best_us, r->default_us / r->best_us, r->is_default ? "default: " : "",
                      r->knobs, r->tried, r->rejected);
   }
