@@ -14,12 +14,7 @@
 #include "runtime/cpu_peak.h"
 #include "runtime/exec.h"
 #include "runtime/session.h"
-
-static double nc_bench_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "support/clock.h"
 
 static int nc_bench_cmp(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -128,10 +123,10 @@ static int nc_bench_train(int argc, char **argv) {
   nc_graph *g = NULL;
   nc_exec *ex = NULL;
   nc_session *sess = nc_session_new();
-  double t0 = nc_bench_now();
+  double t0 = nc_clock_now();
   st = nc_train_build(&s, &oc, &to, &g);
   if (!st) st = nc_exec_new(g, &dev, &ex);
-  double tcompile = nc_bench_now() - t0;
+  double tcompile = nc_clock_now() - t0;
   if (!st) st = nc_model_init_session(&s, 42, sess);
   nc_param_desc *sd = NULL;
   int ns = 0;
@@ -162,10 +157,10 @@ static int nc_bench_train(int argc, char **argv) {
     if (!st && trace && step == steps) st = nc_exec_trace_start(ex);
     struct timespec ca, cb;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ca);
-    double a = nc_bench_now();
+    double a = nc_clock_now();
     if (!st) st = nc_session_run_exec(sess, ex);
     if (!st && trace && step == steps) st = nc_exec_trace_write(ex, trace);
-    times[step] = nc_bench_now() - a;
+    times[step] = nc_clock_now() - a;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cb);
     cpus[step] = (double)(cb.tv_sec - ca.tv_sec) + 1e-9 * (double)(cb.tv_nsec - ca.tv_nsec);
     if (!st) fprintf(stderr, "\rstep %ld/%ld  %.3f s  loss %.4f   ", step, steps, times[step], *(float *)nc_session_get(sess, "loss")->data);
@@ -262,12 +257,12 @@ static int nc_bench_compile(int argc, char **argv) {
         snprintf(cmd, sizeof cmd, "rm -f %s/plan-*.o", dir);
         if (system(cmd) != 0) fprintf(stderr, "warning: could not empty %s\n", dir);
       }
-      double t0 = nc_bench_now();
+      double t0 = nc_clock_now();
       nc_graph *g = NULL;
       nc_exec *ex = NULL;
       st = nc_train_build(&s, &oc, &to, &g);
       if (!st) st = nc_exec_new(g, &dev, &ex);
-      (w ? warm : cold)[r] = nc_bench_now() - t0;
+      (w ? warm : cold)[r] = nc_clock_now() - t0;
       nc_exec_free(ex);
       nc_graph_free(g);
     }

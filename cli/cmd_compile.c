@@ -17,6 +17,7 @@
 #include "ir/text.h"
 #include "runtime/aot.h"
 #include "runtime/cpu.h"
+#include "support/clock.h"
 
 static void nc_compile_usage(FILE *f) {
   fprintf(f,
@@ -46,12 +47,6 @@ static int nc_compile_fail(nc_status st) {
   fprintf(stderr, "nanochat compile: %s\n", nc_status_msg(st));
   nc_status_free(st);
   return code > 0 && code < 128 ? code : 1;
-}
-
-static double nc_compile_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 // DIR exists (or is created) and is a writable folder.
@@ -186,10 +181,10 @@ int nc_cmd_compile(int argc, char **argv) {
     nc_compile_usage(stderr);
     return 2;
   }
-  double t0 = nc_compile_now();
+  double t0 = nc_clock_now();
   int nk = 0, nu = 0;
   nc_status st = nc_compile_run(argv[optind], train, dir, &co, &nk, &nu);
   if (st) return nc_compile_fail(st);
-  printf("compiled %s: %d kernels (%d unique) into %s in %.2f s\n", argv[optind], nk, nu, dir, nc_compile_now() - t0);
+  printf("compiled %s: %d kernels (%d unique) into %s in %.2f s\n", argv[optind], nk, nu, dir, nc_clock_now() - t0);
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "eval/core.h"
 #include "eval/forward.h"
 #include "pipeline/dist.h"
+#include "support/clock.h"
 
 static int nc_eval_fail(const char *what, nc_status st) {
   fprintf(stderr, "nanochat eval %s: %s\n", what, nc_status_msg(st));
@@ -30,12 +31,6 @@ static bool nc_eval_int(const char *s, long long lo, long long hi, long long *ou
   if (errno || end == s || *end || v < lo || v > hi) return false;
   *out = v;
   return true;
-}
-
-static double nc_eval_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static json_t *nc_json_num(double v) { return isfinite(v) ? json_real(v) : json_null(); }
@@ -227,7 +222,7 @@ static int nc_eval_base(int argc, char **argv) {
   }
   bool core_on = !(tasks && !strcmp(tasks, "none"));
   dev.threads = (int)threads;
-  double t0 = nc_eval_now();
+  double t0 = nc_clock_now();
   nc_dist dist;  // mpirun: CORE's examples strided over the ranks, counts summed (docs/distributed.md)
   nc_dist_before_init(&dev);
   nc_status st = nc_dist_init(&dist);
@@ -251,21 +246,21 @@ static int nc_eval_base(int argc, char **argv) {
   if (lead)
     fprintf(stderr, "eval base: %s (%s, vocab %d, seq %d, %s) on %s, prepared in %.1f s%s\n", ckpt, nc_evalfwd_spec(f)->name,
             nc_evalfwd_spec(f)->vocab_size, nc_evalfwd_spec(f)->sequence_len, nc_spec_bf16(nc_evalfwd_spec(f)) ? "bf16" : "fp32",
-            nc_device_name(&dev), nc_eval_now() - t0,
+            nc_device_name(&dev), nc_clock_now() - t0,
             dist.world > 1 ? "; CORE's examples strided over the ranks, bpb on rank 0" : "");
   double bpb = NAN;
   int64_t bpb_n = 0;
   if (nval && lead) {
-    double tb = nc_eval_now();
+    double tb = nc_clock_now();
     if ((st = nc_eval_bpb(f, vals, nval, bpbtok, (int)batch > 8 ? 8 : (int)batch, true, &bpb, &bpb_n))) {
       nc_evalfwd_free(f);
       return nc_eval_fail_dist("base", &dist, st);
     }
-    fprintf(stderr, "bpb: %.6f over %lld tokens (%.1f s)\n", bpb, (long long)bpb_n, nc_eval_now() - tb);
+    fprintf(stderr, "bpb: %.6f over %lld tokens (%.1f s)\n", bpb, (long long)bpb_n, nc_clock_now() - tb);
   }
   nc_core_result *res = NULL;
   int nres = 0;
-  double core = NAN, tc = nc_eval_now();
+  double core = NAN, tc = nc_clock_now();
   if (core_on) {
     nc_core_opts co = {.bundle = bundle, .tasks = tasks, .max_per_task = maxper, .batch = (int)batch, .batch_tokens = btok,
                        .verbose = verbose ? (verbose > 1 ? 8 : 1) : 0, .progress = lead, .rank = (int)rank, .world = (int)world,
@@ -276,7 +271,7 @@ static int nc_eval_base(int argc, char **argv) {
       return nc_eval_fail_dist("base", &dist, st);
     }
   }
-  double core_s = nc_eval_now() - tc;
+  double core_s = nc_clock_now() - tc;
   if (dist.world > 1) {  // summed over the ranks: the whole result, written by rank 0
     if ((st = nc_dist_barrier(&dist))) return nc_eval_fail_dist("base", &dist, st);
     rank = 0, world = 1;
@@ -321,7 +316,7 @@ static int nc_eval_base(int argc, char **argv) {
   json_object_set_new(j, "world", json_integer(world));
   json_object_set_new(j, "shared", json_boolean(!unshared));
   json_object_set_new(j, "core_seconds", json_real(core_s));
-  json_object_set_new(j, "seconds", json_real(nc_eval_now() - t0));
+  json_object_set_new(j, "seconds", json_real(nc_clock_now() - t0));
   snprintf(path, sizeof path, "%s/eval_base.csv", od);
   if (core_on) st = nc_file_write_atomic(path, csv.data ? csv.data : "", csv.len);
   char jpath[4096];
@@ -333,7 +328,7 @@ static int nc_eval_base(int argc, char **argv) {
   nc_buf_free(&csv);
   free(res);
   if (st) return nc_eval_fail("base", st);
-  fprintf(stderr, "wrote %s%s%s (%.1f s)\n", core_on ? path : "", core_on ? " and " : "", jpath, nc_eval_now() - t0);
+  fprintf(stderr, "wrote %s%s%s (%.1f s)\n", core_on ? path : "", core_on ? " and " : "", jpath, nc_clock_now() - t0);
   return 0;
 }
 
@@ -448,7 +443,7 @@ static int nc_eval_chat(int argc, char **argv) {
   }
   o.device.threads = (int)threads;
   nc_cli_precision_apply(o.precision, NULL, &o.device);
-  double t0 = nc_eval_now();
+  double t0 = nc_clock_now();
   nc_dist dist;  // mpirun: problems strided over the ranks, counts summed (docs/distributed.md)
   nc_dist_before_init(&o.device);
   nc_status st = nc_dist_init(&dist);
@@ -500,7 +495,7 @@ static int nc_eval_chat(int argc, char **argv) {
   json_object_set_new(j, "complete", json_boolean(complete));
   json_object_set_new(j, "missing", missing);
   json_object_set_new(j, "tasks", jt);
-  json_object_set_new(j, "seconds", json_real(nc_eval_now() - t0));
+  json_object_set_new(j, "seconds", json_real(nc_clock_now() - t0));
   char path[4096];
   snprintf(path, sizeof path, "%s/eval_chat.json", outdir ? outdir : o.ckpt);
   st = nc_eval_write_json(path, j);

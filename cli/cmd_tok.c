@@ -8,6 +8,7 @@
 
 #include "chat/tokenizer.h"
 #include "cli/commands.h"
+#include "support/clock.h"
 
 #define NC_TOK_MAX_INPUT ((size_t)4 << 30)
 
@@ -24,12 +25,6 @@ static const char *nc_tok_usage =
     "gpt2, cl100k_base, o200k_base, looked up in --ranks-dir (default $NC_RANKS_DIR,\n"
     "else build/ranks; make them with: (cd tests/js && npm ci) && node tools/export_ranks.mjs build/ranks).\n"
     "Run 'nanochat tok <subcommand> --help' for its options.\n";
-
-static double nc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int nc_fail(nc_status st) {
   fprintf(stderr, "nanochat tok: %s\n", nc_status_msg(st));
@@ -98,7 +93,7 @@ typedef struct {
 static void nc_train_progress(void *ctx, const char *stage, uint64_t done, uint64_t total) {
   nc_progress *p = ctx;
   if (p->quiet) return;
-  double now = nc_now();
+  double now = nc_clock_now();
   if (now - p->last < 1.0 && done != total) return;
   p->last = now;
   if (!strcmp(stage, "characters"))
@@ -131,7 +126,7 @@ static int nc_tok_train_cmd(int argc, char **argv) {
   const char **inputs = calloc((size_t)argc + 1, sizeof *inputs);
   size_t ninputs = 0;
   const char *output = NULL;
-  nc_progress prog = {nc_now(), 0, false};
+  nc_progress prog = {nc_clock_now(), 0, false};
   int rc = 2;
   if (!inputs) return 1;
   for (int i = 1; i < argc; i++) {
@@ -189,7 +184,7 @@ static int nc_tok_train_cmd(int argc, char **argv) {
     rc = 0;
     if (!prog.quiet)
       fprintf(stderr, "[%6.1fs] wrote %s (+.json): %zu ranks + %zu special tokens = vocab %zu; read %.1f MB\n",
-              nc_now() - prog.t0, output, nc_tok_n_ranks(t), nc_tok_n_special(t), nc_tok_vocab_size(t),
+              nc_clock_now() - prog.t0, output, nc_tok_n_ranks(t), nc_tok_n_special(t), nc_tok_vocab_size(t),
               (double)nc_tok_docfile_bytes_read(f) / 1e6);
   }
   nc_tok_free(t);
@@ -272,9 +267,9 @@ static int nc_tok_encode_cmd(int argc, char **argv) {
   nc_status st = nc_tok_open(a.tok, a.ranks_dir, &t);
   if (!st) st = nc_read_input(a.file, &text, &n);
   nc_tok_encode_opts o = {a.allow_special ? NC_TOK_SPECIAL_ALLOW : NC_TOK_SPECIAL_ORDINARY, a.threads};
-  double t0 = nc_now();
+  double t0 = nc_clock_now();
   if (!st) st = nc_tok_encode(t, text, n, &o, &ids);
-  double dt = nc_now() - t0;
+  double dt = nc_clock_now() - t0;
   if (!st && a.timing)
     fprintf(stderr, "encoded %zu bytes into %zu tokens in %.3f s: %.2f MB/s\n", n, ids.len, dt,
             dt > 0 ? (double)n / 1e6 / dt : 0);

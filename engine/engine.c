@@ -14,6 +14,7 @@
 #include "engine/calc.h"
 #include "engine/infer.h"
 #include "engine/sample.h"
+#include "support/clock.h"
 
 void nc_gen_opts_default(nc_gen_opts *o) {
   memset(o, 0, sizeof *o);
@@ -46,12 +47,6 @@ const char *nc_finish_name(nc_finish f) {
 typedef struct nc_req nc_req;
 
 #define NC_ENGINE_PROF_B 16  // step profile buckets: 1..16 rows, then one for more
-
-static double nc_eng_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 typedef struct {
   nc_req *req;
@@ -411,10 +406,10 @@ static void nc_admit_group(nc_engine *e, nc_req **rs, int k) {
 static void nc_step(nc_engine *e) {
   int B = nc_infer_rows(e->m);
   if (!B) return;
-  double t0 = nc_eng_now();
+  double t0 = nc_clock_now();
   for (int r = 0; r < B; r++) e->toks[r] = e->rowsamp[r]->next;
   nc_status st = nc_infer_decode(e->m, e->toks, e->logits);
-  double t1 = nc_eng_now();
+  double t1 = nc_clock_now();
   int pb = B > NC_ENGINE_PROF_B ? 0 : B;
   e->prof[pb].steps++;
   e->prof[pb].decode_s += t1 - t0;
@@ -431,7 +426,7 @@ static void nc_step(nc_engine *e) {
     int32_t t = nc_sample_next(e, s, e->logits + (size_t)r * (size_t)V, &forced);
     nc_sample_token(e, s, t, forced);
   }
-  e->prof[pb].rows_s += nc_eng_now() - t1;
+  e->prof[pb].rows_s += nc_clock_now() - t1;
 }
 
 static void *nc_worker(void *arg) {
@@ -463,18 +458,18 @@ static void *nc_worker(void *arg) {
       }
       pthread_mutex_unlock(&e->qmu);
       if (!k) break;
-      double t0 = nc_eng_now();
+      double t0 = nc_clock_now();
       nc_admit_group(e, rs, k);
       nc_sweep(e);
-      e->admit_s += nc_eng_now() - t0;
+      e->admit_s += nc_clock_now() - t0;
       e->admits += k;
       e->admit_runs++;
     }
     int B = nc_infer_rows(e->m);
     nc_step(e);
-    double t0 = nc_eng_now();
+    double t0 = nc_clock_now();
     nc_sweep(e);
-    if (B) e->prof[B > NC_ENGINE_PROF_B ? 0 : B].sweep_s += nc_eng_now() - t0;
+    if (B) e->prof[B > NC_ENGINE_PROF_B ? 0 : B].sweep_s += nc_clock_now() - t0;
     pthread_mutex_unlock(&e->mu);
   }
   return NULL;

@@ -14,15 +14,10 @@
 #include "data/tasks.h"
 #include "engine/engine.h"
 #include "eval/runner.h"
+#include "support/clock.h"
 
 static const char *const nc_chat_all[] = {"ARC-Easy", "ARC-Challenge", "MMLU", "GSM8K", "HumanEval", "SpellingBee"};
 #define NC_CHAT_NTASKS 6
-
-static double nc_chat_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void nc_chat_eval_opts_default(nc_chat_eval_opts *o) {
   memset(o, 0, sizeof *o);
@@ -176,7 +171,7 @@ static nc_status nc_chat_categorical(nc_evalfwd *f, nc_mc_item *items, int64_t n
   if (!ids || !lg || !seqs || !lens || !pos) st = nc_errorf(NC_E_NOMEM, "%s: out of memory", task);
   for (int i = 0; !st && i < batch; i++)
     if (!(lg[i] = malloc((size_t)V * sizeof(float)))) st = nc_errorf(NC_E_NOMEM, "%s: out of memory", task);
-  double t0 = nc_chat_now(), last = t0;
+  double t0 = nc_clock_now(), last = t0;
   nc_tok_encode_opts eo = {NC_TOK_SPECIAL_ORDINARY, 1};
   for (int64_t b0 = 0; !st && b0 < n; b0 += batch) {
     int nb = (int)(n - b0 < batch ? n - b0 : batch);
@@ -198,7 +193,7 @@ static nc_status nc_chat_categorical(nc_evalfwd *f, nc_mc_item *items, int64_t n
       }
       if (!st) *passed += nc_chat_pick_letter(lg[i], lid, it->n) == it->gold;
     }
-    double now = nc_chat_now();
+    double now = nc_clock_now();
     if (progress && now - last > 5) {
       fprintf(stderr, "%s: %lld/%lld, %lld passed (%.0f s)\n", task, (long long)(b0 + nb), (long long)n, (long long)*passed, now - t0);
       last = now;
@@ -369,7 +364,7 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
         continue;
       }
     }
-    double t0 = nc_chat_now();
+    double t0 = nc_clock_now();
     if (mc) {
       if (!f) {
         st = nc_evalfwd_open(o->ckpt, o->step, o->tokenizer, &o->device, &f);
@@ -459,7 +454,7 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
         nc_buf_free(&conv);
         r->passed += pass;
         r->n++;
-        double now = nc_chat_now();
+        double now = nc_clock_now();
         if (o->progress && now - last > 5) {
           fprintf(stderr, "%s: %lld/%lld, %lld passed (%.0f s)\n", task, (long long)i + 1, (long long)nrow, (long long)r->passed, now - t0);
           last = now;
@@ -476,7 +471,7 @@ nc_status nc_chat_eval_run(const nc_chat_eval_opts *o, nc_chat_result **res, int
       st = nc_status_prefix(st, "%s: ", task);
       break;
     }
-    r->seconds = nc_chat_now() - t0;
+    r->seconds = nc_clock_now() - t0;
     r->acc = r->n ? (double)r->passed / (double)r->n : 0;
     double b = nc_chat_baseline(task);
     r->centered = (r->acc - b) / (1.0 - b);

@@ -10,12 +10,7 @@
 #include "eval/core.h"
 #include "engine/infer.h"
 #include "eval/forward.h"
-
-static double nc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "support/clock.h"
 
 static bool nc_label_wanted(const char *list, const char *label) {
   if (!list) return true;
@@ -344,7 +339,7 @@ static nc_status nc_core_task_run_shared(nc_evalfwd *f, const nc_core_opts *o, c
   nc_core_row *rows = calloc((size_t)chunk * (size_t)(maxch + 1), sizeof *rows);
   nc_core_scratch sc = {0};
   nc_status st = exs && rows ? NC_OK : nc_errorf(NC_E_NOMEM, "core: out of memory");
-  double t0 = nc_now(), last = t0;
+  double t0 = nc_clock_now(), last = t0;
   r->n = 0;
   for (int64_t from = rank; !st && from < d->n;) {
     int ne = 0, nrows = 0;
@@ -373,7 +368,7 @@ static nc_status nc_core_task_run_shared(nc_evalfwd *f, const nc_core_opts *o, c
       }
       nc_core_ex_free(&exs[i]);
     }
-    double now = nc_now();
+    double now = nc_clock_now();
     if (!st && o->progress && now - last > 5) {
       fprintf(stderr, "core: %s %lld/%lld (%.0f s)\n", t->label, (long long)(from < d->n ? from : d->n), (long long)d->n, now - t0);
       last = now;
@@ -405,7 +400,7 @@ static nc_status nc_core_task_run(nc_evalfwd *f, const nc_core_opts *o, const nc
   if (!pend) st = nc_errorf(NC_E_NOMEM, "core: out of memory");
   int np = 0, nseq = 0;
   int64_t maxl = 0;
-  double t0 = nc_now(), last = t0;
+  double t0 = nc_clock_now(), last = t0;
   int world = o->world > 1 ? o->world : 1, rank = o->world > 1 ? o->rank : 0;
   r->n = 0;
   for (int64_t idx = rank; !st && idx < d.n; idx += world) {
@@ -447,7 +442,7 @@ static nc_status nc_core_task_run(nc_evalfwd *f, const nc_core_opts *o, const nc
       np = nseq = 0;
       maxl = 0;
     }
-    double now = nc_now();
+    double now = nc_clock_now();
     if (o->progress && now - last > 5) {
       fprintf(stderr, "core: %s %lld/%lld (%.0f s)\n", t->label, (long long)idx + 1, (long long)d.n, now - t0);
       last = now;
@@ -506,12 +501,12 @@ nc_status nc_core_run(nc_evalfwd *f, const nc_core_opts *o, nc_core_result **res
       st = nc_errorf(NC_E_INVALID, "%s/eval_meta_data.csv: no random baseline for task '%s'", o->bundle, t->label);
       break;
     }
-    double t0 = nc_now();
+    double t0 = nc_clock_now();
     if ((st = nc_core_task_run(f, o, t, path, r))) {
       st = nc_status_prefix(st, "core task '%s': ", t->label);
       break;
     }
-    r->seconds = nc_now() - t0;
+    r->seconds = nc_clock_now() - t0;
     r->acc = r->n ? (double)r->correct / (double)r->n : 0;
     r->centered = nc_core_centered(r->acc, t->baseline);
     sum += r->centered;
@@ -593,7 +588,7 @@ nc_status nc_eval_bpb(nc_evalfwd *f, const char *const *files, int nfiles, int64
   if (!st && (!seqs || !lens || !loss)) st = nc_errorf(NC_E_NOMEM, "bpb: out of memory");
   for (int i = 0; !st && i < batch; i++)
     if (!(loss[i] = malloc((size_t)(T + 1) * sizeof(double)))) st = nc_errorf(NC_E_NOMEM, "bpb: out of memory");
-  double t0 = nc_now(), last = t0;
+  double t0 = nc_clock_now(), last = t0;
   for (int64_t r0 = 0; !st && r0 < rows; r0 += batch) {
     int nb = (int)(rows - r0 < batch ? rows - r0 : batch);
     for (int i = 0; i < nb; i++) seqs[i] = stream.data + (r0 + i) * (T + 1), lens[i] = T + 1;
@@ -605,7 +600,7 @@ nc_status nc_eval_bpb(nc_evalfwd *f, const char *const *files, int nfiles, int64
         if (nb_ > 0) nats += loss[i][p], bytes += nb_;
       }
     *ntokens += (int64_t)nb * T;
-    double now = nc_now();
+    double now = nc_clock_now();
     if (progress && now - last > 5) {
       fprintf(stderr, "bpb: %lld/%lld tokens (%.0f s)\n", (long long)*ntokens, (long long)(rows * T), now - t0);
       last = now;

@@ -1,5 +1,6 @@
 // The HumanEval runner: untrusted Python in a contained child. See runner.h.
 #include "eval/runner.h"
+#include "support/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -90,12 +91,6 @@ static int nc_rm_one(const char *p, const struct stat *sb, int flag, struct FTW 
   if (flag == FTW_DP) rmdir(p);
   else unlink(p);
   return 0;
-}
-
-static double nc_mono(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct {
@@ -214,7 +209,7 @@ nc_status nc_runner_exec(const char *program, size_t len, const nc_runner_opts *
   char (*mps)[256] = calloc(NC_RUN_MAX_MOUNTS, 256);
   int nm = mps ? nc_read_mounts(mps, NC_RUN_MAX_MOUNTS, dir) : 0;
   nc_child_cfg c = {dir, argv_ns, envp, o, root, true, root, mps, nm};
-  double t0 = nc_mono();
+  double t0 = nc_clock_now();
   pid_t pid = -1;
   if (!o->no_namespaces) {
     if (root) pid = (pid_t)syscall(SYS_clone, SIGCHLD | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWNS, 0, 0, 0, 0);
@@ -245,7 +240,7 @@ nc_status nc_runner_exec(const char *program, size_t len, const nc_runner_opts *
     pid_t w = waitpid(pid, &status, WNOHANG);
     if (w == pid) break;
     if (w < 0 && errno != EINTR) break;
-    if (nc_mono() - t0 > o->timeout_s) {
+    if (nc_clock_now() - t0 > o->timeout_s) {
       timed_out = true;
       kill(pid, SIGKILL);
       kill(-pid, SIGKILL);
@@ -257,7 +252,7 @@ nc_status nc_runner_exec(const char *program, size_t len, const nc_runner_opts *
     nanosleep(&ts, NULL);
   }
   kill(-pid, SIGKILL);  // whatever the program left in its process group
-  r->seconds = nc_mono() - t0;
+  r->seconds = nc_clock_now() - t0;
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
   if (c.ns && !timed_out && code > 128) r->signal = code - 128;  // the init's encoding
   else if (!c.ns && WIFSIGNALED(status)) r->signal = WTERMSIG(status);

@@ -5,6 +5,7 @@
 #include "ir/text.h"
 #include "passes/pass.h"
 #include "support/buf.h"
+#include "support/clock.h"
 
 static const nc_pass_info nc_pass_table[] = {
 #define P(NAME, SUMMARY) {#NAME, SUMMARY, nc_pass_##NAME},
@@ -25,12 +26,6 @@ const nc_pass_info *nc_pass_find(const char *name) {
   for (int i = 0; i < NC_NPASSES; i++)
     if (!strcmp(nc_pass_table[i].name, name)) return &nc_pass_table[i];
   return NULL;
-}
-
-static double nc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static bool nc_match(const char *want, const char *name) {
@@ -68,9 +63,9 @@ nc_status nc_pass_run_pipeline(nc_graph **g, const char *const *names, int n, nc
   for (int i = 0; i < n; i++) {
     if (ctx->stop_after >= 0 && i > ctx->stop_after) break;
     if (nc_match(ctx->dump_before, infos[i]->name)) nc_dump(ctx, *g, "before", infos[i]->name);
-    double t0 = nc_now();
+    double t0 = nc_clock_now();
     nc_status st = infos[i]->run(g, ctx);
-    ctx->seconds[i] = nc_now() - t0;
+    ctx->seconds[i] = nc_clock_now() - t0;
     ctx->ran[i] = infos[i]->name;
     ctx->nrun = i + 1;
     if (st) return nc_status_prefix(st, "pass '%s': ", infos[i]->name);

@@ -16,6 +16,7 @@
 #include "pipeline/schedule.h"
 #include "pipeline/trainer.h"
 #include "runtime/checkpoint.h"
+#include "support/clock.h"
 
 void nc_rl_opts_default(nc_rl_opts *o) {
   memset(o, 0, sizeof *o);
@@ -31,12 +32,6 @@ void nc_rl_opts_default(nc_rl_opts *o) {
   o->save_every = 60;
   o->device.kind = NC_DEV_CPU;
   o->seed = 42;
-}
-
-static double nc_rl_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 typedef struct {
@@ -267,7 +262,7 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
   nc_ids prompt = {0};
   char ref[128];
   int64_t cursor = 0;
-  double t0 = nc_rl_now();
+  double t0 = nc_clock_now();
   for (int64_t s = 0; s < steps && !st; s++) {
     if (o->eval_every > 0 && s % o->eval_every == 0) {
       st = nc_rl_eval(r, &res->pass1, &res->passk);
@@ -313,7 +308,7 @@ static nc_status nc_rl_body(nc_rl *r, nc_rl_result *res) {
     if (st) break;
     res->mean_reward = sums[1] > 0 ? sums[0] / sums[1] : 0;
     res->steps = s + 1;
-    res->seconds = nc_rl_now() - t0;
+    res->seconds = nc_clock_now() - t0;
     if (r->rank == 0 && (!o->quiet || (s + 1) % 10 == 0 || s + 1 == steps))
       fprintf(stderr, "rl step %lld/%lld | mean reward %.4f | %.1f s\n", (long long)(s + 1), (long long)steps, res->mean_reward, res->seconds);
     if (o->save_every > 0 && (s + 1) % o->save_every == 0 && s + 1 < steps) {  // rank 0 writes; all agree it exists

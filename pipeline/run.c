@@ -16,6 +16,7 @@
 #include "pipeline/trainer.h"
 #include "runtime/checkpoint.h"
 #include "support/buf.h"
+#include "support/clock.h"
 
 const char *nc_stage_name(nc_stage s) { return s == NC_STAGE_BASE ? "base" : s == NC_STAGE_MID ? "mid" : "sft"; }
 const char *nc_stage_folder(nc_stage s) {
@@ -39,12 +40,6 @@ void nc_run_opts_default(nc_run_opts *o, nc_stage stage) {
   o->resume_step = -1;
   o->device.kind = NC_DEV_CPU;
   o->seed = 42;
-}
-
-static double nc_run_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static bool nc_run_lead(const nc_run_opts *o) { return !o->dist || o->dist->rank == 0; }
@@ -541,7 +536,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
   if (lead && !fresh) fprintf(stderr, "%s: resumed from %s at step %lld\n", nc_stage_name(o->stage), o->out_dir, (long long)r->step);
 
   bool tty = lead && !o->quiet && isatty(2);
-  double t_start = nc_run_now(), t_first = t_start, t_ten = t_start, step_dt[3] = {0, 0, 0};
+  double t_start = nc_clock_now(), t_first = t_start, t_ten = t_start, step_dt[3] = {0, 0, 0};
   double lr[NC_GROUP_COUNT], wd[NC_GROUP_COUNT];
   while (r->step < r->h.steps) {
     int64_t s = r->step;
@@ -557,12 +552,12 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     double lrm = nc_sched_lr_mult(&r->sched, s);
     nc_group_rates(&r->spec, &o->lr, r->h.batch_lr_scale, muon_wd * nc_sched_wd_mult(&r->sched, s), lr, wd);
     for (int g = 0; g < NC_GROUP_COUNT; g++) lr[g] *= lrm;
-    double t0 = nc_run_now(), loss;
+    double t0 = nc_clock_now(), loss;
     NC_TRY(nc_trainer_step(r->tr, nc_run_next, &r->src, lr, wd, nc_sched_momentum(&r->sched, s), s + 1, &loss));
-    double dt = nc_run_now() - t0;
+    double dt = nc_clock_now() - t0;
     r->step = s + 1;
     if (s < 3) step_dt[s] = dt;
-    if (r->step == 1) t_first = nc_run_now();
+    if (r->step == 1) t_first = nc_clock_now();
     // --time-budget: the horizon is the steps that fit the budget, first at the pace of steps 2
     // and 3, then re-planned every 10 steps at the pace so far (evaluations included) until the
     // warmdown begins, so that a machine that slows down or speeds up still ends on time.
@@ -572,7 +567,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
     // (the machine slowed down): the rest of the warmdown is compressed (the LR steps down).
     bool behind = false;
     if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && !replan && r->step > 3 && r->step % 10 == 0) {
-      double now = nc_run_now(), per = fmax((now - t_first) / (double)(r->step - 1), (now - t_ten) / 10.0);  // recent pace
+      double now = nc_clock_now(), per = fmax((now - t_first) / (double)(r->step - 1), (now - t_ten) / 10.0);  // recent pace
       double end = (now - t_start) + per * (double)(r->h.steps - r->step);
       behind = end > 1.05 * o->time_budget_s;
       if (o->dist && o->dist->world > 1) {  // rank 0 decides for all
@@ -582,7 +577,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
       }
     }
     if (o->time_budget_s > 0 && o->h.num_iterations <= 0 && fresh && (r->step == 3 || replan || behind)) {
-      double now = nc_run_now(), left = o->time_budget_s - (now - t_start);
+      double now = nc_clock_now(), left = o->time_budget_s - (now - t_start);
       double per = r->step == 3 ? 0.5 * (step_dt[1] + step_dt[2]) : (now - t_first) / (double)(r->step - 1);
       if (behind) per = fmax(per, (now - t_ten) / 10.0);
       if (o->dist && o->dist->world > 1) {  // every rank takes rank 0's pace: all must agree on the horizon
@@ -604,7 +599,7 @@ static nc_status nc_run_body(nc_run *r, nc_run_result *res) {
                   o->time_budget_s);
       }
     }
-    if (r->step % 10 == 0) t_ten = nc_run_now();
+    if (r->step % 10 == 0) t_ten = nc_clock_now();
     if (s > 0) r->train_seconds += dt;  // the first step includes warm-up (nanochat skips the first steps too)
     r->smooth = 0.9 * r->smooth + 0.1 * loss;
     double debiased = r->smooth / (1 - pow(0.9, (double)r->step));

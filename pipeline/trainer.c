@@ -10,6 +10,7 @@
 
 #include "chat/model_io.h"
 #include "models/gpt.h"
+#include "support/clock.h"
 
 // Params with fewer elements are replicated across ranks (nanochat: AdamW
 // tensors < 1024 elements are all-reduced, not sharded).
@@ -57,12 +58,6 @@ struct nc_trainer {
   int32_t *in, *tg;  // (B,T) micro-batch staging
   double compile_s;
 };
-
-static double nc_tr_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int nc_tr_index(const nc_trainer *t, const char *name) {
   for (int i = 0; i < t->nparams; i++)
@@ -377,7 +372,7 @@ static float nc_tr_scalar(const nc_session *s, const char *name) {
 // from base (flat or pflat), in flat's layout; nothing to copy where the
 // tensor is a view of base there.
 static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *prefix, bool to_flat, float *base) {
-  double t0 = nc_tr_now();
+  double t0 = nc_clock_now();
   char name[160];
   size_t off = b->off;
   for (int j = b->first; j < b->first + b->count; j++) {
@@ -395,14 +390,14 @@ static nc_status nc_tr_pack(nc_trainer *t, const nc_tr_bucket *b, const char *pr
     off += n;
     NC_TRY(nc_dist_progress(t->reqs, NULL));  // the collectives in flight move between copies (and device reads)
   }
-  t->stats.pack_s += nc_tr_now() - t0;
+  t->stats.pack_s += nc_clock_now() - t0;
   return NC_OK;
 }
 
 static nc_status nc_tr_wait(nc_trainer *t, int *slot) {
-  double t0 = nc_tr_now();
+  double t0 = nc_clock_now();
   nc_status st = nc_dist_waitany(t->reqs, slot);
-  t->stats.wait_s += nc_tr_now() - t0;
+  t->stats.wait_s += nc_clock_now() - t0;
   return st;
 }
 
@@ -425,7 +420,7 @@ static nc_status nc_tr_hook(void *ctx, int k, const nc_tensor *v) {
   if (k < 0) return t->issued > 0 ? nc_dist_progress(t->reqs, NULL) : NC_OK;
   int i = t->acc_out[k];
   if (i < 0) return NC_OK;
-  double t0 = nc_tr_now();
+  double t0 = nc_clock_now();
   if (!v->data || v->dtype != NC_F32 || nc_tensor_numel(v) != t->numel[i])
     return nc_errorf(NC_E_INTERNAL, "data parallel: gradient of '%s' has the wrong shape", t->params[i].name);
   if (v->data != (void *)(t->flat + t->poff[i])) memcpy(t->flat + t->poff[i], v->data, sizeof(float) * (size_t)t->numel[i]);
@@ -435,8 +430,8 @@ static nc_status nc_tr_hook(void *ctx, int k, const nc_tensor *v) {
     st = nc_tr_issue(t, t->issued++);
     if (!st) t->stats.early++;
   }
-  t->stats.pack_s += nc_tr_now() - t0;
-  t->stats.hook_s += nc_tr_now() - t0;
+  t->stats.pack_s += nc_clock_now() - t0;
+  t->stats.hook_s += nc_clock_now() - t0;
   return st;
 }
 
@@ -467,14 +462,14 @@ static nc_status nc_tr_dp_finish(nc_trainer *t, double sums[2], double gscale, c
     nc_train_scalar sc[NC_TRAIN_NSCALARS];
     nc_train_scalars(&t->o.oc, lr, wd, momentum, step, gscale, sc);
     for (int i = 0; i < NC_TRAIN_NSCALARS; i++) NC_TRY(nc_session_put_scalar(t->sess, sc[i].name, sc[i].value));
-    double ta = nc_tr_now();
+    double ta = nc_clock_now();
     NC_TRY(nc_session_run_exec(t->sess, t->x_step));
-    t->stats.apply_s += nc_tr_now() - ta;
+    t->stats.apply_s += nc_clock_now() - ta;
   }
   {  // the reductions this rank only sent to must finish before flat is reused
-    double tw = nc_tr_now();
+    double tw = nc_clock_now();
     NC_TRY(nc_dist_waitall(t->reqs));
-    t->stats.wait_s += nc_tr_now() - tw;
+    t->stats.wait_s += nc_clock_now() - tw;
   }
   // every owner broadcasts its updated params, bucket by bucket: with pflat
   // straight from and into the params' own memory (the receivers' host
@@ -512,7 +507,7 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
   }
   t->issued = 0;
   for (int b = 0; b < t->nbuckets; b++) t->left[b] = t->buckets[b].count;
-  double sums[2] = {0, 0}, t0 = nc_tr_now(), hook0 = t->stats.hook_s;  // loss sum, micro-batches
+  double sums[2] = {0, 0}, t0 = nc_clock_now(), hook0 = t->stats.hook_s;  // loss sum, micro-batches
   for (int64_t m = 0; m < M; m++) {
     NC_TRY(next(ctx, t->in, t->tg));  // every rank reads every micro-batch: the same stream everywhere
     if (m % d->world != d->rank) continue;
@@ -525,7 +520,7 @@ static nc_status nc_trainer_step_dp(nc_trainer *t, nc_batch_fn next, void *ctx, 
     NC_TRY(st);
     sums[0] += nc_tr_scalar(t->sess, "loss"), sums[1] += 1;
   }
-  t->stats.compute_s += nc_tr_now() - t0 - (t->stats.hook_s - hook0);
+  t->stats.compute_s += nc_clock_now() - t0 - (t->stats.hook_s - hook0);
   t->stats.steps++;
   // without the hook (or for gradients it did not see): each bucket packed
   // and issued in turn, the next one packed while the last one travels
@@ -552,7 +547,7 @@ static nc_status nc_trainer_step_weighted_dp(nc_trainer *t, const nc_wbatch *b, 
   size_t total = t->buckets[t->nbuckets - 1].off + t->buckets[t->nbuckets - 1].n;
   memset(t->flat, 0, sizeof(float) * total);
   char name[160];
-  double t0 = nc_tr_now();
+  double t0 = nc_clock_now();
   for (int k = 0; k < n; k++) {
     if (b[k].weight == 0) continue;
     for (int i = 0; i < t->nparams; i++) {
@@ -572,7 +567,7 @@ static nc_status nc_trainer_step_weighted_dp(nc_trainer *t, const nc_wbatch *b, 
       for (int64_t j = 0; j < t->numel[i]; j++) dst[j] += w * gv[j];
     }
   }
-  t->stats.compute_s += nc_tr_now() - t0;
+  t->stats.compute_s += nc_clock_now() - t0;
   t->stats.steps++;
   for (t->issued = 0; t->issued < t->nbuckets; t->issued++) NC_TRY(nc_tr_issue(t, t->issued));
   double sums[2] = {0, 0};

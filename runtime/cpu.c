@@ -15,6 +15,7 @@
 #include "runtime/kir_eval.h"
 #include "ir/dtype.h"       // nc_f32_to_bf16 for bf16 matmuls without AVX512_BF16
 #include "runtime/threadpool.h"
+#include "support/clock.h"
 
 // Bumped whenever the emitted machine code changes for the same plan and knobs
 // (2-9: the GEMM's skinny small-M path; 9: its prefetch; 10: bf16 rounding without AVX512_BF16
@@ -75,12 +76,6 @@ struct nc_cpu {
   size_t bf_cap;  // floats
 };
 
-static double nc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void nc_cpu_free(nc_cpu *c) {
   if (!c) return;
   if (c->release) c->release(c->release_ctx);
@@ -102,7 +97,7 @@ void nc_cpu_free(nc_cpu *c) {
 void nc_cpu_trace_start(nc_cpu *c) {
   c->ntrace = 0;
   c->tracing = true;
-  c->trace_origin = nc_now();
+  c->trace_origin = nc_clock_now();
 }
 
 nc_status nc_cpu_trace_write(nc_cpu *c, const nc_plan *p, const char *path) {
@@ -328,9 +323,9 @@ static nc_status nc_cpu_launch(nc_cpu *c, int ki, const nc_kernel *k, void *cons
 nc_status nc_cpu_runner(void *ctx, int ki, const nc_kernel *k, void *const *bufs, const int64_t *args) {
   nc_cpu *c = ctx;
   if (ki < 0 || ki >= c->nkernels) return nc_errorf(NC_E_INTERNAL, "cpu: kernel index %d out of range", ki);
-  double t0 = nc_now();
+  double t0 = nc_clock_now();
   nc_status st = nc_cpu_launch(c, ki, k, bufs, args);
-  double t1 = nc_now();
+  double t1 = nc_clock_now();
   c->ktime[ki] += t1 - t0;
   c->kcalls[ki]++;
   if (c->tracing) {

@@ -19,15 +19,10 @@
 #include "runtime/cpu_tune.h"
 #include "runtime/kcache.h"
 #include "runtime/threadpool.h"
+#include "support/clock.h"
 
 #ifdef NC_HAVE_LLVM
 #include <llvm-c/Core.h>
-
-static double nc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // The plan's code is cut into NC_CPU_PARTS modules, balanced by estimated
 // compile cost, and the parts are compiled on up to `threads` threads at once,
@@ -233,7 +228,7 @@ static void nc_cpu_jit_release(void *ctx) { nc_jit_free(ctx); }
 
 nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
   *out = NULL;
-  double t0 = nc_now();
+  double t0 = nc_clock_now();
   nc_jit_options jo = {.avx2_only = o && o->avx2_only};
   nc_jit *jit;
   NC_TRY(nc_jit_create(&jo, &jit));
@@ -294,7 +289,7 @@ nc_status nc_cpu_compile(const nc_plan *p, const nc_cpu_opts *o, nc_cpu **out) {
     return st;
   }
   nc_cpu_set_release(c, nc_cpu_jit_release, jit);
-  nc_cpu_set_compile_info(c, nc_now() - t0, hit);
+  nc_cpu_set_compile_info(c, nc_clock_now() - t0, hit);
   *out = c;
   return NC_OK;
 }

@@ -1,4 +1,5 @@
 #include "runtime/cpu_peak.h"
+#include "support/clock.h"
 
 #include <immintrin.h>
 #include <pthread.h>
@@ -50,12 +51,6 @@ static void *nc_peak_worker(void *arg) {
   return NULL;
 }
 
-static double nc_peak_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 // One timed round on n threads (the caller is one of them); returns seconds,
 // or -1 when a thread could not be started.
 static double nc_peak_round(int n, bool avx512, int64_t iters) {
@@ -71,11 +66,11 @@ static double nc_peak_round(int n, bool avx512, int64_t iters) {
   int started = 1;
   for (int i = 1; i < n; i++, started++)
     if (pthread_create(&tids[i], NULL, nc_peak_worker, &jobs[i]) != 0) break;
-  double t0 = nc_peak_now();
+  double t0 = nc_clock_now();
   atomic_store(&go, 1);
   nc_peak_worker(&jobs[0]);
   for (int i = 1; i < started; i++) pthread_join(tids[i], NULL);
-  double dt = nc_peak_now() - t0;
+  double dt = nc_clock_now() - t0;
   free(jobs);
   free(tids);
   return started < n ? -1 : dt;

@@ -11,6 +11,7 @@
 #include "runtime/ocl_device.h"
 #include "runtime/plan_run.h"
 #include "runtime/session.h"
+#include "support/clock.h"
 
 // Fusion patterns the OpenCL emitter lowers (passes/pass.h NC_PATTERN_*):
 // every pattern that lowers to loop nests and the matmul template (tested in
@@ -121,15 +122,9 @@ void nc_exec_free(nc_exec *e) {
   free(e);
 }
 
-static double nc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
   *out = NULL;
-  double t0 = nc_now();
+  double t0 = nc_clock_now();
   nc_exec *e = calloc(1, sizeof *e);
   if (!e) return nc_errorf(NC_E_NOMEM, "out of memory");
   nc_status cst = nc_graph_copy(g, &e->g);
@@ -194,7 +189,7 @@ nc_status nc_exec_new(const nc_graph *g, const nc_device *d, nc_exec **out) {
     nc_exec_free(e);
     return nc_status_prefix(st, "preparing '%s' for device %s: ", nc_graph_name(g), nc_device_name(d));
   }
-  e->compile_s = nc_now() - t0;
+  e->compile_s = nc_clock_now() - t0;
   *out = e;
   return NC_OK;
 }

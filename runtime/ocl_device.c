@@ -15,6 +15,7 @@
 #include "runtime/ocl_impl.h"
 #include "runtime/ocl_tune.h"
 #include "runtime/plan_run.h"
+#include "support/clock.h"
 
 // ---- discovery and selection ---------------------------------------------------
 
@@ -158,12 +159,6 @@ const char *nc_oc_errname(cl_int e) {
 static nc_status nc_oc_rb_after(nc_ocl *c, const nc_graph *g, const nc_plan *p, int q, const int64_t *syms, const nc_tensor **fed);
 static nc_status nc_oc_rb_wait(nc_ocl *c);
 static void nc_oc_rb_free(nc_ocl *c);
-
-static double nc_oc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 void nc_ocl_free(nc_ocl *c) {
   if (!c) return;
@@ -399,7 +394,7 @@ static nc_status nc_oc_env_switch(const char *name, bool dflt, const char *means
 
 nc_status nc_ocl_compile(const nc_plan *p, const nc_ocl_opts *o, nc_ocl **out) {
   *out = NULL;
-  double t0 = nc_oc_now();
+  double t0 = nc_clock_now();
   nc_ocl *c = calloc(1, sizeof *c);
   if (!c) return nc_errorf(NC_E_NOMEM, "out of memory");
   nc_status st = nc_oc_pick(o ? o->select : NULL, &c->dev);
@@ -766,7 +761,7 @@ fail_bufs:
     o2.wg_untuned = true;
     return nc_ocl_compile(p, &o2, out);
   }
-  c->compile_s = nc_oc_now() - t0;
+  c->compile_s = nc_clock_now() - t0;
   *out = c;
   return NC_OK;
 fail:

@@ -14,12 +14,7 @@
 #include "runtime/cpu.h"
 #include "runtime/kir_eval.h"
 #include "runtime/threadpool.h"
-
-double nc_tune_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "support/clock.h"
 
 
 
@@ -239,7 +234,7 @@ static nc_status nc_tu_shape(nc_tune_backend *be, const nc_tune_shape *s, const 
   // one shape are timed on the next at no compile cost
   uint64_t r = seed ^ ((uint64_t)s->variant * 0x9e3779b97f4a7c15ull);
   bool improved = true;
-  while (improved && nc_tune_now() < deadline) {
+  while (improved && nc_clock_now() < deadline) {
     improved = false;
     // every single-knob change of best, in a random order
     int moves[NC_KNOB_MAX * NC_KNOB_MAX_SEARCH][2], nm = 0;
@@ -250,7 +245,7 @@ static nc_status nc_tu_shape(nc_tune_backend *be, const nc_tune_shape *s, const 
       int j = (int)(nc_tu_rand(&r) % (uint64_t)(i + 1)), t0 = moves[i][0], t1 = moves[i][1];
       moves[i][0] = moves[j][0], moves[i][1] = moves[j][1], moves[j][0] = t0, moves[j][1] = t1;
     }
-    for (int mv = 0; mv < nm && nc_tune_now() < deadline; mv++) {
+    for (int mv = 0; mv < nm && nc_clock_now() < deadline; mv++) {
       cur = best;
       nc_knob_set(sp, cur.k, moves[mv][0], moves[mv][1]);
       nc_status cst = nc_knob_check(sp, cur.k);
@@ -343,7 +338,7 @@ done:
 }
 
 nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
-  double t0 = nc_tune_now(), deadline = t0 + (o->budget_s > 0 ? o->budget_s : 0);
+  double t0 = nc_clock_now(), deadline = t0 + (o->budget_s > 0 ? o->budget_s : 0);
   nc_tune_backend be;
   memset(&be, 0, sizeof be);
   if (o->dev.kind == NC_DEV_CPU) NC_TRY(nc_tune_backend_cpu(&o->dev, o->wall_time, &be));
@@ -368,7 +363,7 @@ nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o,
     if (be.select) be.select(&be, order[i].variant);  // the variant's space and defaults (CPU: fp32 or bf16)
     be.kernel(&be, order[i].variant, r->kernel, sizeof r->kernel);
     nc_tune_shape_str(order[i].batch, order[i].m, order[i].n, order[i].k, r->shape, sizeof r->shape);
-    double now = nc_tune_now();
+    double now = nc_clock_now();
     if (now >= deadline) {
       nc_tune_progress(o, "[%d/%d] %s %s: budget spent, skipped\n", i + 1, n, r->kernel, r->shape);
       continue;
@@ -378,7 +373,7 @@ nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o,
     if (!st)
       nc_tune_progress(o, "[%d/%d] %s %s x%d: default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected (%.1f s)\n", i + 1, n,
                      r->kernel, r->shape, order[i].count, r->default_us, r->best_us, r->best_us > 0 ? r->default_us / r->best_us : 0,
-                     r->is_default ? "default: " : "", r->knobs, r->tried, r->rejected, nc_tune_now() - now);
+                     r->is_default ? "default: " : "", r->knobs, r->tried, r->rejected, nc_clock_now() - now);
   }
   free(order);
   be.release(&be);
@@ -545,7 +540,7 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
   double best = INFINITY;
   for (int r = 0; r <= reps; r++) {
     if (sync) memset(sync, 0, slen * sizeof *sync);
-    double t0 = nc_tune_now();
+    double t0 = nc_clock_now();
     nc_status st = nc_pool_run(x->pool, t.nthreads, nc_tu_cpu_task_run, &t);
     if (st) {
       free(sync);
@@ -554,7 +549,7 @@ static nc_status nc_tu_cpu_run(nc_tune_backend *b, const nc_tune_shape *s, const
     // the critical path in CPU time: the slowest task's own thread CPU time,
     // which leaves out what other processes on a loaded machine take (and
     // still shows a badly balanced split)
-    double dt = nc_tune_now() - t0;
+    double dt = nc_clock_now() - t0;
     if (!x->wall) {
       dt = 0;
       for (int i = 0; i < t.nthreads; i++) dt = t.tcpu[i] > dt ? t.tcpu[i] : dt;

@@ -72,10 +72,9 @@ typedef struct {
 // fills res[i] per shape. Errors: the device cannot be opened, the default
 // kernel itself is wrong or fails to run, out of memory.
 nc_status nc_tune_run(const nc_tune_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res);
-// The searches' helpers (runtime/tuner.c, used by runtime/tuner_flash.c): a progress line to
-// o->progress (nothing when NULL), flushed; monotonic seconds.
+// A progress line to o->progress (nothing when NULL), flushed: the searches' (runtime/tuner.c,
+// runtime/tuner_flash.c).
 void nc_tune_progress(const nc_tune_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-double nc_tune_now(void);
 
 // ---- the other OpenCL templates (runtime/tuner_flash.c) -----------------------------
 // Flash attention: the distinct attention calls of p (symbols bound to syms); count the forward

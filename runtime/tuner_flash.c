@@ -27,6 +27,7 @@
 #include "runtime/ocl_device.h"
 #include "runtime/ocl_tune.h"
 #include "runtime/tuner.h"
+#include "support/clock.h"
 
 static void nc_tf_bind(const nc_graph *g, const nc_kernel *k, const int64_t *syms, int64_t *args) {
   for (int a = 0; a < k->nargs; a++) {
@@ -334,7 +335,7 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
   tried[ntried++] = def;
   uint64_t r = (o->seed ? o->seed : 0x5eedull) ^ 0xf1a5ull;
   bool improved = true;
-  while (improved && nc_tune_now() < deadline) {
+  while (improved && nc_clock_now() < deadline) {
     improved = false;
     int moves[NC_KNOB_MAX * NC_KNOB_MAX_SEARCH][2], nm = 0;
     for (int i = 0; i < sp->nknobs; i++)
@@ -345,7 +346,7 @@ static nc_status nc_tf_flash_shape(const nc_tune_flash_shape *fs, const nc_tune_
       int j = (int)(r % (uint64_t)(i + 1)), t0 = moves[i][0], t1 = moves[i][1];
       moves[i][0] = moves[j][0], moves[i][1] = moves[j][1], moves[j][0] = t0, moves[j][1] = t1;
     }
-    for (int mv = 0; mv < nm && nc_tune_now() < deadline; mv++) {
+    for (int mv = 0; mv < nm && nc_clock_now() < deadline; mv++) {
       cur = best;
       nc_knob_set(sp, &cur, moves[mv][0], moves[mv][1]);
       nc_status cst = nc_knob_check(sp, &cur);
@@ -415,7 +416,7 @@ done:
 
 nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_tune_opts *o, nc_tunedb *db, nc_tune_result *res) {
   if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: flash attention is an OpenCL template (device '%s')", nc_device_name(&o->dev));
-  double t0 = nc_tune_now(), deadline = t0 + (o->budget_s > 0 ? o->budget_s : 0);
+  double t0 = nc_clock_now(), deadline = t0 + (o->budget_s > 0 ? o->budget_s : 0);
   nc_ocl_device_desc d;
   nc_ocl_knobs kn;
   char device[192], driver[192];
@@ -440,7 +441,7 @@ nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_t
     memset(r, 0, sizeof *r);
     nc_ocl_flash_signature(kn.gemm_tc, nc_ocl_attn_pad(fs->d), nc_ocl_attn_pad(fs->dv), r->kernel, sizeof r->kernel);
     nc_ocl_flash_shape_str(&fs->s, r->shape, sizeof r->shape);
-    double now = nc_tune_now();
+    double now = nc_clock_now();
     if (now >= deadline) {
       nc_tune_progress(o, "[flash %d/%d] %s %s: budget spent, skipped\n", ii + 1, n, r->kernel, r->shape);
       continue;
@@ -449,7 +450,7 @@ nc_status nc_tune_flash_run(const nc_tune_flash_shape *shapes, int n, const nc_t
     if (!st)
       nc_tune_progress(o, "[flash %d/%d] %s %s x%d: default %.1f us, best %.1f us (%.2fx) %s%s; %d tried, %d rejected, %d invalid (%.1f s)\n", ii + 1,
                      n, r->kernel, r->shape, fs->count, r->default_us, r->best_us, r->default_us / r->best_us, r->is_default ? "default: " : "",
-                     r->knobs, r->tried, r->rejected, r->invalid, nc_tune_now() - now);
+                     r->knobs, r->tried, r->rejected, r->invalid, nc_clock_now() - now);
   }
   free(ord);
   return st;
@@ -550,7 +551,7 @@ static nc_status nc_tf_wg_shape(nc_ocl_loop_class cls, const nc_tune_wg_shape *w
   for (int v = 0; v < sp->knobs[iw].nsearch; v++) cand[nc++] = sp->knobs[iw].search[v];
   if (cls != NC_OCL_LOOP_ELEMENTWISE && dv / 2 < 32 && dv / 2 >= 1) cand[nc++] = dv / 2;  // below the search values (PoCL's defaults)
   if (cls != NC_OCL_LOOP_ELEMENTWISE && dv * 2 < 32) cand[nc++] = dv * 2;
-  for (int v = 0; v < nc && nc_tune_now() < deadline; v++) {
+  for (int v = 0; v < nc && nc_clock_now() < deadline; v++) {
     nc_ocl_knobs cur = def;
     nc_knob_set(sp, &cur, iw, cand[v]);
     if (cand[v] == dv || cand[v] > top) continue;
@@ -607,7 +608,7 @@ nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, 
   static const char *tag[3] = {"loop", "row", "reduce"}, *what[3] = {"loop", "row", "reduction"},
                     *by[3] = {"size", "row-length", "element-count"};
   if (o->dev.kind != NC_DEV_OPENCL) return nc_errorf(NC_E_INVALID, "tune: the %s work-groups are OpenCL knobs (device '%s')", what[cls], nc_device_name(&o->dev));
-  double deadline = nc_tune_now() + (o->budget_s > 0 ? o->budget_s : 0);
+  double deadline = nc_clock_now() + (o->budget_s > 0 ? o->budget_s : 0);
   nc_ocl_device_desc d;
   nc_ocl_knobs kn;
   char device[192], driver[192];
@@ -621,7 +622,7 @@ nc_status nc_tune_wg_run(nc_ocl_loop_class cls, const nc_tune_wg_shape *shapes, 
     if (cls == NC_OCL_LOOP_ROW) nc_ocl_row_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
     else if (cls == NC_OCL_LOOP_REDUCE) nc_ocl_reduce_shape_str(shapes[i].bucket, r->shape, sizeof r->shape);
     else snprintf(r->shape, sizeof r->shape, "items=2^%d", shapes[i].bucket);
-    double now = nc_tune_now();
+    double now = nc_clock_now();
     if (now >= deadline) {
       nc_tune_progress(o, "[%s %d/%d] %s %s: budget spent, skipped\n", tag[cls], i + 1, n, r->kernel, r->shape);
       continue;
