@@ -19,6 +19,13 @@
 
 
 // ---- shapes of a plan ---------------------------------------------------------
+void nc_tune_bind_args(const nc_graph *g, const nc_kernel *k, const int64_t *syms, int64_t *args) {
+  for (int a = 0; a < k->nargs; a++) {
+    int s = nc_graph_sym_find(g, k->args[a], strlen(k->args[a]));
+    args[a] = s >= 0 ? syms[s] : 0;
+  }
+}
+
 nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool cpu_variants, nc_tune_shape **out, int *n) {
   *out = NULL;
   *n = 0;
@@ -29,10 +36,7 @@ nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t
     const nc_kernel *k = &p->kernels[i].k;
     if (!nc_kernel_is_template(k)) continue;
     int64_t args[NC_KERNEL_MAX_ARGS];
-    for (int a = 0; a < k->nargs; a++) {
-      int s = nc_graph_sym_find(g, k->args[a], strlen(k->args[a]));
-      args[a] = s >= 0 ? syms[s] : 0;
-    }
+    nc_tune_bind_args(g, k, syms, args);
     const nc_kstmt *s = nc_ks_get(k, k->body);
     if (s->tmpl != NC_KT_MATMUL) continue;  // flash attention, scatter_add: not GEMMs
     int64_t x[11] = {0};

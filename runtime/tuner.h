@@ -49,6 +49,9 @@ static inline bool nc_tune_variant_sym(int v) { return v < 8 ? (v >> 2) & 1 : v 
 // GEMMs are variants of their own); else (OpenCL) the plain fp32 GEMMs by
 // ta*2 + tb. *out is malloc'ed.
 nc_status nc_tune_plan_shapes(const nc_graph *g, const nc_plan *p, const int64_t *syms, bool cpu_variants, nc_tune_shape **out, int *n);
+// Kernel k's arguments with the symbols bound to syms (indexed like g's symbols; an argument that
+// names no symbol of g gets 0): what the planners above evaluate a kernel's shapes with.
+void nc_tune_bind_args(const nc_graph *g, const nc_kernel *k, const int64_t *syms, int64_t *args);
 
 typedef struct {
   nc_device dev;       // cpu (threads, avx2_only) or opencl (select, matmul_bf16: tune the bf16 GEMM)

@@ -29,13 +29,6 @@
 #include "runtime/tuner.h"
 #include "support/clock.h"
 
-static void nc_tf_bind(const nc_graph *g, const nc_kernel *k, const int64_t *syms, int64_t *args) {
-  for (int a = 0; a < k->nargs; a++) {
-    int s = nc_graph_sym_find(g, k->args[a], strlen(k->args[a]));
-    args[a] = s >= 0 ? syms[s] : 0;
-  }
-}
-
 // ---- shapes of a plan -----------------------------------------------------------
 nc_status nc_tune_plan_flash(const nc_graph *g, const nc_plan *p, const int64_t *syms, nc_tune_flash_shape **out, int *n) {
   *out = NULL;
@@ -49,7 +42,7 @@ nc_status nc_tune_plan_flash(const nc_graph *g, const nc_plan *p, const int64_t 
     const nc_kstmt *s = nc_ks_get(k, k->body);
     if (s->tmpl != NC_KT_ATTENTION || s->nargs < 11) continue;
     int64_t args[NC_KERNEL_MAX_ARGS], x[10];
-    nc_tf_bind(g, k, syms, args);
+    nc_tune_bind_args(g, k, syms, args);
     for (int a = 0; a < 10; a++) x[a] = nc_kernel_eval_index(k, s->args[a], args);
     nc_tune_flash_shape t = {.s = {.batch = x[0], .tq = x[1], .tk = x[2], .hq = x[3], .hkv = x[4], .causal = x[7] != 0, .window = x[8]},
                              .d = x[5], .dv = x[6], .scale = k->x[s->args[10]].fval};
@@ -86,7 +79,7 @@ nc_status nc_tune_plan_buckets(const nc_graph *g, const nc_plan *p, const int64_
     bool want = cls == NC_OCL_LOOP_ROW ? L.row_wg != 0 : cls == NC_OCL_LOOP_REDUCE ? L.reduce_wg != 0 : L.ncollapse && !L.row_wg && !L.reduce_wg;
     if (!want) continue;
     int64_t args[NC_KERNEL_MAX_ARGS], outer = 1, cols = 0;  // outer: the collapsed iterations (work-items, rows)
-    nc_tf_bind(g, k, syms, args);
+    nc_tune_bind_args(g, k, syms, args);
     for (int c = 0; c < L.ncollapse; c++) {
       int64_t ext = nc_kernel_eval_index(k, L.end[c], args) - nc_kernel_eval_index(k, L.begin[c], args);
       outer *= ext > 0 ? ext : 0;
